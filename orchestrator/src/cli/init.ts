@@ -1,0 +1,73 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { EXIT, UsageError, type Command } from './command.js';
+
+const starter = (name: string, model: string, tasks: string) => `# bsft recipe: BehaviorSFT fine-tuning. Check it with \`bsft validate\`, see it resolved with \`bsft show\`.
+# Paths are relative to this file. Secrets never go here: HF_TOKEN and REDIS_URL come from the environment.
+name: ${name}
+
+model:
+  name_or_path: ${model}      # a Hub id, or a local directory starting with ./ or ../
+  dtype: bfloat16
+
+data:
+  tasks: [${JSON.stringify(tasks)}]   # JSONL task files or globs (.jsonl.gz too)
+  conditioning: token        # token (BehaviorSFT) | none (standard SFT) | instruction (system prompt)
+  # behaviors default to reactive / proactive / restraint with tokens <|behavior:NAME|>
+  categories:                # category -> behavior, for tasks without a behavior field
+    error_correction: proactive
+    omission_detection: proactive
+    consistency_check: proactive
+    differential_diagnosis: reactive
+  splits: { train: 0.8, val: 0.1, test: 0.1 }
+  seed: 42
+  max_seq_len: 4096
+
+train:
+  method: lora               # lora | full
+  lora: { r: 16, alpha: 32, dropout: 0.05, targets: all-linear }
+  lr: 2.0e-4
+  schedule: cosine
+  warmup_ratio: 0.03
+  epochs: 3
+  batch_tokens: 16384
+  checkpoint_every: 200
+  preempt_grace_s: 60
+
+eval:
+  splits: [test]
+
+store:
+  kind: local                # local | hub (set repo: owner/name; token from HF_TOKEN)
+`;
+
+export const init: Command = {
+  name: 'init',
+  summary: 'write a starter recipe',
+  usage: 'bsft init [file] [--name NAME] [--model ID_OR_DIR] [--tasks GLOB] [--force]',
+  options: {
+    name: { type: 'string' },
+    model: { type: 'string' },
+    tasks: { type: 'string' },
+    force: { type: 'boolean', short: 'f' },
+  },
+  optionHelp: {
+    name: 'run name (default: my-behaviorsft)',
+    model: 'base model (default: Qwen/Qwen2.5-7B-Instruct)',
+    tasks: 'task files or glob (default: data/*.jsonl)',
+    force: 'overwrite an existing file',
+  },
+  positionals: [0, 1],
+  async run([file = 'bsft.yaml'], values, { out }) {
+    if (existsSync(file) && !values.force) {
+      throw new UsageError(`${file} exists; pass --force to overwrite it`);
+    }
+    const name = (values.name as string | undefined) ?? 'my-behaviorsft';
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError(`--name: letters, digits, ".", "_" and "-"`);
+    writeFileSync(
+      file,
+      starter(name, (values.model as string | undefined) ?? 'Qwen/Qwen2.5-7B-Instruct', (values.tasks as string | undefined) ?? 'data/*.jsonl'),
+    );
+    out(`wrote ${file}; next: bsft validate ${file}`);
+    return EXIT.ok;
+  },
+};

@@ -1,0 +1,113 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { canonicalJson } from '../util/canonical-json.js';
+import { globFiles, hasMagic } from './glob.js';
+import { loadRecipe, type LoadOptions } from './load.js';
+import { checkPath, type PathPolicy } from './path-policy.js';
+import { RecipeError, type Problem } from './recipe-error.js';
+import type { Recipe } from './schema.js';
+
+/**
+ * A recipe ready to execute: validated, defaults filled in, every path absolute and checked against the path
+ * policy, task globs expanded. This is what `bsft show` prints and what goes into `runs/<run-id>/recipe.json`.
+ */
+export interface ResolvedRecipe extends Recipe {
+  run_id: string;
+  recipe_file: string;
+  /** Task files matched by data.tasks, absolute, sorted, without duplicates. */
+  task_files: string[];
+  /** Absolute tokenizer directory, or a Hub id. */
+  tokenizer: string;
+  /** Absolute directory of runs (the local store, and the work dir of `bsft run`). */
+  runs_dir: string;
+}
+
+/** Local paths start with ./, ../, / or ~/; anything else in model fields is a Hugging Face Hub id. */
+export function isLocalPath(s: string): boolean {
+  return s === '.' || s === '..' || /^(\.{1,2}[\\/]|[\\/]|~[\\/])/.test(s);
+}
+
+function expandHome(s: string): string {
+  return s.startsWith('~/') ? path.join(process.env.HOME ?? '~', s.slice(2)) : s;
+}
+
+/** Short, stable hash of the recipe with paths made relative to the workspace, so that a run id is portable. */
+function runId(recipe: Recipe, portable: unknown): string {
+  return `${recipe.name}-${createHash('sha256').update(canonicalJson(portable)).digest('hex').slice(0, 8)}`;
+}
+
+export interface ResolveOptions extends LoadOptions {
+  /** Skip existence checks of inputs (for recipes resolved on a machine that will pull inputs from a store). */
+  allowMissing?: boolean;
+}
+
+export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRecipe {
+  const { recipe, locate, file: abs } = loadRecipe(file, options);
+  const policy: PathPolicy = options.policy;
+  const base = path.dirname(abs);
+  const problems: Problem[] = [];
+  const problem = (at: (string | number)[], message: string) =>
+    problems.push({ ...locate(at), path: at.join('.'), message });
+
+  /** Resolves a path written in the recipe; reports escapes. */
+  const local = (at: (string | number)[], written: string): string => {
+    const p = path.resolve(base, expandHome(written));
+    const escape = checkPath(p, written, policy);
+    if (escape) problem(at, escape);
+    return p;
+  };
+
+  const model = { ...recipe.model };
+  if (isLocalPath(model.name_or_path)) {
+    model.name_or_path = local(['model', 'name_or_path'], model.name_or_path);
+    if (!options.allowMissing && !existsSync(path.join(model.name_or_path, 'config.json'))) {
+      problem(['model', 'name_or_path'], `no config.json in ${model.name_or_path}`);
+    }
+  }
+  let tokenizer = model.tokenizer ?? model.name_or_path;
+  if (model.tokenizer && isLocalPath(model.tokenizer)) {
+    tokenizer = model.tokenizer = local(['model', 'tokenizer'], model.tokenizer);
+  }
+  if (path.isAbsolute(tokenizer) && !options.allowMissing && !existsSync(path.join(tokenizer, 'tokenizer.json'))) {
+    problem(['model', model.tokenizer ? 'tokenizer' : 'name_or_path'], `no tokenizer.json in ${tokenizer}`);
+  }
+
+  const taskFiles = new Set<string>();
+  recipe.data.tasks.forEach((pattern, i) => {
+    const abs = local(['data', 'tasks', i], pattern);
+    const matches = hasMagic(pattern) ? globFiles(abs) : existsSync(abs) ? [abs] : [];
+    if (matches.length === 0 && !options.allowMissing) {
+      problem(['data', 'tasks', i], hasMagic(pattern) ? `no file matches "${pattern}"` : `file not found: ${pattern}`);
+    }
+    for (const m of matches) {
+      const escape = checkPath(m, pattern, policy);
+      if (escape) problem(['data', 'tasks', i], `${m}: ${escape}`);
+      else taskFiles.add(m);
+    }
+  });
+
+  const store = { ...recipe.store };
+  const runsDir = store.path ? local(['store', 'path'], store.path) : path.join(policy.workspace, 'runs');
+  if (store.path) store.path = runsDir;
+
+  if (problems.length > 0) throw new RecipeError(problems);
+
+  const rel = (p: string) => (path.isAbsolute(p) ? path.relative(policy.workspace, p) : p);
+  const portable = {
+    ...recipe,
+    model: { ...model, name_or_path: rel(model.name_or_path), tokenizer: rel(tokenizer) },
+    data: { ...recipe.data, tasks: [...taskFiles].map(rel) },
+    store: { ...store, path: store.path && rel(store.path) },
+  };
+  return {
+    ...recipe,
+    model,
+    store,
+    run_id: runId(recipe, portable),
+    recipe_file: abs,
+    task_files: [...taskFiles],
+    tokenizer,
+    runs_dir: runsDir,
+  };
+}

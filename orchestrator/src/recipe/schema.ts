@@ -1,0 +1,224 @@
+import { z } from 'zod';
+
+/**
+ * The recipe: one typed definition, shared by every command. Every object is strict, so an unknown key is an
+ * error (reported with a did-you-mean suggestion by `format-issues.ts`).
+ */
+
+export const DEFAULT_BEHAVIORS = {
+  reactive: {
+    token: '<|behavior:reactive|>',
+    description: 'Answer what was asked.',
+  },
+  proactive: {
+    token: '<|behavior:proactive|>',
+    description: 'Step in unprompted: an omission, an error, an inconsistency or a risk the team has not raised.',
+  },
+  restraint: {
+    token: '<|behavior:restraint|>',
+    description: 'Nothing warrants stepping in: a brief acknowledgement at most.',
+  },
+} as const;
+
+export const DEFAULT_INSTRUCTION =
+  'You are a clinical assistant taking part in a care-team conversation. Choose one behavior for each reply:\n' +
+  '{behaviors}\nReply with the behavior that fits; do not name it.';
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+const fraction = z.number().min(0).max(1);
+
+const behaviorSchema = z.strictObject({
+  token: z.string().min(1),
+  description: z.string().min(1),
+});
+
+const modelSchema = z.strictObject({
+  /** A Hugging Face Hub id (`Qwen/Qwen2.5-7B-Instruct`) or a local directory (`./models/x`, relative to the recipe). */
+  name_or_path: z.string().min(1),
+  /** Directory with tokenizer.json and tokenizer_config.json; defaults to name_or_path. */
+  tokenizer: z.string().min(1).optional(),
+  revision: z.string().min(1).optional(),
+  dtype: z.enum(['bfloat16', 'float16', 'float32', 'auto']).default('bfloat16'),
+  /** `random`: build the model from name_or_path's config.json with random weights (smoke runs, tests). */
+  init: z.enum(['pretrained', 'random']).default('pretrained'),
+  /** Values that replace those of config.json (e.g. num_hidden_layers for a smaller random model). */
+  config_overrides: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).optional(),
+});
+
+const splitsSchema = z.strictObject({
+  train: fraction,
+  val: fraction,
+  test: fraction,
+});
+
+const dataSchema = z.strictObject({
+  /** Task files (JSONL, optionally .gz) or globs, relative to the recipe. */
+  tasks: z.array(z.string().min(1)).min(1),
+  behaviors: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/, 'behavior names are lower_snake_case'), behaviorSchema)
+    .default(structuredClone(DEFAULT_BEHAVIORS) as Record<string, z.infer<typeof behaviorSchema>>),
+  /** category -> behavior, used when a task has no `behavior` field; also names each category's group. */
+  categories: z.record(z.string().min(1), z.string().min(1)).default({}),
+  conditioning: z.enum(['token', 'none', 'instruction']).default('token'),
+  /** System prompt of `conditioning: instruction`; `{behaviors}` expands to the behavior list. */
+  instruction: z.string().min(1).default(DEFAULT_INSTRUCTION),
+  splits: splitsSchema.default({ train: 0.8, val: 0.1, test: 0.1 }),
+  seed: nonNegativeInt.default(42),
+  max_seq_len: positiveInt.default(4096),
+});
+
+const loraSchema = z.strictObject({
+  r: positiveInt.default(16),
+  alpha: z.number().positive().default(32),
+  dropout: fraction.default(0.05),
+  targets: z.union([z.literal('all-linear'), z.array(z.string().min(1)).min(1)]).default('all-linear'),
+});
+
+const trainSchema = z.strictObject({
+  method: z.enum(['lora', 'full']).default('lora'),
+  lora: loraSchema.default(loraSchema.parse({})),
+  lr: z.number().positive().max(1),
+  schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+  warmup_steps: nonNegativeInt.optional(),
+  warmup_ratio: fraction.optional(),
+  epochs: z.number().positive().optional(),
+  max_steps: positiveInt.optional(),
+  batch_tokens: positiveInt.default(16384),
+  grad_accum: positiveInt.default(1),
+  grad_clip: z.number().positive().default(1.0),
+  weight_decay: z.number().nonnegative().default(0),
+  activation_checkpointing: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+  checkpoint_every: positiveInt.default(200),
+  keep_checkpoints: positiveInt.default(3),
+  preempt_grace_s: positiveInt.default(60),
+  seed: nonNegativeInt.default(42),
+});
+
+const evalSchema = z.strictObject({
+  /** Evaluate loss on the val split every N optimizer steps (0: only at the end). */
+  every: nonNegativeInt.default(0),
+  /** Splits that `predict` runs on and `score` reports. */
+  splits: z.array(z.enum(['train', 'val', 'test'])).min(1).default(['test']),
+  max_new_tokens: positiveInt.default(64),
+  batch_size: positiveInt.default(16),
+  /** Steering runs: force each named behavior's token and score how often the reply follows it. */
+  force: z.array(z.string().min(1)).default([]),
+  bootstrap: nonNegativeInt.default(1000),
+});
+
+const storeSchema = z.strictObject({
+  kind: z.enum(['local', 'hub']).default('local'),
+  /** Local store directory; defaults to ./runs in the workspace. */
+  path: z.string().min(1).optional(),
+  /** Hub store: model repo `owner/name`. The token comes from HF_TOKEN, never from here. */
+  repo: z.string().regex(/^[\w.-]+\/[\w.-]+$/, 'expected a repo id "owner/name"').optional(),
+  private: z.boolean().default(true),
+  hub_url: z.url().optional(),
+  keep_remote: positiveInt.default(3),
+});
+
+const queueSchema = z.strictObject({
+  priority: nonNegativeInt.max(2_097_152).default(0),
+  attempts: positiveInt.max(100).default(5),
+  backoff_ms: positiveInt.default(30_000),
+  max_backoff_ms: positiveInt.default(15 * 60_000),
+});
+
+const resourcesSchema = z.strictObject({
+  gpus: nonNegativeInt.default(1),
+});
+
+export const recipeSchema = z
+  .strictObject({
+    /** Run name; the run id is `<name>-<hash of the resolved recipe>`. */
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-", at most 64'),
+    description: z.string().optional(),
+    /** Consumed while loading; kept here so that its type is part of the schema. */
+    extends: z.union([z.string(), z.array(z.string())]).optional(),
+    model: modelSchema,
+    data: dataSchema,
+    train: trainSchema,
+    eval: evalSchema.default(evalSchema.parse({})),
+    store: storeSchema.default(storeSchema.parse({})),
+    queue: queueSchema.default(queueSchema.parse({})),
+    resources: resourcesSchema.default(resourcesSchema.parse({})),
+  })
+  .superRefine((recipe, ctx) => {
+    const behaviors = Object.keys(recipe.data.behaviors);
+    if (behaviors.length < 2) {
+      ctx.addIssue({ code: 'custom', path: ['data', 'behaviors'], message: 'at least two behaviors are needed' });
+    }
+    const seen = new Map<string, string>();
+    for (const [name, b] of Object.entries(recipe.data.behaviors)) {
+      const other = seen.get(b.token);
+      if (other) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['data', 'behaviors', name, 'token'],
+          message: `token "${b.token}" is also the token of behavior "${other}"`,
+        });
+      }
+      seen.set(b.token, name);
+    }
+    for (const [category, behavior] of Object.entries(recipe.data.categories)) {
+      if (!behaviors.includes(behavior)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['data', 'categories', category],
+          message: `unknown behavior "${behavior}" (behaviors: ${behaviors.join(', ')})`,
+        });
+      }
+    }
+    for (const [i, forced] of recipe.eval.force.entries()) {
+      if (!behaviors.includes(forced)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['eval', 'force', i],
+          message: `unknown behavior "${forced}" (behaviors: ${behaviors.join(', ')})`,
+        });
+      }
+    }
+    if (recipe.eval.force.length > 0 && recipe.data.conditioning !== 'token') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['eval', 'force'],
+        message: `forcing a behavior needs data.conditioning "token", got "${recipe.data.conditioning}"`,
+      });
+    }
+    const { train, val, test } = recipe.data.splits;
+    if (Math.abs(train + val + test - 1) > 1e-9) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['data', 'splits'],
+        message: `fractions must add up to 1, got ${train} + ${val} + ${test} = ${+(train + val + test).toFixed(6)}`,
+      });
+    }
+    if (train <= 0) {
+      ctx.addIssue({ code: 'custom', path: ['data', 'splits', 'train'], message: 'the train split cannot be empty' });
+    }
+    if ((recipe.train.epochs === undefined) === (recipe.train.max_steps === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['train'], message: 'set exactly one of epochs and max_steps' });
+    }
+    if (recipe.train.warmup_steps !== undefined && recipe.train.warmup_ratio !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['train'], message: 'set at most one of warmup_steps and warmup_ratio' });
+    }
+    if (recipe.train.batch_tokens < recipe.data.max_seq_len) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['train', 'batch_tokens'],
+        message: `must hold at least one document of data.max_seq_len (${recipe.data.max_seq_len}), got ${recipe.train.batch_tokens}`,
+      });
+    }
+    if (recipe.store.kind === 'hub' && !recipe.store.repo) {
+      ctx.addIssue({ code: 'custom', path: ['store', 'repo'], message: 'required when store.kind is "hub"' });
+    }
+    if (recipe.store.kind === 'local' && recipe.store.repo) {
+      ctx.addIssue({ code: 'custom', path: ['store', 'repo'], message: 'only used when store.kind is "hub"' });
+    }
+  });
+
+export type Recipe = z.infer<typeof recipeSchema>;
+export type BehaviorSpec = z.infer<typeof behaviorSchema>;
+export type Conditioning = Recipe['data']['conditioning'];
+export type SplitName = 'train' | 'val' | 'test';
+export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];

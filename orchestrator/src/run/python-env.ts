@@ -1,0 +1,29 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+/** Root of the bsft package (holds trainer-python/). */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const TRAINER_DIR = path.join(PACKAGE_ROOT, 'trainer-python');
+
+/** The trainer's Python requirements, as pyproject.toml states them; printed when they are missing. */
+export const TRAINER_INSTALL = `python3 -m pip install -e "${TRAINER_DIR}"   # installs torch>=2.4, transformers>=4.45, peft>=0.13, safetensors, huggingface_hub`;
+
+/** The Python that runs the trainer: $BSFT_PYTHON, else the project's .venv, else python3 on PATH. */
+export function trainerPython(): string {
+  if (process.env.BSFT_PYTHON) return process.env.BSFT_PYTHON;
+  const venv = path.join(PACKAGE_ROOT, '.venv', 'bin', 'python');
+  return existsSync(venv) ? venv : 'python3';
+}
+
+/** Names of the given modules that the trainer's Python cannot import (all of them if Python itself is missing). */
+export async function missingModules(modules: string[], python = trainerPython()): Promise<string[]> {
+  const probe = `import importlib.util, sys\nprint(",".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))`;
+  const res = await execa(python, ['-c', probe, ...modules], {
+    reject: false,
+    env: { PYTHONPATH: [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) },
+  });
+  if (res.exitCode !== 0 || res.failed) return modules;
+  return res.stdout.trim().split(',').filter(Boolean);
+}

@@ -1,0 +1,39 @@
+import type { Logger } from '../log.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+
+export type StepName = 'build' | 'train' | 'predict' | 'score';
+
+export interface RunContext {
+  recipe: ResolvedRecipe;
+  /** runs/<run-id>/ */
+  runDir: string;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+/**
+ * One step of a run. `bsft run` executes the steps in order in-process; queued runs execute the same steps
+ * as BullMQ jobs. Each issue plugs its step in here.
+ */
+export interface Step {
+  name: StepName;
+  summary: string;
+  /** Why this step cannot run on this machine, with what to install or do; undefined when it can run. */
+  unavailable(ctx: RunContext): Promise<string | undefined>;
+  /** True when a previous `bsft run` of the same run id completed this step (it is then skipped). */
+  done(ctx: RunContext): Promise<boolean>;
+  run(ctx: RunContext): Promise<void>;
+}
+
+/** A step that cannot run here; the message says what is missing and how to get it. Exit code 1. */
+export class StepUnavailableError extends Error {
+  override name = 'StepUnavailableError';
+  readonly exitCode = 1;
+
+  constructor(
+    readonly step: StepName,
+    readonly reason: string,
+  ) {
+    super(`stopped before step "${step}": ${reason}`);
+  }
+}

@@ -1,0 +1,56 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { runTrainer } from '../worker/trainer-process.js';
+import { missingModules, TRAINER_INSTALL, trainerPython } from './python-env.js';
+import type { RunContext, Step } from './step.js';
+import { trainerConfig } from './trainer-config.js';
+
+const TRAINER_MODULES = ['torch', 'transformers', 'peft', 'safetensors', 'bsft_trainer'];
+
+async function trainerUnavailable(): Promise<string | undefined> {
+  const missing = await missingModules(TRAINER_MODULES);
+  if (missing.length === 0) return undefined;
+  return `the trainer's Python packages are missing for ${trainerPython()}: ${missing.join(', ')}.\n` +
+    `Install them with:\n  ${TRAINER_INSTALL}\n(or set BSFT_PYTHON to a Python that has them), then run the same command again.`;
+}
+
+/** Writes train.json and runs `python -m bsft_trainer <command>`, logging its events. */
+async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict'): Promise<void> {
+  const config = trainerConfig(ctx.recipe, ctx.runDir);
+  const configPath = path.join(ctx.runDir, 'train.json');
+  writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
+  mkdirSync(config.predictions_dir, { recursive: true });
+  const res = await runTrainer({
+    command,
+    config: configPath,
+    cwd: ctx.runDir,
+    signal: ctx.signal,
+    graceMs: ctx.recipe.train.preempt_grace_s * 1000,
+    onEvent: (e) => ctx.log.info(e, `trainer ${e.event}`),
+    onLog: (line) => ctx.log.debug({ trainer: line }),
+  });
+  if (res.outcome !== 'done') {
+    const why = res.error?.message ?? res.stderrTail.slice(-5).join('\n');
+    throw new Error(`trainer ${command} ended ${res.outcome} (exit ${res.exitCode ?? res.signal}): ${why}`);
+  }
+}
+
+export const trainStep: Step = {
+  name: 'train',
+  summary: 'fine-tune the model on the train split (python -m bsft_trainer train)',
+  unavailable: trainerUnavailable,
+  async done(ctx) {
+    return existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
+  },
+  run: (ctx) => runTrainerStep(ctx, 'train'),
+};
+
+export const predictStep: Step = {
+  name: 'predict',
+  summary: 'generate predictions on the eval splits (python -m bsft_trainer predict)',
+  unavailable: trainerUnavailable,
+  async done(ctx) {
+    return ctx.recipe.eval.splits.every((s) => existsSync(path.join(ctx.runDir, 'predictions', `${s}.jsonl`)));
+  },
+  run: (ctx) => runTrainerStep(ctx, 'predict'),
+};

@@ -1,0 +1,52 @@
+import path from 'node:path';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { SPLITS } from '../recipe/schema.js';
+
+/** Contract 4: train.json, the trainer's whole input. Paths are absolute. */
+export interface TrainerConfig {
+  run_id: string;
+  model: ResolvedRecipe['model'];
+  tokenizer: string;
+  train: ResolvedRecipe['train'];
+  eval: ResolvedRecipe['eval'];
+  conditioning: ResolvedRecipe['data']['conditioning'];
+  max_seq_len: number;
+  /** Behavior name -> token string (IDs are in the manifest). */
+  behaviors: Record<string, string>;
+  dataset: {
+    manifest: string;
+    /** split -> tokens.safetensors */
+    shards: Record<string, string>;
+    /** split -> messages.jsonl (predict builds prompts from these) */
+    messages: Record<string, string>;
+  };
+  /** Checkpoints go to <output_dir>/checkpoints/, the final model to <output_dir>/final/. */
+  output_dir: string;
+  /** predict writes <predictions_dir>/<split>[.forced-<behavior>].jsonl */
+  predictions_dir: string;
+}
+
+export function datasetDir(runDir: string): string {
+  return path.join(runDir, 'dataset');
+}
+
+export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerConfig {
+  const ds = datasetDir(runDir);
+  return {
+    run_id: recipe.run_id,
+    model: recipe.model,
+    tokenizer: recipe.tokenizer,
+    train: recipe.train,
+    eval: recipe.eval,
+    conditioning: recipe.data.conditioning,
+    max_seq_len: recipe.data.max_seq_len,
+    behaviors: Object.fromEntries(Object.entries(recipe.data.behaviors).map(([k, v]) => [k, v.token])),
+    dataset: {
+      manifest: path.join(ds, 'manifest.json'),
+      shards: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.tokens.safetensors`)])),
+      messages: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.messages.jsonl`)])),
+    },
+    output_dir: runDir,
+    predictions_dir: path.join(runDir, 'predictions'),
+  };
+}

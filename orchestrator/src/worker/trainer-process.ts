@@ -1,0 +1,92 @@
+import { createInterface } from 'node:readline';
+import { execa } from 'execa';
+import path from 'node:path';
+import { TRAINER_DIR, trainerPython } from '../run/python-env.js';
+import { outcomeOf, parseEvent, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
+
+export interface TrainerOptions {
+  command: 'train' | 'predict';
+  /** Absolute path of train.json / predict.json. */
+  config: string;
+  /** The run directory (the trainer's cwd). */
+  cwd: string;
+  /** Extra CLI args (e.g. `--force proactive`). */
+  args?: string[];
+  /** Program and leading args that replace `python -m bsft_trainer` (fixture trainers in tests). */
+  program?: string[];
+  onEvent?: (e: TrainerEvent) => void;
+  /** stderr lines and stdout lines that are not events. */
+  onLog?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Aborting sends SIGTERM; after graceMs without exit, SIGKILL. */
+  signal?: AbortSignal;
+  graceMs?: number;
+  env?: Record<string, string>;
+}
+
+export interface TrainerResult {
+  exitCode: number | undefined;
+  signal: string | undefined;
+  outcome: TrainerOutcome;
+  lastEvent?: TrainerEvent;
+  error?: Extract<TrainerEvent, { event: 'error' }>;
+  finalPath?: string;
+  /** Last lines of stderr, for failure messages. */
+  stderrTail: string[];
+}
+
+/** Spawns the trainer (Contract 4) and streams its events; resolves when it exits. */
+export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
+  const [program, ...lead] = opts.program ?? [trainerPython(), '-m', 'bsft_trainer'];
+  const child = execa(program!, [...lead, opts.command, '--config', opts.config, ...(opts.args ?? [])], {
+    cwd: opts.cwd,
+    reject: false,
+    buffer: false,
+    stdin: 'ignore',
+    env: {
+      PYTHONUNBUFFERED: '1',
+      PYTHONPATH: [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+      ...opts.env,
+    },
+    forceKillAfterDelay: false,
+    cleanup: true,
+  });
+
+  const result: TrainerResult = { exitCode: undefined, signal: undefined, outcome: 'failed', stderrTail: [] };
+  const stdoutDone = new Promise<void>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const event = parseEvent(line);
+      if (!event) {
+        if (line.trim()) opts.onLog?.(line, 'stdout');
+        return;
+      }
+      result.lastEvent = event;
+      if (event.event === 'error') result.error = event;
+      if (event.event === 'done') result.finalPath = event.final_path;
+      opts.onEvent?.(event);
+    }).on('close', resolve);
+  });
+  const stderrDone = new Promise<void>((resolve) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      result.stderrTail.push(line);
+      if (result.stderrTail.length > 20) result.stderrTail.shift();
+      opts.onLog?.(line, 'stderr');
+    }).on('close', resolve);
+  });
+
+  let killTimer: NodeJS.Timeout | undefined;
+  const onAbort = () => {
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), opts.graceMs ?? 60_000);
+  };
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const done = await child;
+  await Promise.all([stdoutDone, stderrDone]);
+  clearTimeout(killTimer);
+  opts.signal?.removeEventListener('abort', onAbort);
+  result.exitCode = done.exitCode;
+  result.signal = done.signal ?? undefined;
+  result.outcome = outcomeOf(done.exitCode);
+  return result;
+}

@@ -1,0 +1,87 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { COMMANDS } from '../src/cli/commands.js';
+import { bsft, ROOT } from './helpers/cli.js';
+
+describe('bsft CLI', () => {
+  it('prints its version', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    const res = await bsft(['--version']);
+    expect(res.code).toBe(0);
+    expect(res.stdout.trim()).toBe(pkg.version);
+  });
+
+  it('lists every command in --help', async () => {
+    const res = await bsft(['--help']);
+    expect(res.code).toBe(0);
+    for (const c of COMMANDS) expect(res.stdout).toContain(`  ${c.name}`);
+  });
+
+  it('has --help on every command, with its usage and options', async () => {
+    for (const c of COMMANDS) {
+      const res = await bsft([c.name, '--help']);
+      expect(res.code, c.name).toBe(0);
+      expect(res.stdout).toContain(`usage: ${c.usage}`);
+      for (const opt of Object.keys(c.options)) expect(res.stdout, `${c.name} --${opt}`).toContain(`--${opt}`);
+    }
+  });
+
+  it('exits 2 on usage errors', async () => {
+    expect((await bsft([])).code).toBe(2);
+    const unknown = await bsft(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+    const badOpt = await bsft(['validate', '--frob', 'recipes/smoke.yaml']);
+    expect(badOpt.code).toBe(2);
+    expect(badOpt.stderr).toMatch(/Unknown option '--frob'/);
+    const noArg = await bsft(['show']);
+    expect(noArg.code).toBe(2);
+    expect(noArg.stderr).toContain('usage: bsft show');
+    const level = await bsft(['validate', '--log-level', 'loud', 'recipes/smoke.yaml']);
+    expect(level.code).toBe(2);
+  });
+
+  it('init writes a starter recipe that validates, and refuses to overwrite', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-init-'));
+    const res = await bsft(['init', 'r.yaml', '--name', 'demo', '--model', `./models/qwen2.5-tiny`, '--tasks', 'data/*.jsonl'], { cwd: dir });
+    expect(res.code).toBe(0);
+    // Put it beside the bundled models and data so that its paths resolve.
+    const text = readFileSync(path.join(dir, 'r.yaml'), 'utf8');
+    expect(text).toContain('name: demo');
+    const again = await bsft(['init', 'r.yaml'], { cwd: dir });
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('--force');
+    const { writeFileSync } = await import('node:fs');
+    const target = path.join(ROOT, 'recipes', `.init-test-${process.pid}.yaml`);
+    writeFileSync(target, text.replace('./models/qwen2.5-tiny', './models/qwen2.5-tiny\n  tokenizer: ./models/qwen2.5-tokenizer'));
+    try {
+      const v = await bsft(['validate', target]);
+      expect(v.stdout).toContain('ok ');
+      expect(v.code).toBe(0);
+    } finally {
+      (await import('node:fs')).rmSync(target);
+    }
+  });
+
+  it('show prints the resolved recipe with defaults and absolute paths', async () => {
+    const res = await bsft(['show', '--json', 'recipes/smoke.yaml', '--set', 'train.lr=0.01']);
+    expect(res.code).toBe(0);
+    const r = JSON.parse(res.stdout);
+    expect(r.train.lr).toBe(0.01);
+    expect(r.run_id).toMatch(/^smoke-[0-9a-f]{8}$/);
+    expect(r.task_files).toEqual([path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl')]);
+    expect(path.isAbsolute(r.tokenizer)).toBe(true);
+    expect(r.data.behaviors.proactive.token).toBe('<|behavior:proactive|>');
+  });
+
+  it('run writes JSON log lines to stderr when not on a TTY, and stops with a message at a step it cannot run', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-runs-'));
+    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--log-level', 'info']);
+    const logs = res.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    expect(logs.find((l) => l.msg === 'run started')).toMatchObject({ level: 30, run_id: expect.stringMatching(/^smoke-/) });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/stopped before step "\w+": /);
+  });
+});
