@@ -107,6 +107,13 @@ train:
     expect(r.name).toBe('ok');
   });
 
+  it('resolves paths relative to the file that wrote them, also through extends', () => {
+    write('sub/deeper/child.yaml', `extends: ../../good.yaml\nname: c\n`);
+    const r = resolveRecipe(path.join(dir, 'sub/deeper/child.yaml'), { policy: policy() });
+    expect(r.task_files).toEqual([path.join(dir, 'tasks.jsonl')]);
+    expect(r.model.name_or_path).toBe(path.join(dir, 'model'));
+  });
+
   it('detects extends cycles and missing parents', () => {
     write('cyc/a.yaml', 'extends: b.yaml\nname: a\n');
     write('cyc/b.yaml', 'extends: a.yaml\n');

@@ -1,8 +1,11 @@
 import type { Command } from './command.js';
+import { datasetBuild } from './dataset-build.js';
+import { datasetInspect } from './dataset-inspect.js';
+import { datasetStats } from './dataset-stats.js';
 import { init } from './init.js';
 import { run } from './run.js';
 import { show } from './show.js';
 import { validate } from './validate.js';
 
 /** Every `bsft` command, in the order `bsft --help` lists them. */
-export const COMMANDS: Command[] = [validate, show, init, run];
+export const COMMANDS: Command[] = [validate, show, init, run, datasetBuild, datasetStats, datasetInspect];

@@ -41,7 +41,10 @@ function mainHelp(): string {
 export async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const err = (line: string) => process.stderr.write(`${line}\n`);
-  const [name, ...rest] = argv;
+  const [first] = argv;
+  const command = COMMANDS.find((c) => c.name.split(' ').every((word, i) => argv[i] === word));
+  const name = command?.name ?? first;
+  const rest = argv.slice(command ? command.name.split(' ').length : 1);
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? err : out)(mainHelp());
     return name === undefined ? EXIT.usage : EXIT.ok;
@@ -50,8 +53,14 @@ export async function main(argv: string[]): Promise<number> {
     out(version());
     return EXIT.ok;
   }
-  const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
+    const group = COMMANDS.filter((c) => c.name.startsWith(`${name} `));
+    if (group.length > 0) {
+      const help = group.map((c) => `  bsft ${c.name.padEnd(16)} ${c.summary}`).join('\n');
+      const asked = argv[1] === '--help' || argv[1] === '-h';
+      (asked ? out : err)(`${argv[1] && !asked ? `bsft: unknown command "${name} ${argv[1]}"\n\n` : ''}usage:\n${help}`);
+      return asked ? EXIT.ok : EXIT.usage;
+    }
     err(`bsft: unknown command "${name}"\n\n${mainHelp()}`);
     return EXIT.usage;
   }

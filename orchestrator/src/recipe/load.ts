@@ -5,7 +5,7 @@ import { describe, formatIssues } from './format-issues.js';
 import { findSecretValues } from './secrets.js';
 import { RecipeError, type Problem } from './recipe-error.js';
 import { recipeSchema, type Recipe } from './schema.js';
-import { checkPath, type PathPolicy } from './path-policy.js';
+import { checkPath, rebasePaths, type PathPolicy } from './path-policy.js';
 
 /** A recipe larger than this is refused before it is parsed. */
 export const MAX_RECIPE_BYTES = 1024 * 1024;
@@ -213,6 +213,7 @@ export function loadRecipe(file: string, options: LoadOptions): LoadedRecipe {
   const abs = path.resolve(file);
   const problems: Problem[] = [];
   const layers = loadChain(abs, [abs], options.policy, problems);
+  for (const layer of layers) rebasePaths(layer.data, path.dirname(layer.file), path.dirname(abs));
   if (options.set?.length) layers.push(setLayer(options.set, problems));
   if (problems.length > 0 || layers.length === 0) throw new RecipeError(problems);
 

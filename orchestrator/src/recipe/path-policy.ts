@@ -48,3 +48,36 @@ export function checkPath(abs: string, written: string, policy: PathPolicy): str
   const how = real !== path.resolve(abs) ? ` (a symlink to ${real})` : '';
   return `path "${written}"${how} leaves the workspace ${policy.workspace}; start bsft with --allow <dir> to permit it`;
 }
+
+/** Local paths start with ./, ../, / or ~/; anything else in model fields is a Hugging Face Hub id. */
+export function isLocalPath(s: string): boolean {
+  return s === '.' || s === '..' || /^(\.{1,2}[\\/]|[\\/]|~[\\/])/.test(s);
+}
+
+/** The recipe fields that hold paths; each is resolved relative to the file that wrote it. */
+export const PATH_FIELDS: { path: string[]; list?: boolean; localOnly?: boolean }[] = [
+  { path: ['model', 'name_or_path'], localOnly: true },
+  { path: ['model', 'tokenizer'], localOnly: true },
+  { path: ['data', 'tasks'], list: true },
+  { path: ['store', 'path'] },
+];
+
+/**
+ * Rewrites the relative paths of a recipe layer written in `fromDir` so that they mean the same when read
+ * relative to `toDir` (the top recipe's folder): a path in an extended recipe is relative to that recipe.
+ */
+export function rebasePaths(data: Record<string, unknown>, fromDir: string, toDir: string): void {
+  if (fromDir === toDir) return;
+  const rebase = (p: unknown, localOnly?: boolean): unknown => {
+    if (typeof p !== 'string' || path.isAbsolute(p) || p.startsWith('~') || (localOnly && !isLocalPath(p))) return p;
+    const rel = path.relative(toDir, path.resolve(fromDir, p));
+    return rel.startsWith('..') ? rel : `./${rel}`;
+  };
+  for (const field of PATH_FIELDS) {
+    const parent = field.path.slice(0, -1).reduce<any>((o, k) => (o && typeof o === 'object' ? o[k] : undefined), data);
+    const key = field.path.at(-1)!;
+    if (!parent || typeof parent !== 'object' || !(key in parent)) continue;
+    const v = parent[key];
+    parent[key] = field.list && Array.isArray(v) ? v.map((x) => rebase(x)) : rebase(v, field.localOnly);
+  }
+}

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { canonicalJson } from '../util/canonical-json.js';
 import { globFiles, hasMagic } from './glob.js';
 import { loadRecipe, type LoadOptions } from './load.js';
-import { checkPath, type PathPolicy } from './path-policy.js';
+import { checkPath, isLocalPath, type PathPolicy } from './path-policy.js';
+
+export { isLocalPath };
 import { RecipeError, type Problem } from './recipe-error.js';
 import type { Recipe } from './schema.js';
 
@@ -21,11 +23,6 @@ export interface ResolvedRecipe extends Recipe {
   tokenizer: string;
   /** Absolute directory of runs (the local store, and the work dir of `bsft run`). */
   runs_dir: string;
-}
-
-/** Local paths start with ./, ../, / or ~/; anything else in model fields is a Hugging Face Hub id. */
-export function isLocalPath(s: string): boolean {
-  return s === '.' || s === '..' || /^(\.{1,2}[\\/]|[\\/]|~[\\/])/.test(s);
 }
 
 function expandHome(s: string): string {

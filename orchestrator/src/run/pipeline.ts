@@ -15,10 +15,15 @@ function record(ctx: RunContext, steps: StepRecord[]): void {
   writeFileSync(path.join(ctx.runDir, 'run.json'), `${JSON.stringify(status, null, 2)}\n`);
 }
 
+/** Writes runs/<id>/recipe.json, the resolved recipe every later step and command reads. */
+export function writeRunRecipe(runDir: string, recipe: RunContext['recipe']): void {
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(path.join(runDir, 'recipe.json'), `${JSON.stringify(recipe, null, 2)}\n`);
+}
+
 /** Runs the steps in order; a step whose output exists already is skipped. Stops at the first unavailable step. */
 export async function runPipeline(steps: Step[], ctx: RunContext): Promise<StepRecord[]> {
-  mkdirSync(ctx.runDir, { recursive: true });
-  writeFileSync(path.join(ctx.runDir, 'recipe.json'), `${JSON.stringify(ctx.recipe, null, 2)}\n`);
+  writeRunRecipe(ctx.runDir, ctx.recipe);
   const records: StepRecord[] = [];
   ctx.log.info({ run_id: ctx.recipe.run_id, run_dir: ctx.runDir }, 'run started');
   for (const step of steps) {

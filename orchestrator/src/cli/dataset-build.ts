@@ -1,0 +1,32 @@
+import path from 'node:path';
+import { buildDataset } from '../dataset/build.js';
+import { SPLITS } from '../recipe/schema.js';
+import { writeRunRecipe } from '../run/pipeline.js';
+import { datasetDir } from '../run/trainer-config.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { resolveFromArgs } from './recipe-args.js';
+
+export const datasetBuild: Command = {
+  name: 'dataset build',
+  summary: 'build the behavior-token dataset of a recipe into runs/<run-id>/dataset/',
+  usage: 'bsft dataset build <recipe> [--out DIR] [--set path=value] [--allow DIR]',
+  options: { ...recipeOptions, out: { type: 'string' } },
+  optionHelp: { ...recipeOptionHelp, out: 'output folder (default runs/<run-id>/dataset)' },
+  positionals: [1, 1],
+  async run([file], values, { log, out }) {
+    const recipe = resolveFromArgs(file!, values);
+    const runDir = path.join(recipe.runs_dir, recipe.run_id);
+    if (!values.out) writeRunRecipe(runDir, recipe);
+    const dir = values.out ? path.resolve(values.out as string) : datasetDir(runDir);
+    const { manifest, built } = await buildDataset(recipe, dir, log);
+    out(`${built ? 'built' : 'up to date'}: ${path.relative(process.cwd(), dir) || dir}  (dataset ${manifest.dataset_hash.slice(0, 12)})`);
+    for (const s of SPLITS) {
+      const l = manifest.lengths[s];
+      out(`  ${s.padEnd(5)} ${String(l.documents).padStart(7)} docs ${String(manifest.cases[s]).padStart(5)} cases ${String(l.tokens).padStart(10)} tokens`);
+    }
+    const t = manifest.truncation;
+    if (t.truncated || t.dropped) out(`  over max_seq_len: ${t.truncated} shortened (${t.turns_dropped} old turns dropped), ${t.dropped} dropped`);
+    out(`  behavior tokens: ${Object.entries(manifest.behavior_tokens).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    return EXIT.ok;
+  },
+};

@@ -1,0 +1,229 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { SPLITS, type SplitName } from '../recipe/schema.js';
+import { canonicalJson } from '../util/canonical-json.js';
+import { createProgress } from '../util/progress.js';
+import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
+import { DataError, type DataProblem } from './data-error.js';
+import { importTasks } from './import.js';
+import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
+import { RenderError, tokenizeConversation } from './render.js';
+import { writeSafetensors } from './safetensors.js';
+import { assignSplits } from './split.js';
+import type { SourcedTask } from './task.js';
+import { loadChatTokenizer } from './tokenizer.js';
+
+/** One line of `<split>.messages.jsonl`: the `messages` format TRL and axolotl read, plus what scoring needs. */
+export interface MessagesRecord {
+  id: string;
+  case_id: string;
+  category: string;
+  behavior: string;
+  hard: boolean;
+  answer?: string;
+  messages: Message[];
+}
+
+export interface BuildResult {
+  dir: string;
+  manifest: Manifest;
+  /** false when an identical dataset was already there. */
+  built: boolean;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Growable int32 buffer for the concatenated token stream. */
+class IntStream {
+  ids = new Int32Array(1 << 16);
+  mask = new Uint8Array(1 << 16);
+  length = 0;
+  offsets: number[] = [0];
+
+  push(ids: number[], mask: Uint8Array): void {
+    while (this.length + ids.length > this.ids.length) {
+      const ids2 = new Int32Array(this.ids.length * 2);
+      ids2.set(this.ids);
+      const mask2 = new Uint8Array(this.mask.length * 2);
+      mask2.set(this.mask);
+      this.ids = ids2;
+      this.mask = mask2;
+    }
+    this.ids.set(ids, this.length);
+    this.mask.set(mask, this.length);
+    this.length += ids.length;
+    this.offsets.push(this.length);
+  }
+}
+
+export function readManifest(dir: string): Manifest | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Builds the dataset of a recipe into `outDir` (Contract 3). Output goes to a temporary folder that is renamed
+ * on success: a failed build leaves nothing behind. Same inputs + options + seed give identical bytes; when the
+ * dataset hash matches the one already in `outDir`, nothing is rebuilt.
+ */
+export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger): Promise<BuildResult> {
+  const data = recipe.data;
+  const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
+  const tokens = Object.values(data.behaviors).map((b) => b.token);
+  const tok = loadChatTokenizer(recipe.tokenizer, tokens);
+
+  const inputs = await Promise.all(
+    recipe.task_files.map(async (f) => ({ file: path.basename(f), sha256: await sha256File(f), bytes: statSync(f).size })),
+  );
+  const options: Manifest['options'] = {
+    conditioning: data.conditioning,
+    max_seq_len: data.max_seq_len,
+    seed: data.seed,
+    splits: data.splits,
+    behaviors: Object.fromEntries(Object.entries(data.behaviors).map(([k, v]) => [k, v.token])),
+    categories: data.categories,
+    instruction: data.conditioning === 'instruction' ? data.instruction : null,
+  };
+  const datasetHash = createHash('sha256')
+    .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer: tok.hash, descriptions: spec.mode === 'instruction' ? data.behaviors : null }))
+    .digest('hex');
+
+  const existing = readManifest(outDir);
+  if (existing?.dataset_hash === datasetHash) {
+    log.info({ dir: outDir, dataset_hash: datasetHash }, 'dataset up to date');
+    return { dir: outDir, manifest: existing, built: false };
+  }
+
+  const reading = createProgress('reading tasks', { unit: 'lines', log });
+  const imported = await importTasks(recipe.task_files, {
+    behaviors: Object.keys(data.behaviors),
+    categories: data.categories,
+    onLine: () => reading.tick(),
+  });
+  reading.done();
+  if (imported.problems.length > 0) throw new DataError(imported.problems);
+  if (imported.tasks.length === 0) throw new DataError([{ file: recipe.task_files.join(', '), line: 0, field: '', message: 'no tasks' }]);
+
+  const splitOf = assignSplits(imported.tasks, data.splits, data.seed);
+  const bySplit: Record<SplitName, SourcedTask[]> = { train: [], val: [], test: [] };
+  for (const t of imported.tasks) bySplit[splitOf.get(t.case_id)!].push(t);
+
+  const problems: DataProblem[] = [];
+  const truncation: Manifest['truncation'] = { truncated: 0, turns_dropped: 0, dropped: 0, dropped_ids: [] };
+  const streams = {} as Record<SplitName, IntStream>;
+  const records = {} as Record<SplitName, MessagesRecord[]>;
+  const lengths = {} as Record<SplitName, number[]>;
+  const lossTokens = {} as Record<SplitName, number>;
+  const counts = {} as Manifest['counts'];
+  const tokenizing = createProgress('tokenizing', { total: imported.tasks.length, unit: 'tasks', log });
+  for (const split of SPLITS) {
+    streams[split] = new IntStream();
+    records[split] = [];
+    lengths[split] = [];
+    lossTokens[split] = 0;
+    counts[split] = {};
+    for (const t of bySplit[split]) {
+      tokenizing.tick();
+      let doc;
+      try {
+        doc = tokenizeConversation(tok, contextMessages(spec, t.context), assistantReply(spec, t.behavior, t.target), data.max_seq_len);
+      } catch (e) {
+        if (!(e instanceof RenderError)) throw e;
+        problems.push({ file: t.file, line: t.line, field: 'target', message: e.message });
+        continue;
+      }
+      if (!doc) {
+        truncation.dropped++;
+        truncation.dropped_ids.push(t.id);
+        continue;
+      }
+      if (doc.droppedTurns > 0) {
+        truncation.truncated++;
+        truncation.turns_dropped += doc.droppedTurns;
+      }
+      streams[split].push(doc.ids, doc.mask);
+      lengths[split].push(doc.ids.length);
+      lossTokens[split] += doc.mask.reduce((a, b) => a + b, 0);
+      const byCategory = (counts[split][t.category] ??= {});
+      byCategory[t.behavior] = (byCategory[t.behavior] ?? 0) + 1;
+      records[split].push({
+        id: t.id,
+        case_id: t.case_id,
+        category: t.category,
+        behavior: t.behavior,
+        hard: t.hard ?? false,
+        ...(t.answer !== undefined ? { answer: t.answer } : {}),
+        messages: doc.messages,
+      });
+    }
+  }
+  tokenizing.done();
+  if (problems.length > 0) throw new DataError(problems);
+
+  const behaviorIds = Object.fromEntries(Object.entries(data.behaviors).map(([name, b]) => [name, tok.addedIds[b.token]!]));
+  const manifest: Manifest = {
+    format: DATASET_FORMAT,
+    dataset_hash: datasetHash,
+    tokenizer_hash: tok.hash,
+    inputs,
+    options,
+    behavior_tokens: tok.addedIds,
+    behavior_ids: behaviorIds,
+    tokenizer_size: tok.baseSize,
+    eos_id: tok.eosId,
+    counts,
+    cases: Object.fromEntries(SPLITS.map((s) => [s, new Set(records[s].map((r) => r.case_id)).size])) as Record<SplitName, number>,
+    lengths: Object.fromEntries(SPLITS.map((s) => [s, lengthStats(lengths[s], lossTokens[s])])) as Manifest['lengths'],
+    truncation,
+    duplicates_skipped: imported.duplicates,
+    documents: Object.fromEntries(SPLITS.map((s) => [s, records[s].map((r) => r.id)])) as Manifest['documents'],
+  };
+
+  // Write everything to a temporary folder beside the target, then swap it in.
+  const tmp = `${outDir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    for (const split of SPLITS) {
+      const s = streams[split];
+      writeFileSync(path.join(tmp, `${split}.messages.jsonl`), records[split].map((r) => `${JSON.stringify(r)}\n`).join(''));
+      writeSafetensors(
+        path.join(tmp, `${split}.tokens.safetensors`),
+        [
+          ['doc_offsets', BigInt64Array.from(s.offsets, (o) => BigInt(o))],
+          ['input_ids', s.ids.slice(0, s.length)],
+          ['loss_mask', s.mask.slice(0, s.length)],
+        ],
+        { format: DATASET_FORMAT, split },
+      );
+    }
+    writeFileSync(path.join(tmp, 'manifest.json'), `${canonicalJson(manifest, 2)}\n`);
+    const old = `${outDir}.old-${process.pid}`;
+    if (existsSync(outDir)) renameSync(outDir, old);
+    renameSync(tmp, outDir);
+    rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  log.info(
+    {
+      dir: outDir,
+      documents: Object.fromEntries(SPLITS.map((s) => [s, records[s].length])),
+      truncated: truncation.truncated,
+      dropped: truncation.dropped,
+    },
+    'dataset built',
+  );
+  return { dir: outDir, manifest, built: true };
+}

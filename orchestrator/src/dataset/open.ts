@@ -1,0 +1,32 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { readManifest } from './build.js';
+import type { Manifest } from './manifest.js';
+
+export class DatasetNotFoundError extends Error {
+  override name = 'DatasetNotFoundError';
+  readonly exitCode = 2;
+}
+
+export interface OpenedDataset {
+  dir: string;
+  manifest: Manifest;
+  /** The run's resolved recipe (runs/<id>/recipe.json), when the dataset belongs to a run. */
+  recipe?: { tokenizer: string };
+}
+
+/**
+ * Finds a built dataset from what a user typed: a dataset folder, a run folder (runs/<id>), or a run id under
+ * ./runs.
+ */
+export function openDataset(arg: string, runsDir = path.resolve('runs')): OpenedDataset {
+  const candidates = [arg, path.join(arg, 'dataset'), path.join(runsDir, arg, 'dataset')];
+  for (const c of candidates) {
+    const manifest = readManifest(c);
+    if (!manifest) continue;
+    const recipeFile = path.join(path.dirname(path.resolve(c)), 'recipe.json');
+    const recipe = existsSync(recipeFile) ? (JSON.parse(readFileSync(recipeFile, 'utf8')) as { tokenizer: string }) : undefined;
+    return { dir: path.resolve(c), manifest, recipe };
+  }
+  throw new DatasetNotFoundError(`no dataset at ${arg} (looked for manifest.json in ${candidates.join(', ')}); build one with \`bsft dataset build <recipe>\``);
+}

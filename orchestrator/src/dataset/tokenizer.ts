@@ -1,0 +1,91 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { Tokenizer } from '@huggingface/tokenizers';
+import type { Message } from './condition.js';
+
+/**
+ * The model's own tokenizer (tokenizer.json, exact BPE) and chat template (tokenizer_config.json), with the
+ * behavior tokens added as special tokens at IDs len(tokenizer), len(tokenizer)+1, ... (Contract 2).
+ */
+export interface ChatTokenizer {
+  encode(text: string): number[];
+  decode(ids: number[]): string;
+  /** Renders messages with the chat template; `generationPrompt` appends the assistant header. */
+  render(messages: Message[], generationPrompt: boolean): string;
+  /** Behavior token string -> ID. */
+  addedIds: Record<string, number>;
+  /** sha256 of tokenizer.json + tokenizer_config.json as read (before adding tokens). */
+  hash: string;
+  /** Size of the tokenizer before the behavior tokens were added. */
+  baseSize: number;
+  eosId: number;
+}
+
+export class TokenizerError extends Error {
+  override name = 'TokenizerError';
+  readonly exitCode = 2;
+}
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  single_word: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  normalized: boolean;
+  special: boolean;
+}
+
+export function loadChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
+  let tokenizerText: string;
+  let configText: string;
+  try {
+    tokenizerText = readFileSync(path.join(dir, 'tokenizer.json'), 'utf8');
+    configText = readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8');
+  } catch (e) {
+    throw new TokenizerError(`cannot read the tokenizer in ${dir}: ${(e as Error).message}`);
+  }
+  const json = JSON.parse(tokenizerText) as { model: { vocab: Record<string, number> }; added_tokens: AddedTokenJson[] };
+  const config = JSON.parse(configText) as { chat_template?: string; eos_token?: string };
+  let template = config.chat_template;
+  if (!template) {
+    try {
+      template = readFileSync(path.join(dir, 'chat_template.jinja'), 'utf8');
+    } catch {
+      throw new TokenizerError(`${dir}: no chat_template in tokenizer_config.json and no chat_template.jinja`);
+    }
+  }
+
+  // len(tokenizer) in transformers: one past the largest ID of the vocabulary and the added tokens.
+  let baseSize = 0;
+  for (const id of Object.values(json.model.vocab)) baseSize = Math.max(baseSize, id + 1);
+  for (const t of json.added_tokens) baseSize = Math.max(baseSize, t.id + 1);
+
+  const addedIds: Record<string, number> = {};
+  const existing = new Map(json.added_tokens.map((t) => [t.content, t.id]));
+  let next = baseSize;
+  for (const content of newTokens) {
+    if (existing.has(content) || content in json.model.vocab) {
+      throw new TokenizerError(`behavior token "${content}" is already in the tokenizer's vocabulary; choose another string`);
+    }
+    addedIds[content] = next;
+    json.added_tokens.push({ id: next++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  }
+  const tokenizer = new Tokenizer(json, config);
+  const chat = new Template(template);
+  const eosId = config.eos_token ? tokenizer.token_to_id(config.eos_token) : undefined;
+  if (eosId === undefined) throw new TokenizerError(`${dir}: eos_token missing from tokenizer_config.json or the vocabulary`);
+
+  return {
+    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids) => tokenizer.decode(ids, { skip_special_tokens: false }),
+    render: (messages, generationPrompt) =>
+      chat.render({ messages, add_generation_prompt: generationPrompt, bos_token: '', eos_token: config.eos_token }),
+    addedIds,
+    hash: createHash('sha256').update(tokenizerText).update(configText).digest('hex'),
+    baseSize,
+    eosId,
+  };
+}
