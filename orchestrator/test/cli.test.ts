@@ -21,7 +21,7 @@ describe('bsft CLI', () => {
 
   it('has --help on every command, with its usage and options', async () => {
     for (const c of COMMANDS) {
-      const res = await bsft([c.name, '--help']);
+      const res = await bsft([...c.name.split(' '), '--help']);
       expect(res.code, c.name).toBe(0);
       expect(res.stdout).toContain(`usage: ${c.usage}`);
       for (const opt of Object.keys(c.options)) expect(res.stdout, `${c.name} --${opt}`).toContain(`--${opt}`);
