@@ -1,14 +1,25 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runTrainer } from '../worker/trainer-process.js';
 import { missingModules, TRAINER_INSTALL, trainerPython } from './python-env.js';
 import type { RunContext, Step } from './step.js';
 import { trainerConfig } from './trainer-config.js';
 
-const TRAINER_MODULES = ['torch', 'transformers', 'peft', 'safetensors', 'bsft_trainer'];
+/** Python modules the trainer needs for this recipe's model (the bsft-toy test model needs no transformers). */
+function trainerModules(ctx: RunContext): string[] {
+  const base = ['bsft_trainer', 'torch', 'numpy'];
+  const model = ctx.recipe.model.name_or_path;
+  try {
+    const config = JSON.parse(readFileSync(path.join(model, 'config.json'), 'utf8')) as { model_type?: string };
+    if (config.model_type === 'bsft-toy') return base;
+  } catch {
+    // A Hub id or an unreadable folder: the real model path.
+  }
+  return [...base, 'transformers', 'peft', 'safetensors'];
+}
 
-async function trainerUnavailable(): Promise<string | undefined> {
-  const missing = await missingModules(TRAINER_MODULES);
+async function trainerUnavailable(ctx: RunContext): Promise<string | undefined> {
+  const missing = await missingModules(trainerModules(ctx));
   if (missing.length === 0) return undefined;
   return `the trainer's Python packages are missing for ${trainerPython()}: ${missing.join(', ')}.\n` +
     `Install them with:\n  ${TRAINER_INSTALL}\n(or set BSFT_PYTHON to a Python that has them), then run the same command again.`;

@@ -1,0 +1,64 @@
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
+import { torchPython } from './helpers/python.js';
+
+const py = torchPython();
+const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
+
+describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)', () => {
+  it('runs build -> train -> predict, and a second run skips the steps already done', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-e2e-'));
+    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+    const args = ['run', TOY, '--allow', runs, '--set', `store.path=${runs}`];
+    const first = await bsft(args, { env });
+    const runDir = path.join(runs, readdirSync(runs)[0]!);
+    const logs = first.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    expect(logs.filter((l) => l.event === 'step').map((l) => l.step)).toEqual([1, 2, 3]);
+    expect(logs.find((l) => l.event === 'start')).toMatchObject({ total_steps: 3, resumed_from_step: 0 });
+    expect(existsSync(path.join(runDir, 'final', 'COMPLETE'))).toBe(true);
+    const predictions = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
+    expect(predictions.map((p) => p.id)).toEqual(manifest.documents.test);
+    const status = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
+    expect(status.steps.slice(0, 3).map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done']);
+
+    const second = await bsft(args, { env });
+    const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
+    expect(again.steps.slice(1, 3).map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped']);
+    expect(second.stderr).not.toContain('"event":"step"');
+  }, 300_000);
+
+  it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-shard-'));
+    const res = await bsft(['dataset', 'build', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`]);
+    expect(res.code).toBe(0);
+    const dir = path.join(runs, readdirSync(runs)[0]!, 'dataset');
+    const script = [
+      'import json, sys',
+      'from bsft_trainer.shards import Shard',
+      'from bsft_trainer.packing import make_batch, IGNORE',
+      'm = json.load(open(sys.argv[1] + "/manifest.json"))',
+      'out = {}',
+      'for split in ("train", "val", "test"):',
+      '    s = Shard(sys.argv[1] + f"/{split}.tokens.safetensors")',
+      '    b = make_batch(s, list(range(len(s))))',
+      '    first = [int(s.doc(d)[1].argmax()) for d in range(len(s))]',
+      '    starts = [int(s.doc(d)[0][f]) for d, f in enumerate(first)]',
+      '    out[split] = {"docs": len(s), "tokens": b.n_tokens, "loss": b.n_loss_tokens, "first_reply_tokens": sorted(set(starts))}',
+      'print(json.dumps(out))',
+    ].join('\n');
+    const out = JSON.parse(execFileSync(py!, ['-c', script, dir], { env: { ...process.env, PYTHONPATH: path.join(ROOT, 'trainer-python', 'src') } }).toString());
+    const manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    for (const split of ['train', 'val', 'test']) {
+      expect(out[split].docs).toBe(manifest.documents[split].length);
+      expect(out[split].tokens).toBe(manifest.lengths[split].tokens);
+      // each document's first predicted token is its behavior token; the trainer predicts every loss token but the first
+      expect(out[split].loss).toBe(manifest.lengths[split].loss_tokens);
+      expect(out[split].first_reply_tokens).toEqual([151665, 151666, 151667]);
+    }
+  });
+});

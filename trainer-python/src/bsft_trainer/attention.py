@@ -1,0 +1,42 @@
+"""Document-masked causal attention over packed batches: no token attends across a document boundary.
+
+`packed_attention` takes q [T, Hq, D], k/v [T, Hkv, D] and the document boundaries `cu_seqlens` [D+1]. On CUDA
+with torch's varlen kernel (torch >= 2.10) it calls it directly; elsewhere it runs causal attention document by
+document (exact; one host read of the boundaries per call).
+"""
+import torch
+import torch.nn.functional as F
+
+try:  # torch >= 2.10
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # pragma: no cover - depends on the torch build
+    _varlen_attn = None
+
+
+def _causal(q, k, v, scale):
+    """One document: q/k/v [H, L, D] -> [H, L, D]."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        kwargs = {"scale": scale} if scale is not None else {}
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kwargs)
+    # torch < 2.0 (Debian's CPU build used in CI)
+    s = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    n = q.shape[1]
+    s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
+
+
+def packed_attention(q, k, v, cu_seqlens, max_seqlen, scale=None):
+    """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; causal inside each document, nothing across documents."""
+    total, hq, dim = q.shape
+    if _varlen_attn is not None and q.is_cuda:
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        return _varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen, scale=scale, window_size=(-1, 0))
+    hkv = k.shape[1]
+    if hkv != hq:
+        k = k.repeat_interleave(hq // hkv, dim=1)
+        v = v.repeat_interleave(hq // hkv, dim=1)
+    # Exact fallback: attention per document, O(sum of squared document lengths).
+    bounds = cu_seqlens.tolist()
+    out = [_causal(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), scale).transpose(0, 1)
+           for s, e in zip(bounds[:-1], bounds[1:])]
+    return torch.cat(out, dim=0)

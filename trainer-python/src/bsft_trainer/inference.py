@@ -1,0 +1,43 @@
+"""Loads a finished run's model for inference (predict, merge): the final folder of train, rows merged by ID."""
+import json
+from pathlib import Path
+
+import torch
+
+from .events import ConfigError
+from .toy import ToyLM
+
+
+def final_metadata(cfg):
+    folder = Path(cfg.final_dir)
+    if not (folder / "COMPLETE").is_file():
+        raise ConfigError(f"no finished model in {folder} (train first)")
+    return folder, json.loads((folder / "bsft.json").read_text())
+
+
+def load_toy(folder, device):
+    config = json.loads((folder / "config.json").read_text())
+    model = ToyLM(config)
+    model.load_state_dict(torch.load(folder / "toy_model.pt", map_location="cpu"))
+    return model.to(device).eval()
+
+
+def load_hf_merged(cfg, folder, meta, device, dtype):
+    """A plain transformers model with the LoRA adapter and the behavior-token rows merged in."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    if meta["method"] == "full":
+        return AutoModelForCausalLM.from_pretrained(folder, torch_dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    from peft import PeftModel
+
+    base_path = folder / "base" if (folder / "base").is_dir() else cfg.model.name_or_path
+    base = AutoModelForCausalLM.from_pretrained(base_path, torch_dtype=dtype, attn_implementation="sdpa",
+                                                **({"revision": cfg.model.revision} if cfg.model.revision and base_path == cfg.model.name_or_path else {}))
+    model = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    rows = load_file(str(folder / "behavior_rows.safetensors"))
+    ids = rows["ids"].long()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = rows["embed"].to(dtype)
+        model.get_output_embeddings().weight[ids] = rows["lm_head"].to(dtype)
+    return model.to(device).eval()

@@ -1,0 +1,32 @@
+"""merge: LoRA adapter + behavior-token rows merged into a plain model folder (weights + tokenizer with the
+behavior tokens) that transformers loads without peft, and generation engines load as a normal model."""
+import json
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .config import load_manifest
+from .events import EXIT_DONE, ConfigError, emit
+from .inference import final_metadata, load_hf_merged
+from .model import resolve_dtype
+from .save import load_tokenizer
+from .train import pick_device
+
+
+def run(cfg, out=None):
+    manifest = load_manifest(cfg)
+    folder, meta = final_metadata(cfg)
+    if (folder / "toy_model.pt").is_file():
+        raise ConfigError("merge needs a transformers model; the bsft-toy test model has nothing to merge")
+    device = pick_device()
+    model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
+    tokenizer = load_tokenizer(cfg, manifest)
+    target = Path(out) if out else Path(cfg.output_dir) / "merged"
+
+    def write(tmp):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (Path(tmp) / "bsft.json").write_text(json.dumps({**meta, "merged": True}, indent=1, sort_keys=True))
+
+    path = ckpt.save_atomic(target, write, {"run_id": cfg.run_id, "merged": True})
+    emit("done", final_path=str(path))
+    return EXIT_DONE

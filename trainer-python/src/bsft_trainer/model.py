@@ -1,0 +1,223 @@
+"""Builds the model to train: the real one (transformers + peft, imported only here) or the tiny test model.
+
+`TrainModel` hides the difference from the loop: `hidden(batch)` gives final hidden states of a packed batch,
+`output()` the output weight and behavior-token rows for the loss, `trainable_state()` what a checkpoint keeps.
+"""
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .attention import packed_attention
+from .events import ConfigError, log
+from .token_rows import TokenRows, init_rows_in_place
+from .toy import ToyLM
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+ATTN_NAME = "bsft_packed"
+
+# The document boundaries of the micro-batch being run. The attention function registered with transformers reads
+# them; they stay set until the next micro-batch, so activation recomputation during backward sees the same ones.
+_PACKED = {}
+
+
+def resolve_dtype(name, device):
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def read_model_config(cfg):
+    """config.json of a local model folder (None for a Hub id that is not cached locally)."""
+    p = Path(cfg.model.name_or_path) / "config.json"
+    if p.is_file():
+        with open(p) as f:
+            return json.load(f)
+    return None
+
+
+class Trainable(nn.Module):
+    """Holds every parameter the optimizer may touch: the model and, in LoRA mode, the behavior-token rows."""
+
+    def __init__(self, base, rows):
+        super().__init__()
+        self.base = base
+        self.rows = rows
+
+
+class TrainModel:
+    def __init__(self, container, embed, out_linear, decoder_hidden, kind, method):
+        self.container = container
+        self._embed = embed
+        self._out = out_linear
+        self._decoder_hidden = decoder_hidden
+        self.kind = kind
+        self.method = method
+        self.checkpointing = False
+
+    @property
+    def rows(self):
+        return self.container.rows
+
+    def hidden(self, batch):
+        emb = self._embed(batch.input_ids)
+        if self.rows is not None:
+            emb = self.rows.embed_ids(batch.input_ids, emb)
+        return self._decoder_hidden(emb, batch, self.checkpointing)
+
+    def output(self):
+        """(weight [V, H], new_rows or None) for loss.output_logits."""
+        return self._out.weight, (self.rows.output() if self.rows is not None else None)
+
+    def logits(self, batch):
+        from .loss import output_logits
+
+        weight, new_rows = self.output()
+        return output_logits(self.hidden(batch), weight, new_rows)
+
+    def trainable_parameters(self):
+        return [p for p in self.container.parameters() if p.requires_grad]
+
+    def trainable_state(self):
+        return {k: v.detach().clone() for k, v in self.container.named_parameters() if v.requires_grad}
+
+    def load_trainable_state(self, state):
+        own = dict(self.container.named_parameters())
+        missing = [k for k, p in own.items() if p.requires_grad and k not in state]
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
+
+    def train(self, mode=True):
+        self.container.train(mode)
+
+
+def _behavior_range(manifest):
+    ids = sorted(manifest["behavior_ids"].values())
+    return ids[0], len(ids)
+
+
+# --------------------------------------------------------------------------- tiny test model (no transformers)
+
+def build_toy(cfg, manifest, device, model_config):
+    model_config = {**model_config, **cfg.model.config_overrides}
+    torch.manual_seed(cfg.train.seed)
+    model = ToyLM(model_config)
+    weights = Path(cfg.model.name_or_path) / "toy_model.pt"
+    if cfg.model.init == "pretrained":
+        if not weights.is_file():
+            raise ConfigError(f"model.init is pretrained but {weights} does not exist (use init: random for a fresh toy model)")
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+    model.to(device=device, dtype=resolve_dtype(cfg.model.dtype, device))
+    first, n = _behavior_range(manifest)
+    if first + n > model_config["vocab_size"]:
+        raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in vocab_size {model_config['vocab_size']}")
+    if cfg.train.method == "lora":
+        raise ConfigError("the bsft-toy test model supports method: full only (LoRA needs peft and a transformers model)")
+    init_rows_in_place(model.embed_tokens.weight, model.lm_head.weight, first, n)
+    container = Trainable(model, None)
+
+    def decoder_hidden(emb, batch, checkpointing):
+        return model.hidden(emb, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, checkpointing)
+
+    return TrainModel(container, model.embed_tokens, model.lm_head, decoder_hidden, "toy", "full")
+
+
+# --------------------------------------------------------------------------- transformers + peft
+
+def _hf_packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """AttentionInterface function: query [1, H, T, D] -> ([1, T, H, D], None), document-masked."""
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
+    out = packed_attention(q, k, v, _PACKED["cu_seqlens"], _PACKED["max_seqlen"], scale=scaling)
+    return out[None], None
+
+
+def register_packed_attention():
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_NAME, _hf_packed_attention)
+    try:  # transformers >= 4.53 builds masks per implementation; ours needs none.
+        from transformers.masking_utils import AttentionMaskInterface
+
+        AttentionMaskInterface.register(ATTN_NAME, lambda *args, **kwargs: None)
+    except ImportError:
+        pass
+
+
+def load_hf_model(cfg, device, dtype, attn_implementation):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    token = os.environ.get("HF_TOKEN")
+    kwargs = dict(revision=cfg.model.revision, token=token)
+    if cfg.model.init == "random":
+        config = AutoConfig.from_pretrained(cfg.model.name_or_path, **kwargs, **cfg.model.config_overrides)
+        torch.manual_seed(cfg.train.seed)
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype, attn_implementation=attn_implementation)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.model.name_or_path, torch_dtype=dtype, attn_implementation=attn_implementation,
+            **{k: v for k, v in kwargs.items() if v is not None}, **cfg.model.config_overrides,
+        )
+    return model.to(device)
+
+
+def build_hf(cfg, manifest, device):
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"the trainer needs transformers and peft for this model: {e}. Install: pip install -e trainer-python") from None
+    register_packed_attention()
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    model = load_hf_model(cfg, device, dtype, ATTN_NAME)
+    embed = model.get_input_embeddings()
+    out = model.get_output_embeddings()
+    first, n = _behavior_range(manifest)
+    if first + n > embed.weight.shape[0]:
+        raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in the model's {embed.weight.shape[0]} embedding rows; "
+                          "bsft never resizes the embedding")
+    rows = None
+    if cfg.train.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        for p in model.parameters():
+            p.requires_grad_(False)
+        rows = TokenRows(embed.weight, out.weight, first, n).to(device)
+        lora = LoraConfig(r=cfg.train.lora.r, lora_alpha=cfg.train.lora.alpha, lora_dropout=cfg.train.lora.dropout,
+                          target_modules=cfg.train.lora.targets, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    else:
+        init_rows_in_place(embed.weight, out.weight, first, n)
+    base = model.get_base_model() if rows is not None else model
+    decoder = base.get_decoder()
+
+    def decoder_hidden(emb, batch, checkpointing):
+        _PACKED["cu_seqlens"] = batch.cu_seqlens
+        _PACKED["max_seqlen"] = batch.max_seqlen
+        res = decoder(inputs_embeds=emb[None], position_ids=batch.position_ids[None], use_cache=False)
+        return res.last_hidden_state[0]
+
+    tm = TrainModel(Trainable(model, rows), embed, out, decoder_hidden, "hf", cfg.train.method)
+    tm.hf_model = model
+    return tm
+
+
+def enable_checkpointing(tm):
+    if tm.kind == "hf":
+        tm.hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    tm.checkpointing = True
+
+
+def build(cfg, manifest, device):
+    model_config = read_model_config(cfg)
+    if model_config and model_config.get("model_type") == "bsft-toy":
+        tm = build_toy(cfg, manifest, device, model_config)
+    else:
+        tm = build_hf(cfg, manifest, device)
+    n_train = sum(p.numel() for p in tm.trainable_parameters())
+    log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters")
+    return tm

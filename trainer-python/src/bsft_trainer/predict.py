@@ -1,0 +1,140 @@
+"""predict: batched greedy generation over the eval splits (Contract 7 predictions).
+
+The prompt of each task is its tokenized document up to the reply (context + assistant header), read from the
+shards, so prompts are exactly what training saw. The predicted behavior is the **first generated token ID**
+(never decoded text); `--force <behavior>` puts that behavior's token in the prompt instead (steering).
+"""
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .config import load_manifest
+from .events import EXIT_DONE, ConfigError, emit, log
+from .inference import final_metadata, load_hf_merged, load_toy
+from .model import resolve_dtype
+from .shards import Shard
+from .train import pick_device
+
+ANSWER = re.compile(r"^\W*\(?([A-Ea-e])[\).:\s]")
+
+
+def prompts(shard):
+    """Token IDs of each document up to its first predicted token."""
+    out = []
+    for d in range(len(shard)):
+        ids, mask = shard.doc(d)
+        first = int(mask.argmax()) if mask.any() else len(ids)
+        out.append([int(x) for x in ids[:first]])
+    return out
+
+
+@torch.no_grad()
+def greedy_toy(model, batch_prompts, max_new, eos_id, device):
+    from .packing import Batch
+
+    results = []
+    for p in batch_prompts:
+        ids = list(p)
+        gen = []
+        for _ in range(max_new):
+            t = torch.tensor(ids, device=device)
+            batch = Batch(t, t, torch.arange(len(ids), device=device), torch.tensor([0, len(ids)], dtype=torch.int32), len(ids), [0], 0)
+            h = model.hidden(model.embed_tokens(batch.input_ids), batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
+            nxt = int((h[-1] @ model.lm_head.weight.t()).argmax())
+            gen.append(nxt)
+            ids.append(nxt)
+            if nxt == eos_id:
+                break
+        results.append(gen)
+    return results
+
+
+@torch.no_grad()
+def greedy_hf(model, batch_prompts, max_new, eos_id, pad_id, device):
+    width = max(len(p) for p in batch_prompts)
+    ids = torch.full((len(batch_prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(batch_prompts):  # left padding
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
+                         do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
+    results = []
+    for row in out[:, width:].tolist():
+        gen = []
+        for t in row:
+            gen.append(t)
+            if t == eos_id:
+                break
+        results.append(gen)
+    return results
+
+
+def run(cfg, force=None):
+    manifest = load_manifest(cfg)
+    behavior_ids = manifest["behavior_ids"]
+    by_id = {v: k for k, v in behavior_ids.items()}
+    if force is not None and force not in behavior_ids:
+        raise ConfigError(f"--force: unknown behavior {force!r} (behaviors: {', '.join(behavior_ids)})")
+    if force is not None and cfg.conditioning != "token":
+        raise ConfigError("--force needs a run with conditioning: token")
+    folder, meta = final_metadata(cfg)
+    device = pick_device()
+    eos_id = int(manifest["eos_id"])
+    max_new = int(cfg.eval.get("max_new_tokens", 64))
+    batch_size = int(cfg.eval.get("batch_size", 16))
+    splits = cfg.eval.get("splits", ["test"])
+    tokenizer = None
+    if (folder / "toy_model.pt").is_file():
+        model = load_toy(folder, device)
+        generate = lambda b: greedy_toy(model, b, max_new, eos_id, device)  # noqa: E731
+    else:
+        from .save import load_tokenizer
+
+        model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
+        tokenizer = load_tokenizer(cfg, manifest)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+        generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
+
+    Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in splits:
+        shard = Shard(cfg.shards[split])
+        doc_ids = manifest["documents"][split]
+        records = {}
+        if cfg.messages.get(split) and Path(cfg.messages[split]).is_file():
+            with open(cfg.messages[split]) as f:
+                records = {r["id"]: r for r in map(json.loads, f)}
+        all_prompts = prompts(shard)
+        if force is not None:
+            all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
+        name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
+        target = Path(cfg.predictions_dir) / name
+        tmp = target.with_suffix(".jsonl.tmp")
+        total = len(all_prompts)
+        with open(tmp, "w") as f:
+            for start in range(0, total, batch_size):
+                chunk = all_prompts[start:start + batch_size]
+                for i, gen in enumerate(generate(chunk)):
+                    task_id = doc_ids[start + i]
+                    first = gen[0] if gen else None
+                    row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
+                           "raw_token_ids": gen[:16]}
+                    if force:
+                        row["forced"] = True
+                    if tokenizer is not None and "answer" in records.get(task_id, {}):
+                        text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id])
+                        m = ANSWER.match(text)
+                        row["predicted_answer"] = m.group(1).upper() if m else None
+                    f.write(json.dumps(row) + "\n")
+                emit("progress", done=min(total, start + batch_size), total=total)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        written.append(str(target))
+        log(f"predictions: {target} ({total} tasks)")
+    emit("done", final_path=written[-1] if written else cfg.predictions_dir)
+    return EXIT_DONE

@@ -1,0 +1,67 @@
+"""The final output of a run: `<output_dir>/final/`, written atomically with a COMPLETE file.
+
+- LoRA: the peft adapter (`adapter_model.safetensors`, `adapter_config.json`) plus `behavior_rows.safetensors`
+  (the behavior-token embedding and output rows, by ID) — a few hundred MB at most for a 7B model, never the
+  whole embedding.
+- full: the whole model (`save_pretrained`).
+- Always: the tokenizer with the behavior tokens added (same IDs as the dataset), and `bsft.json`.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+
+
+def behavior_tokens_in_id_order(manifest):
+    return [t for t, _ in sorted(manifest["behavior_tokens"].items(), key=lambda kv: kv[1])]
+
+
+def load_tokenizer(cfg, manifest):
+    """The model's tokenizer with the behavior tokens added as special tokens; their IDs must match the manifest."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": behavior_tokens_in_id_order(manifest)},
+                           replace_additional_special_tokens=False)
+    for token, want in manifest["behavior_tokens"].items():
+        got = tok.convert_tokens_to_ids(token)
+        if got != want:
+            raise ValueError(f"tokenizer gives {token} the ID {got}, the dataset {want}")
+    return tok
+
+
+def metadata(cfg, manifest, tm):
+    return {
+        "format": "bsft-model-v1",
+        "run_id": cfg.run_id,
+        "base_model": cfg.model.name_or_path,
+        "method": tm.method,
+        "conditioning": cfg.conditioning,
+        "behavior_ids": manifest["behavior_ids"],
+        "behavior_tokens": manifest["behavior_tokens"],
+        "dataset_hash": manifest["dataset_hash"],
+    }
+
+
+def save_final(cfg, manifest, tm):
+    def write(folder):
+        folder = Path(folder)
+        if tm.kind == "toy":
+            torch.save(tm.container.base.state_dict(), folder / "toy_model.pt")
+            (folder / "config.json").write_text(json.dumps(tm.container.base.config, indent=1))
+        else:
+            from safetensors.torch import save_file
+
+            tm.hf_model.save_pretrained(folder)
+            if tm.rows is not None and cfg.model.init == "random":
+                # A LoRA adapter of a randomly initialised model is useless without that model: keep it beside.
+                tm.hf_model.get_base_model().save_pretrained(folder / "base")
+            if tm.rows is not None:
+                save_file({"embed": tm.rows.embed.detach().contiguous().cpu(), "lm_head": tm.rows.out.detach().contiguous().cpu(),
+                           "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
+            load_tokenizer(cfg, manifest).save_pretrained(folder)
+        (folder / "bsft.json").write_text(json.dumps(metadata(cfg, manifest, tm), indent=1, sort_keys=True))
+
+    return ckpt.save_atomic(Path(cfg.final_dir), write, {"run_id": cfg.run_id})

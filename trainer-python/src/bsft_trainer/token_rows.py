@@ -1,0 +1,49 @@
+"""Behavior-token rows (Contract 2).
+
+The behavior tokens have IDs `first .. first+n-1` inside the model's existing embedding rows (Qwen2.5: 151665..,
+inside 152064 rows): no resize. Their input-embedding and output rows are initialised **by ID** to the mean of the
+rows of the existing vocabulary (`0 .. first-1`), never `embed[-n:]`.
+
+In LoRA mode the base embedding stays frozen and the rows live in this small module (trainable, saved as its own
+file); in full fine-tuning they are written into the weights, which train as a whole.
+"""
+import torch
+from torch import nn
+
+
+def mean_rows(weight, first, n):
+    return weight[:first].float().mean(0, keepdim=True).repeat(n, 1).to(weight.dtype)
+
+
+class TokenRows(nn.Module):
+    def __init__(self, embed_weight, out_weight, first, n):
+        super().__init__()
+        if first + n > embed_weight.shape[0] or first + n > out_weight.shape[0]:
+            raise ValueError(f"behavior token IDs {first}..{first + n - 1} do not fit in {embed_weight.shape[0]} embedding rows")
+        self.first = first
+        self.n = n
+        self.embed = nn.Parameter(mean_rows(embed_weight.detach(), first, n).float())
+        self.out = nn.Parameter(mean_rows(out_weight.detach(), first, n).float())
+
+    def embed_ids(self, input_ids, embeddings):
+        """embeddings [..., H] of `input_ids`, with the behavior-token positions taken from the trainable rows."""
+        is_new = (input_ids >= self.first) & (input_ids < self.first + self.n)
+        rows = self.embed[(input_ids - self.first).clamp(0, self.n - 1)].to(embeddings.dtype)
+        return torch.where(is_new[..., None], rows, embeddings)
+
+    def output(self):
+        """(first_id, rows) for `loss.output_logits`."""
+        return self.first, self.out
+
+    def write_into(self, embed_weight, out_weight):
+        """Writes the rows into full weight matrices, by ID (merge)."""
+        with torch.no_grad():
+            embed_weight[self.first:self.first + self.n] = self.embed.to(embed_weight.dtype)
+            out_weight[self.first:self.first + self.n] = self.out.to(out_weight.dtype)
+
+
+def init_rows_in_place(embed_weight, out_weight, first, n):
+    """Full fine-tuning: initialise the behavior-token rows of the weights themselves, by ID."""
+    with torch.no_grad():
+        embed_weight[first:first + n] = mean_rows(embed_weight, first, n)
+        out_weight[first:first + n] = mean_rows(out_weight, first, n)

@@ -1,0 +1,230 @@
+"""The training loop, top to bottom: load -> resume -> train (packed, accumulated, clipped) -> checkpoint -> save.
+
+Preemption (SIGTERM/SIGINT): the current optimizer step finishes, a checkpoint is written, `checkpoint` is
+emitted and the process exits 75. A resumed run continues the same sample order and loss curve: the checkpoint
+holds the trainable weights, optimizer, scheduler, RNG states and data position.
+"""
+import math
+import random
+import signal
+import time
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import load_manifest
+from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit, log
+from .loss import chunked_ce_sum
+from .packing import DataOrder, make_batch, plan_epoch
+from .schedule import lr_factor
+from .shards import Shard
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between optimizer steps."""
+
+    def __init__(self):
+        self.signal = None
+
+    def install(self):
+        def handler(signum, _frame):
+            if self.signal is None:
+                log(f"received signal {signum}: finishing this step, then checkpointing")
+            self.signal = signum
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+
+def pick_device():
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def total_steps(cfg, batches_per_epoch):
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    return max(1, math.ceil(cfg.train.epochs * batches_per_epoch / cfg.train.grad_accum))
+
+
+def warmup_steps(cfg, total):
+    if cfg.train.warmup_steps is not None:
+        return cfg.train.warmup_steps
+    return int(round((cfg.train.warmup_ratio or 0.0) * total))
+
+
+def memory_gib(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except ImportError:  # pragma: no cover
+        return 0.0
+
+
+def wants_checkpointing(cfg, tm, device):
+    """activation_checkpointing: true/false, or auto: on when the estimated activations would not fit."""
+    setting = cfg.train.activation_checkpointing
+    if setting != "auto":
+        return bool(setting)
+    if device.type != "cuda":
+        return False
+    conf = getattr(getattr(tm, "hf_model", None), "config", None)
+    if conf is None:
+        return False
+    # bf16 activations kept per token and layer without recomputation (attention, MLP, norms), measured-order estimate.
+    per_token = 2 * (34 * conf.hidden_size + 6 * conf.intermediate_size) * conf.num_hidden_layers
+    free, _ = torch.cuda.mem_get_info(device)
+    return per_token * cfg.train.batch_tokens > 0.8 * free
+
+
+def evaluate(tm, shard, batch_tokens, device):
+    if shard is None or len(shard) == 0:
+        return None
+    tm.train(False)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for docs in plan_epoch(shard.lengths(), batch_tokens, 0, 0):
+            batch = make_batch(shard, sorted(docs)).to(device)
+            weight, rows = tm.output()
+            total += float(chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows))
+            tokens += batch.n_loss_tokens
+    tm.train(True)
+    return total / max(1, tokens)
+
+
+def save_checkpoint(cfg, step, tm, optimizer, scheduler, data):
+    def write(folder):
+        torch.save(tm.trainable_state(), folder / "trainable.pt")
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save({"scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": rng_state(), "step": step},
+                   folder / "trainer_state.pt")
+
+    path = ckpt.save(cfg.checkpoints_dir, step, write, {"run_id": cfg.run_id})
+    ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
+    emit("checkpoint", step=step, path=str(path))
+    return path
+
+
+def load_checkpoint(path, tm, optimizer, scheduler, data):
+    tm.load_trainable_state(torch.load(path / "trainable.pt", map_location="cpu"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu"))
+    state = torch.load(path / "trainer_state.pt", map_location="cpu")
+    scheduler.load_state_dict(state["scheduler"])
+    data.load_state_dict(state["data"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def run(cfg, build_model=None, stop=None):
+    """Trains; returns the exit code. `build_model(cfg, manifest, device)` may be swapped in tests."""
+    stop = stop or StopFlag().install()
+    device = pick_device()
+    manifest = load_manifest(cfg)
+    train_shard = Shard(cfg.shards["train"])
+    if len(train_shard) == 0:
+        raise DataError(f"{cfg.shards['train']}: the train split has no documents")
+    longest = int(train_shard.lengths().max())
+    if longest > cfg.train.batch_tokens:
+        raise DataError(f"a train document has {longest} tokens, more than train.batch_tokens {cfg.train.batch_tokens}")
+    val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
+
+    seed_everything(cfg.train.seed)
+    if build_model is None:
+        from .model import build as build_model
+    tm = build_model(cfg, manifest, device)
+    if wants_checkpointing(cfg, tm, device):
+        from .model import enable_checkpointing
+
+        enable_checkpointing(tm)
+        log("activation checkpointing: on")
+    tm.train(True)
+
+    data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
+    steps = total_steps(cfg, data.batches_per_epoch)
+    warm = warmup_steps(cfg, steps)
+    params = tm.trainable_parameters()
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
+
+    step = 0
+    found = ckpt.latest_valid(cfg.checkpoints_dir)
+    if found is not None:
+        step = load_checkpoint(found[1], tm, optimizer, scheduler, data)
+        log(f"resumed from {found[1]} (step {step})")
+    emit("start", total_steps=steps, resumed_from_step=step, world_size=1)
+
+    eval_every = int(cfg.eval.get("every", 0) or 0)
+    pin = device.type == "cuda"
+    while step < steps:
+        started = time.perf_counter()
+        micro = [data.next_batch() for _ in range(cfg.train.grad_accum)]
+        step_loss_tokens = sum(b.n_loss_tokens for b in micro)
+        loss_sum = torch.zeros((), device=device)
+        real_tokens = 0
+        for batch in micro:
+            batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+            weight, rows = tm.output()
+            loss = chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows)
+            (loss / max(1, step_loss_tokens)).backward()
+            loss_sum += loss.detach()
+            real_tokens += batch.n_tokens
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        # One host sync per optimizer step, for the event.
+        loss_value = float(loss_sum) / max(1, step_loss_tokens)
+        elapsed = time.perf_counter() - started
+        emit("step", step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+             tokens_per_s=real_tokens / max(elapsed, 1e-9), mem_gib=round(memory_gib(device), 3))
+        if eval_every and step % eval_every == 0 and step < steps:
+            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
+            if val is not None:
+                emit("eval", step=step, loss=val)
+        if stop.signal is not None:
+            save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+            log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
+            return EXIT_PREEMPTED
+        if step % cfg.train.checkpoint_every == 0 and step < steps:
+            save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+
+    val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
+    if val is not None:
+        emit("eval", step=step, loss=val)
+    save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+    from .save import save_final
+
+    final = save_final(cfg, manifest, tm)
+    emit("done", final_path=str(final))
+    return EXIT_DONE

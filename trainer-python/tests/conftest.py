@@ -1,0 +1,121 @@
+"""Fixtures: hand-made Contract 3 shards and a tiny bsft-toy model, so the trainer is tested without the
+orchestrator and without transformers."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+VOCAB = 300
+BEHAVIORS = {"reactive": 256, "proactive": 257, "restraint": 258}
+EOS = 259
+HEADER = [1, 2, 3]  # stands for <|im_start|>assistant\n
+
+
+def write_shard(path, docs):
+    """docs: list of (ids, mask). Writes the safetensors layout of Contract 3 (doc_offsets, input_ids, loss_mask)."""
+    ids = np.concatenate([np.asarray(d[0], dtype=np.int32) for d in docs]) if docs else np.zeros(0, np.int32)
+    mask = np.concatenate([np.asarray(d[1], dtype=np.uint8) for d in docs]) if docs else np.zeros(0, np.uint8)
+    offsets = np.cumsum([0] + [len(d[0]) for d in docs]).astype(np.int64)
+    tensors = [("doc_offsets", "I64", offsets), ("input_ids", "I32", ids), ("loss_mask", "U8", mask)]
+    header, pos = {}, 0
+    for name, dt, arr in tensors:
+        header[name] = {"dtype": dt, "shape": [len(arr)], "data_offsets": [pos, pos + arr.nbytes]}
+        pos += arr.nbytes
+    h = json.dumps(header, sort_keys=True)
+    h += " " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h.encode())
+        for _, _, arr in tensors:
+            f.write(arr.tobytes())
+
+
+def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10):
+    """Synthetic conversations: random context tokens, the assistant header, then a reply that starts with the
+    behavior token and follows a learnable rule (behavior determined by the first context token)."""
+    behaviors = behaviors or BEHAVIORS
+    eos = EOS if eos is None else eos
+    header = header or HEADER
+    rng = np.random.default_rng(seed)
+    docs, ids_out = [], []
+    names = list(behaviors)
+    for i in range(n):
+        ctx_len = int(rng.integers(min_len, max_len))
+        ctx = rng.integers(vocab_low, vocab_low + 240, ctx_len)
+        behavior = names[int(ctx[0]) % 3]
+        reply = [behaviors[behavior]] + [vocab_low + (int(ctx[0]) + k) % 200 for k in range(4)] + [eos]
+        ids = [int(x) for x in ctx] + list(header) + reply + [4]
+        mask = [0] * (ctx_len + len(header)) + [1] * len(reply) + [0]
+        docs.append((ids, mask))
+        ids_out.append(f"d{i:04d}")
+    return docs, ids_out
+
+
+QWEN = {"behaviors": {"reactive": 151665, "proactive": 151666, "restraint": 151667}, "eos": 151645,
+        "header": [151644, 77091, 198], "vocab_low": 1000}
+
+
+def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_dir=None, tokenizer=None, qwen=False):
+    """A run folder with a dataset, a model (the toy one unless model_dir) and train.json; returns the config path."""
+    tmp = Path(tmp)
+    ids_kw = QWEN if qwen else {}
+    behavior_ids = QWEN["behaviors"] if qwen else BEHAVIORS
+    ds = tmp / "dataset"
+    ds.mkdir(parents=True, exist_ok=True)
+    documents = {}
+    for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1), ("test", n_val, seed + 2)):
+        docs, ids = make_docs(n, s, **ids_kw)
+        write_shard(ds / f"{split}.tokens.safetensors", docs)
+        documents[split] = ids
+    manifest = {"behavior_ids": behavior_ids, "behavior_tokens": {f"<|behavior:{k}|>": v for k, v in behavior_ids.items()},
+                "eos_id": QWEN["eos"] if qwen else EOS, "documents": documents, "dataset_hash": "test"}
+    (ds / "manifest.json").write_text(json.dumps(manifest))
+    model = Path(model_dir) if model_dir else tmp / "model"
+    model.mkdir(exist_ok=True)
+    if not model_dir:
+        (model / "config.json").write_text(json.dumps({"model_type": "bsft-toy", "vocab_size": VOCAB, "hidden_size": 32,
+                                                    "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                    "num_key_value_heads": 2, "intermediate_size": 64}))
+    config = {
+        "run_id": "test-run",
+        "model": {"name_or_path": str(model), "dtype": "float32", "init": "random"},
+        "tokenizer": str(tokenizer or model),
+        "train": {"method": "full", "lr": 3e-3, "schedule": "cosine", "warmup_steps": 2, "max_steps": 12,
+                  "batch_tokens": 256, "grad_accum": 2, "grad_clip": 1.0, "checkpoint_every": 4, "keep_checkpoints": 2,
+                  "preempt_grace_s": 30, "seed": 7, **(train or {})},
+        "eval": {"every": 0, "splits": ["test"], "max_new_tokens": 3, "batch_size": 4, **(eval_ or {})},
+        "conditioning": "token",
+        "max_seq_len": 128,
+        "behaviors": {k: f"<|behavior:{k}|>" for k in behavior_ids},
+        "dataset": {"manifest": str(ds / "manifest.json"),
+                    "shards": {s: str(ds / f"{s}.tokens.safetensors") for s in ("train", "val", "test")},
+                    "messages": {}},
+        "output_dir": str(tmp),
+        "predictions_dir": str(tmp / "predictions"),
+    }
+    path = tmp / "train.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def trainer(command, config, *extra, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bsft_trainer", command, "--config", str(config), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+def events_of(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return tmp_path

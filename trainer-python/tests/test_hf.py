@@ -1,0 +1,127 @@
+"""Tests of the real model path (transformers + peft): a tiny random Qwen2-architecture model with the real
+Qwen2.5 tokenizer and its 152064-row vocabulary. Skipped (and counted as skipped) where transformers/peft are
+not installed; the full suite runs on the project's GPU machine (see trainer-python/README.md)."""
+import json
+import signal
+from pathlib import Path
+
+import importlib.util
+
+import pytest
+import torch
+
+from conftest import events_of, make_run, trainer
+
+HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
+if HAVE_HF:
+    import transformers
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENIZER = ROOT / "recipes" / "models" / "qwen2.5-tokenizer"
+TINY = ROOT / "recipes" / "models" / "qwen2.5-tiny"
+pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")]
+
+
+def _run(tmp, **train):
+    return make_run(tmp, qwen=True, model_dir=TINY, tokenizer=TOKENIZER,
+                    train={"method": "lora", "lr": 5e-3, "max_steps": 40, "checkpoint_every": 10, "batch_tokens": 512,
+                           "grad_accum": 1, **train},
+                    eval_={"max_new_tokens": 2})
+
+
+def _finish(p, timeout=900):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, events_of(out), err
+
+
+def test_lora_run_learns_only_new_rows_change_and_predict_beats_chance(tmp_path):
+    cfg = _run(tmp_path)
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    final = Path(events[-1]["final_path"])
+    assert (final / "adapter_model.safetensors").is_file() and (final / "behavior_rows.safetensors").is_file()
+    size = sum(p.stat().st_size for p in final.rglob("*") if "base" not in p.parts)
+    assert size < 50 * 2**20  # adapter + rows, never the whole embedding
+
+    from safetensors.torch import load_file
+
+    rows = load_file(str(final / "behavior_rows.safetensors"))
+    assert rows["ids"].tolist() == [151665, 151666, 151667]
+    base = transformers.AutoModelForCausalLM.from_pretrained(final / "base")
+    adapter = load_file(str(final / "adapter_model.safetensors"))
+    assert not any("embed_tokens" in k or "lm_head" in k for k in adapter)  # embedding untouched by LoRA
+    mean = base.get_input_embeddings().weight[:151665].mean(0)
+    assert not torch.allclose(rows["embed"][1], mean)  # the rows trained away from their mean init
+
+    code, events, err = _finish(trainer("predict", cfg))
+    assert code == 0, err
+
+
+def test_resumed_run_matches_the_straight_run(tmp_path):
+    a, b = _run(tmp_path / "a", max_steps=12), _run(tmp_path / "b", max_steps=12)
+    _, straight, _ = _finish(trainer("train", a))
+    p = trainer("train", b)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "step" and seen[-1]["step"] == 4:
+            p.send_signal(signal.SIGTERM)
+            break
+    rest, _ = p.communicate(timeout=300)
+    assert p.returncode == 75
+    seen += events_of(rest)
+    _, resumed, _ = _finish(trainer("train", b))
+    la = {e["step"]: e["loss"] for e in straight if e["event"] == "step"}
+    lb = {e["step"]: e["loss"] for e in seen + resumed if e["event"] == "step"}
+    for s in range(1, 13):
+        assert lb[s] == pytest.approx(la[s], rel=1e-3 if torch.cuda.is_available() else 1e-6)
+
+
+def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
+    cfg = _run(tmp_path, max_steps=6)
+    assert _finish(trainer("train", cfg))[0] == 0
+    code, events, err = _finish(trainer("merge", cfg))
+    assert code == 0, err
+    merged = Path(events[-1]["final_path"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(merged)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    tok = transformers.AutoTokenizer.from_pretrained(merged)
+    assert tok.convert_tokens_to_ids("<|behavior:proactive|>") == 151666
+    rows = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(tmp_path / "final" / "behavior_rows.safetensors"))
+    assert torch.allclose(model.get_input_embeddings().weight[151666], rows["embed"][1].to(model.dtype))
+
+
+def test_full_fine_tuning_runs(tmp_path):
+    cfg = _run(tmp_path, method="full", max_steps=4, lr=1e-3)
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    assert (Path(events[-1]["final_path"]) / "config.json").is_file()
+
+
+def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU: the 7B-shaped model is 15 GB in bf16")
+    import shutil
+
+    model = tmp_path / "qwen7b"
+    model.mkdir()
+    shutil.copy(ROOT / "orchestrator" / "test" / "fixtures" / "qwen2.5-7b-config.json", model / "config.json")
+    cfg = make_run(tmp_path / "run", qwen=True, model_dir=model, tokenizer=TOKENIZER, n_train=64,
+                   train={"method": "lora", "lr": 1e-4, "max_steps": 4, "checkpoint_every": 2, "batch_tokens": 4096},
+                   eval_={"max_new_tokens": 2})
+    c = json.loads(cfg.read_text())
+    c["model"].update({"dtype": "bfloat16", "init": "random"})
+    cfg.write_text(json.dumps(c))
+    p = trainer("train", cfg)
+    for line in p.stdout:
+        if json.loads(line).get("step") == 2:
+            p.send_signal(signal.SIGTERM)
+            break
+    p.communicate(timeout=600)
+    assert p.returncode == 75
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0 and events[0]["resumed_from_step"] >= 2, err
+    assert _finish(trainer("predict", cfg))[0] == 0
+    assert _finish(trainer("merge", cfg))[0] == 0

@@ -1,0 +1,77 @@
+import torch
+
+from bsft_trainer.loss import chunked_ce_sum, reference_ce_sum
+from bsft_trainer.packing import make_batch
+from bsft_trainer.shards import Shard
+from bsft_trainer.token_rows import TokenRows
+from bsft_trainer.toy import ToyLM
+from conftest import VOCAB, make_docs, write_shard
+
+CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "intermediate_size": 64}
+
+
+def _model():
+    torch.manual_seed(0)
+    return ToyLM(CONFIG).double()
+
+
+def _loss(model, batch):
+    h = model.hidden(model.embed_tokens(batch.input_ids), batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
+    return chunked_ce_sum(h, batch.labels, model.lm_head.weight, chunk=7)
+
+
+def test_packed_loss_equals_the_sum_of_per_document_losses(tmp_path):
+    docs, _ = make_docs(6, 1)
+    write_shard(tmp_path / "s.safetensors", docs)
+    shard = Shard(tmp_path / "s.safetensors")
+    model = _model()
+    packed = _loss(model, make_batch(shard, list(range(6))))
+    alone = sum(_loss(model, make_batch(shard, [d])) for d in range(6))
+    assert torch.allclose(packed, alone, rtol=1e-12, atol=1e-10)
+    # Without document masking the two would differ: the check has teeth.
+    b = make_batch(shard, list(range(6)))
+    b.cu_seqlens = torch.tensor([0, b.n_tokens], dtype=torch.int32)
+    b.position_ids = torch.arange(b.n_tokens)
+    assert not torch.allclose(_loss(model, b), alone)
+
+
+def test_packed_gradients_equal_per_document_gradients(tmp_path):
+    docs, _ = make_docs(4, 2)
+    write_shard(tmp_path / "s.safetensors", docs)
+    shard = Shard(tmp_path / "s.safetensors")
+    m1, m2 = _model(), _model()
+    _loss(m1, make_batch(shard, [0, 1, 2, 3])).backward()
+    for d in range(4):
+        _loss(m2, make_batch(shard, [d])).backward()
+    for (n, p1), (_, p2) in zip(m1.named_parameters(), m2.named_parameters()):
+        assert torch.allclose(p1.grad, p2.grad, rtol=1e-9, atol=1e-12), n
+
+
+def test_chunked_ce_equals_full_logits_reference():
+    torch.manual_seed(1)
+    h = torch.randn(50, 16, dtype=torch.float64)
+    w = torch.randn(VOCAB, 16, dtype=torch.float64)
+    y = torch.randint(0, VOCAB, (50,))
+    y[::3] = -100
+    assert torch.allclose(chunked_ce_sum(h, y, w, chunk=8), reference_ce_sum(h @ w.t(), y).double())
+
+
+def test_token_rows_are_initialised_by_id_and_only_they_learn():
+    torch.manual_seed(2)
+    embed = torch.nn.Embedding(VOCAB, 8)
+    head = torch.nn.Linear(8, VOCAB, bias=False)
+    for p in (*embed.parameters(), *head.parameters()):
+        p.requires_grad_(False)
+    before = embed.weight.clone()
+    rows = TokenRows(embed.weight, head.weight, 256, 3)
+    assert torch.allclose(rows.embed, embed.weight[:256].mean(0).expand(3, -1))
+    assert torch.allclose(rows.out, head.weight[:256].mean(0).expand(3, -1))
+    ids = torch.tensor([5, 256, 7, 258])
+    emb = rows.embed_ids(ids, embed(ids))
+    assert torch.equal(emb[0], embed.weight[5]) and torch.equal(emb[1], rows.embed[0]) and torch.equal(emb[3], rows.embed[2])
+    h = emb * 1.0
+    labels = torch.tensor([256, 257, -100, 9])
+    chunked_ce_sum(h, labels, head.weight, rows.output()).backward()
+    assert rows.embed.grad is not None and rows.out.grad is not None
+    assert torch.equal(embed.weight, before)

@@ -1,0 +1,159 @@
+"""Contract 4 end to end through `python -m bsft_trainer` subprocesses on the bsft-toy model (CPU, fp32)."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+from pathlib import Path
+
+from bsft_trainer import checkpoint as ckpt
+from conftest import SRC, events_of, make_run, trainer
+
+
+def _finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, events_of(out), err
+
+
+def _losses(events):
+    return {e["step"]: e["loss"] for e in events if e["event"] == "step"}
+
+
+def test_straight_run_emits_only_events_checkpoints_and_learns(run_dir):
+    cfg = make_run(run_dir, train={"max_steps": 40, "checkpoint_every": 10})
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert events[0] == {"event": "start", "total_steps": 40, "resumed_from_step": 0, "world_size": 1}
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 41))
+    assert set(steps[0]) == {"event", "step", "loss", "lr", "grad_norm", "tokens_per_s", "mem_gib"}
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [10, 20, 30, 40]
+    assert any(e["event"] == "eval" for e in events)
+    losses = [e["loss"] for e in steps]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    # keep_checkpoints: 2, each complete and verified
+    kept = ckpt.list_steps(run_dir / "checkpoints")
+    assert [s for s, _ in kept] == [40, 30]
+    assert all(ckpt.verify(p) is None for _, p in kept)
+    final = Path(events[-1]["final_path"])
+    assert (final / "COMPLETE").is_file() and ckpt.verify(final) is None
+
+
+def test_sigterm_checkpoints_exits_75_and_resume_continues_the_same_loss_curve(tmp_path):
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    cfg_a = make_run(straight_dir, train={"max_steps": 16, "checkpoint_every": 100})
+    cfg_b = make_run(killed_dir, train={"max_steps": 16, "checkpoint_every": 100})
+    code, straight, err = _finish(trainer("train", cfg_a))
+    assert code == 0, err
+
+    p = trainer("train", cfg_b)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "step" and seen[-1]["step"] == 5:
+            p.send_signal(signal.SIGTERM)
+            break
+    rest, err = p.communicate(timeout=120)
+    seen += events_of(rest)
+    assert p.returncode == 75, err
+    stopped_at = [e for e in seen if e["event"] == "checkpoint"][-1]["step"]
+    assert stopped_at >= 5 and seen[-1]["event"] == "checkpoint"
+
+    code, resumed, err = _finish(trainer("train", cfg_b))
+    assert code == 0, err
+    assert resumed[0]["resumed_from_step"] == stopped_at
+    a, b = _losses(straight), {**_losses(seen), **_losses(resumed)}
+    assert sorted(b) == list(range(1, 17))
+    assert [b[s] for s in range(1, 17)] == [a[s] for s in range(1, 17)]  # exactly equal on CPU fp32
+
+
+def test_corrupt_or_half_written_checkpoints_are_skipped(run_dir):
+    cfg = make_run(run_dir, train={"max_steps": 12, "checkpoint_every": 4, "keep_checkpoints": 5})
+    p = trainer("train", cfg)
+    for line in p.stdout:
+        e = json.loads(line)
+        if e["event"] == "checkpoint" and e["step"] == 8:
+            p.send_signal(signal.SIGTERM)
+            break
+    p.communicate(timeout=120)
+    assert p.returncode == 75
+    checkpoints = run_dir / "checkpoints"
+    newest = checkpoints / ckpt.step_dir_name(ckpt.list_steps(checkpoints)[0][0])
+    (newest / "optimizer.pt").write_bytes(b"corrupted")
+    (checkpoints / "step-000099").mkdir()  # a folder without COMPLETE does not exist
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0
+    assert events[0]["resumed_from_step"] == 8 or events[0]["resumed_from_step"] == 4
+    assert events[0]["resumed_from_step"] < int(newest.name.split("-")[1])
+    assert "skipping checkpoint" in err and "does not match its sha256" in err
+
+
+def test_kill_during_a_save_leaves_the_previous_checkpoint_in_use(tmp_path):
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(SRC)!r})
+from bsft_trainer import checkpoint as ckpt
+ckpt.save({str(tmp_path)!r}, 1, lambda d: (d / "w.bin").write_bytes(b"one"))
+def slow(d):
+    (d / "w.bin").write_bytes(b"two" * 1000)
+    print("writing", flush=True)
+    time.sleep(60)
+ckpt.save({str(tmp_path)!r}, 2, slow)
+"""
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    p.kill()
+    p.wait()
+    assert (tmp_path / "step-000002.tmp").is_dir()
+    step, path = ckpt.latest_valid(tmp_path)
+    assert step == 1 and (path / "w.bin").read_bytes() == b"one"
+    # A crash between the rename and COMPLETE: the folder exists but does not count.
+    shutil.copytree(tmp_path / "step-000002.tmp", tmp_path / "step-000002")
+    assert ckpt.latest_valid(tmp_path)[0] == 1
+
+
+def test_config_and_data_errors_exit_2_with_an_error_event(run_dir):
+    cfg = make_run(run_dir)
+    bad = json.loads(cfg.read_text())
+    del bad["train"]["lr"]
+    cfg.write_text(json.dumps(bad))
+    code, events, _ = _finish(trainer("train", cfg))
+    assert code == 2 and events == [{"event": "error", "kind": "config", "message": "train.lr: required"}]
+
+    cfg = make_run(run_dir / "b")
+    good = json.loads(cfg.read_text())
+    Path(good["dataset"]["shards"]["train"]).unlink()
+    code, events, _ = _finish(trainer("train", cfg))
+    assert code == 2 and events[0]["kind"] == "data" and "shard not found" in events[0]["message"]
+
+    code, events, _ = _finish(trainer("train", run_dir / "nope.json"))
+    assert code == 2 and events[0]["kind"] == "config"
+
+
+def test_predict_writes_contract_7_predictions_from_the_first_generated_token(run_dir):
+    cfg = make_run(run_dir, train={"max_steps": 30})
+    assert _finish(trainer("train", cfg))[0] == 0
+    code, events, err = _finish(trainer("predict", cfg))
+    assert code == 0, err
+    assert [e["event"] for e in events][-1] == "done"
+    assert [e for e in events if e["event"] == "progress"][-1] == {"event": "progress", "done": 12, "total": 12}
+    rows = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
+    manifest = json.loads((run_dir / "dataset" / "manifest.json").read_text())
+    assert [r["id"] for r in rows] == manifest["documents"]["test"]
+    by_id = {v: k for k, v in manifest["behavior_ids"].items()}
+    for r in rows:
+        assert r["predicted_behavior"] == by_id.get(r["raw_token_ids"][0])
+    code, _, err = _finish(trainer("predict", cfg, "--force", "proactive"))
+    assert code == 0, err
+    forced = [json.loads(line) for line in (run_dir / "predictions" / "test.forced-proactive.jsonl").read_text().splitlines()]
+    assert all(r["forced"] and r["predicted_behavior"] == "proactive" for r in forced)
+    assert _finish(trainer("predict", cfg, "--force", "bold"))[0] == 2
+
+
+def test_predict_before_training_is_a_config_error(run_dir):
+    cfg = make_run(run_dir)
+    code, events, _ = _finish(trainer("predict", cfg))
+    assert code == 2 and "train first" in events[0]["message"]
