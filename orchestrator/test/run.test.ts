@@ -10,7 +10,7 @@ const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
 
 describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)', () => {
-  it('runs build -> train -> predict, and a second run skips the steps already done', async () => {
+  it('runs build -> train -> predict -> score, and a second run skips the steps already done', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-e2e-'));
     const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
     const args = ['run', TOY, '--allow', runs, '--set', `store.path=${runs}`];
@@ -24,11 +24,16 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
     expect(predictions.map((p) => p.id)).toEqual(manifest.documents.test);
     const status = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
-    expect(status.steps.slice(0, 3).map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done']);
+    expect(status.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done', 'score:done']);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/run toy-run-[0-9a-f]{8}: finished/);
+    const scored = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    expect(scored.n_tasks).toBe(manifest.documents.test.length);
 
     const second = await bsft(args, { env });
     const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
-    expect(again.steps.slice(1, 3).map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped']);
+    expect(again.steps.slice(1).map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped', 'skipped']);
+    expect(second.code).toBe(0);
     expect(second.stderr).not.toContain('"event":"step"');
   }, 300_000);
 

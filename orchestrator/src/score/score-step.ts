@@ -1,15 +1,23 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { Step } from '../run/step.js';
+import { formatScore } from './format.js';
+import { scoreRun } from './run-scores.js';
 
 export const scoreStep: Step = {
   name: 'score',
-  summary: 'score predictions against BehaviorBench metrics',
+  summary: 'score the predictions (BehaviorBench metrics with bootstrap intervals)',
   async unavailable() {
-    return 'BehaviorBench scoring is not part of this version of bsft yet';
+    return undefined;
   },
-  async done() {
-    return false;
+  async done(ctx) {
+    return ctx.recipe.eval.splits.every((s) => existsSync(path.join(ctx.runDir, 'score', `${s}.json`)));
   },
-  async run() {
-    throw new Error('unreachable: the score step is unavailable');
+  async run(ctx) {
+    for (const split of ctx.recipe.eval.splits) {
+      const s = await scoreRun(ctx.runDir, split);
+      for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
+      ctx.log.info({ split, macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy }, 'scored');
+    }
   },
 };

@@ -1,0 +1,63 @@
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { findRunDir } from '../run/run-dir.js';
+import { formatScore } from '../score/format.js';
+import { readRunRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
+import { EXIT, UsageError, type Command } from './command.js';
+
+export function intOption(values: Record<string, unknown>, name: string): number | undefined {
+  const v = values[name] as string | undefined;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer`);
+  return n;
+}
+
+export const scoreCommand: Command = {
+  name: 'score',
+  summary: 'BehaviorBench metrics of a run (or a predictions file): macro-F1, per class, confusion, categories, 95% CIs',
+  usage: 'bsft score <run | predictions.jsonl> [--tasks FILE]... [--split test] [--bootstrap 1000] [--seed 42] [--json]',
+  details: 'A run is a run folder or a run id under ./runs; scores are written to <run>/score/<split>.json.',
+  options: {
+    tasks: { type: 'string', multiple: true },
+    split: { type: 'string', multiple: true },
+    bootstrap: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  optionHelp: {
+    tasks: 'gold task files (Contract 1 JSONL) for a predictions file',
+    split: 'split(s) of a run to score (default: the recipe\'s eval.splits)',
+    bootstrap: 'bootstrap resamples (default: the recipe\'s eval.bootstrap, or 1000)',
+    seed: 'bootstrap seed (default: the recipe\'s train.seed, or 42)',
+    json: 'print the score as JSON',
+  },
+  positionals: [1, 1],
+  async run([target], values, { out }) {
+    const resamples = intOption(values, 'bootstrap');
+    const seed = intOption(values, 'seed');
+    let isFile = false;
+    try {
+      isFile = statSync(target!).isFile();
+    } catch {
+      isFile = false;
+    }
+    if (isFile) {
+      const tasks = (values.tasks as string[] | undefined) ?? [];
+      if (tasks.length === 0) throw new UsageError('a predictions file needs --tasks <tasks.jsonl> with the gold labels');
+      const s = await scoreFile(target!, tasks, { resamples: resamples ?? 1000, seed: seed ?? 42 });
+      out(values.json ? JSON.stringify(s.report, null, 2) : formatScore(s.label, s.report).join('\n'));
+      return EXIT.ok;
+    }
+    const runDir = findRunDir(target!);
+    const splits = (values.split as string[] | undefined) ?? readRunRecipe(runDir).eval.splits;
+    const reports = [];
+    for (const split of splits) {
+      const s = await scoreRun(runDir, split, { ...(resamples !== undefined ? { resamples } : {}), ...(seed !== undefined ? { seed } : {}) });
+      reports.push(s.report);
+      if (!values.json) out([...formatScore(s.label, s.report), `  written: ${path.relative(process.cwd(), path.join(runDir, 'score', `${split}.json`))}`, ''].join('\n'));
+    }
+    if (values.json) out(JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 2));
+    return EXIT.ok;
+  },
+};

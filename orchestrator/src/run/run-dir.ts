@@ -1,0 +1,15 @@
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+export class RunNotFoundError extends Error {
+  override name = 'RunNotFoundError';
+  readonly exitCode = 2;
+}
+
+/** A run folder from what a user typed: a folder holding recipe.json, or a run id under ./runs. */
+export function findRunDir(arg: string, runsDir = path.resolve('runs')): string {
+  for (const c of [path.resolve(arg), path.join(runsDir, arg)]) {
+    if (existsSync(path.join(c, 'recipe.json')) && statSync(c).isDirectory()) return c;
+  }
+  throw new RunNotFoundError(`no run "${arg}" (looked for recipe.json in ${arg} and ${path.join(runsDir, arg)})`);
+}

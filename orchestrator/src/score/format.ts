@@ -1,0 +1,39 @@
+import type { Estimate, ScoreReport } from './metrics.js';
+
+export const pct = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(1) : 'n/a');
+export const est = (e: Estimate) => `${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
+
+export function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd());
+}
+
+/** The terminal view of one score. */
+export function formatScore(label: string, r: ScoreReport): string[] {
+  const out = [`${label}${r.split ? ` — split ${r.split}` : ''}: ${r.n_tasks} tasks, ${r.n_predictions} predictions`];
+  if (r.missing.count) out.push(`  ${r.missing.count} task(s) without a prediction, counted as wrong (e.g. ${r.missing.ids.slice(0, 3).join(', ')})`);
+  if (r.no_behavior) out.push(`  ${r.no_behavior} prediction(s) with no behavior token first, counted as wrong`);
+  out.push(`  behavior macro-F1 ${est(r.overall.macro_f1)}   accuracy ${est(r.overall.accuracy)}   (95% CI, ${r.bootstrap.resamples} case resamples)`);
+  out.push('');
+  out.push(...table([
+    ['behavior', 'precision', 'recall', 'F1 [95% CI]', 'support', 'predicted', 'flags'],
+    ...Object.entries(r.overall.per_class).map(([b, c]) => [b, pct(c.precision), pct(c.recall), est(c.f1), String(c.support), String(c.predicted), c.flags.join('; ')]),
+  ]).map((l) => `  ${l}`));
+  out.push('');
+  out.push('  confusion (rows gold, columns predicted):');
+  out.push(...table([['', ...r.behaviors, 'none'], ...r.overall.confusion.map((row, g) => [r.behaviors[g]!, ...row.map(String)])]).map((l) => `    ${l}`));
+  out.push('');
+  out.push(...table([
+    ['category', 'group', 'n', 'accuracy [95% CI]', 'macro-F1'],
+    ...Object.entries(r.per_category).map(([c, s]) => [c, s.group, String(s.n), est(s.accuracy), pct(s.macro_f1)]),
+    ...Object.entries(r.per_group).map(([g, s]) => [`group ${g}`, g, String(s.n), est(s.accuracy), pct(s.macro_f1)]),
+  ]).map((l) => `  ${l}`));
+  if (r.hard) out.push('', `  hard subset (${r.hard.n}): macro-F1 ${est(r.hard.macro_f1)}, accuracy ${est(r.hard.accuracy)}`);
+  if (r.answers) out.push(`  answer accuracy (${r.answers.n} tasks with an answer): ${est(r.answers.accuracy)}`);
+  for (const [b, f] of Object.entries(r.forced)) {
+    out.push(`  forced ${b}: ${f.n} replies; steering accuracy ${f.steering_accuracy === null ? `n/a (${f.judged} judged)` : `${pct(f.steering_accuracy)} of ${f.judged} judged`}` +
+      `${f.answer_accuracy === null ? '' : `; answer accuracy ${pct(f.answer_accuracy)}`}`);
+  }
+  out.push('', ...r.conventions.map((c) => `  note: ${c}`));
+  return out;
+}

@@ -1,0 +1,126 @@
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { createGunzip } from 'node:zlib';
+import { z } from 'zod';
+import { DataError, type DataProblem } from '../dataset/data-error.js';
+
+/** Gold labels of one task: from a dataset's messages.jsonl or from task files (Contract 1). */
+export interface GoldTask {
+  id: string;
+  case_id: string;
+  category: string;
+  behavior: string;
+  hard: boolean;
+  answer?: string;
+}
+
+/** Contract 7: one prediction line. */
+export const predictionSchema = z.object({
+  id: z.string().min(1),
+  predicted_behavior: z.string().nullable(),
+  predicted_answer: z.string().nullable().optional(),
+  forced: z.boolean().optional(),
+  /** Forced runs: the behavior a judge assigned to the generated reply, when one was run. */
+  judged_behavior: z.string().nullable().optional(),
+  raw_token_ids: z.array(z.number().int()).optional(),
+});
+export type Prediction = z.infer<typeof predictionSchema>;
+
+const goldSchema = z.object({
+  id: z.string().min(1),
+  case_id: z.string().min(1),
+  category: z.string().min(1),
+  behavior: z.string().min(1).optional(),
+  hard: z.boolean().optional(),
+  answer: z.string().optional(),
+});
+
+async function* lines(file: string): AsyncGenerator<[number, string]> {
+  const raw = createReadStream(file);
+  const input = file.endsWith('.gz') ? raw.pipe(createGunzip()) : raw;
+  let n = 0;
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    n++;
+    if (line.trim()) yield [n, line];
+  }
+}
+
+const show = (f: string) => path.relative(process.cwd(), f) || f;
+
+/** Reads gold tasks; `categories` maps category -> behavior for tasks without a behavior field. */
+export async function readGold(files: string[], categories: Record<string, string> = {}): Promise<GoldTask[]> {
+  const out: GoldTask[] = [];
+  const problems: DataProblem[] = [];
+  const seen = new Set<string>();
+  for (const file of files) {
+    for await (const [line, text] of lines(file)) {
+      const problem = (field: string, message: string) => problems.push({ file: show(file), line, field, message });
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch (e) {
+        problem('', `invalid JSON: ${(e as Error).message}`);
+        continue;
+      }
+      const parsed = goldSchema.safeParse(json);
+      if (!parsed.success) {
+        for (const i of parsed.error.issues) problem(i.path.join('.'), i.message);
+        continue;
+      }
+      const t = parsed.data;
+      const behavior = t.behavior ?? categories[t.category];
+      if (!behavior) {
+        problem('behavior', `missing, and category "${t.category}" has no behavior`);
+        continue;
+      }
+      if (seen.has(t.id)) {
+        problem('id', `duplicate task id "${t.id}"`);
+        continue;
+      }
+      seen.add(t.id);
+      out.push({ id: t.id, case_id: t.case_id, category: t.category, behavior, hard: t.hard ?? false, ...(t.answer !== undefined ? { answer: t.answer } : {}) });
+    }
+  }
+  if (problems.length) throw new DataError(problems);
+  return out;
+}
+
+/**
+ * Reads predictions and checks them against the gold tasks and the behavior labels: an unknown id, a duplicate id
+ * or an unknown label is an error naming its line.
+ */
+export async function readPredictions(file: string, gold: Map<string, GoldTask>, behaviors: string[]): Promise<Prediction[]> {
+  const out: Prediction[] = [];
+  const problems: DataProblem[] = [];
+  const seen = new Map<string, number>();
+  const labels = new Set(behaviors);
+  for await (const [line, text] of lines(file)) {
+    const problem = (field: string, message: string) => problems.push({ file: show(file), line, field, message });
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      problem('', `invalid JSON: ${(e as Error).message}`);
+      continue;
+    }
+    const parsed = predictionSchema.safeParse(json);
+    if (!parsed.success) {
+      for (const i of parsed.error.issues) problem(i.path.join('.'), i.message);
+      continue;
+    }
+    const p = parsed.data;
+    if (!gold.has(p.id)) problem('id', `unknown task id "${p.id}"`);
+    else if (seen.has(p.id)) problem('id', `duplicate prediction for "${p.id}" (first at line ${seen.get(p.id)})`);
+    else {
+      for (const field of ['predicted_behavior', 'judged_behavior'] as const) {
+        const v = p[field];
+        if (v != null && !labels.has(v)) problem(field, `unknown label "${v}" (behaviors: ${behaviors.join(', ')})`);
+      }
+      seen.set(p.id, line);
+      out.push(p);
+    }
+  }
+  if (problems.length) throw new DataError(problems);
+  return out;
+}
