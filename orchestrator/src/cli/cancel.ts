@@ -1,0 +1,67 @@
+import { keys } from '../queue/names.js';
+import { EXIT, UsageError, type Command } from './command.js';
+import { withQueues } from './queue-args.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const cancel: Command = {
+  name: 'cancel',
+  summary: 'cancel a run: the worker holding it stops the trainer with a final checkpoint; the run is marked cancelled',
+  usage: 'bsft cancel <run-id> [--no-wait]',
+  options: { 'no-wait': { type: 'boolean' } },
+  optionHelp: { 'no-wait': 'return once the cancel is sent, without waiting for the trainer to stop' },
+  positionals: [1, 1],
+  async run([runId], values, { out }) {
+    return withQueues(async (q, redis) => {
+      const view = await q.view(runId!);
+      if (!view) throw new UsageError(`no run ${runId} in the queue`);
+      if (view.state === 'completed' || view.state === 'cancelled') {
+        out(`run ${runId} is already ${view.state}`);
+        return EXIT.ok;
+      }
+      await redis.set(keys.cancelled(runId!), new Date().toISOString());
+      const reached = await redis.publish(keys.cancelChannel(), runId!);
+      // An active stage is stopped by its worker (after a checkpoint); a waiting stage fails when a worker takes it.
+      out(`cancel sent for run ${runId} (${reached} worker(s) listening)`);
+      if (values['no-wait']) return EXIT.ok;
+      const grace = (((await q.jobs(runId!)).train?.data.recipe.train.preempt_grace_s ?? 60) + 15) * 1000;
+      const until = Date.now() + grace;
+      while (Date.now() < until) {
+        const v = await q.view(runId!);
+        if (!v || v.state === 'cancelled' || v.state === 'failed' || v.state === 'completed') {
+          out(`run ${runId}: ${v?.state ?? 'cancelled'}`);
+          return EXIT.ok;
+        }
+        await sleep(250);
+      }
+      out(`run ${runId}: the worker has not confirmed yet; check with bsft status`);
+      return EXIT.failure;
+    });
+  },
+};
+
+export const retry: Command = {
+  name: 'retry',
+  summary: 'resume a failed or cancelled run from its newest checkpoint',
+  usage: 'bsft retry <run-id>',
+  options: {},
+  optionHelp: {},
+  positionals: [1, 1],
+  async run([runId], _values, { out }) {
+    return withQueues(async (q, redis) => {
+      const jobs = await q.jobs(runId!);
+      if (!jobs.score && !jobs.train && !jobs.build) throw new UsageError(`no run ${runId} in the queue`);
+      const wasCancelled = (await redis.del(keys.cancelled(runId!))) === 1;
+      let retried = 0;
+      for (const job of Object.values(jobs)) {
+        if ((await job!.getState()) === 'failed') {
+          await job!.retry('failed');
+          retried++;
+        }
+      }
+      if (retried) out(`run ${runId}: ${retried} failed stage(s) back in the queue; training resumes from the newest checkpoint`);
+      else out(wasCancelled ? `run ${runId}: cancel withdrawn; its waiting stages will run` : `run ${runId} has no failed stage`);
+      return EXIT.ok;
+    });
+  },
+};

@@ -1,0 +1,34 @@
+import { STAGES, type Stage } from '../queue/names.js';
+import { EXIT, UsageError, type Command } from './command.js';
+import { withQueues } from './queue-args.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const logs: Command = {
+  name: 'logs',
+  summary: 'print the log of a run (events of its build, train and score jobs); -f follows it',
+  usage: 'bsft logs <run-id> [-f]',
+  options: { follow: { type: 'boolean', short: 'f' } },
+  optionHelp: { follow: 'keep printing new lines until the run ends' },
+  positionals: [1, 1],
+  async run([runId], values, { out }) {
+    return withQueues(async (q) => {
+      if (!(await q.view(runId!))) throw new UsageError(`no run ${runId} in the queue`);
+      const seen: Record<Stage, number> = { build: 0, train: 0, score: 0 };
+      for (;;) {
+        for (const stage of STAGES) {
+          const { logs: lines } = await q.queues[stage].getJobLogs(runId!, seen[stage], -1);
+          for (const line of lines) out(`[${stage}] ${line}`);
+          seen[stage] += lines.length;
+        }
+        if (!values.follow) return EXIT.ok;
+        const v = await q.view(runId!);
+        if (!v || ['completed', 'failed', 'cancelled'].includes(v.state)) {
+          out(`-- run ${runId}: ${v?.state ?? 'gone'}`);
+          return EXIT.ok;
+        }
+        await sleep(1000);
+      }
+    });
+  },
+};

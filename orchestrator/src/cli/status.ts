@@ -1,0 +1,54 @@
+import { STAGES, queueName } from '../queue/names.js';
+import type { RunView } from '../queue/runs.js';
+import { table } from '../score/format.js';
+import { EXIT, type Command } from './command.js';
+import { withQueues } from './queue-args.js';
+
+export function age(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
+}
+
+export function runRow(v: RunView, now = Date.now()): string[] {
+  const p = v.progress;
+  return [
+    v.runId,
+    v.state,
+    p ? `${p.step}/${p.total_steps}` : '-',
+    p?.loss !== undefined ? p.loss.toFixed(4) : '-',
+    p?.tokens_per_s !== undefined ? Math.round(p.tokens_per_s).toLocaleString('en') : '-',
+    v.worker ?? '-',
+    age(now - v.submittedAt),
+  ];
+}
+
+export const status: Command = {
+  name: 'status',
+  summary: 'queue counts and a table of runs: state, step/total, loss, tok/s, worker, age',
+  usage: 'bsft status [--limit 20] [--json]',
+  options: { limit: { type: 'string' }, json: { type: 'boolean' } },
+  optionHelp: { limit: 'number of runs to list (default 20)', json: 'print JSON' },
+  positionals: [0, 0],
+  async run(_args, values, { out }) {
+    const limit = Number((values.limit as string | undefined) ?? 20);
+    return withQueues(async (q) => {
+      const counts = Object.fromEntries(
+        await Promise.all(STAGES.map(async (s) => [s, await q.queues[s].getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed')])),
+      ) as Record<string, Record<string, number>>;
+      const views = (await Promise.all((await q.runIds(limit)).map((id) => q.view(id)))).filter((v): v is RunView => !!v);
+      if (values.json) {
+        out(JSON.stringify({ queues: counts, runs: views }, null, 2));
+        return EXIT.ok;
+      }
+      const cols = ['waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed'];
+      out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(counts[s]![c] ?? 0))])]).join('\n'));
+      out('');
+      if (views.length === 0) out('no runs');
+      else out(table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age'], ...views.map((v) => runRow(v))]).join('\n'));
+      return EXIT.ok;
+    });
+  },
+};

@@ -1,0 +1,23 @@
+import { submitRun } from '../queue/submit.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { withQueues } from './queue-args.js';
+import { resolveFromArgs } from './recipe-args.js';
+import { intOption } from './score.js';
+
+export const submit: Command = {
+  name: 'submit',
+  summary: 'queue a recipe as a run (BullMQ flow build -> train -> score); the run id is the job id',
+  usage: 'bsft submit <recipe> [--priority N] [--set path=value] [--allow DIR]',
+  details: 'Redis comes from REDIS_URL (redis:// or rediss://, password allowed). Submitting the same run again is a no-op.',
+  options: { ...recipeOptions, priority: { type: 'string' } },
+  optionHelp: { ...recipeOptionHelp, priority: 'BullMQ priority: 1 is the most urgent, 0 none (default: the recipe\'s queue.priority)' },
+  positionals: [1, 1],
+  async run([file], values, { out }) {
+    const recipe = resolveFromArgs(file!, values);
+    const priority = intOption(values, 'priority');
+    const res = await withQueues((q) => submitRun(recipe, q.connection, priority !== undefined ? { priority } : {}));
+    if (res.created) out(`submitted run ${res.runId}\n  watch it:  bsft watch ${res.runId}\n  logs:      bsft logs ${res.runId} -f\n  all runs:  bsft status`);
+    else out(`run ${res.runId} was already submitted (${res.existingState}); nothing to do. Watch it with: bsft watch ${res.runId}`);
+    return EXIT.ok;
+  },
+};

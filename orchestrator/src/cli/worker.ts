@@ -1,0 +1,60 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { STAGES, type Stage } from '../queue/names.js';
+import { redactUrl } from '../recipe/secrets.js';
+import { redisUrl } from '../queue/connection.js';
+import { startWorker } from '../worker/worker.js';
+import { EXIT, UsageError, type Command } from './command.js';
+
+export const workerCommand: Command = {
+  name: 'worker',
+  summary: 'run a worker daemon: takes build, train and score jobs and runs the trainer for train jobs',
+  usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--trainer CMD]',
+  details:
+    'SIGTERM (a preempted machine) stops the trainer after a checkpoint, puts its job back in waiting and exits.\n' +
+    'Redis from REDIS_URL; HF_TOKEN from the environment. --trainer (or BSFT_TRAINER) replaces `python -m bsft_trainer`.',
+  options: { gpus: { type: 'string' }, queues: { type: 'string' }, name: { type: 'string' }, trainer: { type: 'string' } },
+  optionHelp: {
+    gpus: 'GPUs of this worker (CUDA_VISIBLE_DEVICES), e.g. 0,1',
+    queues: `queues to work on (default ${STAGES.join(',')})`,
+    name: 'worker name shown in bsft status (default host:pid)',
+    trainer: 'trainer command instead of python -m bsft_trainer',
+  },
+  positionals: [0, 0],
+  async run(_args, values, { log }) {
+    const queues = ((values.queues as string | undefined) ?? STAGES.join(',')).split(',').map((q) => q.trim()) as Stage[];
+    const bad = queues.filter((q) => !STAGES.includes(q));
+    if (bad.length) throw new UsageError(`--queues: unknown queue(s) ${bad.join(', ')} (choose from ${STAGES.join(', ')})`);
+    const gpus = values.gpus as string | undefined;
+    if (gpus !== undefined && !/^\d+(,\d+)*$/.test(gpus)) throw new UsageError('--gpus: a comma-separated list of GPU indices, e.g. 0,1');
+    const trainerCmd = (values.trainer as string | undefined) ?? process.env.BSFT_TRAINER;
+    log.info({ redis: redactUrl(redisUrl()) }, 'connecting');
+    const worker = await startWorker({
+      queues,
+      log,
+      ...(gpus !== undefined ? { gpus } : {}),
+      // The trainer runs in the run folder: make relative paths of the command absolute here.
+      ...(trainerCmd ? { trainer: trainerCmd.split(/\s+/).filter(Boolean).map((t) => (t.includes('/') && existsSync(t) ? path.resolve(t) : t)) } : {}),
+      ...(values.name ? { name: values.name as string } : {}),
+    });
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) {
+          log.warn('second signal: exiting now');
+          process.exit(1);
+        }
+        stopping = true;
+        log.info({ signal }, 'stopping');
+        worker.close().then(resolve, (e) => {
+          log.error({ err: (e as Error).message }, 'error while stopping');
+          resolve();
+        });
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+    log.info('worker stopped');
+    return EXIT.ok;
+  },
+};

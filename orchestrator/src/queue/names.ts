@@ -1,0 +1,18 @@
+/** Contract 5: one queue per stage; a submitted run is a flow score <- train <- build. */
+export const STAGES = ['build', 'train', 'score'] as const;
+export type Stage = (typeof STAGES)[number];
+
+export function queueName(stage: Stage): string {
+  return `bsft-${stage}`;
+}
+
+/** BullMQ key prefix; BSFT_QUEUE_PREFIX separates deployments (and test runs) sharing one Redis. */
+export function queuePrefix(): string {
+  return process.env.BSFT_QUEUE_PREFIX || 'bull';
+}
+
+/** Redis keys and channels of bsft itself (next to BullMQ's). */
+export const keys = {
+  cancelChannel: () => `${queuePrefix()}:bsft:cancel`,
+  cancelled: (runId: string) => `${queuePrefix()}:bsft:cancelled:${runId}`,
+};

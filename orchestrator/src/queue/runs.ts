@@ -1,0 +1,80 @@
+import { Queue, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { RunJobData, TrainProgress } from './job-data.js';
+import { keys, queueName, queuePrefix, STAGES, type Stage } from './names.js';
+
+export type RunState = 'waiting' | 'building' | 'training' | 'scoring' | 'completed' | 'failed' | 'cancelled' | 'retrying';
+
+export interface RunView {
+  runId: string;
+  state: RunState;
+  stages: Partial<Record<Stage, string>>;
+  progress?: TrainProgress;
+  worker?: string;
+  failedReason?: string;
+  submittedAt: number;
+  attempts: number;
+}
+
+/** The three queues of a run, opened on one connection. */
+export class RunQueues {
+  readonly queues: Record<Stage, Queue<RunJobData>>;
+
+  constructor(readonly connection: Redis) {
+    this.queues = Object.fromEntries(STAGES.map((s) => [s, new Queue<RunJobData>(queueName(s), { connection, prefix: queuePrefix() })])) as Record<Stage, Queue<RunJobData>>;
+  }
+
+  async jobs(runId: string): Promise<Partial<Record<Stage, Job<RunJobData>>>> {
+    const out: Partial<Record<Stage, Job<RunJobData>>> = {};
+    for (const s of STAGES) {
+      const job = await this.queues[s].getJob(runId);
+      if (job) out[s] = job;
+    }
+    return out;
+  }
+
+  async view(runId: string): Promise<RunView | undefined> {
+    const jobs = await this.jobs(runId);
+    if (!jobs.score && !jobs.train && !jobs.build) return undefined;
+    const stages: Partial<Record<Stage, string>> = {};
+    for (const s of STAGES) if (jobs[s]) stages[s] = await jobs[s]!.getState();
+    const cancelled = (await this.connection.exists(keys.cancelled(runId))) === 1;
+    const failed = STAGES.find((s) => stages[s] === 'failed');
+    let state: RunState = 'waiting';
+    const anyActive = STAGES.some((s) => stages[s] === 'active');
+    if (stages.score === 'completed') state = 'completed';
+    else if (failed) state = cancelled ? 'cancelled' : 'failed';
+    else if (cancelled && !anyActive) state = 'cancelled';
+    else if (stages.score === 'active') state = 'scoring';
+    else if (stages.train === 'active') state = 'training';
+    else if (stages.build === 'active') state = 'building';
+    else if (stages.train === 'delayed' || stages.build === 'delayed') state = 'retrying';
+    const train = jobs.train;
+    const any = (jobs.score ?? jobs.train ?? jobs.build)!;
+    const activeJob = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'active');
+    return {
+      runId,
+      state,
+      stages,
+      ...(train && typeof train.progress === 'object' ? { progress: train.progress as unknown as TrainProgress } : {}),
+      ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
+      ...(failed ? { failedReason: jobs[failed]!.failedReason } : {}),
+      submittedAt: any.timestamp,
+      attempts: train?.attemptsMade ?? 0,
+    };
+  }
+
+  /** Run ids seen in any queue, newest first. */
+  async runIds(limit = 50): Promise<string[]> {
+    const ids = new Map<string, number>();
+    for (const s of STAGES) {
+      const jobs = await this.queues[s].getJobs(['active', 'waiting', 'prioritized', 'delayed', 'waiting-children', 'failed', 'completed'], 0, limit * 2);
+      for (const j of jobs) if (j?.id) ids.set(j.id, Math.max(ids.get(j.id) ?? 0, j.timestamp));
+    }
+    return [...ids].sort((a, b) => b[1] - a[1]).slice(0, limit).map(([id]) => id);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(STAGES.map((s) => this.queues[s].close()));
+  }
+}

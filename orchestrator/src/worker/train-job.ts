@@ -1,0 +1,138 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import type { Logger } from '../log.js';
+import { MAX_PREEMPTIONS, type RunJobData, type TrainProgress } from '../queue/job-data.js';
+import { trainerConfig } from '../run/trainer-config.js';
+import type { TrainerEvent } from './trainer-events.js';
+import { runTrainer, type TrainerResult } from './trainer-process.js';
+
+/** Why the worker stopped a trainer itself. */
+export type StopReason = 'shutdown' | 'cancel' | 'silent';
+
+export interface TrainJobOptions {
+  log: Logger;
+  /** Replaces `python -m bsft_trainer` (fixture trainers in tests). */
+  trainer?: string[];
+  /** CUDA_VISIBLE_DEVICES for the trainer. */
+  gpus?: string;
+  /** A trainer that emits no event for this long is killed and the attempt fails (retryable). */
+  silenceMs: number;
+  /** Registers the trainer's stop function while it runs (for cancel and shutdown). */
+  onActive(runId: string, stop: ((reason: StopReason) => void) | undefined): void;
+  /** Called once the trainer is known to have stopped, to know the worker is shutting down. */
+  shuttingDown(): boolean;
+  isCancelled(runId: string): Promise<boolean>;
+}
+
+/** Job log lines are JSON (one event each) so `bsft logs` can print them and tools can parse them. */
+async function log(job: Job, record: Record<string, unknown>): Promise<void> {
+  await job.log(JSON.stringify({ t: new Date().toISOString(), ...record }));
+}
+
+async function runPhase(job: Job<RunJobData>, command: 'train' | 'predict', args: string[], opts: TrainJobOptions, configPath: string, stopRef: { reason?: StopReason }): Promise<TrainerResult> {
+  const { recipe, run_dir: runDir } = job.data;
+  const controller = new AbortController();
+  let lastEvent = Date.now();
+  let total = 0;
+  let resumed = 0;
+  const stop = (reason: StopReason) => {
+    stopRef.reason ??= reason;
+    controller.abort();
+  };
+  opts.onActive(job.data.run_id, stop);
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastEvent > opts.silenceMs) stop('silent');
+  }, Math.min(5000, opts.silenceMs / 2));
+  const pending: Promise<unknown>[] = [];
+  const onEvent = (e: TrainerEvent) => {
+    lastEvent = Date.now();
+    if (e.event === 'start') {
+      total = e.total_steps;
+      resumed = e.resumed_from_step;
+      pending.push(job.updateProgress({ phase: 'starting', step: resumed, total_steps: total, resumed_from_step: resumed } satisfies TrainProgress));
+    }
+    if (e.event === 'step') {
+      const { event: _event, ...rest } = e;
+      pending.push(job.updateProgress({ phase: 'training', total_steps: total, resumed_from_step: resumed, ...rest } satisfies TrainProgress));
+    } else {
+      pending.push(log(job, { ...e, phase: command }));
+    }
+  };
+  try {
+    return await runTrainer({
+      command,
+      config: configPath,
+      cwd: runDir,
+      args,
+      ...(opts.trainer ? { program: opts.trainer } : {}),
+      signal: controller.signal,
+      graceMs: recipe.train.preempt_grace_s * 1000,
+      env: opts.gpus !== undefined ? { CUDA_VISIBLE_DEVICES: opts.gpus } : {},
+      onEvent,
+      onLog: (line) => {
+        lastEvent = Date.now();
+        opts.log.debug({ run_id: job.data.run_id, trainer: line });
+      },
+    });
+  } finally {
+    clearInterval(watchdog);
+    opts.onActive(job.data.run_id, undefined);
+    await Promise.allSettled(pending);
+  }
+}
+
+/**
+ * The train job: spawns the trainer (Contract 4), turns `step` events into job progress and the rest into job
+ * logs, then runs predict on the eval splits. Exit codes map to BullMQ outcomes: 0 done; 2 -> UnrecoverableError
+ * (never retried); 75 -> back to waiting without using an attempt (capped); anything else -> a retryable failure.
+ */
+export async function processTrainJob(job: Job<RunJobData>, token: string | undefined, opts: TrainJobOptions): Promise<unknown> {
+  const { recipe, run_dir: runDir, run_id: runId } = job.data;
+  if (await opts.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+  if (!existsSync(path.join(runDir, 'dataset', 'manifest.json'))) {
+    throw new Error(`dataset not found in ${runDir}: the build stage has not produced it on this machine`);
+  }
+  const configPath = path.join(runDir, 'train.json');
+  const config = trainerConfig(recipe, runDir);
+  mkdirSync(config.predictions_dir, { recursive: true });
+  writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
+  await log(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null });
+
+  // Train, then predict on the eval splits (and once per forced behavior) on the same GPU.
+  const phases: [command: 'train' | 'predict', args: string[]][] = [
+    ['train', []],
+    ['predict', []],
+    ...recipe.eval.force.map((b): ['predict', string[]] => ['predict', ['--force', b]]),
+  ];
+
+  let finalPath: string | undefined;
+  for (const [command, args] of phases) {
+    const stopRef: { reason?: StopReason } = {};
+    const res = await runPhase(job, command, args, opts, configPath, stopRef);
+    if (stopRef.reason === 'cancel') {
+      await log(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
+      throw new UnrecoverableError('cancelled by bsft cancel');
+    }
+    if (res.outcome === 'done' && res.finalPath !== undefined) {
+      if (command === 'train') finalPath = res.finalPath;
+      continue;
+    }
+    if (res.outcome === 'invalid') {
+      throw new UnrecoverableError(`trainer ${command}: ${res.error?.kind ?? 'invalid'} error: ${res.error?.message ?? res.stderrTail.slice(-3).join(' ')}`);
+    }
+    if (res.outcome === 'preempted' || stopRef.reason === 'shutdown' || opts.shuttingDown()) {
+      const preemptions = (job.data.preemptions ?? 0) + 1;
+      if (preemptions > MAX_PREEMPTIONS) throw new UnrecoverableError(`preempted ${preemptions} times; giving up`);
+      await job.updateData({ ...job.data, preemptions });
+      await log(job, { event: 'requeued', reason: stopRef.reason === 'shutdown' || opts.shuttingDown() ? 'worker shutdown' : 'preempted', preemptions });
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    if (stopRef.reason === 'silent') throw new Error(`trainer ${command} emitted no event for ${Math.round(opts.silenceMs / 1000)} s and was stopped`);
+    const why = res.error ? `${res.error.kind}: ${res.error.message}` : res.outcome === 'done' ? 'exited 0 without a done event' : res.stderrTail.slice(-3).join(' | ');
+    throw new Error(`trainer ${command} failed (exit ${res.exitCode ?? res.signal}): ${why}`);
+  }
+  await job.updateProgress({ ...(job.progress as object), phase: 'done' });
+  return { final_path: finalPath };
+}

@@ -1,0 +1,135 @@
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { DataError } from '../dataset/data-error.js';
+import { buildDataset } from '../dataset/build.js';
+import type { Logger } from '../log.js';
+import { workerConnection } from '../queue/connection.js';
+import type { RunJobData } from '../queue/job-data.js';
+import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
+import { writeRunRecipe } from '../run/pipeline.js';
+import { datasetDir } from '../run/trainer-config.js';
+import { scoreRun } from '../score/run-scores.js';
+import { backoffDelay } from './backoff.js';
+import { processTrainJob, type StopReason } from './train-job.js';
+
+export interface WorkerOptions {
+  queues: Stage[];
+  log: Logger;
+  /** GPUs this worker owns (CUDA_VISIBLE_DEVICES), e.g. "0,1". */
+  gpus?: string;
+  /** Replaces `python -m bsft_trainer` (fixture trainers in tests). */
+  trainer?: string[];
+  name?: string;
+  /**
+   * Lock settings for hours-long jobs on preemptible machines: the lock is renewed every lockMs/2 by the worker's
+   * event loop (the trainer is a child process), and a worker that dies has its job back in waiting within
+   * lockMs + stalledMs.
+   */
+  lockMs?: number;
+  stalledMs?: number;
+  /** A job found stalled (its worker died) more often than this fails instead of looping forever. */
+  maxStalled?: number;
+  silenceMs?: number;
+}
+
+export interface RunningWorker {
+  name: string;
+  /** Graceful stop: trainers get SIGTERM, checkpoint, their jobs go back to waiting; then the workers close. */
+  close(): Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const name = opts.name ?? `${hostname()}:${process.pid}${opts.gpus ? `:gpu${opts.gpus}` : ''}`;
+  const log = opts.log.child({ worker: name });
+  const connection = workerConnection();
+  const subscriber = workerConnection();
+  const active = new Map<string, (reason: StopReason) => void>();
+  let shuttingDown = false;
+
+  const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
+  await subscriber.subscribe(keys.cancelChannel());
+  subscriber.on('message', (_channel, runId: string) => {
+    const stop = active.get(runId);
+    if (stop) {
+      log.info({ run_id: runId }, 'cancel requested: stopping the trainer after a checkpoint');
+      stop('cancel');
+    }
+  });
+
+  const lockDuration = opts.lockMs ?? Number(process.env.BSFT_LOCK_MS ?? 20_000);
+  const common = {
+    connection,
+    prefix: queuePrefix(),
+    name,
+    lockDuration,
+    stalledInterval: opts.stalledMs ?? Math.round(lockDuration / 2),
+    maxStalledCount: opts.maxStalled ?? 10,
+    settings: { backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: MinimalJob) => backoffDelay(attemptsMade, job as MinimalJob<RunJobData> | undefined) },
+  };
+
+  const processors: Record<Stage, (job: Job<RunJobData>, token?: string) => Promise<unknown>> = {
+    async build(job) {
+      if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      writeRunRecipe(job.data.run_dir, job.data.recipe);
+      try {
+        const res = await buildDataset(job.data.recipe, datasetDir(job.data.run_dir), log);
+        await job.log(JSON.stringify({ event: 'dataset', built: res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) }));
+        return { dataset_hash: res.manifest.dataset_hash };
+      } catch (e) {
+        if (e instanceof DataError || (e as { exitCode?: number }).exitCode === 2) throw new UnrecoverableError((e as Error).message);
+        throw e;
+      }
+    },
+    async train(job, token) {
+      return processTrainJob(job, token, {
+        log,
+        ...(opts.trainer ? { trainer: opts.trainer } : {}),
+        ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
+        silenceMs: opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000),
+        onActive: (runId, stop) => (stop ? active.set(runId, stop) : active.delete(runId)),
+        shuttingDown: () => shuttingDown,
+        isCancelled,
+      });
+    },
+    async score(job) {
+      if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      const results: Record<string, unknown> = {};
+      for (const split of job.data.recipe.eval.splits) {
+        const s = await scoreRun(job.data.run_dir, split);
+        results[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy };
+        await job.log(JSON.stringify({ event: 'score', split, ...(results[split] as object), file: path.join(job.data.run_dir, 'score', `${split}.json`) }));
+      }
+      return results;
+    },
+  };
+
+  const workers = opts.queues.map((stage) => {
+    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processors[stage](job, token), {
+      ...common,
+      // One trainer per worker process (it owns its GPUs); builds and scores are light.
+      concurrency: stage === 'train' ? 1 : 4,
+    });
+    w.on('failed', (job, err) => log.warn({ stage, run_id: job?.id, attempts: job?.attemptsMade, err: err.message }, `${stage} failed`));
+    w.on('completed', (job) => log.info({ stage, run_id: job.id }, `${stage} completed`));
+    w.on('error', (err) => log.error({ stage, err: err.message }, 'worker error'));
+    w.on('stalled', (jobId) => log.warn({ stage, run_id: jobId }, 'job stalled (its worker died); back to waiting'));
+    return w;
+  });
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  log.info({ queues: opts.queues.map(queueName), gpus: opts.gpus ?? null }, 'worker ready');
+
+  return {
+    name,
+    async close() {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      log.info({ active: [...active.keys()] }, 'shutting down: stopping trainers after a checkpoint');
+      for (const stop of active.values()) stop('shutdown');
+      await Promise.all(workers.map((w) => w.close()));
+      await subscriber.quit().catch(() => undefined);
+      await (connection as Redis).quit().catch(() => undefined);
+    },
+  };
+}

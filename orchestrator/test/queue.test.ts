@@ -1,0 +1,192 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { bsft } from './helpers/cli.js';
+import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+
+const workers: WorkerProc[] = [];
+function worker(...args: Parameters<typeof startWorkerProc>): WorkerProc {
+  const w = startWorkerProc(...args);
+  workers.push(w);
+  return w;
+}
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((w) => stop(w, 'SIGKILL')));
+});
+
+const trainJob = (env: Record<string, string>, runId: string) => withRunQueues(env, async (q) => (await q.jobs(runId)).train!);
+
+describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)', () => {
+  it('runs a submitted flow build -> train -> score; a second submit is a no-op', async () => {
+    const env = queueEnv();
+    const { runId, runs } = await submitRun(env);
+    const again = await bsft(['submit', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'train.max_steps=6', '--set', 'train.checkpoint_every=2',
+      '--set', 'queue.attempts=2', '--set', 'queue.backoff_ms=200', '--set', 'eval.bootstrap=20'], { env });
+    expect(again.stdout).toMatch(new RegExp(`run ${runId} was already submitted \\(waiting-children\\); nothing to do`));
+    const w = worker('ok', env);
+    await w.ready;
+    const done = await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state));
+    expect(done.state).toBe('completed');
+    expect(done.progress).toMatchObject({ step: 6, total_steps: 6, phase: 'done' });
+    const runDir = path.join(runs, runId);
+    expect(existsSync(path.join(runDir, 'score', 'test.json'))).toBe(true);
+    const logs = await bsft(['logs', runId], { env });
+    expect(logs.stdout).toMatch(/\[build\] .*"event":"dataset"/);
+    expect(logs.stdout).toMatch(/\[train\] .*"event":"checkpoint"/);
+    expect(logs.stdout).toMatch(/\[score\] .*"event":"score"/);
+    const status = await bsft(['status'], { env });
+    expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+0\s+1\s+0/);
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+6/6\\s+0\\.3333\\s+1,000\\s+\\S+\\s+\\d+s`));
+  });
+
+  it('a crashing trainer is retried with backoff, then fails after its attempts', async () => {
+    const env = queueEnv();
+    const { runId } = await submitRun(env);
+    worker('crash', env);
+    const v = await waitForRun(env, runId, (x) => x.state === 'failed');
+    expect(v.failedReason).toMatch(/trainer train failed \(exit 1\)/);
+    const job = await trainJob(env, runId);
+    expect(job.attemptsMade).toBe(2);
+  });
+
+  it('a config error (exit 2) fails at once, never retried', async () => {
+    const env = queueEnv();
+    const { runId } = await submitRun(env);
+    worker('bad-config', env);
+    const v = await waitForRun(env, runId, (x) => x.state === 'failed');
+    expect(v.failedReason).toBe('trainer train: config error: train.lr: expected a number');
+    expect((await trainJob(env, runId)).attemptsMade).toBe(1);
+  });
+
+  it('a preempted trainer (exit 75) goes back to waiting without using an attempt, and resumes', async () => {
+    const env = queueEnv();
+    const { runId, runs } = await submitRun(env);
+    worker('preempted', env);
+    const v = await waitForRun(env, runId, (x) => ['completed', 'failed'].includes(x.state));
+    expect(v.state).toBe('completed');
+    const job = await trainJob(env, runId);
+    expect(job.attemptsMade).toBe(1);
+    expect(job.data.preemptions).toBe(1);
+    const logs = await bsft(['logs', runId], { env });
+    expect(logs.stdout).toMatch(/"event":"requeued","reason":"preempted"/);
+    expect(logs.stdout).toMatch(/"event":"start","total_steps":6,"resumed_from_step":3/);
+    expect(existsSync(path.join(runs, runId, 'final', 'COMPLETE'))).toBe(true);
+  });
+
+  it('a trainer that never emits events is stopped by the watchdog and retried', async () => {
+    const env = queueEnv({ BSFT_TRAINER_SILENCE_MS: '1500' });
+    const { runId } = await submitRun(env);
+    worker('silent', env);
+    const v = await waitForRun(env, runId, (x) => x.state === 'failed', 30_000);
+    expect(v.failedReason).toMatch(/emitted no event for 2 s and was stopped/);
+    expect((await trainJob(env, runId)).attemptsMade).toBe(2);
+  });
+});
+
+describe('worker shutdown, cancel and retry', () => {
+  it('SIGTERM to the worker: the trainer checkpoints, the job returns to waiting, the next worker resumes', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '300' });
+    const { runId } = await submitRun(env, ['train.max_steps=20', 'train.checkpoint_every=100']);
+    const w1 = worker('ok', env);
+    await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 2);
+    expect(await stop(w1)).toBe(0);
+    const back = await waitForRun(env, runId, () => true);
+    expect(back.stages.train).toBe('waiting');
+    expect((await trainJob(env, runId)).attemptsMade).toBe(0);
+    expect(w1.stderr.join('\n')).toMatch(/shutting down: stopping trainers after a checkpoint/);
+    const w2 = worker('ok', { ...env, FIXTURE_STEP_MS: '20' });
+    await w2.ready;
+    const done = await waitForRun(env, runId, (v) => v.state === 'completed');
+    expect(done.state).toBe('completed');
+    const logs = (await bsft(['logs', runId], { env })).stdout;
+    expect(logs).toMatch(/"event":"requeued","reason":"worker shutdown"/);
+    expect(Number(/"resumed_from_step":(\d+)/.exec(logs.split('"event":"requeued"')[1]!)![1])).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a trainer that ignores SIGTERM is killed after the grace period and its job returns to waiting', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '200' });
+    const { runId } = await submitRun(env, ['train.max_steps=200', 'train.preempt_grace_s=1']);
+    const w = worker('hang-on-sigterm', env);
+    await waitForRun(env, runId, (v) => (v.progress?.step ?? 0) >= 1);
+    const started = Date.now();
+    expect(await stop(w)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(8000);
+    const v = await waitForRun(env, runId, () => true);
+    expect(v.stages.train).toBe('waiting');
+  });
+
+  it('cancel stops the trainer with a checkpoint and marks the run cancelled; retry resumes it', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '200' });
+    const { runId, runs } = await submitRun(env, ['train.max_steps=15', 'train.checkpoint_every=100']);
+    worker('ok', env);
+    await waitForRun(env, runId, (v) => (v.progress?.step ?? 0) >= 2);
+    const res = await bsft(['cancel', runId], { env });
+    expect(res.stdout).toMatch(/cancel sent for run .* \(1 worker\(s\) listening\)/);
+    expect(res.stdout).toMatch(new RegExp(`run ${runId}: cancelled`));
+    expect(res.code).toBe(0);
+    const ck = path.join(runs, runId, 'checkpoints');
+    expect(existsSync(ck)).toBe(true);
+    const status = await bsft(['status'], { env });
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+cancelled`));
+    const retried = await bsft(['retry', runId], { env });
+    expect(retried.stdout).toMatch(/1 failed stage\(s\) back in the queue/);
+    const done = await waitForRun(env, runId, (v) => v.state === 'completed', 60_000);
+    expect(done.state).toBe('completed');
+  });
+
+  it('watch follows the run live and ends with its outcome', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '100' });
+    const { runId } = await submitRun(env, ['train.max_steps=10']);
+    const watching = bsft(['watch', runId], { env });
+    worker('ok', env);
+    const res = await watching;
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/train \[[#.]+\] \d+\/10 .* loss \d\.\d{4}\s+1,000 tok\/s\s+ETA/);
+    expect(res.stdout).toMatch(new RegExp(`run ${runId}: completed`));
+    expect(res.stdout).toMatch(/scores: \{"test":\{"macro_f1"/);
+  });
+});
+
+describe('Redis connection and secrets', () => {
+  it('producers fail fast with a clear message when Redis is unreachable, without printing the password', async () => {
+    const started = Date.now();
+    const res = await bsft(['status'], { env: { REDIS_URL: 'redis://:s3cret-pass@127.0.0.1:1' } });
+    expect(Date.now() - started).toBeLessThan(8000);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/cannot reach Redis at redis:\/\/\*\*\*@127\.0\.0\.1:1/);
+    expect(res.stderr).not.toContain('s3cret-pass');
+  });
+
+  it('no secret ever enters job data, job logs or worker logs', async () => {
+    const secret = 'hf_SECRETtokenABCDEFGHIJKLMNOPQRSTUV';
+    const env = queueEnv({ HF_TOKEN: secret });
+    const { runId } = await submitRun(env);
+    const w = worker('ok', env);
+    await waitForRun(env, runId, (v) => v.state === 'completed');
+    const dump = await withRunQueues(env, async (q) => {
+      const keys = await q.connection.keys(`${env.BSFT_QUEUE_PREFIX}:*`);
+      const parts: string[] = [];
+      for (const k of keys) {
+        const type = await q.connection.type(k);
+        if (type === 'hash') parts.push(JSON.stringify(await q.connection.hgetall(k)));
+        else if (type === 'list') parts.push(JSON.stringify(await q.connection.lrange(k, 0, -1)));
+        else if (type === 'string') parts.push(String(await q.connection.get(k)));
+        else if (type === 'zset') parts.push(JSON.stringify(await q.connection.zrange(k, 0, -1)));
+        else if (type === 'stream') parts.push(JSON.stringify(await q.connection.xrange(k, '-', '+')));
+      }
+      return parts.join('\n');
+    });
+    expect(dump).toContain(runId);
+    expect(dump).not.toContain(secret);
+    expect(w.stderr.join('\n')).not.toContain(secret);
+  });
+});
+
+describe('submit without Redis', () => {
+  it('exits 1 naming REDIS_URL', async () => {
+    const res = await bsft(['submit', 'recipes/smoke.yaml'], { env: { REDIS_URL: 'redis://127.0.0.1:1' } });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('set REDIS_URL=');
+    expect(readFileSync).toBeTypeOf('function');
+  });
+});
