@@ -190,3 +190,32 @@ describe('submit without Redis', () => {
     expect(readFileSync).toBeTypeOf('function');
   });
 });
+
+describe('bsft dashboard', () => {
+  it('serves Bull Board on localhost; headless Chromium shows the three queues', async () => {
+    const { spawn, execFileSync } = await import('node:child_process');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { BSFT, ROOT } = await import('./helpers/cli.js');
+    const env = queueEnv();
+    await submitRun(env);
+    const proc = spawn(process.execPath, [BSFT, 'dashboard', '--port', '0'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        proc.stdout!.on('data', (d: Buffer) => {
+          const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(d.toString());
+          if (m) resolve(m[1]!);
+        });
+        proc.once('exit', (c) => reject(new Error(`dashboard exited ${c}`)));
+      });
+      const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+      expect(chromium, 'Debian chromium is installed by .ci/run').toBeTruthy();
+      const dom = execFileSync(chromium!, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(path.join(tmpdir(), 'chromium-'))}`,
+        '--virtual-time-budget=15000', '--dump-dom', url], { timeout: 90_000, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+      for (const q of ['bsft-build', 'bsft-train', 'bsft-score']) expect(dom).toContain(q);
+    } finally {
+      proc.kill('SIGTERM');
+    }
+  }, 120_000);
+});

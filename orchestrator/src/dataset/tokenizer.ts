@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -38,7 +38,29 @@ interface AddedTokenJson {
   special: boolean;
 }
 
+const cache = new Map<string, ChatTokenizer>();
+
+/**
+ * Loads (once per process: a worker builds many datasets) the tokenizer of `dir` with `newTokens` added, in order,
+ * from len(tokenizer) upward.
+ */
 export function loadChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
+  let stamp = '';
+  try {
+    stamp = String(statSync(path.join(dir, 'tokenizer.json')).mtimeMs);
+  } catch {
+    // reported by the loader below
+  }
+  const key = JSON.stringify([dir, stamp, newTokens]);
+  let tok = cache.get(key);
+  if (!tok) {
+    tok = readChatTokenizer(dir, newTokens);
+    cache.set(key, tok);
+  }
+  return tok;
+}
+
+function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   let tokenizerText: string;
   let configText: string;
   try {

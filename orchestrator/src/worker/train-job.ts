@@ -8,7 +8,7 @@ import type { TrainerEvent } from './trainer-events.js';
 import { runTrainer, type TrainerResult } from './trainer-process.js';
 
 /** Why the worker stopped a trainer itself. */
-export type StopReason = 'shutdown' | 'cancel' | 'silent';
+export type StopReason = 'shutdown' | 'cancel' | 'silent' | 'lost-lock';
 
 export interface TrainJobOptions {
   log: Logger;
@@ -129,6 +129,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
       await job.moveToWait(token);
       throw new WaitingError();
     }
+    if (stopRef.reason === 'lost-lock') throw new Error('the job lock was lost (Redis unreachable too long): stopped the trainer; the job runs again from its newest checkpoint');
     if (stopRef.reason === 'silent') throw new Error(`trainer ${command} emitted no event for ${Math.round(opts.silenceMs / 1000)} s and was stopped`);
     const why = res.error ? `${res.error.kind}: ${res.error.message}` : res.outcome === 'done' ? 'exited 0 without a done event' : res.stderrTail.slice(-3).join(' | ');
     throw new Error(`trainer ${command} failed (exit ${res.exitCode ?? res.signal}): ${why}`);

@@ -114,6 +114,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     w.on('failed', (job, err) => log.warn({ stage, run_id: job?.id, attempts: job?.attemptsMade, err: err.message }, `${stage} failed`));
     w.on('completed', (job) => log.info({ stage, run_id: job.id }, `${stage} completed`));
     w.on('error', (err) => log.error({ stage, err: err.message }, 'worker error'));
+    // We no longer own the job: another worker may take it, so this one's trainer must stop training it.
+    w.on('lockRenewalFailed', (jobIds) => {
+      for (const id of jobIds) {
+        log.warn({ stage, run_id: id }, 'lost the job lock: stopping its trainer');
+        active.get(id)?.('lost-lock');
+      }
+    });
     w.on('stalled', (jobId) => log.warn({ stage, run_id: jobId }, 'job stalled (its worker died); back to waiting'));
     return w;
   });

@@ -5,8 +5,10 @@ emitted and the process exits 75. A resumed run continues the same sample order 
 holds the trainable weights, optimizer, scheduler, RNG states and data position.
 """
 import math
+import os
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit, log
+from .events import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, DataError, emit, log
 from .loss import chunked_ce_sum
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
@@ -22,7 +24,12 @@ from .shards import Shard
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it between optimizer steps."""
+    """Set by SIGTERM/SIGINT; the loop checks it between optimizer steps.
+
+    If the worker that started this process dies (kill -9, a crash), the trainer exits at once without a
+    checkpoint, as if it had died with it: the job goes to another worker, which must not find this process
+    still training the same run.
+    """
 
     def __init__(self):
         self.signal = None
@@ -35,6 +42,16 @@ class StopFlag:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        parent = os.getppid()
+
+        def orphan_watch():
+            while True:
+                time.sleep(1.0)
+                if os.getppid() != parent:
+                    log("the worker that started this trainer is gone: exiting without a checkpoint")
+                    os._exit(EXIT_FAILED)
+
+        threading.Thread(target=orphan_watch, daemon=True, name="orphan-watch").start()
         return self
 
 
