@@ -6,6 +6,7 @@ import { datasetInspect } from './dataset-inspect.js';
 import { datasetStats } from './dataset-stats.js';
 import { init } from './init.js';
 import { logs } from './logs.js';
+import { pull } from './pull.js';
 import { reportCommand } from './report.js';
 import { run } from './run.js';
 import { scoreCommand } from './score.js';
@@ -20,6 +21,6 @@ import { workerCommand } from './worker.js';
 export const COMMANDS: Command[] = [
   validate, show, init, run,
   datasetBuild, datasetStats, datasetInspect,
-  submit, workerCommand, status, watch, logs, cancel, retry, dashboard,
+  submit, workerCommand, status, watch, logs, cancel, retry, dashboard, pull,
   scoreCommand, reportCommand,
 ];

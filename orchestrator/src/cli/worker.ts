@@ -9,16 +9,17 @@ import { EXIT, UsageError, type Command } from './command.js';
 export const workerCommand: Command = {
   name: 'worker',
   summary: 'run a worker daemon: takes build, train and score jobs and runs the trainer for train jobs',
-  usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--trainer CMD]',
+  usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--workdir DIR] [--trainer CMD]',
   details:
     'SIGTERM (a preempted machine) stops the trainer after a checkpoint, puts its job back in waiting and exits.\n' +
     'Redis from REDIS_URL; HF_TOKEN from the environment. --trainer (or BSFT_TRAINER) replaces `python -m bsft_trainer`.',
-  options: { gpus: { type: 'string' }, queues: { type: 'string' }, name: { type: 'string' }, trainer: { type: 'string' } },
+  options: { gpus: { type: 'string' }, queues: { type: 'string' }, name: { type: 'string' }, trainer: { type: 'string' }, workdir: { type: 'string' } },
   optionHelp: {
     gpus: 'GPUs of this worker (CUDA_VISIBLE_DEVICES), e.g. 0,1',
     queues: `queues to work on (default ${STAGES.join(',')})`,
     name: 'worker name shown in bsft status (default host:pid)',
     trainer: 'trainer command instead of python -m bsft_trainer',
+    workdir: 'where runs of a Hub store are staged on this machine (default ./runs, or BSFT_WORKDIR)',
   },
   positionals: [0, 0],
   async run(_args, values, { log }) {
@@ -36,6 +37,7 @@ export const workerCommand: Command = {
       // The trainer runs in the run folder: make relative paths of the command absolute here.
       ...(trainerCmd ? { trainer: trainerCmd.split(/\s+/).filter(Boolean).map((t) => (t.includes('/') && existsSync(t) ? path.resolve(t) : t)) } : {}),
       ...(values.name ? { name: values.name as string } : {}),
+      ...(values.workdir ? { workdir: values.workdir as string } : {}),
     });
     await new Promise<void>((resolve) => {
       let stopping = false;

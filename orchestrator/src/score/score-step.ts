@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../run/step.js';
+import { writeModelCard } from '../store/model-card.js';
 import { formatScore } from './format.js';
 import { scoreRun } from './run-scores.js';
 
@@ -19,5 +20,6 @@ export const scoreStep: Step = {
       for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
       ctx.log.info({ split, macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy }, 'scored');
     }
+    writeModelCard(ctx.runDir);
   },
 };

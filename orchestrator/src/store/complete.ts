@@ -42,10 +42,29 @@ export function readComplete(dir: string): CompleteFile | undefined {
   }
 }
 
-/** Writes COMPLETE for a folder that has none (dataset, final): the hashes of what is there now. */
-export async function ensureComplete(dir: string, extra: Record<string, unknown> = {}): Promise<CompleteFile> {
+/** Folders whose COMPLETE the trainer writes (Contract 4): a store checks them, never rewrites them. */
+export function trainerOwned(rel: string): boolean {
+  return rel.startsWith('checkpoints/') || rel === 'final';
+}
+
+/**
+ * The COMPLETE of a folder about to be pushed. A trainer-owned folder must already have one that verifies; for the
+ * folders bsft writes itself (dataset, predictions, score) it is (re)written from what is there now.
+ */
+export async function completeForPush(dir: string, rel: string): Promise<CompleteFile> {
+  if (trainerOwned(rel)) {
+    const problem = await verifyFolder(dir);
+    if (problem) throw new Error(`${dir}: ${problem}; not pushing an incomplete folder`);
+    return readComplete(dir)!;
+  }
   const existing = readComplete(dir);
-  if (existing) return existing;
+  const current = listFiles(dir);
+  if (existing && current.length === Object.keys(existing.files).length && !(await verifyFolder(dir))) return existing;
+  return writeComplete(dir);
+}
+
+/** Writes COMPLETE: the hashes of every file there now. */
+async function writeComplete(dir: string, extra: Record<string, unknown> = {}): Promise<CompleteFile> {
   const files: Record<string, string> = {};
   for (const f of listFiles(dir)) files[f] = await sha256File(path.join(dir, f));
   const complete = { files, ...extra };

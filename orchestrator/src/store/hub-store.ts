@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { commit, createRepo, downloadFile, listFiles, type CommitOperation, type RepoDesignation } from '@huggingface/hub';
-import { COMPLETE, ensureComplete, readComplete, sha256File, type CompleteFile } from './complete.js';
+import { COMPLETE, completeForPush, readComplete, sha256File, type CompleteFile } from './complete.js';
 import { StoreAccessError, StoreIntegrityError, type Store } from './store.js';
 
 export interface HubStoreOptions {
@@ -84,7 +84,7 @@ export class HubStore implements Store {
   }
 
   async push(runId: string, localDir: string, rel: string): Promise<void> {
-    const complete = await ensureComplete(localDir);
+    const complete = await completeForPush(localDir, rel);
     await this.ensureRepo();
     const operations: CommitOperation[] = [];
     // The files first and COMPLETE last, in one commit: the remote never has one without the other.

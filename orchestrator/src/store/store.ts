@@ -1,7 +1,7 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import { COMPLETE, ensureComplete, readComplete, verifyFolder } from './complete.js';
+import { COMPLETE, completeForPush, readComplete, verifyFolder } from './complete.js';
 
 /** A checkpoint or folder whose bytes do not match the sha256 in its COMPLETE file. */
 export class StoreIntegrityError extends Error {
@@ -49,10 +49,8 @@ export class LocalStore implements Store {
 
   async push(runId: string, localDir: string, rel: string): Promise<void> {
     const target = this.dir(runId, rel);
-    if (path.resolve(localDir) === path.resolve(target)) {
-      await ensureComplete(localDir);
-      return;
-    }
+    await completeForPush(localDir, rel);
+    if (path.resolve(localDir) === path.resolve(target)) return;
     const tmp = `${target}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(path.dirname(tmp), { recursive: true });

@@ -4,6 +4,8 @@ import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { Logger } from '../log.js';
 import { MAX_PREEMPTIONS, type RunJobData, type TrainProgress } from '../queue/job-data.js';
 import { trainerConfig } from '../run/trainer-config.js';
+import { type Store } from '../store/store.js';
+import { BackgroundPusher, localCheckpoints, pruneRemote, pullNewestCheckpoint } from '../store/sync.js';
 import type { TrainerEvent } from './trainer-events.js';
 import { runTrainer, type TrainerResult } from './trainer-process.js';
 
@@ -30,8 +32,18 @@ async function log(job: Job, record: Record<string, unknown>): Promise<void> {
   await job.log(JSON.stringify({ t: new Date().toISOString(), ...record }));
 }
 
-async function runPhase(job: Job<RunJobData>, command: 'train' | 'predict', args: string[], opts: TrainJobOptions, configPath: string, stopRef: { reason?: StopReason }): Promise<TrainerResult> {
-  const { recipe, run_dir: runDir } = job.data;
+interface Phase {
+  job: Job<RunJobData>;
+  runDir: string;
+  command: 'train' | 'predict';
+  args: string[];
+  configPath: string;
+  /** Called for every `checkpoint` event (pushes it to the store in the background). */
+  onCheckpoint?: (step: number, dir: string) => void;
+}
+
+async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }: Phase, opts: TrainJobOptions, stopRef: { reason?: StopReason }): Promise<TrainerResult> {
+  const { recipe } = job.data;
   const controller = new AbortController();
   let lastEvent = Date.now();
   let total = 0;
@@ -58,6 +70,7 @@ async function runPhase(job: Job<RunJobData>, command: 'train' | 'predict', args
     } else {
       pending.push(log(job, { ...e, phase: command }));
     }
+    if (e.event === 'checkpoint') onCheckpoint?.(e.step, e.path);
   };
   try {
     return await runTrainer({
@@ -87,12 +100,29 @@ async function runPhase(job: Job<RunJobData>, command: 'train' | 'predict', args
  * logs, then runs predict on the eval splits. Exit codes map to BullMQ outcomes: 0 done; 2 -> UnrecoverableError
  * (never retried); 75 -> back to waiting without using an attempt (capped); anything else -> a retryable failure.
  */
-export async function processTrainJob(job: Job<RunJobData>, token: string | undefined, opts: TrainJobOptions): Promise<unknown> {
-  const { recipe, run_dir: runDir, run_id: runId } = job.data;
+export async function processTrainJob(job: Job<RunJobData>, token: string | undefined, runDir: string, store: Store, opts: TrainJobOptions): Promise<unknown> {
+  const { recipe, run_id: runId } = job.data;
   if (await opts.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
-  if (!existsSync(path.join(runDir, 'dataset', 'manifest.json'))) {
-    throw new Error(`dataset not found in ${runDir}: the build stage has not produced it on this machine`);
+  // Stage the inputs: a fresh machine pulls the dataset and the newest complete checkpoint from the store.
+  const ds = path.join(runDir, 'dataset');
+  if (!existsSync(path.join(ds, 'manifest.json'))) {
+    if (!(await store.has(runId, 'dataset'))) throw new Error(`dataset of ${runId} is neither in ${runDir} nor in the ${store.describe()}`);
+    await store.pull(runId, 'dataset', ds);
+    await log(job, { event: 'pulled', what: 'dataset', store: store.describe() });
   }
+  const checkpoints = path.join(runDir, 'checkpoints');
+  if (store.kind === 'hub' && (await localCheckpoints(checkpoints)).length === 0) {
+    const step = await pullNewestCheckpoint(store, runId, checkpoints, opts.log);
+    if (step !== undefined) await log(job, { event: 'pulled', what: 'checkpoint', step, store: store.describe() });
+  }
+  const pusher = new BackgroundPusher(opts.log);
+  const onCheckpoint = (step: number, dir: string) => {
+    if (store.kind !== 'hub') return;
+    pusher.enqueue(`checkpoint ${step}`, async () => {
+      await store.push(runId, dir, `checkpoints/${path.basename(dir)}`);
+      await pruneRemote(store, runId, recipe.store.keep_remote);
+    });
+  };
   const configPath = path.join(runDir, 'train.json');
   const config = trainerConfig(recipe, runDir);
   mkdirSync(config.predictions_dir, { recursive: true });
@@ -109,7 +139,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   let finalPath: string | undefined;
   for (const [command, args] of phases) {
     const stopRef: { reason?: StopReason } = {};
-    const res = await runPhase(job, command, args, opts, configPath, stopRef);
+    const res = await runPhase({ job, runDir, command, args, configPath, onCheckpoint }, opts, stopRef);
     if (stopRef.reason === 'cancel') {
       await log(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       throw new UnrecoverableError('cancelled by bsft cancel');
@@ -122,6 +152,8 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
       throw new UnrecoverableError(`trainer ${command}: ${res.error?.kind ?? 'invalid'} error: ${res.error?.message ?? res.stderrTail.slice(-3).join(' ')}`);
     }
     if (res.outcome === 'preempted' || stopRef.reason === 'shutdown' || opts.shuttingDown()) {
+      // The last checkpoint must reach the store before another machine takes the job.
+      await pusher.drain().catch((e) => opts.log.warn({ err: (e as Error).message }, 'last checkpoint push failed'));
       const preemptions = (job.data.preemptions ?? 0) + 1;
       if (preemptions > MAX_PREEMPTIONS) throw new UnrecoverableError(`preempted ${preemptions} times; giving up`);
       await job.updateData({ ...job.data, preemptions });
@@ -133,6 +165,11 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
     if (stopRef.reason === 'silent') throw new Error(`trainer ${command} emitted no event for ${Math.round(opts.silenceMs / 1000)} s and was stopped`);
     const why = res.error ? `${res.error.kind}: ${res.error.message}` : res.outcome === 'done' ? 'exited 0 without a done event' : res.stderrTail.slice(-3).join(' | ');
     throw new Error(`trainer ${command} failed (exit ${res.exitCode ?? res.signal}): ${why}`);
+  }
+  if (store.kind === 'hub') {
+    await pusher.drain();
+    for (const rel of ['final', 'predictions']) await store.push(runId, path.join(runDir, rel), rel);
+    await log(job, { event: 'pushed', what: 'final and predictions', store: store.describe() });
   }
   await job.updateProgress({ ...(job.progress as object), phase: 'done' });
   return { final_path: finalPath };

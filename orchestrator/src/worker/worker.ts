@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
@@ -9,8 +10,10 @@ import { workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import { writeRunRecipe } from '../run/pipeline.js';
+import { writeMeta } from '../store/meta.js';
 import { datasetDir } from '../run/trainer-config.js';
 import { scoreRun } from '../score/run-scores.js';
+import { openStore, StoreAccessError } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
 import { processTrainJob, type StopReason } from './train-job.js';
 
@@ -32,6 +35,8 @@ export interface WorkerOptions {
   /** A job found stalled (its worker died) more often than this fails instead of looping forever. */
   maxStalled?: number;
   silenceMs?: number;
+  /** Where runs of a hub store are staged on this machine (default ./runs). Local-store runs use the store folder. */
+  workdir?: string;
 }
 
 export interface RunningWorker {
@@ -69,12 +74,29 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     settings: { backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: MinimalJob) => backoffDelay(attemptsMade, job as MinimalJob<RunJobData> | undefined) },
   };
 
+  const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
+  const stage = async (job: Job<RunJobData>) => {
+    const store = await openStore(job.data.recipe);
+    const runDir = store.kind === 'hub' ? path.join(workdir, job.data.run_id) : job.data.run_dir;
+    writeRunRecipe(runDir, job.data.recipe);
+    return { store, runDir };
+  };
+  /** Store errors that retrying cannot fix (bad token, no rights, repo gone) fail the job at once. */
+  const unrecoverable = (e: unknown): never => {
+    if (e instanceof StoreAccessError) throw new UnrecoverableError(e.message);
+    throw e;
+  };
+
   const processors: Record<Stage, (job: Job<RunJobData>, token?: string) => Promise<unknown>> = {
     async build(job) {
       if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
-      writeRunRecipe(job.data.run_dir, job.data.recipe);
+      const { store, runDir } = await stage(job);
       try {
-        const res = await buildDataset(job.data.recipe, datasetDir(job.data.run_dir), log);
+        const res = await buildDataset(job.data.recipe, datasetDir(runDir), log);
+        if (store.kind === 'hub') {
+          await store.push(job.data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
+          await store.push(job.data.run_id, writeMeta(runDir, job.data.recipe), 'meta').catch(unrecoverable);
+        }
         await job.log(JSON.stringify({ event: 'dataset', built: res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) }));
         return { dataset_hash: res.manifest.dataset_hash };
       } catch (e) {
@@ -83,7 +105,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }
     },
     async train(job, token) {
-      return processTrainJob(job, token, {
+      const { store, runDir } = await stage(job);
+      return processTrainJob(job, token, runDir, store, {
         log,
         ...(opts.trainer ? { trainer: opts.trainer } : {}),
         ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
@@ -91,16 +114,22 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         onActive: (runId, stop) => (stop ? active.set(runId, stop) : active.delete(runId)),
         shuttingDown: () => shuttingDown,
         isCancelled,
-      });
+      }).catch(unrecoverable);
     },
     async score(job) {
-      if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      const runId = job.data.run_id;
+      if (await isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+      const { store, runDir } = await stage(job);
+      for (const rel of ['dataset', 'predictions']) {
+        if (store.kind === 'hub' && !existsSync(path.join(runDir, rel, 'COMPLETE'))) await store.pull(runId, rel, path.join(runDir, rel)).catch(unrecoverable);
+      }
       const results: Record<string, unknown> = {};
       for (const split of job.data.recipe.eval.splits) {
-        const s = await scoreRun(job.data.run_dir, split);
+        const s = await scoreRun(runDir, split);
         results[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy };
-        await job.log(JSON.stringify({ event: 'score', split, ...(results[split] as object), file: path.join(job.data.run_dir, 'score', `${split}.json`) }));
+        await job.log(JSON.stringify({ event: 'score', split, ...(results[split] as object), file: path.join(runDir, 'score', `${split}.json`) }));
       }
+      if (store.kind === 'hub') await store.push(runId, path.join(runDir, 'score'), 'score').catch(unrecoverable);
       return results;
     },
   };

@@ -1,0 +1,71 @@
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import { verifyFolder } from './complete.js';
+import { StoreIntegrityError, type Store } from './store.js';
+
+const STEP = /^step-(\d{6,})$/;
+
+/** Steps of the local checkpoints whose COMPLETE verifies, newest first. */
+export async function localCheckpoints(checkpointsDir: string): Promise<number[]> {
+  if (!existsSync(checkpointsDir)) return [];
+  const steps = readdirSync(checkpointsDir)
+    .map((n) => STEP.exec(n))
+    .filter((m): m is RegExpExecArray => !!m)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => b - a);
+  const out: number[] = [];
+  for (const s of steps) if (!(await verifyFolder(path.join(checkpointsDir, `step-${String(s).padStart(6, '0')}`)))) out.push(s);
+  return out;
+}
+
+/**
+ * Pulls the newest complete checkpoint of a run from the store into `checkpointsDir`; a checkpoint whose bytes do
+ * not match its COMPLETE is skipped for the one before. Returns the step pulled, or undefined.
+ */
+export async function pullNewestCheckpoint(store: Store, runId: string, checkpointsDir: string, log: Logger): Promise<number | undefined> {
+  for (const { step, rel } of await store.checkpoints(runId)) {
+    try {
+      await store.pull(runId, rel, path.join(checkpointsDir, path.basename(rel)));
+      log.info({ run_id: runId, step, store: store.describe() }, 'pulled checkpoint from the store');
+      return step;
+    } catch (e) {
+      if (!(e instanceof StoreIntegrityError)) throw e;
+      log.warn({ run_id: runId, step, err: e.message }, 'remote checkpoint failed its integrity check; trying the previous one');
+    }
+  }
+  return undefined;
+}
+
+/** Deletes remote checkpoints beyond the newest `keep`. */
+export async function pruneRemote(store: Store, runId: string, keep: number): Promise<void> {
+  for (const { rel } of (await store.checkpoints(runId)).slice(keep)) await store.remove(runId, rel);
+}
+
+/**
+ * Pushes in the background, one at a time, so that training never waits for the network. A failed push is logged
+ * and the next checkpoint is pushed anyway; `drain` waits for everything queued and reports the last failure.
+ */
+export class BackgroundPusher {
+  private chain: Promise<void> = Promise.resolve();
+  private lastError: Error | undefined;
+
+  constructor(private readonly log: Logger) {}
+
+  enqueue(what: string, fn: () => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      try {
+        await fn();
+        this.lastError = undefined;
+      } catch (e) {
+        this.lastError = e as Error;
+        this.log.warn({ push: what, err: (e as Error).message }, 'push to the store failed; the next checkpoint will be pushed anyway');
+      }
+    });
+  }
+
+  async drain(): Promise<void> {
+    await this.chain;
+    if (this.lastError) throw this.lastError;
+  }
+}

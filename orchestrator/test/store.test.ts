@@ -1,0 +1,161 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sha256File } from '../src/store/complete.js';
+import { HubStore } from '../src/store/hub-store.js';
+import { StoreAccessError, StoreIntegrityError } from '../src/store/store.js';
+import { pruneRemote, pullNewestCheckpoint } from '../src/store/sync.js';
+import { bsft } from './helpers/cli.js';
+import { FakeHub } from './helpers/fake-hub.js';
+import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
+
+const silent = pino({ level: 'silent' });
+let hub: FakeHub;
+beforeAll(async () => {
+  hub = new FakeHub();
+  await hub.start();
+});
+afterAll(async () => {
+  await hub.stop();
+});
+
+/** A checkpoint folder as the trainer writes it: files, then COMPLETE with their sha256. */
+async function checkpoint(root: string, step: number): Promise<string> {
+  const dir = path.join(root, 'checkpoints', `step-${String(step).padStart(6, '0')}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'trainable.pt'), Buffer.alloc(10_000, step)); // large: goes through LFS
+  writeFileSync(path.join(dir, 'trainer_state.pt'), `state ${step}`);
+  const files = { 'trainable.pt': await sha256File(path.join(dir, 'trainable.pt')), 'trainer_state.pt': await sha256File(path.join(dir, 'trainer_state.pt')) };
+  writeFileSync(path.join(dir, 'COMPLETE'), JSON.stringify({ files, step }));
+  return dir;
+}
+
+const store = (repo: string, token = hub.writeToken) => new HubStore({ repo, hubUrl: hub.url, token, retryBaseMs: 10, retries: 4 });
+
+describe('hub store against a local Hub API server', () => {
+  it('pushes a checkpoint in one commit with its COMPLETE, through the routes the library uses, and pulls it back verified', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-store-'));
+    const s = store('lab/push-test');
+    const before = hub.requests.length;
+    await s.push('run1', await checkpoint(root, 3), 'checkpoints/step-000003');
+    const calls = hub.requests.slice(before).map((r) => `${r.method} ${r.path.replace(/[0-9a-f]{64}/, '<sha256>')}`);
+    expect(calls).toEqual([
+      'POST /api/repos/create',
+      'POST /api/models/lab/push-test/preupload/main',
+      'POST /lab/push-test.git/info/lfs/objects/batch',
+      'PUT /lfs-upload/<sha256>',
+      'POST /api/models/lab/push-test/commit/main',
+    ]);
+    expect([...hub.files('lab/push-test').keys()].sort()).toEqual([
+      'run1/checkpoints/step-000003/COMPLETE', 'run1/checkpoints/step-000003/trainable.pt', 'run1/checkpoints/step-000003/trainer_state.pt',
+    ]);
+    await s.push('run1', await checkpoint(root, 6), 'checkpoints/step-000006');
+    expect(await s.checkpoints('run1')).toEqual([{ step: 6, rel: 'checkpoints/step-000006' }, { step: 3, rel: 'checkpoints/step-000003' }]);
+    const into = mkdtempSync(path.join(tmpdir(), 'bsft-pull-'));
+    expect(await pullNewestCheckpoint(s, 'run1', into, silent)).toBe(6);
+    expect(readFileSync(path.join(into, 'step-000006', 'trainable.pt')).equals(Buffer.alloc(10_000, 6))).toBe(true);
+  });
+
+  it('an upload cut off mid-way leaves no COMPLETE of that step, and a pull takes the previous checkpoint', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-store-'));
+    const s = store('lab/cut-test');
+    await s.push('run', await checkpoint(root, 2), 'checkpoints/step-000002');
+    hub.cutCommitsContaining = 'step-000004';
+    try {
+      await expect(s.push('run', await checkpoint(root, 4), 'checkpoints/step-000004')).rejects.toThrow(/push run\/checkpoints\/step-000004 failed/);
+    } finally {
+      hub.cutCommitsContaining = undefined;
+    }
+    expect([...hub.files('lab/cut-test').keys()].some((k) => k.includes('step-000004'))).toBe(false);
+    const into = mkdtempSync(path.join(tmpdir(), 'bsft-pull-'));
+    expect(await pullNewestCheckpoint(s, 'run', into, silent)).toBe(2);
+  });
+
+  it('a corrupted remote file is caught by its sha256 and the previous checkpoint is used', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-store-'));
+    const s = store('lab/corrupt-test');
+    await s.push('run', await checkpoint(root, 2), 'checkpoints/step-000002');
+    await s.push('run', await checkpoint(root, 4), 'checkpoints/step-000004');
+    hub.files('lab/corrupt-test').set('run/checkpoints/step-000004/trainer_state.pt', Buffer.from('flipped bits'));
+    const into = mkdtempSync(path.join(tmpdir(), 'bsft-pull-'));
+    await expect(s.pull('run', 'checkpoints/step-000004', path.join(into, 'x'))).rejects.toThrow(StoreIntegrityError);
+    expect(existsSync(path.join(into, 'x'))).toBe(false);
+    expect(await pullNewestCheckpoint(s, 'run', into, silent)).toBe(2);
+  });
+
+  it('keeps the newest N remote checkpoints', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-store-'));
+    const s = store('lab/prune-test');
+    for (const step of [1, 2, 3, 4]) await s.push('run', await checkpoint(root, step), `checkpoints/step-${String(step).padStart(6, '0')}`);
+    await pruneRemote(s, 'run', 2);
+    expect((await s.checkpoints('run')).map((c) => c.step)).toEqual([4, 3]);
+  });
+
+  it('retries 503s with backoff; fails clearly without rights or when the repo is gone', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-store-'));
+    const s = store('lab/retry-test');
+    hub.fail503 = 3;
+    await s.push('run', await checkpoint(root, 1), 'checkpoints/step-000001');
+    expect(await s.has('run', 'checkpoints/step-000001')).toBe(true);
+    await expect(store('lab/retry-test', hub.readToken).push('run', await checkpoint(root, 2), 'checkpoints/step-000002')).rejects.toThrow(/HTTP 403: the token in HF_TOKEN lacks access/);
+    await expect(store('lab/retry-test', 'hf_wrong_token_aaaaaaaaaaaaaaaaaaaa').checkpoints('run')).rejects.toThrow(StoreAccessError);
+    await expect(store('lab/never-created').checkpoints('run')).rejects.toThrow(/the repo does not exist/);
+  });
+});
+
+describe('scripts/hub-smoke.sh', () => {
+  it('runs its flow against a Hub API (here the local one)', async () => {
+    const { execa } = await import('execa');
+    const { ROOT } = await import('./helpers/cli.js');
+    const res = await execa('bash', ['scripts/hub-smoke.sh'], { cwd: ROOT, reject: false, env: { HF_TOKEN: hub.writeToken, HUB_REPO: 'lab/smoke', HUB_URL: hub.url } });
+    expect(res.exitCode, String(res.stderr)).toBe(0);
+    expect(String(res.stdout)).toMatch(/hub-smoke: ok/);
+    const skipped = await execa('bash', ['scripts/hub-smoke.sh'], { cwd: ROOT, reject: false, env: { HF_TOKEN: '' } });
+    expect(String(skipped.stdout)).toContain('skipped');
+  });
+});
+
+describe('a run on rented GPUs with a hub store', () => {
+  const workers: WorkerProc[] = [];
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((w) => stop(w, 'SIGKILL')));
+  });
+
+  it('a worker with an empty workspace resumes from the store alone, from the newest pushed step; pull --final gets a model card', async () => {
+    const repo = 'lab/e2e';
+    const env = queueEnv({ HF_TOKEN: hub.writeToken, FIXTURE_STEP_MS: '250' });
+    const { runId } = await submitRun(env, ['store.kind=hub', `store.repo=${repo}`, `store.hub_url=${hub.url}`, 'store.keep_remote=2',
+      'train.max_steps=24', 'train.checkpoint_every=3', 'queue.attempts=3']);
+    const a = startWorkerProc('ok', env, ['--workdir', mkdtempSync(path.join(tmpdir(), 'bsft-wa-')), '--name', 'gpu-a']);
+    workers.push(a);
+    const pushed = async (step: number) => hub.files(repo).has(`${runId}/checkpoints/step-${String(step).padStart(6, '0')}/COMPLETE`);
+    for (let i = 0; i < 200 && !(await pushed(6)); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await pushed(6), a.stderr.filter((l) => /"level":(40|50)/.test(l)).join("\n")).toBe(true);
+    expect(hub.files(repo).has(`${runId}/dataset/COMPLETE`)).toBe(true);
+    a.proc.kill('SIGKILL');
+    const newest = Math.max(...[...hub.files(repo).keys()].map((k) => /checkpoints\/step-(\d+)\/COMPLETE$/.exec(k)).filter(Boolean).map((m) => Number(m![1])));
+    const emptyWorkdir = mkdtempSync(path.join(tmpdir(), 'bsft-wb-'));
+    const b = startWorkerProc('ok', { ...env, FIXTURE_STEP_MS: '20' }, ['--workdir', emptyWorkdir, '--name', 'gpu-b']);
+    workers.push(b);
+    const done = await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state), 90_000);
+    expect(done.state, done.failedReason).toBe('completed');
+    const logs = (await bsft(['logs', runId], { env })).stdout;
+    expect(logs).toMatch(/"event":"pulled","what":"dataset"/);
+    expect(logs).toContain(`"event":"pulled","what":"checkpoint","step":${newest}`);
+    expect(logs).toMatch(new RegExp(`"event":"start","total_steps":24,"resumed_from_step":${newest}`));
+    expect(existsSync(path.join(emptyWorkdir, runId, 'final', 'COMPLETE'))).toBe(true);
+    expect(hub.files(repo).has(`${runId}/final/COMPLETE`)).toBe(true);
+    expect(hub.files(repo).has(`${runId}/score/COMPLETE`)).toBe(true);
+    const remote = [...hub.files(repo).keys()].filter((k) => k.endsWith('/COMPLETE') && k.includes('/checkpoints/'));
+    expect(remote.length).toBeLessThanOrEqual(2);
+
+    const elsewhere = mkdtempSync(path.join(tmpdir(), 'bsft-pullfinal-'));
+    const pulled = await bsft(['pull', runId, '--final', '--repo', repo, '--hub-url', hub.url, '--out', elsewhere], { env: { HF_TOKEN: hub.readToken } });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const card = readFileSync(path.join(elsewhere, runId, 'final', 'README.md'), 'utf8');
+    expect(card).toContain('`<|behavior:proactive|>`');
+    expect(card).toMatch(/\| test \| \d+\.\d/);
+  }, 180_000);
+});
