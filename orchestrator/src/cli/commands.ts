@@ -8,6 +8,7 @@ import { init } from './init.js';
 import { logs } from './logs.js';
 import { pull } from './pull.js';
 import { reportCommand } from './report.js';
+import { reproduce } from './reproduce.js';
 import { run } from './run.js';
 import { scoreCommand } from './score.js';
 import { show } from './show.js';
@@ -22,5 +23,5 @@ export const COMMANDS: Command[] = [
   validate, show, init, run,
   datasetBuild, datasetStats, datasetInspect,
   submit, workerCommand, status, watch, logs, cancel, retry, dashboard, pull,
-  scoreCommand, reportCommand,
+  scoreCommand, reportCommand, reproduce,
 ];

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -76,7 +76,27 @@ export function readManifest(dir: string): Manifest | undefined {
  * on success: a failed build leaves nothing behind. Same inputs + options + seed give identical bytes; when the
  * dataset hash matches the one already in `outDir`, nothing is rebuilt.
  */
-export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger): Promise<BuildResult> {
+/** Copies a built dataset folder (files are immutable once written: hard links where the filesystem allows). */
+function copyDataset(from: string, to: string): void {
+  const tmp = `${to}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  for (const f of readdirSync(from)) {
+    try {
+      linkSync(path.join(from, f), path.join(tmp, f));
+    } catch {
+      copyFileSync(path.join(from, f), path.join(tmp, f));
+    }
+  }
+  rmSync(to, { recursive: true, force: true });
+  renameSync(tmp, to);
+}
+
+/**
+ * Builds the dataset of a recipe into `outDir`. With `cacheDir`, datasets are shared by hash: runs whose data,
+ * options and tokenizer are the same (BehaviorSFT with LoRA and with full fine-tuning, say) use one build.
+ */
+export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
   const data = recipe.data;
   const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
   const tokens = Object.values(data.behaviors).map((b) => b.token);
@@ -102,6 +122,12 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
   if (existing?.dataset_hash === datasetHash) {
     log.info({ dir: outDir, dataset_hash: datasetHash }, 'dataset up to date');
     return { dir: outDir, manifest: existing, built: false };
+  }
+  const cached = cacheDir ? path.join(cacheDir, datasetHash) : undefined;
+  if (cached && readManifest(cached)?.dataset_hash === datasetHash) {
+    copyDataset(cached, outDir);
+    log.info({ dir: outDir, dataset_hash: datasetHash, from: cached }, 'dataset taken from the shared build');
+    return { dir: outDir, manifest: readManifest(outDir)!, built: false };
   }
 
   const reading = createProgress('reading tasks', { unit: 'lines', log });
@@ -216,6 +242,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+  if (cached && !existsSync(cached)) copyDataset(outDir, cached);
   log.info(
     {
       dir: outDir,

@@ -124,12 +124,16 @@ function readLayer(file: string, problems: Problem[]): Layer | undefined {
   return { file, data, lines };
 }
 
-/** Deep merge: mappings merge key by key, everything else (lists included) is replaced by the child. */
+/**
+ * Deep merge: mappings merge key by key, everything else (lists included) is replaced by the child, and a child's
+ * `null` removes the inherited value (`--set train.epochs=null` to switch to max_steps).
+ */
 export function deepMerge(base: Plain, child: Plain): Plain {
   const out: Plain = { ...base };
   for (const [k, v] of Object.entries(child)) {
     const prev = out[k];
-    out[k] = isPlainObject(prev) && isPlainObject(v) ? deepMerge(prev, v) : v;
+    if (v === null) delete out[k];
+    else out[k] = isPlainObject(prev) && isPlainObject(v) ? deepMerge(prev, v) : v;
   }
   return out;
 }

@@ -92,12 +92,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
       const { store, runDir } = await stage(job);
       try {
-        const res = await buildDataset(job.data.recipe, datasetDir(runDir), log);
+        // Runs of one submission that share their data section share one build (by dataset hash).
+        const res = await buildDataset(job.data.recipe, datasetDir(runDir), log, path.join(path.dirname(runDir), '_datasets'));
         if (store.kind === 'hub') {
           await store.push(job.data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
           await store.push(job.data.run_id, writeMeta(runDir, job.data.recipe), 'meta').catch(unrecoverable);
         }
-        await job.log(JSON.stringify({ event: 'dataset', built: res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) }));
+        await job.log(JSON.stringify({ event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) }));
         return { dataset_hash: res.manifest.dataset_hash };
       } catch (e) {
         if (e instanceof DataError || (e as { exitCode?: number }).exitCode === 2) throw new UnrecoverableError((e as Error).message);

@@ -1,0 +1,143 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { buildDataset } from '../dataset/build.js';
+import { submitRun } from '../queue/submit.js';
+import type { RunView } from '../queue/runs.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { PACKAGE_ROOT } from '../run/python-env.js';
+import { datasetDir } from '../run/trainer-config.js';
+import { table } from '../score/format.js';
+import { compare, formatComparison, html, markdown } from '../score/report.js';
+import { scoreRun } from '../score/run-scores.js';
+import { pullMeta } from '../store/meta.js';
+import { openStore } from '../store/store.js';
+import { EXIT, recipeOptionHelp, recipeOptions, UsageError, type Command } from './command.js';
+import { withQueues } from './queue-args.js';
+import { resolveFromArgs } from './recipe-args.js';
+import { runRow } from './status.js';
+
+/** The paper's comparison set (arXiv 2505.21757) on Qwen2.5-7B-Instruct: BehaviorSFT first (the deltas' baseline). */
+export const PRESETS: Record<string, { label: string; recipes: string[] }> = {
+  'paper-qwen2.5-7b': {
+    label: 'BehaviorSFT paper reproduction, Qwen2.5-7B-Instruct',
+    recipes: ['behaviorsft-lora', 'behaviorsft-full', 'standard-sft', 'instructed'].map((r) => path.join(PACKAGE_ROOT, 'recipes', 'paper', `${r}.yaml`)),
+  },
+};
+
+/**
+ * LoRA throughput measured on the project's H200 (packed 8k, flex_attention, ../shared/GPU-NOTES.md: 9,037 real
+ * tok/s). Full fine-tuning is estimated at 4/6 of it (6 instead of ~4 FLOP per parameter and token); both can be
+ * overridden with --tokens-per-s.
+ */
+const MEASURED_LORA_TOK_S = 9037;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
+  if (recipe.train.epochs !== undefined) return tokensPerEpoch * recipe.train.epochs;
+  return recipe.train.max_steps! * recipe.train.batch_tokens * recipe.train.grad_accum;
+}
+
+export const reproduce: Command = {
+  name: 'reproduce',
+  summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
+  usage: 'bsft reproduce [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR]',
+  details:
+    '--dry-run builds the datasets locally to count tokens, prints the runs, their resolved recipes and the estimated GPU\n' +
+    `hours (LoRA at ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s).\n` +
+    '--set applies to every recipe of the preset (e.g. --set data.tasks=[...] for the full BehaviorBench files).',
+  options: { ...recipeOptions, preset: { type: 'string' }, 'dry-run': { type: 'boolean' }, 'tokens-per-s': { type: 'string' }, out: { type: 'string' } },
+  optionHelp: {
+    ...recipeOptionHelp,
+    preset: `which set (default paper-qwen2.5-7b; one of ${Object.keys(PRESETS).join(', ')})`,
+    'dry-run': 'print the runs, resolved recipes and GPU-hour estimates; submit nothing',
+    'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
+    out: 'report folder (default runs/reproduce-<preset>)',
+  },
+  positionals: [0, 0],
+  async run(_args, values, { log, out }) {
+    const presetName = (values.preset as string | undefined) ?? 'paper-qwen2.5-7b';
+    const preset = PRESETS[presetName];
+    if (!preset) throw new UsageError(`--preset: unknown preset "${presetName}" (${Object.keys(PRESETS).join(', ')})`);
+    const recipes = preset.recipes.map((f) => resolveFromArgs(f, values));
+    const rate = values['tokens-per-s'] !== undefined ? Number(values['tokens-per-s']) : undefined;
+    if (rate !== undefined && !(rate > 0)) throw new UsageError('--tokens-per-s must be a positive number');
+
+    // One dataset build for the set: runs with the same data section (LoRA and full) share it by dataset hash, and
+    // the queued build jobs find it done.
+    const manifests = [];
+    for (const r of recipes) {
+      const res = await buildDataset(r, datasetDir(path.join(r.runs_dir, r.run_id)), log, path.join(r.runs_dir, '_datasets'));
+      manifests.push(res.manifest);
+      out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
+    }
+
+    if (values['dry-run']) {
+      out(`\n${preset.label}: ${recipes.length} runs\n`);
+      const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
+      let total = 0;
+      for (const [i, r] of recipes.entries()) {
+        const manifest = manifests[i]!;
+        const tokens = trainTokens(r, manifest.lengths.train.tokens);
+        const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
+        const hours = (tokens / tokS / 3600) * Math.max(1, r.resources.gpus);
+        total += hours;
+        rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
+      }
+      out(table(rows).join('\n'));
+      out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
+      out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
+      for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
+      return EXIT.ok;
+    }
+
+    return withQueues(async (q) => {
+      for (const r of recipes) {
+        const res = await submitRun(r, q.connection);
+        out(`${res.created ? 'submitted' : 'already submitted'}: ${r.run_id}`);
+      }
+      const ids = recipes.map((r) => r.run_id);
+      const tty = process.stdout.isTTY === true;
+      let lastPrint = 0;
+      let views: RunView[] = [];
+      for (;;) {
+        views = (await Promise.all(ids.map((id) => q.view(id)))).filter((v): v is RunView => !!v);
+        const done = views.length === ids.length && views.every((v) => ['completed', 'failed', 'cancelled'].includes(v.state));
+        const lines = table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age'], ...views.map((v) => runRow(v))]);
+        if (tty) process.stdout.write(`\x1b[${lines.length}A\x1b[0J`.repeat(lastPrint ? 1 : 0) + `${lines.join('\n')}\n`);
+        else if (done || Date.now() - lastPrint > 10_000) out(lines.join('\n'));
+        lastPrint = Date.now();
+        if (done) break;
+        await sleep(1000);
+      }
+      const failed = views.filter((v) => v.state !== 'completed');
+      if (failed.length) {
+        for (const v of failed) out(`run ${v.runId}: ${v.state}${v.failedReason ? ` (${v.failedReason})` : ''}`);
+        return EXIT.failure;
+      }
+      const scored = [];
+      for (const r of recipes) {
+        const runDir = path.join(r.runs_dir, r.run_id);
+        const store = await openStore(r);
+        if (store.kind === 'hub') {
+          // The runs trained elsewhere: bring back what scoring needs (small files, sha256-checked).
+          await pullMeta(store, r.run_id, runDir);
+          for (const rel of ['dataset', 'predictions']) await store.pull(r.run_id, rel, path.join(runDir, rel));
+        }
+        scored.push(await scoreRun(runDir, r.eval.splits[0]!));
+      }
+      const resamples = recipes[0]!.eval.bootstrap;
+      const comparison = compare(scored, resamples, recipes[0]!.train.seed);
+      const dir = path.resolve((values.out as string | undefined) ?? path.join(recipes[0]!.runs_dir, `reproduce-${presetName}`));
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, 'report.json'), `${JSON.stringify(comparison, null, 2)}\n`);
+      writeFileSync(path.join(dir, 'report.md'), markdown(comparison));
+      writeFileSync(path.join(dir, 'report.html'), html(comparison));
+      out('');
+      out(formatComparison(comparison).join('\n'));
+      out(`\nreport: ${path.join(dir, 'report.html')}`);
+      return EXIT.ok;
+    });
+  },
+};

@@ -1,0 +1,104 @@
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { parse } from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { bsft, ROOT } from './helpers/cli.js';
+import { queueEnv, startWorkerProc, stop, type WorkerProc } from './helpers/queue.js';
+
+describe('worker image and compose file', () => {
+  const compose = parse(readFileSync(path.join(ROOT, 'docker', 'compose.yml'), 'utf8'));
+
+  it('runs Redis for a queue: AOF on, noeviction, a password; everything bound to localhost', () => {
+    const cmd: string[] = compose.services.redis.command;
+    const arg = (flag: string) => cmd[cmd.indexOf(flag) + 1];
+    expect(arg('--appendonly')).toBe('yes');
+    expect(arg('--maxmemory-policy')).toBe('noeviction');
+    expect(arg('--requirepass')).toMatch(/^\$\{REDIS_PASSWORD/);
+    for (const [name, svc] of Object.entries<{ ports?: string[] }>(compose.services)) {
+      for (const p of svc.ports ?? []) expect(p, name).toMatch(/^127\.0\.0\.1:/);
+    }
+  });
+
+  it('reserves GPUs for workers, gives them a stop grace period, and keeps secrets out of the files', () => {
+    const w = compose.services.worker;
+    expect(w.deploy.resources.reservations.devices[0]).toMatchObject({ driver: 'nvidia', capabilities: ['gpu'] });
+    expect(w.stop_grace_period).toBe('90s');
+    expect(w.environment.HF_TOKEN).toBe('${HF_TOKEN:-}');
+    const dockerfile = readFileSync(path.join(ROOT, 'docker', 'worker.Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/^USER bsft$/m);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \[.*"bsft", "worker"\]$/m);
+    expect(dockerfile).toMatch(/^VOLUME \[".*huggingface"/m);
+    expect(dockerfile).not.toMatch(/^(ENV|ARG)\s.*(HF_TOKEN|REDIS_URL|PASSWORD)/m);
+  });
+});
+
+describe('scripts', () => {
+  it('shellcheck passes on every script', () => {
+    const scripts = readdirSync(path.join(ROOT, 'scripts')).filter((f) => f.endsWith('.sh')).map((f) => path.join('scripts', f));
+    expect(scripts.length).toBeGreaterThanOrEqual(4);
+    execFileSync('shellcheck', [...scripts, '.ci/run'], { cwd: ROOT, stdio: 'pipe' });
+  });
+
+  it('setup-worker.sh checks the driver first and plans an idempotent install with a systemd unit (dry run)', async () => {
+    const noDriver = await execa('bash', ['scripts/setup-worker.sh', '--dry-run'], { cwd: ROOT, reject: false, env: { PATH: '/usr/bin:/bin' } });
+    expect(noDriver.exitCode).toBe(1);
+    expect(String(noDriver.stderr)).toContain('no working NVIDIA driver');
+    const bin = mkdtempSync(path.join(tmpdir(), 'fake-nvidia-'));
+    writeFileSync(path.join(bin, 'nvidia-smi'), '#!/bin/sh\necho "NVIDIA H200, 570.00, 143771 MiB"\n');
+    chmodSync(path.join(bin, 'nvidia-smi'), 0o755);
+    const res = await execa('bash', ['scripts/setup-worker.sh', '--dry-run', '--gpus', '0,1'], {
+      cwd: ROOT, reject: false, env: { PATH: `${bin}:${process.env.PATH}`, BSFT_UNIT_DIR: mkdtempSync(path.join(tmpdir(), 'unit-')), BSFT_ENV_DIR: mkdtempSync(path.join(tmpdir(), 'env-')) },
+    });
+    expect(res.exitCode, String(res.stderr)).toBe(0);
+    const out = String(res.stdout);
+    for (const step of ['== NVIDIA driver', '== Node', '== Python venv with the trainer', '== systemd unit bsft-worker.service']) expect(out).toContain(step);
+    expect(out).toContain('would write');
+  });
+});
+
+describe('bsft reproduce', () => {
+  const workers: WorkerProc[] = [];
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((w) => stop(w, 'SIGKILL')));
+  });
+
+  it('--dry-run prints the four runs, their resolved recipes and GPU-hour estimates', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
+    const res = await bsft(['reproduce', '--dry-run', '--allow', dir, '--set', `store.path=${dir}`]);
+    expect(res.code, res.stderr).toBe(0);
+    for (const name of ['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']) {
+      expect(res.stdout).toMatch(new RegExp(`^${name}-[0-9a-f]{8}\\s+(lora|full)`, 'm'));
+      expect(res.stdout).toMatch(new RegExp(`^# ${name}-[0-9a-f]{8} \\(`, 'm'));
+    }
+    expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours/);
+    expect(res.stdout).toContain('9,037 tok/s measured on one H200');
+    const overridden = await bsft(['reproduce', '--dry-run', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000']);
+    expect(overridden.stdout).toContain('rate: 1000 tok/s as given');
+  });
+
+  it('submits the paper set, two workers with fixture trainers drain it, and it ends with a report of the four runs', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '20' });
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
+    const a = startWorkerProc('ok', env, ['--name', 'gpu-0']);
+    const b = startWorkerProc('ok', env, ['--name', 'gpu-1']);
+    workers.push(a, b);
+    await Promise.all([a.ready, b.ready]);
+    const res = await bsft(['reproduce', '--allow', dir, '--set', `store.path=${dir}`, '--set', 'train.epochs=null', '--set', 'train.max_steps=4',
+      '--set', 'train.checkpoint_every=2', '--set', 'eval.bootstrap=100', '--out', path.join(dir, 'report')], { env });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.stdout.match(/^submitted: /gm)).toHaveLength(4);
+    // LoRA and full fine-tuning train on the same data: one build, shared.
+    expect(res.stdout).toMatch(/^dataset of paper-behaviorsft-lora-\S+: ([0-9a-f]{12}) \(built\)$/m);
+    const lora = /^dataset of paper-behaviorsft-lora-\S+: ([0-9a-f]{12})/m.exec(res.stdout)![1];
+    expect(res.stdout).toMatch(new RegExp(`^dataset of paper-behaviorsft-full-\\S+: ${lora} \\(shared build\\)$`, 'm'));
+    const report = JSON.parse(readFileSync(path.join(dir, 'report', 'report.json'), 'utf8'));
+    expect(report.runs.map((r: { label: string }) => r.label.split(' ')[0])).toEqual(['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']);
+    expect(report.deltas).toHaveLength(3);
+    expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\)\s+97\.3/);
+    const workersUsed = new Set([...a.stderr, ...b.stderr].filter((l) => l.includes('"train completed"')).map((l) => JSON.parse(l).worker));
+    expect(workersUsed.size).toBe(2);
+  }, 240_000);
+});
