@@ -13,17 +13,11 @@ import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
 import { RenderError, tokenizeConversation } from './render.js';
 import { writeSafetensors } from './safetensors.js';
 import { assignSplits } from './split.js';
-import type { SourcedTask } from './task.js';
+import type { SourcedTask, TaskLabels } from './task.js';
 import { loadChatTokenizer } from './tokenizer.js';
 
 /** One line of `<split>.messages.jsonl`: the `messages` format TRL and axolotl read, plus what scoring needs. */
-export interface MessagesRecord {
-  id: string;
-  case_id: string;
-  category: string;
-  behavior: string;
-  hard: boolean;
-  answer?: string;
+export interface MessagesRecord extends TaskLabels {
   messages: Message[];
 }
 

@@ -28,3 +28,13 @@ export interface SourcedTask extends Task {
   file: string;
   line: number;
 }
+
+/** What scoring needs of a task: written with every document to `<split>.messages.jsonl`. */
+export interface TaskLabels {
+  id: string;
+  case_id: string;
+  category: string;
+  behavior: string;
+  hard: boolean;
+  answer?: string;
+}

@@ -1,19 +1,10 @@
-import { createReadStream } from 'node:fs';
-import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { createGunzip } from 'node:zlib';
 import { z } from 'zod';
 import { DataError, type DataProblem } from '../dataset/data-error.js';
+import { readJsonl } from '../dataset/jsonl.js';
+import type { TaskLabels } from '../dataset/task.js';
 
 /** Gold labels of one task: from a dataset's messages.jsonl or from task files (Contract 1). */
-export interface GoldTask {
-  id: string;
-  case_id: string;
-  category: string;
-  behavior: string;
-  hard: boolean;
-  answer?: string;
-}
+export type GoldTask = TaskLabels;
 
 /** Contract 7: one prediction line. */
 export const predictionSchema = z.object({
@@ -36,39 +27,13 @@ const goldSchema = z.object({
   answer: z.string().optional(),
 });
 
-async function* lines(file: string): AsyncGenerator<[number, string]> {
-  const raw = createReadStream(file);
-  const input = file.endsWith('.gz') ? raw.pipe(createGunzip()) : raw;
-  let n = 0;
-  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
-    n++;
-    if (line.trim()) yield [n, line];
-  }
-}
-
-const show = (f: string) => path.relative(process.cwd(), f) || f;
-
 /** Reads gold tasks; `categories` maps category -> behavior for tasks without a behavior field. */
 export async function readGold(files: string[], categories: Record<string, string> = {}): Promise<GoldTask[]> {
   const out: GoldTask[] = [];
   const problems: DataProblem[] = [];
   const seen = new Set<string>();
   for (const file of files) {
-    for await (const [line, text] of lines(file)) {
-      const problem = (field: string, message: string) => problems.push({ file: show(file), line, field, message });
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch (e) {
-        problem('', `invalid JSON: ${(e as Error).message}`);
-        continue;
-      }
-      const parsed = goldSchema.safeParse(json);
-      if (!parsed.success) {
-        for (const i of parsed.error.issues) problem(i.path.join('.'), i.message);
-        continue;
-      }
-      const t = parsed.data;
+    for await (const { value: t, problem } of readJsonl(file, goldSchema, problems)) {
       const behavior = t.behavior ?? categories[t.category];
       if (!behavior) {
         problem('behavior', `missing, and category "${t.category}" has no behavior`);
@@ -95,21 +60,7 @@ export async function readPredictions(file: string, gold: Map<string, GoldTask>,
   const problems: DataProblem[] = [];
   const seen = new Map<string, number>();
   const labels = new Set(behaviors);
-  for await (const [line, text] of lines(file)) {
-    const problem = (field: string, message: string) => problems.push({ file: show(file), line, field, message });
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      problem('', `invalid JSON: ${(e as Error).message}`);
-      continue;
-    }
-    const parsed = predictionSchema.safeParse(json);
-    if (!parsed.success) {
-      for (const i of parsed.error.issues) problem(i.path.join('.'), i.message);
-      continue;
-    }
-    const p = parsed.data;
+  for await (const { value: p, line, problem } of readJsonl(file, predictionSchema, problems)) {
     if (!gold.has(p.id)) problem('id', `unknown task id "${p.id}"`);
     else if (seen.has(p.id)) problem('id', `duplicate prediction for "${p.id}" (first at line ${seen.get(p.id)})`);
     else {
