@@ -16,7 +16,7 @@ def output_logits(hidden, weight, new_rows=None):
     if new_rows is not None:
         # In place: the matmul's backward needs `hidden` and `weight`, not its output.
         first, rows = new_rows
-        logits[:, first:first + rows.shape[0]] = hidden @ rows.t()
+        logits[:, first:first + rows.shape[0]] = hidden @ rows.t().to(hidden.dtype)
     return logits
 
 

@@ -156,10 +156,10 @@ def load_hf_model(cfg, device, dtype, attn_implementation):
     if cfg.model.init == "random":
         config = AutoConfig.from_pretrained(cfg.model.name_or_path, **kwargs, **cfg.model.config_overrides)
         torch.manual_seed(cfg.train.seed)
-        model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype, attn_implementation=attn_implementation)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, torch_dtype=dtype, attn_implementation=attn_implementation,
+            cfg.model.name_or_path, dtype=dtype, attn_implementation=attn_implementation,
             **{k: v for k, v in kwargs.items() if v is not None}, **cfg.model.config_overrides,
         )
     return model.to(device)
@@ -181,6 +181,12 @@ def build_hf(cfg, manifest, device):
         raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in the model's {embed.weight.shape[0]} embedding rows; "
                           "bsft never resizes the embedding")
     rows = None
+    base_dir = None
+    if cfg.train.method == "lora" and cfg.model.init == "random":
+        # A LoRA adapter of a randomly initialised model is useless without that model: keep it, before LoRA.
+        base_dir = Path(cfg.output_dir) / "base"
+        if not (base_dir / "config.json").is_file():
+            model.save_pretrained(base_dir)
     if cfg.train.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -203,6 +209,7 @@ def build_hf(cfg, manifest, device):
 
     tm = TrainModel(Trainable(model, rows), embed, out, decoder_hidden, "hf", cfg.train.method)
     tm.hf_model = model
+    tm.base_dir = base_dir
     return tm
 
 

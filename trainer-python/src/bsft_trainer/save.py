@@ -7,6 +7,7 @@
 - Always: the tokenizer with the behavior tokens added (same IDs as the dataset), and `bsft.json`.
 """
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -22,9 +23,11 @@ def load_tokenizer(cfg, manifest):
     """The model's tokenizer with the behavior tokens added as special tokens; their IDs must match the manifest."""
     from transformers import AutoTokenizer
 
+    from tokenizers import AddedToken
+
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    tok.add_special_tokens({"additional_special_tokens": behavior_tokens_in_id_order(manifest)},
-                           replace_additional_special_tokens=False)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in behavior_tokens_in_id_order(manifest)],
+                   special_tokens=True)
     for token, want in manifest["behavior_tokens"].items():
         got = tok.convert_tokens_to_ids(token)
         if got != want:
@@ -55,9 +58,8 @@ def save_final(cfg, manifest, tm):
             from safetensors.torch import save_file
 
             tm.hf_model.save_pretrained(folder)
-            if tm.rows is not None and cfg.model.init == "random":
-                # A LoRA adapter of a randomly initialised model is useless without that model: keep it beside.
-                tm.hf_model.get_base_model().save_pretrained(folder / "base")
+            if getattr(tm, "base_dir", None) is not None:
+                shutil.copytree(tm.base_dir, folder / "base")
             if tm.rows is not None:
                 save_file({"embed": tm.rows.embed.detach().contiguous().cpu(), "lm_head": tm.rows.out.detach().contiguous().cpu(),
                            "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
