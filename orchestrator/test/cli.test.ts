@@ -78,10 +78,12 @@ describe('bsft CLI', () => {
 
   it('run writes JSON log lines to stderr when not on a TTY, and stops with a message at a step it cannot run', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-runs-'));
-    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--log-level', 'info']);
+    // A Python without the trainer's packages: the run must stop at the train step and say what to install.
+    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--log-level', 'info'], { env: { BSFT_PYTHON: '/nonexistent/python3' } });
     const logs = res.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     expect(logs.find((l) => l.msg === 'run started')).toMatchObject({ level: 30, run_id: expect.stringMatching(/^smoke-/) });
     expect(res.code).toBe(1);
-    expect(res.stderr).toMatch(/stopped before step "\w+": /);
+    expect(res.stderr).toMatch(/stopped before step "train": the trainer's Python packages are missing for \/nonexistent\/python3: bsft_trainer, torch, numpy, transformers, peft, safetensors/);
+    expect(res.stderr).toMatch(/Install them with:\n {2}python3 -m pip install -e ".*trainer-python"/);
   });
 });

@@ -38,7 +38,7 @@ def write_shard(path, docs):
             f.write(arr.tobytes())
 
 
-def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10):
+def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10, cue=0):
     """Synthetic conversations: random context tokens, the assistant header, then a reply that starts with the
     behavior token and follows a learnable rule (behavior determined by the first context token)."""
     behaviors = behaviors or BEHAVIORS
@@ -50,8 +50,12 @@ def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=N
     for i in range(n):
         ctx_len = int(rng.integers(min_len, max_len))
         ctx = rng.integers(vocab_low, vocab_low + 240, ctx_len)
-        behavior = names[int(ctx[0]) % 3]
-        reply = [behaviors[behavior]] + [vocab_low + (int(ctx[0]) + k) % 200 for k in range(4)] + [eos]
+        # The behavior (and the reply) follow from one context token: the first (cue=0), or the last (cue=-1), which
+        # is then one of three cue tokens (an easy rule for a tiny model to pick up).
+        if cue == -1:
+            ctx[-1] = vocab_low + int(ctx[-1]) % 3
+        behavior = names[int(ctx[cue]) % 3]
+        reply = [behaviors[behavior]] + [vocab_low + (int(ctx[cue]) + k) % 200 for k in range(4)] + [eos]
         ids = [int(x) for x in ctx] + list(header) + reply + [4]
         mask = [0] * (ctx_len + len(header)) + [1] * len(reply) + [0]
         docs.append((ids, mask))
@@ -60,7 +64,7 @@ def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=N
 
 
 QWEN = {"behaviors": {"reactive": 151665, "proactive": 151666, "restraint": 151667}, "eos": 151645,
-        "header": [151644, 77091, 198], "vocab_low": 1000}
+        "header": [151644, 77091, 198], "vocab_low": 1000, "cue": -1}
 
 
 def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_dir=None, tokenizer=None, qwen=False):

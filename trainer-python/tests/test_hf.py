@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import events_of, make_run, trainer
+from conftest import QWEN, events_of, make_run, trainer
 
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
 if HAVE_HF:
@@ -22,11 +22,11 @@ TINY = ROOT / "recipes" / "models" / "qwen2.5-tiny"
 pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")]
 
 
-def _run(tmp, **train):
+def _run(tmp, eval_splits=("test",), **train):
     return make_run(tmp, qwen=True, model_dir=TINY, tokenizer=TOKENIZER,
-                    train={"method": "lora", "lr": 5e-3, "max_steps": 40, "checkpoint_every": 10, "batch_tokens": 512,
+                    train={"method": "lora", "lr": 2e-2, "max_steps": 60, "checkpoint_every": 20, "batch_tokens": 512,
                            "grad_accum": 1, **train},
-                    eval_={"max_new_tokens": 2})
+                    eval_={"max_new_tokens": 2, "splits": list(eval_splits)})
 
 
 def _finish(p, timeout=900):
@@ -34,12 +34,12 @@ def _finish(p, timeout=900):
     return p.returncode, events_of(out), err
 
 
-def test_lora_run_learns_only_new_rows_change_and_predict_beats_chance(tmp_path):
-    cfg = _run(tmp_path)
+def test_lora_run_learns_and_only_new_rows_change(tmp_path):
+    cfg = _run(tmp_path, eval_splits=("train",), max_steps=60)
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0, err
     losses = [e["loss"] for e in events if e["event"] == "step"]
-    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    assert sum(losses[-5:]) < 0.9 * sum(losses[:5]), losses
     final = Path(events[-1]["final_path"])
     assert (final / "adapter_model.safetensors").is_file() and (final / "behavior_rows.safetensors").is_file()
     size = sum(p.stat().st_size for p in final.rglob("*") if "base" not in p.parts)
@@ -57,6 +57,27 @@ def test_lora_run_learns_only_new_rows_change_and_predict_beats_chance(tmp_path)
 
     code, events, err = _finish(trainer("predict", cfg))
     assert code == 0, err
+    manifest = json.loads((tmp_path / "dataset" / "manifest.json").read_text())
+    gold = _train_behaviors(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "train.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == manifest["documents"]["train"]
+    # Every reply starts with a behavior token. (Which one: 60 LoRA steps on a random 2-layer model on a CPU learn the
+    # prior only; the full fine-tuning test below checks that the rule itself is learned and predicted.)
+    assert all(r["predicted_behavior"] in QWEN["behaviors"] for r in rows)
+    assert len(gold) == len(rows)
+
+
+def _train_behaviors(run_dir):
+    """Gold behavior of each train document, read back from its first predicted token."""
+    from bsft_trainer.shards import Shard
+
+    by_id = {v: k for k, v in QWEN["behaviors"].items()}
+    shard = Shard(run_dir / "dataset" / "train.tokens.safetensors")
+    out = []
+    for d in range(len(shard)):
+        ids, mask = shard.doc(d)
+        out.append(by_id[int(ids[int(mask.argmax())])])
+    return out
 
 
 def test_resumed_run_matches_the_straight_run(tmp_path):
@@ -93,11 +114,18 @@ def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
     assert torch.allclose(model.get_input_embeddings().weight[151666], rows["embed"][1].to(model.dtype))
 
 
-def test_full_fine_tuning_runs(tmp_path):
-    cfg = _run(tmp_path, method="full", max_steps=4, lr=1e-3)
+def test_full_fine_tuning_learns_the_rule_and_predict_beats_chance(tmp_path):
+    cfg = _run(tmp_path, eval_splits=("train",), method="full", max_steps=300, lr=3e-3, checkpoint_every=100)
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0, err
     assert (Path(events[-1]["final_path"]) / "config.json").is_file()
+    code, _, err = _finish(trainer("predict", cfg))
+    assert code == 0, err
+    gold = _train_behaviors(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "train.jsonl").read_text().splitlines()]
+    accuracy = sum(r["predicted_behavior"] == gold[i] for i, r in enumerate(rows)) / len(rows)
+    majority = max(gold.count(b) for b in set(gold)) / len(gold)
+    assert accuracy > max(0.9, majority), (accuracy, majority)  # chance is 1/3
 
 
 def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):

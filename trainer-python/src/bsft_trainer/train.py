@@ -66,15 +66,23 @@ def seed_everything(seed):
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers, so that checkpoints load with torch.load(weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -147,10 +155,16 @@ def save_checkpoint(cfg, step, tm, optimizer, scheduler, data):
     return path
 
 
+def _load(file):
+    """torch.load of a checkpoint file (verified against COMPLETE first). weights_only where torch's safe loader
+    handles every type we save (torch >= 2; Debian's torch 1.13 used by CI lacks float support in it)."""
+    return torch.load(file, map_location="cpu", weights_only=int(torch.__version__.split(".")[0]) >= 2)
+
+
 def load_checkpoint(path, tm, optimizer, scheduler, data):
-    tm.load_trainable_state(torch.load(path / "trainable.pt", map_location="cpu"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu"))
-    state = torch.load(path / "trainer_state.pt", map_location="cpu")
+    tm.load_trainable_state(_load(path / "trainable.pt"))
+    optimizer.load_state_dict(_load(path / "optimizer.pt"))
+    state = _load(path / "trainer_state.pt")
     scheduler.load_state_dict(state["scheduler"])
     data.load_state_dict(state["data"])
     set_rng_state(state["rng"])
