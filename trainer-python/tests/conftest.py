@@ -116,6 +116,21 @@ def trainer(command, config, *extra, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
+def sigterm_at(config, event, step, timeout=600):
+    """Runs `train`, sends SIGTERM once `event` for `step` is seen; returns (exit code, every event, stderr)."""
+    import signal
+
+    p = trainer("train", config)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == event and seen[-1].get("step") == step:
+            p.send_signal(signal.SIGTERM)
+            break
+    rest, err = p.communicate(timeout=timeout)
+    return p.returncode, seen + events_of(rest), err
+
+
 def events_of(stdout):
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

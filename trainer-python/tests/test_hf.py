@@ -2,7 +2,6 @@
 Qwen2.5 tokenizer and its 152064-row vocabulary. Skipped (and counted as skipped) where transformers/peft are
 not installed; the full suite runs on the project's GPU machine (see trainer-python/README.md)."""
 import json
-import signal
 from pathlib import Path
 
 import importlib.util
@@ -10,7 +9,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import QWEN, events_of, make_run, trainer
+from conftest import QWEN, events_of, make_run, sigterm_at, trainer
 
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
 if HAVE_HF:
@@ -83,16 +82,8 @@ def _train_behaviors(run_dir):
 def test_resumed_run_matches_the_straight_run(tmp_path):
     a, b = _run(tmp_path / "a", max_steps=12), _run(tmp_path / "b", max_steps=12)
     _, straight, _ = _finish(trainer("train", a))
-    p = trainer("train", b)
-    seen = []
-    for line in p.stdout:
-        seen.append(json.loads(line))
-        if seen[-1]["event"] == "step" and seen[-1]["step"] == 4:
-            p.send_signal(signal.SIGTERM)
-            break
-    rest, _ = p.communicate(timeout=300)
-    assert p.returncode == 75
-    seen += events_of(rest)
+    code, seen, _ = sigterm_at(b, "step", 4)
+    assert code == 75
     _, resumed, _ = _finish(trainer("train", b))
     la = {e["step"]: e["loss"] for e in straight if e["event"] == "step"}
     lb = {e["step"]: e["loss"] for e in seen + resumed if e["event"] == "step"}
@@ -142,13 +133,7 @@ def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):
     c = json.loads(cfg.read_text())
     c["model"].update({"dtype": "bfloat16", "init": "random"})
     cfg.write_text(json.dumps(c))
-    p = trainer("train", cfg)
-    for line in p.stdout:
-        if json.loads(line).get("step") == 2:
-            p.send_signal(signal.SIGTERM)
-            break
-    p.communicate(timeout=600)
-    assert p.returncode == 75
+    assert sigterm_at(cfg, "step", 2)[0] == 75
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0 and events[0]["resumed_from_step"] >= 2, err
     assert _finish(trainer("predict", cfg))[0] == 0

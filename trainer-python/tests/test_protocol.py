@@ -1,14 +1,13 @@
 """Contract 4 end to end through `python -m bsft_trainer` subprocesses on the bsft-toy model (CPU, fp32)."""
 import json
 import shutil
-import signal
 import subprocess
 import sys
 
 from pathlib import Path
 
 from bsft_trainer import checkpoint as ckpt
-from conftest import SRC, events_of, make_run, trainer
+from conftest import SRC, events_of, make_run, sigterm_at, trainer
 
 
 def _finish(p, timeout=300):
@@ -49,16 +48,8 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues_the_same_loss_curve(t
     code, straight, err = _finish(trainer("train", cfg_a))
     assert code == 0, err
 
-    p = trainer("train", cfg_b)
-    seen = []
-    for line in p.stdout:
-        seen.append(json.loads(line))
-        if seen[-1]["event"] == "step" and seen[-1]["step"] == 5:
-            p.send_signal(signal.SIGTERM)
-            break
-    rest, err = p.communicate(timeout=120)
-    seen += events_of(rest)
-    assert p.returncode == 75, err
+    code, seen, err = sigterm_at(cfg_b, "step", 5)
+    assert code == 75, err
     stopped_at = [e for e in seen if e["event"] == "checkpoint"][-1]["step"]
     assert stopped_at >= 5 and seen[-1]["event"] == "checkpoint"
 
@@ -72,14 +63,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues_the_same_loss_curve(t
 
 def test_corrupt_or_half_written_checkpoints_are_skipped(run_dir):
     cfg = make_run(run_dir, train={"max_steps": 12, "checkpoint_every": 4, "keep_checkpoints": 5})
-    p = trainer("train", cfg)
-    for line in p.stdout:
-        e = json.loads(line)
-        if e["event"] == "checkpoint" and e["step"] == 8:
-            p.send_signal(signal.SIGTERM)
-            break
-    p.communicate(timeout=120)
-    assert p.returncode == 75
+    assert sigterm_at(cfg, "checkpoint", 8)[0] == 75
     checkpoints = run_dir / "checkpoints"
     newest = checkpoints / ckpt.step_dir_name(ckpt.list_steps(checkpoints)[0][0])
     (newest / "optimizer.pt").write_bytes(b"corrupted")
