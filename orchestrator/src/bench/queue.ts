@@ -16,6 +16,7 @@ import { producerConnection, redisUrl } from '../queue/connection.js';
 import { RunQueues } from '../queue/runs.js';
 import { submitRun } from '../queue/submit.js';
 import { resolveRecipe } from '../recipe/resolve.js';
+import { redactUrl } from '../recipe/secrets.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BSFT = path.join(ROOT, 'bin', 'bsft.js');
@@ -159,7 +160,7 @@ new Worker('dead', () => new Promise(() => {}), { connection: new Redis(${JSON.s
   return (picked - killed) / 1000;
 }
 
-console.log(`bench:queue — Redis ${redisUrl().replace(/\/\/[^@]*@/, '//***@')}`);
+console.log(`bench:queue — Redis ${redactUrl(redisUrl())}`);
 const ours = await drain();
 const plain = await plainBullmq();
 const configDir = path.join(process.env.BENCH_LAST_RUN_DIR ?? '', '');

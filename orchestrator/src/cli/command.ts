@@ -32,6 +32,15 @@ export class UsageError extends Error {
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
+/** A non-negative integer option, or undefined when not given. */
+export function intOption(values: Record<string, unknown>, name: string): number | undefined {
+  const v = values[name] as string | undefined;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer`);
+  return n;
+}
+
 /** Options every recipe-reading command takes. */
 export const recipeOptions: OptionSpec = {
   set: { type: 'string', multiple: true },

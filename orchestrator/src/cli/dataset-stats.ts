@@ -2,12 +2,8 @@ import path from 'node:path';
 import { openDataset } from '../dataset/open.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import { SPLITS } from '../recipe/schema.js';
+import { table } from '../util/table.js';
 import { EXIT, type Command } from './command.js';
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
-}
 
 /** Power-of-two length buckets: 64..127, 128..255, ... */
 export function lengthHistogram(offsets: BigInt64Array): Map<number, number> {

@@ -6,8 +6,7 @@ import { writeModelCard } from '../store/model-card.js';
 import { HubStore } from '../store/hub-store.js';
 import { LocalStore, type Store } from '../store/store.js';
 import { pullNewestCheckpoint } from '../store/sync.js';
-import { EXIT, UsageError, type Command } from './command.js';
-import { intOption } from './score.js';
+import { EXIT, intOption, UsageError, type Command } from './command.js';
 
 export const pull: Command = {
   name: 'pull',

@@ -3,8 +3,7 @@ import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { compare, formatComparison, html, markdown } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
-import { EXIT, type Command } from './command.js';
-import { intOption } from './score.js';
+import { EXIT, intOption, type Command } from './command.js';
 
 export const reportCommand: Command = {
   name: 'report',

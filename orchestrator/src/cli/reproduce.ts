@@ -7,7 +7,7 @@ import type { RunView } from '../queue/runs.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../run/python-env.js';
 import { datasetDir } from '../run/trainer-config.js';
-import { table } from '../score/format.js';
+import { table } from '../util/table.js';
 import { compare, formatComparison, html, markdown } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';

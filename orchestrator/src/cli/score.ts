@@ -3,15 +3,7 @@ import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { formatScore } from '../score/format.js';
 import { readRunRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
-import { EXIT, UsageError, type Command } from './command.js';
-
-export function intOption(values: Record<string, unknown>, name: string): number | undefined {
-  const v = values[name] as string | undefined;
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer`);
-  return n;
-}
+import { EXIT, intOption, UsageError, type Command } from './command.js';
 
 export const scoreCommand: Command = {
   name: 'score',

@@ -1,6 +1,6 @@
 import { STAGES, queueName } from '../queue/names.js';
 import type { RunView } from '../queue/runs.js';
-import { table } from '../score/format.js';
+import { table } from '../util/table.js';
 import { EXIT, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 

@@ -1,8 +1,7 @@
 import { submitRun } from '../queue/submit.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { EXIT, intOption, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
-import { intOption } from './score.js';
 
 export const submit: Command = {
   name: 'submit',

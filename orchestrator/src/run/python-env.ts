@@ -17,12 +17,17 @@ export function trainerPython(): string {
   return existsSync(venv) ? venv : 'python3';
 }
 
+/** PYTHONPATH that finds the bundled trainer's sources even when it is not pip-installed. */
+export function trainerPythonPath(): string {
+  return [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+}
+
 /** Names of the given modules that the trainer's Python cannot import (all of them if Python itself is missing). */
 export async function missingModules(modules: string[], python = trainerPython()): Promise<string[]> {
   const probe = `import importlib.util, sys\nprint(",".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))`;
   const res = await execa(python, ['-c', probe, ...modules], {
     reject: false,
-    env: { PYTHONPATH: [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) },
+    env: { PYTHONPATH: trainerPythonPath() },
   });
   if (res.exitCode !== 0 || res.failed) return modules;
   return res.stdout.trim().split(',').filter(Boolean);

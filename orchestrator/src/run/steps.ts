@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { runTrainer } from '../worker/trainer-process.js';
 import { missingModules, TRAINER_INSTALL, trainerPython } from './python-env.js';
 import type { RunContext, Step } from './step.js';
-import { trainerConfig } from './trainer-config.js';
+import { writeTrainerConfig } from './trainer-config.js';
 
 /** Python modules the trainer needs for this recipe's model (the bsft-toy test model needs no transformers). */
 function trainerModules(ctx: RunContext): string[] {
@@ -27,10 +27,7 @@ async function trainerUnavailable(ctx: RunContext): Promise<string | undefined> 
 
 /** Writes train.json and runs `python -m bsft_trainer <command>`, logging its events. */
 async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict'): Promise<void> {
-  const config = trainerConfig(ctx.recipe, ctx.runDir);
-  const configPath = path.join(ctx.runDir, 'train.json');
-  writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
-  mkdirSync(config.predictions_dir, { recursive: true });
+  const configPath = writeTrainerConfig(ctx.recipe, ctx.runDir);
   const res = await runTrainer({
     command,
     config: configPath,

@@ -1,3 +1,4 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { SPLITS } from '../recipe/schema.js';
@@ -50,3 +51,13 @@ export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerCo
     predictions_dir: path.join(runDir, 'predictions'),
   };
 }
+
+/** Writes <runDir>/train.json (and makes the predictions folder); returns its path. */
+export function writeTrainerConfig(recipe: ResolvedRecipe, runDir: string): string {
+  const config = trainerConfig(recipe, runDir);
+  mkdirSync(config.predictions_dir, { recursive: true });
+  const file = path.join(runDir, 'train.json');
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+

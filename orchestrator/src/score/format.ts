@@ -1,12 +1,8 @@
+import { table } from '../util/table.js';
 import type { Estimate, ScoreReport } from './metrics.js';
 
 export const pct = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(1) : 'n/a');
 export const est = (e: Estimate) => `${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
-
-export function table(rows: string[][]): string[] {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd());
-}
 
 /** The terminal view of one score. */
 export function formatScore(label: string, r: ScoreReport): string[] {

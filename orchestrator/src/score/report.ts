@@ -1,4 +1,5 @@
-import { est, pct, table } from './format.js';
+import { table } from '../util/table.js';
+import { est, pct } from './format.js';
 import { pairedDelta, type Estimate } from './metrics.js';
 import type { Scored } from './run-scores.js';
 

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { sha256File } from '../util/sha256.js';
 
 /**
  * The COMPLETE file of Contract 4 (also used for dataset and final folders in a store): JSON with the sha256 of
@@ -13,11 +13,7 @@ export interface CompleteFile {
   [extra: string]: unknown;
 }
 
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
+export { sha256File };
 
 /** Relative paths of every file under `dir` (sorted), COMPLETE excluded. */
 export function listFiles(dir: string): string[] {

@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { Logger } from '../log.js';
 import { MAX_PREEMPTIONS, type RunJobData, type TrainProgress } from '../queue/job-data.js';
-import { trainerConfig } from '../run/trainer-config.js';
+import { writeTrainerConfig } from '../run/trainer-config.js';
 import { type Store } from '../store/store.js';
 import { BackgroundPusher, localCheckpoints, pruneRemote, pullNewestCheckpoint } from '../store/sync.js';
 import type { TrainerEvent } from './trainer-events.js';
@@ -28,7 +28,7 @@ export interface TrainJobOptions {
 }
 
 /** Job log lines are JSON (one event each) so `bsft logs` can print them and tools can parse them. */
-async function log(job: Job, record: Record<string, unknown>): Promise<void> {
+export async function logJobEvent(job: Job, record: Record<string, unknown>): Promise<void> {
   await job.log(JSON.stringify({ t: new Date().toISOString(), ...record }));
 }
 
@@ -68,7 +68,7 @@ async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }
       const { event: _event, ...rest } = e;
       pending.push(job.updateProgress({ phase: 'training', total_steps: total, resumed_from_step: resumed, ...rest } satisfies TrainProgress));
     } else {
-      pending.push(log(job, { ...e, phase: command }));
+      pending.push(logJobEvent(job, { ...e, phase: command }));
     }
     if (e.event === 'checkpoint') onCheckpoint?.(e.step, e.path);
   };
@@ -108,12 +108,12 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   if (!existsSync(path.join(ds, 'manifest.json'))) {
     if (!(await store.has(runId, 'dataset'))) throw new Error(`dataset of ${runId} is neither in ${runDir} nor in the ${store.describe()}`);
     await store.pull(runId, 'dataset', ds);
-    await log(job, { event: 'pulled', what: 'dataset', store: store.describe() });
+    await logJobEvent(job, { event: 'pulled', what: 'dataset', store: store.describe() });
   }
   const checkpoints = path.join(runDir, 'checkpoints');
   if (store.kind === 'hub' && (await localCheckpoints(checkpoints)).length === 0) {
     const step = await pullNewestCheckpoint(store, runId, checkpoints, opts.log);
-    if (step !== undefined) await log(job, { event: 'pulled', what: 'checkpoint', step, store: store.describe() });
+    if (step !== undefined) await logJobEvent(job, { event: 'pulled', what: 'checkpoint', step, store: store.describe() });
   }
   const pusher = new BackgroundPusher(opts.log);
   const onCheckpoint = (step: number, dir: string) => {
@@ -123,11 +123,8 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
       await pruneRemote(store, runId, recipe.store.keep_remote);
     });
   };
-  const configPath = path.join(runDir, 'train.json');
-  const config = trainerConfig(recipe, runDir);
-  mkdirSync(config.predictions_dir, { recursive: true });
-  writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
-  await log(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null });
+  const configPath = writeTrainerConfig(recipe, runDir);
+  await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null });
 
   // Train, then predict on the eval splits (and once per forced behavior) on the same GPU.
   const phases: [command: 'train' | 'predict', args: string[]][] = [
@@ -141,7 +138,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
     const stopRef: { reason?: StopReason } = {};
     const res = await runPhase({ job, runDir, command, args, configPath, onCheckpoint }, opts, stopRef);
     if (stopRef.reason === 'cancel') {
-      await log(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
+      await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       throw new UnrecoverableError('cancelled by bsft cancel');
     }
     if (res.outcome === 'done' && res.finalPath !== undefined) {
@@ -157,7 +154,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
       const preemptions = (job.data.preemptions ?? 0) + 1;
       if (preemptions > MAX_PREEMPTIONS) throw new UnrecoverableError(`preempted ${preemptions} times; giving up`);
       await job.updateData({ ...job.data, preemptions });
-      await log(job, { event: 'requeued', reason: stopRef.reason === 'shutdown' || opts.shuttingDown() ? 'worker shutdown' : 'preempted', preemptions });
+      await logJobEvent(job, { event: 'requeued', reason: stopRef.reason === 'shutdown' || opts.shuttingDown() ? 'worker shutdown' : 'preempted', preemptions });
       await job.moveToWait(token);
       throw new WaitingError();
     }
@@ -169,7 +166,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   if (store.kind === 'hub') {
     await pusher.drain();
     for (const rel of ['final', 'predictions']) await store.push(runId, path.join(runDir, rel), rel);
-    await log(job, { event: 'pushed', what: 'final and predictions', store: store.describe() });
+    await logJobEvent(job, { event: 'pushed', what: 'final and predictions', store: store.describe() });
   }
   await job.updateProgress({ ...(job.progress as object), phase: 'done' });
   return { final_path: finalPath };

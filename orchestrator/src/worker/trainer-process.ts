@@ -1,7 +1,6 @@
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import path from 'node:path';
-import { TRAINER_DIR, trainerPython } from '../run/python-env.js';
+import { trainerPython, trainerPythonPath } from '../run/python-env.js';
 import { outcomeOf, parseEvent, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
 
 export interface TrainerOptions {
@@ -44,7 +43,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
     stdin: 'ignore',
     env: {
       PYTHONUNBUFFERED: '1',
-      PYTHONPATH: [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+      PYTHONPATH: trainerPythonPath(),
       ...opts.env,
     },
     forceKillAfterDelay: false,

@@ -15,7 +15,7 @@ import { datasetDir } from '../run/trainer-config.js';
 import { scoreRun } from '../score/run-scores.js';
 import { openStore, StoreAccessError } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
-import { processTrainJob, type StopReason } from './train-job.js';
+import { logJobEvent, processTrainJob, type StopReason } from './train-job.js';
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -98,7 +98,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           await store.push(job.data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
           await store.push(job.data.run_id, writeMeta(runDir, job.data.recipe), 'meta').catch(unrecoverable);
         }
-        await job.log(JSON.stringify({ event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) }));
+        await logJobEvent(job, { event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) });
         return { dataset_hash: res.manifest.dataset_hash };
       } catch (e) {
         if (e instanceof DataError || (e as { exitCode?: number }).exitCode === 2) throw new UnrecoverableError((e as Error).message);
@@ -128,7 +128,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       for (const split of job.data.recipe.eval.splits) {
         const s = await scoreRun(runDir, split);
         results[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy };
-        await job.log(JSON.stringify({ event: 'score', split, ...(results[split] as object), file: path.join(runDir, 'score', `${split}.json`) }));
+        await logJobEvent(job, { event: 'score', split, ...(results[split] as object), file: path.join(runDir, 'score', `${split}.json`) });
       }
       if (store.kind === 'hub') await store.push(runId, path.join(runDir, 'score'), 'score').catch(unrecoverable);
       return results;
