@@ -13,7 +13,7 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
   it('runs build -> train -> predict -> score, and a second run skips the steps already done', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-e2e-'));
     const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
-    const args = ['run', TOY, '--allow', runs, '--set', `store.path=${runs}`];
+    const args = ['run', TOY, '--allow', runs, '--set', `store.path=${runs}`, '--set', 'eval.force=[proactive]'];
     const first = await bsft(args, { env });
     const runDir = path.join(runs, readdirSync(runs)[0]!);
     const logs = first.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -29,6 +29,10 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(first.stdout).toMatch(/run toy-run-[0-9a-f]{8}: finished/);
     const scored = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
     expect(scored.n_tasks).toBe(manifest.documents.test.length);
+    // Forced-token (steering) predictions, as the queued train job makes them too.
+    const forced = readFileSync(path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(forced.every((p) => p.forced === true && p.predicted_behavior === 'proactive')).toBe(true);
+    expect(scored.forced.proactive.n).toBe(manifest.documents.test.length);
 
     const second = await bsft(args, { env });
     const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { runTrainer } from '../worker/trainer-process.js';
 import { missingModules, TRAINER_INSTALL, trainerPython } from './python-env.js';
 import type { RunContext, Step } from './step.js';
-import { writeTrainerConfig } from './trainer-config.js';
+import { predictArgs, predictionsFile, writeTrainerConfig } from './trainer-config.js';
 
 /** Python modules the trainer needs for this recipe's model (the bsft-toy test model needs no transformers). */
 function trainerModules(ctx: RunContext): string[] {
@@ -26,12 +26,13 @@ async function trainerUnavailable(ctx: RunContext): Promise<string | undefined> 
 }
 
 /** Writes train.json and runs `python -m bsft_trainer <command>`, logging its events. */
-async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict'): Promise<void> {
+async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict', args: string[] = []): Promise<void> {
   const configPath = writeTrainerConfig(ctx.recipe, ctx.runDir);
   const res = await runTrainer({
     command,
     config: configPath,
     cwd: ctx.runDir,
+    args,
     signal: ctx.signal,
     graceMs: ctx.recipe.train.preempt_grace_s * 1000,
     onEvent: (e) => ctx.log.info(e, `trainer ${e.event}`),
@@ -58,7 +59,9 @@ export const predictStep: Step = {
   summary: 'generate predictions on the eval splits (python -m bsft_trainer predict)',
   unavailable: trainerUnavailable,
   async done(ctx) {
-    return ctx.recipe.eval.splits.every((s) => existsSync(path.join(ctx.runDir, 'predictions', `${s}.jsonl`)));
+    return predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))));
   },
-  run: (ctx) => runTrainerStep(ctx, 'predict'),
+  async run(ctx) {
+    for (const args of predictArgs(ctx.recipe)) await runTrainerStep(ctx, 'predict', args);
+  },
 };

@@ -61,3 +61,16 @@ export function writeTrainerConfig(recipe: ResolvedRecipe, runDir: string): stri
   return file;
 }
 
+/**
+ * The predict runs of a recipe, as trainer arguments: the model's own choice, then one run per forced behavior
+ * (steering). Both `bsft run` and the queued train job run exactly these.
+ */
+export function predictArgs(recipe: ResolvedRecipe): string[][] {
+  return [[], ...recipe.eval.force.map((b) => ['--force', b])];
+}
+
+/** The predictions file a predict run writes for a split (`<split>.jsonl` or `<split>.forced-<behavior>.jsonl`). */
+export function predictionsFile(runDir: string, split: string, args: string[]): string {
+  const forced = args[0] === '--force' ? `.forced-${args[1]}` : '';
+  return path.join(runDir, 'predictions', `${split}${forced}.jsonl`);
+}

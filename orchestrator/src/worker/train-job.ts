@@ -3,7 +3,7 @@ import path from 'node:path';
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { Logger } from '../log.js';
 import { MAX_PREEMPTIONS, type RunJobData, type TrainProgress } from '../queue/job-data.js';
-import { writeTrainerConfig } from '../run/trainer-config.js';
+import { predictArgs, writeTrainerConfig } from '../run/trainer-config.js';
 import { type Store } from '../store/store.js';
 import { BackgroundPusher, localCheckpoints, pruneRemote, pullNewestCheckpoint } from '../store/sync.js';
 import type { TrainerEvent } from './trainer-events.js';
@@ -129,8 +129,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   // Train, then predict on the eval splits (and once per forced behavior) on the same GPU.
   const phases: [command: 'train' | 'predict', args: string[]][] = [
     ['train', []],
-    ['predict', []],
-    ...recipe.eval.force.map((b): ['predict', string[]] => ['predict', ['--force', b]]),
+    ...predictArgs(recipe).map((args): ['predict', string[]] => ['predict', args]),
   ];
 
   let finalPath: string | undefined;
