@@ -209,7 +209,7 @@ describe('bsft dashboard', () => {
         proc.once('exit', (c) => reject(new Error(`dashboard exited ${c}`)));
       });
       const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-      expect(chromium, 'Debian chromium is installed by .ci/run').toBeTruthy();
+      expect(chromium, 'Debian chromium is installed by scripts/test.sh').toBeTruthy();
       const dom = execFileSync(chromium!, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(path.join(tmpdir(), 'chromium-'))}`,
         '--virtual-time-budget=15000', '--dump-dom', url], { timeout: 90_000, stdio: ['ignore', 'pipe', 'ignore'] }).toString();

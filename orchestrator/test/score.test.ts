@@ -197,7 +197,7 @@ describe('bsft score and bsft report', () => {
     expect(existsSync(path.join(a, 'score', 'test.json'))).toBe(true);
 
     const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-    expect(chromium, 'Debian chromium is installed by .ci/run').toBeTruthy();
+    expect(chromium, 'Debian chromium is installed by scripts/test.sh').toBeTruthy();
     const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(path.join(tmpdir(), 'chromium-'))}`];
     const url = `file://${path.join(out, 'report.html')}`;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# README's test command: installs what the tests need on a fresh Debian machine (apt packages, a reachable Redis,
+# the trainer's venv where pip can reach its packages, npm ci), then runs `npm test`. CI (.ci/run) calls this.
+#
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+# Debian packages the tests use: redis-server (integration tests start their own when needed),
+# python3-torch + python3-pytest (the trainer's CPU tests), chromium (screenshots of the dashboard and reports).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+/usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
+/usr/bin/python3 -m pytest --version >/dev/null 2>&1 || need+=(python3-pytest)
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ci: installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# A reachable Redis: the one in REDIS_URL or on 127.0.0.1:6379, else one started here on a free port.
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  dir=$(mktemp -d)
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
+    --logfile "$dir/redis.log"
+  REDIS_URL="redis://127.0.0.1:$port"
+  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "ci: started redis-server on port $port"
+fi
+export REDIS_URL
+
+# The trainer's full suite needs torch + transformers + peft: install them into .venv where pip can reach them;
+# elsewhere Debian's python3-torch runs the CPU suite and the transformers tests are reported as skipped.
+if ! .venv/bin/python -c 'import torch, transformers, peft, pytest' 2>/dev/null; then
+  if python3 -m venv .venv 2>/dev/null && PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 900 .venv/bin/python -m pip install -q -e trainer-python pytest; then
+    echo "ci: trainer venv ready ($(.venv/bin/python -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'))"
+  else
+    echo "ci: pip cannot install torch/transformers/peft here; the trainer's transformers tests will be skipped"
+    rm -rf .venv
+  fi
+fi
+
+echo "ci: shellcheck"
+shellcheck scripts/*.sh .ci/run
+
+npm ci --no-audit --no-fund
+npm test
