@@ -127,6 +127,12 @@ describe('dataset build', () => {
       ['manifest.json', ...SPLITS.flatMap((s) => [`${s}.messages.jsonl`, `${s}.tokens.safetensors`])].sort(),
     );
     expect(manifest.behavior_ids).toEqual({ reactive: 151665, proactive: 151666, restraint: 151667 });
+    // The token IDs of each description, for `train.token_init: description`: existing tokens only.
+    for (const [name, b] of Object.entries(DEFAULT_BEHAVIORS)) {
+      const ids = manifest.behavior_descriptions[name]!;
+      expect(tok.decode(ids)).toBe(b.description);
+      expect(Math.max(...ids)).toBeLessThan(manifest.tokenizer_size);
+    }
     const { tensors } = readSafetensors(path.join(dir, 'train.tokens.safetensors'));
     expect(tensors.input_ids).toBeInstanceOf(Int32Array);
     expect(tensors.loss_mask).toBeInstanceOf(Uint8Array);

@@ -1,9 +1,10 @@
+import pytest
 import torch
 
 from bsft_trainer.loss import chunked_ce_sum, reference_ce_sum
 from bsft_trainer.packing import make_batch
 from bsft_trainer.shards import Shard
-from bsft_trainer.token_rows import TokenRows
+from bsft_trainer.token_rows import TokenRows, init_rows_in_place, row_sources
 from bsft_trainer.toy import ToyLM
 from conftest import VOCAB, make_docs, write_shard
 
@@ -75,3 +76,35 @@ def test_token_rows_are_initialised_by_id_and_only_they_learn():
     chunked_ce_sum(h, labels, head.weight, rows.output()).backward()
     assert rows.embed.grad is not None and rows.out.grad is not None
     assert torch.equal(embed.weight, before)
+
+
+def test_token_init_description_starts_each_row_from_its_description_tokens():
+    torch.manual_seed(3)
+    embed = torch.nn.Embedding(VOCAB, 8).weight.detach()
+    head = torch.nn.Linear(8, VOCAB, bias=False).weight.detach()
+    manifest = {"behavior_ids": {"proactive": 257, "reactive": 256, "restraint": 258},
+                "behavior_descriptions": {"reactive": [5, 6], "proactive": [7], "restraint": [8, 9, 10]}}
+    sources = row_sources("description", manifest)
+    assert sources == [[5, 6], [7], [8, 9, 10]]  # in ID order, whatever the manifest's key order
+    rows = TokenRows(embed, head, 256, 3, sources)
+    assert torch.allclose(rows.embed[0], embed[[5, 6]].mean(0)) and torch.equal(rows.embed[1], embed[7])
+    assert torch.allclose(rows.out[2], head[[8, 9, 10]].mean(0))
+    full_e, full_h = embed.clone(), head.clone()
+    init_rows_in_place(full_e, full_h, 256, 3, sources)
+    assert torch.allclose(full_e[256:259], rows.embed) and torch.allclose(full_h[256:259], rows.out)
+    assert torch.equal(full_e[:256], embed[:256])
+    assert row_sources("mean", manifest) is None
+
+
+def test_token_init_description_needs_descriptions_below_the_new_ids():
+    from bsft_trainer.events import DataError
+
+    ids = {"reactive": 256, "proactive": 257, "restraint": 258}
+    for descriptions, message in (
+        (None, "no behavior_descriptions"),
+        ({"reactive": [1], "proactive": [], "restraint": [2]}, "behavior_descriptions.proactive"),
+        ({"reactive": [1], "proactive": [2], "restraint": [257]}, "behavior_descriptions.restraint"),
+    ):
+        manifest = {"behavior_ids": ids, **({"behavior_descriptions": descriptions} if descriptions else {})}
+        with pytest.raises(DataError, match=message):
+            row_sources("description", manifest)

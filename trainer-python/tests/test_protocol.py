@@ -116,6 +116,10 @@ def test_config_and_data_errors_exit_2_with_an_error_event(run_dir):
     code, events, _ = _finish(trainer("train", run_dir / "nope.json"))
     assert code == 2 and events[0]["kind"] == "config"
 
+    cfg = make_run(run_dir / "c", train={"token_init": "description"})  # a manifest without behavior_descriptions
+    code, events, _ = _finish(trainer("train", cfg))
+    assert code == 2 and events[0]["kind"] == "data" and "rebuild the dataset" in events[0]["message"]
+
 
 def test_predict_writes_contract_7_predictions_from_the_first_generated_token(run_dir):
     cfg = make_run(run_dir, train={"max_steps": 30})

@@ -104,7 +104,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     instruction: data.conditioning === 'instruction' ? data.instruction : null,
   };
   const datasetHash = createHash('sha256')
-    .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer: tok.hash, descriptions: spec.mode === 'instruction' ? data.behaviors : null }))
+    .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer: tok.hash, descriptions: data.behaviors }))
     .digest('hex');
 
   const existing = readManifest(outDir);
@@ -194,6 +194,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     options,
     behavior_tokens: tok.addedIds,
     behavior_ids: behaviorIds,
+    behavior_descriptions: Object.fromEntries(Object.entries(data.behaviors).map(([name, b]) => [name, tok.encode(b.description)])),
     tokenizer_size: tok.baseSize,
     eos_id: tok.eosId,
     counts,

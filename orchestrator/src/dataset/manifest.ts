@@ -34,6 +34,8 @@ export interface Manifest {
   behavior_tokens: Record<string, number>;
   /** Behavior name -> token ID. */
   behavior_ids: Record<string, number>;
+  /** Behavior name -> token IDs of its description (`train.token_init: description` starts the rows from them). */
+  behavior_descriptions: Record<string, number[]>;
   tokenizer_size: number;
   eos_id: number;
   /** split -> category -> behavior -> count */

@@ -86,6 +86,8 @@ const trainSchema = z.strictObject({
   batch_tokens: positiveInt.default(16384),
   grad_accum: positiveInt.default(1),
   grad_clip: z.number().positive().default(1.0),
+  /** Initial behavior-token rows: the mean of every existing row, or of the rows of the behavior's description. */
+  token_init: z.enum(['mean', 'description']).default('mean'),
   weight_decay: z.number().nonnegative().default(0),
   activation_checkpointing: z.union([z.boolean(), z.literal('auto')]).default('auto'),
   checkpoint_every: positiveInt.default(200),

@@ -28,6 +28,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+    token_init: str = "mean"
     activation_checkpointing: object = "auto"
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
@@ -103,6 +104,7 @@ def parse(d):
         grad_accum=_take(t, "grad_accum", int, "train.", False, 1),
         grad_clip=float(_take(t, "grad_clip", (int, float), "train.", False, 1.0)),
         weight_decay=float(_take(t, "weight_decay", (int, float), "train.", False, 0.0)),
+        token_init=_take(t, "token_init", str, "train.", False, "mean"),
         activation_checkpointing=t.get("activation_checkpointing", "auto"),
         checkpoint_every=_take(t, "checkpoint_every", int, "train.", False, 200),
         keep_checkpoints=_take(t, "keep_checkpoints", int, "train.", False, 3),
@@ -113,6 +115,8 @@ def parse(d):
         raise ConfigError(f"train.method: expected lora or full, got {train.method!r}")
     if train.schedule not in ("cosine", "linear", "constant"):
         raise ConfigError(f"train.schedule: expected cosine, linear or constant, got {train.schedule!r}")
+    if train.token_init not in ("mean", "description"):
+        raise ConfigError(f"train.token_init: expected mean or description, got {train.token_init!r}")
     if (train.epochs is None) == (train.max_steps is None):
         raise ConfigError("train: set exactly one of epochs and max_steps")
     for name in ("batch_tokens", "grad_accum", "checkpoint_every", "keep_checkpoints"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from .attention import packed_attention
 from .events import ConfigError, log
-from .token_rows import TokenRows, init_rows_in_place
+from .token_rows import TokenRows, init_rows_in_place, row_sources
 from .toy import ToyLM
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -118,7 +118,7 @@ def build_toy(cfg, manifest, device, model_config):
         raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in vocab_size {model_config['vocab_size']}")
     if cfg.train.method == "lora":
         raise ConfigError("the bsft-toy test model supports method: full only (LoRA needs peft and a transformers model)")
-    init_rows_in_place(model.embed_tokens.weight, model.lm_head.weight, first, n)
+    init_rows_in_place(model.embed_tokens.weight, model.lm_head.weight, first, n, row_sources(cfg.train.token_init, manifest))
     container = Trainable(model, None)
 
     def decoder_hidden(emb, batch, checkpointing):
@@ -192,12 +192,12 @@ def build_hf(cfg, manifest, device):
 
         for p in model.parameters():
             p.requires_grad_(False)
-        rows = TokenRows(embed.weight, out.weight, first, n).to(device)
+        rows = TokenRows(embed.weight, out.weight, first, n, row_sources(cfg.train.token_init, manifest)).to(device)
         lora = LoraConfig(r=cfg.train.lora.r, lora_alpha=cfg.train.lora.alpha, lora_dropout=cfg.train.lora.dropout,
                           target_modules=cfg.train.lora.targets, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
     else:
-        init_rows_in_place(embed.weight, out.weight, first, n)
+        init_rows_in_place(embed.weight, out.weight, first, n, row_sources(cfg.train.token_init, manifest))
     base = model.get_base_model() if rows is not None else model
     decoder = base.get_decoder()
 
@@ -226,5 +226,6 @@ def build(cfg, manifest, device):
     else:
         tm = build_hf(cfg, manifest, device)
     n_train = sum(p.numel() for p in tm.trainable_parameters())
-    log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters")
+    log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
+        f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")
     return tm

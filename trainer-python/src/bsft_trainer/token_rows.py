@@ -2,7 +2,8 @@
 
 The behavior tokens have IDs `first .. first+n-1` inside the model's existing embedding rows (Qwen2.5: 151665..,
 inside 152064 rows): no resize. Their input-embedding and output rows are initialised **by ID** to the mean of the
-rows of the existing vocabulary (`0 .. first-1`), never `embed[-n:]`.
+rows of the existing vocabulary (`0 .. first-1`), or (`train.token_init: description`) to the mean of the rows of
+the tokens of the behavior's description, which the dataset manifest lists by name; never `embed[-n:]`.
 
 In LoRA mode the base embedding stays frozen and the rows live in this small module (trainable, saved as its own
 file); in full fine-tuning they are written into the weights, which train as a whole.
@@ -11,19 +12,45 @@ import torch
 from torch import nn
 
 
-def mean_rows(weight, first, n):
-    return weight[:first].float().mean(0, keepdim=True).repeat(n, 1).to(weight.dtype)
+def initial_rows(weight, first, n, sources=None):
+    """[n, H] start values of rows `first .. first+n-1`: row i is the mean of the rows `sources[i]` (token IDs of a
+    description), or of every existing row when `sources` is None."""
+    weight = weight.detach()
+    if sources is None:
+        return weight[:first].float().mean(0, keepdim=True).repeat(n, 1).to(weight.dtype)
+    rows = [weight[torch.as_tensor(ids, device=weight.device)].float().mean(0) for ids in sources]
+    return torch.stack(rows).to(weight.dtype)
+
+
+def row_sources(init, manifest):
+    """Per behavior ID (ascending), the token IDs its row starts from; None for `init: mean`."""
+    if init == "mean":
+        return None
+    from .events import DataError
+
+    descriptions = manifest.get("behavior_descriptions")
+    if not isinstance(descriptions, dict):
+        raise DataError("train.token_init is description but the dataset manifest has no behavior_descriptions: "
+                        "rebuild the dataset with this version of bsft")
+    first = min(manifest["behavior_ids"].values())
+    sources = []
+    for name, _ in sorted(manifest["behavior_ids"].items(), key=lambda kv: kv[1]):
+        ids = descriptions.get(name)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < first for i in ids):
+            raise DataError(f"manifest behavior_descriptions.{name}: expected a non-empty list of token IDs below {first}")
+        sources.append(ids)
+    return sources
 
 
 class TokenRows(nn.Module):
-    def __init__(self, embed_weight, out_weight, first, n):
+    def __init__(self, embed_weight, out_weight, first, n, sources=None):
         super().__init__()
         if first + n > embed_weight.shape[0] or first + n > out_weight.shape[0]:
             raise ValueError(f"behavior token IDs {first}..{first + n - 1} do not fit in {embed_weight.shape[0]} embedding rows")
         self.first = first
         self.n = n
-        self.embed = nn.Parameter(mean_rows(embed_weight.detach(), first, n).float())
-        self.out = nn.Parameter(mean_rows(out_weight.detach(), first, n).float())
+        self.embed = nn.Parameter(initial_rows(embed_weight, first, n, sources).float())
+        self.out = nn.Parameter(initial_rows(out_weight, first, n, sources).float())
 
     def embed_ids(self, input_ids, embeddings):
         """embeddings [..., H] of `input_ids`, with the behavior-token positions taken from the trainable rows."""
@@ -42,8 +69,8 @@ class TokenRows(nn.Module):
             out_weight[self.first:self.first + self.n] = self.out.to(out_weight.dtype)
 
 
-def init_rows_in_place(embed_weight, out_weight, first, n):
+def init_rows_in_place(embed_weight, out_weight, first, n, sources=None):
     """Full fine-tuning: initialise the behavior-token rows of the weights themselves, by ID."""
     with torch.no_grad():
-        embed_weight[first:first + n] = mean_rows(embed_weight, first, n)
-        out_weight[first:first + n] = mean_rows(out_weight, first, n)
+        embed_weight[first:first + n] = initial_rows(embed_weight, first, n, sources)
+        out_weight[first:first + n] = initial_rows(out_weight, first, n, sources)
