@@ -1,9 +1,15 @@
 """Document-masked causal attention over packed batches: no token attends across a document boundary.
 
 `packed_attention` takes q [T, Hq, D], k/v [T, Hkv, D] and the document boundaries `cu_seqlens` [D+1]. On CUDA
-with torch's varlen kernel (torch >= 2.10) it calls it directly; elsewhere it runs causal attention document by
-document (exact; one host read of the boundaries per call).
+in bf16/fp16 with torch's varlen flash kernel (torch >= 2.10) it calls that; elsewhere (CPU, fp32) it runs causal
+attention document by document (exact; one host read of the boundaries per call).
+
+`varlen_attn`'s signature changed between torch releases: 2.10 takes `is_causal` and no `scale`; later ones take
+`scale` and express causality as `window_size=(-1, 0)`; from 2.12 key/value with fewer heads than the query
+(GQA, as in Qwen2.5) need `enable_gqa=True`. `varlen_attention` reads the signature and adapts.
 """
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -25,13 +31,31 @@ def _causal(q, k, v, scale):
     return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
 
 
+def varlen_attention(fn, q, k, v, cu_seqlens, max_seqlen, scale=None):
+    """Causal packed attention through a `varlen_attn`-like `fn`, whatever its torch release's signature."""
+    params = inspect.signature(fn).parameters
+    hq, hkv, dim = q.shape[1], k.shape[1], q.shape[2]
+    kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if scale is not None and abs(scale - dim ** -0.5) > 1e-12:
+        if "scale" in params:
+            kwargs["scale"] = scale
+        else:  # softmax(q k^T / sqrt(D)) with q scaled by scale * sqrt(D) is softmax(q k^T * scale)
+            q = q * (scale * dim ** 0.5)
+    if hkv != hq:
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = True
+        else:
+            k = k.repeat_interleave(hq // hkv, dim=1)
+            v = v.repeat_interleave(hq // hkv, dim=1)
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    return fn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kwargs)
+
+
 def packed_attention(q, k, v, cu_seqlens, max_seqlen, scale=None):
     """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; causal inside each document, nothing across documents."""
-    total, hq, dim = q.shape
-    if _varlen_attn is not None and q.is_cuda:
-        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        return _varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen, scale=scale, window_size=(-1, 0))
-    hkv = k.shape[1]
+    if _varlen_attn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        return varlen_attention(_varlen_attn, q, k, v, cu_seqlens, max_seqlen, scale)
+    hq, hkv = q.shape[1], k.shape[1]
     if hkv != hq:
         k = k.repeat_interleave(hq // hkv, dim=1)
         v = v.repeat_interleave(hq // hkv, dim=1)
