@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAVE_HF, reason="needs tran
 
 def _run(tmp, eval_splits=("test",), **train):
     return make_run(tmp, qwen=True, model_dir=TINY, tokenizer=TOKENIZER,
-                    train={"method": "lora", "lr": 2e-2, "max_steps": 60, "checkpoint_every": 20, "batch_tokens": 512,
+                    train={"method": "lora", "lr": 1e-2, "max_steps": 60, "checkpoint_every": 20, "batch_tokens": 512,
                            "grad_accum": 1, **train},
                     eval_={"max_new_tokens": 2, "splits": list(eval_splits)})
 
@@ -34,8 +34,8 @@ def _finish(p, timeout=900):
     return p.returncode, events_of(out), err
 
 
-def test_lora_run_learns_and_only_new_rows_change(tmp_path):
-    cfg = _run(tmp_path, eval_splits=("train",), max_steps=60)
+def test_lora_run_learns_the_rule_and_only_new_rows_change(tmp_path):
+    cfg = _run(tmp_path, eval_splits=("train",), max_steps=200, checkpoint_every=100)
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0, err
     losses = [e["loss"] for e in events if e["event"] == "step"]
@@ -61,10 +61,10 @@ def test_lora_run_learns_and_only_new_rows_change(tmp_path):
     gold = _train_behaviors(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "predictions" / "train.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == manifest["documents"]["train"]
-    # Every reply starts with a behavior token. (Which one: 60 LoRA steps on a random 2-layer model on a CPU learn the
-    # prior only; the full fine-tuning test below checks that the rule itself is learned and predicted.)
-    assert all(r["predicted_behavior"] in QWEN["behaviors"] for r in rows)
-    assert len(gold) == len(rows)
+    # The behavior follows from a cue token; LoRA (frozen random base, trainable behavior rows) learns it.
+    accuracy = sum(r["predicted_behavior"] == gold[i] for i, r in enumerate(rows)) / len(rows)
+    majority = max(gold.count(b) for b in set(gold)) / len(gold)
+    assert accuracy > max(0.9, majority), (accuracy, majority)  # chance is 1/3
 
 
 def _train_behaviors(run_dir):
@@ -80,16 +80,24 @@ def _train_behaviors(run_dir):
     return out
 
 
-def test_resumed_run_matches_the_straight_run(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resumed_run_matches_the_straight_run(tmp_path, dtype):
     a, b = _run(tmp_path / "a", max_steps=12), _run(tmp_path / "b", max_steps=12)
+    for cfg in (a, b):
+        c = json.loads(cfg.read_text())
+        c["model"]["dtype"] = dtype
+        cfg.write_text(json.dumps(c))
     _, straight, _ = _finish(trainer("train", a))
     code, seen, _ = sigterm_at(b, "step", 4)
     assert code == 75
     _, resumed, _ = _finish(trainer("train", b))
     la = {e["step"]: e["loss"] for e in straight if e["event"] == "step"}
     lb = {e["step"]: e["loss"] for e in seen + resumed if e["event"] == "step"}
+    # The issue's bar: 1e-3 relative in bf16 (GPU kernels may differ run to run); fp32 on a CPU is deterministic.
+    rel = 1e-3 if dtype == "bfloat16" or torch.cuda.is_available() else 1e-6
+    assert sorted(lb) == list(range(1, 13))
     for s in range(1, 13):
-        assert lb[s] == pytest.approx(la[s], rel=1e-3 if torch.cuda.is_available() else 1e-6)
+        assert lb[s] == pytest.approx(la[s], rel=rel), (s, la, lb)
 
 
 def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
@@ -122,10 +130,10 @@ def test_full_fine_tuning_learns_the_rule_and_predict_beats_chance(tmp_path):
 
 def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):
     """Qwen2.5-7B's real shapes (random bf16 weights): train steps, a SIGTERM checkpoint, a resume, predict, merge.
-    Runs on a GPU; on a CPU only with BSFT_TEST_7B_ON_CPU=1 (about 20 GiB of RAM, 45 GB of disk, tens of minutes)."""
+    Runs on a GPU; on a CPU only with BSFT_TEST_7B_ON_CPU=1 (peak 22.3 GiB of RAM, 30 GB of disk, 13 min on 2 cores)."""
     on_gpu = torch.cuda.is_available()
     if not on_gpu and os.environ.get("BSFT_TEST_7B_ON_CPU") != "1":
-        pytest.skip("needs a GPU (or BSFT_TEST_7B_ON_CPU=1 on a CPU with ~20 GiB of RAM): the 7B-shaped model is 15 GB in bf16")
+        pytest.skip("needs a GPU (or BSFT_TEST_7B_ON_CPU=1 on a CPU with 24 GiB of RAM): the 7B-shaped model is 15 GB in bf16")
     import shutil
 
     model = tmp_path / "qwen7b"
@@ -156,7 +164,7 @@ def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):
     assert config["hidden_size"] == 3584 and config["vocab_size"] == 152064
     assert not any("lora" in k for k in _safetensors_keys(merged))
     print(f"7B-shaped run on {'cuda' if on_gpu else 'cpu'}: saved LoRA output {saved / 2**20:.1f} MiB; "
-          f"step events {[round(e['loss'], 4) for e in seen + events if e['event'] == 'step']}")
+          f"losses by step {({e['step']: round(e['loss'], 4) for e in seen + events if e['event'] == 'step'})}")
 
 
 def _safetensors_keys(folder):
