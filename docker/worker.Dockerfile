@@ -4,7 +4,9 @@
 #
 #   docker build -f docker/worker.Dockerfile -t bsft-worker .
 #   docker run --gpus all -e REDIS_URL=rediss://:PASSWORD@redis.example:6380 -e HF_TOKEN -v hf-cache:/home/bsft/.cache/huggingface bsft-worker
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime AS base
+# torch 2.11: the varlen flash-attention kernel for packed batches (torch >= 2.10), and the version of the project's
+# GPU machine.
+FROM pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime AS base
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -25,9 +27,10 @@ RUN apt-get update \
  && rm "node-v${NODE_VERSION}-linux-${arch}.tar.xz" \
  && node --version
 
-# The trainer, with pinned versions of what the base image lacks.
+# The trainer, with pinned versions of what the base image lacks: the versions its suite passed with
+# (trainer-python/pyproject.toml).
 COPY trainer-python /opt/bsft/trainer-python
-RUN python -m pip install --no-cache-dir "transformers==4.57.1" "peft==0.17.1" "safetensors==0.6.2" "huggingface_hub==0.35.3" \
+RUN python -m pip install --no-cache-dir "transformers==5.17.0" "peft==0.21.0" "safetensors==0.8.0" "huggingface_hub==1.33.0" \
  && python -m pip install --no-cache-dir --no-deps -e /opt/bsft/trainer-python \
  && python -c "import bsft_trainer, torch, transformers, peft; print('trainer ok, torch', torch.__version__)"
 

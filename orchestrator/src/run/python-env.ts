@@ -8,7 +8,7 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 export const TRAINER_DIR = path.join(PACKAGE_ROOT, 'trainer-python');
 
 /** The trainer's Python requirements, as pyproject.toml states them; printed when they are missing. */
-export const TRAINER_INSTALL = `python3 -m pip install -e "${TRAINER_DIR}"   # installs torch>=2.4, transformers>=4.56, peft>=0.13, safetensors, huggingface_hub, numpy`;
+export const TRAINER_INSTALL = `python3 -m pip install -e "${TRAINER_DIR}"   # installs torch>=2.4, transformers>=5.17, peft>=0.21, safetensors, huggingface_hub, numpy`;
 
 /** The Python that runs the trainer: $BSFT_PYTHON, else the project's .venv, else python3 on PATH. */
 export function trainerPython(): string {
