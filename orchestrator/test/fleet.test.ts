@@ -33,6 +33,16 @@ describe('worker image and compose file', () => {
     expect(dockerfile).toMatch(/^VOLUME \[".*huggingface"/m);
     expect(dockerfile).not.toMatch(/^(ENV|ARG)\s.*(HF_TOKEN|REDIS_URL|PASSWORD)/m);
   });
+
+  it("pins the worker image's trainer packages to the floors the trainer suite passed with", () => {
+    const norm = (name: string) => name.toLowerCase().replace(/_/g, '-');
+    const pyproject = readFileSync(path.join(ROOT, 'trainer-python', 'pyproject.toml'), 'utf8');
+    const floors = new Map([...pyproject.matchAll(/"([\w-]+)>=([\d.]+)"/g)].map((m) => [norm(m[1]!), m[2]!]));
+    const dockerfile = readFileSync(path.join(ROOT, 'docker', 'worker.Dockerfile'), 'utf8');
+    const pins = [...dockerfile.matchAll(/"([\w-]+)==([\d.]+)"/g)];
+    expect(pins.map((m) => norm(m[1]!)).sort()).toEqual(['huggingface-hub', 'peft', 'safetensors', 'transformers']);
+    for (const [, name, version] of pins) expect(`${version}.`, name).toMatch(new RegExp(`^${floors.get(norm(name!))!.replace(/\./g, '\\.')}\\.`));
+  });
 });
 
 describe('scripts', () => {
