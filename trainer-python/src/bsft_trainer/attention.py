@@ -5,8 +5,9 @@ in bf16/fp16 with torch's varlen flash kernel (torch >= 2.10) it calls that; els
 attention document by document (exact; one host read of the boundaries per call).
 
 `varlen_attn`'s signature changed between torch releases: 2.10 takes `is_causal` and no `scale`; later ones take
-`scale` and express causality as `window_size=(-1, 0)`; from 2.12 key/value with fewer heads than the query
-(GQA, as in Qwen2.5) need `enable_gqa=True`. `varlen_attention` reads the signature and adapts.
+`scale` and express causality as `window_size=(-1, 0)`. Key/value with fewer heads than the query (GQA, as in
+Qwen2.5) go in as they are (measured on torch 2.11, see GPU-NOTES); from 2.12 that needs `enable_gqa=True`.
+`varlen_attention` reads the signature and adapts.
 """
 import inspect
 
@@ -41,12 +42,8 @@ def varlen_attention(fn, q, k, v, cu_seqlens, max_seqlen, scale=None):
             kwargs["scale"] = scale
         else:  # softmax(q k^T / sqrt(D)) with q scaled by scale * sqrt(D) is softmax(q k^T * scale)
             q = q * (scale * dim ** 0.5)
-    if hkv != hq:
-        if "enable_gqa" in params:
-            kwargs["enable_gqa"] = True
-        else:
-            k = k.repeat_interleave(hq // hkv, dim=1)
-            v = v.repeat_interleave(hq // hkv, dim=1)
+    if hkv != hq and "enable_gqa" in params:  # before 2.12 the flash kernel takes fewer k/v heads as they are
+        kwargs["enable_gqa"] = True
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     return fn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kwargs)
 
