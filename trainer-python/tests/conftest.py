@@ -110,8 +110,8 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
     return path
 
 
-def trainer(command, config, *extra, **kwargs):
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+def trainer(command, config, *extra, env=None, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "bsft_trainer", command, "--config", str(config), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 

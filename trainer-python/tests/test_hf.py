@@ -114,6 +114,47 @@ def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
     assert torch.allclose(model.get_input_embeddings().weight[151666], rows["embed"][1].to(model.dtype))
 
 
+def test_pretrained_weights_load_from_a_folder_and_from_a_hub_id_in_the_offline_cache(tmp_path):
+    """init: pretrained reads the weights (not a fresh init) from a local folder, or from a Hub id through the
+    Hugging Face cache with no network (HF_HUB_OFFLINE=1), and predict finds the same base again."""
+    import shutil
+
+    pretrained = tmp_path / "pretrained"
+    torch.manual_seed(123)
+    transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(TINY)).save_pretrained(pretrained)
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--bsft-test--tiny-qwen2"
+    shutil.copytree(pretrained, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    offline = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    losses = {}
+    for name, source, init in (("folder", str(pretrained), "pretrained"), ("hub", "bsft-test/tiny-qwen2", "pretrained"),
+                               ("random", str(TINY), "random")):
+        cfg = _run(tmp_path / name, max_steps=3)
+        c = json.loads(cfg.read_text())
+        c["model"].update({"name_or_path": source, "init": init})
+        cfg.write_text(json.dumps(c))
+        code, events, err = _finish(trainer("train", cfg, env=offline))
+        assert code == 0, err
+        losses[name] = [e["loss"] for e in events if e["event"] == "step"]
+        if name == "hub":
+            assert not (tmp_path / name / "final" / "base").exists()  # the base stays in the cache, not copied
+            code, _, err = _finish(trainer("predict", cfg, env=offline))
+            assert code == 0, err
+    assert losses["folder"] == losses["hub"]  # the same weights, the same seeded run
+    assert losses["folder"] != losses["random"]  # and not a fresh random init
+
+    cfg = _run(tmp_path / "missing", max_steps=3)
+    c = json.loads(cfg.read_text())
+    c["model"].update({"name_or_path": "bsft-test/not-cached", "init": "pretrained"})
+    cfg.write_text(json.dumps(c))
+    code, events, err = _finish(trainer("train", cfg, env=offline))
+    assert code == 2 and events[-1] == {"event": "error", "kind": "config", "message": events[-1]["message"]}, err
+    assert "'bsft-test/not-cached' is not in the Hugging Face cache" in events[-1]["message"]
+
+
 def test_full_fine_tuning_learns_the_rule_and_predict_beats_chance(tmp_path):
     cfg = _run(tmp_path, eval_splits=("train",), method="full", max_steps=300, lr=3e-3, checkpoint_every=100)
     code, events, err = _finish(trainer("train", cfg))

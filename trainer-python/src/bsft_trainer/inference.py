@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from .events import ConfigError
+from .hub import from_hub
 from .toy import ToyLM
 
 
@@ -28,12 +29,12 @@ def load_hf_merged(cfg, folder, meta, device, dtype):
     from transformers import AutoModelForCausalLM
 
     if meta["method"] == "full":
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+        return from_hub(str(folder), AutoModelForCausalLM.from_pretrained, dtype=dtype, attn_implementation="sdpa").to(device).eval()
     from peft import PeftModel
 
     base_path = folder / "base" if (folder / "base").is_dir() else cfg.model.name_or_path
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, attn_implementation="sdpa",
-                                                **({"revision": cfg.model.revision} if cfg.model.revision and base_path == cfg.model.name_or_path else {}))
+    base = from_hub(str(base_path), AutoModelForCausalLM.from_pretrained, dtype=dtype, attn_implementation="sdpa",
+                    **({"revision": cfg.model.revision} if cfg.model.revision and base_path == cfg.model.name_or_path else {}))
     model = PeftModel.from_pretrained(base, folder).merge_and_unload()
     rows = load_file(str(folder / "behavior_rows.safetensors"))
     ids = rows["ids"].long()

@@ -12,6 +12,7 @@ from torch import nn
 
 from .attention import packed_attention
 from .events import ConfigError, log
+from .hub import from_hub
 from .token_rows import TokenRows, init_rows_in_place, row_sources
 from .toy import ToyLM
 
@@ -154,12 +155,12 @@ def load_hf_model(cfg, device, dtype, attn_implementation):
     token = os.environ.get("HF_TOKEN")
     kwargs = dict(revision=cfg.model.revision, token=token)
     if cfg.model.init == "random":
-        config = AutoConfig.from_pretrained(cfg.model.name_or_path, **kwargs, **cfg.model.config_overrides)
+        config = from_hub(cfg.model.name_or_path, AutoConfig.from_pretrained, **kwargs, **cfg.model.config_overrides)
         torch.manual_seed(cfg.train.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.model.name_or_path, dtype=dtype, attn_implementation=attn_implementation,
+        model = from_hub(
+            cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, dtype=dtype, attn_implementation=attn_implementation,
             **{k: v for k, v in kwargs.items() if v is not None}, **cfg.model.config_overrides,
         )
     return model.to(device)

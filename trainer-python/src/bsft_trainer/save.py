@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .hub import from_hub
 
 
 def behavior_tokens_in_id_order(manifest):
@@ -25,7 +26,7 @@ def load_tokenizer(cfg, manifest):
 
     from tokenizers import AddedToken
 
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    tok = from_hub(cfg.tokenizer, AutoTokenizer.from_pretrained)
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in behavior_tokens_in_id_order(manifest)],
                    special_tokens=True)
     for token, want in manifest["behavior_tokens"].items():
