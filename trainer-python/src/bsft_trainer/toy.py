@@ -5,6 +5,7 @@ Used by the trainer's own tests and CI, where transformers is not installed: a c
 real models; it is not a model anyone should fine-tune.
 """
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .attention import packed_attention
