@@ -149,20 +149,41 @@ def register_packed_attention():
         pass
 
 
-def load_hf_model(cfg, device, dtype, attn_implementation):
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_config(cfg, hub_kwargs):
+    """The model's config with `model.config_overrides` applied. The config class is built again from the merged
+    values so that fields derived from others (e.g. `layer_types` from `num_hidden_layers`) follow the override."""
+    from transformers import AutoConfig
 
-    token = os.environ.get("HF_TOKEN")
-    kwargs = dict(revision=cfg.model.revision, token=token)
+    config = from_hub(cfg.model.name_or_path, AutoConfig.from_pretrained, **hub_kwargs)
+    overrides = cfg.model.config_overrides
+    if not overrides:
+        return config
+    values = {**config.to_dict(), **overrides}
+    if "num_hidden_layers" in overrides and "layer_types" not in overrides:
+        values.pop("layer_types", None)
+    try:
+        config = type(config).from_dict(values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.config_overrides: {e}") from None
+    heads, kv = getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None)
+    if heads and getattr(config, "head_dim", None) is None and config.hidden_size % heads:
+        raise ConfigError(f"model.config_overrides: hidden_size {config.hidden_size} is not divisible by num_attention_heads {heads}")
+    if heads and kv and heads % kv:
+        raise ConfigError(f"model.config_overrides: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+    return config
+
+
+def load_hf_model(cfg, device, dtype, attn_implementation):
+    from transformers import AutoModelForCausalLM
+
+    hub_kwargs = {k: v for k, v in dict(revision=cfg.model.revision, token=os.environ.get("HF_TOKEN")).items() if v is not None}
+    config = model_config(cfg, hub_kwargs)
     if cfg.model.init == "random":
-        config = from_hub(cfg.model.name_or_path, AutoConfig.from_pretrained, **kwargs, **cfg.model.config_overrides)
         torch.manual_seed(cfg.train.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     else:
-        model = from_hub(
-            cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, dtype=dtype, attn_implementation=attn_implementation,
-            **{k: v for k, v in kwargs.items() if v is not None}, **cfg.model.config_overrides,
-        )
+        model = from_hub(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, config=config, dtype=dtype,
+                         attn_implementation=attn_implementation, **hub_kwargs)
     return model.to(device)
 
 
