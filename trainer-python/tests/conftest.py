@@ -138,3 +138,17 @@ def events_of(stdout):
 @pytest.fixture
 def run_dir(tmp_path):
     return tmp_path
+
+
+def assert_checkpointing_changes_nothing(config_for):
+    """Trains the run `config_for(on)` with activation checkpointing off, then on: same losses and grad norms."""
+    runs = {}
+    for on in (False, True):
+        p = trainer("train", config_for(on))
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err
+        assert ("activation checkpointing: on" in err) == on
+        runs[on] = [(e["loss"], e["grad_norm"]) for e in events_of(out) if e["event"] == "step"]
+    assert len(runs[True]) == len(runs[False]) > 0
+    for (la, ga), (lb, gb) in zip(runs[False], runs[True]):
+        assert lb == pytest.approx(la, rel=1e-6) and gb == pytest.approx(ga, rel=1e-5)

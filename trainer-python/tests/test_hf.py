@@ -11,7 +11,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import QWEN, events_of, make_run, sigterm_at, trainer
+from conftest import QWEN, assert_checkpointing_changes_nothing, events_of, make_run, sigterm_at, trainer
 
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
 if HAVE_HF:
@@ -104,17 +104,9 @@ def test_resumed_run_matches_the_straight_run(tmp_path, dtype):
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_activation_checkpointing_gives_the_same_steps(tmp_path, method):
     """Recomputing activations during backward (packed boundaries included) changes nothing but memory."""
-    runs = {}
-    for on in (False, True):
-        cfg = _run(tmp_path / str(on), max_steps=3, grad_accum=2, batch_tokens=256, method=method,
-                   activation_checkpointing=on, **({"lr": 3e-3} if method == "full" else {}))
-        code, events, err = _finish(trainer("train", cfg))
-        assert code == 0, err
-        assert ("activation checkpointing: on" in err) == on
-        runs[on] = [(e["loss"], e["grad_norm"]) for e in events if e["event"] == "step"]
-    assert len(runs[True]) == 3
-    for (la, ga), (lb, gb) in zip(runs[False], runs[True]):
-        assert lb == pytest.approx(la, rel=1e-6) and gb == pytest.approx(ga, rel=1e-5)
+    assert_checkpointing_changes_nothing(lambda on: _run(
+        tmp_path / str(on), max_steps=3, grad_accum=2, batch_tokens=256, method=method, activation_checkpointing=on,
+        **({"lr": 3e-3} if method == "full" else {})))
 
 
 def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
