@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { readRunRecipe } from '../run/run-dir.js';
 import { pullMeta } from '../store/meta.js';
 import { writeModelCard } from '../store/model-card.js';
 import { HubStore } from '../store/hub-store.js';
@@ -26,13 +26,12 @@ export const pull: Command = {
     if (values.step !== undefined && values.final) throw new UsageError('--step and --final exclude each other');
     const runs = path.resolve((values.out as string | undefined) ?? 'runs');
     const runDir = path.join(runs, runId!);
-    const recipeFile = path.join(runDir, 'recipe.json');
-    const recipe = existsSync(recipeFile) ? (JSON.parse(readFileSync(recipeFile, 'utf8')) as ResolvedRecipe) : undefined;
+    const recipe = readRunRecipe(runDir);
     let store: Store;
     if (values.repo) store = new HubStore({ repo: values.repo as string, ...(values['hub-url'] ? { hubUrl: values['hub-url'] as string } : {}) });
     else if (recipe?.store.kind === 'hub') store = new HubStore({ repo: recipe.store.repo!, hubUrl: recipe.store.hub_url });
     else if (recipe) store = new LocalStore(recipe.runs_dir);
-    else throw new UsageError(`no ${recipeFile}: pass --repo owner/name to pull from a Hub store`);
+    else throw new UsageError(`no ${path.join(runDir, 'recipe.json')}: pass --repo owner/name to pull from a Hub store`);
 
     if (values.final) {
       await store.pull(runId!, 'final', path.join(runDir, 'final'));

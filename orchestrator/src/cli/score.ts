@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { formatScore } from '../score/format.js';
-import { readRunRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
+import { runRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
 import { EXIT, intOption, UsageError, type Command } from './command.js';
 
 export const scoreCommand: Command = {
@@ -42,7 +42,7 @@ export const scoreCommand: Command = {
       return EXIT.ok;
     }
     const runDir = findRunDir(target!);
-    const splits = (values.split as string[] | undefined) ?? readRunRecipe(runDir).eval.splits;
+    const splits = (values.split as string[] | undefined) ?? runRecipe(runDir).eval.splits;
     const reports = [];
     for (const split of splits) {
       const s = await scoreRun(runDir, split, { ...(resamples !== undefined ? { resamples } : {}), ...(seed !== undefined ? { seed } : {}) });

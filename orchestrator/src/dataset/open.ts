@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { readRunRecipe } from '../run/run-dir.js';
 import { readManifest } from './build.js';
 import type { Manifest } from './manifest.js';
 
@@ -24,8 +24,7 @@ export function openDataset(arg: string, runsDir = path.resolve('runs')): Opened
   for (const c of candidates) {
     const manifest = readManifest(c);
     if (!manifest) continue;
-    const recipeFile = path.join(path.dirname(path.resolve(c)), 'recipe.json');
-    const recipe = existsSync(recipeFile) ? (JSON.parse(readFileSync(recipeFile, 'utf8')) as { tokenizer: string }) : undefined;
+    const recipe = readRunRecipe(path.dirname(path.resolve(c)));
     return { dir: path.resolve(c), manifest, recipe };
   }
   throw new DatasetNotFoundError(`no dataset at ${arg} (looked for manifest.json in ${candidates.join(', ')}); build one with \`bsft dataset build <recipe>\``);

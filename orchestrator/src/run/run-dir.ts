@@ -1,5 +1,6 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
 
 export class RunNotFoundError extends Error {
   override name = 'RunNotFoundError';
@@ -12,4 +13,10 @@ export function findRunDir(arg: string, runsDir = path.resolve('runs')): string 
     if (existsSync(path.join(c, 'recipe.json')) && statSync(c).isDirectory()) return c;
   }
   throw new RunNotFoundError(`no run "${arg}" (looked for recipe.json in ${arg} and ${path.join(runsDir, arg)})`);
+}
+
+/** The resolved recipe a run folder keeps (`recipe.json`, written by `writeRunRecipe`), or undefined without one. */
+export function readRunRecipe(runDir: string): ResolvedRecipe | undefined {
+  const file = path.join(runDir, 'recipe.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as ResolvedRecipe) : undefined;
 }

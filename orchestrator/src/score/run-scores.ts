@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_BEHAVIORS } from '../recipe/schema.js';
+import { readRunRecipe } from '../run/run-dir.js';
 import { readGold, readPredictions, type GoldTask, type Prediction } from './inputs.js';
 import { encode, score, type Encoded, type ScoreOptions, type ScoreReport } from './metrics.js';
 
@@ -25,10 +26,10 @@ interface RunRecipe {
   train: { method: string; seed: number };
 }
 
-export function readRunRecipe(runDir: string): RunRecipe {
-  const file = path.join(runDir, 'recipe.json');
-  if (!existsSync(file)) throw new ScoreInputError(`${runDir} is not a run folder (no recipe.json)`);
-  return JSON.parse(readFileSync(file, 'utf8')) as RunRecipe;
+export function runRecipe(runDir: string): RunRecipe {
+  const recipe = readRunRecipe(runDir);
+  if (!recipe) throw new ScoreInputError(`${runDir} is not a run folder (no recipe.json)`);
+  return recipe;
 }
 
 export function runLabel(recipe: RunRecipe): string {
@@ -45,7 +46,7 @@ function forcedFiles(dir: string, split: string): string[] {
 
 /** Scores one split of a run folder (gold from its dataset, predictions from predictions/) and writes score/<split>.json. */
 export async function scoreRun(runDir: string, split: string, opts: Partial<ScoreOptions> = {}): Promise<Scored> {
-  const recipe = readRunRecipe(runDir);
+  const recipe = runRecipe(runDir);
   const behaviors = Object.keys(recipe.data.behaviors);
   const goldFile = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
   const predFile = path.join(runDir, 'predictions', `${split}.jsonl`);
