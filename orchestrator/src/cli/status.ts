@@ -1,7 +1,7 @@
 import { STAGES, queueName } from '../queue/names.js';
 import type { RunView } from '../queue/runs.js';
 import { table } from '../util/table.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, intOption, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 
 export function age(ms: number): string {
@@ -33,7 +33,7 @@ export const status: Command = {
   optionHelp: { limit: 'number of runs to list (default 20)', json: 'print JSON' },
   positionals: [0, 0],
   async run(_args, values, { out }) {
-    const limit = Number((values.limit as string | undefined) ?? 20);
+    const limit = intOption(values, 'limit') ?? 20;
     return withQueues(async (q) => {
       const counts = Object.fromEntries(
         await Promise.all(STAGES.map(async (s) => [s, await q.queues[s].getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed')])),
