@@ -9,6 +9,7 @@ attention document by document (exact; one host read of the boundaries per call)
 Qwen2.5) go in as they are (measured on torch 2.11, see GPU-NOTES); from 2.12 that needs `enable_gqa=True`.
 `varlen_attention` reads the signature and adapts.
 """
+import functools
 import inspect
 
 import torch
@@ -32,9 +33,15 @@ def _causal(q, k, v, scale):
     return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
 
 
+@functools.lru_cache(maxsize=None)
+def _parameters(fn):
+    """Parameter names of `fn`, read once: attention runs in every layer of every micro-batch."""
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def varlen_attention(fn, q, k, v, cu_seqlens, max_seqlen, scale=None):
     """Causal packed attention through a `varlen_attn`-like `fn`, whatever its torch release's signature."""
-    params = inspect.signature(fn).parameters
+    params = _parameters(fn)
     hq, hkv, dim = q.shape[1], k.shape[1], q.shape[2]
     kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
     if scale is not None and abs(scale - dim ** -0.5) > 1e-12:
