@@ -193,6 +193,7 @@ def build_hf(cfg, manifest, device):
         import transformers  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"the trainer needs transformers and peft for this model: {e}. Install: pip install -e trainer-python") from None
+    sources = row_sources(cfg.train.token_init, manifest)  # a manifest problem fails before the model loads
     register_packed_attention()
     dtype = resolve_dtype(cfg.model.dtype, device)
     model = load_hf_model(cfg, device, dtype, ATTN_NAME)
@@ -214,12 +215,12 @@ def build_hf(cfg, manifest, device):
 
         for p in model.parameters():
             p.requires_grad_(False)
-        rows = TokenRows(embed.weight, out.weight, first, n, row_sources(cfg.train.token_init, manifest)).to(device)
+        rows = TokenRows(embed.weight, out.weight, first, n, sources).to(device)
         lora = LoraConfig(r=cfg.train.lora.r, lora_alpha=cfg.train.lora.alpha, lora_dropout=cfg.train.lora.dropout,
                           target_modules=cfg.train.lora.targets, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
     else:
-        init_rows_in_place(embed.weight, out.weight, first, n, row_sources(cfg.train.token_init, manifest))
+        init_rows_in_place(embed.weight, out.weight, first, n, sources)
     base = model.get_base_model() if rows is not None else model
     decoder = base.get_decoder()
 
