@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { Message } from './condition.js';
+import { nfc, pinRegexClasses } from './unicode.js';
 
 /**
  * The model's own tokenizer (tokenizer.json, exact BPE) and chat template (tokenizer_config.json), with the
@@ -38,6 +39,26 @@ interface AddedTokenJson {
   special: boolean;
 }
 
+interface TokenizerJson {
+  model: { vocab: Record<string, number> };
+  added_tokens: AddedTokenJson[];
+  normalizer?: { type: string } | null;
+  pre_tokenizer?: PreTokenizerJson | null;
+}
+
+interface PreTokenizerJson {
+  type: string;
+  pattern?: { Regex?: string };
+  pretokenizers?: PreTokenizerJson[];
+}
+
+/** Split patterns match letters, numbers and white space as the tokenizer library does (see unicode.ts). */
+function pinPreTokenizer(p: PreTokenizerJson | null | undefined): void {
+  if (!p) return;
+  if (p.type === 'Split' && p.pattern?.Regex) p.pattern.Regex = pinRegexClasses(p.pattern.Regex);
+  for (const inner of p.pretokenizers ?? []) pinPreTokenizer(inner);
+}
+
 const cache = new Map<string, ChatTokenizer>();
 
 /**
@@ -69,7 +90,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   } catch (e) {
     throw new TokenizerError(`cannot read the tokenizer in ${dir}: ${(e as Error).message}`);
   }
-  const json = JSON.parse(tokenizerText) as { model: { vocab: Record<string, number> }; added_tokens: AddedTokenJson[] };
+  const json = JSON.parse(tokenizerText) as TokenizerJson;
   const config = JSON.parse(configText) as { chat_template?: string; eos_token?: string };
   let template = config.chat_template;
   if (!template) {
@@ -95,7 +116,12 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
     addedIds[content] = next;
     json.added_tokens.push({ id: next++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
   }
+  const ownNfc = json.normalizer?.type === 'NFC';
+  if (ownNfc) json.normalizer = null;
+  pinPreTokenizer(json.pre_tokenizer);
   const tokenizer = new Tokenizer(json, config);
+  // Between added tokens, text is normalized by the tokenizer library's NFC tables, not by this Node's ICU.
+  if (ownNfc) (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer = nfc;
   const chat = new Template(template);
   const eosId = config.eos_token ? tokenizer.token_to_id(config.eos_token) : undefined;
   if (eosId === undefined) throw new TokenizerError(`${dir}: eos_token missing from tokenizer_config.json or the vocabulary`);
