@@ -47,6 +47,13 @@ if ! .venv/bin/python -c 'import torch, transformers, peft, pytest' 2>/dev/null;
   fi
 fi
 
+# TRL (with datasets) checks that the dataset's messages.jsonl gives TRL bsft's loss positions; optional, the test
+# is skipped (and counted) where pip cannot install it.
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import trl, datasets' 2>/dev/null; then
+  PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 600 .venv/bin/python -m pip install -q trl \
+    || echo "ci: pip cannot install trl here; the TRL check of the dataset will be skipped"
+fi
+
 echo "ci: shellcheck"
 shellcheck scripts/*.sh .ci/run
 

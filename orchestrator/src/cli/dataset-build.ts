@@ -16,9 +16,10 @@ export const datasetBuild: Command = {
   async run([file], values, { log, out }) {
     const recipe = resolveFromArgs(file!, values);
     const runDir = path.join(recipe.runs_dir, recipe.run_id);
-    if (!values.out) writeRunRecipe(runDir, recipe);
     const dir = values.out ? path.resolve(values.out as string) : datasetDir(runDir);
+    // The run's recipe.json is written after a successful build: a failed build leaves nothing behind.
     const { manifest, built } = await buildDataset(recipe, dir, log);
+    if (!values.out) writeRunRecipe(runDir, recipe);
     out(`${built ? 'built' : 'up to date'}: ${path.relative(process.cwd(), dir) || dir}  (dataset ${manifest.dataset_hash.slice(0, 12)})`);
     for (const s of SPLITS) {
       const l = manifest.lengths[s];

@@ -4,12 +4,13 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
-import { canonicalJson } from '../util/canonical-json.js';
+import { canonicalJson, keyOrdered } from '../util/canonical-json.js';
 import { sha256File } from '../util/sha256.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
 import { DataError, type DataProblem } from './data-error.js';
 import { importTasks } from './import.js';
+import { displayPath } from './jsonl.js';
 import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
 import { RenderError, tokenizeConversation } from './render.js';
 import { writeSafetensors } from './safetensors.js';
@@ -17,9 +18,15 @@ import { assignSplits } from './split.js';
 import type { SourcedTask, TaskLabels } from './task.js';
 import { loadChatTokenizer } from './tokenizer.js';
 
-/** One line of `<split>.messages.jsonl`: the `messages` format TRL and axolotl read, plus what scoring needs. */
+/**
+ * One line of `<split>.messages.jsonl`, written so that outside trainers put the loss where bsft does (the final
+ * reply only): `prompt` + `completion` is TRL's conversational prompt-completion form (loss on the completion),
+ * `messages` with a per-message `training` flag is axolotl's `message_field_training`. Plus what scoring needs.
+ */
 export interface MessagesRecord extends TaskLabels {
-  messages: Message[];
+  messages: (Message & { training: boolean })[];
+  prompt: Message[];
+  completion: Message[];
 }
 
 export interface BuildResult {
@@ -70,15 +77,25 @@ function copyDataset(from: string, to: string): void {
   const tmp = `${to}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  for (const f of readdirSync(from)) {
-    try {
-      linkSync(path.join(from, f), path.join(tmp, f));
-    } catch {
-      copyFileSync(path.join(from, f), path.join(tmp, f));
-    }
-  }
+  linkTree(from, tmp);
   rmSync(to, { recursive: true, force: true });
   renameSync(tmp, to);
+}
+
+function linkTree(from: string, to: string): void {
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    const [src, dst] = [path.join(from, entry.name), path.join(to, entry.name)];
+    if (entry.isDirectory()) {
+      mkdirSync(dst);
+      linkTree(src, dst);
+      continue;
+    }
+    try {
+      linkSync(src, dst);
+    } catch {
+      copyFileSync(src, dst);
+    }
+  }
 }
 
 /**
@@ -123,11 +140,15 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
   const imported = await importTasks(recipe.task_files, {
     behaviors: Object.keys(data.behaviors),
     categories: data.categories,
+    limits: { maxLineBytes: data.max_line_bytes, maxFieldBytes: data.max_field_bytes },
+    controlText: data.allow_control_text ? [] : tok.controlTokens,
     onLine: () => reading.tick(),
   });
   reading.done();
   if (imported.problems.length > 0) throw new DataError(imported.problems);
-  if (imported.tasks.length === 0) throw new DataError([{ file: recipe.task_files.join(', '), line: 0, field: '', message: 'no tasks' }]);
+  if (imported.tasks.length === 0) {
+    throw new DataError(recipe.task_files.map((f) => ({ file: displayPath(f), line: 0, field: '', message: 'no tasks (the file is empty)' })));
+  }
 
   const splitOf = assignSplits(imported.tasks, data.splits, data.seed);
   const bySplit: Record<SplitName, SourcedTask[]> = { train: [], val: [], test: [] };
@@ -171,6 +192,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
       lossTokens[split] += doc.mask.reduce((a, b) => a + b, 0);
       const byCategory = (counts[split][t.category] ??= {});
       byCategory[t.behavior] = (byCategory[t.behavior] ?? 0) + 1;
+      const reply = doc.messages.at(-1)!;
       records[split].push({
         id: t.id,
         case_id: t.case_id,
@@ -178,23 +200,41 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
         behavior: t.behavior,
         hard: t.hard ?? false,
         ...(t.answer !== undefined ? { answer: t.answer } : {}),
-        messages: doc.messages,
+        messages: doc.messages.map((m) => ({ ...m, training: m === reply })),
+        prompt: doc.messages.slice(0, -1),
+        completion: [reply],
       });
     }
   }
   tokenizing.done();
   if (problems.length > 0) throw new DataError(problems);
+  const dropped = truncation.dropped / imported.tasks.length;
+  if (dropped > data.max_dropped_share) {
+    throw new DataError([
+      {
+        file: recipe.task_files.map(displayPath).join(', '),
+        line: 0,
+        field: '',
+        message:
+          `${truncation.dropped} of ${imported.tasks.length} tasks (${(100 * dropped).toFixed(1)}%) do not fit data.max_seq_len ` +
+          `(${data.max_seq_len}) even with every older turn dropped, over data.max_dropped_share (${data.max_dropped_share}): ` +
+          `${truncation.dropped_ids.slice(0, 20).join(', ')}${truncation.dropped > 20 ? ', ...' : ''}`,
+      },
+    ]);
+  }
 
-  const behaviorIds = Object.fromEntries(Object.entries(data.behaviors).map(([name, b]) => [name, tok.addedIds[b.token]!]));
+  // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
+  const byId = Object.entries(data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
+  const behaviorIds = keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.addedIds[b.token]!])));
   const manifest: Manifest = {
     format: DATASET_FORMAT,
     dataset_hash: datasetHash,
     tokenizer_hash: tok.hash,
     inputs,
     options,
-    behavior_tokens: tok.addedIds,
+    behavior_tokens: keyOrdered(Object.fromEntries(byId.map(([, b]) => [b.token, tok.addedIds[b.token]!]))),
     behavior_ids: behaviorIds,
-    behavior_descriptions: Object.fromEntries(Object.entries(data.behaviors).map(([name, b]) => [name, tok.encode(b.description)])),
+    behavior_descriptions: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.encode(b.description)]))),
     tokenizer_size: tok.baseSize,
     eos_id: tok.eosId,
     counts,
@@ -223,6 +263,8 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
         { format: DATASET_FORMAT, split },
       );
     }
+    mkdirSync(path.join(tmp, 'tokenizer'));
+    for (const [name, text] of Object.entries(tok.files())) writeFileSync(path.join(tmp, 'tokenizer', name), text);
     writeFileSync(path.join(tmp, 'manifest.json'), `${canonicalJson(manifest, 2)}\n`);
     const old = `${outDir}.old-${process.pid}`;
     if (existsSync(outDir)) renameSync(outDir, old);

@@ -24,7 +24,8 @@ export function instructionPrompt(spec: ConditioningSpec): string {
   const list = Object.entries(spec.behaviors)
     .map(([name, b]) => `- ${name}: ${b.description}`)
     .join('\n');
-  return spec.instruction.replace('{behaviors}', list);
+  // split/join: every placeholder is filled, and `$&`, `$'` or `$$` in a description stay literal text.
+  return spec.instruction.split('{behaviors}').join(list);
 }
 
 /**

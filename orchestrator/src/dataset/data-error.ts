@@ -7,7 +7,7 @@ export interface DataProblem {
 }
 
 export function formatDataProblem(p: DataProblem): string {
-  return `${p.file}:${p.line}${p.field ? ` ${p.field}` : ''}: ${p.message}`;
+  return `${p.file}${p.line ? `:${p.line}` : ''}${p.field ? ` ${p.field}` : ''}: ${p.message}`;
 }
 
 const SHOWN = 50;

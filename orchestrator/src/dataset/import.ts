@@ -1,11 +1,15 @@
 import { canonicalJson } from '../util/canonical-json.js';
 import type { DataProblem } from './data-error.js';
-import { readJsonl } from './jsonl.js';
-import { taskSchema, type SourcedTask } from './task.js';
+import { readJsonl, type JsonlLimits } from './jsonl.js';
+import { pyStrip } from './strip.js';
+import { taskSchema, type SourcedTask, type Task } from './task.js';
 
 export interface ImportOptions {
   behaviors: string[];
   categories: Record<string, string>;
+  limits?: JsonlLimits;
+  /** Strings that must not appear in task text (the tokenizer's special tokens and the behavior tokens). */
+  controlText?: string[];
   onLine?: () => void;
 }
 
@@ -24,7 +28,10 @@ export async function importTasks(files: string[], opts: ImportOptions): Promise
   let duplicates = 0;
 
   for (const file of files) {
-    for await (const { value: t, line, file: shown, problem } of readJsonl(file, taskSchema, problems, opts.onLine)) {
+    for await (const { value: t, line, file: shown, problem } of readJsonl(file, taskSchema, problems, opts.onLine, opts.limits)) {
+      const control = controlTextProblems(t, opts.controlText ?? []);
+      for (const [field, message] of control) problem(field, message);
+      if (control.length) continue;
       const behavior = t.behavior ?? opts.categories[t.category];
       if (!behavior) {
         problem('behavior', `missing, and category "${t.category}" is not in the recipe's data.categories`);
@@ -42,8 +49,29 @@ export async function importTasks(files: string[], opts: ImportOptions): Promise
         continue;
       }
       byId.set(t.id, { canonical, file: shown, line });
-      tasks.push({ ...t, target: t.target.trim(), behavior, file: shown, line });
+      tasks.push({ ...t, target: pyStrip(t.target), behavior, file: shown, line });
     }
   }
   return { tasks, problems, duplicates };
+}
+
+/**
+ * Control strings inside task text would become the real control tokens (`<|im_end|>` ending the turn early, a
+ * behavior token mislabelling the reply): each is a problem naming its field, unless data.allow_control_text.
+ */
+function controlTextProblems(t: Task, control: string[]): [string, string][] {
+  if (!control.length) return [];
+  const fields: [string, string][] = [
+    ...t.context.flatMap((turn, i): [string, string][] => [
+      [`context[${i}].content`, turn.content],
+      ...(turn.name ? [[`context[${i}].name`, turn.name] as [string, string]] : []),
+    ]),
+    ['target', t.target],
+  ];
+  const out: [string, string][] = [];
+  for (const [field, text] of fields) {
+    const found = control.find((c) => text.includes(c));
+    if (found) out.push([field, `contains the control text "${found}", which would become that token (set data.allow_control_text: true to accept it)`]);
+  }
+  return out;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { pyStrip } from './strip.js';
 
 /** Contract 1: one task record (one JSONL line). Extra fields are allowed and ignored. */
 export const turnSchema = z.object({
@@ -13,7 +14,7 @@ export const taskSchema = z.object({
   category: z.string().min(1),
   behavior: z.string().min(1).optional(),
   context: z.array(turnSchema).min(1, 'context needs at least one turn'),
-  target: z.string().refine((s) => s.trim().length > 0, 'target is empty'),
+  target: z.string().refine((s) => pyStrip(s).length > 0, 'target is empty'),
   answer: z.string().optional(),
   options: z.array(z.string()).optional(),
   hard: z.boolean().optional(),

@@ -15,10 +15,17 @@ export interface ChatTokenizer {
   decode(ids: number[]): string;
   /** Renders messages with the chat template; `generationPrompt` appends the assistant header. */
   render(messages: Message[], generationPrompt: boolean): string;
-  /** Behavior token string -> ID. */
+  /** Behavior token string -> ID, in ID order. */
   addedIds: Record<string, number>;
+  /** The special tokens' strings (the template's and the behavior tokens): text that must not occur in task data. */
+  controlTokens: string[];
   /** sha256 of tokenizer.json + tokenizer_config.json as read (before adding tokens). */
   hash: string;
+  /**
+   * tokenizer.json and tokenizer_config.json (and chat_template.jinja where the model has one) with the behavior
+   * tokens added at their IDs: what `AutoTokenizer.from_pretrained(<dataset>/tokenizer)` loads.
+   */
+  files(): Record<string, string>;
   /** Size of the tokenizer before the behavior tokens were added. */
   baseSize: number;
   eosId: number;
@@ -93,6 +100,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   const json = JSON.parse(tokenizerText) as TokenizerJson;
   const config = JSON.parse(configText) as { chat_template?: string; eos_token?: string };
   let template = config.chat_template;
+  const templateFile = !template;
   if (!template) {
     try {
       template = readFileSync(path.join(dir, 'chat_template.jinja'), 'utf8');
@@ -108,14 +116,14 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
 
   const addedIds: Record<string, number> = {};
   const existing = new Map(json.added_tokens.map((t) => [t.content, t.id]));
-  let next = baseSize;
-  for (const content of newTokens) {
+  const added: AddedTokenJson[] = newTokens.map((content, i) => {
     if (existing.has(content) || content in json.model.vocab) {
       throw new TokenizerError(`behavior token "${content}" is already in the tokenizer's vocabulary; choose another string`);
     }
-    addedIds[content] = next;
-    json.added_tokens.push({ id: next++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-  }
+    addedIds[content] = baseSize + i;
+    return { id: baseSize + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+  });
+  json.added_tokens.push(...added);
   const ownNfc = json.normalizer?.type === 'NFC';
   if (ownNfc) json.normalizer = null;
   pinPreTokenizer(json.pre_tokenizer);
@@ -132,6 +140,18 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
     render: (messages, generationPrompt) =>
       chat.render({ messages, add_generation_prompt: generationPrompt, bos_token: '', eos_token: config.eos_token }),
     addedIds,
+    files: () => {
+      const withTokens = JSON.parse(tokenizerText) as TokenizerJson;
+      withTokens.added_tokens.push(...added);
+      const decoder = Object.fromEntries(added.map(({ id, ...token }) => [String(id), token]));
+      const cfg = { ...JSON.parse(configText), added_tokens_decoder: { ...(JSON.parse(configText).added_tokens_decoder ?? {}), ...decoder } };
+      return {
+        'tokenizer.json': `${JSON.stringify(withTokens)}\n`,
+        'tokenizer_config.json': `${JSON.stringify(cfg, null, 2)}\n`,
+        ...(templateFile ? { 'chat_template.jinja': template } : {}),
+      };
+    },
+    controlTokens: json.added_tokens.filter((t) => t.special).map((t) => t.content),
     hash: createHash('sha256').update(tokenizerText).update(configText).digest('hex'),
     baseSize,
     eosId,

@@ -27,6 +27,8 @@ export const DEFAULT_INSTRUCTION =
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const fraction = z.number().min(0).max(1);
+/** Seeds are 32-bit: the split's PRNG and numpy take 32 bits, so a larger seed would alias a smaller one. */
+const seed = nonNegativeInt.max(2 ** 32 - 1);
 
 const behaviorSchema = z.strictObject({
   token: z.string().min(1),
@@ -63,8 +65,16 @@ const dataSchema = z.strictObject({
   /** System prompt of `conditioning: instruction`; `{behaviors}` expands to the behavior list. */
   instruction: z.string().min(1).default(DEFAULT_INSTRUCTION),
   splits: splitsSchema.default({ train: 0.8, val: 0.1, test: 0.1 }),
-  seed: nonNegativeInt.default(42),
+  seed: seed.default(42),
   max_seq_len: positiveInt.default(4096),
+  /** Longest task line read, in bytes; a longer line is an error (file:line), never read into memory. */
+  max_line_bytes: positiveInt.default(4 * 1024 * 1024),
+  /** Longest string field of a task (context content, target, ...), in UTF-8 bytes. */
+  max_field_bytes: positiveInt.default(1024 * 1024),
+  /** Share of documents that may be dropped for not fitting max_seq_len before the build fails. */
+  max_dropped_share: fraction.default(0.05),
+  /** Accept the tokenizer's control strings (`<|im_end|>`, behavior tokens, ...) inside task text. */
+  allow_control_text: z.boolean().default(false),
 });
 
 const loraSchema = z.strictObject({
@@ -93,7 +103,7 @@ const trainSchema = z.strictObject({
   checkpoint_every: positiveInt.default(200),
   keep_checkpoints: positiveInt.default(3),
   preempt_grace_s: positiveInt.default(60),
-  seed: nonNegativeInt.default(42),
+  seed: seed.default(42),
 });
 
 const evalSchema = z.strictObject({
@@ -161,6 +171,19 @@ export const recipeSchema = z
         });
       }
       seen.set(b.token, name);
+    }
+    // A token inside another (`[[R]]` and `[[R]]!`) makes the text of one read as the other: refuse the pair.
+    const tokens = Object.entries(recipe.data.behaviors);
+    for (const [name, b] of tokens) {
+      for (const [other, o] of tokens) {
+        if (name !== other && b.token !== o.token && o.token.includes(b.token)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['data', 'behaviors', name, 'token'],
+            message: `token "${b.token}" is part of the token "${o.token}" of behavior "${other}": tokens must not contain each other`,
+          });
+        }
+      }
     }
     for (const [category, behavior] of Object.entries(recipe.data.categories)) {
       if (!behaviors.includes(behavior)) {

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { StepUnavailableError, type RunContext, type Step, type StepName } from './step.js';
 
@@ -21,8 +21,12 @@ export function writeRunRecipe(runDir: string, recipe: RunContext['recipe']): vo
   writeFileSync(path.join(runDir, 'recipe.json'), `${JSON.stringify(recipe, null, 2)}\n`);
 }
 
-/** Runs the steps in order; a step whose output exists already is skipped. Stops at the first unavailable step. */
+/**
+ * Runs the steps in order; a step whose output exists already is skipped. Stops at the first unavailable step.
+ * A new run whose first step fails (bad task data, say) leaves nothing behind: its folder is removed.
+ */
 export async function runPipeline(steps: Step[], ctx: RunContext): Promise<StepRecord[]> {
+  const fresh = !existsSync(ctx.runDir);
   writeRunRecipe(ctx.runDir, ctx.recipe);
   const records: StepRecord[] = [];
   ctx.log.info({ run_id: ctx.recipe.run_id, run_dir: ctx.runDir }, 'run started');
@@ -45,6 +49,10 @@ export async function runPipeline(steps: Step[], ctx: RunContext): Promise<StepR
     try {
       await step.run(ctx);
     } catch (e) {
+      if (fresh && records.length === 0) {
+        rmSync(ctx.runDir, { recursive: true, force: true });
+        throw e;
+      }
       records.push({ step: step.name, state: 'failed', message: (e as Error).message });
       record(ctx, records);
       throw e;

@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { ROOT } from './cli.js';
 
 /** A Python with torch and numpy for tests that run the real trainer (Debian's python3-torch in CI), or undefined. */
 export function torchPython(): string | undefined {
@@ -6,6 +8,20 @@ export function torchPython(): string | undefined {
     if (!py) continue;
     try {
       execFileSync(py, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
+      return py;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+/** A Python that imports all of `modules` ($BSFT_PYTHON, the project's .venv, python3), or undefined. */
+export function pythonWith(modules: string[]): string | undefined {
+  for (const py of [process.env.BSFT_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3']) {
+    if (!py) continue;
+    try {
+      execFileSync(py, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' });
       return py;
     } catch {
       // try the next one
