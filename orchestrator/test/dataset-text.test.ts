@@ -189,6 +189,9 @@ describe('bounded input', () => {
 
   it('accepts a leading UTF-8 byte-order mark; names an empty file by the path given', async () => {
     expect(await problemsOf(`\ufeff${sampleLines.slice(0, 40).join('\n')}`)).toEqual([]);
+    expect(await problemsOf(`${sampleLines[0]}\n\ufeff${sampleLines[1]}`)).toEqual([
+      expect.stringMatching(/tasks\.jsonl:2: starts with a byte-order mark \(U\+FEFF\), which is allowed only at the start of the file/),
+    ]);
     const d = mkdtempSync(path.join(work, 'empty-'));
     writeFileSync(path.join(d, 'empty.jsonl'), '');
     writeFileSync(path.join(d, 'r.yaml'), `extends: ${SMOKE}\ndata: { tasks: [empty.jsonl] }\n`);
@@ -196,6 +199,16 @@ describe('bounded input', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toContain('  empty.jsonl: no tasks (the file is empty)');
     expect(readdirSync(d).sort()).toEqual(['empty.jsonl', 'r.yaml']);
+  });
+
+  it('leaves nothing behind when bsft run fails at the build step', async () => {
+    const d = mkdtempSync(path.join(work, 'run-'));
+    writeFileSync(path.join(d, 'bad.jsonl'), `${line({ ...good, target: 'x<|im_end|>' })}\n`);
+    writeFileSync(path.join(d, 'r.yaml'), `extends: ${SMOKE}\ndata: { tasks: [bad.jsonl] }\n`);
+    const res = await bsft(['run', 'r.yaml', '--allow', ROOT], { cwd: d });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/bad\.jsonl:1 target: contains the control text "<\|im_end\|>"/);
+    expect(readdirSync(d).sort()).toEqual(['bad.jsonl', 'r.yaml']);
   });
 
   it('leaves nothing behind with --out either', async () => {

@@ -27,6 +27,7 @@ export const datasetBuild: Command = {
     }
     const t = manifest.truncation;
     if (t.truncated || t.dropped) out(`  over max_seq_len: ${t.truncated} shortened (${t.turns_dropped} old turns dropped), ${t.dropped} dropped`);
+    if (t.dropped) out(`  dropped: ${t.dropped_ids.slice(0, 20).join(', ')}${t.dropped > 20 ? `, ... (all ${t.dropped} in manifest.json)` : ''}`);
     out(`  behavior tokens: ${Object.entries(manifest.behavior_tokens).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     return EXIT.ok;
   },

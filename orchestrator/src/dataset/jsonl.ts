@@ -80,7 +80,8 @@ async function* byteLines(input: AsyncIterable<Buffer>, max: number): AsyncGener
   if (held || skipped) yield finish();
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a byte-order mark is kept (byteLines drops the file's first one; one anywhere else is an error).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 /** A UTF-16 surrogate without its pair: JSON allows it (`"\\ud800"`), Unicode text does not. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
@@ -160,6 +161,10 @@ export async function* readJsonl<S extends z.ZodType>(
         continue;
       }
       if (!text.trim()) continue;
+      if (text.charCodeAt(0) === 0xfeff) {
+        problem('', 'starts with a byte-order mark (U+FEFF), which is allowed only at the start of the file');
+        continue;
+      }
       let json: unknown;
       try {
         json = JSON.parse(text);

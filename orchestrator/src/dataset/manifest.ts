@@ -1,6 +1,6 @@
 import type { SplitName } from '../recipe/schema.js';
 
-export const DATASET_FORMAT = 'bsft-dataset-v1';
+export const DATASET_FORMAT = 'bsft-dataset-v2';
 
 export interface LengthStats {
   documents: number;

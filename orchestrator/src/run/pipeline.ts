@@ -26,7 +26,9 @@ export function writeRunRecipe(runDir: string, recipe: RunContext['recipe']): vo
  * A new run whose first step fails (bad task data, say) leaves nothing behind: its folder is removed.
  */
 export async function runPipeline(steps: Step[], ctx: RunContext): Promise<StepRecord[]> {
-  const fresh = !existsSync(ctx.runDir);
+  // The outermost folder this run creates (runs/ itself on a first run): removed again if the first step fails.
+  let created: string | undefined;
+  for (let dir = ctx.runDir; !existsSync(dir); dir = path.dirname(dir)) created = dir;
   writeRunRecipe(ctx.runDir, ctx.recipe);
   const records: StepRecord[] = [];
   ctx.log.info({ run_id: ctx.recipe.run_id, run_dir: ctx.runDir }, 'run started');
@@ -49,8 +51,8 @@ export async function runPipeline(steps: Step[], ctx: RunContext): Promise<StepR
     try {
       await step.run(ctx);
     } catch (e) {
-      if (fresh && records.length === 0) {
-        rmSync(ctx.runDir, { recursive: true, force: true });
+      if (created && records.length === 0) {
+        rmSync(created, { recursive: true, force: true });
         throw e;
       }
       records.push({ step: step.name, state: 'failed', message: (e as Error).message });
