@@ -1,8 +1,20 @@
 import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
 import { runPipeline } from '../run/pipeline.js';
+import { localCheckpoints } from '../store/sync.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
+
+/** Exit codes of a run stopped by a signal: 128 + the signal's number, as shells report it. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+
+const say = (line: string) => process.stderr.write(`bsft run: ${line}\n`);
+
+/** What a stopped run keeps: its newest complete checkpoint, if any. */
+async function keptCheckpoint(runDir: string): Promise<string> {
+  const [newest] = await localCheckpoints(path.join(runDir, 'checkpoints'));
+  return newest === undefined ? 'no checkpoint yet' : `checkpoint step ${newest}`;
+}
 
 export const run: Command = {
   name: 'run',
@@ -10,26 +22,49 @@ export const run: Command = {
   usage: 'bsft run <recipe> [--set path=value] [--allow DIR]',
   details:
     'Results go to runs/<run-id>/ (store.path when set). Steps already done for the same run id are skipped,\n' +
-    'so running the same command again continues where it stopped. Ctrl-C stops the trainer after a checkpoint.',
+    'so running the same command again continues where it stopped.\n' +
+    'Ctrl-C (or SIGTERM) asks the trainer to finish its step and write a checkpoint (within train.preempt_grace_s),\n' +
+    'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.',
   options: { ...recipeOptions },
   optionHelp: { ...recipeOptionHelp },
   positionals: [1, 1],
   async run([file], values, { log, out }) {
     const recipe = resolveFromArgs(file!, values);
     const runDir = path.join(recipe.runs_dir, recipe.run_id);
-    const controller = new AbortController();
-    const stop = () => controller.abort();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    const graceful = new AbortController();
+    const atOnce = new AbortController();
+    let stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
+    // `on`, not `once`: a listener must stay in place, or execa's exit handler would end the process at once.
+    const onSignal = (signal: keyof typeof SIGNAL_EXIT) => {
+      if (!stoppedBy) {
+        stoppedBy = signal;
+        say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint (up to ${recipe.train.preempt_grace_s}s); press Ctrl-C again to stop at once.`);
+        graceful.abort();
+      } else if (!atOnce.signal.aborted) {
+        say('stopping at once.');
+        atOnce.abort();
+      }
+    };
+    const onInt = () => onSignal('SIGINT');
+    const onTerm = () => onSignal('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
     out(`run ${recipe.run_id} -> ${path.relative(process.cwd(), runDir) || runDir}`);
     try {
-      const records = await runPipeline(STEPS, { recipe, runDir, log, signal: controller.signal });
+      const records = await runPipeline(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal });
       for (const r of records) out(`  ${r.step.padEnd(8)} ${r.state}${r.seconds !== undefined ? ` (${r.seconds}s)` : ''}`);
       out(`run ${recipe.run_id}: finished`);
       return EXIT.ok;
+    } catch (e) {
+      if (!stoppedBy) throw e;
+      const kept = await keptCheckpoint(runDir);
+      if (atOnce.signal.aborted) say(`stopped at once: the training since the last checkpoint is lost (kept: ${kept}).`);
+      else say(`stopped (kept: ${kept}).`);
+      say(`run the same command again to continue: bsft run ${file}`);
+      return SIGNAL_EXIT[stoppedBy];
     } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
     }
   },
 };

@@ -8,7 +8,10 @@ export interface RunContext {
   /** runs/<run-id>/ */
   runDir: string;
   log: Logger;
+  /** Aborted to stop gracefully: the trainer finishes its step and checkpoints (up to preempt_grace_s). */
   signal: AbortSignal;
+  /** Aborted to stop at once: the trainer is killed (training since its last checkpoint is lost). */
+  kill?: AbortSignal;
 }
 
 /**

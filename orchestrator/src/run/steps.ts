@@ -34,6 +34,7 @@ async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict', arg
     cwd: ctx.runDir,
     args,
     signal: ctx.signal,
+    kill: ctx.kill,
     graceMs: ctx.recipe.train.preempt_grace_s * 1000,
     onEvent: (e) => ctx.log.info(e, `trainer ${e.event}`),
     onLog: (line) => ctx.log.debug({ trainer: line }),

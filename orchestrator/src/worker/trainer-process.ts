@@ -19,6 +19,8 @@ export interface TrainerOptions {
   /** Aborting sends SIGTERM; after graceMs without exit, SIGKILL. */
   signal?: AbortSignal;
   graceMs?: number;
+  /** Aborting sends SIGKILL at once. */
+  kill?: AbortSignal;
   env?: Record<string, string>;
 }
 
@@ -79,11 +81,15 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
   };
   if (opts.signal?.aborted) onAbort();
   else opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const onKill = () => child.kill('SIGKILL');
+  if (opts.kill?.aborted) onKill();
+  else opts.kill?.addEventListener('abort', onKill, { once: true });
 
   const done = await child;
   await Promise.all([stdoutDone, stderrDone]);
   clearTimeout(killTimer);
   opts.signal?.removeEventListener('abort', onAbort);
+  opts.kill?.removeEventListener('abort', onKill);
   result.exitCode = done.exitCode;
   result.signal = done.signal ?? undefined;
   result.outcome = outcomeOf(done.exitCode);

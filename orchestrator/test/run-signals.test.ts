@@ -1,0 +1,79 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { BSFT, FIXTURES, ROOT } from './helpers/cli.js';
+import { torchPython } from './helpers/python.js';
+
+/** Issue 18: Ctrl-C and SIGTERM on `bsft run` keep the training done so far. */
+
+const py = torchPython();
+
+/** A long toy run (400 steps, no scheduled checkpoint): whatever checkpoint exists came from the stop. */
+function longRun(): { dir: string; recipe: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bsft-stop-'));
+  writeFileSync(
+    path.join(dir, 'r.yaml'),
+    `extends: ${path.join(FIXTURES, 'recipes', 'toy-run.yaml')}\nname: stop\ntrain: { max_steps: 400, checkpoint_every: 1000 }\n`,
+  );
+  return { dir, recipe: path.join(dir, 'r.yaml') };
+}
+
+const checkpointsOf = (dir: string) => {
+  const runs = path.join(dir, 'runs');
+  const run = readdirSync(runs)[0]!;
+  const ckpt = path.join(runs, run, 'checkpoints');
+  return existsSync(ckpt) ? readdirSync(ckpt).filter((n) => existsSync(path.join(ckpt, n, 'COMPLETE'))) : [];
+};
+
+/** `bsft run` on a pseudo-terminal, Ctrl-C typed `presses` times once training has started. */
+function atTerminal(dir: string, recipe: string, presses: number): { code: number; output: string } {
+  const args = [path.join(FIXTURES, 'pty_run.py'), 'trainer step', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT];
+  const env = { ...process.env, BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+  return JSON.parse(execFileSync('python3', args, { cwd: dir, env, encoding: 'utf8', timeout: 200_000 }));
+}
+
+describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
+  it('Ctrl-C at a terminal: the trainer checkpoints, bsft says so and exits 130', () => {
+    const { dir, recipe } = longRun();
+    const res = atTerminal(dir, recipe, 1);
+    expect(res.output).toContain('bsft run: SIGINT: stopping. The trainer finishes its step and writes a checkpoint');
+    expect(res.output).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
+    expect(res.output).toContain('run the same command again to continue');
+    expect(res.code).toBe(130);
+    expect(checkpointsOf(dir).length).toBe(1);
+  }, 240_000);
+
+  it('a second Ctrl-C stops at once and says what is lost', () => {
+    const { dir, recipe } = longRun();
+    const res = atTerminal(dir, recipe, 2);
+    expect(res.output).toContain('bsft run: stopping at once.');
+    expect(res.output).toMatch(/stopped at once: the training since the last checkpoint is lost \(kept: (no checkpoint yet|checkpoint step \d+)\)/);
+    expect(res.code).toBe(130);
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(path.join(dir, 'runs')));
+    expect(left).toEqual([]); // no trainer outlives bsft run
+  }, 240_000);
+
+  it('SIGTERM (no terminal): checkpoint, then exit 143', async () => {
+    const { dir, recipe } = longRun();
+    const child = execa(process.execPath, [BSFT, 'run', recipe, '--allow', ROOT], {
+      cwd: dir,
+      reject: false,
+      env: { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' },
+    });
+    let stderr = '';
+    await new Promise<void>((resolve) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('"event":"step"')) resolve();
+      });
+    });
+    process.kill(child.pid!, 'SIGTERM'); // as a service manager would (execa's own kill() would mark it "killed")
+    const res = await child;
+    expect(res.exitCode).toBe(143);
+    expect(String(res.stderr)).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
+    expect(checkpointsOf(dir).length).toBe(1);
+  }, 240_000);
+});
