@@ -152,7 +152,7 @@ describe('a run on rented GPUs with a hub store', () => {
     expect(remote.length).toBeLessThanOrEqual(2);
 
     const elsewhere = mkdtempSync(path.join(tmpdir(), 'bsft-pullfinal-'));
-    const pulled = await bsft(['pull', runId, '--final', '--repo', repo, '--hub-url', hub.url, '--out', elsewhere], { env: { HF_TOKEN: hub.readToken } });
+    const pulled = await bsft(['pull', runId, '--final', '--repo', repo, '--hub-url', hub.url, '--runs', elsewhere], { env: { HF_TOKEN: hub.readToken } });
     expect(pulled.code, pulled.stderr).toBe(0);
     const card = readFileSync(path.join(elsewhere, runId, 'final', 'README.md'), 'utf8');
     expect(card).toContain('`<|behavior:proactive|>`');

@@ -11,21 +11,33 @@ import { EXIT, intOption, UsageError, type Command } from './command.js';
 export const pull: Command = {
   name: 'pull',
   summary: 'bring a run\'s checkpoint or final model back from its store (sha256-checked), for predict and scoring',
-  usage: 'bsft pull <run-id> [--step N | --final] [--repo owner/name] [--hub-url URL] [--out DIR]',
-  details: 'The store comes from runs/<run-id>/recipe.json, or --repo for a Hub store on a machine that has nothing of the run.\nThe final model gets a model card (README.md). HF_TOKEN from the environment.',
-  options: { step: { type: 'string' }, final: { type: 'boolean' }, repo: { type: 'string' }, 'hub-url': { type: 'string' }, out: { type: 'string' } },
+  usage: 'bsft pull <run-id> [--step N | --final] [--repo owner/name] [--hub-url URL] [--runs DIR] [--out DIR]',
+  details:
+    'The store comes from <runs>/<run-id>/recipe.json, or --repo for a Hub store on a machine that has nothing of the run.\n' +
+    'The final model gets a model card (README.md), recorded in its COMPLETE. HF_TOKEN from the environment.',
+  options: {
+    step: { type: 'string' },
+    final: { type: 'boolean' },
+    repo: { type: 'string' },
+    'hub-url': { type: 'string' },
+    runs: { type: 'string' },
+    out: { type: 'string' },
+  },
   optionHelp: {
     step: 'this checkpoint step (default: the newest complete one)',
     final: 'the final model instead of a checkpoint',
     repo: 'Hub model repo owner/name',
     'hub-url': 'Hub endpoint (default https://huggingface.co)',
-    out: 'runs folder to pull into (default ./runs)',
+    runs: 'the runs folder that holds (or will hold) the run (default ./runs)',
+    out: 'where the pulled folder goes (default <runs>/<run-id>/final or <runs>/<run-id>/checkpoints/step-N)',
   },
   positionals: [1, 1],
   async run([runId], values, { log, out }) {
     if (values.step !== undefined && values.final) throw new UsageError('--step and --final exclude each other');
-    const runs = path.resolve((values.out as string | undefined) ?? 'runs');
+    const runs = path.resolve((values.runs as string | undefined) ?? 'runs');
     const runDir = path.join(runs, runId!);
+    const dest = (rel: string) => (values.out ? path.resolve(values.out as string) : path.join(runDir, rel));
+    const shown = (p: string) => path.relative(process.cwd(), p) || p;
     const recipe = readRunRecipe(runDir);
     let store: Store;
     if (values.repo) store = new HubStore({ repo: values.repo as string, ...(values['hub-url'] ? { hubUrl: values['hub-url'] as string } : {}) });
@@ -34,13 +46,14 @@ export const pull: Command = {
     else throw new UsageError(`no ${path.join(runDir, 'recipe.json')}: pass --repo owner/name to pull from a Hub store`);
 
     if (values.final) {
-      await store.pull(runId!, 'final', path.join(runDir, 'final'));
+      const finalDir = dest('final');
+      await store.pull(runId!, 'final', finalDir);
       if (!recipe) await pullMeta(store, runId!, runDir);
       for (const rel of ['dataset', 'score']) {
         if (!existsSync(path.join(runDir, rel)) && (await store.has(runId!, rel))) await store.pull(runId!, rel, path.join(runDir, rel)).catch(() => undefined);
       }
-      const card = writeModelCard(runDir);
-      out(`pulled ${runId}/final from the ${store.describe()} into ${path.relative(process.cwd(), path.join(runDir, 'final'))}${card ? ` (model card: ${path.relative(process.cwd(), card)})` : ''}`);
+      const card = await writeModelCard(runDir, finalDir);
+      out(`pulled ${runId}/final from the ${store.describe()} into ${shown(finalDir)}${card ? ` (model card: ${shown(card)})` : ''}`);
       return EXIT.ok;
     }
     const checkpoints = path.join(runDir, 'checkpoints');
@@ -48,16 +61,18 @@ export const pull: Command = {
     if (step !== undefined) {
       const rel = `checkpoints/step-${String(step).padStart(6, '0')}`;
       if (!(await store.has(runId!, rel))) throw new UsageError(`the ${store.describe()} has no complete checkpoint ${step} of ${runId}`);
-      await store.pull(runId!, rel, path.join(runDir, rel));
-      out(`pulled ${runId}/${rel}`);
+      await store.pull(runId!, rel, dest(rel));
+      out(`pulled ${runId}/${rel} into ${shown(dest(rel))}`);
       return EXIT.ok;
     }
-    const got = await pullNewestCheckpoint(store, runId!, checkpoints, log);
+    const target = values.out ? path.resolve(values.out as string) : undefined;
+    const got = await pullNewestCheckpoint(store, runId!, checkpoints, log, target);
     if (got === undefined) {
       out(`the ${store.describe()} has no complete checkpoint of ${runId}`);
       return EXIT.failure;
     }
-    out(`pulled ${runId}/checkpoints/step-${String(got).padStart(6, '0')} (the newest complete one)`);
+    const rel = `checkpoints/step-${String(got).padStart(6, '0')}`;
+    out(`pulled ${runId}/${rel} (the newest complete one) into ${shown(target ?? path.join(runDir, rel))}`);
     return EXIT.ok;
   },
 };

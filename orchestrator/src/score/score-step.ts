@@ -20,6 +20,6 @@ export const scoreStep: Step = {
       for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
       ctx.log.info({ split, macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy }, 'scored');
     }
-    writeModelCard(ctx.runDir);
+    await writeModelCard(ctx.runDir);
   },
 };

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { sha256File } from '../util/sha256.js';
 
@@ -78,4 +78,20 @@ export async function verifyFolder(dir: string): Promise<string | undefined> {
     if ((await sha256File(p)) !== digest) return `${name} does not match its sha256`;
   }
   return undefined;
+}
+
+/**
+ * Records a file that bsft generated inside a complete folder (the model card in `final/`): its sha256 goes into
+ * the folder's COMPLETE, which is replaced atomically (written beside, fsynced, renamed). No-op without a COMPLETE.
+ */
+export async function recordInComplete(dir: string, name: string): Promise<void> {
+  const complete = readComplete(dir);
+  if (!complete) return;
+  complete.files[name] = await sha256File(path.join(dir, name));
+  const tmp = path.join(dir, `${COMPLETE}.tmp`);
+  writeFileSync(tmp, JSON.stringify(complete, null, 1));
+  const fd = openSync(tmp, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(tmp, path.join(dir, COMPLETE));
 }

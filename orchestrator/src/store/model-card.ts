@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { recordInComplete } from './complete.js';
 import path from 'node:path';
 import { DEFAULT_BEHAVIORS } from '../recipe/schema.js';
 
@@ -56,9 +57,11 @@ function recipeFromFinal(meta: { run_id: string; base_model: string; method: str
   return { name: meta.run_id, run_id: meta.run_id, model: { name_or_path: meta.base_model }, data: { conditioning: meta.conditioning, behaviors }, train: { method: meta.method, lr: NaN } };
 }
 
-/** Writes final/README.md from what the run folder holds (its recipe.json, or final/bsft.json). */
-export function writeModelCard(runDir: string): string | undefined {
-  const final = path.join(runDir, 'final');
+/**
+ * Writes `<final>/README.md` (default `<run>/final`) from what the run folder holds (its recipe.json, or the final
+ * folder's bsft.json), and records the card's sha256 in the folder's COMPLETE, so that the folder still verifies.
+ */
+export async function writeModelCard(runDir: string, final = path.join(runDir, 'final')): Promise<string | undefined> {
   if (!existsSync(final)) return undefined;
   const read = (p: string) => (existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : undefined);
   const meta = read(path.join(final, 'bsft.json'));
@@ -71,5 +74,6 @@ export function writeModelCard(runDir: string): string | undefined {
   }
   const file = path.join(final, 'README.md');
   writeFileSync(file, modelCard({ recipe, manifest: read(path.join(runDir, 'dataset', 'manifest.json')) ?? meta, scores }));
+  await recordInComplete(final, 'README.md');
   return file;
 }

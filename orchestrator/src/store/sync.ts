@@ -20,13 +20,19 @@ export async function localCheckpoints(checkpointsDir: string): Promise<number[]
 }
 
 /**
- * Pulls the newest complete checkpoint of a run from the store into `checkpointsDir`; a checkpoint whose bytes do
- * not match its COMPLETE is skipped for the one before. Returns the step pulled, or undefined.
+ * Pulls the newest complete checkpoint of a run from the store into `checkpointsDir` (or exactly into `target`); a
+ * checkpoint whose bytes do not match its COMPLETE is skipped for the one before. Returns the step pulled, or undefined.
  */
-export async function pullNewestCheckpoint(store: Store, runId: string, checkpointsDir: string, log: Logger): Promise<number | undefined> {
+export async function pullNewestCheckpoint(
+  store: Store,
+  runId: string,
+  checkpointsDir: string,
+  log: Logger,
+  target?: string,
+): Promise<number | undefined> {
   for (const { step, rel } of await store.checkpoints(runId)) {
     try {
-      await store.pull(runId, rel, path.join(checkpointsDir, path.basename(rel)));
+      await store.pull(runId, rel, target ?? path.join(checkpointsDir, path.basename(rel)));
       log.info({ run_id: runId, step, store: store.describe() }, 'pulled checkpoint from the store');
       return step;
     } catch (e) {
