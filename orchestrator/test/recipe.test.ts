@@ -4,7 +4,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { RecipeError } from '../src/recipe/recipe-error.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
-import { bsft } from './helpers/cli.js';
+import { bsft, ROOT } from './helpers/cli.js';
 
 const GOOD = `name: t
 model: { name_or_path: ./model }
@@ -57,6 +57,26 @@ describe('shipped recipes', () => {
     expect([lora.data.conditioning, none.data.conditioning, inst.data.conditioning]).toEqual(['token', 'none', 'instruction']);
     expect(new Set([lora.run_id, full.run_id, none.run_id, inst.run_id]).size).toBe(4);
     expect(Object.keys(lora.data.categories)).toHaveLength(13);
+  });
+});
+
+describe('run id', () => {
+  const idWith = (set: string[]) =>
+    resolveRecipe(path.join(ROOT, 'recipes', 'smoke.yaml'), { policy: { workspace: ROOT, allow: [tmpdir()] }, set }).run_id;
+
+  it('covers what trains the weights and nothing else', () => {
+    const base = idWith([]);
+    for (const perRun of ['eval.bootstrap=50', 'eval.max_new_tokens=9', 'queue.priority=3', 'description=other', 'resources.gpus=2', `store.path=${tmpdir()}/elsewhere`]) {
+      expect(idWith([perRun]), perRun).toBe(base);
+    }
+    for (const training of ['train.lr=0.001', 'data.seed=7', 'data.max_seq_len=2048', 'model.dtype=bfloat16', 'name=other']) {
+      expect(idWith([training]), training).not.toBe(base);
+    }
+  });
+
+  it('bsft show says which fields the id covers', async () => {
+    const res = await bsft(['show', 'recipes/smoke.yaml']);
+    expect(res.stdout.split('\n')[0]).toMatch(/^# run id smoke-[0-9a-f]{8} covers: name, model, data, train .*eval, queue, store, resources and description are per-run settings/);
   });
 });
 

@@ -36,9 +36,22 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
 
     const second = await bsft(args, { env });
     const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
-    expect(again.steps.slice(1).map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped', 'skipped']);
+    // Every step, the build included, is reported as skipped (not "build done") when its output is up to date.
+    expect(again.steps.map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
+    expect(second.stdout).toMatch(/build +skipped/);
     expect(second.code).toBe(0);
     expect(second.stderr).not.toContain('"event":"step"');
+
+    // Per-run settings keep the run id and the training; the steps that depend on them run again.
+    const states = async (set: string[]) => {
+      const res = await bsft([...args, ...set.flatMap((s) => ['--set', s])], { env });
+      expect(res.code, res.stderr).toBe(0);
+      expect(readdirSync(runs)).toEqual([path.basename(runDir)]);
+      return JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    };
+    expect(await states(['eval.bootstrap=50'])).toEqual(['build:skipped', 'train:skipped', 'predict:skipped', 'score:done']);
+    expect(JSON.parse(readFileSync(path.join(runDir, 'score', 'settings.json'), 'utf8')).bootstrap).toBe(50);
+    expect(await states(['eval.bootstrap=50', 'eval.max_new_tokens=3'])).toEqual(['build:skipped', 'train:skipped', 'predict:done', 'score:done']);
   }, 300_000);
 
   it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {

@@ -1,4 +1,5 @@
 import { stringify } from 'yaml';
+import { RUN_ID_COVERS } from '../recipe/resolve.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
@@ -11,7 +12,13 @@ export const show: Command = {
   positionals: [1, 1],
   async run([file], values, { out }) {
     const resolved = resolveFromArgs(file!, values);
-    out(values.json ? JSON.stringify(resolved, null, 2) : stringify(resolved, { lineWidth: 0 }).trimEnd());
+    const covers =
+      `run id ${resolved.run_id} covers: ${RUN_ID_COVERS.join(', ')} (what trains the weights); ` +
+      'eval, queue, store, resources and description are per-run settings: changing them reuses the training';
+    if (values.json) {
+      process.stderr.write(`${covers}\n`);
+      out(JSON.stringify(resolved, null, 2));
+    } else out(`# ${covers}\n${stringify(resolved, { lineWidth: 0 }).trimEnd()}`);
     return EXIT.ok;
   },
 };

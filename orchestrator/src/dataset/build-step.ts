@@ -1,6 +1,6 @@
 import { datasetDir } from '../run/trainer-config.js';
 import type { Step } from '../run/step.js';
-import { buildDataset } from './build.js';
+import { buildDataset, datasetUpToDate } from './build.js';
 
 export const buildStep: Step = {
   name: 'build',
@@ -8,9 +8,8 @@ export const buildStep: Step = {
   async unavailable() {
     return undefined;
   },
-  async done() {
-    // buildDataset itself skips the work when the dataset hash matches; it is cheap to ask it.
-    return false;
+  async done(ctx) {
+    return datasetUpToDate(ctx.recipe, datasetDir(ctx.runDir));
   },
   async run(ctx) {
     await buildDataset(ctx.recipe, datasetDir(ctx.runDir), ctx.log);

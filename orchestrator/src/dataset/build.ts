@@ -67,11 +67,6 @@ export function readManifest(dir: string): Manifest | undefined {
   }
 }
 
-/**
- * Builds the dataset of a recipe into `outDir` (Contract 3). Output goes to a temporary folder that is renamed
- * on success: a failed build leaves nothing behind. Same inputs + options + seed give identical bytes; when the
- * dataset hash matches the one already in `outDir`, nothing is rebuilt.
- */
 /** Copies a built dataset folder (files are immutable once written: hard links where the filesystem allows). */
 function copyDataset(from: string, to: string): void {
   const tmp = `${to}.tmp-${process.pid}`;
@@ -98,16 +93,11 @@ function linkTree(from: string, to: string): void {
   }
 }
 
-/**
- * Builds the dataset of a recipe into `outDir`. With `cacheDir`, datasets are shared by hash: runs whose data,
- * options and tokenizer are the same (BehaviorSFT with LoRA and with full fine-tuning, say) use one build.
- */
-export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
+/** What a build of `recipe` would be: its tokenizer, inputs, options and the dataset hash they give. */
+async function planDataset(recipe: ResolvedRecipe) {
   const data = recipe.data;
-  const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
   const tokens = Object.values(data.behaviors).map((b) => b.token);
   const tok = loadChatTokenizer(recipe.tokenizer, tokens);
-
   const inputs = await Promise.all(
     recipe.task_files.map(async (f) => ({ file: path.basename(f), sha256: await sha256File(f), bytes: statSync(f).size })),
   );
@@ -123,6 +113,26 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
   const datasetHash = createHash('sha256')
     .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer: tok.hash, descriptions: data.behaviors }))
     .digest('hex');
+  return { tok, inputs, options, datasetHash };
+}
+
+/** True when `outDir` already holds the dataset this recipe builds (same hash): the build would do nothing. */
+export async function datasetUpToDate(recipe: ResolvedRecipe, outDir: string): Promise<boolean> {
+  const existing = readManifest(outDir);
+  return existing !== undefined && existing.dataset_hash === (await planDataset(recipe)).datasetHash;
+}
+
+/**
+ * Builds the dataset of a recipe into `outDir` (Contract 3). Output goes to a temporary folder that is renamed
+ * on success: a failed build leaves nothing behind. Same inputs + options + seed give identical bytes; when the
+ * dataset hash matches the one already in `outDir`, nothing is rebuilt.
+ * With `cacheDir`, datasets are shared by hash: runs whose data, options and tokenizer are the same (BehaviorSFT
+ * with LoRA and with full fine-tuning, say) use one build.
+ */
+export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
+  const data = recipe.data;
+  const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
+  const { tok, inputs, options, datasetHash } = await planDataset(recipe);
 
   const existing = readManifest(outDir);
   if (existing?.dataset_hash === datasetHash) {

@@ -29,9 +29,16 @@ function expandHome(s: string): string {
   return s.startsWith('~/') ? path.join(process.env.HOME ?? '~', s.slice(2)) : s;
 }
 
-/** Short, stable hash of the recipe with paths made relative to the workspace, so that a run id is portable. */
-function runId(recipe: Recipe, portable: unknown): string {
-  return `${recipe.name}-${createHash('sha256').update(canonicalJson(portable)).digest('hex').slice(0, 8)}`;
+/**
+ * What a run id covers: what changes the trained weights. `eval`, `queue`, `store`, `resources` and `description`
+ * are per-run settings: changing them reuses the training (predict and score run again when theirs change).
+ */
+export const RUN_ID_COVERS = ['name', 'model', 'data', 'train'] as const;
+
+/** Short, stable hash of the covered sections, paths relative to the workspace, so that a run id is portable. */
+function runId(recipe: Recipe, portable: Pick<Recipe, (typeof RUN_ID_COVERS)[number]>): string {
+  const covered = Object.fromEntries(RUN_ID_COVERS.map((k) => [k, portable[k]]));
+  return `${recipe.name}-${createHash('sha256').update(canonicalJson(covered)).digest('hex').slice(0, 8)}`;
 }
 
 export interface ResolveOptions extends LoadOptions {
@@ -95,7 +102,6 @@ export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRe
     ...recipe,
     model: { ...model, name_or_path: rel(model.name_or_path), tokenizer: rel(tokenizer) },
     data: { ...recipe.data, tasks: [...taskFiles].map(rel) },
-    store: { ...store, path: store.path && rel(store.path) },
   };
   return {
     ...recipe,

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { runTrainer } from '../worker/trainer-process.js';
+import { stampMatches, writeStamp } from './settings-stamp.js';
 import { missingModules, TRAINER_INSTALL, trainerPython } from './python-env.js';
 import type { RunContext, Step } from './step.js';
 import { predictArgs, predictionsFile, writeTrainerConfig } from './trainer-config.js';
@@ -55,14 +56,22 @@ export const trainStep: Step = {
   run: (ctx) => runTrainerStep(ctx, 'train'),
 };
 
+/** The eval settings predictions depend on: new ones make predict run again for the same training. */
+const predictSettings = (ctx: RunContext) => ({ max_new_tokens: ctx.recipe.eval.max_new_tokens });
+const predictStamp = (ctx: RunContext) => path.join(ctx.runDir, 'predictions', 'settings.json');
+
 export const predictStep: Step = {
   name: 'predict',
   summary: 'generate predictions on the eval splits (python -m bsft_trainer predict)',
   unavailable: trainerUnavailable,
   async done(ctx) {
-    return predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))));
+    return (
+      stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
+      predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))))
+    );
   },
   async run(ctx) {
     for (const args of predictArgs(ctx.recipe)) await runTrainerStep(ctx, 'predict', args);
+    writeStamp(predictStamp(ctx), predictSettings(ctx));
   },
 };
