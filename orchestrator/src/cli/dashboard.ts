@@ -3,7 +3,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { Queue } from 'bullmq';
 import express from 'express';
-import { workerConnection } from '../queue/connection.js';
+import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { EXIT, UsageError, type Command } from './command.js';
 
@@ -19,8 +19,9 @@ export const dashboard: Command = {
     const port = Number((values.port as string | undefined) ?? 3100);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0..65535');
     const host = (values.host as string | undefined) ?? '127.0.0.1';
-    const connection = workerConnection();
-    const queues = STAGES.map((s) => new Queue(queueName(s), { connection, prefix: queuePrefix() }));
+    const redis = new RedisWatch(log);
+    const connection = workerConnection(undefined, redis);
+    const queues = STAGES.map((s) => redis.watch(new Queue(queueName(s), { connection, prefix: queuePrefix() }), s));
     const adapter = new ExpressAdapter();
     adapter.setBasePath('/');
     createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter: adapter, options: { uiConfig: { boardTitle: 'bsft' } } });

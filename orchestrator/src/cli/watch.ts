@@ -1,5 +1,5 @@
 import { QueueEvents } from 'bullmq';
-import { workerConnection } from '../queue/connection.js';
+import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { TrainProgress } from '../queue/job-data.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { formatProgress } from '../util/progress.js';
@@ -23,13 +23,14 @@ export const watch: Command = {
   options: {},
   optionHelp: {},
   positionals: [1, 1],
-  async run([runId], _values, { out }) {
+  async run([runId], _values, { log, out }) {
     return withQueues(async (q) => {
       const initial = await q.view(runId!);
       if (!initial) throw new UsageError(`no run ${runId} in the queue`);
       const tty = process.stdout.isTTY === true;
-      const connections = STAGES.map(() => workerConnection());
-      const events = STAGES.map((s, i) => new QueueEvents(queueName(s), { connection: connections[i]!, prefix: queuePrefix() }));
+      const redis = new RedisWatch(log);
+      const connections = STAGES.map(() => workerConnection(undefined, redis));
+      const events = STAGES.map((s, i) => redis.watch(new QueueEvents(queueName(s), { connection: connections[i]!, prefix: queuePrefix() }), s));
       await Promise.all(events.map((e) => e.waitUntilReady()));
       let lastPrinted = 0;
       const startedAt = Date.now();

@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import { DataError } from '../dataset/data-error.js';
 import { buildDataset } from '../dataset/build.js';
 import type { Logger } from '../log.js';
-import { workerConnection } from '../queue/connection.js';
+import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import { writeRunRecipe } from '../run/pipeline.js';
@@ -48,8 +48,9 @@ export interface RunningWorker {
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const name = opts.name ?? `${hostname()}:${process.pid}${opts.gpus ? `:gpu${opts.gpus}` : ''}`;
   const log = opts.log.child({ worker: name });
-  const connection = workerConnection();
-  const subscriber = workerConnection();
+  const redis = new RedisWatch(log);
+  const connection = workerConnection(undefined, redis);
+  const subscriber = workerConnection(undefined, redis);
   const active = new Map<string, (reason: StopReason) => void>();
   let shuttingDown = false;
 
@@ -143,7 +144,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     w.on('failed', (job, err) => log.warn({ stage, run_id: job?.id, attempts: job?.attemptsMade, err: err.message }, `${stage} failed`));
     w.on('completed', (job) => log.info({ stage, run_id: job.id }, `${stage} completed`));
-    w.on('error', (err) => log.error({ stage, err: err.message }, 'worker error'));
+    redis.watch(w, stage);
     // We no longer own the job: another worker may take it, so this one's trainer must stop training it.
     w.on('lockRenewalFailed', (jobIds) => {
       for (const id of jobIds) {
