@@ -211,6 +211,21 @@ describe('bounded input', () => {
     expect(readdirSync(d).sort()).toEqual(['bad.jsonl', 'r.yaml']);
   });
 
+  it('bsft validate reads the task files (when local and small) and reports their problems', async () => {
+    const d = mkdtempSync(path.join(work, 'validate-'));
+    writeFileSync(path.join(d, 'bad.jsonl'), `${sampleLines[0]}\n{"id": 1}\n`);
+    writeFileSync(path.join(d, 'r.yaml'), `extends: ${SMOKE}\ndata: { tasks: [bad.jsonl] }\n`);
+    const checked = await bsft(['validate', 'r.yaml', '--allow', ROOT], { cwd: d });
+    expect(checked.code).toBe(2);
+    expect(checked.stdout).toContain('bad r.yaml: 5 problem(s) in its task data');
+    expect(checked.stdout).toContain('  bad.jsonl:2 id: expected string, received number');
+    const skipped = await bsft(['validate', 'r.yaml', '--allow', ROOT, '--no-data'], { cwd: d });
+    expect(skipped.code).toBe(0);
+    expect(skipped.stdout).toContain('1 task file(s) not read: --no-data');
+    const good = await bsft(['validate', SMOKE]);
+    expect(good.stdout).toMatch(/ok  .*smoke\.yaml  \(run id smoke-[0-9a-f]{8}; 630 tasks in 1 file\(s\), 0\.4 MiB, checked\)/);
+  });
+
   it('leaves nothing behind with --out either', async () => {
     const d = mkdtempSync(path.join(work, 'out-'));
     writeFileSync(path.join(d, 'bad.jsonl'), '{"id": 1}\n');

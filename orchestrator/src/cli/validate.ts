@@ -1,20 +1,42 @@
+import { checkTaskData, taskBytes, VALIDATE_DATA_MAX_BYTES } from '../dataset/check.js';
+import { formatDataProblem } from '../dataset/data-error.js';
 import { RecipeError, formatProblem } from '../recipe/recipe-error.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
 export const validate: Command = {
   name: 'validate',
-  summary: 'check recipes and list every problem with its path, file and line',
-  usage: 'bsft validate <recipe...> [--set path=value] [--allow DIR]',
-  options: { ...recipeOptions, quiet: { type: 'boolean', short: 'q' } },
-  optionHelp: { ...recipeOptionHelp, quiet: 'print problems only' },
+  summary: 'check recipes (and their task files) and list every problem with its path, file and line',
+  usage: 'bsft validate <recipe...> [--data | --no-data] [--set path=value] [--allow DIR]',
+  details:
+    `Task files are checked line by line as \`bsft dataset build\` imports them (JSON, fields, text rules, limits)\n` +
+    `when they are local and ${mib(VALIDATE_DATA_MAX_BYTES)} or less in all; --data checks larger ones too, --no-data skips the check.`,
+  options: { ...recipeOptions, quiet: { type: 'boolean', short: 'q' }, data: { type: 'boolean' }, 'no-data': { type: 'boolean' } },
+  optionHelp: { ...recipeOptionHelp, quiet: 'print problems only', data: 'check the task files whatever their size', 'no-data': 'do not read the task files' },
   positionals: [1, Infinity],
   async run(files, values, { out }) {
     let bad = 0;
     for (const file of files) {
       try {
         const r = resolveFromArgs(file, values);
-        if (!values.quiet) out(`ok  ${file}  (run id ${r.run_id}, ${r.task_files.length} task file(s))`);
+        const bytes = taskBytes(r);
+        const check = !values['no-data'] && (values.data === true || bytes <= VALIDATE_DATA_MAX_BYTES);
+        if (!check) {
+          const why = values['no-data'] ? '--no-data' : `${mib(bytes)} is over ${mib(VALIDATE_DATA_MAX_BYTES)}; --data checks them`;
+          if (!values.quiet) out(`ok  ${file}  (run id ${r.run_id}; ${r.task_files.length} task file(s) not read: ${why})`);
+          continue;
+        }
+        const data = await checkTaskData(r);
+        if (data.problems.length > 0) {
+          bad++;
+          out(`bad ${file}: ${data.problems.length} problem(s) in its task data`);
+          for (const p of data.problems.slice(0, 50)) out(`  ${formatDataProblem(p)}`);
+          if (data.problems.length > 50) out(`  ... and ${data.problems.length - 50} more`);
+          continue;
+        }
+        if (!values.quiet) out(`ok  ${file}  (run id ${r.run_id}; ${data.tasks} tasks in ${data.files} file(s), ${mib(data.bytes)}, checked)`);
       } catch (e) {
         if (!(e instanceof RecipeError)) throw e;
         bad++;

@@ -1,0 +1,45 @@
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { DataProblem } from './data-error.js';
+import { importTasks } from './import.js';
+
+/** Task files up to this size in all are checked by `bsft validate` unless told otherwise. */
+export const VALIDATE_DATA_MAX_BYTES = 64 * 1024 * 1024;
+
+export interface DataCheck {
+  tasks: number;
+  files: number;
+  bytes: number;
+  problems: DataProblem[];
+}
+
+/**
+ * The special tokens of a tokenizer folder, read from tokenizer.json as text (no tokenizer is built): with the
+ * behavior tokens, the control text task data must not contain.
+ */
+function specialTokens(tokenizerDir: string): string[] {
+  try {
+    const json = JSON.parse(readFileSync(path.join(tokenizerDir, 'tokenizer.json'), 'utf8')) as { added_tokens?: { content: string; special: boolean }[] };
+    return (json.added_tokens ?? []).filter((t) => t.special).map((t) => t.content);
+  } catch {
+    return [];
+  }
+}
+
+export function taskBytes(recipe: ResolvedRecipe): number {
+  return recipe.task_files.reduce((sum, f) => sum + statSync(f).size, 0);
+}
+
+/** The dataset import checks of `bsft dataset build` (every line: JSON, schema, text rules, limits), without building. */
+export async function checkTaskData(recipe: ResolvedRecipe): Promise<DataCheck> {
+  const data = recipe.data;
+  const control = data.allow_control_text ? [] : [...specialTokens(recipe.tokenizer), ...Object.values(data.behaviors).map((b) => b.token)];
+  const imported = await importTasks(recipe.task_files, {
+    behaviors: Object.keys(data.behaviors),
+    categories: data.categories,
+    limits: { maxLineBytes: data.max_line_bytes, maxFieldBytes: data.max_field_bytes },
+    controlText: control,
+  });
+  return { tasks: imported.tasks.length, files: recipe.task_files.length, bytes: taskBytes(recipe), problems: imported.problems };
+}
