@@ -52,6 +52,12 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(await states(['eval.bootstrap=50'])).toEqual(['build:skipped', 'train:skipped', 'predict:skipped', 'score:done']);
     expect(JSON.parse(readFileSync(path.join(runDir, 'score', 'settings.json'), 'utf8')).bootstrap).toBe(50);
     expect(await states(['eval.bootstrap=50', 'eval.max_new_tokens=3'])).toEqual(['build:skipped', 'train:skipped', 'predict:done', 'score:done']);
+
+    // bsft predict makes a run's predictions again on request (what bsft score asks for when they are missing).
+    const predicted = await bsft(['predict', runDir], { env });
+    expect(predicted.code, predicted.stderr).toBe(0);
+    expect(predicted.stdout).toContain(`wrote ${path.relative(ROOT, path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'))}`);
+    expect(predicted.stdout).toContain(`score them with: bsft score ${runDir}`);
   }, 300_000);
 
   it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {

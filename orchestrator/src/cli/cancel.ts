@@ -1,3 +1,4 @@
+import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
 import { EXIT, UsageError, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
@@ -52,15 +53,16 @@ export const retry: Command = {
       const jobs = await q.jobs(runId!);
       if (!jobs.score && !jobs.train && !jobs.build) throw new UsageError(`no run ${runId} in the queue`);
       const wasCancelled = (await redis.del(keys.cancelled(runId!))) === 1;
-      let retried = 0;
-      for (const job of Object.values(jobs)) {
+      const retried: string[] = [];
+      for (const [stage, job] of Object.entries(jobs)) {
         if ((await job!.getState()) === 'failed') {
           await job!.retry('failed');
-          retried++;
+          retried.push(stage);
         }
       }
-      if (retried) out(`run ${runId}: ${retried} failed stage(s) back in the queue; training resumes from the newest checkpoint`);
-      else out(wasCancelled ? `run ${runId}: cancel withdrawn; its waiting stages will run` : `run ${runId} has no failed stage`);
+      // Each failed stage says what running it again means (a build reads the task files again; training resumes).
+      for (const stage of retried) out(`run ${runId}: ${stage} back in the queue; ${stage === 'build' ? 'it reads the task files again' : retryHint(stage)}`);
+      if (!retried.length) out(wasCancelled ? `run ${runId}: cancel withdrawn; its waiting stages will run` : `run ${runId} has no failed stage`);
       return EXIT.ok;
     });
   },

@@ -6,6 +6,7 @@ import { datasetInspect } from './dataset-inspect.js';
 import { datasetStats } from './dataset-stats.js';
 import { init } from './init.js';
 import { logs } from './logs.js';
+import { predict } from './predict.js';
 import { pull } from './pull.js';
 import { reportCommand } from './report.js';
 import { reproduce } from './reproduce.js';
@@ -23,5 +24,5 @@ export const COMMANDS: Command[] = [
   validate, show, init, run,
   datasetBuild, datasetStats, datasetInspect,
   submit, workerCommand, status, watch, logs, cancel, retry, dashboard, pull,
-  scoreCommand, reportCommand, reproduce,
+  predict, scoreCommand, reportCommand, reproduce,
 ];

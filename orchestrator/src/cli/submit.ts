@@ -1,3 +1,4 @@
+import { alreadySubmitted } from '../queue/advice.js';
 import { submitRun } from '../queue/submit.js';
 import { EXIT, intOption, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
@@ -14,9 +15,16 @@ export const submit: Command = {
   async run([file], values, { out }) {
     const recipe = resolveFromArgs(file!, values);
     const priority = intOption(values, 'priority');
-    const res = await withQueues((q) => submitRun(recipe, q.connection, priority !== undefined ? { priority } : {}));
-    if (res.created) out(`submitted run ${res.runId}\n  watch it:  bsft watch ${res.runId}\n  logs:      bsft logs ${res.runId} -f\n  all runs:  bsft status`);
-    else out(`run ${res.runId} was already submitted (${res.existingState}); nothing to do. Watch it with: bsft watch ${res.runId}`);
-    return EXIT.ok;
+    return withQueues(async (q) => {
+      const res = await submitRun(recipe, q.connection, priority !== undefined ? { priority } : {});
+      if (res.created) {
+        out(`submitted run ${res.runId}\n  watch it:  bsft watch ${res.runId}\n  logs:      bsft logs ${res.runId} -f\n  all runs:  bsft status`);
+        return EXIT.ok;
+      }
+      const view = await q.view(res.runId);
+      out(alreadySubmitted(res.runId, view));
+      return EXIT.ok;
+    });
   },
 };
+

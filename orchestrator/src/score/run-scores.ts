@@ -51,7 +51,7 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
   const goldFile = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
   const predFile = path.join(runDir, 'predictions', `${split}.jsonl`);
   if (!existsSync(goldFile)) throw new ScoreInputError(`no dataset split ${split} in ${runDir} (${goldFile})`);
-  if (!existsSync(predFile)) throw new ScoreInputError(`no predictions for split ${split} in ${runDir} (${predFile}); run predict first`);
+  if (!existsSync(predFile)) throw new ScoreInputError(`no predictions for split ${split} in ${runDir} (${predFile}); make them with: bsft predict ${runDir}`);
   const gold = await readGold([goldFile], recipe.data.categories);
   const goldMap = new Map(gold.map((t) => [t.id, t]));
   const chosen = await readPredictions(predFile, goldMap, behaviors);

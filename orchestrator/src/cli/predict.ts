@@ -1,0 +1,39 @@
+import path from 'node:path';
+import { findRunDir, readRunRecipe } from '../run/run-dir.js';
+import { StepUnavailableError } from '../run/step.js';
+import { predictStep } from '../run/steps.js';
+import { predictArgs, predictionsFile } from '../run/trainer-config.js';
+import { EXIT, type Command } from './command.js';
+
+export const predict: Command = {
+  name: 'predict',
+  summary: "make a run's predictions on its eval splits with its final model (python -m bsft_trainer predict)",
+  usage: 'bsft predict <run>',
+  details: 'A run is a run folder or a run id under ./runs; it needs final/ (bsft run, or bsft pull <run> --final).\n' +
+    'Writes predictions/<split>.jsonl (and <split>.forced-<behavior>.jsonl for eval.force); then: bsft score <run>.',
+  options: {},
+  optionHelp: {},
+  positionals: [1, 1],
+  async run([target], _values, { log, out }) {
+    const runDir = findRunDir(target!);
+    const recipe = readRunRecipe(runDir)!;
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    try {
+      const ctx = { recipe, runDir, log, signal: controller.signal };
+      const missing = await predictStep.unavailable(ctx);
+      if (missing) throw new StepUnavailableError('predict', missing);
+      await predictStep.run(ctx);
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+    for (const args of predictArgs(recipe)) {
+      for (const split of recipe.eval.splits) out(`wrote ${path.relative(process.cwd(), predictionsFile(runDir, split, args))}`);
+    }
+    out(`score them with: bsft score ${target}`);
+    return EXIT.ok;
+  },
+};
