@@ -12,6 +12,8 @@ recipe="${1:-recipes/smoke.yaml}"
 
 echo "== npm ci (installs and builds the orchestrator)"
 npm ci --no-audit --no-fund
+echo "== the bsft command"
+bash scripts/link-bsft.sh
 
 if [ -f trainer-python/pyproject.toml ]; then
   echo "== Python venv .venv with the trainer (pip install -e trainer-python)"

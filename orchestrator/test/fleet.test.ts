@@ -112,3 +112,18 @@ describe('bsft reproduce', () => {
     expect(workersUsed.size).toBe(2);
   }, 240_000);
 });
+
+describe('the bsft command after the quickstart', () => {
+  it('scripts/link-bsft.sh puts a working bsft in npm\'s global bin and says how to reach it', () => {
+    const prefix = mkdtempSync(path.join(tmpdir(), 'bsft-prefix-'));
+    const env = { ...process.env, npm_config_prefix: prefix, NPM_CONFIG_PREFIX: prefix, PATH: `${path.join(prefix, 'bin')}:${process.env.PATH}` };
+    const said = execFileSync('bash', [path.join(ROOT, 'scripts', 'link-bsft.sh')], { env, encoding: 'utf8' });
+    expect(said).toContain(`bsft is on your PATH (${path.join(prefix, 'bin', 'bsft')}): try  bsft --help`);
+    expect(execFileSync('bsft', ['--version'], { env, encoding: 'utf8' }).trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    // Not on PATH: the exact export line, and npx as the alternative.
+    const elsewhere = execFileSync('bash', [path.join(ROOT, 'scripts', 'link-bsft.sh')], { env: { ...env, PATH: process.env.PATH! }, encoding: 'utf8' });
+    expect(elsewhere).toContain(`export PATH="${path.join(prefix, 'bin')}:$PATH"`);
+    expect(elsewhere).toContain('npx bsft --help');
+    expect(readFileSync(path.join(ROOT, 'scripts', 'quickstart.sh'), 'utf8')).toContain('bash scripts/link-bsft.sh');
+  }, 120_000);
+});
