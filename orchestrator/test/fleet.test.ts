@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -75,9 +75,17 @@ describe('bsft reproduce', () => {
     await Promise.all(workers.splice(0).map((w) => stop(w, 'SIGKILL')));
   });
 
-  it('--dry-run prints the four runs, their resolved recipes and GPU-hour estimates', async () => {
+  it('refuses to run without --data or --sample (it would silently use the 630-task sample)', async () => {
+    const res = await bsft(['reproduce', '--dry-run']);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain("name the BehaviorBench task files with --data 'path/to/behaviorbench/*.jsonl', or pass --sample");
+    const both = await bsft(['reproduce', '--dry-run', '--sample', '--data', 'x.jsonl']);
+    expect(both.stderr).toContain('--data and --sample exclude each other');
+  });
+
+  it('--dry-run prints the four runs, their resolved recipes and GPU-hour estimates; --data sets their task files', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
-    const res = await bsft(['reproduce', '--dry-run', '--allow', dir, '--set', `store.path=${dir}`]);
+    const res = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`]);
     expect(res.code, res.stderr).toBe(0);
     for (const name of ['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']) {
       expect(res.stdout).toMatch(new RegExp(`^${name}-[0-9a-f]{8}\\s+(lora|full)`, 'm'));
@@ -85,8 +93,14 @@ describe('bsft reproduce', () => {
     }
     expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours/);
     expect(res.stdout).toContain('9,037 tok/s measured on one H200');
-    const overridden = await bsft(['reproduce', '--dry-run', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000']);
+    const overridden = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000']);
     expect(overridden.stdout).toContain('rate: 1000 tok/s as given');
+    const data = path.join(dir, 'bench');
+    mkdirSync(data);
+    copyFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'), path.join(data, 'part-1.jsonl'));
+    const given = await bsft(['reproduce', '--dry-run', '--data', `${data}/*.jsonl`, '--allow', dir, '--set', `store.path=${dir}`]);
+    expect(given.code, given.stderr).toBe(0);
+    expect(given.stdout).toContain(`- ${path.join(data, 'part-1.jsonl')}`);
   });
 
   it('submits the paper set, two workers with fixture trainers drain it, and it ends with a report of the four runs', async () => {
@@ -96,7 +110,7 @@ describe('bsft reproduce', () => {
     const b = startWorkerProc('ok', env, ['--name', 'gpu-1']);
     workers.push(a, b);
     await Promise.all([a.ready, b.ready]);
-    const res = await bsft(['reproduce', '--allow', dir, '--set', `store.path=${dir}`, '--set', 'train.epochs=null', '--set', 'train.max_steps=4',
+    const res = await bsft(['reproduce', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--set', 'train.epochs=null', '--set', 'train.max_steps=4',
       '--set', 'train.checkpoint_every=2', '--set', 'eval.bootstrap=100', '--out', path.join(dir, 'report')], { env });
     expect(res.code, res.stdout + res.stderr).toBe(0);
     expect(res.stdout.match(/^submitted: /gm)).toHaveLength(4);
@@ -107,7 +121,9 @@ describe('bsft reproduce', () => {
     const report = JSON.parse(readFileSync(path.join(dir, 'report', 'report.json'), 'utf8'));
     expect(report.runs.map((r: { label: string }) => r.label.split(' ')[0])).toEqual(['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']);
     expect(report.deltas).toHaveLength(3);
-    expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\)\s+97\.3/);
+    expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
+    expect(res.stdout).toContain('note: these runs used the bundled 630-task sample, not BehaviorBench: the paper row is not comparable');
+    expect(report.reference_not_comparable).toContain('bundled 630-task sample');
     const workersUsed = new Set([...a.stderr, ...b.stderr].filter((l) => l.includes('"train completed"')).map((l) => JSON.parse(l).worker));
     expect(workersUsed.size).toBe(2);
   }, 240_000);

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
-import { compare, formatComparison, html, markdown } from '../score/report.js';
+import { compare, formatComparison, html, markdown, notComparable } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { EXIT, intOption, type Command } from './command.js';
 
@@ -22,9 +22,10 @@ export const reportCommand: Command = {
     const split = (values.split as string | undefined) ?? 'test';
     const resamples = intOption(values, 'bootstrap') ?? 1000;
     const seed = intOption(values, 'seed') ?? 42;
+    const dirs = runs.map((r) => findRunDir(r));
     const scored = [];
-    for (const r of runs) scored.push(await scoreRun(findRunDir(r), split, { resamples, seed }));
-    const comparison = compare(scored, resamples, seed);
+    for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed }));
+    const comparison = compare(scored, resamples, seed, notComparable(dirs));
     const dir = path.resolve((values.out as string | undefined) ?? 'report');
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'report.json'), `${JSON.stringify(comparison, null, 2)}\n`);

@@ -8,7 +8,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../run/python-env.js';
 import { datasetDir } from '../run/trainer-config.js';
 import { table } from '../util/table.js';
-import { compare, formatComparison, html, markdown } from '../score/report.js';
+import { compare, formatComparison, html, markdown, notComparable } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
 import { openStore } from '../store/store.js';
@@ -42,14 +42,25 @@ function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
 export const reproduce: Command = {
   name: 'reproduce',
   summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
-  usage: 'bsft reproduce [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR]',
+  usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR]',
   details:
     '--dry-run builds the datasets locally to count tokens, prints the runs, their resolved recipes and the estimated GPU\n' +
     `hours (LoRA at ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s).\n` +
-    '--set applies to every recipe of the preset (e.g. --set data.tasks=[...] for the full BehaviorBench files).',
-  options: { ...recipeOptions, preset: { type: 'string' }, 'dry-run': { type: 'boolean' }, 'tokens-per-s': { type: 'string' }, out: { type: 'string' } },
+    '--data names the BehaviorBench task files (JSONL, globs allowed) for every recipe of the preset; --sample runs on\n' +
+    "the bundled 630-task sample instead, whose scores are marked as not comparable with the paper's. --set applies to every recipe.",
+  options: {
+    ...recipeOptions,
+    data: { type: 'string', multiple: true },
+    sample: { type: 'boolean' },
+    preset: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    'tokens-per-s': { type: 'string' },
+    out: { type: 'string' },
+  },
   optionHelp: {
     ...recipeOptionHelp,
+    data: 'BehaviorBench task file or glob (repeatable), relative to the current directory',
+    sample: 'use the bundled 630-task sample (a smoke test of the set: not comparable with the paper)',
     preset: `which set (default paper-qwen2.5-7b; one of ${Object.keys(PRESETS).join(', ')})`,
     'dry-run': 'print the runs, resolved recipes and GPU-hour estimates; submit nothing',
     'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
@@ -60,7 +71,17 @@ export const reproduce: Command = {
     const presetName = (values.preset as string | undefined) ?? 'paper-qwen2.5-7b';
     const preset = PRESETS[presetName];
     if (!preset) throw new UsageError(`--preset: unknown preset "${presetName}" (${Object.keys(PRESETS).join(', ')})`);
-    const recipes = preset.recipes.map((f) => resolveFromArgs(f, values));
+    const data = values.data as string[] | undefined;
+    if (!data === !values.sample) {
+      throw new UsageError(
+        data
+          ? '--data and --sample exclude each other'
+          : "name the BehaviorBench task files with --data 'path/to/behaviorbench/*.jsonl', or pass --sample to run the set on the " +
+              "bundled 630-task sample (its scores are not comparable with the paper's 97.3)",
+      );
+    }
+    const tasks = data ? [`data.tasks=${JSON.stringify(data.map((f) => path.resolve(f)))}`] : [];
+    const recipes = preset.recipes.map((f) => resolveFromArgs(f, { ...values, set: [...((values.set as string[] | undefined) ?? []), ...tasks] }));
     const rate = values['tokens-per-s'] !== undefined ? Number(values['tokens-per-s']) : undefined;
     if (rate !== undefined && !(rate > 0)) throw new UsageError('--tokens-per-s must be a positive number');
 
@@ -128,7 +149,8 @@ export const reproduce: Command = {
         scored.push(await scoreRun(runDir, r.eval.splits[0]!));
       }
       const resamples = recipes[0]!.eval.bootstrap;
-      const comparison = compare(scored, resamples, recipes[0]!.train.seed);
+      const dirs = recipes.map((r) => path.join(r.runs_dir, r.run_id));
+      const comparison = compare(scored, resamples, recipes[0]!.train.seed, notComparable(dirs));
       const dir = path.resolve((values.out as string | undefined) ?? path.join(recipes[0]!.runs_dir, `reproduce-${presetName}`));
       mkdirSync(dir, { recursive: true });
       writeFileSync(path.join(dir, 'report.json'), `${JSON.stringify(comparison, null, 2)}\n`);

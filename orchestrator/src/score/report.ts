@@ -1,3 +1,7 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../run/python-env.js';
 import { table } from '../util/table.js';
 import { est, pct } from './format.js';
 import { pairedDelta, type Estimate } from './metrics.js';
@@ -16,6 +20,8 @@ export interface Comparison {
   /** Each run minus the first, by paired case bootstrap (only for runs scored on the same tasks). */
   deltas: { label: string; versus: string; macro_f1: Estimate; accuracy: Estimate; per_class_f1: Record<string, Estimate> }[];
   reference: typeof PAPER_REFERENCE;
+  /** Why the paper's row cannot be compared with these runs (e.g. they used the bundled sample), or null. */
+  reference_not_comparable: string | null;
   behaviors: string[];
   categories: string[];
   conventions: string[];
@@ -25,7 +31,28 @@ function sameTasks(a: Scored, b: Scored): boolean {
   return a.gold.length === b.gold.length && a.gold.every((t, i) => t.id === b.gold[i]!.id);
 }
 
-export function compare(runs: Scored[], resamples: number, seed: number): Comparison {
+/** The bundled 630-task sample (recipes/data): scores on it are not comparable with the paper's. */
+export const SAMPLE_FILE = path.join(PACKAGE_ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl');
+
+/**
+ * Why runs cannot be compared with the paper's figures, from the task files their datasets were built from
+ * (`manifest.json` inputs, by sha256): the bundled sample is not BehaviorBench. undefined when nothing says so.
+ */
+export function notComparable(runDirs: string[]): string | undefined {
+  if (!existsSync(SAMPLE_FILE)) return undefined;
+  const sample = createHash('sha256').update(readFileSync(SAMPLE_FILE)).digest('hex');
+  for (const dir of runDirs) {
+    const file = path.join(dir, 'dataset', 'manifest.json');
+    if (!existsSync(file)) continue;
+    const inputs = (JSON.parse(readFileSync(file, 'utf8')) as { inputs?: { sha256: string }[] }).inputs ?? [];
+    if (inputs.some((i) => i.sha256 === sample)) {
+      return 'these runs used the bundled 630-task sample, not BehaviorBench: the paper row is not comparable';
+    }
+  }
+  return undefined;
+}
+
+export function compare(runs: Scored[], resamples: number, seed: number, notComparableWhy?: string): Comparison {
   const first = runs[0]!;
   const behaviors = first.report.behaviors;
   const categories = [...new Set(runs.flatMap((r) => Object.keys(r.report.per_category)))].sort();
@@ -47,6 +74,7 @@ export function compare(runs: Scored[], resamples: number, seed: number): Compar
       ...pairedDelta(r.encoded, first.encoded, resamples, seed),
     })),
     reference: PAPER_REFERENCE,
+    reference_not_comparable: notComparableWhy ?? null,
     behaviors,
     categories,
     conventions: first.report.conventions,
@@ -59,12 +87,13 @@ function rows(c: Comparison): string[][] {
   return [
     ['run', 'macro-F1 [95% CI]', 'accuracy', ...c.behaviors.map((b) => `${b} F1`), 'hard macro-F1'],
     ...c.runs.map((r) => [r.label, est(r.macro_f1), est(r.accuracy), ...c.behaviors.map((b) => pct(r.per_class_f1[b]?.value ?? NaN)), r.hard_macro_f1 ? pct(r.hard_macro_f1.value) : '-']),
-    [c.reference.label, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.standard_sft)} -> ${pct(c.reference.proactive_f1.behaviorsft)}` : '-')), '-'],
+    [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.standard_sft)} -> ${pct(c.reference.proactive_f1.behaviorsft)}` : '-')), '-'],
   ];
 }
 
 export function formatComparison(c: Comparison): string[] {
   const out = table(rows(c));
+  if (c.reference_not_comparable) out.push(`note: ${c.reference_not_comparable}`);
   if (c.deltas.length) {
     out.push('', `deltas versus ${c.deltas[0]!.versus} (paired case bootstrap, 95% CI):`);
     out.push(...table([
@@ -78,6 +107,7 @@ export function formatComparison(c: Comparison): string[] {
 export function markdown(c: Comparison): string {
   const md = (r: string[][]) => [`| ${r[0]!.join(' | ')} |`, `|${r[0]!.map(() => '---').join('|')}|`, ...r.slice(1).map((x) => `| ${x.join(' | ')} |`)].join('\n');
   const parts = ['# BehaviorBench report', '', md(rows(c))];
+  if (c.reference_not_comparable) parts.push('', `**Note:** ${c.reference_not_comparable}.`);
   if (c.deltas.length) {
     parts.push('', `## Deltas versus ${c.deltas[0]!.versus}`, '', md([
       ['run', 'macro-F1', 'accuracy', ...c.behaviors.map((b) => `${b} F1`)],
@@ -153,6 +183,7 @@ figure{margin:0}figcaption{font-size:12px;color:#4a5568}
 </style></head><body>
 <h1>BehaviorBench report</h1>
 ${tableHtml(rows(c))}
+${c.reference_not_comparable ? `<p class="note"><strong>Note:</strong> ${esc(c.reference_not_comparable)}.</p>` : ''}
 ${deltaRows}
 <h2>Confusion matrices</h2>
 <div class="charts">${c.runs.map((r) => `<figure>${heatmap(r, c.behaviors)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>
