@@ -57,5 +57,12 @@ fi
 echo "ci: shellcheck"
 shellcheck scripts/*.sh .ci/run
 
-npm ci --no-audit --no-fund
+# npm ci only when node_modules does not match the lockfile (it deletes and reinstalls everything).
+stamp=node_modules/.bsft-lock.sha256
+if [ "$(cat "$stamp" 2>/dev/null)" = "$(sha256sum package-lock.json)" ]; then
+  echo "ci: node_modules matches package-lock.json; skipping npm ci"
+else
+  npm ci --no-audit --no-fund
+  sha256sum package-lock.json > "$stamp"
+fi
 npm test
