@@ -36,7 +36,8 @@ def _finish(p, timeout=900):
 
 
 def test_lora_run_learns_the_rule_and_only_new_rows_change(tmp_path):
-    cfg = _run(tmp_path, eval_splits=("train",), max_steps=200, checkpoint_every=100)
+    # 130 steps at lr 1e-2: measured train accuracy 0.99 (80 steps gave 0.76).
+    cfg = _run(tmp_path, eval_splits=("train",), max_steps=130, checkpoint_every=100)
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0, err
     losses = [e["loss"] for e in events if e["event"] == "step"]
@@ -183,7 +184,8 @@ def test_config_overrides_rebuild_derived_fields(tmp_path):
 
 
 def test_full_fine_tuning_learns_the_rule_and_predict_beats_chance(tmp_path):
-    cfg = _run(tmp_path, eval_splits=("train",), method="full", max_steps=300, lr=3e-3, checkpoint_every=100)
+    # 150 steps: measured to reach train accuracy 1.0 at lr 3e-3 and 4e-3 (100 steps stayed at the majority, 0.44).
+    cfg = _run(tmp_path, eval_splits=("train",), method="full", max_steps=150, lr=3e-3, checkpoint_every=100)
     code, events, err = _finish(trainer("train", cfg))
     assert code == 0, err
     assert (Path(events[-1]["final_path"]) / "config.json").is_file()
