@@ -9,7 +9,7 @@ import { sha256File } from '../util/sha256.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
 import { DataError, type DataProblem } from './data-error.js';
-import { importTasks } from './import.js';
+import { importTasks, recipeImportOptions } from './import.js';
 import { displayPath } from './jsonl.js';
 import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
 import { RenderError, tokenizeConversation } from './render.js';
@@ -148,10 +148,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
 
   const reading = createProgress('reading tasks', { unit: 'lines', log });
   const imported = await importTasks(recipe.task_files, {
-    behaviors: Object.keys(data.behaviors),
-    categories: data.categories,
-    limits: { maxLineBytes: data.max_line_bytes, maxFieldBytes: data.max_field_bytes },
-    controlText: data.allow_control_text ? [] : tok.controlTokens,
+    ...recipeImportOptions(data, tok.controlTokens),
     onLine: () => reading.tick(),
   });
   reading.done();

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { DataProblem } from './data-error.js';
-import { importTasks } from './import.js';
+import { importTasks, recipeImportOptions } from './import.js';
 
 /** Task files up to this size in all are checked by `bsft validate` unless told otherwise. */
 export const VALIDATE_DATA_MAX_BYTES = 64 * 1024 * 1024;
@@ -33,13 +33,6 @@ export function taskBytes(recipe: ResolvedRecipe): number {
 
 /** The dataset import checks of `bsft dataset build` (every line: JSON, schema, text rules, limits), without building. */
 export async function checkTaskData(recipe: ResolvedRecipe): Promise<DataCheck> {
-  const data = recipe.data;
-  const control = data.allow_control_text ? [] : [...specialTokens(recipe.tokenizer), ...Object.values(data.behaviors).map((b) => b.token)];
-  const imported = await importTasks(recipe.task_files, {
-    behaviors: Object.keys(data.behaviors),
-    categories: data.categories,
-    limits: { maxLineBytes: data.max_line_bytes, maxFieldBytes: data.max_field_bytes },
-    controlText: control,
-  });
+  const imported = await importTasks(recipe.task_files, recipeImportOptions(recipe.data, specialTokens(recipe.tokenizer)));
   return { tasks: imported.tasks.length, files: recipe.task_files.length, bytes: taskBytes(recipe), problems: imported.problems };
 }

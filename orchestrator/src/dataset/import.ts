@@ -1,3 +1,4 @@
+import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { canonicalJson } from '../util/canonical-json.js';
 import type { DataProblem } from './data-error.js';
 import { readJsonl, type JsonlLimits } from './jsonl.js';
@@ -18,6 +19,20 @@ export interface ImportResult {
   problems: DataProblem[];
   /** Identical records seen more than once (kept once). */
   duplicates: number;
+}
+
+/**
+ * The import options of a recipe's data section: behaviors, categories, limits, and the control text task data must
+ * not contain (the tokenizer's special tokens and the behavior tokens, unless data.allow_control_text). One
+ * definition for the dataset build and `bsft validate`.
+ */
+export function recipeImportOptions(data: ResolvedRecipe['data'], specialTokens: string[]): ImportOptions {
+  return {
+    behaviors: Object.keys(data.behaviors),
+    categories: data.categories,
+    limits: { maxLineBytes: data.max_line_bytes, maxFieldBytes: data.max_field_bytes },
+    controlText: data.allow_control_text ? [] : [...new Set([...specialTokens, ...Object.values(data.behaviors).map((b) => b.token)])],
+  };
 }
 
 /** Streams task records from JSONL files (`.gz` too), validating every line; problems name file, line and field. */
