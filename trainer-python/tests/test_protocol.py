@@ -80,12 +80,13 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_in_use(tmp_path):
 import sys, time
 sys.path.insert(0, {str(SRC)!r})
 from bsft_trainer import checkpoint as ckpt
-ckpt.save({str(tmp_path)!r}, 1, lambda d: (d / "w.bin").write_bytes(b"one"))
+from bsft_trainer.fence import NoFence
+ckpt.save({str(tmp_path)!r}, 1, lambda d: (d / "w.bin").write_bytes(b"one"), NoFence())
 def slow(d):
     (d / "w.bin").write_bytes(b"two" * 1000)
     print("writing", flush=True)
     time.sleep(60)
-ckpt.save({str(tmp_path)!r}, 2, slow)
+ckpt.save({str(tmp_path)!r}, 2, slow, NoFence())
 """
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "writing"

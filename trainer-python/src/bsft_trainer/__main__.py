@@ -1,12 +1,17 @@
-"""`python -m bsft_trainer train|predict|merge --config <file>` (Contract 4).
+"""`python -m bsft_trainer train|predict|merge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
 
 stdout carries only events; exit codes: 0 done, 2 config/data error (never retried), 75 preempted after a
-checkpoint, anything else a retryable failure.
+checkpoint, 76 lease lost or a newer attempt owns the run, anything else a retryable failure.
+
+With --lease-s the trainer runs only while heartbeat lines keep arriving on stdin (lease.py); the watchdog starts
+before anything heavy is imported. --epoch is the attempt's fencing epoch (fence.py); without it the trainer takes
+the next one itself.
 """
 import argparse
 import sys
 import traceback
 
+from . import lease
 from .events import EXIT_FAILED, TrainerError, claim_stdout, emit, log
 
 
@@ -17,23 +22,31 @@ def main(argv=None):
     parser.add_argument("--config", required=True, help="train.json written by the orchestrator")
     parser.add_argument("--force", help="predict: put this behavior's token in the prompt (steering)")
     parser.add_argument("--out", help="merge: output folder (default <output_dir>/merged)")
+    parser.add_argument("--lease-s", type=float, help="exit (76) on end of stdin or after this many seconds without a heartbeat line")
+    parser.add_argument("--epoch", type=int, help="this attempt's fencing epoch (default: the run's current one + 1)")
     args = parser.parse_args(argv)
+    if args.lease_s is not None:
+        lease.start(args.lease_s)
     claim_stdout()
     try:
         from .config import load
+        from .fence import Fence, NoFence
 
         cfg = load(args.config)
+        if args.command == "merge":
+            from .merge import run as merge
+
+            return merge(cfg, NoFence(), out=args.out)
+        fence = Fence(cfg.output_dir, args.epoch)
+        fence.claim()
+        log(f"attempt epoch {fence.epoch}")
         if args.command == "train":
             from .train import run
 
-            return run(cfg)
-        if args.command == "predict":
-            from .predict import run as predict
+            return run(cfg, fence)
+        from .predict import run as predict
 
-            return predict(cfg, force=args.force)
-        from .merge import run as merge
-
-        return merge(cfg, out=args.out)
+        return predict(cfg, fence, force=args.force)
     except TrainerError as e:
         emit("error", kind=e.kind, message=str(e))
         log(f"error ({e.kind}): {e}")

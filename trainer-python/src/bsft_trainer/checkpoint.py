@@ -2,8 +2,12 @@
 
 `checkpoints/step-000120/` is written as `step-000120.tmp/`, every file fsynced, the folder renamed, and a
 `COMPLETE` file holding the sha256 of every file is written last. A checkpoint without a valid `COMPLETE` does
-not exist: `latest_valid` skips it with a warning and falls back to the one before.
+not exist: `latest_valid` skips it with a warning and falls back to the one before. COMPLETE lists every file of
+the folder (an unlisted file is an error too) and the epoch of the attempt that wrote it (see fence.py).
+
+`base/`, `final/` and merged models are written with the same procedure (`save_atomic`).
 """
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .events import log
+from .events import TrainerError, log
 
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -37,13 +41,21 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def write_complete(folder, extra=None):
+def hash_files(folder):
+    """sha256 of every file under `folder` except COMPLETE and files still being written (`*.tmp`), by relative path."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if _listed(p)}
+
+
+def _listed(p):
+    """Files a COMPLETE must list: all but itself and `*.tmp` (written in place, then renamed)."""
+    return p.is_file() and p.name != COMPLETE and not p.name.endswith(".tmp")
+
+
+def write_complete(folder, extra=None, files=None):
     """Writes COMPLETE (sha256 of every other file, recursively) last, fsynced."""
     folder = Path(folder)
-    files = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != COMPLETE:
-            files[str(p.relative_to(folder))] = sha256_file(p)
+    files = hash_files(folder) if files is None else files
     tmp = folder / (COMPLETE + ".tmp")
     with open(tmp, "w") as f:
         json.dump({"files": files, **(extra or {})}, f, indent=1, sort_keys=True)
@@ -53,14 +65,25 @@ def write_complete(folder, extra=None):
     _fsync_dir(folder)
 
 
+def read_complete(folder):
+    try:
+        return json.loads((Path(folder) / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def verify(folder):
-    """None if the folder holds a valid COMPLETE whose hashes match, else the reason it does not."""
+    """None if the folder holds a valid COMPLETE that lists every file with its sha256, else the reason it does not."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / COMPLETE).read_text())
         files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
     except FileNotFoundError:
         return "no COMPLETE file"
+    except NotADirectoryError:
+        return "not a folder"
     except (ValueError, KeyError, TypeError) as e:
         return f"unreadable COMPLETE file ({e})"
     for name, digest in files.items():
@@ -69,63 +92,115 @@ def verify(folder):
             return f"{name} is missing"
         if sha256_file(p) != digest:
             return f"{name} does not match its sha256"
+    unlisted = [str(p.relative_to(folder)) for p in folder.rglob("*") if _listed(p) and str(p.relative_to(folder)) not in files]
+    if unlisted:
+        return f"{sorted(unlisted)[0]} is not listed in COMPLETE"
     return None
 
 
-def save(checkpoints_dir, step, write_files, extra=None):
+def epoch_of(folder):
+    """The attempt epoch recorded in a folder's COMPLETE (0 for folders written before epochs existed)."""
+    c = read_complete(folder)
+    return int(c.get("epoch", 0)) if isinstance(c, dict) else 0
+
+
+def save(checkpoints_dir, step, write_files, fence, extra=None):
     """Writes checkpoints/step-NNNNNN atomically. `write_files(tmp_dir)` writes the payload. Returns its path."""
-    return save_atomic(Path(checkpoints_dir) / step_dir_name(step), write_files, {"step": step, **(extra or {})})
+    return save_atomic(Path(checkpoints_dir) / step_dir_name(step), write_files, fence, {"step": step, **(extra or {})})
 
 
-def save_atomic(final, write_files, extra=None):
-    """Writes a folder as `<final>.tmp`, fsyncs every file, renames it to `final`, then writes COMPLETE last."""
+class DiskFullError(TrainerError):
+    def __init__(self, path):
+        free = shutil.disk_usage(Path(path).parent if not Path(path).exists() else path).free
+        super().__init__("internal", f"no space left on {path} ({free / 2**20:.0f} MiB free): free disk space, then retry the job")
+
+
+def _disk_full(e):
+    text = str(e)
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "unexpected pos" in text or "file write failed" in text
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def save_atomic(final, write_files, fence, extra=None):
+    """Writes a folder as `<final>.tmp`, fsyncs every file, hashes it; then, while the fence says this attempt owns
+    the run, renames it to `final` and writes COMPLETE (with the attempt's epoch) last."""
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / (final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    write_files(tmp)
-    for p in tmp.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(parent)
-    write_complete(final, extra)
+    _remove(tmp)
+    try:
+        tmp.mkdir()
+        write_files(tmp)
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        files = hash_files(tmp)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):
+            raise DiskFullError(parent) from e
+        raise
+    with fence.publishing():
+        try:
+            _remove(final)
+            os.rename(tmp, final)
+            _fsync_dir(parent)
+            write_complete(final, {**(extra or {}), "epoch": fence.epoch}, files)
+        except OSError as e:
+            if _disk_full(e):
+                raise DiskFullError(parent) from e
+            raise
     return final
 
 
 def list_steps(checkpoints_dir):
-    """(step, path) of every checkpoint folder (complete or not), newest first; .tmp folders excluded."""
+    """(step, path) of every checkpoint folder (complete or not), step order, newest first; .tmp folders and plain
+    files excluded."""
     d = Path(checkpoints_dir)
     if not d.is_dir():
         return []
     found = []
     for p in d.iterdir():
         m = _STEP_DIR.match(p.name)
-        if m and p.is_dir():
+        if m and p.is_dir() and not p.is_symlink():
             found.append((int(m.group(1)), p))
     return sorted(found, reverse=True)
 
 
-def latest_valid(checkpoints_dir):
-    """(step, path) of the newest checkpoint whose COMPLETE verifies, or None. Invalid ones are skipped with a warning."""
+def valid_checkpoints(checkpoints_dir):
+    """(step, path) of every checkpoint whose COMPLETE verifies, newest first: the newest attempt epoch first (a
+    stale attempt's checkpoint never wins over the owner's), then the highest step. Invalid ones are skipped with a
+    warning."""
+    valid = []
     for step, path in list_steps(checkpoints_dir):
         problem = verify(path)
         if problem is None:
-            return step, path
-        log(f"warning: skipping checkpoint {path}: {problem}")
-    return None
+            valid.append((epoch_of(path), step, path))
+        else:
+            log(f"warning: skipping checkpoint {path}: {problem}")
+    return [(step, path) for _, step, path in sorted(valid, key=lambda t: (t[0], t[1]), reverse=True)]
+
+
+def latest_valid(checkpoints_dir):
+    """(step, path) of the newest valid checkpoint (see valid_checkpoints), or None."""
+    found = valid_checkpoints(checkpoints_dir)
+    return found[0] if found else None
 
 
 def prune(checkpoints_dir, keep):
-    """Deletes all but the `keep` newest complete checkpoints, and leftover .tmp folders."""
+    """Deletes all but the `keep` newest complete checkpoints (epoch, then step), and leftover .tmp folders."""
     d = Path(checkpoints_dir)
-    complete = [(s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()]
-    for _, p in complete[keep:]:
+    complete = [(epoch_of(p), s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()]
+    complete.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    for _, _, p in complete[keep:]:
         shutil.rmtree(p, ignore_errors=True)
     for p in d.glob("step-*.tmp"):
         shutil.rmtree(p, ignore_errors=True)

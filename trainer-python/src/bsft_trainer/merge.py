@@ -12,7 +12,7 @@ from .save import load_tokenizer
 from .train import pick_device
 
 
-def run(cfg, out=None):
+def run(cfg, fence, out=None):
     manifest = load_manifest(cfg)
     folder, meta = final_metadata(cfg)
     if (folder / "toy_model.pt").is_file():
@@ -27,6 +27,6 @@ def run(cfg, out=None):
         tokenizer.save_pretrained(tmp)
         (Path(tmp) / "bsft.json").write_text(json.dumps({**meta, "merged": True}, indent=1, sort_keys=True))
 
-    path = ckpt.save_atomic(target, write, {"run_id": cfg.run_id, "merged": True})
+    path = ckpt.save_atomic(target, write, fence, {"run_id": cfg.run_id, "merged": True})
     emit("done", final_path=str(path))
     return EXIT_DONE

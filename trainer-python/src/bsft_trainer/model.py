@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checkpoint as ckpt
 from .attention import packed_attention
 from .events import ConfigError, log
 from .hub import from_hub
@@ -187,7 +188,7 @@ def load_hf_model(cfg, device, dtype, attn_implementation):
     return model.to(device)
 
 
-def build_hf(cfg, manifest, device):
+def build_hf(cfg, manifest, device, fence):
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
@@ -207,9 +208,10 @@ def build_hf(cfg, manifest, device):
     base_dir = None
     if cfg.train.method == "lora" and cfg.model.init == "random":
         # A LoRA adapter of a randomly initialised model is useless without that model: keep it, before LoRA.
+        # Written atomically with a COMPLETE like a checkpoint: a half-written base/ is never taken for a saved one.
         base_dir = Path(cfg.output_dir) / "base"
-        if not (base_dir / "config.json").is_file():
-            model.save_pretrained(base_dir)
+        if ckpt.verify(base_dir) is not None:
+            ckpt.save_atomic(base_dir, model.save_pretrained, fence, {"run_id": cfg.run_id, "base": True})
     if cfg.train.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -242,12 +244,12 @@ def enable_checkpointing(tm):
     tm.checkpointing = True
 
 
-def build(cfg, manifest, device):
+def build(cfg, manifest, device, fence):
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
         tm = build_toy(cfg, manifest, device, model_config)
     else:
-        tm = build_hf(cfg, manifest, device)
+        tm = build_hf(cfg, manifest, device, fence)
     n_train = sum(p.numel() for p in tm.trainable_parameters())
     log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
         f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint as ckpt
 from .config import load_manifest
 from .events import EXIT_DONE, ConfigError, emit, log
 from .inference import final_metadata, load_hf_merged, load_toy
@@ -73,7 +74,7 @@ def greedy_hf(model, batch_prompts, max_new, eos_id, pad_id, device):
     return results
 
 
-def run(cfg, force=None):
+def run(cfg, fence, force=None):
     manifest = load_manifest(cfg)
     behavior_ids = manifest["behavior_ids"]
     by_id = {v: k for k, v in behavior_ids.items()}
@@ -133,8 +134,12 @@ def run(cfg, force=None):
                 emit("progress", done=min(total, start + batch_size), total=total)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        with fence.publishing():
+            os.replace(tmp, target)
         written.append(str(target))
         log(f"predictions: {target} ({total} tasks)")
+    # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.
+    with fence.publishing():
+        ckpt.write_complete(cfg.predictions_dir, {"run_id": cfg.run_id, "epoch": fence.epoch})
     emit("done", final_path=written[-1] if written else cfg.predictions_dir)
     return EXIT_DONE

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .events import TrainerError
 from .hub import from_hub
 
 
@@ -49,7 +50,7 @@ def metadata(cfg, manifest, tm):
     }
 
 
-def save_final(cfg, manifest, tm):
+def save_final(cfg, manifest, tm, fence):
     def write(folder):
         folder = Path(folder)
         if tm.kind == "toy":
@@ -60,11 +61,14 @@ def save_final(cfg, manifest, tm):
 
             tm.hf_model.save_pretrained(folder)
             if getattr(tm, "base_dir", None) is not None:
-                shutil.copytree(tm.base_dir, folder / "base")
+                problem = ckpt.verify(tm.base_dir)
+                if problem:
+                    raise TrainerError("internal", f"{tm.base_dir}: {problem}; the base model cannot go into final/")
+                shutil.copytree(tm.base_dir, folder / "base", ignore=shutil.ignore_patterns(ckpt.COMPLETE))
             if tm.rows is not None:
                 save_file({"embed": tm.rows.embed.detach().contiguous().cpu(), "lm_head": tm.rows.out.detach().contiguous().cpu(),
                            "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
             load_tokenizer(cfg, manifest).save_pretrained(folder)
         (folder / "bsft.json").write_text(json.dumps(metadata(cfg, manifest, tm), indent=1, sort_keys=True))
 
-    return ckpt.save_atomic(Path(cfg.final_dir), write, {"run_id": cfg.run_id})
+    return ckpt.save_atomic(Path(cfg.final_dir), write, fence, {"run_id": cfg.run_id})

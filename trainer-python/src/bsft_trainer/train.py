@@ -5,10 +5,8 @@ emitted and the process exits 75. A resumed run continues the same sample order 
 holds the trainable weights, optimizer, scheduler, RNG states and data position.
 """
 import math
-import os
 import random
 import signal
-import threading
 import time
 
 import numpy as np
@@ -16,7 +14,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, DataError, emit, log
+from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit, log
 from .loss import chunked_ce_sum
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
@@ -26,9 +24,8 @@ from .shards import Shard
 class StopFlag:
     """Set by SIGTERM/SIGINT; the loop checks it between optimizer steps.
 
-    If the worker that started this process dies (kill -9, a crash), the trainer exits at once without a
-    checkpoint, as if it had died with it: the job goes to another worker, which must not find this process
-    still training the same run.
+    A worker that dies, freezes or loses the job is handled by the lease (lease.py), not here: the trainer then
+    exits at once without a checkpoint, and fencing (fence.py) keeps a stale attempt from publishing anything.
     """
 
     def __init__(self):
@@ -42,16 +39,6 @@ class StopFlag:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-        parent = os.getppid()
-
-        def orphan_watch():
-            while True:
-                time.sleep(1.0)
-                if os.getppid() != parent:
-                    log("the worker that started this trainer is gone: exiting without a checkpoint")
-                    os._exit(EXIT_FAILED)
-
-        threading.Thread(target=orphan_watch, daemon=True, name="orphan-watch").start()
         return self
 
 
@@ -142,14 +129,14 @@ def evaluate(tm, shard, batch_tokens, device):
     return total / max(1, tokens)
 
 
-def save_checkpoint(cfg, step, tm, optimizer, scheduler, data):
+def save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data):
     def write(folder):
         torch.save(tm.trainable_state(), folder / "trainable.pt")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save({"scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": rng_state(), "step": step},
                    folder / "trainer_state.pt")
 
-    path = ckpt.save(cfg.checkpoints_dir, step, write, {"run_id": cfg.run_id})
+    path = ckpt.save(cfg.checkpoints_dir, step, write, fence, {"run_id": cfg.run_id})
     ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
     emit("checkpoint", step=step, path=str(path))
     return path
@@ -161,18 +148,38 @@ def _load(file):
     return torch.load(file, map_location="cpu", weights_only=int(torch.__version__.split(".")[0]) >= 2)
 
 
-def load_checkpoint(path, tm, optimizer, scheduler, data):
-    tm.load_trainable_state(_load(path / "trainable.pt"))
-    optimizer.load_state_dict(_load(path / "optimizer.pt"))
-    state = _load(path / "trainer_state.pt")
+def read_checkpoint(path):
+    """The three files of a checkpoint, loaded (raises when one cannot be read)."""
+    return _load(path / "trainable.pt"), _load(path / "optimizer.pt"), _load(path / "trainer_state.pt")
+
+
+def load_checkpoint(files, tm, optimizer, scheduler, data):
+    trainable, optim, state = files
+    tm.load_trainable_state(trainable)
+    optimizer.load_state_dict(optim)
     scheduler.load_state_dict(state["scheduler"])
     data.load_state_dict(state["data"])
     set_rng_state(state["rng"])
     return int(state["step"])
 
 
-def run(cfg, build_model=None, stop=None):
-    """Trains; returns the exit code. `build_model(cfg, manifest, device)` may be swapped in tests."""
+def resume(cfg, tm, optimizer, scheduler, data):
+    """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
+    Returns the step to continue from (0 for a fresh start)."""
+    for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
+        try:
+            files = read_checkpoint(path)
+        except Exception as e:  # noqa: BLE001 - a listed-complete checkpoint that does not load is skipped
+            log(f"warning: checkpoint {path} is complete but does not load ({type(e).__name__}: {e}); trying the one before")
+            continue
+        step = load_checkpoint(files, tm, optimizer, scheduler, data)
+        log(f"resumed from {path} (step {step})")
+        return step
+    return 0
+
+
+def run(cfg, fence, stop=None):
+    """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt."""
     stop = stop or StopFlag().install()
     device = pick_device()
     manifest = load_manifest(cfg)
@@ -185,9 +192,9 @@ def run(cfg, build_model=None, stop=None):
     val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
 
     seed_everything(cfg.train.seed)
-    if build_model is None:
-        from .model import build as build_model
-    tm = build_model(cfg, manifest, device)
+    from .model import build as build_model
+
+    tm = build_model(cfg, manifest, device, fence)
     if wants_checkpointing(cfg, tm, device):
         from .model import enable_checkpointing
 
@@ -207,11 +214,7 @@ def run(cfg, build_model=None, stop=None):
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
 
-    step = 0
-    found = ckpt.latest_valid(cfg.checkpoints_dir)
-    if found is not None:
-        step = load_checkpoint(found[1], tm, optimizer, scheduler, data)
-        log(f"resumed from {found[1]} (step {step})")
+    step = resume(cfg, tm, optimizer, scheduler, data)
     emit("start", total_steps=steps, resumed_from_step=step, world_size=1)
 
     eval_every = int(cfg.eval.get("every", 0) or 0)
@@ -244,18 +247,18 @@ def run(cfg, build_model=None, stop=None):
             if val is not None:
                 emit("eval", step=step, loss=val)
         if stop.signal is not None:
-            save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+            save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
             return EXIT_PREEMPTED
         if step % cfg.train.checkpoint_every == 0 and step < steps:
-            save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+            save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
 
     val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
     if val is not None:
         emit("eval", step=step, loss=val)
-    save_checkpoint(cfg, step, tm, optimizer, scheduler, data)
+    save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
     from .save import save_final
 
-    final = save_final(cfg, manifest, tm)
+    final = save_final(cfg, manifest, tm, fence)
     emit("done", final_path=str(final))
     return EXIT_DONE

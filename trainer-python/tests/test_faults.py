@@ -1,0 +1,257 @@
+"""Faults the queue must survive (issue 13), through real `python -m bsft_trainer` processes on the toy model:
+the lease (stdin heartbeats), fencing of racing attempts, and what a checkpoint folder must hold to count."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bsft_trainer import checkpoint as ckpt
+from bsft_trainer.fence import Fence, Fenced, NoFence
+from bsft_trainer.lease import EXIT_LEASE_LOST
+from conftest import SRC, events_of, make_run, sigterm_at, trainer
+
+
+def _finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, events_of(out), err
+
+
+def _gone(pid):
+    """True once `pid` has exited (gone, or a zombie waiting for its new parent)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+def _wait_gone(pid, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Heartbeat:
+    """Writes a heartbeat line to a trainer's stdin every `every` s until stopped (the pipe stays open)."""
+
+    def __init__(self, proc, every=0.2):
+        self.proc, self.every, self.on = proc, every, True
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self):
+        while self.on:
+            try:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                return
+            time.sleep(self.every)
+
+
+# ------------------------------------------------------------------------------------------------------ lease
+
+def test_end_of_stdin_during_start_up_ends_the_trainer_at_once_writing_nothing(run_dir):
+    """The worker died while the trainer was still importing torch: no heartbeat ever comes, stdin is closed."""
+    cfg = make_run(run_dir, train={"max_steps": 100000, "checkpoint_every": 1000})
+    started = time.monotonic()
+    p = trainer("train", cfg, "--lease-s", "30", stdin=subprocess.PIPE)
+    p.stdin.close()
+    p.stdin = None
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_LEASE_LOST
+    assert out == "" and err == ""  # nothing written to any pipe
+    assert time.monotonic() - started < 20  # EOF is seen at once, long before the 30 s lease
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_heartbeats_keep_the_trainer_going_and_their_absence_stops_it_within_the_lease(run_dir):
+    """A frozen or partitioned worker sends no heartbeat but keeps the pipe open."""
+    cfg = make_run(run_dir, train={"max_steps": 100000, "checkpoint_every": 100000})
+    p = trainer("train", cfg, "--lease-s", "1.5", stdin=subprocess.PIPE)
+    beat = Heartbeat(p)
+    steps = 0
+    started = time.monotonic()
+    for line in p.stdout:
+        e = json.loads(line)
+        steps += e["event"] == "step"
+        if time.monotonic() - started > 4 and steps > 10:
+            break  # trained for > 2 leases on heartbeats alone
+    beat.on = False
+    stopped = time.monotonic()
+    p.stdout.read()
+    p.wait(timeout=30)
+    assert p.returncode == EXIT_LEASE_LOST
+    assert time.monotonic() - stopped < 1.5 + 2.5
+    assert not ckpt.list_steps(run_dir / "checkpoints") and not (run_dir / "final").exists()
+
+
+def test_a_worker_killed_with_sigkill_during_the_trainers_import_leaves_no_trainer(tmp_path):
+    cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
+    worker = f"""
+import subprocess, sys, time
+p = subprocess.Popen([sys.executable, "-m", "bsft_trainer", "train", "--config", {str(cfg)!r}, "--lease-s", "60"],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={{"PYTHONPATH": {str(SRC)!r}}})
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+    w = subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, text=True)
+    pid = int(w.stdout.readline())
+    w.kill()  # SIGKILL: the trainer is most likely still importing torch
+    w.wait()
+    assert _wait_gone(pid, 20), "the orphaned trainer kept running"
+
+
+# ---------------------------------------------------------------------------------------------------- fencing
+
+def test_two_attempts_racing_on_one_run_cannot_mix_their_results(tmp_path):
+    """Attempt 2 (epoch 2) resumes a run; attempt 3 (epoch 3) takes the same run while 2 still trains. Only 3
+    publishes: 2 stops at its first checkpoint without writing it, and the result equals an uninterrupted run."""
+    straight_dir, raced_dir = tmp_path / "straight", tmp_path / "raced"
+    train = {"max_steps": 24, "checkpoint_every": 4, "keep_checkpoints": 10}
+    code, straight, err = _finish(trainer("train", make_run(straight_dir, train=train)))
+    assert code == 0, err
+
+    cfg = make_run(raced_dir, train=train)
+    code, _, err = sigterm_at(cfg, "checkpoint", 4)  # attempt 1 (epoch 1) stops at step 4 or later
+    assert code == 75, err
+
+    two = trainer("train", cfg, "--epoch", "2")
+    first = json.loads(two.stdout.readline())
+    assert first["event"] == "start"
+    two.send_signal(signal.SIGSTOP)  # frozen before its first checkpoint
+    code, three, err = _finish(trainer("train", cfg, "--epoch", "3"))
+    assert code == 0, err
+    assert three[0]["resumed_from_step"] == first["resumed_from_step"]
+    two.send_signal(signal.SIGCONT)  # wakes up and goes on training the run it no longer owns
+    code, rest, err = _finish(two)
+    assert code == EXIT_LEASE_LOST
+    assert rest[-1]["event"] == "error" and "epoch 2 is stale: epoch 3 owns this run" in rest[-1]["message"]
+    assert not any(e["event"] == "checkpoint" for e in rest)
+
+    for _, path in ckpt.list_steps(raced_dir / "checkpoints"):
+        assert ckpt.verify(path) is None
+        assert ckpt.epoch_of(path) in (1, 3)
+    final = raced_dir / "final"
+    assert ckpt.verify(final) is None and ckpt.epoch_of(final) == 3
+    assert (final / "toy_model.pt").read_bytes() == (straight_dir / "final" / "toy_model.pt").read_bytes()
+
+
+def test_a_stale_epoch_is_refused_at_start_and_a_newer_epoch_wins_the_checkpoint_order(tmp_path):
+    Fence(tmp_path, 5).claim()
+    with pytest.raises(Fenced):
+        Fence(tmp_path, 4).claim()
+    assert Fence(tmp_path).claim() == 6  # no epoch given (bsft run, by hand): the next one
+    ck = tmp_path / "checkpoints"
+    ckpt.save(ck, 30, lambda d: (d / "w").write_bytes(b"old"), Fence(tmp_path, 6))
+    newer = Fence(tmp_path, 7)
+    newer.claim()
+    ckpt.save(ck, 20, lambda d: (d / "w").write_bytes(b"new"), newer)
+    # step 30 of epoch 6 was fine when written, but epoch 7 resumed from an earlier one: its line wins
+    assert ckpt.latest_valid(ck)[0] == 20
+    with pytest.raises(Fenced):
+        ckpt.save(ck, 40, lambda d: (d / "w").write_bytes(b"stale"), Fence(tmp_path, 6))
+    assert not (ck / "step-000040").exists()
+
+
+# ----------------------------------------------------------------------------------- what counts as complete
+
+def test_a_file_that_complete_does_not_list_makes_the_folder_invalid(tmp_path):
+    ckpt.save_atomic(tmp_path / "final", lambda d: (d / "a.bin").write_bytes(b"a"), NoFence())
+    assert ckpt.verify(tmp_path / "final") is None
+    (tmp_path / "final" / "extra.bin").write_bytes(b"sneaked in")
+    assert ckpt.verify(tmp_path / "final") == "extra.bin is not listed in COMPLETE"
+
+
+def test_a_complete_checkpoint_that_does_not_load_falls_back_to_the_previous_one(run_dir):
+    cfg = make_run(run_dir, train={"max_steps": 12, "checkpoint_every": 4, "keep_checkpoints": 5})
+    code, _, err = sigterm_at(cfg, "checkpoint", 8)
+    assert code == 75, err
+    newest = ckpt.list_steps(run_dir / "checkpoints")[0][1]
+    (newest / "optimizer.pt").write_bytes(b"not a torch file")
+    ckpt.write_complete(newest, {"epoch": ckpt.epoch_of(newest)})  # listed and hashed: "complete"
+    assert ckpt.verify(newest) is None
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    assert events[0]["resumed_from_step"] < int(newest.name.split("-")[1])
+    assert "is complete but does not load" in err
+
+
+def test_a_plain_file_named_like_a_checkpoint_is_ignored_and_replaced(run_dir):
+    cfg = make_run(run_dir, train={"max_steps": 8, "checkpoint_every": 4})
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "step-000008").write_text("not a folder")
+    (run_dir / "checkpoints" / "step-000004").write_text("not a folder")
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    assert events[0]["resumed_from_step"] == 0
+    assert ckpt.verify(run_dir / "checkpoints" / "step-000008") is None
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")])
+def test_disk_full_while_saving_says_so_and_leaves_nothing_behind(tmp_path, failure):
+    def write(d):
+        (d / "part").write_bytes(b"x")
+        raise failure
+
+    with pytest.raises(ckpt.DiskFullError) as info:
+        ckpt.save(tmp_path / "checkpoints", 3, write, NoFence())
+    assert str(info.value).startswith(f"no space left on {tmp_path / 'checkpoints'}")
+    assert info.value.kind == "internal"
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ base/ of the real model path
+
+HAVE_HF = all(__import__("importlib").util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.hf
+@pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")
+def test_a_trainer_killed_while_saving_base_leaves_no_base_and_the_next_attempt_finishes(tmp_path):
+    """LoRA on a randomly initialised tiny Qwen2: the base model is saved first (the adapter is useless without
+    it). A kill -9 in the middle of that save, then a base/ left half-written by an older bsft, cost nothing."""
+    cfg = make_run(tmp_path, qwen=True, model_dir=ROOT / "recipes" / "models" / "qwen2.5-tiny",
+                   tokenizer=ROOT / "recipes" / "models" / "qwen2.5-tokenizer",
+                   train={"method": "lora", "lr": 1e-2, "max_steps": 2, "checkpoint_every": 2, "batch_tokens": 512, "grad_accum": 1})
+    slow_save = f"""
+import sys, time
+sys.path.insert(0, {str(SRC)!r})
+import transformers
+original = transformers.PreTrainedModel.save_pretrained
+def save_pretrained(self, folder, *a, **k):
+    original(self, folder, *a, **k)
+    print("saved into", folder, file=sys.stderr, flush=True)
+    time.sleep(600)
+transformers.PreTrainedModel.save_pretrained = save_pretrained
+from bsft_trainer.__main__ import main
+sys.exit(main(["train", "--config", {str(cfg)!r}]))
+"""
+    p = subprocess.Popen([sys.executable, "-c", slow_save], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if line.startswith("saved into"):
+            assert line.strip().endswith("base.tmp")
+            break
+    p.kill()
+    p.communicate()
+    assert not (tmp_path / "base").exists() and (tmp_path / "base.tmp" / "model.safetensors").is_file()
+
+    # What earlier versions left: base/ with its config.json but without the weights.
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text((tmp_path / "base.tmp" / "config.json").read_text())
+    code, events, err = _finish(trainer("train", cfg), timeout=900)
+    assert code == 0, err
+    assert ckpt.verify(tmp_path / "base") is None
+    final = Path(events[-1]["final_path"])
+    assert ckpt.verify(final) is None and (final / "base" / "model.safetensors").is_file()
