@@ -125,7 +125,7 @@ describe('a run on rented GPUs with a hub store', () => {
 
   it('a worker with an empty workspace resumes from the store alone, from the newest pushed step; pull --final gets a model card', async () => {
     const repo = 'lab/e2e';
-    const env = queueEnv({ HF_TOKEN: hub.writeToken, FIXTURE_STEP_MS: '250' });
+    const env = queueEnv({ HF_TOKEN: hub.writeToken, HF_ENDPOINT: hub.url, FIXTURE_STEP_MS: '250' });
     const { runId } = await submitRun(env, ['store.kind=hub', `store.repo=${repo}`, `store.hub_url=${hub.url}`, 'store.keep_remote=2',
       'train.max_steps=24', 'train.checkpoint_every=3', 'queue.attempts=3']);
     const a = startWorkerProc('ok', env, ['--workdir', mkdtempSync(path.join(tmpdir(), 'bsft-wa-')), '--name', 'gpu-a']);

@@ -43,8 +43,10 @@ export const status: Command = {
         out(JSON.stringify({ queues: counts, runs: views }, null, 2));
         return EXIT.ok;
       }
-      const cols = ['waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed'];
-      out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(counts[s]![c] ?? 0))])]).join('\n'));
+      // Runs wait in BullMQ's "prioritized" set (every run has a priority): both are shown as waiting.
+      const cols = ['waiting', 'active', 'delayed', 'waiting-children', 'completed', 'failed'];
+      const count = (s: string, c: string) => (counts[s]![c] ?? 0) + (c === 'waiting' ? (counts[s]!.prioritized ?? 0) : 0);
+      out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(count(s, c)))])]).join('\n'));
       out('');
       if (views.length === 0) out('no runs');
       else out(table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age'], ...views.map((v) => runRow(v))]).join('\n'));

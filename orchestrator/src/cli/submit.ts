@@ -10,7 +10,7 @@ export const submit: Command = {
   usage: 'bsft submit <recipe> [--priority N] [--set path=value] [--allow DIR]',
   details: 'Redis comes from REDIS_URL (redis:// or rediss://, password allowed). Submitting the same run again is a no-op.',
   options: { ...recipeOptions, priority: { type: 'string' } },
-  optionHelp: { ...recipeOptionHelp, priority: 'BullMQ priority: 1 is the most urgent, 0 none (default: the recipe\'s queue.priority)' },
+  optionHelp: { ...recipeOptionHelp, priority: 'BullMQ priority: 1 is the most urgent; 0 (none) runs after every prioritized run (default: the recipe\'s queue.priority)' },
   positionals: [1, 1],
   async run([file], values, { out }) {
     const recipe = resolveFromArgs(file!, values);

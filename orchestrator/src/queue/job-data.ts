@@ -1,4 +1,7 @@
+import path from 'node:path';
+import { z } from 'zod';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { recipeSchema } from '../recipe/schema.js';
 
 /**
  * The data of every job of a run. Secrets never go here: workers read HF_TOKEN and Redis credentials from their
@@ -12,6 +15,59 @@ export interface RunJobData {
   submitted_at: string;
   /** How many times this job was preempted (exit 75) and put back; capped. */
   preemptions?: number;
+}
+
+/** What `resolveRecipe` adds to a recipe. */
+const resolvedExtras = z.strictObject({
+  run_id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}-[0-9a-f]{8}$/, 'expected <name>-<8 hex digits>'),
+  recipe_file: z.string().min(1),
+  task_files: z.array(z.string().min(1)).min(1),
+  tokenizer: z.string().min(1),
+  runs_dir: z.string().min(1),
+});
+
+const envelope = z.strictObject({
+  run_id: z.string(),
+  recipe: z.record(z.string(), z.unknown()),
+  run_dir: z.string(),
+  submitted_at: z.iso.datetime(),
+  preemptions: z.number().int().nonnegative().optional(),
+});
+
+/** A job whose data a worker refuses to act on (never retried). */
+export class JobDataError extends Error {
+  readonly exitCode = 2;
+  constructor(readonly problems: string[]) {
+    super(`job data refused: ${problems.join('; ')}`);
+    this.name = 'JobDataError';
+  }
+}
+
+/**
+ * Parses job data read from Redis with the same schemas `bsft submit` used: anyone who can write to Redis can write
+ * a job, so a worker trusts nothing in it. Throws JobDataError listing every problem with its path.
+ */
+export function parseRunJobData(data: unknown): RunJobData {
+  const problems: string[] = [];
+  const collect = (prefix: string, error: z.ZodError) => {
+    for (const i of error.issues) problems.push(`${[prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(job data)'}: ${i.message}`);
+  };
+  const top = envelope.safeParse(data);
+  if (!top.success) {
+    collect('', top.error);
+    throw new JobDataError(problems);
+  }
+  const { run_id: runId, recipe_file: recipeFile, task_files: taskFiles, tokenizer, runs_dir: runsDir, ...recipe } = top.data.recipe;
+  const extras = resolvedExtras.safeParse({ run_id: runId, recipe_file: recipeFile, task_files: taskFiles, tokenizer, runs_dir: runsDir });
+  if (!extras.success) collect('recipe', extras.error);
+  const parsed = recipeSchema.safeParse(recipe);
+  if (!parsed.success) collect('recipe', parsed.error);
+  if (!extras.success || !parsed.success) throw new JobDataError(problems);
+  const job = { ...top.data, recipe: { ...parsed.data, ...extras.data } };
+  if (job.run_id !== job.recipe.run_id) problems.push(`run_id: "${job.run_id}" is not the recipe's run id "${job.recipe.run_id}"`);
+  if (job.run_dir !== path.join(job.recipe.runs_dir, job.recipe.run_id)) problems.push(`run_dir: expected <recipe.runs_dir>/<run_id>`);
+  if (problems.length) throw new JobDataError(problems);
+  return job;
 }
 
 /** What the train job reports through job.updateProgress. */

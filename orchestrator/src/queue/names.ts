@@ -15,4 +15,8 @@ export function queuePrefix(): string {
 export const keys = {
   cancelChannel: () => `${queuePrefix()}:bsft:cancel`,
   cancelled: (runId: string) => `${queuePrefix()}:bsft:cancelled:${runId}`,
+  /** The fencing epoch of a run: INCR each time a worker takes its train job. */
+  epoch: (runId: string) => `${queuePrefix()}:bsft:epoch:${runId}`,
+  /** Held (SET NX) for a moment by the one `bsft submit` that creates a run, so concurrent submits agree. */
+  submitting: (runId: string) => `${queuePrefix()}:bsft:submitting:${runId}`,
 };

@@ -37,7 +37,8 @@ export class RunQueues {
     const jobs = await this.jobs(runId);
     if (!jobs.score && !jobs.train && !jobs.build) return undefined;
     const stages: Partial<Record<Stage, string>> = {};
-    for (const s of STAGES) if (jobs[s]) stages[s] = await jobs[s]!.getState();
+    // Every run has a BullMQ priority (see bullPriority), so BullMQ's "prioritized" is this run's "waiting".
+    for (const s of STAGES) if (jobs[s]) stages[s] = await jobs[s]!.getState().then((st) => (st === 'prioritized' ? 'waiting' : st));
     const cancelled = (await this.connection.exists(keys.cancelled(runId))) === 1;
     const failed = STAGES.find((s) => stages[s] === 'failed');
     let state: RunState = 'waiting';

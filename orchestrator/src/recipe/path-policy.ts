@@ -36,6 +36,12 @@ function inside(child: string, root: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** Whether an absolute path lies inside the policy's workspace or one of its allowed roots (symlinks followed). */
+export function withinPolicy(abs: string, policy: PathPolicy): boolean {
+  const real = realish(abs);
+  return [policy.workspace, ...policy.allow].some((root) => inside(real, realish(root)));
+}
+
 /** A message if `abs` (written as `written` in the recipe) leaves the policy's roots, else undefined. */
 export function checkPath(abs: string, written: string, policy: PathPolicy): string | undefined {
   const real = realish(abs);

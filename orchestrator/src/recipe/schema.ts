@@ -130,7 +130,8 @@ const storeSchema = z.strictObject({
 });
 
 const queueSchema = z.strictObject({
-  priority: nonNegativeInt.max(2_097_152).default(0),
+  /** 1 is the most urgent; 0 (none) runs after every prioritized run. */
+  priority: nonNegativeInt.max(2_097_150).default(0),
   attempts: positiveInt.max(100).default(5),
   backoff_ms: positiveInt.default(30_000),
   max_backoff_ms: positiveInt.default(15 * 60_000),

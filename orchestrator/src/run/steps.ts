@@ -26,6 +26,8 @@ async function trainerUnavailable(ctx: RunContext): Promise<string | undefined> 
     `Install them with:\n  ${TRAINER_INSTALL}\n(or set BSFT_PYTHON to a Python that has them), then run the same command again.`;
 }
 
+const LOCAL_LEASE = { ms: 30_000, holds: async () => true };
+
 /** Writes train.json and runs `python -m bsft_trainer <command>`, logging its events. */
 async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict', args: string[] = []): Promise<void> {
   const configPath = writeTrainerConfig(ctx.recipe, ctx.runDir);
@@ -37,6 +39,8 @@ async function runTrainerStep(ctx: RunContext, command: 'train' | 'predict', arg
     signal: ctx.signal,
     kill: ctx.kill,
     graceMs: ctx.recipe.train.preempt_grace_s * 1000,
+    // No other process can take this run: the lease only ends the trainer when bsft run itself is gone.
+    lease: LOCAL_LEASE,
     onEvent: (e) => ctx.log.info(e, `trainer ${e.event}`),
     onLog: (line) => ctx.log.debug({ trainer: line }),
   });

@@ -7,7 +7,7 @@ import { predictArgs, writeTrainerConfig } from '../run/trainer-config.js';
 import { type Store } from '../store/store.js';
 import { BackgroundPusher, localCheckpoints, pruneRemote, pullNewestCheckpoint } from '../store/sync.js';
 import type { TrainerEvent } from './trainer-events.js';
-import { runTrainer, type TrainerResult } from './trainer-process.js';
+import { runTrainer, type Lease, type TrainerResult } from './trainer-process.js';
 
 /** Why the worker stopped a trainer itself. */
 export type StopReason = 'shutdown' | 'cancel' | 'silent' | 'lost-lock';
@@ -25,6 +25,12 @@ export interface TrainJobOptions {
   /** Called once the trainer is known to have stopped, to know the worker is shutting down. */
   shuttingDown(): boolean;
   isCancelled(runId: string): Promise<boolean>;
+  /** The trainer runs only while this worker holds the job (heartbeats on its stdin). */
+  lease: Lease;
+  /** This attempt's fencing epoch, passed to the trainer. */
+  epoch: number;
+  /** Whether this attempt's epoch is still the run's newest: a stale attempt pushes nothing to the store. */
+  ownsRun(): Promise<boolean>;
 }
 
 /** Job log lines are JSON (one event each) so `bsft logs` can print them and tools can parse them. */
@@ -34,6 +40,7 @@ export async function logJobEvent(job: Job, record: Record<string, unknown>): Pr
 
 interface Phase {
   job: Job<RunJobData>;
+  data: RunJobData;
   runDir: string;
   command: 'train' | 'predict';
   args: string[];
@@ -42,8 +49,8 @@ interface Phase {
   onCheckpoint?: (step: number, dir: string) => void;
 }
 
-async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }: Phase, opts: TrainJobOptions, stopRef: { reason?: StopReason }): Promise<TrainerResult> {
-  const { recipe } = job.data;
+async function runPhase({ job, data, runDir, command, args, configPath, onCheckpoint }: Phase, opts: TrainJobOptions, stopRef: { reason?: StopReason }): Promise<TrainerResult> {
+  const { recipe } = data;
   const controller = new AbortController();
   let lastEvent = Date.now();
   let total = 0;
@@ -52,7 +59,7 @@ async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }
     stopRef.reason ??= reason;
     controller.abort();
   };
-  opts.onActive(job.data.run_id, stop);
+  opts.onActive(data.run_id, stop);
   const watchdog = setInterval(() => {
     if (Date.now() - lastEvent > opts.silenceMs) stop('silent');
   }, Math.min(5000, opts.silenceMs / 2));
@@ -81,16 +88,18 @@ async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }
       ...(opts.trainer ? { program: opts.trainer } : {}),
       signal: controller.signal,
       graceMs: recipe.train.preempt_grace_s * 1000,
+      lease: opts.lease,
+      epoch: opts.epoch,
       env: opts.gpus !== undefined ? { CUDA_VISIBLE_DEVICES: opts.gpus } : {},
       onEvent,
       onLog: (line) => {
         lastEvent = Date.now();
-        opts.log.debug({ run_id: job.data.run_id, trainer: line });
+        opts.log.debug({ run_id: data.run_id, trainer: line });
       },
     });
   } finally {
     clearInterval(watchdog);
-    opts.onActive(job.data.run_id, undefined);
+    opts.onActive(data.run_id, undefined);
     await Promise.allSettled(pending);
   }
 }
@@ -100,8 +109,8 @@ async function runPhase({ job, runDir, command, args, configPath, onCheckpoint }
  * logs, then runs predict on the eval splits. Exit codes map to BullMQ outcomes: 0 done; 2 -> UnrecoverableError
  * (never retried); 75 -> back to waiting without using an attempt (capped); anything else -> a retryable failure.
  */
-export async function processTrainJob(job: Job<RunJobData>, token: string | undefined, runDir: string, store: Store, opts: TrainJobOptions): Promise<unknown> {
-  const { recipe, run_id: runId } = job.data;
+export async function processTrainJob(job: Job<RunJobData>, data: RunJobData, token: string | undefined, runDir: string, store: Store, opts: TrainJobOptions): Promise<unknown> {
+  const { recipe, run_id: runId } = data;
   if (await opts.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
   // Stage the inputs: a fresh machine pulls the dataset and the newest complete checkpoint from the store.
   const ds = path.join(runDir, 'dataset');
@@ -119,12 +128,13 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   const onCheckpoint = (step: number, dir: string) => {
     if (store.kind !== 'hub') return;
     pusher.enqueue(`checkpoint ${step}`, async () => {
+      if (!(await opts.ownsRun())) throw new Error(`attempt epoch ${opts.epoch} is stale: not pushing checkpoint ${step}`);
       await store.push(runId, dir, `checkpoints/${path.basename(dir)}`);
       await pruneRemote(store, runId, recipe.store.keep_remote);
     });
   };
   const configPath = writeTrainerConfig(recipe, runDir);
-  await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null });
+  await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch: opts.epoch });
 
   // Train, then predict on the eval splits (and once per forced behavior) on the same GPU.
   const phases: [command: 'train' | 'predict', args: string[]][] = [
@@ -135,7 +145,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   let finalPath: string | undefined;
   for (const [command, args] of phases) {
     const stopRef: { reason?: StopReason } = {};
-    const res = await runPhase({ job, runDir, command, args, configPath, onCheckpoint }, opts, stopRef);
+    const res = await runPhase({ job, data, runDir, command, args, configPath, onCheckpoint }, opts, stopRef);
     if (stopRef.reason === 'cancel') {
       await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       throw new UnrecoverableError('cancelled by bsft cancel');
@@ -150,12 +160,15 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
     if (res.outcome === 'preempted' || stopRef.reason === 'shutdown' || opts.shuttingDown()) {
       // The last checkpoint must reach the store before another machine takes the job.
       await pusher.drain().catch((e) => opts.log.warn({ err: (e as Error).message }, 'last checkpoint push failed'));
-      const preemptions = (job.data.preemptions ?? 0) + 1;
+      const preemptions = (data.preemptions ?? 0) + 1;
       if (preemptions > MAX_PREEMPTIONS) throw new UnrecoverableError(`preempted ${preemptions} times; giving up`);
-      await job.updateData({ ...job.data, preemptions });
+      await job.updateData({ ...data, preemptions });
       await logJobEvent(job, { event: 'requeued', reason: stopRef.reason === 'shutdown' || opts.shuttingDown() ? 'worker shutdown' : 'preempted', preemptions });
       await job.moveToWait(token);
       throw new WaitingError();
+    }
+    if (res.outcome === 'lease-lost') {
+      throw new Error(`trainer ${command} stopped: its lease ran out (this worker could not confirm it still holds the job) or a newer attempt owns the run; the job runs again from its newest checkpoint`);
     }
     if (stopRef.reason === 'lost-lock') throw new Error('the job lock was lost (Redis unreachable too long): stopped the trainer; the job runs again from its newest checkpoint');
     if (stopRef.reason === 'silent') throw new Error(`trainer ${command} emitted no event for ${Math.round(opts.silenceMs / 1000)} s and was stopped`);
@@ -164,6 +177,7 @@ export async function processTrainJob(job: Job<RunJobData>, token: string | unde
   }
   if (store.kind === 'hub') {
     await pusher.drain();
+    if (!(await opts.ownsRun())) throw new Error(`attempt epoch ${opts.epoch} is stale: a newer attempt owns ${runId}; not pushing final/ and predictions`);
     for (const rel of ['final', 'predictions']) await store.push(runId, path.join(runDir, rel), rel);
     await logJobEvent(job, { event: 'pushed', what: 'final and predictions', store: store.describe() });
   }

@@ -14,15 +14,16 @@ export const trainerEventSchema = z.discriminatedUnion('event', [
 
 export type TrainerEvent = z.infer<typeof trainerEventSchema>;
 
-/** Contract 4 exit codes. */
-export const TRAINER_EXIT = { done: 0, invalid: 2, preempted: 75 } as const;
+/** Contract 4 exit codes. leaseLost: the trainer lost its lease, or a newer attempt owns the run (it wrote nothing). */
+export const TRAINER_EXIT = { done: 0, invalid: 2, preempted: 75, leaseLost: 76 } as const;
 
-export type TrainerOutcome = 'done' | 'invalid' | 'preempted' | 'failed';
+export type TrainerOutcome = 'done' | 'invalid' | 'preempted' | 'lease-lost' | 'failed';
 
 export function outcomeOf(exitCode: number | undefined): TrainerOutcome {
   if (exitCode === TRAINER_EXIT.done) return 'done';
   if (exitCode === TRAINER_EXIT.invalid) return 'invalid';
   if (exitCode === TRAINER_EXIT.preempted) return 'preempted';
+  if (exitCode === TRAINER_EXIT.leaseLost) return 'lease-lost';
   return 'failed';
 }
 

@@ -22,6 +22,48 @@ export interface TrainerOptions {
   /** Aborting sends SIGKILL at once. */
   kill?: AbortSignal;
   env?: Record<string, string>;
+  /** The trainer runs only while heartbeats come (lease.py); without a lease it is started without one. */
+  lease?: Lease;
+  /** This attempt's fencing epoch (fence.py); without it the trainer takes the next one itself. */
+  epoch?: number;
+}
+
+/**
+ * The trainer's lease: every `ms / 4` the worker asks `holds()` whether it still owns the job for at least `ms`
+ * more, and only then writes a heartbeat, stamped with the monotonic time of that check. The trainer exits (76) at
+ * `ms` after the newest stamp, or at once when its stdin closes (the worker died).
+ */
+export interface Lease {
+  ms: number;
+  holds(): Promise<boolean>;
+}
+
+const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
+
+/** Sends heartbeats while `lease.holds()`; returns the function that stops them. */
+function heartbeat(stdin: NodeJS.WritableStream, lease: Lease): () => void {
+  let stopped = false;
+  let busy = false;
+  stdin.on('error', () => undefined); // the trainer exited: its stdin is closed
+  const beat = async () => {
+    if (busy || stopped) return;
+    busy = true;
+    const checkedAt = monotonicMs();
+    try {
+      if ((await lease.holds()) && !stopped) stdin.write(`${checkedAt}\n`);
+    } catch {
+      // Redis unreachable: no heartbeat; the lease runs out unless a later check succeeds.
+    } finally {
+      busy = false;
+    }
+  };
+  void beat();
+  const timer = setInterval(() => void beat(), Math.max(50, Math.floor(lease.ms / 4)));
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+    stdin.end();
+  };
 }
 
 export interface TrainerResult {
@@ -38,11 +80,15 @@ export interface TrainerResult {
 /** Spawns the trainer (Contract 4) and streams its events; resolves when it exits. */
 export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
   const [program, ...lead] = opts.program ?? [trainerPython(), '-m', 'bsft_trainer'];
-  const child = execa(program!, [...lead, opts.command, '--config', opts.config, ...(opts.args ?? [])], {
+  const leaseArgs = [
+    ...(opts.lease ? ['--lease-s', String(opts.lease.ms / 1000)] : []),
+    ...(opts.epoch !== undefined ? ['--epoch', String(opts.epoch)] : []),
+  ];
+  const child = execa(program!, [...lead, opts.command, '--config', opts.config, ...leaseArgs, ...(opts.args ?? [])], {
     cwd: opts.cwd,
     reject: false,
     buffer: false,
-    stdin: 'ignore',
+    stdin: opts.lease ? 'pipe' : 'ignore',
     env: {
       PYTHONUNBUFFERED: '1',
       PYTHONPATH: trainerPythonPath(),
@@ -74,6 +120,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
     }).on('close', resolve);
   });
 
+  const stopBeats = opts.lease ? heartbeat(child.stdin!, opts.lease) : () => undefined;
   let killTimer: NodeJS.Timeout | undefined;
   const onAbort = () => {
     child.kill('SIGTERM');
@@ -86,6 +133,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
   else opts.kill?.addEventListener('abort', onKill, { once: true });
 
   const done = await child;
+  stopBeats();
   await Promise.all([stdoutDone, stderrDone]);
   clearTimeout(killTimer);
   opts.signal?.removeEventListener('abort', onAbort);

@@ -3,8 +3,6 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { DataError } from '../dataset/data-error.js';
-import { buildDataset } from '../dataset/build.js';
 import type { Logger } from '../log.js';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
@@ -12,10 +10,12 @@ import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import { writeRunRecipe } from '../run/pipeline.js';
 import { writeMeta } from '../store/meta.js';
 import { datasetDir } from '../run/trainer-config.js';
-import { scoreRun } from '../score/run-scores.js';
 import { openStore, StoreAccessError } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
+import { checkJob, workerJobPolicy } from './job-policy.js';
+import { offload, OffloadError } from './offload.js';
 import { logJobEvent, processTrainJob, type StopReason } from './train-job.js';
+import type { Lease } from './trainer-process.js';
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -37,7 +37,19 @@ export interface WorkerOptions {
   silenceMs?: number;
   /** Where runs of a hub store are staged on this machine (default ./runs). Local-store runs use the store folder. */
   workdir?: string;
+  /** Roots besides the workspace (cwd) that jobs may read and write (BSFT_ALLOW_PATHS adds more). */
+  allow?: string[];
+  /** Hub endpoints besides HF_ENDPOINT (default huggingface.co) that this worker's HF_TOKEN may be sent to. */
+  hubEndpoints?: string[];
 }
+
+/**
+ * The trainer's lease (lease.py) as a share of the lock: a heartbeat is sent only when the lock has more than
+ * LEASE + MARGIN of it left, so the trainer stops before the lock can expire and another worker take the job.
+ * BullMQ renews the lock when half of it is left, so in normal operation every check passes.
+ */
+const LEASE_SHARE = 0.35;
+const MARGIN_SHARE = 0.05;
 
 export interface RunningWorker {
   name: string;
@@ -64,7 +76,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   });
 
-  const lockDuration = opts.lockMs ?? Number(process.env.BSFT_LOCK_MS ?? 20_000);
+  const lockDuration = opts.lockMs ?? Number(process.env.BSFT_LOCK_MS ?? 30_000);
   const common = {
     connection,
     prefix: queuePrefix(),
@@ -76,39 +88,62 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
 
   const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
+  const policy = workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints);
+  /** Job data is re-read and checked here: whoever can write to Redis can write a job. */
   const stage = async (job: Job<RunJobData>) => {
-    const store = await openStore(job.data.recipe);
-    const runDir = store.kind === 'hub' ? path.join(workdir, job.data.run_id) : job.data.run_dir;
-    writeRunRecipe(runDir, job.data.recipe);
-    return { store, runDir };
+    let data: RunJobData;
+    try {
+      data = checkJob(job.data, policy);
+    } catch (e) {
+      log.warn({ run_id: job.id, err: (e as Error).message }, 'refused a job');
+      throw new UnrecoverableError((e as Error).message);
+    }
+    const store = await openStore(data.recipe);
+    const runDir = store.kind === 'hub' ? path.join(workdir, data.run_id) : data.run_dir;
+    writeRunRecipe(runDir, data.recipe);
+    return { data, store, runDir };
   };
   /** Store errors that retrying cannot fix (bad token, no rights, repo gone) fail the job at once. */
   const unrecoverable = (e: unknown): never => {
     if (e instanceof StoreAccessError) throw new UnrecoverableError(e.message);
+    if (e instanceof OffloadError && e.exitCode === 2) throw new UnrecoverableError(e.message);
     throw e;
+  };
+  const leaseMs = Math.round(lockDuration * LEASE_SHARE);
+  /** The train job's lease: this worker still holds the job's lock, with more than the lease left on it. */
+  const leaseFor = (job: Job<RunJobData>, token: string | undefined): Lease => {
+    const lockKey = `${job.queueQualifiedName}:${job.id}:lock`;
+    return {
+      ms: leaseMs,
+      async holds() {
+        const res = await connection.multi().get(lockKey).pttl(lockKey).exec();
+        const [owner, pttl] = (res ?? []).map(([, v]) => v);
+        return owner === token && typeof pttl === 'number' && pttl > leaseMs + lockDuration * MARGIN_SHARE;
+      },
+    };
   };
 
   const processors: Record<Stage, (job: Job<RunJobData>, token?: string) => Promise<unknown>> = {
     async build(job) {
-      if (await isCancelled(job.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
-      const { store, runDir } = await stage(job);
-      try {
-        // Runs of one submission that share their data section share one build (by dataset hash).
-        const res = await buildDataset(job.data.recipe, datasetDir(runDir), log, path.join(path.dirname(runDir), '_datasets'));
-        if (store.kind === 'hub') {
-          await store.push(job.data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
-          await store.push(job.data.run_id, writeMeta(runDir, job.data.recipe), 'meta').catch(unrecoverable);
-        }
-        await logJobEvent(job, { event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.manifest.dataset_hash, documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])) });
-        return { dataset_hash: res.manifest.dataset_hash };
-      } catch (e) {
-        if (e instanceof DataError || (e as { exitCode?: number }).exitCode === 2) throw new UnrecoverableError((e as Error).message);
-        throw e;
+      const { data, store, runDir } = await stage(job);
+      if (await isCancelled(data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      // Runs of one submission that share their data section share one build (by dataset hash).
+      const res = await offload({ kind: 'build', recipe: data.recipe, outDir: datasetDir(runDir), cacheDir: path.join(path.dirname(runDir), '_datasets') }).catch(unrecoverable);
+      if (store.kind === 'hub') {
+        await store.push(data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
+        await store.push(data.run_id, writeMeta(runDir, data.recipe), 'meta').catch(unrecoverable);
       }
+      await logJobEvent(job, { event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.dataset_hash, documents: res.documents });
+      return { dataset_hash: res.dataset_hash };
     },
     async train(job, token) {
-      const { store, runDir } = await stage(job);
-      return processTrainJob(job, token, runDir, store, {
+      const { data, store, runDir } = await stage(job);
+      // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
+      const epoch = await connection.incr(keys.epoch(data.run_id));
+      return processTrainJob(job, data, token, runDir, store, {
+        lease: leaseFor(job, token),
+        epoch,
+        ownsRun: async () => (await connection.get(keys.epoch(data.run_id))) === String(epoch),
         log,
         ...(opts.trainer ? { trainer: opts.trainer } : {}),
         ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
@@ -119,17 +154,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }).catch(unrecoverable);
     },
     async score(job) {
-      const runId = job.data.run_id;
+      const { data, store, runDir } = await stage(job);
+      const runId = data.run_id;
       if (await isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
-      const { store, runDir } = await stage(job);
       for (const rel of ['dataset', 'predictions']) {
         if (store.kind === 'hub' && !existsSync(path.join(runDir, rel, 'COMPLETE'))) await store.pull(runId, rel, path.join(runDir, rel)).catch(unrecoverable);
       }
+      const scores = await offload({ kind: 'score', runDir, splits: data.recipe.eval.splits }).catch(unrecoverable);
       const results: Record<string, unknown> = {};
-      for (const split of job.data.recipe.eval.splits) {
-        const s = await scoreRun(runDir, split);
-        results[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy };
-        await logJobEvent(job, { event: 'score', split, ...(results[split] as object), file: path.join(runDir, 'score', `${split}.json`) });
+      for (const [split, s] of Object.entries(scores)) {
+        results[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };
+        await logJobEvent(job, { event: 'score', split, ...s });
       }
       if (store.kind === 'hub') await store.push(runId, path.join(runDir, 'score'), 'score').catch(unrecoverable);
       return results;

@@ -14,6 +14,8 @@ export function queueEnv(extra: Record<string, string> = {}): Record<string, str
     REDIS_URL,
     BSFT_QUEUE_PREFIX: `bsft-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     BSFT_LOCK_MS: '2000',
+    // Test runs live in the temp folder: workers must be allowed to touch it (as recipes are, with --allow).
+    BSFT_ALLOW_PATHS: tmpdir(),
     BSFT_LOG_LEVEL: 'info',
     FIXTURE_STEP_MS: '30',
     ...extra,

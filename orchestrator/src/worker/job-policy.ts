@@ -1,0 +1,76 @@
+import path from 'node:path';
+import { defaultPolicy, withinPolicy, type PathPolicy } from '../recipe/path-policy.js';
+import { isLocalPath } from '../recipe/path-policy.js';
+import { JobDataError, parseRunJobData, type RunJobData } from '../queue/job-data.js';
+
+export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
+
+/**
+ * What a worker's owner lets jobs touch: paths inside the worker's workspace (its cwd) or its allowed roots
+ * (`--allow`, BSFT_ALLOW_PATHS: the same policy as recipes), and Hub endpoints its HF_TOKEN may be sent to
+ * (HF_ENDPOINT, else huggingface.co, plus `--hub-endpoint`).
+ */
+export interface JobPolicy {
+  paths: PathPolicy;
+  hubEndpoints: string[];
+}
+
+function normalizeEndpoint(url: string): string {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+export function workerJobPolicy(allow: string[] = [], hubEndpoints: string[] = []): JobPolicy {
+  const endpoints = [process.env.HF_ENDPOINT || DEFAULT_HUB_ENDPOINT, ...hubEndpoints].map(normalizeEndpoint);
+  return { paths: defaultPolicy(allow), hubEndpoints: [...new Set(endpoints)] };
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** Where a hub store job would send this worker's token; a problem when the owner did not allow it. */
+function hubProblem(hubUrl: string | undefined, policy: JobPolicy): string | undefined {
+  let endpoint: string;
+  try {
+    endpoint = normalizeEndpoint(hubUrl ?? DEFAULT_HUB_ENDPOINT);
+  } catch {
+    return 'recipe.store.hub_url: not a URL';
+  }
+  const { protocol, hostname } = new URL(endpoint);
+  if (protocol !== 'https:' && !(protocol === 'http:' && LOOPBACK.has(hostname))) {
+    return `recipe.store.hub_url: ${endpoint} is not https; this worker sends its HF_TOKEN only over https`;
+  }
+  if (!policy.hubEndpoints.includes(endpoint)) {
+    return `recipe.store.hub_url: ${endpoint} is not an endpoint this worker allows (${policy.hubEndpoints.join(', ')}); ` +
+      'its owner can allow it with HF_ENDPOINT or bsft worker --hub-endpoint';
+  }
+  return undefined;
+}
+
+/**
+ * Parses job data (parseRunJobData) and checks it against the worker's policy: every path the job would read or
+ * write, and the Hub endpoint of a hub store. Throws JobDataError listing every problem; messages name fields and
+ * paths, never file contents.
+ */
+export function checkJob(data: unknown, policy: JobPolicy): RunJobData {
+  const job = parseRunJobData(data);
+  const { recipe } = job;
+  const problems: string[] = [];
+  const checkPathField = (field: string, p: string) => {
+    if (!path.isAbsolute(p)) problems.push(`${field}: expected an absolute path`);
+    else if (!withinPolicy(p, policy.paths)) {
+      problems.push(`${field}: ${p} is outside this worker's workspace ${policy.paths.workspace} and allowed roots; ` +
+        'its owner can allow it with bsft worker --allow <dir> or BSFT_ALLOW_PATHS');
+    }
+  };
+  recipe.task_files.forEach((f, i) => checkPathField(`recipe.task_files.${i}`, f));
+  if (isLocalPath(recipe.model.name_or_path) || path.isAbsolute(recipe.model.name_or_path)) checkPathField('recipe.model.name_or_path', recipe.model.name_or_path);
+  if (path.isAbsolute(recipe.tokenizer)) checkPathField('recipe.tokenizer', recipe.tokenizer);
+  if (recipe.store.kind === 'hub') {
+    const hub = hubProblem(recipe.store.hub_url, policy);
+    if (hub) problems.push(hub);
+  } else {
+    checkPathField('run_dir', job.run_dir);
+  }
+  if (problems.length) throw new JobDataError(problems);
+  return job;
+}
