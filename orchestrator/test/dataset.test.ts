@@ -218,6 +218,8 @@ describe('bad task data: precise errors, exit 2, nothing written', () => {
   const line = (o: unknown) => JSON.stringify(o);
   const cases: [string, string, RegExp][] = [
     ['bad JSON', '{"id": "x", ', /bad\.jsonl:2: invalid JSON/],
+    // The text of a line never reaches an error (errors go to logs and the queue's failedReason).
+    ['not JSON at all', 'root:x:0:0:root:/root:/bin/bash', /bad\.jsonl:2: invalid JSON: unexpected character \(the line is not a JSON object\)(?![^]*root:x)/],
     ['missing field', line({ ...good, id: 'm', target: undefined }), /bad\.jsonl:2 target: expected string, received undefined/],
     ['empty context', line({ ...good, id: 'e', context: [] }), /bad\.jsonl:2 context: context needs at least one turn/],
     ['unknown role', line({ ...good, id: 'r', context: [{ role: 'doctor', content: 'x' }] }), /bad\.jsonl:2 context\[0\]\.role: .*expected one of "system"\|"user"\|"assistant"/],

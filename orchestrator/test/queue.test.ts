@@ -35,7 +35,7 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(logs.stdout).toMatch(/\[train\] .*"event":"checkpoint"/);
     expect(logs.stdout).toMatch(/\[score\] .*"event":"score"/);
     const status = await bsft(['status'], { env });
-    expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+0\s+1\s+0/);
+    expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+1\s+0/); // waiting (prioritized included), active, delayed, waiting-children, completed, failed
     expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+6/6\\s+0\\.3333\\s+1,000\\s+\\S+\\s+\\d+s`));
   });
 

@@ -153,6 +153,14 @@ train:
     expect(problemsOf(f, ['nonsense'])[0]!.message).toContain('expected path=value');
   });
 
+  it('takes a Hub endpoint only over https (http only on a loopback address, for a local test hub)', () => {
+    const f = path.join(dir, 'good.yaml');
+    expect(problemsOf(f, ['store.hub_url=http://hub.example.org'])).toEqual([
+      expect.objectContaining({ path: 'store.hub_url', message: expect.stringMatching(/^expected an https URL/) }),
+    ]);
+    for (const ok of ['https://hub.example.org', 'http://127.0.0.1:8765']) expect(problemsOf(f, [`store.hub_url=${ok}`])).toEqual([]);
+  });
+
   it('keeps paths inside the workspace: parent escapes, absolute paths and symlinks out', () => {
     const outside = mkdtempSync(path.join(tmpdir(), 'bsft-outside-'));
     writeFileSync(path.join(outside, 'tasks.jsonl'), '');

@@ -1,13 +1,15 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { sha256File } from '../src/store/complete.js';
+import { completeForPush, sha256File, verifyFolder } from '../src/store/complete.js';
 import { HubStore } from '../src/store/hub-store.js';
 import { StoreAccessError, StoreIntegrityError } from '../src/store/store.js';
 import { pruneRemote, pullNewestCheckpoint } from '../src/store/sync.js';
-import { bsft } from './helpers/cli.js';
+import { bsft, ROOT } from './helpers/cli.js';
+import { pythonWith } from './helpers/python.js';
 import { FakeHub } from './helpers/fake-hub.js';
 import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
 
@@ -158,4 +160,40 @@ describe('a run on rented GPUs with a hub store', () => {
     expect(card).toContain('`<|behavior:proactive|>`');
     expect(card).toMatch(/\| test \| \d+\.\d/);
   }, 180_000);
+});
+
+describe('COMPLETE: one procedure on both sides', () => {
+  const py = pythonWith(['numpy']);
+  it.skipIf(!py)('a folder completed by the trainer verifies here, one completed here verifies in the trainer; an unlisted file fails both', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-complete-'));
+    const script = `
+import sys, pathlib
+sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'trainer-python', 'src'))})
+from bsft_trainer import checkpoint as ckpt
+from bsft_trainer.fence import NoFence
+root = pathlib.Path(sys.argv[2])
+if sys.argv[1] == "write":
+    def files(d):
+        (d / "a.bin").write_bytes(b"a" * 100)
+        (d / "sub").mkdir()
+        (d / "sub" / "b.json").write_text("{}")
+    ckpt.save_atomic(root / "py", files, NoFence(), {"run_id": "r"})
+else:
+    print(ckpt.verify(root / sys.argv[3]))
+`;
+    const run = (...args: string[]) => execFileSync(py!, ['-c', script, ...args], { encoding: 'utf8' }).trim();
+    run('write', root);
+    expect(await verifyFolder(path.join(root, 'py'))).toBeUndefined();
+
+    const ts = path.join(root, 'ts');
+    mkdirSync(path.join(ts, 'sub'), { recursive: true });
+    writeFileSync(path.join(ts, 'a.bin'), 'a');
+    writeFileSync(path.join(ts, 'sub', 'b.json'), '{}');
+    await completeForPush(ts, 'dataset');
+    expect(run('verify', root, 'ts')).toBe('None');
+
+    for (const dir of ['py', 'ts']) writeFileSync(path.join(root, dir, 'sub', 'extra.txt'), 'sneaked in');
+    expect(await verifyFolder(path.join(root, 'py'))).toBe('sub/extra.txt is not listed in COMPLETE');
+    expect(run('verify', root, 'ts')).toBe('sub/extra.txt is not listed in COMPLETE');
+  });
 });

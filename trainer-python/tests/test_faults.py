@@ -95,6 +95,35 @@ def test_heartbeats_keep_the_trainer_going_and_their_absence_stops_it_within_the
     assert not ckpt.list_steps(run_dir / "checkpoints") and not (run_dir / "final").exists()
 
 
+def test_a_heartbeat_counts_from_when_the_worker_checked_its_lock_not_from_when_it_is_read(run_dir):
+    """Heartbeats stamped with a lock check older than the lease extend nothing (a late-read beat cannot keep a
+    trainer alive past the lock), while fresh stamps do."""
+    cfg = make_run(run_dir, train={"max_steps": 100000, "checkpoint_every": 100000})
+    p = trainer("train", cfg, "--lease-s", "1.5", stdin=subprocess.PIPE)
+    stale = {"on": False}
+
+    def beat():
+        while p.poll() is None:
+            age = 1.4 if stale["on"] else 0.0
+            try:
+                p.stdin.write(f"{(time.monotonic() - age) * 1000:.0f}\n")
+                p.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=beat, daemon=True).start()
+    assert json.loads(p.stdout.readline())["event"] == "start"
+    time.sleep(2.5)  # fresh stamps: alive past the lease
+    assert p.poll() is None
+    stale["on"] = True  # each stamp now says the lock was checked 1.4 s ago: 0.1 s of lease left
+    stopped = time.monotonic()
+    p.stdout.read()
+    p.wait(timeout=30)
+    assert p.returncode == EXIT_LEASE_LOST
+    assert time.monotonic() - stopped < 2.5  # the last fresh stamp + 1.5 s; counted from reading, it would never end
+
+
 def test_a_worker_killed_with_sigkill_during_the_trainers_import_leaves_no_trainer(tmp_path):
     cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
     worker = f"""

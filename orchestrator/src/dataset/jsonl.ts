@@ -169,7 +169,7 @@ export async function* readJsonl<S extends z.ZodType>(
       try {
         json = JSON.parse(text);
       } catch (e) {
-        problem('', `invalid JSON: ${(e as Error).message}`);
+        problem('', `invalid JSON: ${jsonErrorWithoutText((e as Error).message)}`);
         continue;
       }
       let bad = false;
@@ -194,4 +194,13 @@ export async function* readJsonl<S extends z.ZodType>(
   } catch (e) {
     problems.push({ file: shown, line: line + 1, field: '', message: `cannot read: ${(e as Error).message}` });
   }
+}
+
+/**
+ * JSON.parse's message without the text it quotes (`Unexpected token 'r', "root:x:0:0"... is not valid JSON`):
+ * errors reach logs and the queue's failedReason, which must never carry a file's contents.
+ */
+export function jsonErrorWithoutText(message: string): string {
+  const quoted = /^Unexpected token .*? is not valid JSON$/s.test(message);
+  return quoted ? 'unexpected character (the line is not a JSON object)' : message;
 }

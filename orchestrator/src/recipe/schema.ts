@@ -125,7 +125,14 @@ const storeSchema = z.strictObject({
   /** Hub store: model repo `owner/name`. The token comes from HF_TOKEN, never from here. */
   repo: z.string().regex(/^[\w.-]+\/[\w.-]+$/, 'expected a repo id "owner/name"').optional(),
   private: z.boolean().default(true),
-  hub_url: z.url().optional(),
+  /** Another Hub endpoint: https (http only for a local test hub on a loopback address). Workers also check it. */
+  hub_url: z
+    .url()
+    .refine((u) => {
+      const { protocol, hostname } = new URL(u);
+      return protocol === 'https:' || (protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(hostname));
+    }, 'expected an https URL (the HF_TOKEN is sent there; http only for a local hub on 127.0.0.1 or localhost)')
+    .optional(),
   keep_remote: positiveInt.default(3),
 });
 

@@ -15,14 +15,14 @@ export interface CompleteFile {
 
 export { sha256File };
 
-/** Relative paths of every file under `dir` (sorted), COMPLETE excluded. */
+/** Relative paths of every file under `dir` (sorted) that a COMPLETE lists: all but COMPLETE files and `*.tmp`. */
 export function listFiles(dir: string): string[] {
   const out: string[] = [];
   const walk = (rel: string) => {
     for (const name of readdirSync(path.join(dir, rel)).sort()) {
       const r = rel ? `${rel}/${name}` : name;
       if (statSync(path.join(dir, r)).isDirectory()) walk(r);
-      else if (r !== COMPLETE && !r.endsWith('.tmp')) out.push(r);
+      else if (name !== COMPLETE && !name.endsWith('.tmp')) out.push(r);
     }
   };
   walk('');
@@ -64,11 +64,32 @@ async function writeComplete(dir: string, extra: Record<string, unknown> = {}): 
   const files: Record<string, string> = {};
   for (const f of listFiles(dir)) files[f] = await sha256File(path.join(dir, f));
   const complete = { files, ...extra };
-  writeFileSync(path.join(dir, COMPLETE), JSON.stringify(complete, null, 1));
+  replaceComplete(dir, complete);
   return complete;
 }
 
-/** undefined when every file listed in COMPLETE is present with its sha256, else what is wrong. */
+/** COMPLETE is replaced atomically, as the trainer does it: written beside, fsynced, renamed, folder fsynced. */
+function replaceComplete(dir: string, complete: CompleteFile): void {
+  const tmp = path.join(dir, `${COMPLETE}.tmp`);
+  writeFileSync(tmp, JSON.stringify(complete, null, 1));
+  fsyncPath(tmp);
+  renameSync(tmp, path.join(dir, COMPLETE));
+  fsyncPath(dir);
+}
+
+function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * undefined when COMPLETE lists every file of the folder (`*.tmp` aside) and each is present with its sha256, else
+ * what is wrong. An unlisted file is an error: a folder must be exactly what its writer completed.
+ */
 export async function verifyFolder(dir: string): Promise<string | undefined> {
   const c = readComplete(dir);
   if (!c) return existsSync(path.join(dir, COMPLETE)) ? 'unreadable COMPLETE' : 'no COMPLETE';
@@ -77,6 +98,8 @@ export async function verifyFolder(dir: string): Promise<string | undefined> {
     if (!existsSync(p)) return `${name} is missing`;
     if ((await sha256File(p)) !== digest) return `${name} does not match its sha256`;
   }
+  const unlisted = listFiles(dir).find((f) => !(f in c.files));
+  if (unlisted) return `${unlisted} is not listed in COMPLETE`;
   return undefined;
 }
 
@@ -88,10 +111,5 @@ export async function recordInComplete(dir: string, name: string): Promise<void>
   const complete = readComplete(dir);
   if (!complete) return;
   complete.files[name] = await sha256File(path.join(dir, name));
-  const tmp = path.join(dir, `${COMPLETE}.tmp`);
-  writeFileSync(tmp, JSON.stringify(complete, null, 1));
-  const fd = openSync(tmp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, path.join(dir, COMPLETE));
+  replaceComplete(dir, complete);
 }

@@ -1,0 +1,224 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { afterEach, describe, expect, it } from 'vitest';
+import { bsft, ROOT } from './helpers/cli.js';
+import { queueEnv, startWorkerProc, stop, submitRun, testRecipeArgs, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+
+// Fault-safe runs (issue 13) with the fixture trainers, which implement the lease and fencing like bsft_trainer
+// (the real trainer's lease, fencing and atomic base/ are tested in trainer-python/tests/test_faults.py).
+
+const workers: WorkerProc[] = [];
+const frozen: number[] = [];
+afterEach(async () => {
+  for (const pid of frozen.splice(0)) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  }
+  await Promise.all(workers.splice(0).map((w) => stop(w, 'SIGKILL')));
+});
+
+function worker(...args: Parameters<typeof startWorkerProc>): WorkerProc {
+  const w = startWorkerProc(...args);
+  workers.push(w);
+  return w;
+}
+
+interface Record_ { t: number; pid: string; run: string; what: string; n: number }
+function records(logFile: string): Record_[] {
+  return readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((line) => {
+    const [t, pid, run, what, n] = line.split(' ');
+    return { t: Number(t), pid: pid!, run: run!, what: what!, n: Number(n) };
+  });
+}
+
+function trainerLog(extra: Record<string, string> = {}) {
+  const log = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-faults-')), 'trainers.log');
+  writeFileSync(log, '');
+  return { log, env: queueEnv({ FIXTURE_LOG: log, ...extra }) };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('the lease: a trainer runs only while its worker holds the job', () => {
+  it('a frozen worker (SIGSTOP) loses its trainer within the lease, before another worker takes the job', async () => {
+    const { log, env } = trainerLog({ FIXTURE_STEP_MS: '100' });
+    const { runId } = await submitRun(env, ['train.max_steps=40', 'train.checkpoint_every=4']);
+    const a = worker('ok', env, ['--name', 'worker-a']);
+    const b = worker('ok', env, ['--name', 'worker-b']);
+    await Promise.all([a.ready, b.ready]);
+    const training = await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 6);
+    const victim = training.worker === 'worker-a' ? a : b;
+    const frozenAt = Date.now();
+    victim.proc.kill('SIGSTOP');
+    frozen.push(victim.proc.pid!);
+    const done = await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state), 90_000);
+    expect(done.state).toBe('completed');
+
+    const mine = records(log).filter((r) => r.run === runId);
+    const pids = [...new Set(mine.map((r) => r.pid))];
+    expect(pids.length).toBe(2);
+    const [first, second] = pids.map((p) => mine.filter((r) => r.pid === p));
+    const firstEnd = Math.max(...first!.map((r) => r.t));
+    const secondBegin = Math.min(...second!.map((r) => r.t));
+    // lease = 0.35 x the 2 s lock: the trainer stopped within it (plus one step), never overlapping the next one
+    expect(firstEnd - frozenAt).toBeLessThan(700 + 500);
+    expect(firstEnd).toBeLessThan(secondBegin);
+    const steps = mine.filter((r) => r.what === 'step').map((r) => r.n);
+    expect(new Set(steps)).toEqual(new Set(Array.from({ length: 40 }, (_, i) => i + 1)));
+  });
+
+  it('a frozen machine (worker and trainer stopped, then woken): the stale trainer publishes nothing; the newest epoch wins', async () => {
+    const { log, env } = trainerLog({ FIXTURE_STEP_MS: '100' });
+    const { runId, runs } = await submitRun(env, ['train.max_steps=40', 'train.checkpoint_every=2', 'train.keep_checkpoints=30']);
+    const a = worker('ok', env, ['--name', 'worker-a']);
+    const b = worker('ok', env, ['--name', 'worker-b']);
+    await Promise.all([a.ready, b.ready]);
+    const training = await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 5);
+    const victim = training.worker === 'worker-a' ? a : b;
+    const oldTrainer = Number(records(log).filter((r) => r.run === runId).at(-1)!.pid);
+    for (const pid of [oldTrainer, victim.proc.pid!]) {
+      process.kill(pid, 'SIGSTOP');
+      frozen.push(pid);
+    }
+    // The other worker takes the job and trains (epoch 2); then the frozen machine wakes up mid-run.
+    const survivor = victim === a ? 'worker-b' : 'worker-a';
+    await waitForRun(env, runId, (v) => v.state === 'training' && v.worker === survivor && (v.progress?.step ?? 0) >= 12, 60_000);
+    const wokeAt = Date.now();
+    for (const pid of [oldTrainer, victim.proc.pid!]) process.kill(pid, 'SIGCONT');
+    const done = await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state), 90_000);
+    expect(done.state).toBe('completed');
+
+    const late = records(log).filter((r) => r.pid === String(oldTrainer) && r.t >= wokeAt);
+    expect(late.filter((r) => r.what === 'step').length).toBeLessThanOrEqual(1); // at most the step it was sleeping in
+    const runDir = path.join(runs, runId);
+    const epochOf = (dir: string) => (JSON.parse(readFileSync(path.join(dir, 'COMPLETE'), 'utf8')) as { epoch: number }).epoch;
+    expect(epochOf(path.join(runDir, 'final'))).toBe(2);
+    const ckpts = readdirSync(path.join(runDir, 'checkpoints')).filter((n) => /^step-\d+$/.test(n));
+    // checkpoints after the resume point are all the new attempt's
+    const resumedFrom = Math.min(...records(log).filter((r) => r.run === runId && r.pid !== String(oldTrainer) && r.what === 'begin').map((r) => r.n));
+    for (const c of ckpts) if (Number(c.slice(5)) > resumedFrom) expect(epochOf(path.join(runDir, 'checkpoints', c))).toBe(2);
+  });
+});
+
+describe('no CPU work on the worker event loop', () => {
+  it('a large dataset build in the same worker while a train job runs: no lock lost, nothing runs twice', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-big-'));
+    const sample = readFileSync(path.join(ROOT, 'recipes/data/behaviorbench-sample.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; case_id: string });
+    const big: string[] = [];
+    for (let k = 0; k < 2; k++) for (const t of sample) big.push(JSON.stringify({ ...t, id: `${t.id}-x${k}`, case_id: `${t.case_id}-x${k}` }));
+    writeFileSync(path.join(dir, 'tasks.jsonl'), `${big.join('\n')}\n`);
+
+    const { log, env } = trainerLog({ FIXTURE_STEP_MS: '100' });
+    const a = await submitRun(env, ['train.max_steps=80', 'train.checkpoint_every=10']);
+    const w = worker('ok', env);
+    await w.ready;
+    await waitForRun(env, a.runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 3);
+    const { args } = testRecipeArgs(['train.max_steps=4']);
+    const sub = await bsft(['submit', ...args, '--allow', dir, '--set', `data.tasks=["${path.join(dir, 'tasks.jsonl')}"]`], { env });
+    const b = /submitted run (\S+)/.exec(sub.stdout)![1]!;
+    const [doneA, doneB] = await Promise.all([
+      waitForRun(env, a.runId, (v) => ['completed', 'failed'].includes(v.state), 120_000),
+      waitForRun(env, b, (v) => ['completed', 'failed'].includes(v.state), 180_000),
+    ]);
+    expect([doneA.state, doneB.state]).toEqual(['completed', 'completed']);
+    const stderr = w.stderr.join('\n');
+    expect(stderr).not.toContain('lost the job lock');
+    expect(stderr).not.toContain('job stalled');
+    expect(records(log).filter((r) => r.run === a.runId && r.what === 'begin').length).toBe(1);
+    const builds = await withRunQueues(env, async (q) => {
+      const job = (await q.jobs(b)).build!;
+      const trainA = (await q.jobs(a.runId)).train!;
+      return { attempts: job.attemptsMade, started: job.processedOn!, trainEnd: trainA.finishedOn! };
+    });
+    expect(builds.attempts).toBe(1);
+    expect(builds.started).toBeLessThan(builds.trainEnd); // the build really ran while A trained
+    const logs = (await bsft(['logs', b], { env })).stdout;
+    expect(logs.match(/"event":"dataset"/g)?.length).toBe(1);
+  });
+});
+
+describe('workers trust no job data', () => {
+  it('refuses paths outside its workspace, a Hub endpoint its owner did not allow, and malformed data, without echoing file contents', async () => {
+    const { env } = trainerLog();
+    const { runId } = await submitRun(env);
+    const valid = await withRunQueues(env, async (q) => (await q.jobs(runId)).build!.data);
+
+    let hits = 0;
+    const server = createServer((req, res) => {
+      hits++;
+      res.writeHead(500).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const outside = path.join('/var/tmp', `bsft-evil-${process.pid}`);
+    const hostile: Record<string, unknown> = {
+      outside: { ...valid, recipe: { ...valid.recipe, runs_dir: outside }, run_dir: path.join(outside, runId) },
+      passwd: { ...valid, recipe: { ...valid.recipe, task_files: ['/etc/passwd'] } },
+      hub: { ...valid, recipe: { ...valid.recipe, store: { ...valid.recipe.store, kind: 'hub', repo: 'me/evil', hub_url: `http://127.0.0.1:${port}` } } },
+      garbage: { run_id: runId, recipe: { name: 'x' } },
+    };
+    const env2 = queueEnv({ HF_TOKEN: 'hf_secretTOKENabcdefghijklmnopqrstuv' });
+    await withRunQueues(env2, async (q) => {
+      const build = new Queue('bsft-build', { connection: q.connection, prefix: env2.BSFT_QUEUE_PREFIX! });
+      for (const [id, data] of Object.entries(hostile)) await build.add('build', data, { jobId: id });
+      await build.close();
+    });
+    const w = worker('ok', env2, ['--queues', 'build']);
+    await w.ready;
+    const reasons = await withRunQueues(env2, async (q) => {
+      const until = Date.now() + 30_000;
+      for (;;) {
+        const jobs = await Promise.all(Object.keys(hostile).map((id) => q.queues.build.getJob(id)));
+        if (jobs.every((j) => j?.failedReason)) return Object.fromEntries(jobs.map((j) => [j!.id, { reason: j!.failedReason, attempts: j!.attemptsMade }]));
+        if (Date.now() > until) throw new Error(`jobs not failed: ${JSON.stringify(jobs.map((j) => j?.failedReason))}`);
+        await sleep(200);
+      }
+    });
+    server.close();
+    expect(reasons.outside!.reason).toMatch(/^job data refused: run_dir: \/var\/tmp\/bsft-evil-\d+\/\S+ is outside this worker's workspace/);
+    expect(reasons.passwd!.reason).toMatch(/recipe\.task_files\.0: \/etc\/passwd is outside this worker's workspace/);
+    expect(reasons.passwd!.reason).not.toContain('root:');
+    expect(reasons.hub!.reason).toMatch(/recipe\.store\.hub_url: http:\/\/127\.0\.0\.1:\d+ is not an endpoint this worker allows \(https:\/\/huggingface\.co\)/);
+    expect(reasons.garbage!.reason).toMatch(/^job data refused: .*(run_dir|submitted_at)/);
+    for (const r of Object.values(reasons)) expect(r.attempts).toBe(1); // never retried
+    expect(hits).toBe(0);
+    expect(existsSync(outside)).toBe(false);
+  });
+});
+
+describe('submitting', () => {
+  it('priority 1 is the most urgent and a run without a priority goes last', async () => {
+    const env = queueEnv();
+    const none = await submitRun(env, ['data.seed=1']);
+    const low = await bsft(['submit', ...testRecipeArgs(['data.seed=2']).args, '--priority', '5'], { env });
+    const urgent = await bsft(['submit', ...testRecipeArgs(['data.seed=3']).args, '--priority', '1'], { env });
+    const ids = [urgent, low].map((r) => /submitted run (\S+)/.exec(r.stdout)![1]!);
+    const builder = worker('ok', env, ['--queues', 'build']);
+    await builder.ready;
+    for (const id of [none.runId, ...ids]) await waitForRun(env, id, (v) => v.stages.build === 'completed' && v.stages.train === 'waiting', 90_000);
+    await stop(builder);
+    const trainer = worker('ok', env, ['--queues', 'train']);
+    await trainer.ready;
+    for (const id of [none.runId, ...ids]) await waitForRun(env, id, (v) => v.stages.train === 'completed', 90_000);
+    const order = await withRunQueues(env, async (q) => {
+      const started = await Promise.all([...ids, none.runId].map(async (id) => [id, (await q.jobs(id)).train!.processedOn!] as const));
+      return started.sort((x, y) => x[1] - y[1]).map(([id]) => id);
+    });
+    expect(order).toEqual([ids[0], ids[1], none.runId]);
+  });
+
+  it('five concurrent submits of one run: exactly one says "submitted run"', async () => {
+    const env = queueEnv();
+    const { args } = testRecipeArgs(['data.seed=11']);
+    const results = await Promise.all(Array.from({ length: 5 }, () => bsft(['submit', ...args], { env })));
+    expect(results.map((r) => r.code)).toEqual([0, 0, 0, 0, 0]);
+    expect(results.filter((r) => r.stdout.includes('submitted run')).length).toBe(1);
+    expect(results.filter((r) => r.stdout.includes('is already in the queue')).length).toBe(4);
+  });
+});
