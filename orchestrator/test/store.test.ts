@@ -1,3 +1,4 @@
+import { StoreAccessError, StoreIntegrityError } from '../src/errors.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { completeForPush, sha256File, verifyFolder } from '../src/store/complete.js';
 import { HubStore } from '../src/store/hub-store.js';
-import { StoreAccessError, StoreIntegrityError } from '../src/store/store.js';
+
 import { pruneRemote, pullNewestCheckpoint } from '../src/store/sync.js';
 import { bsft, ROOT } from './helpers/cli.js';
 import { pythonWith } from './helpers/python.js';

@@ -1,6 +1,7 @@
+import { UsageError } from '../errors.js';
 import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

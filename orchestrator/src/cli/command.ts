@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import type { ParseArgsConfig } from 'node:util';
 import type { Logger } from '../log.js';
 
@@ -23,11 +24,6 @@ export interface Command {
   /** Minimum and maximum positional arguments. */
   positionals: [number, number];
   run(positionals: string[], values: OptionValues, ctx: CommandContext): Promise<number>;
-}
-
-/** Bad command-line usage: exit code 2 with the command's usage line. */
-export class UsageError extends Error {
-  override name = 'UsageError';
 }
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;

@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
@@ -5,7 +6,7 @@ import { Queue } from 'bullmq';
 import express from 'express';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 
 export const dashboard: Command = {
   name: 'dashboard',

@@ -1,10 +1,11 @@
+import { UsageError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { openDataset } from '../dataset/open.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import { loadChatTokenizer } from '../dataset/tokenizer.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 
 export const datasetInspect: Command = {
   name: 'dataset inspect',

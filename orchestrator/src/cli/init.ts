@@ -1,5 +1,6 @@
+import { UsageError } from '../errors.js';
 import { existsSync, writeFileSync } from 'node:fs';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 
 const starter = (name: string, model: string, tasks: string) => `# bsft recipe: BehaviorSFT fine-tuning. Check it with \`bsft validate\`, see it resolved with \`bsft show\`.
 # Paths are relative to this file. Secrets never go here: HF_TOKEN and REDIS_URL come from the environment.

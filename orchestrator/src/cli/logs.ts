@@ -1,5 +1,6 @@
+import { UsageError } from '../errors.js';
 import { STAGES, type Stage } from '../queue/names.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,8 +1,9 @@
+import { BsftError, UsageError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { RecipeError, formatProblem } from '../recipe/recipe-error.js';
-import { EXIT, UsageError, type Command, type OptionValues } from './command.js';
+import { EXIT, type Command, type OptionValues } from './command.js';
 import { COMMANDS } from './commands.js';
 
 function version(): string {
@@ -106,10 +107,9 @@ export async function main(argv: string[]): Promise<number> {
       for (const p of e.problems) err(`  ${formatProblem(p)}`);
       return EXIT.usage;
     }
-    const known = e as { exitCode?: number; message?: string };
-    if (typeof known.exitCode === 'number') {
-      err(`bsft ${name}: ${known.message}`);
-      return known.exitCode;
+    if (e instanceof BsftError) {
+      err(`bsft ${name}: ${e.message}`);
+      return e.exitCode;
     }
     log.debug({ err: e }, 'unexpected error');
     err(`bsft ${name}: ${(e as Error).message ?? String(e)} (run with --log-level debug for details)`);

@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { readRunRecipe } from '../run/run-dir.js';
@@ -6,7 +7,8 @@ import { writeModelCard } from '../store/model-card.js';
 import { HubStore } from '../store/hub-store.js';
 import { LocalStore, type Store } from '../store/store.js';
 import { pullNewestCheckpoint } from '../store/sync.js';
-import { EXIT, intOption, UsageError, type Command } from './command.js';
+import { EXIT, intOption, type Command } from './command.js';
+import { checkpointDirName } from '../store/checkpoint-name.js';
 
 export const pull: Command = {
   name: 'pull',
@@ -59,7 +61,7 @@ export const pull: Command = {
     const checkpoints = path.join(runDir, 'checkpoints');
     const step = intOption(values, 'step');
     if (step !== undefined) {
-      const rel = `checkpoints/step-${String(step).padStart(6, '0')}`;
+      const rel = `checkpoints/${checkpointDirName(step)}`;
       if (!(await store.has(runId!, rel))) throw new UsageError(`the ${store.describe()} has no complete checkpoint ${step} of ${runId}`);
       await store.pull(runId!, rel, dest(rel));
       out(`pulled ${runId}/${rel} into ${shown(dest(rel))}`);
@@ -71,7 +73,7 @@ export const pull: Command = {
       out(`the ${store.describe()} has no complete checkpoint of ${runId}`);
       return EXIT.failure;
     }
-    const rel = `checkpoints/step-${String(got).padStart(6, '0')}`;
+    const rel = `checkpoints/${checkpointDirName(got)}`;
     out(`pulled ${runId}/${rel} (the newest complete one) into ${shown(target ?? path.join(runDir, rel))}`);
     return EXIT.ok;
   },

@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -12,7 +13,7 @@ import { compare, formatComparison, html, markdown, notComparable } from '../sco
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
 import { openStore } from '../store/store.js';
-import { EXIT, recipeOptionHelp, recipeOptions, UsageError, type Command } from './command.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
 import { runRow } from './status.js';

@@ -1,9 +1,10 @@
+import { UsageError } from '../errors.js';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { formatScore } from '../score/format.js';
 import { runRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
-import { EXIT, intOption, UsageError, type Command } from './command.js';
+import { EXIT, intOption, type Command } from './command.js';
 
 export const scoreCommand: Command = {
   name: 'score',

@@ -1,9 +1,10 @@
+import { UsageError } from '../errors.js';
 import { QueueEvents } from 'bullmq';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { TrainProgress } from '../queue/job-data.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { formatProgress } from '../util/progress.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 import { withQueues } from './queue-args.js';
 
 function progressLine(p: TrainProgress, startedAt: number, startStep: number): string {

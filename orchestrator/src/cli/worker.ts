@@ -1,10 +1,11 @@
+import { UsageError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { STAGES, type Stage } from '../queue/names.js';
 import { redactUrl } from '../recipe/secrets.js';
 import { redisUrl } from '../queue/connection.js';
 import { startWorker } from '../worker/worker.js';
-import { EXIT, UsageError, type Command } from './command.js';
+import { EXIT, type Command } from './command.js';
 
 function hubEndpoints(urls: string[]): string[] {
   for (const u of urls) {

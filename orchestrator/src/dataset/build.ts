@@ -1,3 +1,4 @@
+import { RenderError } from '../errors.js';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { DataError, type DataProblem } from './data-error.js';
 import { importTasks, recipeImportOptions } from './import.js';
 import { displayPath } from './jsonl.js';
 import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
-import { RenderError, tokenizeConversation } from './render.js';
+import { tokenizeConversation } from './render.js';
 import { writeSafetensors } from './safetensors.js';
 import { assignSplits } from './split.js';
 import type { SourcedTask, TaskLabels } from './task.js';

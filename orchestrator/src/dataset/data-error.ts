@@ -1,3 +1,4 @@
+import { InputError } from '../errors.js';
 /** One bad input line: file, line number and field path. */
 export interface DataProblem {
   file: string;
@@ -13,9 +14,7 @@ export function formatDataProblem(p: DataProblem): string {
 const SHOWN = 50;
 
 /** Bad task data; nothing was written. Exit code 2 (invalid input). */
-export class DataError extends Error {
-  override name = 'DataError';
-  readonly exitCode = 2;
+export class DataError extends InputError {
 
   constructor(readonly problems: DataProblem[]) {
     const lines = problems.slice(0, SHOWN).map((p) => `  ${formatDataProblem(p)}`);

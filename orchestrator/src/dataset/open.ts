@@ -1,12 +1,8 @@
+import { DatasetNotFoundError } from '../errors.js';
 import path from 'node:path';
 import { readRunRecipe } from '../run/run-dir.js';
 import { readManifest } from './build.js';
 import type { Manifest } from './manifest.js';
-
-export class DatasetNotFoundError extends Error {
-  override name = 'DatasetNotFoundError';
-  readonly exitCode = 2;
-}
 
 export interface OpenedDataset {
   dir: string;

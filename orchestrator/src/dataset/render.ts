@@ -1,3 +1,4 @@
+import { RenderError } from '../errors.js';
 import type { Message } from './condition.js';
 import type { ChatTokenizer } from './tokenizer.js';
 
@@ -9,10 +10,6 @@ export interface TokenizedDoc {
   droppedTurns: number;
   /** The messages actually used, reply included. */
   messages: Message[];
-}
-
-export class RenderError extends Error {
-  override name = 'RenderError';
 }
 
 /**

@@ -1,3 +1,4 @@
+import { TokenizerError } from '../errors.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -29,11 +30,6 @@ export interface ChatTokenizer {
   /** Size of the tokenizer before the behavior tokens were added. */
   baseSize: number;
   eosId: number;
-}
-
-export class TokenizerError extends Error {
-  override name = 'TokenizerError';
-  readonly exitCode = 2;
 }
 
 interface AddedTokenJson {

@@ -1,3 +1,4 @@
+import { RedisUnavailableError } from '../errors.js';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../recipe/secrets.js';
@@ -7,11 +8,6 @@ export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 /** The Redis URL, from REDIS_URL (redis:// or rediss://, password allowed). Never logged unredacted. */
 export function redisUrl(): string {
   return process.env.REDIS_URL || DEFAULT_REDIS_URL;
-}
-
-export class RedisUnavailableError extends Error {
-  override name = 'RedisUnavailableError';
-  readonly exitCode = 1;
 }
 
 /** Longest wait between reconnection attempts of long-running connections. */

@@ -1,3 +1,4 @@
+import { InputError } from '../errors.js';
 import path from 'node:path';
 import { z } from 'zod';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -35,11 +36,9 @@ const envelope = z.strictObject({
 });
 
 /** A job whose data a worker refuses to act on (never retried). */
-export class JobDataError extends Error {
-  readonly exitCode = 2;
+export class JobDataError extends InputError {
   constructor(readonly problems: string[]) {
     super(`job data refused: ${problems.join('; ')}`);
-    this.name = 'JobDataError';
   }
 }
 

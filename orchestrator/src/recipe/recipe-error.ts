@@ -1,3 +1,4 @@
+import { InputError } from '../errors.js';
 /** One problem of a recipe, with the place it came from. */
 export interface Problem {
   /** Dotted path inside the recipe (`train.lr`), or '' for the file as a whole. */
@@ -13,12 +14,11 @@ export function formatProblem(p: Problem): string {
 }
 
 /** A recipe that cannot be used; `problems` lists every problem found, not only the first. */
-export class RecipeError extends Error {
+export class RecipeError extends InputError {
   readonly problems: Problem[];
 
   constructor(problems: Problem[]) {
     super(`invalid recipe:\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`);
-    this.name = 'RecipeError';
     this.problems = problems;
   }
 }

@@ -1,11 +1,7 @@
+import { RunNotFoundError } from '../errors.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-
-export class RunNotFoundError extends Error {
-  override name = 'RunNotFoundError';
-  readonly exitCode = 2;
-}
 
 /** A run folder from what a user typed: a folder holding recipe.json, or a run id under ./runs. */
 export function findRunDir(arg: string, runsDir = path.resolve('runs')): string {

@@ -1,3 +1,4 @@
+import { BsftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 
@@ -29,9 +30,7 @@ export interface Step {
 }
 
 /** A step that cannot run here; the message says what is missing and how to get it. Exit code 1. */
-export class StepUnavailableError extends Error {
-  override name = 'StepUnavailableError';
-  readonly exitCode = 1;
+export class StepUnavailableError extends BsftError {
 
   constructor(
     readonly step: StepName,

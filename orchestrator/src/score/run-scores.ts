@@ -1,14 +1,10 @@
+import { ScoreInputError } from '../errors.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_BEHAVIORS } from '../recipe/schema.js';
 import { readRunRecipe } from '../run/run-dir.js';
 import { readGold, readPredictions, type GoldTask, type Prediction } from './inputs.js';
 import { encode, score, type Encoded, type ScoreOptions, type ScoreReport } from './metrics.js';
-
-export class ScoreInputError extends Error {
-  override name = 'ScoreInputError';
-  readonly exitCode = 2;
-}
 
 /** A scored prediction set with what a comparison needs. */
 export interface Scored {

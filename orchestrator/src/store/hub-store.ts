@@ -1,10 +1,12 @@
+import { StoreAccessError, StoreIntegrityError } from '../errors.js';
 import { createWriteStream, mkdirSync, openAsBlob, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { commit, createRepo, downloadFile, listFiles, type CommitOperation, type RepoDesignation } from '@huggingface/hub';
 import { COMPLETE, completeForPush, readComplete, sha256File, type CompleteFile } from './complete.js';
-import { StoreAccessError, StoreIntegrityError, type Store } from './store.js';
+import { type Store } from './store.js';
+import { checkpointStep } from './checkpoint-name.js';
 
 export interface HubStoreOptions {
   /** Model repo `owner/name`; one folder per run inside it. */
@@ -17,7 +19,6 @@ export interface HubStoreOptions {
   retryBaseMs?: number;
 }
 
-const STEP = /^step-(\d{6,})$/;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function statusOf(e: unknown): number | undefined {
@@ -124,8 +125,8 @@ export class HubStore implements Store {
     const out: { step: number; rel: string }[] = [];
     for (const f of files) {
       const parts = f.path.split('/');
-      const m = STEP.exec(parts[2] ?? '');
-      if (m && parts[3] === COMPLETE && parts.length === 4) out.push({ step: Number(m[1]), rel: `checkpoints/${parts[2]}` });
+      const step = checkpointStep(parts[2] ?? '');
+      if (step !== undefined && parts[3] === COMPLETE && parts.length === 4) out.push({ step, rel: `checkpoints/${parts[2]}` });
     }
     return out.sort((a, b) => b.step - a.step);
   }

@@ -1,20 +1,10 @@
+import { StoreAccessError, StoreIntegrityError } from '../errors.js';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { COMPLETE, completeForPush, readComplete, verifyFolder } from './complete.js';
+import { checkpointStep } from './checkpoint-name.js';
 
-/** A checkpoint or folder whose bytes do not match the sha256 in its COMPLETE file. */
-export class StoreIntegrityError extends Error {
-  override name = 'StoreIntegrityError';
-}
-
-/** The store refuses us (bad token, no rights, repo gone): retrying will not help. */
-export class StoreAccessError extends Error {
-  override name = 'StoreAccessError';
-  readonly exitCode = 1;
-}
-
-const STEP = /^step-(\d{6,})$/;
 
 /**
  * Contract 6: where a run's folders live beyond the machine that made them. Folder paths are relative to the run:
@@ -65,9 +55,9 @@ export class LocalStore implements Store {
     const dir = this.dir(runId, 'checkpoints');
     if (!existsSync(dir)) return [];
     return readdirSync(dir)
-      .map((name) => ({ m: STEP.exec(name), name }))
-      .filter((x) => x.m && existsSync(path.join(dir, x.name, COMPLETE)))
-      .map((x) => ({ step: Number(x.m![1]), rel: `checkpoints/${x.name}` }))
+      .map((name) => ({ step: checkpointStep(name), name }))
+      .filter((x): x is { step: number; name: string } => x.step !== undefined && existsSync(path.join(dir, x.name, COMPLETE)))
+      .map((x) => ({ step: x.step, rel: `checkpoints/${x.name}` }))
       .sort((a, b) => b.step - a.step);
   }
 

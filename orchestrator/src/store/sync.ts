@@ -1,21 +1,21 @@
+import { StoreIntegrityError } from '../errors.js';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { verifyFolder } from './complete.js';
-import { StoreIntegrityError, type Store } from './store.js';
+import { type Store } from './store.js';
+import { checkpointDirName, checkpointStep } from './checkpoint-name.js';
 
-const STEP = /^step-(\d{6,})$/;
 
 /** Steps of the local checkpoints whose COMPLETE verifies, newest first. */
 export async function localCheckpoints(checkpointsDir: string): Promise<number[]> {
   if (!existsSync(checkpointsDir)) return [];
   const steps = readdirSync(checkpointsDir)
-    .map((n) => STEP.exec(n))
-    .filter((m): m is RegExpExecArray => !!m)
-    .map((m) => Number(m[1]))
+    .map(checkpointStep)
+    .filter((s): s is number => s !== undefined)
     .sort((a, b) => b - a);
   const out: number[] = [];
-  for (const s of steps) if (!(await verifyFolder(path.join(checkpointsDir, `step-${String(s).padStart(6, '0')}`)))) out.push(s);
+  for (const s of steps) if (!(await verifyFolder(path.join(checkpointsDir, checkpointDirName(s))))) out.push(s);
   return out;
 }
 

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { BsftError } from '../errors.js';
 import { buildDataset } from '../dataset/build.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { scoreRun } from '../score/run-scores.js';
@@ -29,7 +30,7 @@ process.on('disconnect', () => process.exit(1)); // the worker is gone
 process.once('message', (task: OffloadTask) => {
   run(task).then(
     (result) => send({ ok: true, result }),
-    (e: Error & { exitCode?: number }) => send({ ok: false, message: e.message, ...(e.exitCode !== undefined ? { exitCode: e.exitCode } : {}) }),
+    (e: Error) => send({ ok: false, message: e.message, exitCode: e instanceof BsftError ? e.exitCode : 1 }),
   );
 });
 

@@ -1,3 +1,4 @@
+import { OffloadError } from '../errors.js';
 import { fork } from 'node:child_process';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { Estimate } from '../score/metrics.js';
@@ -19,15 +20,7 @@ export interface BuildSummary {
 }
 export type ScoreSummary = Record<string, { macro_f1: Estimate; accuracy: Estimate; file: string }>;
 
-export type OffloadReply = { ok: true; result: unknown } | { ok: false; message: string; exitCode?: number };
-
-/** An error of the child's task; exitCode 2 means bad input (never retried). */
-export class OffloadError extends Error {
-  constructor(message: string, readonly exitCode?: number) {
-    super(message);
-    this.name = 'OffloadError';
-  }
-}
+export type OffloadReply = { ok: true; result: unknown } | { ok: false; message: string; exitCode: number };
 
 export function offload(task: Extract<OffloadTask, { kind: 'build' }>): Promise<BuildSummary>;
 export function offload(task: Extract<OffloadTask, { kind: 'score' }>): Promise<ScoreSummary>;

@@ -1,3 +1,4 @@
+import { OffloadError, StoreAccessError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -10,10 +11,10 @@ import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import { writeRunRecipe } from '../run/pipeline.js';
 import { writeMeta } from '../store/meta.js';
 import { datasetDir } from '../run/trainer-config.js';
-import { openStore, StoreAccessError } from '../store/store.js';
+import { openStore } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
 import { checkJob, workerJobPolicy } from './job-policy.js';
-import { offload, OffloadError } from './offload.js';
+import { offload } from './offload.js';
 import { logJobEvent, processTrainJob, type StopReason } from './train-job.js';
 import type { Lease } from './trainer-process.js';
 

@@ -1,0 +1,56 @@
+/**
+ * The errors bsft reports to a user, one tiny class each (as BullMQ's src/classes/errors). Every one carries the
+ * exit code the CLI returns for it: 2 for input the user must fix (a queue never retries those), 1 for the rest.
+ * Errors with more to say (RecipeError, DataError, JobDataError, StepUnavailableError) extend these in their own
+ * files.
+ */
+export class BsftError extends Error {
+  readonly exitCode: number = 1;
+
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Input the user must fix (a recipe, task data, a command line, a run folder): exit 2, never retried. */
+export class InputError extends BsftError {
+  override readonly exitCode: number = 2;
+}
+
+/** A command line that does not fit the command; the CLI prints its usage. */
+export class UsageError extends InputError {}
+
+/** A run folder or id that does not exist. */
+export class RunNotFoundError extends InputError {}
+
+/** A dataset folder without a (readable) manifest. */
+export class DatasetNotFoundError extends InputError {}
+
+/** Tokenizer files that cannot give exact Qwen tokenization (missing, unreadable, a token that collides). */
+export class TokenizerError extends InputError {}
+
+/** Predictions or gold data that cannot be scored. */
+export class ScoreInputError extends InputError {}
+
+/** A chat template that cannot render a conversation. */
+export class RenderError extends BsftError {}
+
+/** Redis cannot be reached (its password never in the message). */
+export class RedisUnavailableError extends BsftError {}
+
+/** Bytes from a store that do not match their COMPLETE: the previous checkpoint is tried. */
+export class StoreIntegrityError extends BsftError {}
+
+/** The store refuses us (bad token, no rights, repo gone): retrying will not help. */
+export class StoreAccessError extends BsftError {}
+
+/** The child process of a dataset build or a scoring failed; its exit code is the task's (2: bad input). */
+export class OffloadError extends BsftError {
+  override readonly exitCode: number;
+
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
