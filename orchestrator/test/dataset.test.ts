@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,13 +7,14 @@ import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildDataset, type MessagesRecord } from '../src/dataset/build.js';
 import { contextMessages, type ConditioningSpec } from '../src/dataset/condition.js';
-import type { Manifest } from '../src/dataset/manifest.js';
+import { manifestSchema, type Manifest } from '../src/dataset/manifest.js';
 import { tokenizeConversation } from '../src/dataset/render.js';
 import { readSafetensors } from '../src/dataset/safetensors.js';
 import { assignSplits } from '../src/dataset/split.js';
 import { loadChatTokenizer } from '../src/dataset/tokenizer.js';
 import { resolveRecipe, type ResolvedRecipe } from '../src/recipe/resolve.js';
 import { DEFAULT_BEHAVIORS, SPLITS } from '../src/recipe/schema.js';
+import { trainerConfig, trainerConfigSchema } from '../src/run/trainer-config.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 
 const TOKENIZER = path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer');
@@ -120,6 +122,20 @@ describe('dataset build', () => {
   beforeAll(async () => {
     dir = path.join(work, 'a');
     ({ manifest } = await buildDataset(smoke(), dir, silent));
+  });
+
+  it('writes a manifest and a train.json that fit their contracts on both sides (zod here, JSON Schema in the trainer)', () => {
+    expect(manifestSchema.safeParse(manifest).error).toBeUndefined();
+    const config = trainerConfig(smoke(), path.dirname(dir));
+    expect(trainerConfigSchema.safeParse(config).error).toBeUndefined();
+    const check = `
+import json, sys
+sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'trainer-python', 'src'))})
+from bsft_trainer.contract import problems, schema
+print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), problems(json.loads(sys.argv[2]), schema("train"))]))
+`;
+    const out = execFileSync('python3', ['-c', check, path.join(dir, 'manifest.json'), JSON.stringify(config)], { encoding: 'utf8' });
+    expect(JSON.parse(out)).toEqual([[], []]);
   });
 
   it('writes the files of Contract 3 with the recorded behavior token IDs', () => {

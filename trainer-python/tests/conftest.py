@@ -13,6 +13,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
+from bsft_trainer.contract import schema  # noqa: E402
+
 VOCAB = 300
 BEHAVIORS = {"reactive": 256, "proactive": 257, "restraint": 258}
 EOS = 259
@@ -79,9 +81,7 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
         docs, ids = make_docs(n, s, **ids_kw)
         write_shard(ds / f"{split}.tokens.safetensors", docs)
         documents[split] = ids
-    manifest = {"behavior_ids": behavior_ids, "behavior_tokens": {f"<|behavior:{k}|>": v for k, v in behavior_ids.items()},
-                "eos_id": QWEN["eos"] if qwen else EOS, "documents": documents, "dataset_hash": "test"}
-    (ds / "manifest.json").write_text(json.dumps(manifest))
+    (ds / "manifest.json").write_text(json.dumps(manifest_for(behavior_ids, QWEN["eos"] if qwen else EOS, documents)))
     model = Path(model_dir) if model_dir else tmp / "model"
     model.mkdir(exist_ok=True)
     if not model_dir:
@@ -101,13 +101,44 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
         "behaviors": {k: f"<|behavior:{k}|>" for k in behavior_ids},
         "dataset": {"manifest": str(ds / "manifest.json"),
                     "shards": {s: str(ds / f"{s}.tokens.safetensors") for s in ("train", "val", "test")},
-                    "messages": {}},
+                    "messages": {s: str(ds / f"{s}.messages.jsonl") for s in ("train", "val", "test")}},
         "output_dir": str(tmp),
         "predictions_dir": str(tmp / "predictions"),
     }
     path = tmp / "train.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(with_defaults(config, schema("train"))))
     return path
+
+
+def with_defaults(value, sch):
+    """train.json as the orchestrator writes it: every field the test leaves out gets the schema's default (the
+    schema generated from the orchestrator's zod schema is the only place defaults are written)."""
+    if not isinstance(value, dict) or sch.get("type") != "object":
+        return value
+    out = dict(value)
+    for key, prop in sch.get("properties", {}).items():
+        if key not in out and "default" in prop:
+            out[key] = prop["default"]
+        if key in out:
+            out[key] = with_defaults(out[key], prop)
+    return out
+
+
+def manifest_for(behavior_ids, eos, documents):
+    """A manifest.json that passes its schema (Contract 3), for hand-made shards."""
+    splits = ("train", "val", "test")
+    stats = {"documents": 0, "tokens": 0, "loss_tokens": 0, "min": 0, "max": 0, "mean": 0, "p50": 0, "p90": 0, "p99": 0}
+    return {
+        "format": "bsft-dataset-v2", "dataset_hash": "0" * 64, "tokenizer_hash": "0" * 64, "inputs": [],
+        "options": {"conditioning": "token", "max_seq_len": 128, "seed": 0, "splits": {"train": 0.8, "val": 0.1, "test": 0.1},
+                    "behaviors": {k: f"<|behavior:{k}|>" for k in behavior_ids}, "categories": {}, "instruction": None},
+        "behavior_tokens": {f"<|behavior:{k}|>": v for k, v in behavior_ids.items()}, "behavior_ids": behavior_ids,
+        "behavior_descriptions": {}, "tokenizer_size": min(behavior_ids.values()), "eos_id": eos,
+        "counts": {s: {} for s in splits}, "cases": {s: len(documents[s]) for s in splits},
+        "lengths": {s: stats for s in splits},
+        "truncation": {"truncated": 0, "turns_dropped": 0, "dropped": 0, "dropped_ids": []},
+        "duplicates_skipped": 0, "documents": documents,
+    }
 
 
 def trainer(command, config, *extra, env=None, **kwargs):

@@ -1,4 +1,5 @@
 import pytest
+from types import SimpleNamespace
 import torch
 
 from bsft_trainer.loss import chunked_ce_sum, reference_ce_sum
@@ -82,8 +83,8 @@ def test_token_init_description_starts_each_row_from_its_description_tokens():
     torch.manual_seed(3)
     embed = torch.nn.Embedding(VOCAB, 8).weight.detach()
     head = torch.nn.Linear(8, VOCAB, bias=False).weight.detach()
-    manifest = {"behavior_ids": {"proactive": 257, "reactive": 256, "restraint": 258},
-                "behavior_descriptions": {"reactive": [5, 6], "proactive": [7], "restraint": [8, 9, 10]}}
+    manifest = SimpleNamespace(behavior_ids={"proactive": 257, "reactive": 256, "restraint": 258},
+                               behavior_descriptions={"reactive": [5, 6], "proactive": [7], "restraint": [8, 9, 10]})
     sources = row_sources("description", manifest)
     assert sources == [[5, 6], [7], [8, 9, 10]]  # in ID order, whatever the manifest's key order
     rows = TokenRows(embed, head, 256, 3, sources)
@@ -105,6 +106,6 @@ def test_token_init_description_needs_descriptions_below_the_new_ids():
         ({"reactive": [1], "proactive": [], "restraint": [2]}, "behavior_descriptions.proactive"),
         ({"reactive": [1], "proactive": [2], "restraint": [257]}, "behavior_descriptions.restraint"),
     ):
-        manifest = {"behavior_ids": ids, **({"behavior_descriptions": descriptions} if descriptions else {})}
+        manifest = SimpleNamespace(behavior_ids=ids, behavior_descriptions=descriptions or {})
         with pytest.raises(DataError, match=message):
             row_sources("description", manifest)

@@ -1,52 +1,60 @@
-import type { SplitName } from '../recipe/schema.js';
+import { z } from 'zod';
 
 export const DATASET_FORMAT = 'bsft-dataset-v2';
 
-export interface LengthStats {
-  documents: number;
-  tokens: number;
-  loss_tokens: number;
-  min: number;
-  max: number;
-  mean: number;
-  p50: number;
-  p90: number;
-  p99: number;
-}
+const count = z.number().int().nonnegative();
+const splitRecord = <T extends z.ZodType>(value: T) => z.strictObject({ train: value, val: value, test: value });
 
-/** Contract 3: manifest.json beside the shards. No timestamps or absolute paths: same inputs give the same bytes. */
-export interface Manifest {
-  format: typeof DATASET_FORMAT;
+export const lengthStatsSchema = z.strictObject({
+  documents: count,
+  tokens: count,
+  loss_tokens: count,
+  min: count,
+  max: count,
+  mean: z.number().nonnegative(),
+  p50: count,
+  p90: count,
+  p99: count,
+});
+export type LengthStats = z.infer<typeof lengthStatsSchema>;
+
+/**
+ * Contract 3: manifest.json beside the shards (its JSON Schema: docs/schema/manifest.schema.json, which the trainer
+ * checks it against). No timestamps or absolute paths: same inputs give the same bytes.
+ */
+export const manifestSchema = z.strictObject({
+  format: z.literal(DATASET_FORMAT),
   /** sha256 of the input files' contents and the build options. */
-  dataset_hash: string;
-  tokenizer_hash: string;
-  inputs: { file: string; sha256: string; bytes: number }[];
-  options: {
-    conditioning: string;
-    max_seq_len: number;
-    seed: number;
-    splits: Record<SplitName, number>;
-    behaviors: Record<string, string>;
-    categories: Record<string, string>;
-    instruction: string | null;
-  };
+  dataset_hash: z.string().regex(/^[0-9a-f]{64}$/),
+  tokenizer_hash: z.string().regex(/^[0-9a-f]{64}$/),
+  inputs: z.array(z.strictObject({ file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: count })),
+  options: z.strictObject({
+    conditioning: z.enum(['token', 'none', 'instruction']),
+    max_seq_len: z.number().int().positive(),
+    seed: count,
+    splits: splitRecord(z.number().min(0).max(1)),
+    behaviors: z.record(z.string(), z.string()),
+    categories: z.record(z.string(), z.string()),
+    instruction: z.string().nullable(),
+  }),
   /** Behavior token string -> token ID (IDs from len(tokenizer) upward). */
-  behavior_tokens: Record<string, number>;
+  behavior_tokens: z.record(z.string(), count),
   /** Behavior name -> token ID. */
-  behavior_ids: Record<string, number>;
+  behavior_ids: z.record(z.string(), count),
   /** Behavior name -> token IDs of its description (`train.token_init: description` starts the rows from them). */
-  behavior_descriptions: Record<string, number[]>;
-  tokenizer_size: number;
-  eos_id: number;
+  behavior_descriptions: z.record(z.string(), z.array(count)),
+  tokenizer_size: count,
+  eos_id: count,
   /** split -> category -> behavior -> count */
-  counts: Record<SplitName, Record<string, Record<string, number>>>;
-  cases: Record<SplitName, number>;
-  lengths: Record<SplitName, LengthStats>;
-  truncation: { truncated: number; turns_dropped: number; dropped: number; dropped_ids: string[] };
-  duplicates_skipped: number;
+  counts: splitRecord(z.record(z.string(), z.record(z.string(), count))),
+  cases: splitRecord(count),
+  lengths: splitRecord(lengthStatsSchema),
+  truncation: z.strictObject({ truncated: count, turns_dropped: count, dropped: count, dropped_ids: z.array(z.string()) }),
+  duplicates_skipped: count,
   /** Task id of every document, in shard order. */
-  documents: Record<SplitName, string[]>;
-}
+  documents: splitRecord(z.array(z.string())),
+});
+export type Manifest = z.infer<typeof manifestSchema>;
 
 export function lengthStats(lengths: number[], lossTokens: number): LengthStats {
   const sorted = [...lengths].sort((a, b) => a - b);

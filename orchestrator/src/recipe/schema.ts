@@ -35,7 +35,7 @@ const behaviorSchema = z.strictObject({
   description: z.string().min(1),
 });
 
-const modelSchema = z.strictObject({
+export const modelSchema = z.strictObject({
   /** A Hugging Face Hub id (`Qwen/Qwen2.5-7B-Instruct`) or a local directory (`./models/x`, relative to the recipe). */
   name_or_path: z.string().min(1),
   /** Directory with tokenizer.json and tokenizer_config.json; defaults to name_or_path. */
@@ -77,14 +77,14 @@ const dataSchema = z.strictObject({
   allow_control_text: z.boolean().default(false),
 });
 
-const loraSchema = z.strictObject({
+export const loraSchema = z.strictObject({
   r: positiveInt.default(16),
   alpha: z.number().positive().default(32),
   dropout: fraction.default(0.05),
   targets: z.union([z.literal('all-linear'), z.array(z.string().min(1)).min(1)]).default('all-linear'),
 });
 
-const trainSchema = z.strictObject({
+export const trainSchema = z.strictObject({
   method: z.enum(['lora', 'full']).default('lora'),
   lora: loraSchema.default(loraSchema.parse({})),
   lr: z.number().positive().max(1),
@@ -99,6 +99,10 @@ const trainSchema = z.strictObject({
   /** Initial behavior-token rows: the mean of every existing row, or of the rows of the behavior's description. */
   token_init: z.enum(['mean', 'description']).default('mean'),
   weight_decay: z.number().nonnegative().default(0),
+  /** AdamW's beta1 and beta2. */
+  adam_betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.95]),
+  /** AdamW's epsilon. */
+  adam_eps: z.number().positive().max(1e-3).default(1e-8),
   activation_checkpointing: z.union([z.boolean(), z.literal('auto')]).default('auto'),
   checkpoint_every: positiveInt.default(200),
   keep_checkpoints: positiveInt.default(3),
@@ -106,7 +110,7 @@ const trainSchema = z.strictObject({
   seed: seed.default(42),
 });
 
-const evalSchema = z.strictObject({
+export const evalSchema = z.strictObject({
   /** Evaluate loss on the val split every N optimizer steps (0: only at the end). */
   every: nonNegativeInt.default(0),
   /** Splits that `predict` runs on and `score` reports. */

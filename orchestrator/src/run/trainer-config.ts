@@ -1,31 +1,40 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import { SPLITS } from '../recipe/schema.js';
+import { z } from 'zod';
+import { evalSchema, modelSchema, SPLITS, trainSchema } from '../recipe/schema.js';
 
-/** Contract 4: train.json, the trainer's whole input. Paths are absolute. */
-export interface TrainerConfig {
-  run_id: string;
-  model: ResolvedRecipe['model'];
-  tokenizer: string;
-  train: ResolvedRecipe['train'];
-  eval: ResolvedRecipe['eval'];
-  conditioning: ResolvedRecipe['data']['conditioning'];
-  max_seq_len: number;
+const splitPaths = z.strictObject({ train: z.string(), val: z.string(), test: z.string() });
+
+/**
+ * Contract 4: train.json, the trainer's whole input, with every value filled in (the trainer has no defaults of its
+ * own) and absolute paths. Its JSON Schema (docs/schema/train.schema.json, shipped in the trainer package) is what
+ * the trainer validates train.json against.
+ */
+export const trainerConfigSchema = z.strictObject({
+  run_id: z.string().min(1),
+  model: modelSchema,
+  /** Absolute tokenizer directory, or a Hub id. */
+  tokenizer: z.string().min(1),
+  train: trainSchema,
+  eval: evalSchema,
+  conditioning: z.enum(['token', 'none', 'instruction']),
+  max_seq_len: z.number().int().positive(),
   /** Behavior name -> token string (IDs are in the manifest). */
-  behaviors: Record<string, string>;
-  dataset: {
-    manifest: string;
+  behaviors: z.record(z.string(), z.string().min(1)),
+  dataset: z.strictObject({
+    manifest: z.string(),
     /** split -> tokens.safetensors */
-    shards: Record<string, string>;
+    shards: splitPaths,
     /** split -> messages.jsonl (predict builds prompts from these) */
-    messages: Record<string, string>;
-  };
+    messages: splitPaths,
+  }),
   /** Checkpoints go to <output_dir>/checkpoints/, the final model to <output_dir>/final/. */
-  output_dir: string;
+  output_dir: z.string().min(1),
   /** predict writes <predictions_dir>/<split>[.forced-<behavior>].jsonl */
-  predictions_dir: string;
-}
+  predictions_dir: z.string().min(1),
+});
+export type TrainerConfig = z.infer<typeof trainerConfigSchema>;
 
 export function datasetDir(runDir: string): string {
   return path.join(runDir, 'dataset');
@@ -44,8 +53,8 @@ export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerCo
     behaviors: Object.fromEntries(Object.entries(recipe.data.behaviors).map(([k, v]) => [k, v.token])),
     dataset: {
       manifest: path.join(ds, 'manifest.json'),
-      shards: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.tokens.safetensors`)])),
-      messages: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.messages.jsonl`)])),
+      shards: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.tokens.safetensors`)])) as TrainerConfig['dataset']['shards'],
+      messages: Object.fromEntries(SPLITS.map((s) => [s, path.join(ds, `${s}.messages.jsonl`)])) as TrainerConfig['dataset']['messages'],
     },
     output_dir: runDir,
     predictions_dir: path.join(runDir, 'predictions'),

@@ -12,7 +12,7 @@ import sys
 import traceback
 
 from . import lease
-from .events import EXIT_FAILED, TrainerError, claim_stdout, emit, log
+from .events import EXIT_FAILED, TrainerError, claim_stdout, emit_error, log
 
 
 def main(argv=None):
@@ -48,12 +48,12 @@ def main(argv=None):
 
         return predict(cfg, fence, force=args.force)
     except TrainerError as e:
-        emit("error", kind=e.kind, message=str(e))
+        emit_error(e.kind, str(e))
         log(f"error ({e.kind}): {e}")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - every failure must become an event
         oom = type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
-        emit("error", kind="oom" if oom else "internal", message=f"{type(e).__name__}: {e}")
+        emit_error("oom" if oom else "internal", f"{type(e).__name__}: {e}")
         traceback.print_exc(file=sys.stderr)
         return EXIT_FAILED
 

@@ -1,157 +1,161 @@
-"""train.json (Contract 4): the resolved recipe's trainer section plus absolute paths. One definition on this side."""
+"""train.json and manifest.json (Contracts 4 and 3), loaded into dataclasses.
+
+Both are validated against the JSON Schema files the orchestrator generates from its zod schemas (contract.py):
+every bound, enum and required field comes from there, and every value from the file (no defaults here; a field
+the schema marks optional is None when absent). A test checks that these dataclasses have exactly the schema's
+fields.
+"""
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional, Union
 
-from .events import ConfigError
+from .contract import problems, schema
+from .events import ConfigError, DataError
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraConfig:
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.05
-    targets: object = "all-linear"
+    r: int
+    alpha: float
+    dropout: float
+    targets: Union[str, list]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    method: str
+    lora: LoraConfig
     lr: float
-    method: str = "lora"
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    schedule: str = "cosine"
-    warmup_steps: int | None = None
-    warmup_ratio: float | None = None
-    epochs: float | None = None
-    max_steps: int | None = None
-    batch_tokens: int = 16384
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    weight_decay: float = 0.0
-    token_init: str = "mean"
-    activation_checkpointing: object = "auto"
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    preempt_grace_s: int = 60
-    seed: int = 42
+    schedule: str
+    batch_tokens: int
+    grad_accum: int
+    grad_clip: float
+    token_init: str
+    weight_decay: float
+    adam_betas: tuple
+    adam_eps: float
+    activation_checkpointing: Union[bool, str]
+    checkpoint_every: int
+    keep_checkpoints: int
+    preempt_grace_s: int
+    seed: int
+    warmup_steps: Optional[int] = None
+    warmup_ratio: Optional[float] = None
+    epochs: Optional[float] = None
+    max_steps: Optional[int] = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str
-    dtype: str = "bfloat16"
-    init: str = "pretrained"
-    revision: str | None = None
-    tokenizer: str | None = None
-    config_overrides: dict = field(default_factory=dict)
+    dtype: str
+    init: str
+    revision: Optional[str] = None
+    tokenizer: Optional[str] = None
+    config_overrides: Optional[dict] = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int
+    splits: list
+    max_new_tokens: int
+    batch_size: int
+    force: list
+    bootstrap: int
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    manifest: str
+    shards: dict
+    messages: dict
+
+
+@dataclass(frozen=True)
 class Config:
     run_id: str
     model: ModelConfig
     tokenizer: str
     train: TrainConfig
-    eval: dict
+    eval: EvalConfig
     conditioning: str
     max_seq_len: int
     behaviors: dict
-    manifest: str
-    shards: dict
-    messages: dict
+    dataset: DatasetPaths
     output_dir: str
     predictions_dir: str
 
     @property
-    def checkpoints_dir(self):
+    def manifest(self) -> str:
+        return self.dataset.manifest
+
+    @property
+    def shards(self) -> dict:
+        return self.dataset.shards
+
+    @property
+    def messages(self) -> dict:
+        return self.dataset.messages
+
+    @property
+    def checkpoints_dir(self) -> str:
         return str(Path(self.output_dir) / "checkpoints")
 
     @property
-    def final_dir(self):
+    def final_dir(self) -> str:
         return str(Path(self.output_dir) / "final")
 
 
-def _take(d, key, kind, where, required=True, default=None):
-    if key not in d or d[key] is None:
-        if required:
-            raise ConfigError(f"{where}{key}: required")
-        return default
-    v = d[key]
-    ok = isinstance(v, kind) and not (kind in (int, float, (int, float)) and isinstance(v, bool))
-    if not ok:
-        raise ConfigError(f"{where}{key}: expected {getattr(kind, '__name__', kind)}, got {type(v).__name__}")
-    return v
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json of the dataset (Contract 3)."""
+
+    format: str
+    dataset_hash: str
+    tokenizer_hash: str
+    inputs: list
+    options: dict
+    behavior_tokens: dict
+    behavior_ids: dict
+    behavior_descriptions: dict
+    tokenizer_size: int
+    eos_id: int
+    counts: dict
+    cases: dict
+    lengths: dict
+    truncation: dict
+    duplicates_skipped: int
+    documents: dict
 
 
-def parse(d):
-    if not isinstance(d, dict):
-        raise ConfigError("train.json: expected an object")
-    m = _take(d, "model", dict, "")
-    t = _take(d, "train", dict, "")
-    ds = _take(d, "dataset", dict, "")
-    lora = t.get("lora") or {}
-    train = TrainConfig(
-        lr=float(_take(t, "lr", (int, float), "train.")),
-        method=_take(t, "method", str, "train.", False, "lora"),
-        lora=LoraConfig(r=int(lora.get("r", 16)), alpha=float(lora.get("alpha", 32)), dropout=float(lora.get("dropout", 0.05)),
-                        targets=lora.get("targets", "all-linear")),
-        schedule=_take(t, "schedule", str, "train.", False, "cosine"),
-        warmup_steps=_take(t, "warmup_steps", int, "train.", False),
-        warmup_ratio=_take(t, "warmup_ratio", (int, float), "train.", False),
-        epochs=_take(t, "epochs", (int, float), "train.", False),
-        max_steps=_take(t, "max_steps", int, "train.", False),
-        batch_tokens=_take(t, "batch_tokens", int, "train.", False, 16384),
-        grad_accum=_take(t, "grad_accum", int, "train.", False, 1),
-        grad_clip=float(_take(t, "grad_clip", (int, float), "train.", False, 1.0)),
-        weight_decay=float(_take(t, "weight_decay", (int, float), "train.", False, 0.0)),
-        token_init=_take(t, "token_init", str, "train.", False, "mean"),
-        activation_checkpointing=t.get("activation_checkpointing", "auto"),
-        checkpoint_every=_take(t, "checkpoint_every", int, "train.", False, 200),
-        keep_checkpoints=_take(t, "keep_checkpoints", int, "train.", False, 3),
-        preempt_grace_s=_take(t, "preempt_grace_s", int, "train.", False, 60),
-        seed=_take(t, "seed", int, "train.", False, 42),
-    )
-    if train.method not in ("lora", "full"):
-        raise ConfigError(f"train.method: expected lora or full, got {train.method!r}")
-    if train.schedule not in ("cosine", "linear", "constant"):
-        raise ConfigError(f"train.schedule: expected cosine, linear or constant, got {train.schedule!r}")
-    if train.token_init not in ("mean", "description"):
-        raise ConfigError(f"train.token_init: expected mean or description, got {train.token_init!r}")
-    if (train.epochs is None) == (train.max_steps is None):
-        raise ConfigError("train: set exactly one of epochs and max_steps")
-    for name in ("batch_tokens", "grad_accum", "checkpoint_every", "keep_checkpoints"):
-        if getattr(train, name) <= 0:
-            raise ConfigError(f"train.{name}: must be positive")
-    if train.lr <= 0:
-        raise ConfigError("train.lr: must be positive")
-    model = ModelConfig(
-        name_or_path=_take(m, "name_or_path", str, "model."),
-        dtype=_take(m, "dtype", str, "model.", False, "bfloat16"),
-        init=_take(m, "init", str, "model.", False, "pretrained"),
-        revision=_take(m, "revision", str, "model.", False),
-        tokenizer=_take(m, "tokenizer", str, "model.", False),
-        config_overrides=_take(m, "config_overrides", dict, "model.", False, {}) or {},
-    )
-    if model.dtype not in ("bfloat16", "float16", "float32", "auto"):
-        raise ConfigError(f"model.dtype: unknown dtype {model.dtype!r}")
-    return Config(
-        run_id=_take(d, "run_id", str, ""),
-        model=model,
-        tokenizer=_take(d, "tokenizer", str, "", False, model.name_or_path),
-        train=train,
-        eval=_take(d, "eval", dict, "", False, {}) or {},
-        conditioning=_take(d, "conditioning", str, "", False, "token"),
-        max_seq_len=_take(d, "max_seq_len", int, "", False, 4096),
-        behaviors=_take(d, "behaviors", dict, ""),
-        manifest=_take(ds, "manifest", str, "dataset."),
-        shards=_take(ds, "shards", dict, "dataset."),
-        messages=_take(ds, "messages", dict, "dataset.", False, {}) or {},
-        output_dir=_take(d, "output_dir", str, ""),
-        predictions_dir=_take(d, "predictions_dir", str, "", False, str(Path(d.get("output_dir", ".")) / "predictions")),
-    )
+# Fields of train.json that hold a dataclass, by dataclass.
+_NESTED = {Config: {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "dataset": DatasetPaths},
+           TrainConfig: {"lora": LoraConfig}}
 
 
-def load(path):
+def _build(cls: type, values: dict) -> Any:
+    nested = _NESTED.get(cls, {})
+    kwargs = {f.name: (_build(nested[f.name], values[f.name]) if f.name in nested else values[f.name])
+              for f in dataclasses.fields(cls) if f.name in values}
+    if cls is TrainConfig:
+        kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
+    return cls(**kwargs)
+
+
+def parse(d: Any) -> Config:
+    """A Config from train.json's parsed content; ConfigError naming every problem by its path."""
+    found = problems(d, schema("train"))
+    if not found and (d["train"].get("epochs") is None) == (d["train"].get("max_steps") is None):
+        found.append("train: set exactly one of epochs and max_steps")
+    if found:
+        raise ConfigError("; ".join(found))
+    return _build(Config, d)
+
+
+def load(path: str) -> Config:
     try:
         with open(path) as f:
             d = json.load(f)
@@ -162,19 +166,21 @@ def load(path):
     return parse(d)
 
 
-def load_manifest(cfg):
-    from .events import DataError
-
+def load_manifest(cfg: Config) -> Manifest:
     try:
         with open(cfg.manifest) as f:
-            manifest = json.load(f)
+            d = json.load(f)
     except FileNotFoundError:
         raise DataError(f"dataset manifest not found: {cfg.manifest}") from None
     except ValueError as e:
         raise DataError(f"{cfg.manifest}: not valid JSON: {e}") from None
-    ids = manifest.get("behavior_ids")
-    if not isinstance(ids, dict) or set(ids) != set(cfg.behaviors):
-        raise DataError(f"{cfg.manifest}: behavior_ids {sorted(ids or {})} do not match the recipe's behaviors {sorted(cfg.behaviors)}")
+    found = problems(d, schema("manifest"))
+    if found:
+        raise DataError(f"{cfg.manifest}: " + "; ".join(found[:10]) + (f"; and {len(found) - 10} more" if len(found) > 10 else ""))
+    manifest = _build(Manifest, d)
+    ids = manifest.behavior_ids
+    if set(ids) != set(cfg.behaviors):
+        raise DataError(f"{cfg.manifest}: behavior_ids {sorted(ids)} do not match the recipe's behaviors {sorted(cfg.behaviors)}")
     values = sorted(ids.values())
     if values != list(range(values[0], values[0] + len(values))):
         raise DataError(f"{cfg.manifest}: behavior token IDs must be consecutive, got {values}")

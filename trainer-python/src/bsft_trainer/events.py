@@ -26,11 +26,45 @@ def claim_stdout():
     sys.stdout = sys.stderr
 
 
-def emit(event, **fields):
+def _emit(event, **fields):
     """Writes one event line: {"event": <event>, ...fields}."""
     out = _events if _events is not None else sys.stdout
     out.write(json.dumps({"event": event, **fields}, allow_nan=False, default=float) + "\n")
     out.flush()
+
+
+# One function per event kind (Contract 4; their fields are checked against schema/trainer-events.schema.json by
+# tests/test_contract.py).
+
+def emit_start(total_steps: int, resumed_from_step: int, world_size: int) -> None:
+    _emit("start", total_steps=int(total_steps), resumed_from_step=int(resumed_from_step), world_size=int(world_size))
+
+
+def emit_step(step: int, loss: float, lr: float, grad_norm: float, tokens_per_s: float, mem_gib: float) -> None:
+    _emit("step", step=int(step), loss=float(loss), lr=float(lr), grad_norm=float(grad_norm),
+          tokens_per_s=float(tokens_per_s), mem_gib=float(mem_gib))
+
+
+def emit_eval(step: int, loss: float) -> None:
+    _emit("eval", step=int(step), loss=float(loss))
+
+
+def emit_checkpoint(step: int, path: str) -> None:
+    _emit("checkpoint", step=int(step), path=str(path))
+
+
+def emit_progress(done: int, total: int) -> None:
+    """predict: documents done out of total."""
+    _emit("progress", done=int(done), total=int(total))
+
+
+def emit_done(final_path: str) -> None:
+    _emit("done", final_path=str(final_path))
+
+
+def emit_error(kind: str, message: str) -> None:
+    """kind: config, data, oom or internal."""
+    _emit("error", kind=kind, message=str(message))
 
 
 def log(message):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, ConfigError, emit
+from .events import EXIT_DONE, ConfigError, emit_done
 from .inference import final_metadata, load_hf_merged
 from .model import resolve_dtype
 from .save import load_tokenizer
@@ -28,5 +28,5 @@ def run(cfg, fence, out=None):
         (Path(tmp) / "bsft.json").write_text(json.dumps({**meta, "merged": True}, indent=1, sort_keys=True))
 
     path = ckpt.save_atomic(target, write, fence, {"run_id": cfg.run_id, "merged": True})
-    emit("done", final_path=str(path))
+    emit_done(str(path))
     return EXIT_DONE

@@ -99,14 +99,14 @@ class TrainModel:
 
 
 def _behavior_range(manifest):
-    ids = sorted(manifest["behavior_ids"].values())
+    ids = sorted(manifest.behavior_ids.values())
     return ids[0], len(ids)
 
 
 # --------------------------------------------------------------------------- tiny test model (no transformers)
 
 def build_toy(cfg, manifest, device, model_config):
-    model_config = {**model_config, **cfg.model.config_overrides}
+    model_config = {**model_config, **(cfg.model.config_overrides or {})}
     torch.manual_seed(cfg.train.seed)
     model = ToyLM(model_config)
     weights = Path(cfg.model.name_or_path) / "toy_model.pt"
@@ -156,7 +156,7 @@ def model_config(cfg, hub_kwargs):
     from transformers import AutoConfig
 
     config = from_hub(cfg.model.name_or_path, AutoConfig.from_pretrained, **hub_kwargs)
-    overrides = cfg.model.config_overrides
+    overrides = cfg.model.config_overrides or {}
     if not overrides:
         return config
     values = {**config.to_dict(), **overrides}

@@ -13,7 +13,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, ConfigError, emit, log
+from .events import EXIT_DONE, ConfigError, emit_done, emit_progress, log
 from .inference import final_metadata, load_hf_merged, load_toy
 from .model import resolve_dtype
 from .shards import Shard
@@ -76,7 +76,7 @@ def greedy_hf(model, batch_prompts, max_new, eos_id, pad_id, device):
 
 def run(cfg, fence, force=None):
     manifest = load_manifest(cfg)
-    behavior_ids = manifest["behavior_ids"]
+    behavior_ids = manifest.behavior_ids
     by_id = {v: k for k, v in behavior_ids.items()}
     if force is not None and force not in behavior_ids:
         raise ConfigError(f"--force: unknown behavior {force!r} (behaviors: {', '.join(behavior_ids)})")
@@ -84,10 +84,10 @@ def run(cfg, fence, force=None):
         raise ConfigError("--force needs a run with conditioning: token")
     folder, meta = final_metadata(cfg)
     device = pick_device()
-    eos_id = int(manifest["eos_id"])
-    max_new = int(cfg.eval.get("max_new_tokens", 64))
-    batch_size = int(cfg.eval.get("batch_size", 16))
-    splits = cfg.eval.get("splits", ["test"])
+    eos_id = manifest.eos_id
+    max_new = cfg.eval.max_new_tokens
+    batch_size = cfg.eval.batch_size
+    splits = cfg.eval.splits
     tokenizer = None
     if (folder / "toy_model.pt").is_file():
         model = load_toy(folder, device)
@@ -104,7 +104,7 @@ def run(cfg, fence, force=None):
     written = []
     for split in splits:
         shard = Shard(cfg.shards[split])
-        doc_ids = manifest["documents"][split]
+        doc_ids = manifest.documents[split]
         records = {}
         if cfg.messages.get(split) and Path(cfg.messages[split]).is_file():
             with open(cfg.messages[split]) as f:
@@ -131,7 +131,7 @@ def run(cfg, fence, force=None):
                         m = ANSWER.match(text)
                         row["predicted_answer"] = m.group(1).upper() if m else None
                     f.write(json.dumps(row) + "\n")
-                emit("progress", done=min(total, start + batch_size), total=total)
+                emit_progress(min(total, start + batch_size), total)
             f.flush()
             os.fsync(f.fileno())
         with fence.publishing():
@@ -141,5 +141,5 @@ def run(cfg, fence, force=None):
     # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.
     with fence.publishing():
         ckpt.write_complete(cfg.predictions_dir, {"run_id": cfg.run_id, "epoch": fence.epoch})
-    emit("done", final_path=written[-1] if written else cfg.predictions_dir)
+    emit_done(written[-1] if written else cfg.predictions_dir)
     return EXIT_DONE

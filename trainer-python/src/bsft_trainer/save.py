@@ -18,7 +18,7 @@ from .hub import from_hub
 
 
 def behavior_tokens_in_id_order(manifest):
-    return [t for t, _ in sorted(manifest["behavior_tokens"].items(), key=lambda kv: kv[1])]
+    return [t for t, _ in sorted(manifest.behavior_tokens.items(), key=lambda kv: kv[1])]
 
 
 def load_tokenizer(cfg, manifest):
@@ -30,7 +30,7 @@ def load_tokenizer(cfg, manifest):
     tok = from_hub(cfg.tokenizer, AutoTokenizer.from_pretrained)
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in behavior_tokens_in_id_order(manifest)],
                    special_tokens=True)
-    for token, want in manifest["behavior_tokens"].items():
+    for token, want in manifest.behavior_tokens.items():
         got = tok.convert_tokens_to_ids(token)
         if got != want:
             raise ValueError(f"tokenizer gives {token} the ID {got}, the dataset {want}")
@@ -44,9 +44,9 @@ def metadata(cfg, manifest, tm):
         "base_model": cfg.model.name_or_path,
         "method": tm.method,
         "conditioning": cfg.conditioning,
-        "behavior_ids": manifest["behavior_ids"],
-        "behavior_tokens": manifest["behavior_tokens"],
-        "dataset_hash": manifest["dataset_hash"],
+        "behavior_ids": manifest.behavior_ids,
+        "behavior_tokens": manifest.behavior_tokens,
+        "dataset_hash": manifest.dataset_hash,
     }
 
 

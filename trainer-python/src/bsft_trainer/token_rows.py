@@ -32,13 +32,13 @@ def row_sources(init, manifest):
         return None
     from .events import DataError
 
-    descriptions = manifest.get("behavior_descriptions")
-    if not isinstance(descriptions, dict):
+    descriptions = manifest.behavior_descriptions
+    if not descriptions:
         raise DataError("train.token_init is description but the dataset manifest has no behavior_descriptions: "
                         "rebuild the dataset with this version of bsft")
-    first = min(manifest["behavior_ids"].values())
+    first = min(manifest.behavior_ids.values())
     sources = []
-    for name, _ in sorted(manifest["behavior_ids"].items(), key=lambda kv: kv[1]):
+    for name, _ in sorted(manifest.behavior_ids.items(), key=lambda kv: kv[1]):
         ids = descriptions.get(name)
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < first for i in ids):
             raise DataError(f"manifest behavior_descriptions.{name}: expected a non-empty list of token IDs below {first}")

@@ -14,7 +14,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit, log
+from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
 from .loss import chunked_ce_sum
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
@@ -138,7 +138,7 @@ def save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data):
 
     path = ckpt.save(cfg.checkpoints_dir, step, write, fence, {"run_id": cfg.run_id})
     ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
-    emit("checkpoint", step=step, path=str(path))
+    emit_checkpoint(step, str(path))
     return path
 
 
@@ -210,14 +210,14 @@ def run(cfg, fence, stop=None):
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr, betas=(0.9, 0.95), eps=1e-8,
+        lr=cfg.train.lr, betas=cfg.train.adam_betas, eps=cfg.train.adam_eps,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
 
     step = resume(cfg, tm, optimizer, scheduler, data)
-    emit("start", total_steps=steps, resumed_from_step=step, world_size=1)
+    emit_start(steps, step, 1)
 
-    eval_every = int(cfg.eval.get("every", 0) or 0)
+    eval_every = cfg.eval.every
     pin = device.type == "cuda"
     while step < steps:
         started = time.perf_counter()
@@ -240,12 +240,12 @@ def run(cfg, fence, stop=None):
         # One host sync per optimizer step, for the event.
         loss_value = float(loss_sum) / max(1, step_loss_tokens)
         elapsed = time.perf_counter() - started
-        emit("step", step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-             tokens_per_s=real_tokens / max(elapsed, 1e-9), mem_gib=round(memory_gib(device), 3))
+        emit_step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm),
+                  tokens_per_s=real_tokens / max(elapsed, 1e-9), mem_gib=round(memory_gib(device), 3))
         if eval_every and step % eval_every == 0 and step < steps:
             val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
             if val is not None:
-                emit("eval", step=step, loss=val)
+                emit_eval(step, val)
         if stop.signal is not None:
             save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
@@ -255,10 +255,10 @@ def run(cfg, fence, stop=None):
 
     val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
     if val is not None:
-        emit("eval", step=step, loss=val)
+        emit_eval(step, val)
     save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
     from .save import save_final
 
     final = save_final(cfg, manifest, tm, fence)
-    emit("done", final_path=str(final))
+    emit_done(str(final))
     return EXIT_DONE
