@@ -28,9 +28,9 @@ RUN apt-get update \
  && node --version
 
 # The trainer, with pinned versions of what the base image lacks: the versions its suite passed with
-# (trainer-python/pyproject.toml).
+# (trainer-python/pins.txt, the one place they are written).
 COPY trainer-python /opt/bsft/trainer-python
-RUN python -m pip install --no-cache-dir "transformers==5.17.0" "peft==0.21.0" "safetensors==0.8.0" "huggingface_hub==1.33.0" \
+RUN python -m pip install --no-cache-dir -r /opt/bsft/trainer-python/pins.txt \
  && python -m pip install --no-cache-dir --no-deps -e /opt/bsft/trainer-python \
  && python -c "import bsft_trainer, torch, transformers, peft; print('trainer ok, torch', torch.__version__)"
 

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -7,8 +7,17 @@ import { execa } from 'execa';
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const TRAINER_DIR = path.join(PACKAGE_ROOT, 'trainer-python');
 
-/** The trainer's Python requirements, as pyproject.toml states them; printed when they are missing. */
-export const TRAINER_INSTALL = `python3 -m pip install -e "${TRAINER_DIR}"   # installs torch>=2.4, transformers>=5.17, peft>=0.21, safetensors, huggingface_hub, numpy`;
+/** The versions the trainer's suite passed with (trainer-python/pins.txt, the one place they are written). */
+export function trainerPins(): string[] {
+  try {
+    return readFileSync(path.join(TRAINER_DIR, 'pins.txt'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  } catch {
+    return [];
+  }
+}
+
+/** How to install the trainer's Python requirements (pyproject.toml); printed when they are missing. */
+export const TRAINER_INSTALL = `python3 -m pip install -e "${TRAINER_DIR}"   # torch>=2.4, transformers, peft, safetensors, tokenizers, numpy (tested: ${trainerPins().join(', ')})`;
 
 /** The Python that runs the trainer: $BSFT_PYTHON, else the project's .venv, else python3 on PATH. */
 export function trainerPython(): string {

@@ -1,5 +1,3 @@
-import { OffloadError, StoreAccessError } from '../errors.js';
-import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
@@ -9,14 +7,14 @@ import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import { writeRunRecipe } from '../run/pipeline.js';
-import { writeMeta } from '../store/meta.js';
-import { datasetDir } from '../run/trainer-config.js';
 import { openStore } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
+import { processBuildJob } from './build-job.js';
 import { checkJob, workerJobPolicy } from './job-policy.js';
-import { offload } from './offload.js';
-import { logJobEvent, processTrainJob, type StopReason } from './train-job.js';
-import type { Lease } from './trainer-process.js';
+import { lockLease } from './lock-lease.js';
+import { processScoreJob } from './score-job.js';
+import { unrecoverable, type StagedJob } from './staged-job.js';
+import { processTrainJob, type StopReason } from './train-job.js';
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -43,14 +41,6 @@ export interface WorkerOptions {
   /** Hub endpoints besides HF_ENDPOINT (default huggingface.co) that this worker's HF_TOKEN may be sent to. */
   hubEndpoints?: string[];
 }
-
-/**
- * The trainer's lease (lease.py) as a share of the lock: a heartbeat is sent only when the lock has more than
- * LEASE + MARGIN of it left, so the trainer stops before the lock can expire and another worker take the job.
- * BullMQ renews the lock when half of it is left, so in normal operation every check passes.
- */
-const LEASE_SHARE = 0.35;
-const MARGIN_SHARE = 0.05;
 
 export interface RunningWorker {
   name: string;
@@ -91,7 +81,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
   const policy = workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints);
   /** Job data is re-read and checked here: whoever can write to Redis can write a job. */
-  const stage = async (job: Job<RunJobData>) => {
+  const stage = async (job: Job<RunJobData>): Promise<StagedJob> => {
     let data: RunJobData;
     try {
       data = checkJob(job.data, policy);
@@ -104,45 +94,18 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     writeRunRecipe(runDir, data.recipe);
     return { data, store, runDir };
   };
-  /** Store errors that retrying cannot fix (bad token, no rights, repo gone) fail the job at once. */
-  const unrecoverable = (e: unknown): never => {
-    if (e instanceof StoreAccessError) throw new UnrecoverableError(e.message);
-    if (e instanceof OffloadError && e.exitCode === 2) throw new UnrecoverableError(e.message);
-    throw e;
-  };
-  const leaseMs = Math.round(lockDuration * LEASE_SHARE);
-  /** The train job's lease: this worker still holds the job's lock, with more than the lease left on it. */
-  const leaseFor = (job: Job<RunJobData>, token: string | undefined): Lease => {
-    const lockKey = `${job.queueQualifiedName}:${job.id}:lock`;
-    return {
-      ms: leaseMs,
-      async holds() {
-        const res = await connection.multi().get(lockKey).pttl(lockKey).exec();
-        const [owner, pttl] = (res ?? []).map(([, v]) => v);
-        return owner === token && typeof pttl === 'number' && pttl > leaseMs + lockDuration * MARGIN_SHARE;
-      },
-    };
-  };
-
   const processors: Record<Stage, (job: Job<RunJobData>, token?: string) => Promise<unknown>> = {
     async build(job) {
-      const { data, store, runDir } = await stage(job);
-      if (await isCancelled(data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
-      // Runs of one submission that share their data section share one build (by dataset hash).
-      const res = await offload({ kind: 'build', recipe: data.recipe, outDir: datasetDir(runDir), cacheDir: path.join(path.dirname(runDir), '_datasets') }).catch(unrecoverable);
-      if (store.kind === 'hub') {
-        await store.push(data.run_id, datasetDir(runDir), 'dataset').catch(unrecoverable);
-        await store.push(data.run_id, writeMeta(runDir, data.recipe), 'meta').catch(unrecoverable);
-      }
-      await logJobEvent(job, { event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.dataset_hash, documents: res.documents });
-      return { dataset_hash: res.dataset_hash };
+      const staged = await stage(job);
+      if (await isCancelled(staged.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      return processBuildJob(job, staged);
     },
     async train(job, token) {
       const { data, store, runDir } = await stage(job);
       // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
       const epoch = await connection.incr(keys.epoch(data.run_id));
       return processTrainJob(job, data, token, runDir, store, {
-        lease: leaseFor(job, token),
+        lease: lockLease(connection, job, token, lockDuration),
         epoch,
         ownsRun: async () => (await connection.get(keys.epoch(data.run_id))) === String(epoch),
         log,
@@ -155,20 +118,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }).catch(unrecoverable);
     },
     async score(job) {
-      const { data, store, runDir } = await stage(job);
-      const runId = data.run_id;
-      if (await isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
-      for (const rel of ['dataset', 'predictions']) {
-        if (store.kind === 'hub' && !existsSync(path.join(runDir, rel, 'COMPLETE'))) await store.pull(runId, rel, path.join(runDir, rel)).catch(unrecoverable);
-      }
-      const scores = await offload({ kind: 'score', runDir, splits: data.recipe.eval.splits }).catch(unrecoverable);
-      const results: Record<string, unknown> = {};
-      for (const [split, s] of Object.entries(scores)) {
-        results[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };
-        await logJobEvent(job, { event: 'score', split, ...s });
-      }
-      if (store.kind === 'hub') await store.push(runId, path.join(runDir, 'score'), 'score').catch(unrecoverable);
-      return results;
+      const staged = await stage(job);
+      if (await isCancelled(staged.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
+      return processScoreJob(job, staged);
     },
   };
 
