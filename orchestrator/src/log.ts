@@ -2,8 +2,9 @@ import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 
 export type { Logger };
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import type { LogLevel } from './log-levels.js';
+
+export { LOG_LEVELS, type LogLevel } from './log-levels.js';
 
 /** Logs go to stderr: human-readable on a TTY, JSON lines otherwise. Command output goes to stdout. */
 export function createLogger(level: LogLevel = 'info', stream: NodeJS.WritableStream = process.stderr): Logger {

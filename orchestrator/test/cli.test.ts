@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS } from '../src/cli/commands.js';
-import { bsft, ROOT } from './helpers/cli.js';
+import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 
 describe('bsft CLI', () => {
   it('prints its version', async () => {
@@ -26,6 +27,35 @@ describe('bsft CLI', () => {
       expect(res.stdout).toContain(`usage: ${c.usage}`);
       for (const opt of Object.keys(c.options)) expect(res.stdout, `${c.name} --${opt}`).toContain(`--${opt}`);
     }
+  });
+
+  it('shows each default once, in --help, and uses it', async () => {
+    const res = await bsft(['status', '--help']);
+    expect(res.stdout).toMatch(/--limit <value> +number of runs to list \(default: 20\)/);
+    expect((await bsft(['report', '--help'])).stdout).toMatch(/--bootstrap <value> +bootstrap resamples \(default: 1000\)/);
+  });
+
+  it('--help and validate load only what they need: never BullMQ, Bull Board, express or the tokenizer', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-imports-'));
+    for (const args of [['--help'], ['status', '--help'], ['validate', 'recipes/smoke.yaml', '--no-data']]) {
+      const file = path.join(dir, `${args.join('_').replace(/[^\w]/g, '')}.txt`);
+      const res = await bsft(args, { env: { RECORD_IMPORTS: file, NODE_OPTIONS: `--import ${pathToFileURL(path.join(FIXTURES, 'record-imports.mjs')).href}` } });
+      expect(res.code, args.join(' ')).toBe(0);
+      const loaded = readFileSync(file, 'utf8');
+      expect(loaded, args.join(' ')).toContain('/dist/cli/main.js');
+      for (const heavy of ['/node_modules/bullmq/', '/node_modules/@bull-board/', '/node_modules/express/', '/node_modules/@huggingface/tokenizers/', '/node_modules/ioredis/']) {
+        expect(loaded, `${args.join(' ')} loads ${heavy}`).not.toContain(heavy);
+      }
+    }
+  });
+
+  it('takes ./bsft.yaml (what bsft init writes) when a recipe command is given none', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-default-'));
+    writeFileSync(path.join(dir, 'bsft.yaml'), `extends: ${path.join(ROOT, 'recipes', 'smoke.yaml')}\nname: from-bsft-yaml\n`);
+    const res = await bsft(['show', '--json', '--allow', ROOT], { cwd: dir });
+    expect(res.code, res.stderr).toBe(0);
+    expect(JSON.parse(res.stdout).name).toBe('from-bsft-yaml');
+    expect((await bsft(['show', '--help'], { cwd: dir })).stdout).toContain('./bsft.yaml is used when it exists');
   });
 
   it('exits 2 on usage errors', async () => {

@@ -1,18 +1,12 @@
 import { UsageError } from '../errors.js';
 import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export const cancel: Command = {
-  name: 'cancel',
-  summary: 'cancel a run: the worker holding it stops the trainer with a final checkpoint; the run is marked cancelled',
-  usage: 'bsft cancel <run-id> [--no-wait]',
-  options: { 'no-wait': { type: 'boolean' } },
-  optionHelp: { 'no-wait': 'return once the cancel is sent, without waiting for the trainer to stop' },
-  positionals: [1, 1],
+export const cancel: CommandImpl = {
   async run([runId], values, { out }) {
     return withQueues(async (q, redis) => {
       const view = await q.view(runId!);
@@ -42,13 +36,7 @@ export const cancel: Command = {
   },
 };
 
-export const retry: Command = {
-  name: 'retry',
-  summary: 'resume a failed or cancelled run from its newest checkpoint',
-  usage: 'bsft retry <run-id>',
-  options: {},
-  optionHelp: {},
-  positionals: [1, 1],
+export const retry: CommandImpl = {
   async run([runId], _values, { out }) {
     return withQueues(async (q, redis) => {
       const jobs = await q.jobs(runId!);

@@ -11,8 +11,11 @@ export interface CommandContext {
   out: (line: string) => void;
 }
 
-/** One `bsft` command; each lives in its own file under cli/. */
-export interface Command {
+/**
+ * What the CLI knows of a command before loading it (cli/commands.ts): name, help, options with their defaults
+ * (each written once, here, and shown in --help), how many arguments it takes, and `load` for its code.
+ */
+export interface CommandSpec {
   name: string;
   summary: string;
   usage: string;
@@ -23,6 +26,13 @@ export interface Command {
   optionHelp: Record<string, string>;
   /** Minimum and maximum positional arguments. */
   positionals: [number, number];
+  /** With no argument, the recipe is ./bsft.yaml (what `bsft init` writes) when it exists. */
+  defaultRecipe?: boolean;
+  load(): Promise<CommandImpl>;
+}
+
+/** A command's code: one file per command under cli/, loaded only when the command runs. */
+export interface CommandImpl {
   run(positionals: string[], values: OptionValues, ctx: CommandContext): Promise<number>;
 }
 

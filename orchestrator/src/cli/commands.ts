@@ -1,28 +1,293 @@
-import { cancel, retry } from './cancel.js';
-import type { Command } from './command.js';
-import { dashboard } from './dashboard.js';
-import { datasetBuild } from './dataset-build.js';
-import { datasetInspect } from './dataset-inspect.js';
-import { datasetStats } from './dataset-stats.js';
-import { init } from './init.js';
-import { logs } from './logs.js';
-import { predict } from './predict.js';
-import { pull } from './pull.js';
-import { reportCommand } from './report.js';
-import { reproduce } from './reproduce.js';
-import { run } from './run.js';
-import { scoreCommand } from './score.js';
-import { show } from './show.js';
-import { status } from './status.js';
-import { submit } from './submit.js';
-import { validate } from './validate.js';
-import { watch } from './watch.js';
-import { workerCommand } from './worker.js';
+import { STAGES } from '../queue/names.js';
+import { VALIDATE_DATA_MAX_BYTES } from '../dataset/limits.js';
+import { recipeOptionHelp, recipeOptions, type CommandSpec } from './command.js';
+import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
 
-/** Every `bsft` command, in the order `bsft --help` lists them. */
-export const COMMANDS: Command[] = [
-  validate, show, init, run,
-  datasetBuild, datasetStats, datasetInspect,
-  submit, workerCommand, status, watch, logs, cancel, retry, dashboard, pull,
-  predict, scoreCommand, reportCommand, reproduce,
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
+/**
+ * Every `bsft` command, in the order `bsft --help` lists them: what the CLI parser needs (options with their help
+ * and defaults, arguments) and `load`, which imports the command's code only when it runs, so `bsft --help` and
+ * light commands never load BullMQ, Bull Board, express or the tokenizer.
+ */
+export const COMMANDS: CommandSpec[] = [
+  {
+  name: 'validate',
+  defaultRecipe: true,
+  summary: 'check recipes (and their task files) and list every problem with its path, file and line',
+  usage: 'bsft validate <recipe...> [--data | --no-data] [--set path=value] [--allow DIR]',
+  details:
+    `Task files are checked line by line as \`bsft dataset build\` imports them (JSON, fields, text rules, limits)\n` +
+    `when they are local and ${mib(VALIDATE_DATA_MAX_BYTES)} or less in all; --data checks larger ones too, --no-data skips the check.`,
+  options: { ...recipeOptions, quiet: { type: 'boolean', short: 'q' }, data: { type: 'boolean' }, 'no-data': { type: 'boolean' } },
+  optionHelp: { ...recipeOptionHelp, quiet: 'print problems only', data: 'check the task files whatever their size', 'no-data': 'do not read the task files' },
+  positionals: [1, Infinity],
+    load: async () => (await import('./validate.js')).validate,
+  },
+  {
+  name: 'show',
+  defaultRecipe: true,
+  summary: 'print the fully resolved recipe (extends merged, defaults filled in, paths absolute)',
+  usage: 'bsft show <recipe> [--json] [--set path=value] [--allow DIR]',
+  options: { ...recipeOptions, json: { type: 'boolean' } },
+  optionHelp: { ...recipeOptionHelp, json: 'print JSON instead of YAML' },
+  positionals: [1, 1],
+    load: async () => (await import('./show.js')).show,
+  },
+  {
+  name: 'init',
+  summary: 'write a starter recipe',
+  usage: 'bsft init [file] [--name NAME] [--model ID_OR_DIR] [--tasks GLOB] [--force]',
+  options: {
+    name: { type: 'string', default: 'my-behaviorsft' },
+    model: { type: 'string', default: 'Qwen/Qwen2.5-7B-Instruct' },
+    tasks: { type: 'string', default: 'data/*.jsonl' },
+    force: { type: 'boolean', short: 'f' },
+  },
+  optionHelp: {
+    name: 'run name',
+    model: 'base model (a Hub id or a local folder)',
+    tasks: 'task files or glob',
+    force: 'overwrite an existing file',
+  },
+  positionals: [0, 1],
+    load: async () => (await import('./init.js')).init,
+  },
+  {
+  name: 'run',
+  defaultRecipe: true,
+  summary: 'run a recipe end to end in this process (build -> train -> predict -> score), no Redis',
+  usage: 'bsft run <recipe> [--set path=value] [--allow DIR]',
+  details:
+    'Results go to runs/<run-id>/ (store.path when set). Steps already done for the same run id are skipped,\n' +
+    'so running the same command again continues where it stopped.\n' +
+    'Ctrl-C (or SIGTERM) asks the trainer to finish its step and write a checkpoint (within train.preempt_grace_s),\n' +
+    'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.',
+  options: { ...recipeOptions },
+  optionHelp: { ...recipeOptionHelp },
+  positionals: [1, 1],
+    load: async () => (await import('./run.js')).run,
+  },
+  {
+  name: 'dataset build',
+  defaultRecipe: true,
+  summary: 'build the behavior-token dataset of a recipe into runs/<run-id>/dataset/',
+  usage: 'bsft dataset build <recipe> [--out DIR] [--set path=value] [--allow DIR]',
+  options: { ...recipeOptions, out: { type: 'string' } },
+  optionHelp: { ...recipeOptionHelp, out: 'output folder (default runs/<run-id>/dataset)' },
+  positionals: [1, 1],
+    load: async () => (await import('./dataset-build.js')).datasetBuild,
+  },
+  {
+  name: 'dataset stats',
+  summary: 'counts per split x category x behavior, token-length histogram, truncation',
+  usage: 'bsft dataset stats <run-id | run dir | dataset dir> [--json]',
+  options: { json: { type: 'boolean' } },
+  optionHelp: { json: 'print the manifest statistics as JSON' },
+  positionals: [1, 1],
+    load: async () => (await import('./dataset-stats.js')).datasetStats,
+  },
+  {
+  name: 'dataset inspect',
+  summary: 'show rendered documents with the loss-masked spans marked',
+  usage: 'bsft dataset inspect <run-id | run dir | dataset dir> [--split val] [--n 3] [--tokenizer DIR]',
+  details: 'Text inside ⟦ ⟧ is predicted (inside the loss); the rest is context. On a terminal it is also shown in green.',
+  options: { split: { type: 'string', default: 'val' }, n: { type: 'string', default: '3' }, tokenizer: { type: 'string' } },
+  optionHelp: { split: 'train | val | test', n: 'number of documents', tokenizer: 'tokenizer folder (default: the run recipe\'s)' },
+  positionals: [1, 1],
+    load: async () => (await import('./dataset-inspect.js')).datasetInspect,
+  },
+  {
+  name: 'submit',
+  defaultRecipe: true,
+  summary: 'queue a recipe as a run (BullMQ flow build -> train -> score); the run id is the job id',
+  usage: 'bsft submit <recipe> [--priority N] [--set path=value] [--allow DIR]',
+  details: 'Redis comes from REDIS_URL (redis:// or rediss://, password allowed). Submitting the same run again is a no-op.',
+  options: { ...recipeOptions, priority: { type: 'string' } },
+  optionHelp: { ...recipeOptionHelp, priority: 'BullMQ priority: 1 is the most urgent; 0 (none) runs after every prioritized run (default: the recipe\'s queue.priority)' },
+  positionals: [1, 1],
+    load: async () => (await import('./submit.js')).submit,
+  },
+  {
+  name: 'worker',
+  summary: 'run a worker daemon: takes build, train and score jobs and runs the trainer for train jobs',
+  usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--workdir DIR] [--allow DIR] [--hub-endpoint URL] [--trainer CMD]',
+  details:
+    'SIGTERM (a preempted machine) stops the trainer after a checkpoint, puts its job back in waiting and exits.\n' +
+    'Redis from REDIS_URL; HF_TOKEN from the environment. --trainer (or BSFT_TRAINER) replaces `python -m bsft_trainer`.\n' +
+    'Jobs are checked before anything runs: their paths must lie in the current directory, --workdir or an --allow root\n' +
+    '(BSFT_ALLOW_PATHS too), and a hub store\'s hub_url must be HF_ENDPOINT (default https://huggingface.co) or a --hub-endpoint.',
+  options: { gpus: { type: 'string' }, queues: { type: 'string', default: STAGES.join(',') }, name: { type: 'string' }, trainer: { type: 'string' }, workdir: { type: 'string' },
+    allow: { type: 'string', multiple: true }, 'hub-endpoint': { type: 'string', multiple: true } },
+  optionHelp: {
+    gpus: 'GPUs of this worker (CUDA_VISIBLE_DEVICES), e.g. 0,1',
+    queues: 'queues to work on',
+    name: 'worker name shown in bsft status (default host:pid)',
+    trainer: 'trainer command instead of python -m bsft_trainer',
+    workdir: 'where runs of a Hub store are staged on this machine (default ./runs, or BSFT_WORKDIR)',
+    allow: 'also let jobs read and write inside DIR (repeatable; default: the current directory and --workdir)',
+    'hub-endpoint': 'also send HF_TOKEN to this Hub endpoint when a job names it (repeatable; must be https)',
+  },
+  positionals: [0, 0],
+    load: async () => (await import('./worker.js')).workerCommand,
+  },
+  {
+  name: 'status',
+  summary: 'queue counts and a table of runs: state, step/total, loss, tok/s, worker, age',
+  usage: 'bsft status [--limit 20] [--json]',
+  options: { limit: { type: 'string', default: '20' }, json: { type: 'boolean' } },
+  optionHelp: { limit: 'number of runs to list', json: 'print JSON' },
+  positionals: [0, 0],
+    load: async () => (await import('./status.js')).status,
+  },
+  {
+  name: 'watch',
+  summary: 'follow a run live: progress bar with loss, tok/s and ETA; ends with the outcome',
+  usage: 'bsft watch <run-id>',
+  options: {},
+  optionHelp: {},
+  positionals: [1, 1],
+    load: async () => (await import('./watch.js')).watch,
+  },
+  {
+  name: 'logs',
+  summary: 'print the log of a run (events of its build, train and score jobs); -f follows it',
+  usage: 'bsft logs <run-id> [-f]',
+  options: { follow: { type: 'boolean', short: 'f' } },
+  optionHelp: { follow: 'keep printing new lines until the run ends' },
+  positionals: [1, 1],
+    load: async () => (await import('./logs.js')).logs,
+  },
+  {
+  name: 'cancel',
+  summary: 'cancel a run: the worker holding it stops the trainer with a final checkpoint; the run is marked cancelled',
+  usage: 'bsft cancel <run-id> [--no-wait]',
+  options: { 'no-wait': { type: 'boolean' } },
+  optionHelp: { 'no-wait': 'return once the cancel is sent, without waiting for the trainer to stop' },
+  positionals: [1, 1],
+    load: async () => (await import('./cancel.js')).cancel,
+  },
+  {
+  name: 'retry',
+  summary: 'resume a failed or cancelled run from its newest checkpoint',
+  usage: 'bsft retry <run-id>',
+  options: {},
+  optionHelp: {},
+  positionals: [1, 1],
+    load: async () => (await import('./cancel.js')).retry,
+  },
+  {
+  name: 'dashboard',
+  summary: 'serve Bull Board on localhost, showing the build, train and score queues',
+  usage: 'bsft dashboard [--port 3100] [--host 127.0.0.1]',
+  details: 'Bound to 127.0.0.1 by default: reach it from elsewhere through an SSH tunnel, not by opening the port.',
+  options: { port: { type: 'string', default: '3100' }, host: { type: 'string', default: '127.0.0.1' } },
+  optionHelp: { port: 'port (0 picks a free one)', host: 'address to bind' },
+  positionals: [0, 0],
+    load: async () => (await import('./dashboard.js')).dashboard,
+  },
+  {
+  name: 'pull',
+  summary: 'bring a run\'s checkpoint or final model back from its store (sha256-checked), for predict and scoring',
+  usage: 'bsft pull <run-id> [--step N | --final] [--repo owner/name] [--hub-url URL] [--runs DIR] [--out DIR]',
+  details:
+    'The store comes from <runs>/<run-id>/recipe.json, or --repo for a Hub store on a machine that has nothing of the run.\n' +
+    'The final model gets a model card (README.md), recorded in its COMPLETE. HF_TOKEN from the environment.',
+  options: {
+    step: { type: 'string' },
+    final: { type: 'boolean' },
+    repo: { type: 'string' },
+    'hub-url': { type: 'string' },
+    runs: { type: 'string', default: 'runs' },
+    out: { type: 'string' },
+  },
+  optionHelp: {
+    step: 'this checkpoint step (default: the newest complete one)',
+    final: 'the final model instead of a checkpoint',
+    repo: 'Hub model repo owner/name',
+    'hub-url': 'Hub endpoint (default https://huggingface.co)',
+    runs: 'the runs folder that holds (or will hold) the run',
+    out: 'where the pulled folder goes (default <runs>/<run-id>/final or <runs>/<run-id>/checkpoints/step-N)',
+  },
+  positionals: [1, 1],
+    load: async () => (await import('./pull.js')).pull,
+  },
+  {
+  name: 'predict',
+  summary: "make a run's predictions on its eval splits with its final model (python -m bsft_trainer predict)",
+  usage: 'bsft predict <run>',
+  details: 'A run is a run folder or a run id under ./runs; it needs final/ (bsft run, or bsft pull <run> --final).\n' +
+    'Writes predictions/<split>.jsonl (and <split>.forced-<behavior>.jsonl for eval.force); then: bsft score <run>.',
+  options: {},
+  optionHelp: {},
+  positionals: [1, 1],
+    load: async () => (await import('./predict.js')).predict,
+  },
+  {
+  name: 'score',
+  summary: 'BehaviorBench metrics of a run (or a predictions file): macro-F1, per class, confusion, categories, 95% CIs',
+  usage: 'bsft score <run | predictions.jsonl> [--tasks FILE]... [--split test] [--bootstrap 1000] [--seed 42] [--json]',
+  details: 'A run is a run folder or a run id under ./runs; scores are written to <run>/score/<split>.json.',
+  options: {
+    tasks: { type: 'string', multiple: true },
+    split: { type: 'string', multiple: true },
+    bootstrap: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  optionHelp: {
+    tasks: 'gold task files (Contract 1 JSONL) for a predictions file',
+    split: 'split(s) of a run to score (default: the recipe\'s eval.splits)',
+    bootstrap: 'bootstrap resamples (default: the recipe\'s eval.bootstrap, or 1000)',
+    seed: 'bootstrap seed (default: the recipe\'s train.seed, or 42)',
+    json: 'print the score as JSON',
+  },
+  positionals: [1, 1],
+    load: async () => (await import('./score.js')).scoreCommand,
+  },
+  {
+  name: 'report',
+  summary: 'compare runs side by side (deltas with intervals, the paper\'s figures) as a table, JSON, Markdown and HTML',
+  usage: 'bsft report <run...> [--split test] [--out DIR] [--bootstrap 1000] [--seed 42]',
+  details: 'The first run is the baseline of the deltas. Writes report.json, report.md and report.html (self-contained, SVG charts) to --out.',
+  options: { split: { type: 'string', default: 'test' }, out: { type: 'string', default: 'report' }, bootstrap: { type: 'string', default: '1000' }, seed: { type: 'string', default: '42' } },
+  optionHelp: {
+    split: 'split to compare',
+    out: 'output folder',
+    bootstrap: 'bootstrap resamples',
+    seed: 'bootstrap seed',
+  },
+  positionals: [1, Infinity],
+    load: async () => (await import('./report.js')).reportCommand,
+  },
+  {
+  name: 'reproduce',
+  summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
+  usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR]',
+  details:
+    '--dry-run builds the datasets locally to count tokens, prints the runs, their resolved recipes and the estimated GPU\n' +
+    `hours (LoRA at ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s).\n` +
+    '--data names the BehaviorBench task files (JSONL, globs allowed) for every recipe of the preset; --sample runs on\n' +
+    "the bundled 630-task sample instead, whose scores are marked as not comparable with the paper's. --set applies to every recipe.",
+  options: {
+    ...recipeOptions,
+    data: { type: 'string', multiple: true },
+    sample: { type: 'boolean' },
+    preset: { type: 'string', default: 'paper-qwen2.5-7b' },
+    'dry-run': { type: 'boolean' },
+    'tokens-per-s': { type: 'string' },
+    out: { type: 'string' },
+  },
+  optionHelp: {
+    ...recipeOptionHelp,
+    data: 'BehaviorBench task file or glob (repeatable), relative to the current directory',
+    sample: 'use the bundled 630-task sample (a smoke test of the set: not comparable with the paper)',
+    preset: `which set (one of ${Object.keys(PRESETS).join(', ')})`,
+    'dry-run': 'print the runs, resolved recipes and GPU-hour estimates; submit nothing',
+    'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
+    out: 'report folder (default runs/reproduce-<preset>)',
+  },
+  positionals: [0, 0],
+    load: async () => (await import('./reproduce.js')).reproduce,
+  },
 ];

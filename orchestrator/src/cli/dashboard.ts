@@ -6,20 +6,13 @@ import { Queue } from 'bullmq';
 import express from 'express';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 
-export const dashboard: Command = {
-  name: 'dashboard',
-  summary: 'serve Bull Board on localhost, showing the build, train and score queues',
-  usage: 'bsft dashboard [--port 3100] [--host 127.0.0.1]',
-  details: 'Bound to 127.0.0.1 by default: reach it from elsewhere through an SSH tunnel, not by opening the port.',
-  options: { port: { type: 'string' }, host: { type: 'string' } },
-  optionHelp: { port: 'port (default 3100; 0 picks a free one)', host: 'address to bind (default 127.0.0.1)' },
-  positionals: [0, 0],
+export const dashboard: CommandImpl = {
   async run(_args, values, { log, out }) {
-    const port = Number((values.port as string | undefined) ?? 3100);
+    const port = Number(values.port as string);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0..65535');
-    const host = (values.host as string | undefined) ?? '127.0.0.1';
+    const host = values.host as string;
     const redis = new RedisWatch(log);
     const connection = workerConnection(undefined, redis);
     const queues = STAGES.map((s) => redis.watch(new Queue(queueName(s), { connection, prefix: queuePrefix() }), s));

@@ -3,16 +3,10 @@ import { buildDataset } from '../dataset/build.js';
 import { SPLITS } from '../recipe/schema.js';
 import { writeRunRecipe } from '../run/pipeline.js';
 import { datasetDir } from '../run/trainer-config.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
-export const datasetBuild: Command = {
-  name: 'dataset build',
-  summary: 'build the behavior-token dataset of a recipe into runs/<run-id>/dataset/',
-  usage: 'bsft dataset build <recipe> [--out DIR] [--set path=value] [--allow DIR]',
-  options: { ...recipeOptions, out: { type: 'string' } },
-  optionHelp: { ...recipeOptionHelp, out: 'output folder (default runs/<run-id>/dataset)' },
-  positionals: [1, 1],
+export const datasetBuild: CommandImpl = {
   async run([file], values, { log, out }) {
     const recipe = resolveFromArgs(file!, values);
     const runDir = path.join(recipe.runs_dir, recipe.run_id);

@@ -5,20 +5,13 @@ import { openDataset } from '../dataset/open.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import { loadChatTokenizer } from '../dataset/tokenizer.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 
-export const datasetInspect: Command = {
-  name: 'dataset inspect',
-  summary: 'show rendered documents with the loss-masked spans marked',
-  usage: 'bsft dataset inspect <run-id | run dir | dataset dir> [--split val] [--n 3] [--tokenizer DIR]',
-  details: 'Text inside ⟦ ⟧ is predicted (inside the loss); the rest is context. On a terminal it is also shown in green.',
-  options: { split: { type: 'string' }, n: { type: 'string' }, tokenizer: { type: 'string' } },
-  optionHelp: { split: 'train | val | test (default val)', n: 'number of documents (default 3)', tokenizer: 'tokenizer folder (default: the run recipe\'s)' },
-  positionals: [1, 1],
+export const datasetInspect: CommandImpl = {
   async run([arg], values, { out }) {
-    const split = ((values.split as string | undefined) ?? 'val') as SplitName;
+    const split = values.split as SplitName;
     if (!SPLITS.includes(split)) throw new UsageError(`--split must be one of ${SPLITS.join(', ')}`);
-    const n = Number((values.n as string | undefined) ?? 3);
+    const n = Number(values.n as string);
     if (!Number.isInteger(n) || n < 1) throw new UsageError('--n must be a positive integer');
     const { dir, manifest, recipe } = openDataset(arg!);
     const tokDir = (values.tokenizer as string | undefined) ?? recipe?.tokenizer;

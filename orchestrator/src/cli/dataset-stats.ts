@@ -3,7 +3,7 @@ import { openDataset } from '../dataset/open.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import { SPLITS } from '../recipe/schema.js';
 import { table } from '../util/table.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 
 /** Power-of-two length buckets: 64..127, 128..255, ... */
 export function lengthHistogram(offsets: BigInt64Array): Map<number, number> {
@@ -16,13 +16,7 @@ export function lengthHistogram(offsets: BigInt64Array): Map<number, number> {
   return new Map([...hist].sort((a, b) => a[0] - b[0]));
 }
 
-export const datasetStats: Command = {
-  name: 'dataset stats',
-  summary: 'counts per split x category x behavior, token-length histogram, truncation',
-  usage: 'bsft dataset stats <run-id | run dir | dataset dir> [--json]',
-  options: { json: { type: 'boolean' } },
-  optionHelp: { json: 'print the manifest statistics as JSON' },
-  positionals: [1, 1],
+export const datasetStats: CommandImpl = {
   async run([arg], values, { out }) {
     const { dir, manifest: m } = openDataset(arg!);
     if (values.json) {

@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
 import { existsSync, writeFileSync } from 'node:fs';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 
 const starter = (name: string, model: string, tasks: string) => `# bsft recipe: BehaviorSFT fine-tuning. Check it with \`bsft validate\`, see it resolved with \`bsft show\`.
 # Paths are relative to this file. Secrets never go here: HF_TOKEN and REDIS_URL come from the environment.
@@ -41,32 +41,16 @@ store:
   kind: local                # local | hub (set repo: owner/name; token from HF_TOKEN)
 `;
 
-export const init: Command = {
-  name: 'init',
-  summary: 'write a starter recipe',
-  usage: 'bsft init [file] [--name NAME] [--model ID_OR_DIR] [--tasks GLOB] [--force]',
-  options: {
-    name: { type: 'string' },
-    model: { type: 'string' },
-    tasks: { type: 'string' },
-    force: { type: 'boolean', short: 'f' },
-  },
-  optionHelp: {
-    name: 'run name (default: my-behaviorsft)',
-    model: 'base model (default: Qwen/Qwen2.5-7B-Instruct)',
-    tasks: 'task files or glob (default: data/*.jsonl)',
-    force: 'overwrite an existing file',
-  },
-  positionals: [0, 1],
+export const init: CommandImpl = {
   async run([file = 'bsft.yaml'], values, { out }) {
     if (existsSync(file) && !values.force) {
       throw new UsageError(`${file} exists; pass --force to overwrite it`);
     }
-    const name = (values.name as string | undefined) ?? 'my-behaviorsft';
+    const name = values.name as string;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError(`--name: letters, digits, ".", "_" and "-"`);
     writeFileSync(
       file,
-      starter(name, (values.model as string | undefined) ?? 'Qwen/Qwen2.5-7B-Instruct', (values.tasks as string | undefined) ?? 'data/*.jsonl'),
+      starter(name, values.model as string, values.tasks as string),
     );
     out(`wrote ${file}; next: bsft validate ${file}`);
     return EXIT.ok;

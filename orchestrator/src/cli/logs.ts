@@ -1,17 +1,11 @@
 import { UsageError } from '../errors.js';
 import { STAGES, type Stage } from '../queue/names.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export const logs: Command = {
-  name: 'logs',
-  summary: 'print the log of a run (events of its build, train and score jobs); -f follows it',
-  usage: 'bsft logs <run-id> [-f]',
-  options: { follow: { type: 'boolean', short: 'f' } },
-  optionHelp: { follow: 'keep printing new lines until the run ends' },
-  positionals: [1, 1],
+export const logs: CommandImpl = {
   async run([runId], values, { out }) {
     return withQueues(async (q) => {
       if (!(await q.view(runId!))) throw new UsageError(`no run ${runId} in the queue`);

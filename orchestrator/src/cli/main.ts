@@ -1,26 +1,33 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { Command as Parser, CommanderError, Option } from 'commander';
 import { BsftError, UsageError } from '../errors.js';
-import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { LOG_LEVELS, type LogLevel } from '../log-levels.js';
 import { RecipeError, formatProblem } from '../recipe/recipe-error.js';
-import { EXIT, type Command, type OptionValues } from './command.js';
+import { EXIT, type CommandSpec, type OptionValues } from './command.js';
 import { COMMANDS } from './commands.js';
+
+/** The recipe commands use when none is given (what `bsft init` writes). */
+const DEFAULT_RECIPE = 'bsft.yaml';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function commandHelp(c: Command): string {
+const shown = (v: unknown) => (Array.isArray(v) ? v.join(',') : String(v));
+
+function commandHelp(c: CommandSpec): string {
   const lines = [`${c.summary}`, '', `usage: ${c.usage}`, '', 'options:'];
   for (const [name, spec] of Object.entries(c.options)) {
     const flag = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.type === 'string' ? ' <value>' : ''}`;
-    lines.push(`  ${flag.padEnd(28)} ${c.optionHelp[name] ?? ''}`);
+    const dflt = spec.default !== undefined ? ` (default: ${shown(spec.default)})` : '';
+    lines.push(`  ${flag.padEnd(28)} ${c.optionHelp[name] ?? ''}${dflt}`);
   }
-  lines.push(`  ${'    --log-level <level>'.padEnd(28)} ${LOG_LEVELS.join('|')} (default info)`);
+  lines.push(`  ${'    --log-level <level>'.padEnd(28)} ${LOG_LEVELS.join('|')} (default: info, or BSFT_LOG_LEVEL)`);
   lines.push(`  ${'-h, --help'.padEnd(28)} show this help`);
   if (c.details) lines.push('', c.details);
-  return lines.join('\n');
+  if (c.defaultRecipe) lines.push('', `Without a recipe argument, ./${DEFAULT_RECIPE} is used when it exists (bsft init writes it).`);
+  return `${lines.join('\n')}\n`;
 }
 
 function mainHelp(): string {
@@ -38,14 +45,49 @@ function mainHelp(): string {
   ].join('\n');
 }
 
-/** Runs the CLI; returns the exit code. */
+const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * The commander parser of one command, built from its spec: every option with its help and default, `--log-level`
+ * with its choices, the arguments as a list (counted against the spec), help and errors in bsft's words.
+ */
+function parserFor(spec: CommandSpec, err: (s: string) => void): Parser {
+  const parser = new Parser(`bsft ${spec.name}`).exitOverride().argument('[args...]').helpOption('-h, --help', 'show this help');
+  parser.helpInformation = () => commandHelp(spec);
+  parser.configureOutput({
+    writeOut: (s) => process.stdout.write(s),
+    writeErr: (s) => process.stderr.write(s),
+    outputError: (s) => err(`bsft ${spec.name}: ${s.replace(/^error: /, '').replace(/^./, (c) => c.toUpperCase()).trimEnd()}\nusage: ${spec.usage}`),
+  });
+  for (const [name, o] of Object.entries(spec.options)) {
+    const option = new Option(`${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ' <value>' : ''}`, spec.optionHelp[name]);
+    if (o.multiple) option.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+    if (o.default !== undefined) option.default(o.default);
+    parser.addOption(option);
+  }
+  parser.addOption(new Option('--log-level <level>').choices(LOG_LEVELS));
+  return parser;
+}
+
+/** commander's values under the spec's option names (`--no-x` as a boolean of its own, like node's parseArgs). */
+function specValues(spec: CommandSpec, opts: Record<string, unknown>): OptionValues {
+  const values: OptionValues = {};
+  for (const name of Object.keys(spec.options)) {
+    const negated = name.startsWith('no-') ? name.slice(3) : undefined;
+    if (negated !== undefined) values[name] = opts[camel(negated)] === false ? true : undefined;
+    else if (`no-${name}` in spec.options) values[name] = opts[camel(name)] === true ? true : undefined;
+    else values[name] = opts[camel(name)] as OptionValues[string];
+  }
+  return values;
+}
+
+/** Runs the CLI; returns the exit code. Only the command that runs is loaded. */
 export async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const err = (line: string) => process.stderr.write(`${line}\n`);
   const [first] = argv;
-  const command = COMMANDS.find((c) => c.name.split(' ').every((word, i) => argv[i] === word));
-  const name = command?.name ?? first;
-  const rest = argv.slice(command ? command.name.split(' ').length : 1);
+  const spec = COMMANDS.find((c) => c.name.split(' ').every((word, i) => argv[i] === word));
+  const name = spec?.name ?? first;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? err : out)(mainHelp());
     return name === undefined ? EXIT.usage : EXIT.ok;
@@ -54,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     out(version());
     return EXIT.ok;
   }
-  if (!command) {
+  if (!spec) {
     const group = COMMANDS.filter((c) => c.name.startsWith(`${name} `));
     if (group.length > 0) {
       const help = group.map((c) => `  bsft ${c.name.padEnd(16)} ${c.summary}`).join('\n');
@@ -66,40 +108,34 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.usage;
   }
 
-  let positionals: string[];
-  let values: OptionValues;
+  const parser = parserFor(spec, err);
   try {
-    ({ positionals, values } = parseArgs({
-      args: rest,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' }, 'log-level': { type: 'string' } },
-      allowPositionals: true,
-      strict: true,
-    }));
+    parser.parse(argv.slice(spec.name.split(' ').length), { from: 'user' });
   } catch (e) {
-    err(`bsft ${name}: ${(e as Error).message}\nusage: ${command.usage}`);
-    return EXIT.usage;
+    if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? EXIT.ok : EXIT.usage;
+    throw e;
   }
-  if (values.help) {
-    out(commandHelp(command));
-    return EXIT.ok;
-  }
-  const level = (values['log-level'] as string | undefined) ?? process.env.BSFT_LOG_LEVEL ?? 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
-    err(`bsft ${name}: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
-    return EXIT.usage;
-  }
-  const [min, max] = command.positionals;
+  const given = parser.processedArgs[0] as string[];
+  const positionals = given.length === 0 && spec.defaultRecipe && existsSync(DEFAULT_RECIPE) ? [DEFAULT_RECIPE] : given;
+  const [min, max] = spec.positionals;
   if (positionals.length < min || positionals.length > max) {
-    err(`bsft ${name}: expected ${min === max ? min : max === Infinity ? `at least ${min}` : `${min} to ${max}`} argument(s)\nusage: ${command.usage}`);
+    err(`bsft ${name}: expected ${min === max ? min : max === Infinity ? `at least ${min}` : `${min} to ${max}`} argument(s)\nusage: ${spec.usage}`);
+    return EXIT.usage;
+  }
+  const opts = parser.opts();
+  const level = ((opts.logLevel as string | undefined) ?? process.env.BSFT_LOG_LEVEL ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(level)) {
+    err(`bsft ${name}: BSFT_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
     return EXIT.usage;
   }
 
-  const log = createLogger(level as LogLevel);
+  const [{ createLogger }, command] = await Promise.all([import('../log.js'), spec.load()]);
+  const log = createLogger(level);
   try {
-    return await command.run(positionals, values, { log, out });
+    return await command.run(positionals, specValues(spec, opts), { log, out });
   } catch (e) {
     if (e instanceof UsageError) {
-      err(`bsft ${name}: ${e.message}\nusage: ${command.usage}`);
+      err(`bsft ${name}: ${e.message}\nusage: ${spec.usage}`);
       return EXIT.usage;
     }
     if (e instanceof RecipeError) {

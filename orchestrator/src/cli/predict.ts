@@ -3,17 +3,9 @@ import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { StepUnavailableError } from '../run/step.js';
 import { predictStep } from '../run/steps.js';
 import { predictArgs, predictionsFile } from '../run/trainer-config.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 
-export const predict: Command = {
-  name: 'predict',
-  summary: "make a run's predictions on its eval splits with its final model (python -m bsft_trainer predict)",
-  usage: 'bsft predict <run>',
-  details: 'A run is a run folder or a run id under ./runs; it needs final/ (bsft run, or bsft pull <run> --final).\n' +
-    'Writes predictions/<split>.jsonl (and <split>.forced-<behavior>.jsonl for eval.force); then: bsft score <run>.',
-  options: {},
-  optionHelp: {},
-  positionals: [1, 1],
+export const predict: CommandImpl = {
   async run([target], _values, { log, out }) {
     const runDir = findRunDir(target!);
     const recipe = readRunRecipe(runDir)!;

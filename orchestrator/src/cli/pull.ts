@@ -7,36 +7,13 @@ import { writeModelCard } from '../store/model-card.js';
 import { HubStore } from '../store/hub-store.js';
 import { LocalStore, type Store } from '../store/store.js';
 import { pullNewestCheckpoint } from '../store/sync.js';
-import { EXIT, intOption, type Command } from './command.js';
+import { EXIT, intOption, type CommandImpl } from './command.js';
 import { checkpointDirName } from '../store/checkpoint-name.js';
 
-export const pull: Command = {
-  name: 'pull',
-  summary: 'bring a run\'s checkpoint or final model back from its store (sha256-checked), for predict and scoring',
-  usage: 'bsft pull <run-id> [--step N | --final] [--repo owner/name] [--hub-url URL] [--runs DIR] [--out DIR]',
-  details:
-    'The store comes from <runs>/<run-id>/recipe.json, or --repo for a Hub store on a machine that has nothing of the run.\n' +
-    'The final model gets a model card (README.md), recorded in its COMPLETE. HF_TOKEN from the environment.',
-  options: {
-    step: { type: 'string' },
-    final: { type: 'boolean' },
-    repo: { type: 'string' },
-    'hub-url': { type: 'string' },
-    runs: { type: 'string' },
-    out: { type: 'string' },
-  },
-  optionHelp: {
-    step: 'this checkpoint step (default: the newest complete one)',
-    final: 'the final model instead of a checkpoint',
-    repo: 'Hub model repo owner/name',
-    'hub-url': 'Hub endpoint (default https://huggingface.co)',
-    runs: 'the runs folder that holds (or will hold) the run (default ./runs)',
-    out: 'where the pulled folder goes (default <runs>/<run-id>/final or <runs>/<run-id>/checkpoints/step-N)',
-  },
-  positionals: [1, 1],
+export const pull: CommandImpl = {
   async run([runId], values, { log, out }) {
     if (values.step !== undefined && values.final) throw new UsageError('--step and --final exclude each other');
-    const runs = path.resolve((values.runs as string | undefined) ?? 'runs');
+    const runs = path.resolve(values.runs as string);
     const runDir = path.join(runs, runId!);
     const dest = (rel: string) => (values.out ? path.resolve(values.out as string) : path.join(runDir, rel));
     const shown = (p: string) => path.relative(process.cwd(), p) || p;

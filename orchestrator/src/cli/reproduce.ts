@@ -13,25 +13,11 @@ import { compare, formatComparison, html, markdown, notComparable } from '../sco
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
 import { openStore } from '../store/store.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
 import { runRow } from './status.js';
-
-/** The paper's comparison set (arXiv 2505.21757) on Qwen2.5-7B-Instruct: BehaviorSFT first (the deltas' baseline). */
-export const PRESETS: Record<string, { label: string; recipes: string[] }> = {
-  'paper-qwen2.5-7b': {
-    label: 'BehaviorSFT paper reproduction, Qwen2.5-7B-Instruct',
-    recipes: ['behaviorsft-lora', 'behaviorsft-full', 'standard-sft', 'instructed'].map((r) => path.join(PACKAGE_ROOT, 'recipes', 'paper', `${r}.yaml`)),
-  },
-};
-
-/**
- * LoRA throughput measured on the project's H200 (packed 8k, flex_attention, ../shared/GPU-NOTES.md: 9,037 real
- * tok/s). Full fine-tuning is estimated at 4/6 of it (6 instead of ~4 FLOP per parameter and token); both can be
- * overridden with --tokens-per-s.
- */
-const MEASURED_LORA_TOK_S = 9037;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -40,36 +26,9 @@ function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
   return recipe.train.max_steps! * recipe.train.batch_tokens * recipe.train.grad_accum;
 }
 
-export const reproduce: Command = {
-  name: 'reproduce',
-  summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
-  usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR]',
-  details:
-    '--dry-run builds the datasets locally to count tokens, prints the runs, their resolved recipes and the estimated GPU\n' +
-    `hours (LoRA at ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s).\n` +
-    '--data names the BehaviorBench task files (JSONL, globs allowed) for every recipe of the preset; --sample runs on\n' +
-    "the bundled 630-task sample instead, whose scores are marked as not comparable with the paper's. --set applies to every recipe.",
-  options: {
-    ...recipeOptions,
-    data: { type: 'string', multiple: true },
-    sample: { type: 'boolean' },
-    preset: { type: 'string' },
-    'dry-run': { type: 'boolean' },
-    'tokens-per-s': { type: 'string' },
-    out: { type: 'string' },
-  },
-  optionHelp: {
-    ...recipeOptionHelp,
-    data: 'BehaviorBench task file or glob (repeatable), relative to the current directory',
-    sample: 'use the bundled 630-task sample (a smoke test of the set: not comparable with the paper)',
-    preset: `which set (default paper-qwen2.5-7b; one of ${Object.keys(PRESETS).join(', ')})`,
-    'dry-run': 'print the runs, resolved recipes and GPU-hour estimates; submit nothing',
-    'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
-    out: 'report folder (default runs/reproduce-<preset>)',
-  },
-  positionals: [0, 0],
+export const reproduce: CommandImpl = {
   async run(_args, values, { log, out }) {
-    const presetName = (values.preset as string | undefined) ?? 'paper-qwen2.5-7b';
+    const presetName = values.preset as string;
     const preset = PRESETS[presetName];
     if (!preset) throw new UsageError(`--preset: unknown preset "${presetName}" (${Object.keys(PRESETS).join(', ')})`);
     const data = values.data as string[] | undefined;

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
 import { runPipeline } from '../run/pipeline.js';
 import { localCheckpoints } from '../store/sync.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
 /** Exit codes of a run stopped by a signal: 128 + the signal's number, as shells report it. */
@@ -16,18 +16,7 @@ async function keptCheckpoint(runDir: string): Promise<string> {
   return newest === undefined ? 'no checkpoint yet' : `checkpoint step ${newest}`;
 }
 
-export const run: Command = {
-  name: 'run',
-  summary: 'run a recipe end to end in this process (build -> train -> predict -> score), no Redis',
-  usage: 'bsft run <recipe> [--set path=value] [--allow DIR]',
-  details:
-    'Results go to runs/<run-id>/ (store.path when set). Steps already done for the same run id are skipped,\n' +
-    'so running the same command again continues where it stopped.\n' +
-    'Ctrl-C (or SIGTERM) asks the trainer to finish its step and write a checkpoint (within train.preempt_grace_s),\n' +
-    'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.',
-  options: { ...recipeOptions },
-  optionHelp: { ...recipeOptionHelp },
-  positionals: [1, 1],
+export const run: CommandImpl = {
   async run([file], values, { log, out }) {
     const recipe = resolveFromArgs(file!, values);
     const runDir = path.join(recipe.runs_dir, recipe.run_id);

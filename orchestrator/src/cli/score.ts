@@ -4,28 +4,9 @@ import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { formatScore } from '../score/format.js';
 import { runRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
-import { EXIT, intOption, type Command } from './command.js';
+import { EXIT, intOption, type CommandImpl } from './command.js';
 
-export const scoreCommand: Command = {
-  name: 'score',
-  summary: 'BehaviorBench metrics of a run (or a predictions file): macro-F1, per class, confusion, categories, 95% CIs',
-  usage: 'bsft score <run | predictions.jsonl> [--tasks FILE]... [--split test] [--bootstrap 1000] [--seed 42] [--json]',
-  details: 'A run is a run folder or a run id under ./runs; scores are written to <run>/score/<split>.json.',
-  options: {
-    tasks: { type: 'string', multiple: true },
-    split: { type: 'string', multiple: true },
-    bootstrap: { type: 'string' },
-    seed: { type: 'string' },
-    json: { type: 'boolean' },
-  },
-  optionHelp: {
-    tasks: 'gold task files (Contract 1 JSONL) for a predictions file',
-    split: 'split(s) of a run to score (default: the recipe\'s eval.splits)',
-    bootstrap: 'bootstrap resamples (default: the recipe\'s eval.bootstrap, or 1000)',
-    seed: 'bootstrap seed (default: the recipe\'s train.seed, or 42)',
-    json: 'print the score as JSON',
-  },
-  positionals: [1, 1],
+export const scoreCommand: CommandImpl = {
   async run([target], values, { out }) {
     const resamples = intOption(values, 'bootstrap');
     const seed = intOption(values, 'seed');

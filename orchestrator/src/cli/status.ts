@@ -1,7 +1,7 @@
 import { STAGES, queueName } from '../queue/names.js';
 import type { RunView } from '../queue/runs.js';
 import { table } from '../util/table.js';
-import { EXIT, intOption, type Command } from './command.js';
+import { EXIT, intOption, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 export function age(ms: number): string {
@@ -25,15 +25,9 @@ export function runRow(v: RunView, now = Date.now()): string[] {
   ];
 }
 
-export const status: Command = {
-  name: 'status',
-  summary: 'queue counts and a table of runs: state, step/total, loss, tok/s, worker, age',
-  usage: 'bsft status [--limit 20] [--json]',
-  options: { limit: { type: 'string' }, json: { type: 'boolean' } },
-  optionHelp: { limit: 'number of runs to list (default 20)', json: 'print JSON' },
-  positionals: [0, 0],
+export const status: CommandImpl = {
   async run(_args, values, { out }) {
-    const limit = intOption(values, 'limit') ?? 20;
+    const limit = intOption(values, 'limit')!;
     return withQueues(async (q) => {
       const counts = Object.fromEntries(
         await Promise.all(STAGES.map(async (s) => [s, await q.queues[s].getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed')])),

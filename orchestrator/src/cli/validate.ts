@@ -1,21 +1,12 @@
 import { checkTaskData, taskBytes, VALIDATE_DATA_MAX_BYTES } from '../dataset/check.js';
 import { formatDataProblem } from '../dataset/data-error.js';
 import { RecipeError, formatProblem } from '../recipe/recipe-error.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type Command } from './command.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
-export const validate: Command = {
-  name: 'validate',
-  summary: 'check recipes (and their task files) and list every problem with its path, file and line',
-  usage: 'bsft validate <recipe...> [--data | --no-data] [--set path=value] [--allow DIR]',
-  details:
-    `Task files are checked line by line as \`bsft dataset build\` imports them (JSON, fields, text rules, limits)\n` +
-    `when they are local and ${mib(VALIDATE_DATA_MAX_BYTES)} or less in all; --data checks larger ones too, --no-data skips the check.`,
-  options: { ...recipeOptions, quiet: { type: 'boolean', short: 'q' }, data: { type: 'boolean' }, 'no-data': { type: 'boolean' } },
-  optionHelp: { ...recipeOptionHelp, quiet: 'print problems only', data: 'check the task files whatever their size', 'no-data': 'do not read the task files' },
-  positionals: [1, Infinity],
+export const validate: CommandImpl = {
   async run(files, values, { out }) {
     let bad = 0;
     for (const file of files) {

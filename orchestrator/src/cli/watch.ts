@@ -4,7 +4,7 @@ import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { TrainProgress } from '../queue/job-data.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { formatProgress } from '../util/progress.js';
-import { EXIT, type Command } from './command.js';
+import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 function progressLine(p: TrainProgress, startedAt: number, startStep: number): string {
@@ -17,13 +17,7 @@ function progressLine(p: TrainProgress, startedAt: number, startStep: number): s
   return `${base}  loss ${p.loss?.toFixed(4) ?? '-'}  ${p.tokens_per_s ? Math.round(p.tokens_per_s).toLocaleString('en') : '-'} tok/s  ETA ${etaText}`;
 }
 
-export const watch: Command = {
-  name: 'watch',
-  summary: 'follow a run live: progress bar with loss, tok/s and ETA; ends with the outcome',
-  usage: 'bsft watch <run-id>',
-  options: {},
-  optionHelp: {},
-  positionals: [1, 1],
+export const watch: CommandImpl = {
   async run([runId], _values, { log, out }) {
     return withQueues(async (q) => {
       const initial = await q.view(runId!);

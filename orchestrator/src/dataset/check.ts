@@ -3,9 +3,10 @@ import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { DataProblem } from './data-error.js';
 import { importTasks, recipeImportOptions } from './import.js';
+import { VALIDATE_DATA_MAX_BYTES } from './limits.js';
 
-/** Task files up to this size in all are checked by `bsft validate` unless told otherwise. */
-export const VALIDATE_DATA_MAX_BYTES = 64 * 1024 * 1024;
+export { VALIDATE_DATA_MAX_BYTES };
+
 
 export interface DataCheck {
   tasks: number;

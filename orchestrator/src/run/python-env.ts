@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { PACKAGE_ROOT } from '../util/package-root.js';
 
-/** Root of the bsft package (holds trainer-python/). */
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export { PACKAGE_ROOT };
+
 export const TRAINER_DIR = path.join(PACKAGE_ROOT, 'trainer-python');
 
 /** The versions the trainer's suite passed with (trainer-python/pins.txt, the one place they are written). */
