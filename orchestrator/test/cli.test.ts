@@ -58,6 +58,16 @@ describe('bsft CLI', () => {
     expect((await bsft(['show', '--help'], { cwd: dir })).stdout).toContain('./bsft.yaml is used when it exists');
   });
 
+  it('validate --json: one result per recipe, problems with their paths', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-json-'));
+    writeFileSync(path.join(dir, 'bad.yaml'), `extends: ${path.join(ROOT, 'recipes', 'smoke.yaml')}\ntrain: { lr: fast }\n`);
+    const res = await bsft(['validate', 'recipes/smoke.yaml', path.join(dir, 'bad.yaml'), '--no-data', '--json', '--allow', dir, '--allow', ROOT]);
+    expect(res.code).toBe(2);
+    const [ok, bad] = JSON.parse(res.stdout);
+    expect(ok).toMatchObject({ file: 'recipes/smoke.yaml', ok: true, run_id: expect.stringMatching(/^smoke-/) });
+    expect(bad).toMatchObject({ ok: false, problems: [expect.objectContaining({ path: 'train.lr', message: 'expected a number, got "fast"' })] });
+  });
+
   it('exits 2 on usage errors', async () => {
     expect((await bsft([])).code).toBe(2);
     const unknown = await bsft(['frobnicate']);

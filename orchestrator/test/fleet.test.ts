@@ -95,8 +95,11 @@ describe('bsft reproduce', () => {
     }
     expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours/);
     expect(res.stdout).toContain('9,037 tok/s measured on one H200');
-    const overridden = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000']);
-    expect(overridden.stdout).toContain('rate: 1000 tok/s as given');
+    const overridden = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000', '--json']);
+    const plan = JSON.parse(overridden.stdout);
+    expect(plan.runs.map((r: Record<string, string>) => r['tok/s'])).toEqual(['1,000', '1,000', '1,000', '1,000']);
+    expect(plan.recipes).toHaveLength(4);
+    expect(plan.gpu_hours).toBeGreaterThan(0);
     const data = path.join(dir, 'bench');
     mkdirSync(data);
     copyFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'), path.join(data, 'part-1.jsonl'));

@@ -144,6 +144,8 @@ describe('worker shutdown, cancel and retry', () => {
     expect(res.stdout).toMatch(/train \[[#.]+\] \d+\/10 .* loss \d\.\d{4}\s+1,000 tok\/s\s+ETA/);
     expect(res.stdout).toMatch(new RegExp(`run ${runId}: completed`));
     expect(res.stdout).toMatch(/scores: \{"test":\{"macro_f1"/);
+    const final = JSON.parse((await bsft(['watch', runId, '--json'], { env })).stdout);
+    expect(final).toMatchObject({ run_id: runId, outcome: 'completed', view: { state: 'completed' }, scores: { test: { macro_f1: expect.any(Object) } } });
   });
 });
 

@@ -195,6 +195,8 @@ describe('bsft score and bsft report', () => {
     expect(report.deltas[0].macro_f1.ci[1]).toBeLessThan(0); // a 30-point gap is outside the noise
     expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('| run | macro-F1 [95% CI]');
     expect(existsSync(path.join(a, 'score', 'test.json'))).toBe(true);
+    const asJson = await bsft(['report', a, b, c, '--out', out, '--bootstrap', '200', '--json']);
+    expect(JSON.parse(asJson.stdout)).toEqual(report);
 
     const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
     expect(chromium, 'Debian chromium is installed by scripts/test.sh').toBeTruthy();

@@ -19,6 +19,10 @@ export const reportCommand: CommandImpl = {
     writeFileSync(path.join(dir, 'report.json'), `${JSON.stringify(comparison, null, 2)}\n`);
     writeFileSync(path.join(dir, 'report.md'), markdown(comparison));
     writeFileSync(path.join(dir, 'report.html'), html(comparison));
+    if (values.json) {
+      out(JSON.stringify(comparison, null, 2));
+      return EXIT.ok;
+    }
     out(formatComparison(comparison).join('\n'));
     out(`\nwritten: ${['report.json', 'report.md', 'report.html'].map((f) => path.relative(process.cwd(), path.join(dir, f))).join(', ')}`);
     return EXIT.ok;

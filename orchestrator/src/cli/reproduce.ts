@@ -27,7 +27,9 @@ function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
 }
 
 export const reproduce: CommandImpl = {
-  async run(_args, values, { log, out }) {
+  async run(_args, values, { log, out: print }) {
+    const json = values.json === true && values['dry-run'] === true;
+    const out = (line: string) => !json && print(line);
     const presetName = values.preset as string;
     const preset = PRESETS[presetName];
     if (!preset) throw new UsageError(`--preset: unknown preset "${presetName}" (${Object.keys(PRESETS).join(', ')})`);
@@ -65,6 +67,12 @@ export const reproduce: CommandImpl = {
         const hours = (tokens / tokS / 3600) * Math.max(1, r.resources.gpus);
         total += hours;
         rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
+      }
+      if (json) {
+        const [head, ...body] = rows;
+        print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
+          gpu_hours: +total.toFixed(2), recipes }, null, 2));
+        return EXIT.ok;
       }
       out(table(rows).join('\n'));
       out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);

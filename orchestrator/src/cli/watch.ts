@@ -18,11 +18,13 @@ function progressLine(p: TrainProgress, startedAt: number, startStep: number): s
 }
 
 export const watch: CommandImpl = {
-  async run([runId], _values, { log, out }) {
+  async run([runId], values, { log, out: print }) {
+    const json = values.json === true;
+    const out = (line: string) => !json && print(line);
     return withQueues(async (q) => {
       const initial = await q.view(runId!);
       if (!initial) throw new UsageError(`no run ${runId} in the queue`);
-      const tty = process.stdout.isTTY === true;
+      const tty = process.stdout.isTTY === true && !json;
       const redis = new RedisWatch(log);
       const connections = STAGES.map(() => workerConnection(undefined, redis));
       const events = STAGES.map((s, i) => redis.watch(new QueueEvents(queueName(s), { connection: connections[i]!, prefix: queuePrefix() }), s));
@@ -79,13 +81,11 @@ export const watch: CommandImpl = {
         });
         if (tty) process.stdout.write('\n');
         const v = await q.view(runId!);
+        const scores = outcome === 'completed' ? ((await q.jobs(runId!)).score?.returnvalue ?? null) : null;
+        if (json) print(JSON.stringify({ run_id: runId, outcome, view: v ?? null, scores }, null, 2));
         out(`run ${runId}: ${outcome}${v?.failedReason ? ` (${v.failedReason})` : ''}`);
-        if (outcome === 'completed') {
-          const score = (await q.jobs(runId!)).score;
-          if (score?.returnvalue) out(`scores: ${JSON.stringify(score.returnvalue)}`);
-          return EXIT.ok;
-        }
-        return EXIT.failure;
+        if (scores) out(`scores: ${JSON.stringify(scores)}`);
+        return outcome === 'completed' ? EXIT.ok : EXIT.failure;
       } finally {
         // Closing the event readers does not close connections we passed in: disconnect them (a blocked read too).
         for (const c of connections) c.disconnect();
