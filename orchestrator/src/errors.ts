@@ -54,3 +54,23 @@ export class OffloadError extends BsftError {
     this.exitCode = exitCode;
   }
 }
+
+/** The trainer refused its input (exit 2: a config or data error); never retried. */
+export class TrainerInputError extends InputError {}
+
+/** The trainer failed in a way another attempt may not (a crash, a lost lease, silence); retried by the queue. */
+export class TrainerFailedError extends BsftError {}
+
+/** The trainer stopped after a checkpoint (preempted, or its worker is shutting down): the run resumes from there. */
+export class PreemptedError extends BsftError {
+  constructor(readonly reason: 'preempted' | 'worker shutdown') {
+    super(reason === 'preempted' ? 'the trainer was preempted after a checkpoint' : 'the worker is shutting down; the trainer stopped after a checkpoint');
+  }
+}
+
+/** `bsft cancel` stopped the run. */
+export class CancelledError extends BsftError {
+  constructor() {
+    super('cancelled by bsft cancel');
+  }
+}

@@ -1,10 +1,12 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 import { torchPython } from './helpers/python.js';
+import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
 
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
@@ -59,6 +61,49 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(predicted.stdout).toContain(`wrote ${path.relative(ROOT, path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'))}`);
     expect(predicted.stdout).toContain(`score them with: bsft score ${runDir}`);
   }, 300_000);
+
+  it('one pipeline: the same recipe run by bsft run and through the queue ends with the same run folder', async () => {
+    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+    const local = mkdtempSync(path.join(tmpdir(), 'bsft-local-'));
+    const queued = mkdtempSync(path.join(tmpdir(), 'bsft-queued-'));
+    const args = (runs: string) => [TOY, '--allow', runs, '--set', `store.path=${runs}`];
+    const ran = await bsft(['run', ...args(local)], { env });
+    expect(ran.code, ran.stderr).toBe(0);
+
+    const qenv = { ...queueEnv(), ...env };
+    const sub = await bsft(['submit', ...args(queued)], { env: qenv });
+    const runId = /submitted run (\S+)/.exec(sub.stdout)![1]!;
+    const worker = startWorkerProc('', qenv);
+    try {
+      await worker.ready;
+      const done = await waitForRun(qenv, runId, (v) => ['completed', 'failed'].includes(v.state), 240_000);
+      expect(done.state, JSON.stringify(done)).toBe('completed');
+    } finally {
+      await stop(worker, 'SIGKILL');
+    }
+
+    // Every file, by content, except what records when (run.json's times) and the empty lock of fence.py.
+    const tree = (dir: string) => {
+      const out: Record<string, string> = {};
+      const walk = (rel: string) => {
+        for (const name of readdirSync(path.join(dir, rel)).sort()) {
+          const r = rel ? `${rel}/${name}` : name;
+          if (statSync(path.join(dir, r)).isDirectory()) walk(r);
+          else out[r] = r === 'run.json' ? '(times)' : r === 'recipe.json' || r === 'train.json' ? readFileSync(path.join(dir, r), 'utf8').replaceAll(dir, '<run>').replaceAll(path.dirname(dir), '<runs>') : createHash('sha256').update(readFileSync(path.join(dir, r))).digest('hex');
+        }
+      };
+      walk('');
+      return out;
+    };
+    const a = tree(path.join(local, runId));
+    const b = tree(path.join(queued, runId));
+    expect(Object.keys(b)).toEqual(Object.keys(a));
+    const differ = Object.keys(a).filter((k) => a[k] !== b[k]);
+    expect(differ).toEqual([]);
+    const steps = (dir: string) => JSON.parse(readFileSync(path.join(dir, runId, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    expect(steps(queued)).toEqual(steps(local));
+    expect(existsSync(path.join(queued, runId, 'final', 'README.md'))).toBe(true); // the model card, as bsft run writes it
+  }, 400_000);
 
   it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-shard-'));

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { findRunDir, readRunRecipe } from '../run/run-dir.js';
-import { StepUnavailableError } from '../run/step.js';
+import { LocalHost } from '../run/local-host.js';
+import { runSteps } from '../run/pipeline.js';
 import { predictStep } from '../run/steps.js';
 import { predictArgs, predictionsFile } from '../run/trainer-config.js';
 import { EXIT, type CommandImpl } from './command.js';
@@ -14,10 +15,7 @@ export const predict: CommandImpl = {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
     try {
-      const ctx = { recipe, runDir, log, signal: controller.signal };
-      const missing = await predictStep.unavailable(ctx);
-      if (missing) throw new StepUnavailableError('predict', missing);
-      await predictStep.run(ctx);
+      await runSteps([predictStep], { recipe, runDir, log, signal: controller.signal, host: new LocalHost(log) }, { force: true });
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
-import { runPipeline } from '../run/pipeline.js';
+import { LocalHost } from '../run/local-host.js';
+import { runSteps } from '../run/pipeline.js';
 import { localCheckpoints } from '../store/sync.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
@@ -40,7 +41,7 @@ export const run: CommandImpl = {
     process.on('SIGTERM', onTerm);
     out(`run ${recipe.run_id} -> ${path.relative(process.cwd(), runDir) || runDir}`);
     try {
-      const records = await runPipeline(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal });
+      const records = await runSteps(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal, host: new LocalHost(log) });
       for (const r of records) out(`  ${r.step.padEnd(8)} ${r.state}${r.seconds !== undefined ? ` (${r.seconds}s)` : ''}`);
       out(`run ${recipe.run_id}: finished`);
       return EXIT.ok;

@@ -1,10 +1,12 @@
 import { datasetDir } from '../run/trainer-config.js';
 import type { Step } from '../run/step.js';
-import { buildDataset, datasetUpToDate } from './build.js';
+import { datasetUpToDate } from './build.js';
 
 export const buildStep: Step = {
   name: 'build',
   summary: 'build the behavior-token dataset (render, tokenize, split, write shards)',
+  inputs: [],
+  outputs: ['dataset', 'meta'],
   async unavailable() {
     return undefined;
   },
@@ -12,7 +14,7 @@ export const buildStep: Step = {
     return datasetUpToDate(ctx.recipe, datasetDir(ctx.runDir));
   },
   async run(ctx) {
-    await buildDataset(ctx.recipe, datasetDir(ctx.runDir), ctx.log);
+    const res = await ctx.host.buildDataset(ctx.recipe, datasetDir(ctx.runDir));
+    await ctx.host.note({ event: 'dataset', built: res.built, shared: !res.built, dataset_hash: res.dataset_hash, documents: res.documents });
   },
 };
-

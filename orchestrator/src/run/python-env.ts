@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 
 export { PACKAGE_ROOT };
@@ -40,4 +41,24 @@ export async function missingModules(modules: string[], python = trainerPython()
   });
   if (res.exitCode !== 0 || res.failed) return modules;
   return res.stdout.trim().split(',').filter(Boolean);
+}
+
+/** Python modules the trainer needs for a model (the bsft-toy test model needs no transformers). */
+function trainerModules(modelPath: string): string[] {
+  const base = ['bsft_trainer', 'torch', 'numpy'];
+  try {
+    const config = JSON.parse(readFileSync(path.join(modelPath, 'config.json'), 'utf8')) as { model_type?: string };
+    if (config.model_type === 'bsft-toy') return base;
+  } catch {
+    // A Hub id or an unreadable folder: the real model path.
+  }
+  return [...base, 'transformers', 'peft', 'safetensors'];
+}
+
+/** Why the trainer cannot run this recipe's model with `python` (what is missing, how to install it), or undefined. */
+export async function trainerUnavailable(recipe: ResolvedRecipe, python = trainerPython()): Promise<string | undefined> {
+  const missing = await missingModules(trainerModules(recipe.model.name_or_path), python);
+  if (missing.length === 0) return undefined;
+  return `the trainer's Python packages are missing for ${python}: ${missing.join(', ')}.\n` +
+    `Install them with:\n  ${TRAINER_INSTALL}\n(or set BSFT_PYTHON to a Python that has them), then run the same command again.`;
 }

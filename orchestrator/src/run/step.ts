@@ -1,6 +1,7 @@
 import { BsftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { RunHost, StoreFolder } from './host.js';
 
 export type StepName = 'build' | 'train' | 'predict' | 'score';
 
@@ -13,15 +14,20 @@ export interface RunContext {
   signal: AbortSignal;
   /** Aborted to stop at once: the trainer is killed (training since its last checkpoint is lost). */
   kill?: AbortSignal;
+  /** Where the steps execute: this process (`bsft run`) or a queue worker. */
+  host: RunHost;
 }
 
 /**
- * One step of a run. `bsft run` executes the steps in order in-process; queued runs execute the same steps
- * as BullMQ jobs. Each issue plugs its step in here.
+ * One step of a run. `bsft run` executes the steps in order in-process; a queue worker executes the same steps
+ * inside BullMQ jobs (build job: build; train job: train, predict; score job: score), both through runSteps.
  */
 export interface Step {
   name: StepName;
   summary: string;
+  /** Store folders the step reads (pulled first where this machine lacks them) and writes (pushed after it). */
+  inputs: StoreFolder[];
+  outputs: StoreFolder[];
   /** Why this step cannot run on this machine, with what to install or do; undefined when it can run. */
   unavailable(ctx: RunContext): Promise<string | undefined>;
   /** True when a previous `bsft run` of the same run id completed this step (it is then skipped). */

@@ -4,12 +4,12 @@ import { stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
 import { sha256File } from '../util/sha256.js';
 import { writeModelCard } from '../store/model-card.js';
-import { formatScore } from './format.js';
-import { scoreRun } from './run-scores.js';
 
 export const scoreStep: Step = {
   name: 'score',
   summary: 'score the predictions (BehaviorBench metrics with bootstrap intervals)',
+  inputs: ['dataset', 'predictions'],
+  outputs: ['score'],
   async unavailable() {
     return undefined;
   },
@@ -20,12 +20,10 @@ export const scoreStep: Step = {
     );
   },
   async run(ctx) {
-    for (const split of ctx.recipe.eval.splits) {
-      const s = await scoreRun(ctx.runDir, split);
-      for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
-      ctx.log.info({ split, macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy }, 'scored');
-    }
+    const scores = await ctx.host.scoreSplits(ctx.runDir, ctx.recipe.eval.splits);
+    for (const [split, s] of Object.entries(scores)) await ctx.host.note({ event: 'score', split, ...s });
     writeStamp(scoreStamp(ctx), await scoreSettings(ctx));
+    // The model card goes into final/ (and its COMPLETE) wherever final/ is on this machine.
     await writeModelCard(ctx.runDir);
   },
 };

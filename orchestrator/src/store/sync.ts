@@ -2,6 +2,8 @@ import { StoreIntegrityError } from '../errors.js';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { writeMeta } from './meta.js';
 import { verifyFolder } from './complete.js';
 import { type Store } from './store.js';
 import { checkpointDirName, checkpointStep } from './checkpoint-name.js';
@@ -74,4 +76,44 @@ export class BackgroundPusher {
     await this.chain;
     if (this.lastError) throw this.lastError;
   }
+}
+
+/**
+ * Brings the folders a step reads from a hub store when this machine lacks them: `dataset`, `final` and
+ * `predictions` when they have no COMPLETE here, and the newest complete checkpoint when there is none here. A local
+ * store's folders are the run folder itself: nothing to do. Returns what was pulled (for the run's log).
+ */
+export async function pullFolders(store: Store, runId: string, runDir: string, folders: string[], log: Logger): Promise<Record<string, unknown>[]> {
+  if (store.kind !== 'hub') return [];
+  const pulled: Record<string, unknown>[] = [];
+  for (const rel of folders) {
+    if (rel === 'checkpoints') {
+      const checkpoints = path.join(runDir, 'checkpoints');
+      if ((await localCheckpoints(checkpoints)).length > 0) continue;
+      const step = await pullNewestCheckpoint(store, runId, checkpoints, log);
+      if (step !== undefined) pulled.push({ what: 'checkpoint', step });
+      continue;
+    }
+    if (existsSync(path.join(runDir, rel, 'COMPLETE'))) continue;
+    if (!(await store.has(runId, rel))) {
+      if (rel === 'dataset') throw new Error(`dataset of ${runId} is neither in ${runDir} nor in the ${store.describe()}`);
+      continue;
+    }
+    await store.pull(runId, rel, path.join(runDir, rel));
+    pulled.push({ what: rel });
+  }
+  return pulled;
+}
+
+/** Sends a step's folders to a hub store (`meta`: the run's resolved recipe, written first). A local store has them. */
+export async function pushFolders(store: Store, recipe: ResolvedRecipe, runDir: string, folders: string[]): Promise<string[]> {
+  if (store.kind !== 'hub') return [];
+  const pushed: string[] = [];
+  for (const rel of folders) {
+    const dir = rel === 'meta' ? writeMeta(runDir, recipe) : path.join(runDir, rel);
+    if (!existsSync(dir)) continue;
+    await store.push(recipe.run_id, dir, rel);
+    pushed.push(rel);
+  }
+  return pushed;
 }

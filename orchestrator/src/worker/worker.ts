@@ -6,15 +6,22 @@ import type { Logger } from '../log.js';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
-import { writeRunRecipe } from '../run/pipeline.js';
+import { buildStep } from '../dataset/build-step.js';
+import type { StopReason } from '../run/host.js';
+import { runSteps } from '../run/pipeline.js';
+import type { Step } from '../run/step.js';
+import { predictStep, trainStep } from '../run/steps.js';
+import { scoreStep } from '../score/score-step.js';
 import { openStore } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
-import { processBuildJob } from './build-job.js';
+import { logJobEvent } from './job-log.js';
+import { settleJob } from './job-outcome.js';
 import { checkJob, workerJobPolicy } from './job-policy.js';
 import { lockLease } from './lock-lease.js';
-import { processScoreJob } from './score-job.js';
-import { unrecoverable, type StagedJob } from './staged-job.js';
-import { processTrainJob, type StopReason } from './train-job.js';
+import { QueueHost } from './queue-host.js';
+
+/** The steps each job of a run's flow executes (the same Step objects as `bsft run`). */
+export const STEPS_OF: Record<Stage, Step[]> = { build: [buildStep], train: [trainStep, predictStep], score: [scoreStep] };
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -80,8 +87,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
   const policy = workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints);
-  /** Job data is re-read and checked here: whoever can write to Redis can write a job. */
-  const stage = async (job: Job<RunJobData>): Promise<StagedJob> => {
+  const silenceMs = opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000);
+  const never = new AbortController().signal;
+
+  /**
+   * Every job runs its steps (STEPS_OF) with runSteps, as `bsft run` does, on a QueueHost; failures become BullMQ
+   * outcomes in settleJob. Job data is checked first: whoever can write to Redis can write a job.
+   */
+  const processJob = async (stageName: Stage, job: Job<RunJobData>, token: string | undefined): Promise<unknown> => {
     let data: RunJobData;
     try {
       data = checkJob(job.data, policy);
@@ -89,43 +102,43 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       log.warn({ run_id: job.id, err: (e as Error).message }, 'refused a job');
       throw new UnrecoverableError((e as Error).message);
     }
-    const store = await openStore(data.recipe);
-    const runDir = store.kind === 'hub' ? path.join(workdir, data.run_id) : data.run_dir;
-    writeRunRecipe(runDir, data.recipe);
-    return { data, store, runDir };
-  };
-  const processors: Record<Stage, (job: Job<RunJobData>, token?: string) => Promise<unknown>> = {
-    async build(job) {
-      const staged = await stage(job);
-      if (await isCancelled(staged.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
-      return processBuildJob(job, staged);
-    },
-    async train(job, token) {
-      const { data, store, runDir } = await stage(job);
+    const runId = data.run_id;
+    if (await isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+    const store = await openStore(data.recipe).catch((e) => settleJob(job, token, e));
+    const runDir = store.kind === 'hub' ? path.join(workdir, runId) : data.run_dir;
+    let fencing = {};
+    if (stageName === 'train') {
       // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
-      const epoch = await connection.incr(keys.epoch(data.run_id));
-      return processTrainJob(job, data, token, runDir, store, {
-        lease: lockLease(connection, job, token, lockDuration),
+      const epoch = await connection.incr(keys.epoch(runId));
+      fencing = {
         epoch,
-        ownsRun: async () => (await connection.get(keys.epoch(data.run_id))) === String(epoch),
-        log,
-        ...(opts.trainer ? { trainer: opts.trainer } : {}),
-        ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
-        silenceMs: opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000),
-        onActive: (runId, stop) => (stop ? active.set(runId, stop) : active.delete(runId)),
-        shuttingDown: () => shuttingDown,
-        isCancelled,
-      }).catch(unrecoverable);
-    },
-    async score(job) {
-      const staged = await stage(job);
-      if (await isCancelled(staged.data.run_id)) throw new UnrecoverableError('cancelled by bsft cancel');
-      return processScoreJob(job, staged);
-    },
+        lease: lockLease(connection, job, token, lockDuration),
+        ownsRun: async () => (await connection.get(keys.epoch(runId))) === String(epoch),
+      };
+      await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
+    }
+    const host = new QueueHost(job, {
+      log,
+      store,
+      ...(opts.trainer ? { trainer: opts.trainer } : {}),
+      ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
+      silenceMs,
+      onActive: (stop) => (stop ? active.set(runId, stop) : active.delete(runId)),
+      shuttingDown: () => shuttingDown,
+      ownsRun: async () => true,
+      ...fencing,
+    });
+    try {
+      await runSteps(STEPS_OF[stageName], { recipe: data.recipe, runDir, log: log.child({ run_id: runId }), signal: never, host });
+    } catch (e) {
+      return settleJob(job, token, e);
+    }
+    if (stageName === 'train') await job.updateProgress({ ...(job.progress as object), phase: 'done' });
+    return host.result;
   };
 
   const workers = opts.queues.map((stage) => {
-    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processors[stage](job, token), {
+    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processJob(stage, job, token), {
       ...common,
       // One trainer per worker process (it owns its GPUs); builds and scores are light.
       concurrency: stage === 'train' ? 1 : 4,

@@ -29,8 +29,10 @@ export interface WorkerProc {
   exited: Promise<number | null>;
 }
 
+/** A `bsft worker` process with a fixture trainer (`trainer` names one), or with the real trainer (`trainer` ''). */
 export function startWorkerProc(trainer: string, env: Record<string, string>, args: string[] = []): WorkerProc {
-  const proc = spawn(process.execPath, [BSFT, 'worker', '--trainer', `${process.execPath} ${path.join(FIXTURES, 'trainers', `${trainer}.mjs`)}`, ...args], {
+  const fixture = trainer ? ['--trainer', `${process.execPath} ${path.join(FIXTURES, 'trainers', `${trainer}.mjs`)}`] : [];
+  const proc = spawn(process.execPath, [BSFT, 'worker', ...fixture, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,36 @@
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { BuildSummary, ScoreSummary } from '../worker/offload.js';
+import type { TrainerResult } from '../worker/trainer-process.js';
+import type { RunContext } from './step.js';
+
+/** Why a host stopped a trainer itself (a queue worker: cancel, shutdown, silence, a lost lock). */
+export type StopReason = 'shutdown' | 'cancel' | 'silent' | 'lost-lock';
+
+export interface TrainerRun extends TrainerResult {
+  stopReason?: StopReason;
+  /** With stopReason 'silent': how long the trainer had been silent. */
+  silenceMs?: number;
+}
+
+/** Folders of a run in its store that steps read and write: `dataset`, `meta`, `checkpoints`, `final`, `predictions`, `score`. */
+export type StoreFolder = 'dataset' | 'meta' | 'checkpoints' | 'final' | 'predictions' | 'score';
+
+/**
+ * Where the steps of a run execute: `bsft run` in this process (LocalHost), or a queue worker inside BullMQ jobs
+ * (QueueHost). The steps are the same objects; a host decides how the trainer is started (lease, fencing epoch,
+ * GPUs, what its events become), where CPU-heavy work runs, and how folders move to and from the run's store.
+ */
+export interface RunHost {
+  /** Why the trainer cannot run here (missing Python packages, with what to install); undefined when it can. */
+  trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined>;
+  /** Runs `python -m bsft_trainer <command> --config <config> <args>` and reports how it ended. */
+  trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun>;
+  buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary>;
+  scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary>;
+  /** Brings a step's inputs from the store when they are not here. */
+  pull(ctx: RunContext, folders: StoreFolder[]): Promise<void>;
+  /** Sends a step's outputs to the store. */
+  push(ctx: RunContext, folders: StoreFolder[]): Promise<void>;
+  /** A record of what a step did (dataset built, a split scored): logged, or written to the job's log. */
+  note(record: Record<string, unknown> & { event: string }): Promise<void>;
+}

@@ -1,0 +1,167 @@
+import path from 'node:path';
+import type { Job } from 'bullmq';
+import type { Logger } from '../log.js';
+import type { RunJobData, TrainProgress } from '../queue/job-data.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { RunHost, StopReason, StoreFolder, TrainerRun } from '../run/host.js';
+import { trainerUnavailable } from '../run/python-env.js';
+import type { RunContext } from '../run/step.js';
+import type { Store } from '../store/store.js';
+import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../store/sync.js';
+import { logJobEvent } from './job-log.js';
+import { offload, type BuildSummary, type ScoreSummary } from './offload.js';
+import type { TrainerEvent } from './trainer-events.js';
+import { runTrainer, type Lease } from './trainer-process.js';
+
+export interface QueueHostOptions {
+  log: Logger;
+  store: Store;
+  /** Replaces `python -m bsft_trainer` (fixture trainers in tests). */
+  trainer?: string[];
+  /** CUDA_VISIBLE_DEVICES for the trainer. */
+  gpus?: string;
+  /** A trainer that emits no event for this long is stopped and the attempt fails (retryable). */
+  silenceMs: number;
+  /** Registers the trainer's stop function while it runs (for cancel, shutdown and a lost lock). */
+  onActive(stop: ((reason: StopReason) => void) | undefined): void;
+  shuttingDown(): boolean;
+  /** Train jobs: the trainer runs only while this worker holds the job (heartbeats on its stdin). */
+  lease?: Lease;
+  /** Train jobs: this attempt's fencing epoch, passed to the trainer. */
+  epoch?: number;
+  /** Whether this attempt is still the run's newest: a stale attempt pushes nothing to the store. */
+  ownsRun(): Promise<boolean>;
+}
+
+/**
+ * A queue worker running the steps of one BullMQ job: the trainer on the job's lease and epoch with its events
+ * as job progress and job logs (checkpoints pushed to a hub store in the background), builds and scoring in a
+ * child process (offload.ts) so that lock renewal never stalls, and notes in the job's log.
+ */
+export class QueueHost implements RunHost {
+  /** What the job returns: the dataset hash of a build, the scores of a score job, the final path of training. */
+  readonly result: Record<string, unknown> = {};
+  private readonly pusher: BackgroundPusher;
+
+  constructor(
+    private readonly job: Job<RunJobData>,
+    private readonly opts: QueueHostOptions,
+  ) {
+    this.pusher = new BackgroundPusher(opts.log);
+  }
+
+  trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined> {
+    // A replacement trainer (--trainer) needs no Python of ours.
+    return this.opts.trainer ? Promise.resolve(undefined) : trainerUnavailable(recipe);
+  }
+
+  async trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun> {
+    const { job, opts } = this;
+    const controller = new AbortController();
+    let stopReason: StopReason | undefined;
+    let lastEvent = Date.now();
+    let total = 0;
+    let resumed = 0;
+    opts.onActive((reason) => {
+      stopReason ??= reason;
+      controller.abort();
+    });
+    const watchdog = setInterval(() => {
+      if (Date.now() - lastEvent > opts.silenceMs) {
+        stopReason ??= 'silent';
+        controller.abort();
+      }
+    }, Math.min(5000, opts.silenceMs / 2));
+    const pending: Promise<unknown>[] = [];
+    const onEvent = (e: TrainerEvent) => {
+      lastEvent = Date.now();
+      if (e.event === 'start') {
+        total = e.total_steps;
+        resumed = e.resumed_from_step;
+        pending.push(job.updateProgress({ phase: 'starting', step: resumed, total_steps: total, resumed_from_step: resumed } satisfies TrainProgress));
+      }
+      if (e.event === 'step') {
+        const { event: _event, ...rest } = e;
+        pending.push(job.updateProgress({ phase: 'training', total_steps: total, resumed_from_step: resumed, ...rest } satisfies TrainProgress));
+      } else {
+        pending.push(logJobEvent(job, { ...e, phase: command }));
+      }
+      if (e.event === 'checkpoint') this.pushCheckpoint(ctx, e.step, e.path);
+      if (e.event === 'done' && command === 'train') this.result.final_path = e.final_path;
+    };
+    try {
+      const res = await runTrainer({
+        command,
+        config,
+        cwd: ctx.runDir,
+        args,
+        ...(opts.trainer ? { program: opts.trainer } : {}),
+        signal: controller.signal,
+        graceMs: ctx.recipe.train.preempt_grace_s * 1000,
+        ...(opts.lease ? { lease: opts.lease } : {}),
+        ...(opts.epoch !== undefined ? { epoch: opts.epoch } : {}),
+        env: opts.gpus !== undefined ? { CUDA_VISIBLE_DEVICES: opts.gpus } : {},
+        onEvent,
+        onLog: (line) => {
+          lastEvent = Date.now();
+          opts.log.debug({ run_id: ctx.recipe.run_id, trainer: line });
+        },
+      });
+      if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
+      if (res.outcome === 'preempted' || stopReason === 'shutdown') await this.drainPushes();
+      if (stopReason === 'cancel') await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
+      return { ...res, ...(stopReason ? { stopReason } : {}), ...(stopReason === 'silent' ? { silenceMs: opts.silenceMs } : {}) };
+    } finally {
+      clearInterval(watchdog);
+      opts.onActive(undefined);
+      await Promise.allSettled(pending);
+    }
+  }
+
+  /** A hub run's checkpoint goes to the store in the background (training never waits for the network). */
+  private pushCheckpoint(ctx: RunContext, step: number, dir: string): void {
+    const { store } = this.opts;
+    if (store.kind !== 'hub') return;
+    this.pusher.enqueue(`checkpoint ${step}`, async () => {
+      if (!(await this.opts.ownsRun())) throw new Error(`attempt epoch ${this.opts.epoch} is stale: not pushing checkpoint ${step}`);
+      await store.push(ctx.recipe.run_id, dir, `checkpoints/${path.basename(dir)}`);
+      await pruneRemote(store, ctx.recipe.run_id, ctx.recipe.store.keep_remote);
+    });
+  }
+
+  /** The last checkpoint must reach the store before another machine takes the job. */
+  async drainPushes(): Promise<void> {
+    await this.pusher.drain().catch((e) => this.opts.log.warn({ err: (e as Error).message }, 'last checkpoint push failed'));
+  }
+
+  async buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary> {
+    // Runs of one submission that share their data section share one build (by dataset hash).
+    const res = await offload({ kind: 'build', recipe, outDir, cacheDir: path.join(path.dirname(path.dirname(outDir)), '_datasets') });
+    this.result.dataset_hash = res.dataset_hash;
+    return res;
+  }
+
+  async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
+    const scores = await offload({ kind: 'score', runDir, splits });
+    for (const [split, s] of Object.entries(scores)) this.result[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };
+    return scores;
+  }
+
+  async pull(ctx: RunContext, folders: StoreFolder[]): Promise<void> {
+    const { store } = this.opts;
+    for (const p of await pullFolders(store, ctx.recipe.run_id, ctx.runDir, folders, this.opts.log)) await logJobEvent(this.job, { event: 'pulled', ...p, store: store.describe() });
+  }
+
+  async push(ctx: RunContext, folders: StoreFolder[]): Promise<void> {
+    const { store } = this.opts;
+    if (store.kind !== 'hub') return;
+    await this.pusher.drain();
+    if (!(await this.opts.ownsRun())) throw new Error(`attempt epoch ${this.opts.epoch} is stale: a newer attempt owns ${ctx.recipe.run_id}; not pushing ${folders.join(', ')}`);
+    const pushed = await pushFolders(store, ctx.recipe, ctx.runDir, folders);
+    if (pushed.length) await logJobEvent(this.job, { event: 'pushed', what: pushed.join(' and '), store: store.describe() });
+  }
+
+  async note(record: Record<string, unknown> & { event: string }): Promise<void> {
+    await logJobEvent(this.job, record);
+  }
+}
