@@ -123,33 +123,13 @@ export async function datasetUpToDate(recipe: ResolvedRecipe, outDir: string): P
   return existing !== undefined && existing.dataset_hash === (await planDataset(recipe)).datasetHash;
 }
 
-/**
- * Builds the dataset of a recipe into `outDir` (Contract 3). Output goes to a temporary folder that is renamed
- * on success: a failed build leaves nothing behind. Same inputs + options + seed give identical bytes; when the
- * dataset hash matches the one already in `outDir`, nothing is rebuilt.
- * With `cacheDir`, datasets are shared by hash: runs whose data, options and tokenizer are the same (BehaviorSFT
- * with LoRA and with full fine-tuning, say) use one build.
- */
-export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
-  const data = recipe.data;
-  const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
-  const { tok, inputs, options, datasetHash } = await planDataset(recipe);
+type Tok = Awaited<ReturnType<typeof planDataset>>['tok'];
 
-  const existing = readManifest(outDir);
-  if (existing?.dataset_hash === datasetHash) {
-    log.info({ dir: outDir, dataset_hash: datasetHash }, 'dataset up to date');
-    return { dir: outDir, manifest: existing, built: false };
-  }
-  const cached = cacheDir ? path.join(cacheDir, datasetHash) : undefined;
-  if (cached && readManifest(cached)?.dataset_hash === datasetHash) {
-    copyDataset(cached, outDir);
-    log.info({ dir: outDir, dataset_hash: datasetHash, from: cached }, 'dataset taken from the shared build');
-    return { dir: outDir, manifest: readManifest(outDir)!, built: false };
-  }
-
+/** Step 1, import: every task line read and checked (file, line and field of each problem). */
+async function readTasks(recipe: ResolvedRecipe, tok: Tok, log: Logger): Promise<{ tasks: SourcedTask[]; duplicates: number }> {
   const reading = createProgress('reading tasks', { unit: 'lines', log });
   const imported = await importTasks(recipe.task_files, {
-    ...recipeImportOptions(data, tok.controlTokens),
+    ...recipeImportOptions(recipe.data, tok.controlTokens),
     onLine: () => reading.tick(),
   });
   reading.done();
@@ -157,25 +137,35 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
   if (imported.tasks.length === 0) {
     throw new DataError(recipe.task_files.map((f) => ({ file: displayPath(f), line: 0, field: '', message: 'no tasks (the file is empty)' })));
   }
+  return { tasks: imported.tasks, duplicates: imported.duplicates };
+}
 
-  const splitOf = assignSplits(imported.tasks, data.splits, data.seed);
+/** Step 2, split: by case, stratified and seeded (split.ts). */
+function splitTasks(tasks: SourcedTask[], data: ResolvedRecipe['data']): Record<SplitName, SourcedTask[]> {
+  const splitOf = assignSplits(tasks, data.splits, data.seed);
   const bySplit: Record<SplitName, SourcedTask[]> = { train: [], val: [], test: [] };
-  for (const t of imported.tasks) bySplit[splitOf.get(t.case_id)!].push(t);
+  for (const t of tasks) bySplit[splitOf.get(t.case_id)!].push(t);
+  return bySplit;
+}
 
+interface RenderedSplit {
+  stream: IntStream;
+  records: MessagesRecord[];
+  lengths: number[];
+  lossTokens: number;
+  counts: Manifest['counts'][SplitName];
+}
+
+/** Step 3, render and tokenize each split with the chat template; documents that cannot fit are dropped (and counted). */
+function renderSplits(bySplit: Record<SplitName, SourcedTask[]>, tok: Tok, data: ResolvedRecipe['data'], log: Logger) {
+  const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
+  const total = SPLITS.reduce((n, s) => n + bySplit[s].length, 0);
   const problems: DataProblem[] = [];
   const truncation: Manifest['truncation'] = { truncated: 0, turns_dropped: 0, dropped: 0, dropped_ids: [] };
-  const streams = {} as Record<SplitName, IntStream>;
-  const records = {} as Record<SplitName, MessagesRecord[]>;
-  const lengths = {} as Record<SplitName, number[]>;
-  const lossTokens = {} as Record<SplitName, number>;
-  const counts = {} as Manifest['counts'];
-  const tokenizing = createProgress('tokenizing', { total: imported.tasks.length, unit: 'tasks', log });
+  const splits = {} as Record<SplitName, RenderedSplit>;
+  const tokenizing = createProgress('tokenizing', { total, unit: 'tasks', log });
   for (const split of SPLITS) {
-    streams[split] = new IntStream();
-    records[split] = [];
-    lengths[split] = [];
-    lossTokens[split] = 0;
-    counts[split] = {};
+    const out: RenderedSplit = (splits[split] = { stream: new IntStream(), records: [], lengths: [], lossTokens: 0, counts: {} });
     for (const t of bySplit[split]) {
       tokenizing.tick();
       let doc;
@@ -195,72 +185,62 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
         truncation.truncated++;
         truncation.turns_dropped += doc.droppedTurns;
       }
-      streams[split].push(doc.ids, doc.mask);
-      lengths[split].push(doc.ids.length);
-      lossTokens[split] += doc.mask.reduce((a, b) => a + b, 0);
-      const byCategory = (counts[split][t.category] ??= {});
+      out.stream.push(doc.ids, doc.mask);
+      out.lengths.push(doc.ids.length);
+      out.lossTokens += doc.mask.reduce((a, b) => a + b, 0);
+      const byCategory = (out.counts[t.category] ??= {});
       byCategory[t.behavior] = (byCategory[t.behavior] ?? 0) + 1;
-      const reply = doc.messages.at(-1)!;
-      records[split].push({
-        id: t.id,
-        case_id: t.case_id,
-        category: t.category,
-        behavior: t.behavior,
-        hard: t.hard ?? false,
-        ...(t.answer !== undefined ? { answer: t.answer } : {}),
-        messages: doc.messages.map((m) => ({ ...m, training: m === reply })),
-        prompt: doc.messages.slice(0, -1),
-        completion: [reply],
-      });
+      out.records.push(messagesRecord(t, doc.messages));
     }
   }
   tokenizing.done();
   if (problems.length > 0) throw new DataError(problems);
-  const dropped = truncation.dropped / imported.tasks.length;
-  if (dropped > data.max_dropped_share) {
-    throw new DataError([
-      {
-        file: recipe.task_files.map(displayPath).join(', '),
-        line: 0,
-        field: '',
-        message:
-          `${truncation.dropped} of ${imported.tasks.length} tasks (${(100 * dropped).toFixed(1)}%) do not fit data.max_seq_len ` +
-          `(${data.max_seq_len}) even with every older turn dropped, over data.max_dropped_share (${data.max_dropped_share}): ` +
-          `${truncation.dropped_ids.slice(0, 20).join(', ')}${truncation.dropped > 20 ? ', ...' : ''}`,
-      },
-    ]);
-  }
+  return { splits, truncation, total };
+}
 
-  // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
-  const byId = Object.entries(data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
-  const behaviorIds = keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.addedIds[b.token]!])));
-  const manifest: Manifest = {
-    format: DATASET_FORMAT,
-    dataset_hash: datasetHash,
-    tokenizer_hash: tok.hash,
-    inputs,
-    options,
-    behavior_tokens: keyOrdered(Object.fromEntries(byId.map(([, b]) => [b.token, tok.addedIds[b.token]!]))),
-    behavior_ids: behaviorIds,
-    behavior_descriptions: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.encode(b.description)]))),
-    tokenizer_size: tok.baseSize,
-    eos_id: tok.eosId,
-    counts,
-    cases: Object.fromEntries(SPLITS.map((s) => [s, new Set(records[s].map((r) => r.case_id)).size])) as Record<SplitName, number>,
-    lengths: Object.fromEntries(SPLITS.map((s) => [s, lengthStats(lengths[s], lossTokens[s])])) as Manifest['lengths'],
-    truncation,
-    duplicates_skipped: imported.duplicates,
-    documents: Object.fromEntries(SPLITS.map((s) => [s, records[s].map((r) => r.id)])) as Manifest['documents'],
+/** messages.jsonl's line of a document: its messages (training flag on the reply) and TRL's prompt/completion. */
+function messagesRecord(t: SourcedTask, messages: Message[]): MessagesRecord {
+  const reply = messages.at(-1)!;
+  return {
+    id: t.id,
+    case_id: t.case_id,
+    category: t.category,
+    behavior: t.behavior,
+    hard: t.hard ?? false,
+    ...(t.answer !== undefined ? { answer: t.answer } : {}),
+    messages: messages.map((m) => ({ ...m, training: m === reply })),
+    prompt: messages.slice(0, -1),
+    completion: [reply],
   };
+}
 
-  // Write everything to a temporary folder beside the target, then swap it in.
+/** Over data.max_dropped_share of the tasks do not fit max_seq_len: the build fails, naming them. */
+function checkDropped(recipe: ResolvedRecipe, truncation: Manifest['truncation'], total: number): void {
+  const data = recipe.data;
+  const dropped = truncation.dropped / total;
+  if (dropped <= data.max_dropped_share) return;
+  throw new DataError([
+    {
+      file: recipe.task_files.map(displayPath).join(', '),
+      line: 0,
+      field: '',
+      message:
+        `${truncation.dropped} of ${total} tasks (${(100 * dropped).toFixed(1)}%) do not fit data.max_seq_len ` +
+        `(${data.max_seq_len}) even with every older turn dropped, over data.max_dropped_share (${data.max_dropped_share}): ` +
+        `${truncation.dropped_ids.slice(0, 20).join(', ')}${truncation.dropped > 20 ? ', ...' : ''}`,
+    },
+  ]);
+}
+
+/** Step 4, write: shards, messages, tokenizer and manifest into a temporary folder beside the target, swapped in. */
+function writeDataset(outDir: string, splits: Record<SplitName, RenderedSplit>, tok: Tok, manifest: Manifest): void {
   const tmp = `${outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
     for (const split of SPLITS) {
-      const s = streams[split];
-      writeFileSync(path.join(tmp, `${split}.messages.jsonl`), records[split].map((r) => `${JSON.stringify(r)}\n`).join(''));
+      const s = splits[split].stream;
+      writeFileSync(path.join(tmp, `${split}.messages.jsonl`), splits[split].records.map((r) => `${JSON.stringify(r)}\n`).join(''));
       writeSafetensors(
         path.join(tmp, `${split}.tokens.safetensors`),
         [
@@ -282,15 +262,56 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+/**
+ * Builds the dataset of a recipe into `outDir` (Contract 3): import -> split -> render/tokenize -> write. Output
+ * goes to a temporary folder that is renamed on success: a failed build leaves nothing behind. Same inputs +
+ * options + seed give identical bytes; when the dataset hash matches the one already in `outDir`, nothing is
+ * rebuilt. With `cacheDir`, datasets are shared by hash: runs whose data, options and tokenizer are the same
+ * (BehaviorSFT with LoRA and with full fine-tuning, say) use one build.
+ */
+export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
+  const { tok, inputs, options, datasetHash } = await planDataset(recipe);
+  const existing = readManifest(outDir);
+  if (existing?.dataset_hash === datasetHash) {
+    log.info({ dir: outDir, dataset_hash: datasetHash }, 'dataset up to date');
+    return { dir: outDir, manifest: existing, built: false };
+  }
+  const cached = cacheDir ? path.join(cacheDir, datasetHash) : undefined;
+  if (cached && readManifest(cached)?.dataset_hash === datasetHash) {
+    copyDataset(cached, outDir);
+    log.info({ dir: outDir, dataset_hash: datasetHash, from: cached }, 'dataset taken from the shared build');
+    return { dir: outDir, manifest: readManifest(outDir)!, built: false };
+  }
+
+  const { tasks, duplicates } = await readTasks(recipe, tok, log);
+  const { splits, truncation, total } = renderSplits(splitTasks(tasks, recipe.data), tok, recipe.data, log);
+  checkDropped(recipe, truncation, total);
+
+  // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
+  const byId = Object.entries(recipe.data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
+  const perSplit = <T>(f: (s: RenderedSplit) => T) => Object.fromEntries(SPLITS.map((s) => [s, f(splits[s])])) as Record<SplitName, T>;
+  const manifest: Manifest = {
+    format: DATASET_FORMAT,
+    dataset_hash: datasetHash,
+    tokenizer_hash: tok.hash,
+    inputs,
+    options,
+    behavior_tokens: keyOrdered(Object.fromEntries(byId.map(([, b]) => [b.token, tok.addedIds[b.token]!]))),
+    behavior_ids: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.addedIds[b.token]!]))),
+    behavior_descriptions: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.encode(b.description)]))),
+    tokenizer_size: tok.baseSize,
+    eos_id: tok.eosId,
+    counts: perSplit((s) => s.counts),
+    cases: perSplit((s) => new Set(s.records.map((r) => r.case_id)).size),
+    lengths: perSplit((s) => lengthStats(s.lengths, s.lossTokens)),
+    truncation,
+    duplicates_skipped: duplicates,
+    documents: perSplit((s) => s.records.map((r) => r.id)),
+  };
+  writeDataset(outDir, splits, tok, manifest);
   if (cached && !existsSync(cached)) copyDataset(outDir, cached);
-  log.info(
-    {
-      dir: outDir,
-      documents: Object.fromEntries(SPLITS.map((s) => [s, records[s].length])),
-      truncated: truncation.truncated,
-      dropped: truncation.dropped,
-    },
-    'dataset built',
-  );
+  log.info({ dir: outDir, documents: perSplit((s) => s.records.length), truncated: truncation.truncated, dropped: truncation.dropped }, 'dataset built');
   return { dir: outDir, manifest, built: true };
 }

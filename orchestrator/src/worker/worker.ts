@@ -1,27 +1,15 @@
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { UnrecoverableError, Worker, type Job, type MinimalJob } from 'bullmq';
+import { Worker, type MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
-import { buildStep } from '../dataset/build-step.js';
 import type { StopReason } from '../run/host.js';
-import { runSteps } from '../run/pipeline.js';
-import type { Step } from '../run/step.js';
-import { predictStep, trainStep } from '../run/steps.js';
-import { scoreStep } from '../score/score-step.js';
-import { openStore } from '../store/store.js';
 import { backoffDelay } from './backoff.js';
-import { logJobEvent } from './job-log.js';
-import { settleJob } from './job-outcome.js';
-import { checkJob, workerJobPolicy } from './job-policy.js';
-import { lockLease } from './lock-lease.js';
-import { QueueHost } from './queue-host.js';
-
-/** The steps each job of a run's flow executes (the same Step objects as `bsft run`). */
-export const STEPS_OF: Record<Stage, Step[]> = { build: [buildStep], train: [trainStep, predictStep], score: [scoreStep] };
+import { workerJobPolicy } from './job-policy.js';
+import { processJob, type JobContext } from './process-job.js';
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -86,59 +74,22 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
 
   const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
-  const policy = workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints);
-  const silenceMs = opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000);
-  const never = new AbortController().signal;
-
-  /**
-   * Every job runs its steps (STEPS_OF) with runSteps, as `bsft run` does, on a QueueHost; failures become BullMQ
-   * outcomes in settleJob. Job data is checked first: whoever can write to Redis can write a job.
-   */
-  const processJob = async (stageName: Stage, job: Job<RunJobData>, token: string | undefined): Promise<unknown> => {
-    let data: RunJobData;
-    try {
-      data = checkJob(job.data, policy);
-    } catch (e) {
-      log.warn({ run_id: job.id, err: (e as Error).message }, 'refused a job');
-      throw new UnrecoverableError((e as Error).message);
-    }
-    const runId = data.run_id;
-    if (await isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
-    const store = await openStore(data.recipe).catch((e) => settleJob(job, token, e));
-    const runDir = store.kind === 'hub' ? path.join(workdir, runId) : data.run_dir;
-    let fencing = {};
-    if (stageName === 'train') {
-      // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
-      const epoch = await connection.incr(keys.epoch(runId));
-      fencing = {
-        epoch,
-        lease: lockLease(connection, job, token, lockDuration),
-        ownsRun: async () => (await connection.get(keys.epoch(runId))) === String(epoch),
-      };
-      await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
-    }
-    const host = new QueueHost(job, {
-      log,
-      store,
-      ...(opts.trainer ? { trainer: opts.trainer } : {}),
-      ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
-      silenceMs,
-      onActive: (stop) => (stop ? active.set(runId, stop) : active.delete(runId)),
-      shuttingDown: () => shuttingDown,
-      ownsRun: async () => true,
-      ...fencing,
-    });
-    try {
-      await runSteps(STEPS_OF[stageName], { recipe: data.recipe, runDir, log: log.child({ run_id: runId }), signal: never, host });
-    } catch (e) {
-      return settleJob(job, token, e);
-    }
-    if (stageName === 'train') await job.updateProgress({ ...(job.progress as object), phase: 'done' });
-    return host.result;
+  const jobs: JobContext = {
+    connection,
+    log,
+    policy: workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints),
+    workdir,
+    lockMs: lockDuration,
+    silenceMs: opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000),
+    ...(opts.trainer ? { trainer: opts.trainer } : {}),
+    ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
+    isCancelled,
+    active,
+    shuttingDown: () => shuttingDown,
   };
 
   const workers = opts.queues.map((stage) => {
-    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processJob(stage, job, token), {
+    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processJob(jobs, stage, job, token), {
       ...common,
       // One trainer per worker process (it owns its GPUs); builds and scores are light.
       concurrency: stage === 'train' ? 1 : 4,

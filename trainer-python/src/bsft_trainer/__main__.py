@@ -7,6 +7,8 @@ With --lease-s the trainer runs only while heartbeat lines keep arriving on stdi
 before anything heavy is imported. --epoch is the attempt's fencing epoch (fence.py); without it the trainer takes
 the next one itself.
 """
+from __future__ import annotations
+
 import argparse
 import sys
 import traceback
@@ -15,7 +17,7 @@ from . import lease
 from .events import EXIT_FAILED, TrainerError, claim_stdout, emit_error, log
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bsft_trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["train", "predict", "merge"])

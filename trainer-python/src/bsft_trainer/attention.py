@@ -9,11 +9,15 @@ attention document by document (exact; one host read of the boundaries per call)
 Qwen2.5) go in as they are (measured on torch 2.11, see GPU-NOTES); from 2.12 that needs `enable_gqa=True`.
 `varlen_attention` reads the signature and adapts.
 """
+from __future__ import annotations
+
 import functools
 import inspect
 
 import torch
 import torch.nn.functional as F
+from collections.abc import Callable
+from torch import Tensor
 
 try:  # torch >= 2.10
     from torch.nn.attention.varlen import varlen_attn as _varlen_attn
@@ -39,7 +43,7 @@ def _parameters(fn):
     return frozenset(inspect.signature(fn).parameters)
 
 
-def varlen_attention(fn, q, k, v, cu_seqlens, max_seqlen, scale=None):
+def varlen_attention(fn: Callable, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, scale: float | None = None) -> Tensor:
     """Causal packed attention through a `varlen_attn`-like `fn`, whatever its torch release's signature."""
     params = _parameters(fn)
     hq, hkv, dim = q.shape[1], k.shape[1], q.shape[2]
@@ -55,7 +59,7 @@ def varlen_attention(fn, q, k, v, cu_seqlens, max_seqlen, scale=None):
     return fn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kwargs)
 
 
-def packed_attention(q, k, v, cu_seqlens, max_seqlen, scale=None):
+def packed_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, scale: float | None = None) -> Tensor:
     """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; causal inside each document, nothing across documents."""
     if _varlen_attn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
         return varlen_attention(_varlen_attn, q, k, v, cu_seqlens, max_seqlen, scale)

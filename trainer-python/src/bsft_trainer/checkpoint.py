@@ -7,6 +7,8 @@ the folder (an unlisted file is an error too) and the epoch of the attempt that 
 
 `base/`, `final/` and merged models are written with the same procedure (`save_atomic`).
 """
+from __future__ import annotations
+
 import errno
 import hashlib
 import json
@@ -16,16 +18,20 @@ import shutil
 from pathlib import Path
 
 from .events import TrainerError, log
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from .fence import Fence, NoFence
 
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
 
-def step_dir_name(step):
+def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def sha256_file(path):
+def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -41,7 +47,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def hash_files(folder):
+def hash_files(folder: str | Path) -> dict[str, str]:
     """sha256 of every file under `folder` except COMPLETE and files still being written (`*.tmp`), by relative path."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if _listed(p)}
@@ -52,7 +58,7 @@ def _listed(p):
     return p.is_file() and p.name != COMPLETE and not p.name.endswith(".tmp")
 
 
-def write_complete(folder, extra=None, files=None):
+def write_complete(folder: str | Path, extra: dict | None = None, files: dict[str, str] | None = None) -> None:
     """Writes COMPLETE (sha256 of every other file, recursively) last, fsynced."""
     folder = Path(folder)
     files = hash_files(folder) if files is None else files
@@ -65,14 +71,14 @@ def write_complete(folder, extra=None, files=None):
     _fsync_dir(folder)
 
 
-def read_complete(folder):
+def read_complete(folder: str | Path) -> dict | None:
     try:
         return json.loads((Path(folder) / COMPLETE).read_text())
     except (OSError, ValueError):
         return None
 
 
-def verify(folder):
+def verify(folder: str | Path) -> str | None:
     """None if the folder holds a valid COMPLETE that lists every file with its sha256, else the reason it does not."""
     folder = Path(folder)
     try:
@@ -98,13 +104,13 @@ def verify(folder):
     return None
 
 
-def epoch_of(folder):
+def epoch_of(folder: str | Path) -> int:
     """The attempt epoch recorded in a folder's COMPLETE (0 for folders written before epochs existed)."""
     c = read_complete(folder)
     return int(c.get("epoch", 0)) if isinstance(c, dict) else 0
 
 
-def save(checkpoints_dir, step, write_files, fence, extra=None):
+def save(checkpoints_dir: str | Path, step: int, write_files: Callable[[Path], None], fence: Fence | NoFence, extra: dict | None = None) -> Path:
     """Writes checkpoints/step-NNNNNN atomically. `write_files(tmp_dir)` writes the payload. Returns its path."""
     return save_atomic(Path(checkpoints_dir) / step_dir_name(step), write_files, fence, {"step": step, **(extra or {})})
 
@@ -127,7 +133,7 @@ def _remove(path):
         path.unlink()
 
 
-def save_atomic(final, write_files, fence, extra=None):
+def save_atomic(final: str | Path, write_files: Callable[[Path], None], fence: Fence | NoFence, extra: dict | None = None) -> Path:
     """Writes a folder as `<final>.tmp`, fsyncs every file, hashes it; then, while the fence says this attempt owns
     the run, renames it to `final` and writes COMPLETE (with the attempt's epoch) last."""
     final = Path(final)
@@ -161,7 +167,7 @@ def save_atomic(final, write_files, fence, extra=None):
     return final
 
 
-def list_steps(checkpoints_dir):
+def list_steps(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint folder (complete or not), step order, newest first; .tmp folders and plain
     files excluded."""
     d = Path(checkpoints_dir)
@@ -175,7 +181,7 @@ def list_steps(checkpoints_dir):
     return sorted(found, reverse=True)
 
 
-def valid_checkpoints(checkpoints_dir):
+def valid_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint whose COMPLETE verifies, newest first: the newest attempt epoch first (a
     stale attempt's checkpoint never wins over the owner's), then the highest step. Invalid ones are skipped with a
     warning."""
@@ -189,13 +195,13 @@ def valid_checkpoints(checkpoints_dir):
     return [(step, path) for _, step, path in sorted(valid, key=lambda t: (t[0], t[1]), reverse=True)]
 
 
-def latest_valid(checkpoints_dir):
+def latest_valid(checkpoints_dir: str | Path) -> tuple[int, Path] | None:
     """(step, path) of the newest valid checkpoint (see valid_checkpoints), or None."""
     found = valid_checkpoints(checkpoints_dir)
     return found[0] if found else None
 
 
-def prune(checkpoints_dir, keep):
+def prune(checkpoints_dir: str | Path, keep: int) -> None:
     """Deletes all but the `keep` newest complete checkpoints (epoch, then step), and leftover .tmp folders."""
     d = Path(checkpoints_dir)
     complete = [(epoch_of(p), s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()]

@@ -3,16 +3,19 @@
 There is no second definition here: `problems()` checks a value against a schema, with the subset of JSON Schema
 those files use, and names each problem by its path (`train.lr: expected <= 1, got 2`).
 """
+from __future__ import annotations
+
 import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 
 
 @lru_cache(maxsize=None)
-def schema(name):
+def schema(name: str) -> dict:
     """`train`, `manifest` or `trainer-events`."""
     with open(SCHEMA_DIR / f"{name}.schema.json") as f:
         return json.load(f)
@@ -33,7 +36,7 @@ def _show(v):
     return json.dumps(v)[:60]
 
 
-def problems(value, sch, path=""):
+def problems(value: Any, sch: dict, path: str = "") -> list[str]:
     """Every way `value` breaks `sch`, as "path: message" strings (empty when it fits)."""
     at = path or "(top)"
     out = []

@@ -3,6 +3,8 @@
 At start-up `claim_stdout()` keeps a private handle on the real stdout for events and points file descriptor 1 at
 stderr, so that nothing else (a library's print, a C extension) can write a line the worker would misread.
 """
+from __future__ import annotations
+
 import json
 import os
 import sys
@@ -15,7 +17,7 @@ EXIT_FAILED = 1
 _events = None
 
 
-def claim_stdout():
+def claim_stdout() -> None:
     global _events
     if _events is not None:
         return
@@ -67,7 +69,7 @@ def emit_error(kind: str, message: str) -> None:
     _emit("error", kind=kind, message=str(message))
 
 
-def log(message):
+def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 

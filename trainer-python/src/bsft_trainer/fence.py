@@ -6,6 +6,8 @@ checkpoint, `final/`, `base/` or predictions happens inside `publishing()`, whic
 the run. Both hold an exclusive `flock` on `<output_dir>/EPOCH.lock`, so a claim and a publish never interleave:
 once a newer attempt has claimed the run, an older one can no longer add anything to it.
 """
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import os
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from .events import TrainerError
 from .lease import EXIT_LEASE_LOST
+from collections.abc import Iterator
 
 FILE = "EPOCH"
 
@@ -27,7 +30,7 @@ class Fenced(TrainerError):
 
 
 class Fence:
-    def __init__(self, output_dir, epoch=None):
+    def __init__(self, output_dir: str | Path, epoch: int | None = None) -> None:
         self.dir = Path(output_dir)
         self.epoch = epoch
 
@@ -41,7 +44,7 @@ class Fence:
         finally:
             os.close(fd)
 
-    def owner(self):
+    def owner(self) -> int:
         """The epoch that owns the run (0 when none claimed it yet)."""
         try:
             return int((self.dir / FILE).read_text().strip() or 0)
@@ -56,7 +59,7 @@ class Fence:
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / FILE)
 
-    def claim(self):
+    def claim(self) -> int:
         """Makes this attempt the run's owner (taking owner + 1 when no epoch was given); returns the epoch."""
         with self._locked():
             owner = self.owner()
@@ -69,7 +72,7 @@ class Fence:
         return self.epoch
 
     @contextlib.contextmanager
-    def publishing(self):
+    def publishing(self) -> Iterator[None]:
         """Holds the run while something is made visible; raises Fenced when a newer attempt owns it."""
         with self._locked():
             owner = self.owner()
@@ -84,5 +87,5 @@ class NoFence:
     epoch = 0
 
     @contextlib.contextmanager
-    def publishing(self):
+    def publishing(self) -> Iterator[None]:
         yield

@@ -1,8 +1,13 @@
 """Loading from a Hub id or a local folder: failures a retry cannot fix become config errors (exit 2) that say what
 to do; a Hub that cannot be reached stays a retryable failure, reported in one line instead of a traceback."""
+from __future__ import annotations
+
 import os
 
 from .events import ConfigError, TrainerError
+from collections.abc import Callable
+from typing import Any, TypeVar
+T = TypeVar("T")
 
 # Causes (huggingface_hub errors under transformers' OSError), most specific first, and what the user should know.
 _PERMANENT = {
@@ -14,11 +19,11 @@ _PERMANENT = {
 }
 
 
-def offline():
+def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def load_error(source, error):
+def load_error(source: str, error: BaseException) -> TrainerError | None:
     """The TrainerError for a failed `from_pretrained(source)`, or None when it is none of the known Hub failures."""
     cause = error.__cause__ or error
     names = [c.__name__ for c in type(cause).__mro__]
@@ -34,7 +39,7 @@ def load_error(source, error):
     return None
 
 
-def from_hub(source, load, *args, **kwargs):
+def from_hub(source: str, load: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`load(source, *args, **kwargs)` (a transformers/peft `from_pretrained`), with `load_error`'s errors."""
     try:
         return load(source, *args, **kwargs)

@@ -1,4 +1,6 @@
 """Loads a finished run's model for inference (predict, merge): the final folder of train, rows merged by ID."""
+from __future__ import annotations
+
 import json
 from pathlib import Path
 
@@ -7,23 +9,25 @@ import torch
 from .events import ConfigError
 from .hub import from_hub
 from .toy import ToyLM
+from typing import Any
+from .config import Config
 
 
-def final_metadata(cfg):
+def final_metadata(cfg: Config) -> tuple[Path, dict]:
     folder = Path(cfg.final_dir)
     if not (folder / "COMPLETE").is_file():
         raise ConfigError(f"no finished model in {folder} (train first)")
     return folder, json.loads((folder / "bsft.json").read_text())
 
 
-def load_toy(folder, device):
+def load_toy(folder: Path, device: torch.device) -> ToyLM:
     config = json.loads((folder / "config.json").read_text())
     model = ToyLM(config)
     model.load_state_dict(torch.load(folder / "toy_model.pt", map_location="cpu"))
     return model.to(device).eval()
 
 
-def load_hf_merged(cfg, folder, meta, device, dtype):
+def load_hf_merged(cfg: Config, folder: Path, meta: dict, device: torch.device, dtype: torch.dtype) -> Any:
     """A plain transformers model with the LoRA adapter and the behavior-token rows merged in."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM

@@ -11,6 +11,8 @@ A lease shorter than the lock means the trainer is gone before the queue can han
 
 Only the standard library is imported here.
 """
+from __future__ import annotations
+
 import os
 import select
 import threading
@@ -19,7 +21,7 @@ import time
 EXIT_LEASE_LOST = 76
 
 
-def start(lease_s, fd=0):
+def start(lease_s: float, fd: int = 0) -> threading.Thread:
     """Starts the watchdog thread; returns it. `lease_s` must be positive."""
     if not lease_s > 0:
         raise ValueError("lease_s must be positive")

@@ -4,13 +4,16 @@ Only positions whose label is in the loss are projected to the vocabulary, in ch
 upcast to fp32 for a stable log-softmax and dropped before the next. The result is the *sum* of token losses, so
 that gradient accumulation can divide by the loss tokens of the whole optimizer step.
 """
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 
 from .packing import IGNORE
+from torch import Tensor
 
 
-def output_logits(hidden, weight, new_rows=None):
+def output_logits(hidden: Tensor, weight: Tensor, new_rows: tuple | None = None) -> Tensor:
     """hidden [N, H] -> logits [N, V]. `new_rows` = (first_id, rows [n, H]) replaces the behavior-token columns."""
     logits = hidden @ weight.t()
     if new_rows is not None:
@@ -20,7 +23,7 @@ def output_logits(hidden, weight, new_rows=None):
     return logits
 
 
-def chunked_ce_sum(hidden, labels, weight, new_rows=None, chunk=4096):
+def chunked_ce_sum(hidden: Tensor, labels: Tensor, weight: Tensor, new_rows: tuple | None = None, chunk: int = 4096) -> Tensor:
     """Sum of cross-entropy over positions with labels != IGNORE. hidden [T, H], labels [T]."""
     keep = labels != IGNORE
     h = hidden[keep]
@@ -33,7 +36,7 @@ def chunked_ce_sum(hidden, labels, weight, new_rows=None, chunk=4096):
     return total
 
 
-def reference_ce_sum(logits, labels):
+def reference_ce_sum(logits: Tensor, labels: Tensor) -> Tensor:
     """Plain full-logits reference (tests, benchmark guard): logits [T, V], labels [T]."""
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     return F.cross_entropy(logits.to(acc), labels, ignore_index=IGNORE, reduction="sum")

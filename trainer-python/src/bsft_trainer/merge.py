@@ -1,5 +1,7 @@
 """merge: LoRA adapter + behavior-token rows merged into a plain model folder (weights + tokenizer with the
 behavior tokens) that transformers loads without peft, and generation engines load as a normal model."""
+from __future__ import annotations
+
 import json
 from pathlib import Path
 
@@ -10,9 +12,11 @@ from .inference import final_metadata, load_hf_merged
 from .model import resolve_dtype
 from .save import load_tokenizer
 from .train import pick_device
+from .fence import NoFence
+from .config import Config
 
 
-def run(cfg, fence, out=None):
+def run(cfg: Config, fence: NoFence, out: str | None = None) -> int:
     manifest = load_manifest(cfg)
     folder, meta = final_metadata(cfg)
     if (folder / "toy_model.pt").is_file():

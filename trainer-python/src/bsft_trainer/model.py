@@ -3,6 +3,8 @@
 `TrainModel` hides the difference from the loop: `hidden(batch)` gives final hidden states of a packed batch,
 `output()` the output weight and behavior-token rows for the loss, `trainable_state()` what a checkpoint keeps.
 """
+from __future__ import annotations
+
 import json
 import os
 from pathlib import Path
@@ -16,6 +18,9 @@ from .events import ConfigError, log
 from .hub import from_hub
 from .token_rows import TokenRows, init_rows_in_place, row_sources
 from .toy import ToyLM
+from typing import Any
+from .config import Config, Manifest
+from .fence import Fence
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 ATTN_NAME = "bsft_packed"
@@ -25,13 +30,13 @@ ATTN_NAME = "bsft_packed"
 _PACKED = {}
 
 
-def resolve_dtype(name, device):
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
 
 
-def read_model_config(cfg):
+def read_model_config(cfg: Config) -> dict | None:
     """config.json of a local model folder (None for a Hub id that is not cached locally)."""
     p = Path(cfg.model.name_or_path) / "config.json"
     if p.is_file():
@@ -105,7 +110,7 @@ def _behavior_range(manifest):
 
 # --------------------------------------------------------------------------- tiny test model (no transformers)
 
-def build_toy(cfg, manifest, device, model_config):
+def build_toy(cfg: Config, manifest: Manifest, device: torch.device, model_config: dict) -> "TrainModel":
     model_config = {**model_config, **(cfg.model.config_overrides or {})}
     torch.manual_seed(cfg.train.seed)
     model = ToyLM(model_config)
@@ -138,7 +143,7 @@ def _hf_packed_attention(module, query, key, value, attention_mask, scaling=None
     return out[None], None
 
 
-def register_packed_attention():
+def register_packed_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTN_NAME, _hf_packed_attention)
@@ -150,7 +155,7 @@ def register_packed_attention():
         pass
 
 
-def model_config(cfg, hub_kwargs):
+def model_config(cfg: Config, hub_kwargs: dict) -> Any:
     """The model's config with `model.config_overrides` applied. The config class is built again from the merged
     values so that fields derived from others (e.g. `layer_types` from `num_hidden_layers`) follow the override."""
     from transformers import AutoConfig
@@ -174,7 +179,7 @@ def model_config(cfg, hub_kwargs):
     return config
 
 
-def load_hf_model(cfg, device, dtype, attn_implementation):
+def load_hf_model(cfg: Config, device: torch.device, dtype: torch.dtype, attn_implementation: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     hub_kwargs = {k: v for k, v in dict(revision=cfg.model.revision, token=os.environ.get("HF_TOKEN")).items() if v is not None}
@@ -188,7 +193,7 @@ def load_hf_model(cfg, device, dtype, attn_implementation):
     return model.to(device)
 
 
-def build_hf(cfg, manifest, device, fence):
+def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence) -> "TrainModel":
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
@@ -238,13 +243,13 @@ def build_hf(cfg, manifest, device, fence):
     return tm
 
 
-def enable_checkpointing(tm):
+def enable_checkpointing(tm: "TrainModel") -> None:
     if tm.kind == "hf":
         tm.hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     tm.checkpointing = True
 
 
-def build(cfg, manifest, device, fence):
+def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence) -> "TrainModel":
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
         tm = build_toy(cfg, manifest, device, model_config)

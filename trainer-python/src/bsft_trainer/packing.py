@@ -4,10 +4,13 @@ No attention crosses documents (each batch carries `cu_seqlens`, the document bo
 0 in every document, and only tokens whose `loss_mask` is 1 are predicted. The order of documents is a pure
 function of (seed, epoch), so a data position (epoch, batch index) is enough to resume the same sample order.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from .shards import Shard
 
 IGNORE = -100
 
@@ -37,7 +40,7 @@ class Batch:
                      self.max_seqlen, self.docs, self.n_loss_tokens)
 
 
-def plan_epoch(lengths, batch_tokens, seed, epoch):
+def plan_epoch(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
     """Lists of document indices, one list per batch, for one epoch: a seeded shuffle, then greedy filling."""
     order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
     batches, current, used = [], [], 0
@@ -55,7 +58,7 @@ def plan_epoch(lengths, batch_tokens, seed, epoch):
     return batches
 
 
-def make_batch(shard, docs):
+def make_batch(shard: Shard, docs: list[int]) -> "Batch":
     ids, labels, positions, bounds = [], [], [], [0]
     for d in docs:
         doc_ids, mask = shard.doc(d)

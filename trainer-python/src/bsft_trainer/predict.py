@@ -4,6 +4,8 @@ The prompt of each task is its tokenized document up to the reply (context + ass
 shards, so prompts are exactly what training saw. The predicted behavior is the **first generated token ID**
 (never decoded text); `--force <behavior>` puts that behavior's token in the prompt instead (steering).
 """
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -18,11 +20,14 @@ from .inference import final_metadata, load_hf_merged, load_toy
 from .model import resolve_dtype
 from .shards import Shard
 from .train import pick_device
+from typing import Any
+from .config import Config
+from .fence import Fence
 
 ANSWER = re.compile(r"^\W*\(?([A-Ea-e])[\).:\s]")
 
 
-def prompts(shard):
+def prompts(shard: Shard) -> list[list[int]]:
     """Token IDs of each document up to its first predicted token."""
     out = []
     for d in range(len(shard)):
@@ -33,7 +38,7 @@ def prompts(shard):
 
 
 @torch.no_grad()
-def greedy_toy(model, batch_prompts, max_new, eos_id, device):
+def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, device: torch.device) -> list[list[int]]:
     from .packing import Batch
 
     results = []
@@ -54,7 +59,7 @@ def greedy_toy(model, batch_prompts, max_new, eos_id, device):
 
 
 @torch.no_grad()
-def greedy_hf(model, batch_prompts, max_new, eos_id, pad_id, device):
+def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
     width = max(len(p) for p in batch_prompts)
     ids = torch.full((len(batch_prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -74,7 +79,7 @@ def greedy_hf(model, batch_prompts, max_new, eos_id, pad_id, device):
     return results
 
 
-def run(cfg, fence, force=None):
+def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     manifest = load_manifest(cfg)
     behavior_ids = manifest.behavior_ids
     by_id = {v: k for k, v in behavior_ids.items()}

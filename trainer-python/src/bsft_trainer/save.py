@@ -6,6 +6,8 @@
 - full: the whole model (`save_pretrained`).
 - Always: the tokenizer with the behavior tokens added (same IDs as the dataset), and `bsft.json`.
 """
+from __future__ import annotations
+
 import json
 import shutil
 from pathlib import Path
@@ -15,13 +17,16 @@ import torch
 from . import checkpoint as ckpt
 from .events import TrainerError
 from .hub import from_hub
+from typing import Any
+from .config import Config, Manifest
+from .fence import Fence
 
 
-def behavior_tokens_in_id_order(manifest):
+def behavior_tokens_in_id_order(manifest: Manifest) -> list[str]:
     return [t for t, _ in sorted(manifest.behavior_tokens.items(), key=lambda kv: kv[1])]
 
 
-def load_tokenizer(cfg, manifest):
+def load_tokenizer(cfg: Config, manifest: Manifest) -> Any:
     """The model's tokenizer with the behavior tokens added as special tokens; their IDs must match the manifest."""
     from transformers import AutoTokenizer
 
@@ -37,7 +42,7 @@ def load_tokenizer(cfg, manifest):
     return tok
 
 
-def metadata(cfg, manifest, tm):
+def metadata(cfg: Config, manifest: Manifest, tm: Any) -> dict:
     return {
         "format": "bsft-model-v1",
         "run_id": cfg.run_id,
@@ -50,7 +55,7 @@ def metadata(cfg, manifest, tm):
     }
 
 
-def save_final(cfg, manifest, tm, fence):
+def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence) -> Path:
     def write(folder):
         folder = Path(folder)
         if tm.kind == "toy":

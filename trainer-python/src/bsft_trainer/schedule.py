@@ -1,8 +1,10 @@
 """Learning-rate schedules: linear warmup, then cosine or linear decay to 0, or constant."""
+from __future__ import annotations
+
 import math
 
 
-def lr_factor(step, total_steps, warmup_steps, kind):
+def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> float:
     """Multiplier of the peak lr for the optimizer step `step` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -2,6 +2,8 @@
 
 Read with numpy memory maps (no `safetensors` package needed): only the pages of the documents in use are read.
 """
+from __future__ import annotations
+
 import json
 import struct
 
@@ -13,7 +15,7 @@ _DTYPES = {"I32": np.int32, "U8": np.uint8, "I64": np.int64}
 _EXPECTED = {"input_ids": "I32", "loss_mask": "U8", "doc_offsets": "I64"}
 
 
-def read_safetensors_header(path):
+def read_safetensors_header(path: str) -> tuple[dict, int]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:

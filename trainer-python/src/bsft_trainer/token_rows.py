@@ -8,11 +8,17 @@ the tokens of the behavior's description, which the dataset manifest lists by na
 In LoRA mode the base embedding stays frozen and the rows live in this small module (trainable, saved as its own
 file); in full fine-tuning they are written into the weights, which train as a whole.
 """
+from __future__ import annotations
+
 import torch
 from torch import nn
+from torch import Tensor
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from .config import Manifest
 
 
-def initial_rows(weight, first, n, sources=None):
+def initial_rows(weight: Tensor, first: int, n: int, sources: list[list[int]] | None = None) -> Tensor:
     """[n, H] start values of rows `first .. first+n-1`: row i is the mean of the rows `sources[i]` (token IDs of a
     description), or of every existing row when `sources` is None."""
     weight = weight.detach()
@@ -26,7 +32,7 @@ def initial_rows(weight, first, n, sources=None):
     return torch.stack(rows).to(weight.dtype)
 
 
-def row_sources(init, manifest):
+def row_sources(init: str, manifest: Manifest) -> list[list[int]] | None:
     """Per behavior ID (ascending), the token IDs its row starts from; None for `init: mean`."""
     if init == "mean":
         return None
@@ -73,7 +79,7 @@ class TokenRows(nn.Module):
             out_weight[self.first:self.first + self.n] = self.out.to(out_weight.dtype)
 
 
-def init_rows_in_place(embed_weight, out_weight, first, n, sources=None):
+def init_rows_in_place(embed_weight: Tensor, out_weight: Tensor, first: int, n: int, sources: list[list[int]] | None = None) -> None:
     """Full fine-tuning: initialise the behavior-token rows of the weights themselves, by ID."""
     with torch.no_grad():
         embed_weight[first:first + n] = initial_rows(embed_weight, first, n, sources)

@@ -4,11 +4,14 @@ Used by the trainer's own tests and CI, where transformers is not installed: a c
 `"model_type": "bsft-toy"` selects it. It runs the same training loop, packing, attention and checkpoints as the
 real models; it is not a model anyone should fine-tune.
 """
+from __future__ import annotations
+
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
 from .attention import packed_attention
+from torch import Tensor
 
 
 class RMSNorm(nn.Module):
@@ -22,7 +25,7 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
 
 
-def rope(x, positions, theta=10000.0):
+def rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
     """x [T, H, D], positions [T]."""
     dim = x.shape[-1]
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))

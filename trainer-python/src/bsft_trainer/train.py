@@ -4,6 +4,8 @@ Preemption (SIGTERM/SIGINT): the current optimizer step finishes, a checkpoint i
 emitted and the process exits 75. A resumed run continues the same sample order and loss curve: the checkpoint
 holds the trainable weights, optimizer, scheduler, RNG states and data position.
 """
+from __future__ import annotations
+
 import math
 import random
 import signal
@@ -19,6 +21,10 @@ from .loss import chunked_ce_sum
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
 from .shards import Shard
+from pathlib import Path
+from typing import Any
+from .config import Config
+from .fence import Fence
 
 
 class StopFlag:
@@ -42,17 +48,17 @@ class StopFlag:
         return self
 
 
-def pick_device():
+def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def rng_state():
+def rng_state() -> dict:
     """Every RNG's state as tensors and plain numbers, so that checkpoints load with torch.load(weights_only=True)."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -66,7 +72,7 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state: dict) -> None:
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
     np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
@@ -75,19 +81,19 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def total_steps(cfg, batches_per_epoch):
+def total_steps(cfg: Config, batches_per_epoch: int) -> int:
     if cfg.train.max_steps is not None:
         return cfg.train.max_steps
     return max(1, math.ceil(cfg.train.epochs * batches_per_epoch / cfg.train.grad_accum))
 
 
-def warmup_steps(cfg, total):
+def warmup_steps(cfg: Config, total: int) -> int:
     if cfg.train.warmup_steps is not None:
         return cfg.train.warmup_steps
     return int(round((cfg.train.warmup_ratio or 0.0) * total))
 
 
-def memory_gib(device):
+def memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     try:
@@ -98,7 +104,7 @@ def memory_gib(device):
         return 0.0
 
 
-def wants_checkpointing(cfg, tm, device):
+def wants_checkpointing(cfg: Config, tm: Any, device: torch.device) -> bool:
     """activation_checkpointing: true/false, or auto: on when the estimated activations would not fit."""
     setting = cfg.train.activation_checkpointing
     if setting != "auto":
@@ -114,7 +120,7 @@ def wants_checkpointing(cfg, tm, device):
     return per_token * cfg.train.batch_tokens > 0.8 * free
 
 
-def evaluate(tm, shard, batch_tokens, device):
+def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.device) -> float | None:
     if shard is None or len(shard) == 0:
         return None
     tm.train(False)
@@ -129,7 +135,7 @@ def evaluate(tm, shard, batch_tokens, device):
     return total / max(1, tokens)
 
 
-def save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data):
+def save_checkpoint(cfg: Config, fence: Fence, step: int, tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> Path:
     def write(folder):
         torch.save(tm.trainable_state(), folder / "trainable.pt")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
@@ -148,12 +154,12 @@ def _load(file):
     return torch.load(file, map_location="cpu", weights_only=int(torch.__version__.split(".")[0]) >= 2)
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     """The three files of a checkpoint, loaded (raises when one cannot be read)."""
     return _load(path / "trainable.pt"), _load(path / "optimizer.pt"), _load(path / "trainer_state.pt")
 
 
-def load_checkpoint(files, tm, optimizer, scheduler, data):
+def load_checkpoint(files: tuple[dict, dict, dict], tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
     trainable, optim, state = files
     tm.load_trainable_state(trainable)
     optimizer.load_state_dict(optim)
@@ -163,7 +169,7 @@ def load_checkpoint(files, tm, optimizer, scheduler, data):
     return int(state["step"])
 
 
-def resume(cfg, tm, optimizer, scheduler, data):
+def resume(cfg: Config, tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
     """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
     Returns the step to continue from (0 for a fresh start)."""
     for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
@@ -178,7 +184,7 @@ def resume(cfg, tm, optimizer, scheduler, data):
     return 0
 
 
-def run(cfg, fence, stop=None):
+def run(cfg: Config, fence: Fence, stop: StopFlag | None = None) -> int:
     """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt."""
     stop = stop or StopFlag().install()
     device = pick_device()

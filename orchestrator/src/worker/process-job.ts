@@ -1,0 +1,88 @@
+import path from 'node:path';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { buildStep } from '../dataset/build-step.js';
+import type { Logger } from '../log.js';
+import type { RunJobData } from '../queue/job-data.js';
+import { keys, type Stage } from '../queue/names.js';
+import type { StopReason } from '../run/host.js';
+import { runSteps } from '../run/pipeline.js';
+import type { Step } from '../run/step.js';
+import { predictStep, trainStep } from '../run/steps.js';
+import { scoreStep } from '../score/score-step.js';
+import { openStore } from '../store/store.js';
+import { logJobEvent } from './job-log.js';
+import { settleJob } from './job-outcome.js';
+import { checkJob, type JobPolicy } from './job-policy.js';
+import { lockLease } from './lock-lease.js';
+import { QueueHost } from './queue-host.js';
+
+/** The steps each job of a run's flow executes: the same Step objects as `bsft run`. */
+export const STEPS_OF: Record<Stage, Step[]> = { build: [buildStep], train: [trainStep, predictStep], score: [scoreStep] };
+
+/** What a worker gives every job it processes. */
+export interface JobContext {
+  connection: Redis;
+  log: Logger;
+  policy: JobPolicy;
+  /** Where hub-store runs are staged on this machine. */
+  workdir: string;
+  lockMs: number;
+  silenceMs: number;
+  trainer?: string[];
+  gpus?: string;
+  isCancelled(runId: string): Promise<boolean>;
+  /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
+  active: Map<string, (reason: StopReason) => void>;
+  shuttingDown(): boolean;
+}
+
+const never = new AbortController().signal;
+
+/**
+ * One BullMQ job: its data checked (whoever can write to Redis can write a job), its steps run with runSteps on a
+ * QueueHost, as `bsft run` runs them; a train job first takes its fencing epoch and lease. Failures become BullMQ
+ * outcomes in settleJob. Returns what the job's host collected (dataset hash, final path, scores).
+ */
+export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobData>, token: string | undefined): Promise<unknown> {
+  let data: RunJobData;
+  try {
+    data = checkJob(job.data, ctx.policy);
+  } catch (e) {
+    ctx.log.warn({ run_id: job.id, err: (e as Error).message }, 'refused a job');
+    throw new UnrecoverableError((e as Error).message);
+  }
+  const runId = data.run_id;
+  if (await ctx.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+  const store = await openStore(data.recipe).catch((e) => settleJob(job, token, e));
+  const runDir = store.kind === 'hub' ? path.join(ctx.workdir, runId) : data.run_dir;
+  let fencing = {};
+  if (stage === 'train') {
+    // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
+    const epoch = await ctx.connection.incr(keys.epoch(runId));
+    fencing = {
+      epoch,
+      lease: lockLease(ctx.connection, job, token, ctx.lockMs),
+      ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
+    };
+    await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
+  }
+  const host = new QueueHost(job, {
+    log: ctx.log,
+    store,
+    ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
+    ...(ctx.gpus !== undefined ? { gpus: ctx.gpus } : {}),
+    silenceMs: ctx.silenceMs,
+    onActive: (stop) => (stop ? ctx.active.set(runId, stop) : ctx.active.delete(runId)),
+    shuttingDown: ctx.shuttingDown,
+    ownsRun: async () => true,
+    ...fencing,
+  });
+  try {
+    await runSteps(STEPS_OF[stage], { recipe: data.recipe, runDir, log: ctx.log.child({ run_id: runId }), signal: never, host });
+  } catch (e) {
+    return settleJob(job, token, e);
+  }
+  if (stage === 'train') await job.updateProgress({ ...(job.progress as object), phase: 'done' });
+  return host.result;
+}
