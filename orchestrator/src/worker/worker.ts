@@ -62,7 +62,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   });
 
-  const lockDuration = opts.lockMs ?? Number(process.env.BSFT_LOCK_MS ?? 30_000);
+  const lockDuration = opts.lockMs ?? Number(process.env.BSFT_LOCK_MS ?? 20_000);
   const common = {
     connection,
     prefix: queuePrefix(),
