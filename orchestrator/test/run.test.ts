@@ -11,6 +11,47 @@ import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js'
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
 
+/**
+ * One pipeline: submits the recipe a `bsft run` ran into `local` (same args, other store path) to the queue, drains
+ * it with a worker running the real trainer, and expects the same run folder: every file equal by content except
+ * run.json's times and the run path inside recipe.json and train.json, and the same step records.
+ */
+async function expectQueuedRunLike(local: string, runId: string, args: (runs: string) => string[], env: Record<string, string>): Promise<void> {
+  const queued = mkdtempSync(path.join(tmpdir(), 'bsft-queued-'));
+  const qenv = { ...queueEnv(), ...env };
+  const sub = await bsft(['submit', ...args(queued)], { env: qenv });
+  expect(sub.stdout).toContain(`submitted run ${runId}`);
+  const worker = startWorkerProc('', qenv);
+  try {
+    await worker.ready;
+    const done = await waitForRun(qenv, runId, (v) => ['completed', 'failed'].includes(v.state), 240_000);
+    expect(done.state, JSON.stringify(done)).toBe('completed');
+  } finally {
+    await stop(worker, 'SIGKILL');
+  }
+  const tree = (dir: string) => {
+    const out: Record<string, string> = {};
+    const walk = (rel: string) => {
+      for (const name of readdirSync(path.join(dir, rel)).sort()) {
+        const r = rel ? `${rel}/${name}` : name;
+        if (statSync(path.join(dir, r)).isDirectory()) walk(r);
+        else if (r === 'run.json') out[r] = '(times)';
+        else if (r === 'recipe.json' || r === 'train.json') out[r] = readFileSync(path.join(dir, r), 'utf8').replaceAll(path.dirname(dir), '<runs>');
+        else out[r] = createHash('sha256').update(readFileSync(path.join(dir, r))).digest('hex');
+      }
+    };
+    walk('');
+    return out;
+  };
+  const a = tree(path.join(local, runId));
+  const b = tree(path.join(queued, runId));
+  expect(Object.keys(b)).toEqual(Object.keys(a));
+  expect(Object.keys(a).filter((k) => a[k] !== b[k])).toEqual([]);
+  const steps = (dir: string) => JSON.parse(readFileSync(path.join(dir, runId, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+  expect(steps(queued)).toEqual(steps(local));
+  expect(existsSync(path.join(queued, runId, 'final', 'README.md'))).toBe(true); // the model card, as bsft run writes it
+}
+
 describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)', () => {
   it('runs build -> train -> predict -> score, and a second run skips the steps already done', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-e2e-'));
@@ -36,6 +77,9 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(forced.every((p) => p.forced === true && p.predicted_behavior === 'proactive')).toBe(true);
     expect(scored.forced.proactive.n).toBe(manifest.documents.test.length);
 
+    // The same recipe through the queue (bsft submit + bsft worker, the real trainer) ends with the same folder.
+    await expectQueuedRunLike(runs, path.basename(runDir), (dir) => [TOY, '--allow', dir, '--set', `store.path=${dir}`, '--set', 'eval.force=[proactive]'], env);
+
     const second = await bsft(args, { env });
     const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
     // Every step, the build included, is reported as skipped (not "build done") when its output is up to date.
@@ -60,50 +104,7 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(predicted.code, predicted.stderr).toBe(0);
     expect(predicted.stdout).toContain(`wrote ${path.relative(ROOT, path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'))}`);
     expect(predicted.stdout).toContain(`score them with: bsft score ${runDir}`);
-  }, 300_000);
-
-  it('one pipeline: the same recipe run by bsft run and through the queue ends with the same run folder', async () => {
-    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
-    const local = mkdtempSync(path.join(tmpdir(), 'bsft-local-'));
-    const queued = mkdtempSync(path.join(tmpdir(), 'bsft-queued-'));
-    const args = (runs: string) => [TOY, '--allow', runs, '--set', `store.path=${runs}`];
-    const ran = await bsft(['run', ...args(local)], { env });
-    expect(ran.code, ran.stderr).toBe(0);
-
-    const qenv = { ...queueEnv(), ...env };
-    const sub = await bsft(['submit', ...args(queued)], { env: qenv });
-    const runId = /submitted run (\S+)/.exec(sub.stdout)![1]!;
-    const worker = startWorkerProc('', qenv);
-    try {
-      await worker.ready;
-      const done = await waitForRun(qenv, runId, (v) => ['completed', 'failed'].includes(v.state), 240_000);
-      expect(done.state, JSON.stringify(done)).toBe('completed');
-    } finally {
-      await stop(worker, 'SIGKILL');
-    }
-
-    // Every file, by content, except what records when (run.json's times) and the empty lock of fence.py.
-    const tree = (dir: string) => {
-      const out: Record<string, string> = {};
-      const walk = (rel: string) => {
-        for (const name of readdirSync(path.join(dir, rel)).sort()) {
-          const r = rel ? `${rel}/${name}` : name;
-          if (statSync(path.join(dir, r)).isDirectory()) walk(r);
-          else out[r] = r === 'run.json' ? '(times)' : r === 'recipe.json' || r === 'train.json' ? readFileSync(path.join(dir, r), 'utf8').replaceAll(dir, '<run>').replaceAll(path.dirname(dir), '<runs>') : createHash('sha256').update(readFileSync(path.join(dir, r))).digest('hex');
-        }
-      };
-      walk('');
-      return out;
-    };
-    const a = tree(path.join(local, runId));
-    const b = tree(path.join(queued, runId));
-    expect(Object.keys(b)).toEqual(Object.keys(a));
-    const differ = Object.keys(a).filter((k) => a[k] !== b[k]);
-    expect(differ).toEqual([]);
-    const steps = (dir: string) => JSON.parse(readFileSync(path.join(dir, runId, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
-    expect(steps(queued)).toEqual(steps(local));
-    expect(existsSync(path.join(queued, runId, 'final', 'README.md'))).toBe(true); // the model card, as bsft run writes it
-  }, 400_000);
+  }, 500_000);
 
   it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-shard-'));
