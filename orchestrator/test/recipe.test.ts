@@ -159,6 +159,8 @@ train:
       expect.objectContaining({ path: 'store.hub_url', message: expect.stringMatching(/^expected an https URL/) }),
     ]);
     for (const ok of ['https://hub.example.org', 'http://127.0.0.1:8765']) expect(problemsOf(f, [`store.hub_url=${ok}`])).toEqual([]);
+    // Not a URL at all: one problem, z.url()'s, not a crash.
+    expect(problemsOf(f, ['store.hub_url=notaurl'])).toEqual([expect.objectContaining({ path: 'store.hub_url', message: 'Invalid URL, got "notaurl"' })]);
   });
 
   it('keeps paths inside the workspace: parent escapes, absolute paths and symlinks out', () => {

@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.js';
+import { tokenSafeUrl } from '../recipe/hub-url.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { STAGES, type Stage } from '../queue/names.js';
@@ -15,7 +16,7 @@ function hubEndpoints(urls: string[]): string[] {
     } catch {
       throw new UsageError(`--hub-endpoint: not a URL: ${u}`);
     }
-    if (url.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
+    if (!tokenSafeUrl(url.href)) {
       throw new UsageError(`--hub-endpoint: ${u} is not https (the worker's HF_TOKEN is sent there)`);
     }
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { tokenSafeUrl } from './hub-url.js';
 
 /**
  * The recipe: one typed definition, shared by every command. Every object is strict, so an unknown key is an
@@ -132,10 +133,8 @@ const storeSchema = z.strictObject({
   /** Another Hub endpoint: https (http only for a local test hub on a loopback address). Workers also check it. */
   hub_url: z
     .url()
-    .refine((u) => {
-      const { protocol, hostname } = new URL(u);
-      return protocol === 'https:' || (protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(hostname));
-    }, 'expected an https URL (the HF_TOKEN is sent there; http only for a local hub on 127.0.0.1 or localhost)')
+    // A string that is no URL at all gets z.url()'s message alone.
+    .refine((u) => !URL.canParse(u) || tokenSafeUrl(u), 'expected an https URL (the HF_TOKEN is sent there; http only for a local hub on 127.0.0.1 or localhost)')
     .optional(),
   keep_remote: positiveInt.default(3),
 });

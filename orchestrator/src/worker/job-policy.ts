@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { defaultPolicy, withinPolicy, type PathPolicy } from '../recipe/path-policy.js';
-import { isLocalPath } from '../recipe/path-policy.js';
+import { tokenSafeUrl } from '../recipe/hub-url.js';
+import { defaultPolicy, isLocalPath, withinPolicy, type PathPolicy } from '../recipe/path-policy.js';
 import { JobDataError, parseRunJobData, type RunJobData } from '../queue/job-data.js';
 
 export const DEFAULT_HUB_ENDPOINT = 'https://huggingface.co';
@@ -25,8 +25,6 @@ export function workerJobPolicy(allow: string[] = [], hubEndpoints: string[] = [
   return { paths: defaultPolicy(allow), hubEndpoints: [...new Set(endpoints)] };
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
-
 /** Where a hub store job would send this worker's token; a problem when the owner did not allow it. */
 function hubProblem(hubUrl: string | undefined, policy: JobPolicy): string | undefined {
   let endpoint: string;
@@ -35,8 +33,7 @@ function hubProblem(hubUrl: string | undefined, policy: JobPolicy): string | und
   } catch {
     return 'recipe.store.hub_url: not a URL';
   }
-  const { protocol, hostname } = new URL(endpoint);
-  if (protocol !== 'https:' && !(protocol === 'http:' && LOOPBACK.has(hostname))) {
+  if (!tokenSafeUrl(endpoint)) {
     return `recipe.store.hub_url: ${endpoint} is not https; this worker sends its HF_TOKEN only over https`;
   }
   if (!policy.hubEndpoints.includes(endpoint)) {
