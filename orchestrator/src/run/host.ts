@@ -1,5 +1,5 @@
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import type { BuildSummary, ScoreSummary } from '../worker/offload.js';
+import type { BuildSummary, ScoreSummary } from './stage-summary.js';
 import type { TrainerResult } from '../worker/trainer-process.js';
 import type { RunContext } from './step.js';
 

@@ -4,13 +4,12 @@ import { buildDataset } from '../dataset/build.js';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { formatScore } from '../score/format.js';
-import type { ScoreReport } from '../score/metrics.js';
-import { runLabel, runRecipe, scoreRun } from '../score/run-scores.js';
+import { scoreRun } from '../score/run-scores.js';
 import { openStore, type Store } from '../store/store.js';
 import { pullFolders, pushFolders } from '../store/sync.js';
-import type { BuildSummary, ScoreSummary } from '../worker/offload.js';
 import { runTrainer } from '../worker/trainer-process.js';
 import type { RunHost, StoreFolder, TrainerRun } from './host.js';
+import { buildSummary, scoreSummaryOf, type BuildSummary, type ScoreSummary } from './stage-summary.js';
 import { trainerUnavailable } from './python-env.js';
 import type { RunContext } from './step.js';
 
@@ -55,16 +54,16 @@ export class LocalHost implements RunHost {
   }
 
   async buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary> {
-    const res = await buildDataset(recipe, outDir, this.log);
-    const documents = Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length]));
-    return { built: res.built, dataset_hash: res.manifest.dataset_hash, documents };
+    return buildSummary(await buildDataset(recipe, outDir, this.log));
   }
 
+  /** Scores in this process and prints each split's table to the terminal. */
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const out: ScoreSummary = {};
     for (const split of splits) {
       const s = await scoreRun(runDir, split);
-      out[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy, file: path.join(runDir, 'score', `${split}.json`) };
+      for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
+      out[split] = scoreSummaryOf(runDir, split, s);
     }
     return out;
   }
@@ -86,13 +85,7 @@ export class LocalHost implements RunHost {
   }
 
   async note(record: Record<string, unknown> & { event: string }): Promise<void> {
-    if (record.event === 'score' && typeof record.file === 'string') {
-      const report = JSON.parse(readFileSync(record.file, 'utf8')) as ScoreReport;
-      const runDir = path.dirname(path.dirname(record.file));
-      for (const line of formatScore(runLabel(runRecipe(runDir)), report)) process.stderr.write(`${line}\n`);
-      this.log.info({ split: record.split, macro_f1: record.macro_f1, accuracy: record.accuracy }, 'scored');
-      return;
-    }
-    this.log.info(record, record.event);
+    if (record.event === 'score') this.log.info({ split: record.split, macro_f1: record.macro_f1, accuracy: record.accuracy }, 'scored');
+    else this.log.info(record, record.event);
   }
 }

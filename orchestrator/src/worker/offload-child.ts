@@ -1,28 +1,18 @@
-import path from 'node:path';
 import { BsftError } from '../errors.js';
 import { buildDataset } from '../dataset/build.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { scoreRun } from '../score/run-scores.js';
-import type { OffloadReply, OffloadTask, ScoreSummary } from './offload.js';
+import { buildSummary, scoreSummaryOf, type ScoreSummary } from '../run/stage-summary.js';
+import type { OffloadReply, OffloadTask } from './offload.js';
 
 /** The child process of offload.ts: runs one task, sends one reply, exits. */
 const level = (LOG_LEVELS as readonly string[]).includes(process.env.BSFT_LOG_LEVEL ?? '') ? (process.env.BSFT_LOG_LEVEL as LogLevel) : 'info';
 const log = createLogger(level);
 
 async function run(task: OffloadTask): Promise<unknown> {
-  if (task.kind === 'build') {
-    const res = await buildDataset(task.recipe, task.outDir, log, task.cacheDir);
-    return {
-      built: res.built,
-      dataset_hash: res.manifest.dataset_hash,
-      documents: Object.fromEntries(Object.entries(res.manifest.documents).map(([k, v]) => [k, v.length])),
-    };
-  }
+  if (task.kind === 'build') return buildSummary(await buildDataset(task.recipe, task.outDir, log, task.cacheDir));
   const out: ScoreSummary = {};
-  for (const split of task.splits) {
-    const s = await scoreRun(task.runDir, split);
-    out[split] = { macro_f1: s.report.overall.macro_f1, accuracy: s.report.overall.accuracy, file: path.join(task.runDir, 'score', `${split}.json`) };
-  }
+  for (const split of task.splits) out[split] = scoreSummaryOf(task.runDir, split, await scoreRun(task.runDir, split));
   return out;
 }
 

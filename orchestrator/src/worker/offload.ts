@@ -1,7 +1,7 @@
 import { OffloadError } from '../errors.js';
 import { fork } from 'node:child_process';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import type { Estimate } from '../score/metrics.js';
+import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 
 /**
  * CPU-heavy stage work (a dataset build, scoring) runs in a child process, never on the worker's event loop: that
@@ -12,13 +12,6 @@ import type { Estimate } from '../score/metrics.js';
 export type OffloadTask =
   | { kind: 'build'; recipe: ResolvedRecipe; outDir: string; cacheDir: string }
   | { kind: 'score'; runDir: string; splits: string[] };
-
-export interface BuildSummary {
-  built: boolean;
-  dataset_hash: string;
-  documents: Record<string, number>;
-}
-export type ScoreSummary = Record<string, { macro_f1: Estimate; accuracy: Estimate; file: string }>;
 
 export type OffloadReply = { ok: true; result: unknown } | { ok: false; message: string; exitCode: number };
 

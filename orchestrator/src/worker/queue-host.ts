@@ -9,7 +9,8 @@ import type { RunContext } from '../run/step.js';
 import type { Store } from '../store/store.js';
 import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../store/sync.js';
 import { logJobEvent } from './job-log.js';
-import { offload, type BuildSummary, type ScoreSummary } from './offload.js';
+import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
+import { offload } from './offload.js';
 import type { TrainerEvent } from './trainer-events.js';
 import { runTrainer, type Lease } from './trainer-process.js';
 
