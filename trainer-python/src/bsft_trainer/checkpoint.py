@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from .events import TrainerError, log
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .fence import Fence, NoFence
@@ -181,24 +181,23 @@ def list_steps(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def valid_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint whose COMPLETE verifies, newest first: the newest attempt epoch first (a
-    stale attempt's checkpoint never wins over the owner's), then the highest step. Invalid ones are skipped with a
-    warning."""
-    valid = []
-    for step, path in list_steps(checkpoints_dir):
+def valid_checkpoints(checkpoints_dir: str | Path) -> Iterator[tuple[int, Path]]:
+    """(step, path) of the checkpoints whose COMPLETE verifies, newest first: the newest attempt epoch first (a
+    stale attempt's checkpoint never wins over the owner's), then the highest step. Lazy: a checkpoint's files are
+    hashed only when the ones before it did not verify (each is as large as the model); invalid ones are skipped
+    with a warning."""
+    candidates = sorted(((epoch_of(path), step, path) for step, path in list_steps(checkpoints_dir)), key=lambda t: (t[0], t[1]), reverse=True)
+    for _, step, path in candidates:
         problem = verify(path)
         if problem is None:
-            valid.append((epoch_of(path), step, path))
+            yield step, path
         else:
             log(f"warning: skipping checkpoint {path}: {problem}")
-    return [(step, path) for _, step, path in sorted(valid, key=lambda t: (t[0], t[1]), reverse=True)]
 
 
 def latest_valid(checkpoints_dir: str | Path) -> tuple[int, Path] | None:
     """(step, path) of the newest valid checkpoint (see valid_checkpoints), or None."""
-    found = valid_checkpoints(checkpoints_dir)
-    return found[0] if found else None
+    return next(valid_checkpoints(checkpoints_dir), None)
 
 
 def prune(checkpoints_dir: str | Path, keep: int) -> None:
