@@ -109,3 +109,65 @@ def test_token_init_description_needs_descriptions_below_the_new_ids():
         manifest = SimpleNamespace(behavior_ids=ids, behavior_descriptions=descriptions or {})
         with pytest.raises(DataError, match=message):
             row_sources("description", manifest)
+
+
+def _saved_bytes(fn):
+    """Bytes of the tensors autograd keeps for the backward pass of `fn()`."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(sizes)
+
+
+def test_chunked_loss_keeps_hidden_sized_state_per_loss_token_not_vocabulary_sized():
+    """The loss and its gradient are computed chunk by chunk: what backward keeps grows by about H values per loss
+    token, not by a chunk of fp32 logits (V values per token, 608 KB at Qwen2.5's vocabulary)."""
+    torch.manual_seed(3)
+    hdim, vocab = 16, 4000
+    w = torch.randn(vocab, hdim, requires_grad=True)
+    rows = torch.randn(3, hdim, requires_grad=True)
+
+    def kept(n):
+        h = torch.randn(n, hdim, requires_grad=True)
+        y = torch.randint(0, vocab, (n,))
+        return _saved_bytes(lambda: chunked_ce_sum(h, y, w, (100, rows), chunk=32))[1]
+
+    per_token = (kept(512) - kept(128)) / 384
+    assert per_token <= 4 * hdim * 2, per_token  # fp32 grad of the hidden state (+ slack); vocab logits: 16,000 B
+
+
+@pytest.mark.parametrize("with_rows", [False, True])
+def test_chunked_loss_gradients_equal_the_full_logits_reference(with_rows):
+    torch.manual_seed(4)
+    n, hdim, vocab, first = 40, 12, 300, 256
+    h = torch.randn(n, hdim, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(vocab, hdim, dtype=torch.float64, requires_grad=True)
+    rows = torch.randn(3, hdim, dtype=torch.float64, requires_grad=True) if with_rows else None
+    y = torch.randint(0, vocab, (n,))
+    y[::4] = -100
+    y[1] = first + 1  # a behavior-token label
+    new_rows = (first, rows) if with_rows else None
+    fused = chunked_ce_sum(h, y, w, new_rows, chunk=7) * 0.5  # a scaled loss: backward multiplies by grad_out
+    grads = torch.autograd.grad(fused, [t for t in (h, w, rows) if t is not None])
+    ref_logits = h @ w.t()
+    if with_rows:
+        ref_logits = torch.cat([ref_logits[:, :first], h @ rows.t(), ref_logits[:, first + 3:]], dim=1)
+    ref = reference_ce_sum(ref_logits, y) * 0.5
+    ref_grads = torch.autograd.grad(ref, [t for t in (h, w, rows) if t is not None])
+    assert torch.allclose(fused, ref, rtol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_chunked_loss_without_gradients_gives_the_same_value():
+    torch.manual_seed(5)
+    h, w = torch.randn(30, 8, requires_grad=True), torch.randn(VOCAB, 8, requires_grad=True)
+    y = torch.randint(0, VOCAB, (30,))
+    with torch.no_grad():
+        plain = chunked_ce_sum(h, y, w, chunk=4)
+    assert torch.allclose(plain, chunked_ce_sum(h, y, w, chunk=4).detach(), rtol=1e-6)
