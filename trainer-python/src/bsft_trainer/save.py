@@ -71,7 +71,8 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence) -> Path:
                     raise TrainerError("internal", f"{tm.base_dir}: {problem}; the base model cannot go into final/")
                 shutil.copytree(tm.base_dir, folder / "base", ignore=shutil.ignore_patterns(ckpt.COMPLETE))
             if tm.rows is not None:
-                save_file({"embed": tm.rows.embed.detach().contiguous().cpu(), "lm_head": tm.rows.out.detach().contiguous().cpu(),
+                # Tied embeddings: `out` is `embed` (one set of rows); both names are written, as separate tensors.
+                save_file({"embed": tm.rows.embed.detach().cpu().clone(), "lm_head": tm.rows.out.detach().cpu().clone(),
                            "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
             load_tokenizer(cfg, manifest).save_pretrained(folder)
         (folder / "bsft.json").write_text(json.dumps(metadata(cfg, manifest, tm), indent=1, sort_keys=True))

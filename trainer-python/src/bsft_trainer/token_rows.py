@@ -53,14 +53,18 @@ def row_sources(init: str, manifest: Manifest) -> list[list[int]] | None:
 
 
 class TokenRows(nn.Module):
-    def __init__(self, embed_weight, out_weight, first, n, sources=None):
+    """The behavior-token rows of a LoRA run (fp32, trainable). `tied`: the model's input and output embeddings are
+    one matrix, so there is one set of rows (`out` is `embed`), trained through both uses."""
+
+    def __init__(self, embed_weight, out_weight, first, n, sources=None, tied=False):
         super().__init__()
         if first + n > embed_weight.shape[0] or first + n > out_weight.shape[0]:
             raise ValueError(f"behavior token IDs {first}..{first + n - 1} do not fit in {embed_weight.shape[0]} embedding rows")
         self.first = first
         self.n = n
+        self.tied = tied
         self.embed = nn.Parameter(initial_rows(embed_weight, first, n, sources).float())
-        self.out = nn.Parameter(initial_rows(out_weight, first, n, sources).float())
+        self.out = self.embed if tied else nn.Parameter(initial_rows(out_weight, first, n, sources).float())
 
     def embed_ids(self, input_ids, embeddings):
         """embeddings [..., H] of `input_ids`, with the behavior-token positions taken from the trainable rows."""
@@ -72,15 +76,11 @@ class TokenRows(nn.Module):
         """(first_id, rows) for `loss.output_logits`."""
         return self.first, self.out
 
-    def write_into(self, embed_weight, out_weight):
-        """Writes the rows into full weight matrices, by ID (merge)."""
-        with torch.no_grad():
-            embed_weight[self.first:self.first + self.n] = self.embed.to(embed_weight.dtype)
-            out_weight[self.first:self.first + self.n] = self.out.to(out_weight.dtype)
 
-
-def init_rows_in_place(embed_weight: Tensor, out_weight: Tensor, first: int, n: int, sources: list[list[int]] | None = None) -> None:
-    """Full fine-tuning: initialise the behavior-token rows of the weights themselves, by ID."""
+def init_rows_in_place(embed_weight: Tensor, out_weight: Tensor, first: int, n: int, sources: list[list[int]] | None = None,
+                       tied: bool = False) -> None:
+    """Full fine-tuning: initialise the behavior-token rows of the weights themselves, by ID (once when tied)."""
     with torch.no_grad():
         embed_weight[first:first + n] = initial_rows(embed_weight, first, n, sources)
-        out_weight[first:first + n] = initial_rows(out_weight, first, n, sources)
+        if not tied:
+            out_weight[first:first + n] = initial_rows(out_weight, first, n, sources)
