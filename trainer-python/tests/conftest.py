@@ -2,7 +2,6 @@
 orchestrator and without transformers."""
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,30 +13,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
 from bsft_trainer.contract import schema  # noqa: E402
+from bsft_trainer.synthetic import manifest_for, with_defaults, write_shard  # noqa: E402,F401 - tests import them from here
 
 VOCAB = 300
 BEHAVIORS = {"reactive": 256, "proactive": 257, "restraint": 258}
 EOS = 259
 HEADER = [1, 2, 3]  # stands for <|im_start|>assistant\n
-
-
-def write_shard(path, docs):
-    """docs: list of (ids, mask). Writes the safetensors layout of Contract 3 (doc_offsets, input_ids, loss_mask)."""
-    ids = np.concatenate([np.asarray(d[0], dtype=np.int32) for d in docs]) if docs else np.zeros(0, np.int32)
-    mask = np.concatenate([np.asarray(d[1], dtype=np.uint8) for d in docs]) if docs else np.zeros(0, np.uint8)
-    offsets = np.cumsum([0] + [len(d[0]) for d in docs]).astype(np.int64)
-    tensors = [("doc_offsets", "I64", offsets), ("input_ids", "I32", ids), ("loss_mask", "U8", mask)]
-    header, pos = {}, 0
-    for name, dt, arr in tensors:
-        header[name] = {"dtype": dt, "shape": [len(arr)], "data_offsets": [pos, pos + arr.nbytes]}
-        pos += arr.nbytes
-    h = json.dumps(header, sort_keys=True)
-    h += " " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h.encode())
-        for _, _, arr in tensors:
-            f.write(arr.tobytes())
 
 
 def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10, cue=0):
@@ -69,8 +50,10 @@ QWEN = {"behaviors": {"reactive": 151665, "proactive": 151666, "restraint": 1516
         "header": [151644, 77091, 198], "vocab_low": 1000, "cue": -1}
 
 
-def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_dir=None, tokenizer=None, qwen=False):
-    """A run folder with a dataset, a model (the toy one unless model_dir) and train.json; returns the config path."""
+def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_dir=None, tokenizer=None, qwen=False,
+             context=(8, 40)):
+    """A run folder with a dataset, a model (the toy one unless model_dir) and train.json; returns the config path.
+    `context`: the range of context lengths (tokens before the reply) of the documents."""
     tmp = Path(tmp)
     ids_kw = QWEN if qwen else {}
     behavior_ids = QWEN["behaviors"] if qwen else BEHAVIORS
@@ -78,7 +61,7 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
     ds.mkdir(parents=True, exist_ok=True)
     documents = {}
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1), ("test", n_val, seed + 2)):
-        docs, ids = make_docs(n, s, **ids_kw)
+        docs, ids = make_docs(n, s, min_len=context[0], max_len=context[1], **ids_kw)
         write_shard(ds / f"{split}.tokens.safetensors", docs)
         documents[split] = ids
     (ds / "manifest.json").write_text(json.dumps(manifest_for(behavior_ids, QWEN["eos"] if qwen else EOS, documents)))
@@ -97,7 +80,7 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
                   "preempt_grace_s": 30, "seed": 7, **(train or {})},
         "eval": {"every": 0, "splits": ["test"], "max_new_tokens": 3, "batch_size": 4, **(eval_ or {})},
         "conditioning": "token",
-        "max_seq_len": 128,
+        "max_seq_len": max(128, context[1] + 16),
         "behaviors": {k: f"<|behavior:{k}|>" for k in behavior_ids},
         "dataset": {"manifest": str(ds / "manifest.json"),
                     "shards": {s: str(ds / f"{s}.tokens.safetensors") for s in ("train", "val", "test")},
@@ -108,37 +91,6 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
     path = tmp / "train.json"
     path.write_text(json.dumps(with_defaults(config, schema("train"))))
     return path
-
-
-def with_defaults(value, sch):
-    """train.json as the orchestrator writes it: every field the test leaves out gets the schema's default (the
-    schema generated from the orchestrator's zod schema is the only place defaults are written)."""
-    if not isinstance(value, dict) or sch.get("type") != "object":
-        return value
-    out = dict(value)
-    for key, prop in sch.get("properties", {}).items():
-        if key not in out and "default" in prop:
-            out[key] = prop["default"]
-        if key in out:
-            out[key] = with_defaults(out[key], prop)
-    return out
-
-
-def manifest_for(behavior_ids, eos, documents):
-    """A manifest.json that passes its schema (Contract 3), for hand-made shards."""
-    splits = ("train", "val", "test")
-    stats = {"documents": 0, "tokens": 0, "loss_tokens": 0, "min": 0, "max": 0, "mean": 0, "p50": 0, "p90": 0, "p99": 0}
-    return {
-        "format": "bsft-dataset-v2", "dataset_hash": "0" * 64, "tokenizer_hash": "0" * 64, "inputs": [],
-        "options": {"conditioning": "token", "max_seq_len": 128, "seed": 0, "splits": {"train": 0.8, "val": 0.1, "test": 0.1},
-                    "behaviors": {k: f"<|behavior:{k}|>" for k in behavior_ids}, "categories": {}, "instruction": None},
-        "behavior_tokens": {f"<|behavior:{k}|>": v for k, v in behavior_ids.items()}, "behavior_ids": behavior_ids,
-        "behavior_descriptions": {}, "tokenizer_size": min(behavior_ids.values()), "eos_id": eos,
-        "counts": {s: {} for s in splits}, "cases": {s: len(documents[s]) for s in splits},
-        "lengths": {s: stats for s in splits},
-        "truncation": {"truncated": 0, "turns_dropped": 0, "dropped": 0, "dropped_ids": []},
-        "duplicates_skipped": 0, "documents": documents,
-    }
 
 
 def trainer(command, config, *extra, env=None, **kwargs):

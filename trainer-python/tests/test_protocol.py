@@ -151,3 +151,21 @@ def test_predict_before_training_is_a_config_error(run_dir):
 def test_activation_checkpointing_gives_the_same_steps_on_the_toy_model(tmp_path):
     assert_checkpointing_changes_nothing(
         lambda on: make_run(tmp_path / str(on), train={"max_steps": 3, "activation_checkpointing": on}))
+
+
+def test_predict_reads_the_first_token_from_one_forward_pass_when_only_the_behavior_is_wanted(run_dir):
+    """eval.max_new_tokens 1 takes one packed forward pass per batch (no decoding loop): the same first tokens as
+    decoding, in the split's order."""
+    cfg = make_run(run_dir, train={"max_steps": 20}, eval_={"max_new_tokens": 3, "batch_size": 5})
+    assert _finish(trainer("train", cfg))[0] == 0
+    runs = {}
+    for max_new in (3, 1):
+        c = json.loads(cfg.read_text())
+        c["eval"]["max_new_tokens"] = max_new
+        cfg.write_text(json.dumps(c))
+        code, _, err = _finish(trainer("predict", cfg))
+        assert code == 0, err
+        runs[max_new] = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in runs[1]] == [r["id"] for r in runs[3]]
+    assert [r["raw_token_ids"] for r in runs[1]] == [r["raw_token_ids"][:1] for r in runs[3]]
+    assert [r["predicted_behavior"] for r in runs[1]] == [r["predicted_behavior"] for r in runs[3]]

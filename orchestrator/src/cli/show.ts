@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { RUN_ID_COVERS } from '../recipe/resolve.js';
+import { RUN_ID_COVERS, SPEED_SWITCHES } from '../recipe/resolve.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { resolveFromArgs } from './recipe-args.js';
 
@@ -8,7 +8,8 @@ export const show: CommandImpl = {
     const resolved = resolveFromArgs(file!, values);
     const covers =
       `run id ${resolved.run_id} covers: ${RUN_ID_COVERS.join(', ')} (what trains the weights); ` +
-      'eval, queue, store, resources and description are per-run settings: changing them reuses the training';
+      'eval, queue, store, resources and description are per-run settings: changing them reuses the training, ' +
+      `as do the speed switches ${SPEED_SWITCHES.map((k) => `train.${k}`).join(', ')}`;
     if (values.json) {
       process.stderr.write(`${covers}\n`);
       out(JSON.stringify(resolved, null, 2));

@@ -35,9 +35,17 @@ function expandHome(s: string): string {
  */
 export const RUN_ID_COVERS = ['name', 'model', 'data', 'train'] as const;
 
+/**
+ * `train` switches that change speed and memory but not what is trained: a run resumed with another setting of
+ * them is the same run.
+ */
+export const SPEED_SWITCHES = ['activation_checkpointing', 'compile', 'step_sync'] as const;
+
 /** Short, stable hash of the covered sections, paths relative to the workspace, so that a run id is portable. */
 function runId(recipe: Recipe, portable: Pick<Recipe, (typeof RUN_ID_COVERS)[number]>): string {
-  const covered = Object.fromEntries(RUN_ID_COVERS.map((k) => [k, portable[k]]));
+  const train: Record<string, unknown> = { ...portable.train };
+  for (const k of SPEED_SWITCHES) delete train[k];
+  const covered = Object.fromEntries(RUN_ID_COVERS.map((k) => [k, k === 'train' ? train : portable[k]]));
   return `${recipe.name}-${createHash('sha256').update(canonicalJson(covered)).digest('hex').slice(0, 8)}`;
 }
 

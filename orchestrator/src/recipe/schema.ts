@@ -83,6 +83,11 @@ export const loraSchema = z.strictObject({
   alpha: z.number().positive().default(32),
   dropout: fraction.default(0.05),
   targets: z.union([z.literal('all-linear'), z.array(z.string().min(1)).min(1)]).default('all-linear'),
+  /**
+   * `model`: the adapters compute in the model's dtype (bf16 on a GPU), with fp32 master copies for the optimizer;
+   * `float32`: peft's default, which also casts every wrapped layer's input to fp32 (slower, more memory).
+   */
+  compute_dtype: z.enum(['model', 'float32']).default('model'),
 });
 
 export const trainSchema = z.strictObject({
@@ -104,7 +109,18 @@ export const trainSchema = z.strictObject({
   adam_betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.95]),
   /** AdamW's epsilon. */
   adam_eps: z.number().positive().max(1e-3).default(1e-8),
+  /**
+   * Recompute activations in backward: true (every layer), false, or auto: measured on the first step (optimizer
+   * states included), off when the step fits the GPU, else only as many layers as needed. Off on a CPU.
+   */
   activation_checkpointing: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+  /** torch.compile each decoder layer (regional compilation): faster steps after a compile of about a minute. */
+  compile: z.boolean().default(false),
+  /**
+   * When a step's loss and grad norm are read for its event: `deferred` once the next step is queued (no host
+   * synchronisation inside a step), `every_step` at once (the event comes one step sooner).
+   */
+  step_sync: z.enum(['deferred', 'every_step']).default('deferred'),
   checkpoint_every: positiveInt.default(200),
   keep_checkpoints: positiveInt.default(3),
   preempt_grace_s: positiveInt.default(60),

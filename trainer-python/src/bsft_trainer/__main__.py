@@ -1,7 +1,8 @@
 """`python -m bsft_trainer train|predict|merge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
 
-stdout carries only events; exit codes: 0 done, 2 config/data error (never retried), 75 preempted after a
-checkpoint, 76 lease lost or a newer attempt owns the run, anything else a retryable failure.
+stdout carries only events; exit codes: 0 done, 2 config/data error or a GPU out of memory (never retried: the
+same recipe would run out again), 75 preempted after a checkpoint, 76 lease lost or a newer attempt owns the run,
+anything else a retryable failure.
 
 With --lease-s the trainer runs only while heartbeat lines keep arriving on stdin (lease.py); the watchdog starts
 before anything heavy is imported. --epoch is the attempt's fencing epoch (fence.py); without it the trainer takes
@@ -14,7 +15,18 @@ import sys
 import traceback
 
 from . import lease
-from .events import EXIT_FAILED, TrainerError, claim_stdout, emit_error, log
+from .events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log
+
+
+def out_of_memory_message(error: BaseException, cfg) -> str:
+    """What to change after a GPU out-of-memory error: it is the recipe's sizes, so a retry would fail the same way."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if cfg is None:
+        return f"out of GPU memory: {first}"
+    t = cfg.train
+    return (f"out of GPU memory with train.batch_tokens ({t.batch_tokens}) and train.activation_checkpointing "
+            f"({str(t.activation_checkpointing).lower()}): lower train.batch_tokens (raise train.grad_accum to keep "
+            f"the tokens per step), or set train.activation_checkpointing: true. {first}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lease_s is not None:
         lease.start(args.lease_s)
     claim_stdout()
+    cfg = None
     try:
         from .config import load
         from .fence import Fence, NoFence
@@ -54,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error ({e.kind}): {e}")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - every failure must become an event
-        oom = type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
-        emit_error("oom" if oom else "internal", f"{type(e).__name__}: {e}")
+        from .memory import is_oom
+
         traceback.print_exc(file=sys.stderr)
+        if is_oom(e):
+            emit_error("oom", out_of_memory_message(e, cfg))
+            return EXIT_INVALID
+        emit_error("internal", f"{type(e).__name__}: {e}")
         return EXIT_FAILED
 
 

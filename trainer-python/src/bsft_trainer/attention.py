@@ -59,16 +59,27 @@ def varlen_attention(fn: Callable, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: 
     return fn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kwargs)
 
 
-def packed_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, scale: float | None = None) -> Tensor:
-    """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; causal inside each document, nothing across documents."""
-    if _varlen_attn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
-        return varlen_attention(_varlen_attn, q, k, v, cu_seqlens, max_seqlen, scale)
+def _not_compiled(fn):
+    """The per-document fallback slices by data-dependent boundaries: torch.compile (train.compile) leaves it eager."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)  # torch >= 2.1
+    return disable(fn) if disable is not None else fn
+
+
+@_not_compiled
+def _per_document(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, scale: float | None) -> Tensor:
     hq, hkv = q.shape[1], k.shape[1]
     if hkv != hq:
         k = k.repeat_interleave(hq // hkv, dim=1)
         v = v.repeat_interleave(hq // hkv, dim=1)
-    # Exact fallback: attention per document, O(sum of squared document lengths).
+    # Exact: attention per document, O(sum of squared document lengths).
     bounds = cu_seqlens.tolist()
     out = [_causal(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), scale).transpose(0, 1)
            for s, e in zip(bounds[:-1], bounds[1:])]
     return torch.cat(out, dim=0)
+
+
+def packed_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, scale: float | None = None) -> Tensor:
+    """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; causal inside each document, nothing across documents."""
+    if _varlen_attn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        return varlen_attention(_varlen_attn, q, k, v, cu_seqlens, max_seqlen, scale)
+    return _per_document(q, k, v, cu_seqlens, scale)

@@ -21,6 +21,7 @@ class LoraConfig:
     alpha: float
     dropout: float
     targets: Union[str, list]
+    compute_dtype: str
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class TrainConfig:
     adam_betas: tuple
     adam_eps: float
     activation_checkpointing: Union[bool, str]
+    compile: bool
+    step_sync: str
     checkpoint_every: int
     keep_checkpoints: int
     preempt_grace_s: int

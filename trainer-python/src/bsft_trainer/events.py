@@ -28,6 +28,12 @@ def claim_stdout() -> None:
     sys.stdout = sys.stderr
 
 
+def send_events_to(stream) -> None:
+    """In-process callers (the throughput benchmark): events go to `stream` (anything with write and flush)."""
+    global _events
+    _events = stream
+
+
 def _emit(event, **fields):
     """Writes one event line: {"event": <event>, ...fields}."""
     out = _events if _events is not None else sys.stdout

@@ -1,7 +1,8 @@
 """Builds the model to train: the real one (transformers + peft, imported only here) or the tiny test model.
 
 `TrainModel` hides the difference from the loop: `hidden(batch)` gives final hidden states of a packed batch,
-`output()` the output weight and behavior-token rows for the loss, `trainable_state()` what a checkpoint keeps.
+`output()` the output weight and behavior-token rows for the loss, `named_trainable()` what the optimizer steps and
+a checkpoint keeps, `layers` the decoder layers (for selective recomputation and regional compilation).
 """
 from __future__ import annotations
 
@@ -55,14 +56,15 @@ class Trainable(nn.Module):
 
 
 class TrainModel:
-    def __init__(self, container, embed, out_linear, decoder_hidden, kind, method):
+    def __init__(self, container, embed, out_linear, decoder_hidden, layers, kind, method):
         self.container = container
         self._embed = embed
         self._out = out_linear
         self._decoder_hidden = decoder_hidden
+        self.layers = layers
         self.kind = kind
         self.method = method
-        self.checkpointing = False
+        self.recompute = 0  # how many decoder layers (the first ones) recompute their activations in backward
 
     @property
     def rows(self):
@@ -72,7 +74,7 @@ class TrainModel:
         emb = self._embed(batch.input_ids)
         if self.rows is not None:
             emb = self.rows.embed_ids(batch.input_ids, emb)
-        return self._decoder_hidden(emb, batch, self.checkpointing)
+        return self._decoder_hidden(emb, batch, self.recompute)
 
     def output(self):
         """(weight [V, H], new_rows or None) for loss.output_logits."""
@@ -84,20 +86,12 @@ class TrainModel:
         weight, new_rows = self.output()
         return output_logits(self.hidden(batch), weight, new_rows)
 
+    def named_trainable(self):
+        """(name, parameter) of every parameter the optimizer steps (a tied parameter once)."""
+        return [(k, p) for k, p in self.container.named_parameters() if p.requires_grad]
+
     def trainable_parameters(self):
-        return [p for p in self.container.parameters() if p.requires_grad]
-
-    def trainable_state(self):
-        return {k: v.detach().clone() for k, v in self.container.named_parameters() if v.requires_grad}
-
-    def load_trainable_state(self, state):
-        own = dict(self.container.named_parameters())
-        missing = [k for k, p in own.items() if p.requires_grad and k not in state]
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
-        with torch.no_grad():
-            for k, v in state.items():
-                own[k].copy_(v)
+        return [p for _, p in self.named_trainable()]
 
     def train(self, mode=True):
         self.container.train(mode)
@@ -128,10 +122,10 @@ def build_toy(cfg: Config, manifest: Manifest, device: torch.device, model_confi
     init_rows_in_place(model.embed_tokens.weight, model.lm_head.weight, first, n, row_sources(cfg.train.token_init, manifest))
     container = Trainable(model, None)
 
-    def decoder_hidden(emb, batch, checkpointing):
-        return model.hidden(emb, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, checkpointing)
+    def decoder_hidden(emb, batch, recompute):
+        return model.hidden(emb, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, recompute)
 
-    return TrainModel(container, model.embed_tokens, model.lm_head, decoder_hidden, "toy", "full")
+    return TrainModel(container, model.embed_tokens, model.lm_head, decoder_hidden, model.layers, "toy", "full")
 
 
 # --------------------------------------------------------------------------- transformers + peft
@@ -186,14 +180,15 @@ def load_hf_model(cfg: Config, device: torch.device, dtype: torch.dtype, attn_im
     config = model_config(cfg, hub_kwargs)
     if cfg.model.init == "random":
         torch.manual_seed(cfg.train.seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        with torch.device(device):  # initialised where it runs: a 7B model's random init on a CPU takes minutes
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     else:
         model = from_hub(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, config=config, dtype=dtype,
                          attn_implementation=attn_implementation, **hub_kwargs)
     return model.to(device)
 
 
-def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence) -> "TrainModel":
+def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True) -> "TrainModel":
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
@@ -209,9 +204,11 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
     if first + n > embed.weight.shape[0]:
         raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in the model's {embed.weight.shape[0]} embedding rows; "
                           "bsft never resizes the embedding")
+    # Tied input and output embeddings (Qwen2.5 0.5B/1.5B/3B) are one matrix: one set of behavior rows, trained once.
+    tied = embed.weight is out.weight
     rows = None
     base_dir = None
-    if cfg.train.method == "lora" and cfg.model.init == "random":
+    if cfg.train.method == "lora" and cfg.model.init == "random" and keep_base:
         # A LoRA adapter of a randomly initialised model is useless without that model: keep it, before LoRA.
         # Written atomically with a COMPLETE like a checkpoint: a half-written base/ is never taken for a saved one.
         base_dir = Path(cfg.output_dir) / "base"
@@ -222,39 +219,55 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
 
         for p in model.parameters():
             p.requires_grad_(False)
-        rows = TokenRows(embed.weight, out.weight, first, n, sources).to(device)
+        rows = TokenRows(embed.weight, out.weight, first, n, sources, tied=tied).to(device)
         lora = LoraConfig(r=cfg.train.lora.r, lora_alpha=cfg.train.lora.alpha, lora_dropout=cfg.train.lora.dropout,
                           target_modules=cfg.train.lora.targets, bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+        # compute_dtype "model": the adapters compute in the model's dtype (peft's default upcasts them to fp32, and
+        # with them every wrapped layer's input); the optimizer keeps fp32 masters of them (precision.py).
+        model = get_peft_model(model, lora, autocast_adapter_dtype=cfg.train.lora.compute_dtype == "float32")
     else:
-        init_rows_in_place(embed.weight, out.weight, first, n, sources)
+        init_rows_in_place(embed.weight, out.weight, first, n, sources, tied=tied)
     base = model.get_base_model() if rows is not None else model
     decoder = base.get_decoder()
 
-    def decoder_hidden(emb, batch, checkpointing):
+    def decoder_hidden(emb, batch, recompute):
         _PACKED["cu_seqlens"] = batch.cu_seqlens
         _PACKED["max_seqlen"] = batch.max_seqlen
         res = decoder(inputs_embeds=emb[None], position_ids=batch.position_ids[None], use_cache=False)
         return res.last_hidden_state[0]
 
-    tm = TrainModel(Trainable(model, rows), embed, out, decoder_hidden, "hf", cfg.train.method)
+    tm = TrainModel(Trainable(model, rows), embed, out, decoder_hidden, decoder.layers, "hf", cfg.train.method)
     tm.hf_model = model
     tm.base_dir = base_dir
     return tm
 
 
-def enable_checkpointing(tm: "TrainModel") -> None:
+def set_recompute(tm: "TrainModel", n: int) -> None:
+    """The first `n` decoder layers recompute their activations in backward (0: none; all layers: full
+    activation checkpointing). Losses and gradients are the same either way."""
+    n = max(0, min(n, len(tm.layers)))
     if tm.kind == "hf":
-        tm.hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    tm.checkpointing = True
+        if n and not tm.hf_model.is_gradient_checkpointing:
+            tm.hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for i, layer in enumerate(tm.layers):  # transformers' GradientCheckpointingLayer reads this per layer
+            layer.gradient_checkpointing = i < n
+    tm.recompute = n
 
 
-def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence) -> "TrainModel":
+def compile_layers(tm: "TrainModel") -> None:
+    """Regional compilation: each decoder layer compiled on its own (torch.compile), the rest left eager; the
+    layers share one compiled graph, so compiling costs one layer's time, not the model's."""
+    for layer in tm.layers:
+        layer.compile(dynamic=True)
+
+
+def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True) -> "TrainModel":
+    """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/."""
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
         tm = build_toy(cfg, manifest, device, model_config)
     else:
-        tm = build_hf(cfg, manifest, device, fence)
+        tm = build_hf(cfg, manifest, device, fence, keep_base)
     n_train = sum(p.numel() for p in tm.trainable_parameters())
     log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
         f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")

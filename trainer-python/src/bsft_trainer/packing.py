@@ -24,20 +24,21 @@ class Batch:
     max_seqlen: int
     docs: list
     n_loss_tokens: int
+    loss_index: torch.Tensor | None = None  # int64 [n_loss_tokens], positions whose label is in the loss
 
     @property
     def n_tokens(self):
         return int(self.input_ids.shape[0])
 
+    def _map(self, fn):
+        return Batch(fn(self.input_ids), fn(self.labels), fn(self.position_ids), fn(self.cu_seqlens), self.max_seqlen,
+                     self.docs, self.n_loss_tokens, None if self.loss_index is None else fn(self.loss_index))
+
     def to(self, device, non_blocking=False):
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.cu_seqlens),
-                     self.max_seqlen, self.docs, self.n_loss_tokens)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self):
-        pin = lambda t: t.pin_memory()  # noqa: E731
-        return Batch(pin(self.input_ids), pin(self.labels), pin(self.position_ids), pin(self.cu_seqlens),
-                     self.max_seqlen, self.docs, self.n_loss_tokens)
+        return self._map(lambda t: t.pin_memory())
 
 
 def plan_epoch(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
@@ -81,6 +82,8 @@ def make_batch(shard: Shard, docs: list[int]) -> "Batch":
         max_seqlen=int(lengths.max()),
         docs=list(docs),
         n_loss_tokens=int((labels_np != IGNORE).sum()),
+        # Known here, on the host: selecting the loss positions on the device then needs no synchronisation.
+        loss_index=torch.from_numpy(np.flatnonzero(labels_np != IGNORE).astype(np.int64)),
     )
 
 

@@ -1,8 +1,13 @@
-"""predict: batched greedy generation over the eval splits (Contract 7 predictions).
+"""predict: batched greedy decoding over the eval splits (Contract 7 predictions).
 
 The prompt of each task is its tokenized document up to the reply (context + assistant header), read from the
 shards, so prompts are exactly what training saw. The predicted behavior is the **first generated token ID**
 (never decoded text); `--force <behavior>` puts that behavior's token in the prompt instead (steering).
+
+At benchmark scale: prompts are sorted by length into batches (little padding; the file keeps the split's
+order), decoding is plain greedy whatever the model folder's generation_config.json says (no repetition penalty,
+no sampling), and with `eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the
+first token without `generate`.
 """
 from __future__ import annotations
 
@@ -59,15 +64,52 @@ def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id:
 
 
 @torch.no_grad()
-def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
+def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> list[list[int]]:
+    """One packed forward pass over the batch: each prompt's next token (= greedy_toy with max_new 1)."""
+    from .packing import Batch
+
+    ids = torch.tensor([t for p in batch_prompts for t in p], device=device)
+    ends = torch.tensor([len(p) for p in batch_prompts]).cumsum(0)
+    cu = torch.cat([torch.zeros(1, dtype=torch.long), ends]).to(torch.int32)
+    positions = torch.cat([torch.arange(len(p)) for p in batch_prompts]).to(device)
+    h = model.hidden(model.embed_tokens(ids), positions, cu.to(device), max(len(p) for p in batch_prompts))
+    last = h[(ends - 1).to(device)]
+    return [[int(t)] for t in (last @ model.lm_head.weight.t()).argmax(-1).tolist()]
+
+
+def left_padded(batch_prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in batch_prompts)
     ids = torch.full((len(batch_prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for i, p in enumerate(batch_prompts):  # left padding
+    for i, p in enumerate(batch_prompts):
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
-                         do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
+    return ids, mask
+
+
+def plain_greedy(model: Any, eos_id: int, pad_id: int) -> None:
+    """Greedy decoding and nothing else: transformers fills every generation setting left unset from the model's
+    own generation_config (Qwen2.5's asks for repetition_penalty 1.05 and sampling), so it is replaced."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
+
+
+@torch.no_grad()
+def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, device: torch.device) -> list[list[int]]:
+    """One forward pass over the left-padded batch: each prompt's next token (what `generate` picks first)."""
+    ids, mask = left_padded(batch_prompts, pad_id)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding does not shift positions
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   use_cache=False, logits_to_keep=1).logits
+    return [[int(t)] for t in logits[:, -1].argmax(-1).tolist()]
+
+
+@torch.no_grad()
+def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
+    ids, mask = left_padded(batch_prompts, pad_id)
+    width = ids.shape[1]
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new)
     results = []
     for row in out[:, width:].tolist():
         gen = []
@@ -96,14 +138,21 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     tokenizer = None
     if (folder / "toy_model.pt").is_file():
         model = load_toy(folder, device)
-        generate = lambda b: greedy_toy(model, b, max_new, eos_id, device)  # noqa: E731
+        if max_new == 1:
+            generate = lambda b: first_token_toy(model, b, device)  # noqa: E731
+        else:
+            generate = lambda b: greedy_toy(model, b, max_new, eos_id, device)  # noqa: E731
     else:
         from .save import load_tokenizer
 
         model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
         tokenizer = load_tokenizer(cfg, manifest)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-        generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
+        plain_greedy(model, eos_id, pad)
+        if max_new == 1:
+            generate = lambda b: first_token_hf(model, b, pad, device)  # noqa: E731
+        else:
+            generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
 
     Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
     written = []
@@ -121,22 +170,27 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         target = Path(cfg.predictions_dir) / name
         tmp = target.with_suffix(".jsonl.tmp")
         total = len(all_prompts)
+        # Longest first, so that a batch too big for the device fails at once; ties keep the split's order.
+        order = sorted(range(total), key=lambda i: (-len(all_prompts[i]), i))
+        generated = [None] * total
+        for start in range(0, total, batch_size):
+            chunk = order[start:start + batch_size]
+            for i, gen in zip(chunk, generate([all_prompts[i] for i in chunk])):
+                generated[i] = gen
+            emit_progress(min(total, start + batch_size), total)
         with open(tmp, "w") as f:
-            for start in range(0, total, batch_size):
-                chunk = all_prompts[start:start + batch_size]
-                for i, gen in enumerate(generate(chunk)):
-                    task_id = doc_ids[start + i]
-                    first = gen[0] if gen else None
-                    row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
-                           "raw_token_ids": gen[:16]}
-                    if force:
-                        row["forced"] = True
-                    if tokenizer is not None and "answer" in records.get(task_id, {}):
-                        text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id])
-                        m = ANSWER.match(text)
-                        row["predicted_answer"] = m.group(1).upper() if m else None
-                    f.write(json.dumps(row) + "\n")
-                emit_progress(min(total, start + batch_size), total)
+            for i, gen in enumerate(generated):
+                task_id = doc_ids[i]
+                first = gen[0] if gen else None
+                row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
+                       "raw_token_ids": gen[:16]}
+                if force:
+                    row["forced"] = True
+                if tokenizer is not None and "answer" in records.get(task_id, {}):
+                    text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id])
+                    m = ANSWER.match(text)
+                    row["predicted_answer"] = m.group(1).upper() if m else None
+                f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
         with fence.publishing():

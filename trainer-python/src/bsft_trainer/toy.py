@@ -76,11 +76,12 @@ class ToyLM(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
-    def hidden(self, inputs_embeds, position_ids, cu_seqlens, max_seqlen, checkpointing=False):
-        """inputs_embeds [T, H] -> final hidden states [T, H]."""
+    def hidden(self, inputs_embeds, position_ids, cu_seqlens, max_seqlen, recompute=0):
+        """inputs_embeds [T, H] -> final hidden states [T, H]; the first `recompute` layers recompute their
+        activations in backward."""
         x = inputs_embeds
-        for layer in self.layers:
-            if checkpointing and self.training:
+        for i, layer in enumerate(self.layers):
+            if i < recompute and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, position_ids, cu_seqlens, max_seqlen, use_reentrant=False)
             else:
                 x = layer(x, position_ids, cu_seqlens, max_seqlen)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import memory
 from .config import load_manifest
 from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
 from .loss import chunked_ce_sum
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from .config import Config
 from .fence import Fence
+from .precision import MasterWeights
 
 
 class StopFlag:
@@ -104,20 +106,40 @@ def memory_gib(device: torch.device) -> float:
         return 0.0
 
 
-def wants_checkpointing(cfg: Config, tm: Any, device: torch.device) -> bool:
-    """activation_checkpointing: true/false, or auto: on when the estimated activations would not fit."""
-    setting = cfg.train.activation_checkpointing
-    if setting != "auto":
-        return bool(setting)
-    if device.type != "cuda":
-        return False
-    conf = getattr(getattr(tm, "hf_model", None), "config", None)
-    if conf is None:
-        return False
-    # bf16 activations kept per token and layer without recomputation (attention, MLP, norms), measured-order estimate.
-    per_token = 2 * (34 * conf.hidden_size + 6 * conf.intermediate_size) * conf.num_hidden_layers
-    free, _ = torch.cuda.mem_get_info(device)
-    return per_token * cfg.train.batch_tokens > 0.8 * free
+class StepEvents:
+    """Step events with no host synchronisation inside a step: with `train.step_sync: deferred` the values of step
+    N (loss, grad norm) are read once step N+1 has been queued on the device, so the host never waits for the step
+    it has just launched; `every_step` reads them at once. Either way the same values are emitted, in step order,
+    and `flush()` (before an eval, a checkpoint or the end) emits what is pending."""
+
+    def __init__(self, device: torch.device, deferred: bool):
+        self.device = device
+        self.deferred = deferred
+        self.pending = None
+        self.clock = time.perf_counter()
+
+    def add(self, step: int, loss_sum: torch.Tensor, loss_tokens: int, lr: float, grad_norm: torch.Tensor, real_tokens: int) -> None:
+        # A step's time runs from the previous step's add to this one: the host waits for step N-1 (at its read)
+        # while step N is queued, so over a run these intervals add up to the device's time.
+        now = time.perf_counter()
+        elapsed, self.clock = now - self.clock, now
+        if self.deferred:
+            self.flush()
+        self.pending = (step, loss_sum, loss_tokens, lr, grad_norm, real_tokens / max(elapsed, 1e-9))
+        if not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, loss_sum, loss_tokens, lr, grad_norm, tokens_per_s = self.pending
+        self.pending = None
+        loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
+        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=round(memory_gib(self.device), 3))
+
+    def restart_clock(self) -> None:
+        """After work that is no training step (eval, checkpoint): it does not count in the next rate."""
+        self.clock = time.perf_counter()
 
 
 def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.device) -> float | None:
@@ -129,15 +151,15 @@ def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.devi
         for docs in plan_epoch(shard.lengths(), batch_tokens, 0, 0):
             batch = make_batch(shard, sorted(docs)).to(device)
             weight, rows = tm.output()
-            total += float(chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows))
+            total += float(chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows, index=batch.loss_index))
             tokens += batch.n_loss_tokens
     tm.train(True)
     return total / max(1, tokens)
 
 
-def save_checkpoint(cfg: Config, fence: Fence, step: int, tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> Path:
+def save_checkpoint(cfg: Config, fence: Fence, step: int, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> Path:
     def write(folder):
-        torch.save(tm.trainable_state(), folder / "trainable.pt")
+        torch.save(masters.state(), folder / "trainable.pt")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save({"scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": rng_state(), "step": step},
                    folder / "trainer_state.pt")
@@ -159,9 +181,9 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     return _load(path / "trainable.pt"), _load(path / "optimizer.pt"), _load(path / "trainer_state.pt")
 
 
-def load_checkpoint(files: tuple[dict, dict, dict], tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
+def load_checkpoint(files: tuple[dict, dict, dict], masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
     trainable, optim, state = files
-    tm.load_trainable_state(trainable)
+    masters.load_state(trainable)
     optimizer.load_state_dict(optim)
     scheduler.load_state_dict(state["scheduler"])
     data.load_state_dict(state["data"])
@@ -169,7 +191,7 @@ def load_checkpoint(files: tuple[dict, dict, dict], tm: Any, optimizer: torch.op
     return int(state["step"])
 
 
-def resume(cfg: Config, tm: Any, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
+def resume(cfg: Config, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
     """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
     Returns the step to continue from (0 for a fresh start)."""
     for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
@@ -178,14 +200,15 @@ def resume(cfg: Config, tm: Any, optimizer: torch.optim.Optimizer, scheduler: An
         except Exception as e:  # noqa: BLE001 - a listed-complete checkpoint that does not load is skipped
             log(f"warning: checkpoint {path} is complete but does not load ({type(e).__name__}: {e}); trying the one before")
             continue
-        step = load_checkpoint(files, tm, optimizer, scheduler, data)
+        step = load_checkpoint(files, masters, optimizer, scheduler, data)
         log(f"resumed from {path} (step {step})")
         return step
     return 0
 
 
-def run(cfg: Config, fence: Fence, stop: StopFlag | None = None) -> int:
-    """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt."""
+def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True) -> int:
+    """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt.
+    publish=False (benchmarks): the same steps and events, but nothing is written (no base/, checkpoints or final/)."""
     stop = stop or StopFlag().install()
     device = pick_device()
     manifest = load_manifest(cfg)
@@ -198,20 +221,25 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None) -> int:
     val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
 
     seed_everything(cfg.train.seed)
-    from .model import build as build_model
+    from .model import build as build_model, compile_layers, set_recompute
 
-    tm = build_model(cfg, manifest, device, fence)
-    if wants_checkpointing(cfg, tm, device):
-        from .model import enable_checkpointing
-
-        enable_checkpointing(tm)
-        log("activation checkpointing: on")
+    tm = build_model(cfg, manifest, device, fence, keep_base=publish)
+    n_layers = len(tm.layers)
+    if cfg.train.activation_checkpointing is True:
+        set_recompute(tm, n_layers)
+        log(f"activation checkpointing: on (all {n_layers} layers)")
+    if cfg.train.compile:
+        compile_layers(tm)
+        log(f"torch.compile: each of the {n_layers} decoder layers (regional)")
     tm.train(True)
 
     data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
     steps = total_steps(cfg, data.batches_per_epoch)
     warm = warmup_steps(cfg, steps)
-    params = tm.trainable_parameters()
+    masters = MasterWeights(tm.named_trainable())
+    if masters.separate:
+        log(f"fp32 master weights for {masters.separate} low-precision trainable tensors")
+    params = masters.parameters()
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -220,51 +248,93 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None) -> int:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
 
-    step = resume(cfg, tm, optimizer, scheduler, data)
+    step = resume(cfg, masters, optimizer, scheduler, data) if publish else 0
     emit_start(steps, step, 1)
 
+    # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
+    measure = memory.probe(device) if cfg.train.activation_checkpointing == "auto" else None
+    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred")
     eval_every = cfg.eval.every
-    pin = device.type == "cuda"
     while step < steps:
-        started = time.perf_counter()
         micro = [data.next_batch() for _ in range(cfg.train.grad_accum)]
-        step_loss_tokens = sum(b.n_loss_tokens for b in micro)
-        loss_sum = torch.zeros((), device=device)
-        real_tokens = 0
-        for batch in micro:
-            batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
-            weight, rows = tm.output()
-            loss = chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows)
-            (loss / max(1, step_loss_tokens)).backward()
-            loss_sum += loss.detach()
-            real_tokens += batch.n_tokens
+        if measure is not None:
+            measure.reset_peak()
+        try:
+            loss_sum, real_tokens = forward_backward(tm, micro, device)
+        except RuntimeError as e:
+            if measure is None or not memory.is_oom(e):
+                raise
+            log(f"activation checkpointing: the first step does not fit without it ({type(e).__name__}); "
+                f"retrying it with all {n_layers} layers recomputed")
+            retry = True
+        else:
+            retry = False
+        if retry:  # outside the except block, which holds the failed step's tensors
+            masters.zero_grad()
+            torch.cuda.empty_cache()
+            set_recompute(tm, n_layers)
+            measure = None
+            loss_sum, real_tokens = forward_backward(tm, micro, device)
+        masters.grads_to_masters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        masters.masters_to_model()
+        masters.zero_grad()
         step += 1
-        # One host sync per optimizer step, for the event.
-        loss_value = float(loss_sum) / max(1, step_loss_tokens)
-        elapsed = time.perf_counter() - started
-        emit_step(step, loss_value, scheduler.get_last_lr()[0], float(grad_norm),
-                  tokens_per_s=real_tokens / max(elapsed, 1e-9), mem_gib=round(memory_gib(device), 3))
+        if measure is not None:
+            peak, static, budget = measure.peak(), measure.allocated(), measure.budget()
+            n = memory.layers_to_recompute(peak, static, budget, n_layers)
+            set_recompute(tm, n)
+            state = f"on for {n} of {n_layers} layers" if n else "off"
+            log(f"activation checkpointing: {state} (first step peaked at {memory.gib(peak)}, optimizer states "
+                f"included; {memory.gib(static)} stays allocated; budget {memory.gib(budget)})")
+            measure = None
+        events.add(step, loss_sum, sum(b.n_loss_tokens for b in micro), scheduler.get_last_lr()[0], grad_norm, real_tokens)
         if eval_every and step % eval_every == 0 and step < steps:
+            events.flush()
             val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
             if val is not None:
                 emit_eval(step, val)
+            events.restart_clock()
+        if not publish:
+            continue
         if stop.signal is not None:
-            save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
+            events.flush()
+            save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
             return EXIT_PREEMPTED
         if step % cfg.train.checkpoint_every == 0 and step < steps:
-            save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
+            events.flush()
+            save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
+            events.restart_clock()
 
+    events.flush()
+    if not publish:
+        return EXIT_DONE
     val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
     if val is not None:
         emit_eval(step, val)
-    save_checkpoint(cfg, fence, step, tm, optimizer, scheduler, data)
+    save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
     from .save import save_final
 
     final = save_final(cfg, manifest, tm, fence)
     emit_done(str(final))
     return EXIT_DONE
+
+
+def forward_backward(tm: Any, micro: list, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Forward and backward of one optimizer step's micro-batches, the loss divided by the step's loss tokens.
+    Returns (the summed loss on the device, unread; real tokens)."""
+    pin = device.type == "cuda"
+    step_loss_tokens = max(1, sum(b.n_loss_tokens for b in micro))
+    loss_sum = torch.zeros((), device=device)
+    real_tokens = 0
+    for batch in micro:
+        batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+        weight, rows = tm.output()
+        loss = chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows, index=batch.loss_index)
+        (loss / step_loss_tokens).backward()
+        loss_sum += loss.detach()
+        real_tokens += batch.n_tokens
+    return loss_sum, real_tokens

@@ -1,0 +1,178 @@
+"""The trainer's speed and memory switches, on the CPU: each gives the plain path's losses and gradients.
+
+- `activation_checkpointing: auto` decides from the first step's measured memory (a fake device memory here),
+  and recomputes only as many layers as needed;
+- `step_sync: deferred` emits the same step events as `every_step`;
+- `compile: true` (regional torch.compile) gives the eager losses;
+- fp32 master weights keep small updates of bf16 parameters (precision.py);
+- a CUDA out-of-memory error is a config error (exit 2) that names what to change.
+"""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bsft_trainer import config as config_mod
+from bsft_trainer import memory, train
+from bsft_trainer.fence import Fence
+from bsft_trainer.precision import MasterWeights
+from conftest import SRC, events_of, make_run
+
+
+def _steps(events):
+    return [(e["step"], e["loss"], e["grad_norm"]) for e in events if e["event"] == "step"]
+
+
+def _train_in_process(cfg_path, capsys):
+    cfg = config_mod.load(str(cfg_path))
+    fence = Fence(cfg.output_dir, None)
+    fence.claim()
+    capsys.readouterr()
+    code = train.run(cfg, fence)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return events_of(out), err
+
+
+class FakeMemory:
+    """A device whose first step peaks at `peak` bytes with `static` bytes kept between steps, and `budget` usable."""
+
+    def __init__(self, peak, static, budget):
+        self.values = (peak, static, budget)
+        self.resets = 0
+
+    def reset_peak(self):
+        self.resets += 1
+
+    def peak(self):
+        return self.values[0]
+
+    def allocated(self):
+        return self.values[1]
+
+    def budget(self):
+        return self.values[2]
+
+
+def test_layers_to_recompute_follows_the_measured_peak():
+    gib = 2**30
+    assert memory.layers_to_recompute(peak=70 * gib, static=20 * gib, budget=80 * gib, n_layers=28) == 0
+    # 50 GiB of step memory over 28 layers; 10 GiB over budget -> ceil(1.25 * 10 / (50 / 28)) = 7 layers
+    assert memory.layers_to_recompute(peak=90 * gib, static=40 * gib, budget=80 * gib, n_layers=28) == 7
+    assert memory.layers_to_recompute(peak=300 * gib, static=40 * gib, budget=80 * gib, n_layers=28) == 28
+
+
+@pytest.mark.parametrize("peak,expected", [(10 * 2**30, 1), (7 * 2**30, 0)])
+def test_auto_checkpointing_decides_after_the_first_step_from_measured_memory(tmp_path, capsys, monkeypatch, peak, expected):
+    """The decision is taken once, after step 1 (its peak includes the optimizer states step 1 allocated), and the
+    recomputed layers give the same losses as none."""
+    fake = FakeMemory(peak=peak, static=2 * 2**30, budget=8 * 2**30)
+    monkeypatch.setattr(memory, "probe", lambda device: fake)
+    events, err = _train_in_process(make_run(tmp_path / "auto", train={"max_steps": 4}), capsys)
+    state = f"on for {expected} of 2 layers" if expected else "off"
+    assert f"activation checkpointing: {state} (first step peaked at {peak / 2**30:.1f} GiB" in err, err
+    assert fake.resets == 1
+    monkeypatch.setattr(memory, "probe", lambda device: None)
+    plain, _ = _train_in_process(make_run(tmp_path / "plain", train={"max_steps": 4, "activation_checkpointing": False}), capsys)
+    for (s1, l1, g1), (s2, l2, g2) in zip(_steps(events), _steps(plain), strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-6) and g1 == pytest.approx(g2, rel=1e-5)
+
+
+def test_auto_checkpointing_retries_a_first_step_that_runs_out_of_memory(tmp_path, capsys, monkeypatch):
+    fake = FakeMemory(peak=0, static=0, budget=1)
+    monkeypatch.setattr(memory, "probe", lambda device: fake)
+    calls = []
+    real = train.forward_backward
+
+    def oom_once(tm, micro, device):
+        calls.append(tm.recompute)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(tm, micro, device)
+
+    monkeypatch.setattr(train, "forward_backward", oom_once)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    events, err = _train_in_process(make_run(tmp_path, train={"max_steps": 3}), capsys)
+    assert "retrying it with all 2 layers recomputed" in err
+    assert calls == [0, 2, 2, 2] and [s for s, _, _ in _steps(events)] == [1, 2, 3]
+
+
+def test_deferred_step_events_equal_immediate_ones_and_come_before_checkpoints(tmp_path, capsys):
+    runs = {}
+    for mode in ("deferred", "every_step"):
+        events, _ = _train_in_process(make_run(tmp_path / mode, train={"max_steps": 6, "checkpoint_every": 2,
+                                                                        "step_sync": mode}, eval_={"every": 3}), capsys)
+        runs[mode] = events
+        order = [(e["event"], e.get("step")) for e in events if e["event"] in ("step", "checkpoint", "eval")]
+        for kind, step in order:
+            if kind != "step":  # an eval or checkpoint of step N comes after step N's event
+                assert order.index(("step", step)) < order.index((kind, step)), order
+    assert _steps(runs["deferred"]) == _steps(runs["every_step"])
+
+
+def test_regional_compile_gives_the_eager_losses(tmp_path, capsys):
+    pytest.importorskip("torch._inductor")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile's CPU backend needs a C compiler")
+    compiled, err = _train_in_process(make_run(tmp_path / "c", train={"max_steps": 3, "compile": True}), capsys)
+    assert "torch.compile: each of the 2 decoder layers" in err
+    eager, _ = _train_in_process(make_run(tmp_path / "e", train={"max_steps": 3}), capsys)
+    for (s1, l1, g1), (s2, l2, g2) in zip(_steps(compiled), _steps(eager), strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4) and g1 == pytest.approx(g2, rel=1e-3)
+
+
+def _adam_updates(use_masters, steps=20, lr=1e-5):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter((torch.randn(256, 256) * 0.02).bfloat16())
+    start = p.detach().clone()
+    masters = MasterWeights([("w", p)]) if use_masters else None
+    params = masters.parameters() if masters else [p]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ref = torch.nn.Parameter(start.double())  # the exact update, in fp64
+    ref_opt = torch.optim.AdamW([ref], lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        grad = torch.randn(256, 256, generator=g) * 1e-3
+        p.grad = grad.bfloat16()
+        ref.grad = grad.bfloat16().double()
+        if masters:
+            masters.grads_to_masters()
+        opt.step()
+        ref_opt.step()
+        if masters:
+            masters.masters_to_model()
+    weights = masters.masters[0] if masters else p
+    delta, ref_delta = (weights.detach().double() - start.double()).flatten(), (ref.detach() - start.double()).flatten()
+    changed = float((p.detach() != start).float().mean())
+    cosine = float(torch.nn.functional.cosine_similarity(delta, ref_delta, dim=0))
+    return changed, cosine
+
+
+def test_fp32_master_weights_keep_small_updates_of_bf16_parameters():
+    plain_changed, plain_cos = _adam_updates(use_masters=False)
+    changed, cos = _adam_updates(use_masters=True)
+    assert cos >= 0.99, cos
+    assert changed > 0.5 and changed > 2 * plain_changed, (changed, plain_changed)
+    assert plain_cos < 0.9, plain_cos  # plain bf16 AdamW loses most of it: the check has teeth
+
+
+def test_cuda_out_of_memory_is_a_config_error_naming_what_to_change(tmp_path):
+    cfg = make_run(tmp_path, train={"batch_tokens": 256})
+    code = ("import sys, torch\n"
+            "from bsft_trainer import train\n"
+            "def run(*a, **k):\n"
+            "    raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 9.00 GiB')\n"
+            "train.run = run\n"
+            "from bsft_trainer.__main__ import main\n"
+            f"sys.exit(main(['train', '--config', {str(cfg)!r}]))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2, p.stderr
+    (event,) = events_of(p.stdout)
+    assert event["event"] == "error" and event["kind"] == "oom"
+    assert "train.batch_tokens (256)" in event["message"] and "train.activation_checkpointing" in event["message"]
+    assert "Tried to allocate 9.00 GiB" in event["message"]
+    json.dumps(event)
