@@ -11,7 +11,7 @@
 # and the exit status is 1 when any step failed. The trainer is installed with --no-deps (what the machine has is
 # used as it is); where pip cannot install it, PYTHONPATH points at trainer-python/src instead and the report says so.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 PY=${BSFT_PYTHON:-python3}
 
