@@ -36,10 +36,11 @@ if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
 fi
 export REDIS_URL
 
-# The trainer's full suite needs torch + transformers + peft: install them into .venv where pip can reach them;
+# The trainer's full suite needs torch + transformers + peft (+ tensorboard, whose event files a test reads back):
+# install them into .venv where pip can reach them;
 # elsewhere Debian's python3-torch runs the CPU suite and the transformers tests are reported as skipped.
-if ! .venv/bin/python -c 'import torch, transformers, peft, pytest' 2>/dev/null; then
-  if python3 -m venv .venv 2>/dev/null && PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 900 .venv/bin/python -m pip install -q -e trainer-python pytest; then
+if ! .venv/bin/python -c 'import torch, transformers, peft, pytest, tensorboard' 2>/dev/null; then
+  if python3 -m venv .venv 2>/dev/null && PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 900 .venv/bin/python -m pip install -q -e trainer-python pytest tensorboard; then
     echo "ci: trainer venv ready ($(.venv/bin/python -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'))"
   else
     echo "ci: pip cannot install torch/transformers/peft here; the trainer's transformers tests will be skipped"

@@ -77,7 +77,7 @@ describe('run id', () => {
 
   it('bsft show says which fields the id covers', async () => {
     const res = await bsft(['show', 'recipes/smoke.yaml']);
-    expect(res.stdout.split('\n')[0]).toMatch(/^# run id smoke-[0-9a-f]{8} covers: name, model, data, train .*eval, queue, store, resources and description are per-run settings/);
+    expect(res.stdout.split('\n')[0]).toMatch(/^# run id smoke-[0-9a-f]{8} covers: name, model, data, train .*eval, queue, store, resources, tracking and description are per-run settings/);
   });
 });
 

@@ -163,6 +163,9 @@ const queueSchema = z.strictObject({
   max_backoff_ms: positiveInt.default(15 * 60_000),
 });
 
+/** Experiment trackers, written by the trainer through their own packages (keys only from the environment). */
+export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])).default([]);
+
 const resourcesSchema = z.strictObject({
   gpus: nonNegativeInt.default(1),
 });
@@ -181,6 +184,7 @@ export const recipeSchema = z
     store: storeSchema.default(storeSchema.parse({})),
     queue: queueSchema.default(queueSchema.parse({})),
     resources: resourcesSchema.default(resourcesSchema.parse({})),
+    tracking: trackingSchema,
   })
   .superRefine((recipe, ctx) => {
     const behaviors = Object.keys(recipe.data.behaviors);

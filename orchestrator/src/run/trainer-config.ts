@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { z } from 'zod';
-import { evalSchema, modelSchema, SPLITS, trainSchema } from '../recipe/schema.js';
+import { evalSchema, modelSchema, SPLITS, trackingSchema, trainSchema } from '../recipe/schema.js';
 
 const splitPaths = z.strictObject({ train: z.string(), val: z.string(), test: z.string() });
 
@@ -33,6 +33,8 @@ export const trainerConfigSchema = z.strictObject({
   output_dir: z.string().min(1),
   /** predict writes <predictions_dir>/<split>[.forced-<behavior>].jsonl */
   predictions_dir: z.string().min(1),
+  /** Experiment trackers the trainer writes to, besides <output_dir>/metrics.jsonl (always). */
+  tracking: trackingSchema,
 });
 export type TrainerConfig = z.infer<typeof trainerConfigSchema>;
 
@@ -58,6 +60,7 @@ export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerCo
     },
     output_dir: runDir,
     predictions_dir: path.join(runDir, 'predictions'),
+    tracking: recipe.tracking,
   };
 }
 

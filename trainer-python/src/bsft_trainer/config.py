@@ -90,6 +90,7 @@ class Config:
     dataset: DatasetPaths
     output_dir: str
     predictions_dir: str
+    tracking: list
 
     @property
     def manifest(self) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from .config import Config
 from .fence import Fence
+from .metrics import Metrics
 from .precision import MasterWeights
 
 
@@ -112,9 +113,10 @@ class StepEvents:
     it has just launched; `every_step` reads them at once. Either way the same values are emitted, in step order,
     and `flush()` (before an eval, a checkpoint or the end) emits what is pending."""
 
-    def __init__(self, device: torch.device, deferred: bool):
+    def __init__(self, device: torch.device, deferred: bool, metrics: Metrics | None):
         self.device = device
         self.deferred = deferred
+        self.metrics = metrics
         self.pending = None
         self.clock = time.perf_counter()
 
@@ -135,7 +137,15 @@ class StepEvents:
         step, loss_sum, loss_tokens, lr, grad_norm, tokens_per_s = self.pending
         self.pending = None
         loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
-        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=round(memory_gib(self.device), 3))
+        mem = round(memory_gib(self.device), 3)
+        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem)
+        if self.metrics is not None:
+            self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
+
+    def eval(self, step: int, loss: float) -> None:
+        emit_eval(step, loss)
+        if self.metrics is not None:
+            self.metrics.eval(step, loss)
 
     def restart_clock(self) -> None:
         """After work that is no training step (eval, checkpoint): it does not count in the next rate."""
@@ -221,6 +231,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
 
     seed_everything(cfg.train.seed)
+    metrics = Metrics(cfg) if publish else None  # before the model: a tracker that cannot start fails at once
     from .model import build as build_model, compile_layers, set_recompute
 
     tm = build_model(cfg, manifest, device, fence, keep_base=publish)
@@ -249,11 +260,13 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
 
     step = resume(cfg, masters, optimizer, scheduler, data) if publish else 0
+    if metrics is not None:
+        metrics.start(step)
     emit_start(steps, step, 1)
 
     # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
     measure = memory.probe(device) if cfg.train.activation_checkpointing == "auto" else None
-    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred")
+    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics)
     eval_every = cfg.eval.every
     while step < steps:
         micro = [data.next_batch() for _ in range(cfg.train.grad_accum)]
@@ -295,13 +308,14 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
             events.flush()
             val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
             if val is not None:
-                emit_eval(step, val)
+                events.eval(step, val)
             events.restart_clock()
         if not publish:
             continue
         if stop.signal is not None:
             events.flush()
             save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
+            metrics.close()
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
             return EXIT_PREEMPTED
         if step % cfg.train.checkpoint_every == 0 and step < steps:
@@ -314,7 +328,8 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         return EXIT_DONE
     val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
     if val is not None:
-        emit_eval(step, val)
+        events.eval(step, val)
+    metrics.close()
     save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
     from .save import save_final
 
