@@ -47,6 +47,9 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(v.failedReason).toMatch(/trainer train failed \(exit 1\)/);
     const job = await trainJob(env, runId);
     expect(job.attemptsMade).toBe(2);
+    const status = await bsft(['status'], { env });
+    expect(status.stdout).toMatch(/\breason\b/);
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+failed\\s.*trainer train failed \\(exit 1\\)`));
   });
 
   it('a config error (exit 2) fails at once, never retried', async () => {
@@ -56,6 +59,9 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     const v = await waitForRun(env, runId, (x) => x.state === 'failed');
     expect(v.failedReason).toBe('trainer train: config error: train.lr: expected a number');
     expect((await trainJob(env, runId)).attemptsMade).toBe(1);
+    const logs = (await bsft(['logs', runId], { env })).stdout;
+    expect(logs).toContain('[train] failed: trainer train: config error: train.lr: expected a number');
+    expect(logs).toContain(`-- run ${runId}: failed`);
   });
 
   it('a preempted trainer (exit 75) goes back to waiting without using an attempt, and resumes', async () => {

@@ -16,12 +16,14 @@ export const logs: CommandImpl = {
           for (const line of lines) out(`[${stage}] ${line}`);
           seen[stage] += lines.length;
         }
-        if (!values.follow) return EXIT.ok;
         const v = await q.view(runId!);
-        if (!v || ['completed', 'failed', 'cancelled'].includes(v.state)) {
-          out(`-- run ${runId}: ${v?.state ?? 'gone'}`);
-          return EXIT.ok;
+        const ended = !v || ['completed', 'failed', 'cancelled'].includes(v.state);
+        if (ended || !values.follow) {
+          // A failed stage's reason is in no log line of its own (a build that fails on bad data logs nothing else).
+          for (const stage of STAGES) if (v?.stages[stage] === 'failed') out(`[${stage}] failed: ${(await q.queues[stage].getJob(runId!))?.failedReason ?? 'no reason recorded'}`);
         }
+        if (ended) out(`-- run ${runId}: ${v?.state ?? 'gone'}`);
+        if (ended || !values.follow) return EXIT.ok;
         await sleep(1000);
       }
     });

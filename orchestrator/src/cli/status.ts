@@ -12,6 +12,13 @@ export function age(ms: number): string {
   return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
 }
 
+/** Why a run failed, was cancelled or is waiting to retry: the first line of its job's failure, shortened. */
+export function reason(v: RunView, width = 60): string {
+  const first = v.failedReason?.split('\n')[0]?.trim();
+  if (!first) return '-';
+  return first.length > width ? `${first.slice(0, width - 1)}…` : first;
+}
+
 export function runRow(v: RunView, now = Date.now()): string[] {
   const p = v.progress;
   return [
@@ -22,6 +29,7 @@ export function runRow(v: RunView, now = Date.now()): string[] {
     p?.tokens_per_s !== undefined ? Math.round(p.tokens_per_s).toLocaleString('en') : '-',
     v.worker ?? '-',
     age(now - v.submittedAt),
+    reason(v),
   ];
 }
 
@@ -43,7 +51,7 @@ export const status: CommandImpl = {
       out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(count(s, c)))])]).join('\n'));
       out('');
       if (views.length === 0) out('no runs');
-      else out(table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age'], ...views.map((v) => runRow(v))]).join('\n'));
+      else out(table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age', 'reason'], ...views.map((v) => runRow(v))]).join('\n'));
       return EXIT.ok;
     });
   },

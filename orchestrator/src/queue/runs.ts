@@ -53,13 +53,15 @@ export class RunQueues {
     const train = jobs.train;
     const any = (jobs.score ?? jobs.train ?? jobs.build)!;
     const activeJob = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'active');
+    const retrying = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'delayed');
     return {
       runId,
       state,
       stages,
       ...(train && typeof train.progress === 'object' ? { progress: train.progress as unknown as TrainProgress } : {}),
       ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
-      ...(failed ? { failedReason: jobs[failed]!.failedReason } : {}),
+      // A failed run's reason, or the last failure of a stage waiting to retry.
+      ...(failed ? { failedReason: jobs[failed]!.failedReason } : retrying?.failedReason ? { failedReason: retrying.failedReason } : {}),
       submittedAt: any.timestamp,
       attempts: train?.attemptsMade ?? 0,
     };
