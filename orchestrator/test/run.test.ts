@@ -37,6 +37,11 @@ async function expectQueuedRunLike(local: string, runId: string, args: (runs: st
         if (statSync(path.join(dir, r)).isDirectory()) walk(r);
         else if (r === 'run.json') out[r] = '(times)';
         else if (r === 'recipe.json' || r === 'train.json') out[r] = readFileSync(path.join(dir, r), 'utf8').replaceAll(path.dirname(dir), '<runs>');
+        else if (r === 'metrics.jsonl') {
+          // the same steps and values; times, rates and memory are the machine's
+          const lines = readFileSync(path.join(dir, r), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+          out[r] = JSON.stringify(lines.map(({ kind, step, loss, lr, grad_norm }) => ({ kind, step, loss, lr, grad_norm })));
+        }
         else out[r] = createHash('sha256').update(readFileSync(path.join(dir, r))).digest('hex');
       }
     };
@@ -45,6 +50,7 @@ async function expectQueuedRunLike(local: string, runId: string, args: (runs: st
   };
   const a = tree(path.join(local, runId));
   const b = tree(path.join(queued, runId));
+  expect(Object.keys(a)).toContain('metrics.jsonl');
   expect(Object.keys(b)).toEqual(Object.keys(a));
   expect(Object.keys(a).filter((k) => a[k] !== b[k])).toEqual([]);
   const steps = (dir: string) => JSON.parse(readFileSync(path.join(dir, runId, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
