@@ -30,7 +30,8 @@ const checkpointsOf = (dir: string) => {
 
 /** `bsft run` on a pseudo-terminal, Ctrl-C typed `presses` times once training has started. */
 function atTerminal(dir: string, recipe: string, presses: number): { code: number; output: string } {
-  const args = [path.join(FIXTURES, 'pty_run.py'), 'trainer step', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT];
+  // Ctrl-C once the progress line shows a step's loss
+  const args = [path.join(FIXTURES, 'pty_run.py'), 'loss ', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT];
   const env = { ...process.env, BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
   return JSON.parse(execFileSync('python3', args, { cwd: dir, env, encoding: 'utf8', timeout: 200_000 }));
 }
@@ -39,6 +40,9 @@ describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
   it('Ctrl-C at a terminal: the trainer checkpoints, bsft says so and exits 130', () => {
     const { dir, recipe } = longRun();
     const res = atTerminal(dir, recipe, 1);
+    // on a terminal: one progress line redrawn in place (bar, step/total, rate, loss), not a log block per step
+    expect(res.output).toMatch(/\r\x1b\[Ktrain +\[[#-]+\] +\d+\/\d+ +\d+%.* loss \d+\.\d{4}/);
+    expect(res.output).not.toContain('trainer step');
     expect(res.output).toContain('bsft run: SIGINT: stopping. The trainer finishes its step and writes a checkpoint');
     expect(res.output).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
     expect(res.output).toContain('run the same command again to continue');
