@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, formatRate, ProgressLine, type ProgressRecord } from '../src/run/progress.js';
+import { formatDuration, formatRate, ProgressLine, type ProgressRecord } from '../src/util/progress.js';
 
 /** A progress line on a fake clock, capturing what it writes and records. */
 function line(tty: boolean) {

@@ -147,9 +147,10 @@ describe('worker shutdown, cancel and retry', () => {
     worker('ok', env);
     const res = await watching;
     expect(res.code).toBe(0);
-    expect(res.stdout).toMatch(/train \[[#.]+\] \d+\/10 .* loss \d\.\d{4}\s+1,000 tok\/s\s+ETA/);
+    // not a terminal: a progress line every tenth of the way, rate and ETA from the recent steps
+    expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000/);
     expect(res.stdout).toMatch(new RegExp(`run ${runId}: completed`));
-    expect(res.stdout).toMatch(/scores: \{"test":\{"macro_f1"/);
+    expect(res.stdout).toMatch(/split +behavior macro-F1 \[95% CI\] +accuracy \[95% CI\]\ntest +\d+\.\d \[\d+\.\d, \d+\.\d\] +\d+\.\d \[/);
     const final = JSON.parse((await bsft(['watch', runId, '--json'], { env })).stdout);
     expect(final).toMatchObject({ run_id: runId, outcome: 'completed', view: { state: 'completed' }, scores: { test: { macro_f1: expect.any(Object) } } });
   });

@@ -99,6 +99,15 @@ def trainer(command, config, *extra, env=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
+def main_with(prelude, command, config, timeout=300):
+    """Runs `python -m bsft_trainer <command> --config <config>` in-process after the Python `prelude` (which may
+    replace a function or hide a package); returns (exit code, events, stderr)."""
+    code = f"{prelude}\nimport sys\nfrom bsft_trainer.__main__ import main\nsys.exit(main([{command!r}, '--config', {str(config)!r}]))\n"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                       env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    return p.returncode, events_of(p.stdout), p.stderr
+
+
 def sigterm_at(config, event, step, timeout=600):
     """Runs `train`, sends SIGTERM once `event` for `step` is seen; returns (exit code, every event, stderr)."""
     import signal

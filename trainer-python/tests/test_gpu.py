@@ -2,7 +2,6 @@
 host synchronisation, `activation_checkpointing: auto` measuring real device memory, and regional compilation on
 the GPU. Skipped (and counted) without a GPU; `scripts/gpu-check.sh` runs them on the project's GPU machine."""
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest

@@ -1,12 +1,10 @@
 """The metrics history (metrics.jsonl) and the experiment trackers, on the toy model."""
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import SRC, events_of, make_run, sigterm_at, trainer
+from conftest import events_of, main_with, make_run, sigterm_at, trainer
 
 
 def _lines(run_dir):
@@ -62,13 +60,9 @@ def test_a_tracker_whose_package_is_missing_fails_before_training_naming_it(tmp_
     c["tracking"] = [tracker]
     cfg.write_text(json.dumps(c))
     # the package made unimportable, whether or not this machine has it
-    code = (f"import sys; sys.modules[{tracker!r}] = None\n"
-            "from bsft_trainer.__main__ import main\n"
-            f"sys.exit(main(['train', '--config', {str(cfg)!r}]))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
-    assert p.returncode == 2, p.stderr
-    (event,) = events_of(p.stdout)
+    code, events, err = main_with(f"import sys; sys.modules[{tracker!r}] = None", "train", cfg)
+    assert code == 2, err
+    (event,) = events
     assert event["kind"] == "config" and f"pip install {tracker}" in event["message"]
     assert not (tmp_path / "checkpoints").exists()
 

@@ -7,10 +7,7 @@
 - fp32 master weights keep small updates of bf16 parameters (precision.py);
 - a CUDA out-of-memory error is a config error (exit 2) that names what to change.
 """
-import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from bsft_trainer import config as config_mod
 from bsft_trainer import memory, train
 from bsft_trainer.fence import Fence
 from bsft_trainer.precision import MasterWeights
-from conftest import SRC, events_of, make_run
+from conftest import events_of, main_with, make_run
 
 
 def _steps(events):
@@ -163,18 +160,12 @@ def test_fp32_master_weights_keep_small_updates_of_bf16_parameters():
 
 def test_cuda_out_of_memory_is_a_config_error_naming_what_to_change(tmp_path):
     cfg = make_run(tmp_path, train={"batch_tokens": 256})
-    code = ("import sys, torch\n"
-            "from bsft_trainer import train\n"
-            "def run(*a, **k):\n"
-            "    raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 9.00 GiB')\n"
-            "train.run = run\n"
-            "from bsft_trainer.__main__ import main\n"
-            f"sys.exit(main(['train', '--config', {str(cfg)!r}]))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
-    assert p.returncode == 2, p.stderr
-    (event,) = events_of(p.stdout)
+    code, events, err = main_with(
+        "import torch\nfrom bsft_trainer import train\n"
+        "def run(*a, **k):\n    raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 9.00 GiB')\n"
+        "train.run = run", "train", cfg)
+    assert code == 2, err
+    (event,) = events
     assert event["event"] == "error" and event["kind"] == "oom"
     assert "train.batch_tokens (256)" in event["message"] and "train.activation_checkpointing" in event["message"]
     assert "Tried to allocate 9.00 GiB" in event["message"]
-    json.dumps(event)

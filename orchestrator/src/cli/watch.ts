@@ -3,18 +3,17 @@ import { QueueEvents } from 'bullmq';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { TrainProgress } from '../queue/job-data.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
-import { formatProgress } from '../util/progress.js';
+import { ProgressLine } from '../util/progress.js';
+import { table } from '../util/table.js';
+import type { ScoreSummary } from '../run/stage-summary.js';
+import type { Estimate } from '../score/metrics.js';
 import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
-function progressLine(p: TrainProgress, startedAt: number, startStep: number): string {
-  const seconds = (Date.now() - startedAt) / 1000;
-  const base = formatProgress('train', p.step, p.total_steps, 0, 'steps').replace(/\s+0(\.0)? steps\/s\s+ETA \S+$/, '');
-  const done = p.step - startStep;
-  const rate = seconds > 0 ? done / seconds : 0;
-  const eta = rate > 0 ? (p.total_steps - p.step) / rate : Infinity;
-  const etaText = Number.isFinite(eta) ? `${Math.round(eta)}s` : '?';
-  return `${base}  loss ${p.loss?.toFixed(4) ?? '-'}  ${p.tokens_per_s ? Math.round(p.tokens_per_s).toLocaleString('en') : '-'} tok/s  ETA ${etaText}`;
+/** The score job's result as a table: macro-F1 and accuracy per split, with their intervals. */
+function scoreTable(scores: ScoreSummary): string[] {
+  const pct = (m: Estimate) => `${(100 * m.value).toFixed(1)}${m.ci ? ` [${(100 * m.ci[0]).toFixed(1)}, ${(100 * m.ci[1]).toFixed(1)}]` : ''}`;
+  return table([['split', 'behavior macro-F1 [95% CI]', 'accuracy [95% CI]'], ...Object.entries(scores).map(([split, s]) => [split, pct(s.macro_f1), pct(s.accuracy)])]);
 }
 
 export const watch: CommandImpl = {
@@ -29,17 +28,18 @@ export const watch: CommandImpl = {
       const connections = STAGES.map(() => workerConnection(undefined, redis));
       const events = STAGES.map((s, i) => redis.watch(new QueueEvents(queueName(s), { connection: connections[i]!, prefix: queuePrefix() }), s));
       await Promise.all(events.map((e) => e.waitUntilReady()));
-      let lastPrinted = 0;
-      const startedAt = Date.now();
-      let startStep = initial.progress?.step ?? 0;
       let trainActive = initial.stages.train === 'active';
-      let lastLine = '';
-      const show = (line: string, force = false) => {
-        if (tty) process.stdout.write(`\r\x1b[2K${line}`);
-        else if (force || Date.now() - lastPrinted > 5000) {
-          out(line);
-          lastPrinted = Date.now();
-        }
+      // Training progress: rate and ETA from the recent steps of the current attempt (a preemption's downtime and
+      // the steps done before it do not count); on a terminal redrawn in place, else a line every tenth or 30 s.
+      const bar: ProgressLine = new ProgressLine('train', 'step', (text) => process.stdout.write(text), {
+        tty,
+        columns: process.stdout.columns,
+        record: () => out(bar.render()),
+      });
+      const show = (line: string) => (tty ? bar.note(line) : out(line));
+      const onProgress = (p: TrainProgress) => {
+        if (p.phase === 'starting' || !bar.isStarted) bar.start(p.total_steps, p.step);
+        else bar.update(p.step, { ...(p.loss !== undefined ? { loss: p.loss } : {}), ...(p.tokens_per_s !== undefined ? { tokens_per_s: p.tokens_per_s } : {}) });
       };
       try {
         const outcome = await new Promise<string>((resolve) => {
@@ -53,38 +53,40 @@ export const watch: CommandImpl = {
             e.on('active', ({ jobId }) => {
               if (jobId !== runId) return;
               if (stage === 'train') trainActive = true;
-              show(`${stage}: started`, true);
+              show(`${stage}: started`);
             });
             e.on('completed', ({ jobId }) => {
               if (jobId !== runId) return;
-              if (stage === 'train' && lastLine) show(lastLine, true);
-              show(`${stage}: completed`, true);
+              if (stage === 'train') bar.finish();
+              show(`${stage}: completed`);
               void check();
             });
-            e.on('failed', ({ jobId, failedReason }) => jobId === runId && (show(`${stage}: failed: ${failedReason}`, true), void check()));
+            e.on('failed', ({ jobId, failedReason }) => {
+              if (jobId !== runId) return;
+              if (stage === 'train') bar.finish('failed');
+              show(`${stage}: failed: ${failedReason}`);
+              void check();
+            });
             e.on('waiting', ({ jobId }) => {
               if (jobId !== runId || stage !== 'train' || !trainActive) return;
               trainActive = false;
-              show('train: back in waiting (preempted or its worker stopped); it resumes from its newest checkpoint', true);
+              show('train: back in waiting (preempted or its worker stopped); it resumes from its newest checkpoint');
             });
           });
           events[1]!.on('progress', ({ jobId, data }) => {
             if (jobId !== runId || typeof data !== 'object') return;
-            const p = data as unknown as TrainProgress;
-            if (p.phase === 'starting') startStep = p.step;
-            lastLine = progressLine(p, startedAt, startStep);
-            show(lastLine, p.phase === 'starting');
+            onProgress(data as unknown as TrainProgress);
           });
           void check();
-          if (initial.progress) show(progressLine(initial.progress, startedAt, startStep), true);
-          else show(`run ${runId}: ${initial.state}`, true);
+          if (initial.progress) onProgress(initial.progress);
+          else show(`run ${runId}: ${initial.state}`);
         });
-        if (tty) process.stdout.write('\n');
+        bar.finish();
         const v = await q.view(runId!);
         const scores = outcome === 'completed' ? ((await q.jobs(runId!)).score?.returnvalue ?? null) : null;
         if (json) print(JSON.stringify({ run_id: runId, outcome, view: v ?? null, scores }, null, 2));
         out(`run ${runId}: ${outcome}${v?.failedReason ? ` (${v.failedReason})` : ''}`);
-        if (scores) out(`scores: ${JSON.stringify(scores)}`);
+        if (scores && typeof scores === 'object') for (const line of scoreTable(scores as ScoreSummary)) out(line);
         return outcome === 'completed' ? EXIT.ok : EXIT.failure;
       } finally {
         // Closing the event readers does not close connections we passed in: disconnect them (a blocked read too).

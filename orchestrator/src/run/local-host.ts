@@ -11,7 +11,7 @@ import type { TrainerEvent } from '../worker/trainer-events.js';
 import { runTrainer } from '../worker/trainer-process.js';
 import type { RunHost, StoreFolder, TrainerRun } from './host.js';
 import { buildSummary, scoreSummaryOf, type BuildSummary, type ScoreSummary } from './stage-summary.js';
-import { ProgressLine } from './progress.js';
+import { ProgressLine } from '../util/progress.js';
 import { trainerUnavailable } from './python-env.js';
 import type { RunContext } from './step.js';
 

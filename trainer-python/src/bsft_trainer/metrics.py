@@ -11,6 +11,7 @@ metrics.jsonl lines: {"kind": "step", "step", "time", "loss", "lr", "grad_norm",
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -18,16 +19,18 @@ from pathlib import Path
 
 from .events import ConfigError
 
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+def _require(tracker: str, module: str | None = None):
+    """The tracker's module, imported now; a config error naming the package to install when it is missing."""
+    try:
+        return importlib.import_module(module or tracker)
+    except ImportError as e:
+        raise ConfigError(f"tracking: {tracker} needs the {tracker} package ({e}): pip install {tracker}") from None
 
 
 class TensorBoard:
     def __init__(self, cfg):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise ConfigError(f"tracking: tensorboard needs the tensorboard package ({e}): pip install tensorboard") from None
-        self.writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
+        tensorboard = _require("tensorboard", "torch.utils.tensorboard")  # torch's writer, backed by the tensorboard package
+        self.writer = tensorboard.SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard"))
 
     def log(self, step, values):
         for k, v in values.items():
@@ -40,11 +43,7 @@ class TensorBoard:
 
 class WandB:
     def __init__(self, cfg):
-        try:
-            import wandb
-        except ImportError as e:
-            raise ConfigError(f"tracking: wandb needs the wandb package ({e}): pip install wandb") from None
-        self.wandb = wandb
+        wandb = _require("wandb")
         # One W&B run per bsft run: a resumed attempt continues it (the API key and project come from the environment).
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "bsft"), name=cfg.run_id, id=cfg.run_id,
                               resume="allow", dir=cfg.output_dir, config=_hyperparameters(cfg))
@@ -58,11 +57,7 @@ class WandB:
 
 class MLflow:
     def __init__(self, cfg):
-        try:
-            import mlflow
-        except ImportError as e:
-            raise ConfigError(f"tracking: mlflow needs the mlflow package ({e}): pip install mlflow") from None
-        self.mlflow = mlflow
+        self.mlflow = mlflow = _require("mlflow")
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri(Path(cfg.output_dir, "mlruns").resolve().as_uri())
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "bsft"))
