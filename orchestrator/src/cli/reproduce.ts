@@ -17,7 +17,7 @@ import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
-import { runRow } from './status.js';
+import { RUN_COLUMNS, runRow } from './status.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -93,7 +93,7 @@ export const reproduce: CommandImpl = {
       for (;;) {
         views = (await Promise.all(ids.map((id) => q.view(id)))).filter((v): v is RunView => !!v);
         const done = views.length === ids.length && views.every((v) => ['completed', 'failed', 'cancelled'].includes(v.state));
-        const lines = table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age', 'reason'], ...views.map((v) => runRow(v))]);
+        const lines = table([RUN_COLUMNS, ...views.map((v) => runRow(v))]);
         if (tty) process.stdout.write(`\x1b[${lines.length}A\x1b[0J`.repeat(lastPrint ? 1 : 0) + `${lines.join('\n')}\n`);
         else if (done || Date.now() - lastPrint > 10_000) out(lines.join('\n'));
         lastPrint = Date.now();

@@ -19,6 +19,9 @@ export function reason(v: RunView, width = 60): string {
   return first.length > width ? `${first.slice(0, width - 1)}…` : first;
 }
 
+/** The columns of `runRow`, for every table of runs (status, reproduce). */
+export const RUN_COLUMNS = ['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age', 'reason'];
+
 export function runRow(v: RunView, now = Date.now()): string[] {
   const p = v.progress;
   return [
@@ -51,7 +54,7 @@ export const status: CommandImpl = {
       out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(count(s, c)))])]).join('\n'));
       out('');
       if (views.length === 0) out('no runs');
-      else out(table([['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age', 'reason'], ...views.map((v) => runRow(v))]).join('\n'));
+      else out(table([RUN_COLUMNS, ...views.map((v) => runRow(v))]).join('\n'));
       return EXIT.ok;
     });
   },
