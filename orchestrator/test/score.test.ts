@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import type { GoldTask, Prediction } from '../src/score/inputs.js';
 import { metricsOf, score } from '../src/score/metrics.js';
 import { Rng } from '../src/util/rng.js';
-import { bsft } from './helpers/cli.js';
+import { openPage } from './helpers/browser.js';
+import { bsft, ROOT } from './helpers/cli.js';
 
 const B = ['reactive', 'proactive', 'restraint'];
 
@@ -165,49 +166,99 @@ describe('bsft score and bsft report', () => {
     expect(text.stdout).toContain('note: a class with no gold items or no predictions has F1 = 0 and is flagged');
   });
 
-  function fakeRun(name: string, conditioning: string, pCorrect: number, seed: number): string {
+  /** A scored run folder; `history` adds metrics.jsonl and a dataset manifest, `forced` forced-token predictions. */
+  function fakeRun(name: string, conditioning: string, pCorrect: number, seed: number, opts: { history?: boolean; forced?: boolean } = {}): string {
     const runDir = path.join(dir, 'runs', name);
     mkdirSync(path.join(runDir, 'dataset'), { recursive: true });
     mkdirSync(path.join(runDir, 'predictions'), { recursive: true });
     writeFileSync(path.join(runDir, 'recipe.json'), JSON.stringify({
-      name, run_id: name, data: { behaviors: Object.fromEntries(B.map((b) => [b, {}])), categories: {}, conditioning },
-      eval: { splits: ['test'], bootstrap: 200 }, train: { method: 'lora', seed: 1 },
+      name, run_id: `${name}-0123abcd`, model: { name_or_path: 'Qwen/Qwen2.5-7B-Instruct' },
+      data: { behaviors: Object.fromEntries(B.map((b) => [b, {}])), categories: {}, conditioning },
+      eval: { splits: ['test'], bootstrap: 200 }, train: { method: 'lora', seed: 1, lr: 2e-4, schedule: 'cosine', max_steps: 50 },
     }));
-    writeFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), g.map((t) => JSON.stringify({ ...t, messages: [] })).join('\n'));
+    // Each category calls for one behavior, as in BehaviorBench: two categories per behavior.
+    const tasks = g.map((t, i) => ({ ...t, category: `${t.behavior}_${i % 2}`, messages: [] }));
+    writeFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), tasks.map((t) => JSON.stringify(t)).join('\n'));
     writeFileSync(path.join(runDir, 'predictions', 'test.jsonl'), predictions(g, seed, pCorrect).map((p) => JSON.stringify(p)).join('\n'));
+    if (opts.history) {
+      const sample = createHash('sha256').update(readFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'))).digest('hex');
+      writeFileSync(path.join(runDir, 'dataset', 'manifest.json'), JSON.stringify({
+        dataset_hash: 'ab'.repeat(32), inputs: [{ file: 'behaviorbench-sample.jsonl', sha256: sample, bytes: 1 }],
+        documents: { train: ['x'], val: [], test: g.map((t) => t.id) },
+      }));
+      const lines = Array.from({ length: 50 }, (_, i) => ({ kind: 'step', step: i + 1, time: 1.7e9 + i, loss: 3 / (1 + i / 10), lr: 2e-4 * (1 - i / 50), grad_norm: 1, tokens_per_s: 1000, mem_gib: 1 }));
+      lines.push({ kind: 'eval', step: 50, time: 1.7e9 + 60, loss: 0.9 } as never);
+      writeFileSync(path.join(runDir, 'metrics.jsonl'), `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`);
+    }
+    if (opts.forced) {
+      for (const [k, b] of B.entries()) {
+        const rng = new Rng(seed + k);
+        writeFileSync(path.join(runDir, 'predictions', `test.forced-${b}.jsonl`), g.map((t) => JSON.stringify({
+          id: t.id, predicted_behavior: b, forced: true, judged_behavior: rng.next() < 0.8 ? b : B[(k + 1) % 3],
+        })).join('\n'));
+      }
+    }
     return runDir;
   }
 
   it('compares runs with deltas, the paper reference, and writes JSON, Markdown and HTML that renders in Chromium', async () => {
-    const a = fakeRun('behaviorsft', 'token', 0.9, 1);
+    const a = fakeRun('behaviorsft', 'token', 0.9, 1, { history: true, forced: true });
     const b = fakeRun('standard-sft', 'none', 0.6, 2);
     const c = fakeRun('instructed', 'instruction', 0.5, 3);
     const out = path.join(dir, 'report');
     const res = await bsft(['report', a, b, c, '--out', out, '--bootstrap', '200']);
     expect(res.code).toBe(0);
-    expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\)\s+97\.3/);
+    expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
     expect(res.stdout).toContain('95.0 -> 96.5');
+    expect(res.stdout).toMatch(/majority baseline \(always \w+\)\s+\d+\.\d/);
     expect(res.stdout).toMatch(/deltas versus behaviorsft/);
+    expect(res.stdout).toMatch(/steering accuracy/);
+    expect(res.stdout).toMatch(/behaviorsft \(token, lora\)\s+behaviorsft-0123abcd\s+Qwen\/Qwen2\.5-7B-Instruct\s+lora\s+token\s+50 \(max_steps 50\)/);
     const report = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(report.runs).toHaveLength(3);
     expect(report.deltas).toHaveLength(2);
     expect(report.deltas[0].macro_f1.value).toBeLessThan(0);
     expect(report.deltas[0].macro_f1.ci[1]).toBeLessThan(0); // a 30-point gap is outside the noise
-    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('| run | macro-F1 [95% CI]');
+    // Not comparable: the first run used the bundled sample (by its sha256 in the manifest).
+    expect(report.reference_not_comparable).toMatch(/bundled 241-task sample/);
+    expect(report.runs[0].curve.step).toHaveLength(50);
+    expect(report.runs[0].curve.eval).toEqual([{ step: 50, loss: 0.9 }]);
+    expect(report.runs[0].meta).toMatchObject({ run_id: 'behaviorsft-0123abcd', steps: 50, lr: 2e-4, tasks: 241, date: new Date(1.7e9 * 1000).toISOString() });
+    expect(report.runs[0].steering.proactive.accuracy).toBeGreaterThan(0.7);
+    expect(report.runs[1].meta.dataset_hash).toBeNull();
+    const md = readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(md).toContain('| run | macro-F1 [95% CI]');
+    expect(md).toContain('## Steering accuracy');
     expect(existsSync(path.join(a, 'score', 'test.json'))).toBe(true);
     const asJson = await bsft(['report', a, b, c, '--out', out, '--bootstrap', '200', '--json']);
     expect(JSON.parse(asJson.stdout)).toEqual(report);
 
-    const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-    expect(chromium, 'Debian chromium is installed by scripts/test.sh').toBeTruthy();
-    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(path.join(tmpdir(), 'chromium-'))}`];
-    const url = `file://${path.join(out, 'report.html')}`;
-    const dom = execFileSync(chromium!, [...flags, '--dump-dom', url], { timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-    expect(dom.match(/<svg class="heatmap"/g)).toHaveLength(3);
-    expect(dom.match(/<rect class="bar"/g)!.length).toBe(3 * 5);
-    const png = path.join(out, 'report.png');
-    execFileSync(chromium!, [...flags, `--screenshot=${png}`, '--window-size=1200,1800', '--hide-scrollbars', url], { timeout: 60_000, stdio: 'ignore' });
-    expect(statSync(png).size).toBeGreaterThan(20_000);
+    const { page, errors, close } = await openPage(`file://${path.join(out, 'report.html')}`);
+    try {
+      const charts = await page.$$eval('svg.chart', (els) => els.map((e) => ({
+        chart: (e as SVGElement).dataset.chart, marks: e.querySelectorAll('.mark').length, legend: e.querySelectorAll('.legend-item').length,
+        width: e.getBoundingClientRect().width, whiskers: e.querySelectorAll('.whisker').length,
+      })));
+      expect(errors).toEqual([]);
+      const of = (name: string) => charts.filter((c) => c.chart === name);
+      expect(of('scores')).toHaveLength(1);
+      expect(of('scores')[0]).toMatchObject({ marks: 3 * 4, legend: 4 }); // 3 runs x (macro-F1 + 3 behaviors); 3 runs + paper line
+      expect(of('scores')[0]!.whiskers).toBe(3 * 4);
+      expect(of('curve')).toHaveLength(1); // only the run with a metrics.jsonl
+      expect(of('curve')[0]).toMatchObject({ marks: 3, legend: 3 }); // loss, lr, one eval dot
+      expect(of('steering')).toHaveLength(1);
+      expect(of('steering')[0]!.marks).toBe(3);
+      expect(of('confusion')).toHaveLength(3);
+      expect(of('categories')[0]).toMatchObject({ marks: 3 * 6, legend: 3, whiskers: 3 * 6 });
+      for (const c of charts) expect(c.marks, `${c.chart} has content`).toBeGreaterThan(0);
+      // Categories are grouped under their behavior; the note says why the paper row is not comparable.
+      expect(await page.locator('svg[data-chart="categories"] text.group').allTextContents()).toEqual(['reactive', 'proactive', 'restraint']);
+      expect(await page.locator('p.note').textContent()).toMatch(/not comparable/);
+      const png = path.join(out, 'report.png');
+      await page.screenshot({ path: png, fullPage: true });
+      expect(statSync(png).size).toBeGreaterThan(20_000);
+    } finally {
+      await close();
+    }
   }, 120_000);
 });

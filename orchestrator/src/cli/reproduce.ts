@@ -1,5 +1,4 @@
 import { UsageError } from '../errors.js';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { buildDataset } from '../dataset/build.js';
@@ -9,7 +8,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../run/python-env.js';
 import { datasetDir } from '../run/trainer-config.js';
 import { table } from '../util/table.js';
-import { compare, formatComparison, html, markdown, notComparable } from '../score/report.js';
+import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
 import { openStore } from '../store/store.js';
@@ -117,13 +116,9 @@ export const reproduce: CommandImpl = {
         scored.push(await scoreRun(runDir, r.eval.splits[0]!));
       }
       const resamples = recipes[0]!.eval.bootstrap;
-      const dirs = recipes.map((r) => path.join(r.runs_dir, r.run_id));
-      const comparison = compare(scored, resamples, recipes[0]!.train.seed, notComparable(dirs));
+      const comparison = compare(scored, resamples, recipes[0]!.train.seed);
       const dir = path.resolve((values.out as string | undefined) ?? path.join(recipes[0]!.runs_dir, `reproduce-${presetName}`));
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(path.join(dir, 'report.json'), `${JSON.stringify(comparison, null, 2)}\n`);
-      writeFileSync(path.join(dir, 'report.md'), markdown(comparison));
-      writeFileSync(path.join(dir, 'report.html'), html(comparison));
+      writeReport(dir, comparison);
       out('');
       out(formatComparison(comparison).join('\n'));
       out(`\nreport: ${path.join(dir, 'report.html')}`);

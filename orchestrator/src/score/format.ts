@@ -10,6 +10,8 @@ export function formatScore(label: string, r: ScoreReport): string[] {
   if (r.missing.count) out.push(`  ${r.missing.count} task(s) without a prediction, counted as wrong (e.g. ${r.missing.ids.slice(0, 3).join(', ')})`);
   if (r.no_behavior) out.push(`  ${r.no_behavior} prediction(s) with no behavior token first, counted as wrong`);
   out.push(`  behavior macro-F1 ${est(r.overall.macro_f1)}   accuracy ${est(r.overall.accuracy)}   (95% CI, ${r.bootstrap.resamples} case resamples)`);
+  out.push(`  majority baseline (always ${r.majority.behavior}): macro-F1 ${pct(r.majority.macro_f1)}   accuracy ${pct(r.majority.accuracy)}` +
+    `   -> ${r.overall.macro_f1.value > r.majority.macro_f1 ? `${pct(r.overall.macro_f1.value - r.majority.macro_f1)} points above it` : 'not above it'}`);
   out.push('');
   out.push(...table([
     ['behavior', 'precision', 'recall', 'F1 [95% CI]', 'support', 'predicted', 'flags'],

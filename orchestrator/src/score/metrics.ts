@@ -269,6 +269,8 @@ export interface ScoreReport {
   hard: Summary | null;
   answers: { n: number; accuracy: Estimate } | null;
   forced: Record<string, { n: number; judged: number; steering_accuracy: number | null; answer_accuracy: number | null }>;
+  /** What always answering the split's most common gold behavior scores: the floor a model must clear. */
+  majority: { behavior: string; macro_f1: number; accuracy: number };
 }
 
 export interface ScoreOptions {
@@ -361,6 +363,9 @@ export function score(gold: GoldTask[], chosen: Prediction[], forced: Prediction
   }
 
   const missing = gold.filter((t) => !byId.has(t.id)).map((t) => t.id);
+  const support = behaviors.map((_, b) => enc.gold.filter((g) => g === b).length);
+  const top = support.indexOf(Math.max(...support));
+  const constant = metricsOf(confusionCounts({ ...enc, pred: enc.gold.map(() => top) }), K);
   return {
     format: 'bsft-score-v1',
     ...(opts.split ? { split: opts.split } : {}),
@@ -377,6 +382,7 @@ export function score(gold: GoldTask[], chosen: Prediction[], forced: Prediction
     hard,
     answers,
     forced: forcedOut,
+    majority: { behavior: behaviors[top]!, macro_f1: constant.macroF1, accuracy: constant.accuracy },
   };
 }
 

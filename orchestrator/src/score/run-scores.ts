@@ -9,6 +9,8 @@ import { encode, score, type Encoded, type ScoreOptions, type ScoreReport } from
 /** A scored prediction set with what a comparison needs. */
 export interface Scored {
   label: string;
+  /** The run folder it was scored from (undefined for a loose predictions file). */
+  dir?: string;
   report: ScoreReport;
   gold: GoldTask[];
   encoded: Encoded;
@@ -60,7 +62,7 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
   const tmp = path.join(outDir, `${split}.json.tmp`);
   writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`);
   renameSync(tmp, path.join(outDir, `${split}.json`));
-  return { label: runLabel(recipe), report, gold, encoded: encode(gold, new Map(chosen.map((p) => [p.id, p])), behaviors) };
+  return { label: runLabel(recipe), dir: runDir, report, gold, encoded: encode(gold, new Map(chosen.map((p) => [p.id, p])), behaviors) };
 }
 
 /** Scores a loose predictions file against task files (Contract 1 records or a dataset's messages.jsonl). */

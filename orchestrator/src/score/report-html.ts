@@ -1,0 +1,233 @@
+import { pct } from './format.js';
+import type { Estimate } from './metrics.js';
+import { categoryRows, deltaRows, forcedBehaviors, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
+
+/**
+ * The HTML form of a report: one self-contained page (inline SVG, no scripts, no network). Every chart is an
+ * `<svg class="chart">` whose data marks carry class "mark", so a test can tell an empty chart from a drawn one.
+ */
+
+const esc = (s: string) => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
+const PALETTE = ['#2b6cb0', '#c05621', '#2f855a', '#6b46c1', '#b83280', '#4a5568'];
+const colour = (j: number) => PALETTE[j % PALETTE.length]!;
+const f = (v: number) => (Math.round(v * 10) / 10).toString();
+
+interface LegendItem {
+  label: string;
+  colour: string;
+  /** swatch shape: a filled box (bars), a line (curves), a dashed line, a dot. */
+  shape?: 'box' | 'line' | 'dash' | 'dot';
+}
+
+/** A legend laid out left to right, wrapping at `width`; returns the SVG and the height it took. */
+function legend(items: LegendItem[], x: number, y: number, width: number): { svg: string; height: number } {
+  const parts: string[] = [];
+  let cx = x;
+  let cy = y;
+  for (const it of items) {
+    const w = 26 + it.label.length * 6.2;
+    if (cx + w > x + width && cx > x) {
+      cx = x;
+      cy += 16;
+    }
+    const swatch = it.shape === 'line' || it.shape === 'dash'
+      ? `<line x1="${cx}" y1="${cy + 5}" x2="${cx + 16}" y2="${cy + 5}" stroke="${it.colour}" stroke-width="2"${it.shape === 'dash' ? ' stroke-dasharray="4 3"' : ''}/>`
+      : it.shape === 'dot' ? `<circle cx="${cx + 8}" cy="${cy + 5}" r="4" fill="${it.colour}"/>`
+      : `<rect x="${cx}" y="${cy}" width="12" height="10" fill="${it.colour}"/>`;
+    parts.push(`<g class="legend-item">${swatch}<text x="${cx + 20}" y="${cy + 9}" font-size="11">${esc(it.label)}</text></g>`);
+    cx += w;
+  }
+  return { svg: `<g class="legend">${parts.join('')}</g>`, height: cy - y + 18 };
+}
+
+const runLegend = (c: Comparison): LegendItem[] => c.runs.map((r, j) => ({ label: r.label, colour: colour(j) }));
+
+/** A vertical bar with its 95% interval as a whisker (capped line), value on top. */
+function vbar(x: number, w: number, base: number, scale: number, e: Estimate, fill: string, title: string): string {
+  const top = base - e.value * scale;
+  const whisker = e.ci
+    ? `<g class="whisker" stroke="#1a202c" stroke-width="1"><line x1="${x + w / 2}" y1="${f(base - e.ci[1] * scale)}" x2="${x + w / 2}" y2="${f(base - e.ci[0] * scale)}"/>` +
+      `<line x1="${x + w / 2 - 3}" y1="${f(base - e.ci[1] * scale)}" x2="${x + w / 2 + 3}" y2="${f(base - e.ci[1] * scale)}"/>` +
+      `<line x1="${x + w / 2 - 3}" y1="${f(base - e.ci[0] * scale)}" x2="${x + w / 2 + 3}" y2="${f(base - e.ci[0] * scale)}"/></g>`
+    : '';
+  const ci = e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : '';
+  return `<rect class="mark bar" x="${x}" y="${f(top)}" width="${w}" height="${f(Math.max(1, e.value * scale))}" fill="${fill}"><title>${esc(title)}: ${pct(e.value)}${ci}</title></rect>${whisker}`;
+}
+
+/** Horizontal gridlines at 0, 25, 50, 75, 100% with labels. */
+function yGrid(left: number, right: number, base: number, scale: number): string {
+  return [0, 0.25, 0.5, 0.75, 1].map((v) => `<line x1="${left}" y1="${f(base - v * scale)}" x2="${right}" y2="${f(base - v * scale)}" stroke="#e2e8f0"/>` +
+    `<text x="${left - 6}" y="${f(base - v * scale + 4)}" text-anchor="end" font-size="10">${v * 100}</text>`).join('');
+}
+
+/** Macro-F1 and each behavior's F1, one bar per run with its interval; the paper's macro-F1 as a dashed line. */
+function scoreChart(c: Comparison): string {
+  const metrics: { name: string; of: (r: ComparedRun) => Estimate | undefined }[] = [
+    { name: 'macro-F1', of: (r) => r.macro_f1 },
+    ...c.behaviors.map((b) => ({ name: `${b} F1`, of: (r: ComparedRun) => r.per_class_f1[b] })),
+  ];
+  const left = 40;
+  const barW = 18;
+  const groupW = Math.max(96, c.runs.length * (barW + 4) + 28);
+  const width = Math.max(520, left + metrics.length * groupW + 20);
+  const lg = legend([...runLegend(c), { label: `paper macro-F1${c.reference_not_comparable ? ' (not comparable)' : ''}`, colour: '#718096', shape: 'dash' }], left, 6, width - left);
+  const top = lg.height + 14;
+  const scale = 200;
+  const base = top + scale;
+  const parts = [yGrid(left, width - 10, base, scale)];
+  metrics.forEach((m, i) => {
+    const x0 = left + 14 + i * groupW;
+    c.runs.forEach((r, j) => {
+      const e = m.of(r);
+      if (e) parts.push(vbar(x0 + j * (barW + 4), barW, base, scale, e, colour(j), `${r.label}, ${m.name}`));
+    });
+    parts.push(`<text x="${x0 + (c.runs.length * (barW + 4)) / 2}" y="${base + 16}" text-anchor="middle" font-size="11">${esc(m.name)}</text>`);
+  });
+  const ref = base - c.reference.macro_f1 * scale;
+  parts.push(`<line class="reference" x1="${left}" y1="${f(ref)}" x2="${left + 14 + groupW}" y2="${f(ref)}" stroke="#718096" stroke-dasharray="4 3"><title>${esc(c.reference.label)}: ${pct(c.reference.macro_f1)}</title></line>`);
+  return `<svg class="chart" data-chart="scores" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${base + 28}" role="img" aria-label="macro-F1 and per-behavior F1 with 95% intervals">${lg.svg}${parts.join('')}</svg>`;
+}
+
+/** A run's training curve: loss per step (left axis), learning rate (right axis, dashed), val loss per eval (dots). */
+function curveChart(r: ComparedRun): string {
+  const curve = r.curve!;
+  const [left, right, width, height] = [56, 60, 520, 230];
+  const lg = legend([{ label: 'train loss', colour: '#2b6cb0', shape: 'line' }, { label: 'learning rate', colour: '#c05621', shape: 'dash' },
+    ...(curve.eval.length ? [{ label: 'val loss', colour: '#2f855a', shape: 'dot' as const }] : [])], left, 6, width - left - right);
+  const top = lg.height + 12;
+  const bottom = height - 30;
+  const steps = [...curve.step, ...curve.eval.map((e) => e.step)];
+  const [s0, s1] = [Math.min(...steps), Math.max(...steps, Math.min(...steps) + 1)];
+  const losses = [...curve.loss, ...curve.eval.map((e) => e.loss)];
+  const [l0, l1] = [Math.min(0, ...losses), Math.max(...losses, 1e-9)];
+  const lrs = curve.lr.filter(Number.isFinite);
+  const lrMax = Math.max(...lrs, 1e-12);
+  const x = (s: number) => left + ((s - s0) / (s1 - s0)) * (width - left - right);
+  const yL = (v: number) => bottom - ((v - l0) / (l1 - l0)) * (bottom - top);
+  const yR = (v: number) => bottom - (v / lrMax) * (bottom - top);
+  const line = (ys: number[], y: (v: number) => number) => ys.map((v, i) => (Number.isFinite(v) ? `${i === 0 ? 'M' : 'L'}${f(x(curve.step[i]!))},${f(y(v))}` : '')).join('');
+  const ticks = [0, 0.5, 1].map((t) => {
+    const lv = l0 + t * (l1 - l0);
+    return `<text x="${left - 6}" y="${f(yL(lv) + 4)}" text-anchor="end" font-size="10">${lv.toPrecision(3)}</text>` +
+      `<text x="${width - right + 6}" y="${f(yR(t * lrMax) + 4)}" font-size="10">${(t * lrMax).toExponential(1)}</text>` +
+      `<line x1="${left}" y1="${f(yL(lv))}" x2="${width - right}" y2="${f(yL(lv))}" stroke="#e2e8f0"/>`;
+  });
+  const xTicks = [s0, Math.round((s0 + s1) / 2), s1].map((s) => `<text x="${f(x(s))}" y="${bottom + 14}" text-anchor="middle" font-size="10">${s}</text>`);
+  return `<svg class="chart" data-chart="curve" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="training curve of ${esc(r.label)}">` +
+    `${lg.svg}${ticks.join('')}${xTicks.join('')}<text x="${(left + width - right) / 2}" y="${height - 4}" text-anchor="middle" font-size="10">step</text>` +
+    `<path class="mark" d="${line(curve.loss, yL)}" fill="none" stroke="#2b6cb0" stroke-width="1.6"><title>train loss</title></path>` +
+    (lrs.length ? `<path class="mark" d="${line(curve.lr, yR)}" fill="none" stroke="#c05621" stroke-width="1.2" stroke-dasharray="4 3"><title>learning rate</title></path>` : '') +
+    curve.eval.map((e) => `<circle class="mark" cx="${f(x(e.step))}" cy="${f(yL(e.loss))}" r="3.5" fill="#2f855a"><title>val loss at step ${e.step}: ${e.loss.toFixed(4)}</title></circle>`).join('') +
+    '</svg>';
+}
+
+/** Confusion counts (rows gold, columns predicted): green on the diagonal (right), red off it (wrong). */
+function heatmap(r: ComparedRun, behaviors: string[]): string {
+  const cols = [...behaviors, 'none'];
+  const cell = 64;
+  const left = 90;
+  const top = 40;
+  const max = Math.max(1, ...r.confusion.flat());
+  const shade = (v: number) => Math.round(255 - (v / max) * 200);
+  const fill = (right: boolean, v: number) => (right ? `rgb(${shade(v)},${Math.min(255, shade(v) + 40)},${shade(v)})` : `rgb(255,${shade(v)},${shade(v)})`);
+  const rects = r.confusion.flatMap((row, g) => row.map((v, p) =>
+    `<rect class="mark" x="${left + p * cell}" y="${top + g * cell}" width="${cell - 2}" height="${cell - 2}" fill="${fill(g === p, v)}"><title>gold ${esc(behaviors[g]!)}, predicted ${esc(cols[p]!)}: ${v}</title></rect>` +
+    `<text x="${left + p * cell + cell / 2 - 1}" y="${top + g * cell + cell / 2 + 4}" text-anchor="middle" font-size="13">${v}</text>`));
+  const colLabels = cols.map((c, p) => `<text x="${left + p * cell + cell / 2}" y="${top - 8}" text-anchor="middle" font-size="11">${esc(c)}</text>`);
+  const rowLabels = behaviors.map((b, g) => `<text x="${left - 6}" y="${top + g * cell + cell / 2 + 4}" text-anchor="end" font-size="11">${esc(b)}</text>`);
+  const w = left + cols.length * cell + 10;
+  const lg = legend([{ label: `right (most: ${max})`, colour: fill(true, max) }, { label: 'wrong', colour: fill(false, max) }, { label: 'few', colour: fill(false, 0) }],
+    left, top + behaviors.length * cell + 8, w - left);
+  return `<svg class="chart heatmap" data-chart="confusion" xmlns="http://www.w3.org/2000/svg" width="${w}" height="${top + behaviors.length * cell + 8 + lg.height}" role="img" aria-label="confusion matrix">` +
+    `<text x="${left}" y="14" font-size="12">predicted →   (rows: gold)</text>${colLabels.join('')}${rowLabels.join('')}${rects.join('')}${lg.svg}</svg>`;
+}
+
+/** Accuracy per category, grouped under the behavior the category calls for, one bar per run with its interval. */
+function categoryChart(c: Comparison): string {
+  const rowH = 14 * c.runs.length + 8;
+  const left = 210;
+  const width = 420;
+  const lg = legend(runLegend(c), left, 6, width + 40);
+  let y = lg.height + 12;
+  const parts: string[] = [];
+  let group: string | undefined;
+  for (const cat of c.categories) {
+    const g = c.category_groups[cat] ?? '-';
+    if (g !== group) {
+      group = g;
+      y += 6;
+      parts.push(`<text class="group" x="8" y="${y + 10}" font-size="12" font-weight="bold">${esc(g)}</text><line x1="8" y1="${y + 14}" x2="${left + width}" y2="${y + 14}" stroke="#cbd5e0"/>`);
+      y += 20;
+    }
+    parts.push(`<text x="${left - 8}" y="${y + rowH / 2}" text-anchor="end" font-size="11">${esc(cat)}</text>`);
+    c.runs.forEach((r, j) => {
+      const e = r.per_category[cat];
+      if (!e) return;
+      const by = y + j * 14;
+      const whisker = e.ci ? `<line class="whisker" x1="${f(left + e.ci[0] * width)}" y1="${by + 6}" x2="${f(left + e.ci[1] * width)}" y2="${by + 6}" stroke="#1a202c"/>` +
+        `<line x1="${f(left + e.ci[0] * width)}" y1="${by + 3}" x2="${f(left + e.ci[0] * width)}" y2="${by + 9}" stroke="#1a202c"/><line x1="${f(left + e.ci[1] * width)}" y1="${by + 3}" x2="${f(left + e.ci[1] * width)}" y2="${by + 9}" stroke="#1a202c"/>` : '';
+      parts.push(`<rect class="mark bar" x="${left}" y="${by}" width="${f(Math.max(1, e.value * width))}" height="12" fill="${colour(j)}"><title>${esc(r.label)}, ${esc(cat)}: ${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}</title></rect>${whisker}`);
+      parts.push(`<text x="${f(left + Math.max(e.ci?.[1] ?? 0, e.value) * width + 6)}" y="${by + 10}" font-size="10">${pct(e.value)}</text>`);
+    });
+    y += rowH;
+  }
+  return `<svg class="chart bars" data-chart="categories" xmlns="http://www.w3.org/2000/svg" width="${left + width + 60}" height="${y + 10}" role="img" aria-label="accuracy per category">${lg.svg}${parts.join('')}</svg>`;
+}
+
+/** Steering: for each forced behavior, how often each run's reply showed it. */
+function steeringChart(c: Comparison): string {
+  const forced = forcedBehaviors(c);
+  const runs = c.runs.map((r, j) => ({ r, j })).filter(({ r }) => Object.keys(r.steering).length);
+  const left = 40;
+  const barW = 22;
+  const groupW = Math.max(110, runs.length * (barW + 4) + 30);
+  const width = Math.max(420, left + forced.length * groupW + 20);
+  const lg = legend(runs.map(({ r, j }) => ({ label: r.label, colour: colour(j) })), left, 6, width - left);
+  const top = lg.height + 14;
+  const scale = 160;
+  const base = top + scale;
+  const parts = [yGrid(left, width - 10, base, scale)];
+  forced.forEach((b, i) => {
+    const x0 = left + 14 + i * groupW;
+    runs.forEach(({ r, j }, k) => {
+      const s = r.steering[b];
+      if (s?.accuracy != null) parts.push(vbar(x0 + k * (barW + 4), barW, base, scale, { value: s.accuracy }, colour(j), `${r.label}, forced ${b} (${s.judged} judged)`));
+    });
+    parts.push(`<text x="${x0 + (runs.length * (barW + 4)) / 2}" y="${base + 16}" text-anchor="middle" font-size="11">forced ${esc(b)}</text>`);
+  });
+  return `<svg class="chart" data-chart="steering" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${base + 28}" role="img" aria-label="steering accuracy per forced behavior">${lg.svg}${parts.join('')}</svg>`;
+}
+
+const tableHtml = (r: string[][], cls = '') =>
+  `<table${cls ? ` class="${cls}"` : ''}><thead><tr>${r[0]!.map((x) => `<th>${esc(x)}</th>`).join('')}</tr></thead><tbody>${r.slice(1).map((row) => `<tr>${row.map((x) => `<td>${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+
+export function html(c: Comparison): string {
+  const steering = forcedBehaviors(c).length && c.runs.some((r) => Object.values(r.steering).some((s) => s.accuracy !== null));
+  const curves = c.runs.filter((r) => r.curve);
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>BehaviorBench report</title>
+<style>
+body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:24px;color:#1a202c;max-width:1200px}
+table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #cbd5e0;padding:4px 8px;font-size:13px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#edf2f7}.charts{display:flex;flex-wrap:wrap;gap:24px}
+table.meta td{text-align:left}figure{margin:0}figcaption{font-size:12px;color:#4a5568}
+.note{background:#fffbea;border-left:4px solid #d69e2e;padding:6px 10px}
+</style></head><body>
+<h1>BehaviorBench report</h1>
+${tableHtml(scoreRows(c))}
+${c.reference_not_comparable ? `<p class="note"><strong>Paper row not comparable:</strong> ${esc(c.reference_not_comparable)}.</p>` : ''}
+<figure>${scoreChart(c)}<figcaption>bars: point estimates; whiskers: 95% case-bootstrap intervals</figcaption></figure>
+${c.deltas.length ? `<h2>Deltas versus ${esc(c.deltas[0]!.versus)}</h2>${tableHtml(deltaRows(c))}` : ''}
+<h2>Runs</h2>
+${tableHtml(metaRows(c), 'meta')}
+${curves.length ? `<h2>Training curves</h2><div class="charts">${curves.map((r) => `<figure>${curveChart(r)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>` : ''}
+${steering ? `<h2>Steering</h2>${tableHtml(steeringRows(c))}<figure>${steeringChart(c)}<figcaption>share of forced-token replies whose behavior is the forced one</figcaption></figure>` : ''}
+<h2>Confusion matrices</h2>
+<div class="charts">${c.runs.map((r) => `<figure>${heatmap(r, c.behaviors)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>
+<h2>Accuracy per category</h2>
+${tableHtml(categoryRows(c))}
+<figure>${categoryChart(c)}<figcaption>grouped by the behavior each category calls for; whiskers: 95% intervals</figcaption></figure>
+<h2>Conventions</h2><ul>${c.conventions.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>
+</body></html>
+`;
+}

@@ -1,0 +1,105 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Manifest } from '../dataset/manifest.js';
+import { readRunRecipe } from '../run/run-dir.js';
+
+/** What a report says about where a run's scores come from. */
+export interface RunMeta {
+  run_id: string;
+  base_model: string;
+  method: string;
+  conditioning: string;
+  /** Optimizer steps trained (the last step in metrics.jsonl), or null before training. */
+  steps: number | null;
+  /** What the recipe asked for: `max_steps N` or `epochs N`. */
+  length: string;
+  lr: number;
+  schedule: string;
+  /** When training started (the first metrics.jsonl line), else when the run folder last changed: ISO 8601. */
+  date: string | null;
+  dataset_hash: string | null;
+  /** Tasks in the dataset (all splits) and the sha256 of each task file it was built from. */
+  tasks: number | null;
+  inputs: { file: string; sha256: string }[];
+}
+
+/** A run's training curve from metrics.jsonl, thinned to at most `maxPoints` step points. */
+export interface Curve {
+  step: number[];
+  loss: number[];
+  lr: number[];
+  eval: { step: number; loss: number }[];
+}
+
+interface MetricsLine {
+  kind: 'step' | 'eval';
+  step: number;
+  time: number;
+  loss: number;
+  lr?: number;
+}
+
+function readJson<T>(file: string): T | undefined {
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined;
+}
+
+/** metrics.jsonl's lines (Contract 4's metrics history); a torn last line (a run writing it now) is left out. */
+export function readMetrics(runDir: string): MetricsLine[] {
+  const file = path.join(runDir, 'metrics.jsonl');
+  if (!existsSync(file)) return [];
+  const out: MetricsLine[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as MetricsLine);
+    } catch {
+      break;
+    }
+  }
+  return out;
+}
+
+/** A local model folder as the user knows it (relative to the current folder when inside it); a Hub id as is. */
+function shownPath(p: string): string {
+  if (!path.isAbsolute(p)) return p;
+  const rel = path.relative(process.cwd(), p);
+  return rel.startsWith('..') ? p : rel;
+}
+
+export function runMeta(runDir: string): RunMeta | null {
+  const recipe = readRunRecipe(runDir);
+  if (!recipe) return null;
+  const manifest = readJson<Manifest>(path.join(runDir, 'dataset', 'manifest.json'));
+  const metrics = readMetrics(runDir);
+  const steps = metrics.filter((m) => m.kind === 'step');
+  const runJson = readJson<{ updated_at?: string }>(path.join(runDir, 'run.json'));
+  const first = metrics[0];
+  return {
+    run_id: recipe.run_id,
+    base_model: shownPath(recipe.model.name_or_path),
+    method: recipe.train.method,
+    conditioning: recipe.data.conditioning,
+    steps: steps.length ? steps[steps.length - 1]!.step : null,
+    length: recipe.train.max_steps !== undefined ? `max_steps ${recipe.train.max_steps}` : `epochs ${recipe.train.epochs}`,
+    lr: recipe.train.lr,
+    schedule: recipe.train.schedule,
+    date: first ? new Date(first.time * 1000).toISOString() : (runJson?.updated_at ?? null),
+    dataset_hash: manifest?.dataset_hash ?? null,
+    tasks: manifest ? Object.values(manifest.documents).reduce((n, ids) => n + ids.length, 0) : null,
+    inputs: manifest?.inputs.map(({ file, sha256 }) => ({ file, sha256 })) ?? [],
+  };
+}
+
+export function runCurve(runDir: string, maxPoints = 400): Curve | null {
+  const metrics = readMetrics(runDir);
+  const steps = metrics.filter((m) => m.kind === 'step' && Number.isFinite(m.loss));
+  if (!steps.length) return null;
+  const every = Math.ceil(steps.length / maxPoints);
+  const kept = steps.filter((_, i) => i % every === 0 || i === steps.length - 1);
+  return {
+    step: kept.map((m) => m.step),
+    loss: kept.map((m) => m.loss),
+    lr: kept.map((m) => m.lr ?? NaN),
+    eval: metrics.filter((m) => m.kind === 'eval' && Number.isFinite(m.loss)).map((m) => ({ step: m.step, loss: m.loss })),
+  };
+}
