@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { bsft } from './helpers/cli.js';
-import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
+import { queueEnv, startWorkerProc, stop, submitRun, trainStep, waitForRun, type WorkerProc } from './helpers/queue.js';
 import { freePort, OwnRedis } from './helpers/redis-server.js';
 
 const workers: WorkerProc[] = [];
@@ -43,7 +43,7 @@ describe('chaos: dead workers and a Redis restart (own redis-server, AOF on)', (
     const b = startWorkerProc('ok', env, ['--name', 'worker-b']);
     workers.push(a, b);
     await Promise.all([a.ready, b.ready]);
-    const training = await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 7);
+    const training = await waitForRun(env, runId, (v) => v.state === 'training' && trainStep(v) >= 7);
     const victim = training.worker === 'worker-a' ? a : b;
     const survivor = victim === a ? 'worker-b' : 'worker-a';
     const killedAt = Date.now();
@@ -72,7 +72,7 @@ describe('chaos: dead workers and a Redis restart (own redis-server, AOF on)', (
     const w = startWorkerProc('ok', env);
     workers.push(w);
     await w.ready;
-    await waitForRun(env, runs[0]!, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 3);
+    await waitForRun(env, runs[0]!, (v) => v.state === 'training' && trainStep(v) >= 3);
     await redis.stop();
     await new Promise((r) => setTimeout(r, 1500));
     await redis.start();

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Queue } from 'bullmq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bsft, ROOT } from './helpers/cli.js';
-import { queueEnv, startWorkerProc, stop, submitRun, testRecipeArgs, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { queueEnv, startWorkerProc, stop, submitRun, trainStep, testRecipeArgs, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
 
 // Fault-safe runs (issue 13) with the fixture trainers, which implement the lease and fencing like bsft_trainer
 // (the real trainer's lease, fencing and atomic base/ are tested in trainer-python/tests/test_faults.py).
@@ -52,7 +52,7 @@ describe('the lease: a trainer runs only while its worker holds the job', () => 
     const a = worker('ok', env, ['--name', 'worker-a']);
     const b = worker('ok', env, ['--name', 'worker-b']);
     await Promise.all([a.ready, b.ready]);
-    const training = await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 6);
+    const training = await waitForRun(env, runId, (v) => v.state === 'training' && trainStep(v) >= 6);
     const victim = training.worker === 'worker-a' ? a : b;
     const frozenAt = Date.now();
     victim.proc.kill('SIGSTOP');
@@ -79,7 +79,7 @@ describe('the lease: a trainer runs only while its worker holds the job', () => 
     const a = worker('ok', env, ['--name', 'worker-a']);
     const b = worker('ok', env, ['--name', 'worker-b']);
     await Promise.all([a.ready, b.ready]);
-    const training = await waitForRun(env, runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 5);
+    const training = await waitForRun(env, runId, (v) => v.state === 'training' && trainStep(v) >= 5);
     const victim = training.worker === 'worker-a' ? a : b;
     const oldTrainer = Number(records(log).filter((r) => r.run === runId).at(-1)!.pid);
     for (const pid of [oldTrainer, victim.proc.pid!]) {
@@ -88,7 +88,7 @@ describe('the lease: a trainer runs only while its worker holds the job', () => 
     }
     // The other worker takes the job and trains (epoch 2); then the frozen machine wakes up mid-run.
     const survivor = victim === a ? 'worker-b' : 'worker-a';
-    await waitForRun(env, runId, (v) => v.state === 'training' && v.worker === survivor && (v.progress?.step ?? 0) >= 12, 60_000);
+    await waitForRun(env, runId, (v) => v.state === 'training' && v.worker === survivor && trainStep(v) >= 12, 60_000);
     const wokeAt = Date.now();
     for (const pid of [oldTrainer, victim.proc.pid!]) process.kill(pid, 'SIGCONT');
     const done = await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state), 90_000);
@@ -118,7 +118,7 @@ describe('no CPU work on the worker event loop', () => {
     const a = await submitRun(env, ['train.max_steps=80', 'train.checkpoint_every=10']);
     const w = worker('ok', env);
     await w.ready;
-    await waitForRun(env, a.runId, (v) => v.state === 'training' && (v.progress?.step ?? 0) >= 3);
+    await waitForRun(env, a.runId, (v) => v.state === 'training' && trainStep(v) >= 3);
     const { args } = testRecipeArgs(['train.max_steps=4']);
     const sub = await bsft(['submit', ...args, '--allow', dir, '--set', `data.tasks=["${path.join(dir, 'tasks.jsonl')}"]`], { env });
     const b = /submitted run (\S+)/.exec(sub.stdout)![1]!;

@@ -179,10 +179,12 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'dashboard',
     summary: 'serve Bull Board on localhost, showing the build, train and score queues',
-    usage: 'bsft dashboard [--port 3100] [--host 127.0.0.1]',
-    details: 'Bound to 127.0.0.1 by default: reach it from elsewhere through an SSH tunnel, not by opening the port.',
-    options: { port: { type: 'string', default: '3100' }, host: { type: 'string', default: '127.0.0.1' } },
-    optionHelp: { port: 'port (0 picks a free one)', host: 'address to bind' },
+    usage: 'bsft dashboard [--port 3100] [--host 127.0.0.1] [--allow-actions]',
+    details: 'Bound to 127.0.0.1 by default: reach it from elsewhere through an SSH tunnel, not by opening the port.\n' +
+      'Read-only unless --allow-actions: retry, clean, promote and delete act on live runs (a deleted train job loses its run);\n' +
+      'bsft cancel and bsft retry are the safe way to stop and restart a run.',
+    options: { port: { type: 'string', default: '3100' }, host: { type: 'string', default: '127.0.0.1' }, 'allow-actions': { type: 'boolean', default: false } },
+    optionHelp: { port: 'port (0 picks a free one)', host: 'address to bind', 'allow-actions': 'enable Bull Board\'s retry/clean/delete buttons' },
     positionals: [0, 0],
     load: async () => (await import('./dashboard.js')).dashboard,
   },

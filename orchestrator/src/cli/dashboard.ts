@@ -8,6 +8,12 @@ import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { EXIT, type CommandImpl } from './command.js';
 
+const STAGE_DESCRIPTIONS: Record<(typeof STAGES)[number], string> = {
+  build: 'build the behavior-token dataset (queue bsft-build)',
+  train: 'train, then predict the eval splits; progress = % of the current stage, figures in the job data (queue bsft-train)',
+  score: 'score the predictions (queue bsft-score)',
+};
+
 export const dashboard: CommandImpl = {
   async run(_args, values, { log, out }) {
     const port = Number(values.port as string);
@@ -18,8 +24,23 @@ export const dashboard: CommandImpl = {
     const queues = STAGES.map((s) => redis.watch(new Queue(queueName(s), { connection, prefix: queuePrefix() }), s));
     const adapter = new ExpressAdapter();
     adapter.setBasePath('/');
-    createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter: adapter, options: { uiConfig: { boardTitle: 'bsft' } } });
+    const readOnlyMode = values['allow-actions'] !== true;
+    // The queues in pipeline order (build -> train -> score), numbered so that any sorting keeps that order.
+    const adapters = queues.map((q, i) => new BullMQAdapter(q, {
+      readOnlyMode,
+      allowRetries: !readOnlyMode,
+      displayName: `${i + 1} ${STAGES[i]}`,
+      description: STAGE_DESCRIPTIONS[STAGES[i]!],
+    }));
+    createBullBoard({ queues: adapters, serverAdapter: adapter, options: { uiConfig: { boardTitle: 'bsft', sortQueues: false } } });
     const app = express();
+    // Bull Board's page links a web font on fonts.googleapis.com: left out, so that the dashboard makes no request
+    // off the machine (GPU clusters are often offline, and a browser console error hides real ones); system fonts.
+    app.use((_req, res, next) => {
+      const send = res.send.bind(res);
+      res.send = (body?: unknown) => send(typeof body === 'string' ? body.replace(/<link[^>]*fonts\.googleapis\.com[^>]*>/g, '') : body);
+      next();
+    });
     app.use('/', adapter.getRouter());
     const server = app.listen(port, host);
     await new Promise<void>((resolve, reject) => {
@@ -28,7 +49,7 @@ export const dashboard: CommandImpl = {
     });
     const address = server.address();
     const actual = typeof address === 'object' && address ? address.port : port;
-    out(`bsft dashboard: http://${host}:${actual}/  (Ctrl-C to stop)`);
+    out(`bsft dashboard: http://${host}:${actual}/  (${readOnlyMode ? 'read-only; --allow-actions enables retry/clean/delete' : 'actions enabled'}; Ctrl-C to stop)`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);

@@ -41,7 +41,7 @@ export const run: CommandImpl = {
     process.on('SIGTERM', onTerm);
     out(`run ${recipe.run_id} -> ${path.relative(process.cwd(), runDir) || runDir}`);
     try {
-      const records = await runSteps(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal, host: new LocalHost(log) });
+      const records = await runSteps(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal, host: new LocalHost(log, out) });
       for (const r of records) out(`  ${r.step.padEnd(8)} ${r.state}${r.seconds !== undefined ? ` (${r.seconds}s)` : ''}`);
       out(`run ${recipe.run_id}: finished`);
       return EXIT.ok;

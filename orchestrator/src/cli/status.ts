@@ -1,5 +1,7 @@
 import { STAGES, queueName } from '../queue/names.js';
 import type { RunView } from '../queue/runs.js';
+import { percentOf, type JobProgress } from '../queue/job-data.js';
+import { formatDuration } from '../util/progress.js';
 import { table } from '../util/table.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
@@ -20,16 +22,25 @@ export function reason(v: RunView, width = 60): string {
 }
 
 /** The columns of `runRow`, for every table of runs (status, reproduce). */
-export const RUN_COLUMNS = ['run', 'state', 'step', 'loss', 'tok/s', 'worker', 'age', 'reason'];
+export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'worker', 'age', 'reason'];
+
+/** `train   [######----]  60%  30/50`: the stage a run is in, as a bar. */
+export function progressCell(p: JobProgress): string {
+  const pct = percentOf(p);
+  const filled = Math.round(pct / 10);
+  return `${p.stage.padEnd(7)} [${'#'.repeat(filled)}${'-'.repeat(10 - filled)}] ${String(Math.floor(pct)).padStart(3)}%  ${p.done}/${p.total}`;
+}
 
 export function runRow(v: RunView, now = Date.now()): string[] {
   const p = v.progress;
+  const running = p && p.phase !== 'done' && !['completed', 'failed', 'cancelled'].includes(v.state);
   return [
     v.runId,
     v.state,
-    p ? `${p.step}/${p.total_steps}` : '-',
+    p ? progressCell(p) : '-',
     p?.loss !== undefined ? p.loss.toFixed(4) : '-',
     p?.tokens_per_s !== undefined ? Math.round(p.tokens_per_s).toLocaleString('en') : '-',
+    running && p.eta_s !== undefined ? formatDuration(Math.max(0, p.eta_s - (now - p.updated_at) / 1000)) : '-',
     v.worker ?? '-',
     age(now - v.submittedAt),
     reason(v),

@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 import { QueueEvents } from 'bullmq';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
-import type { TrainProgress } from '../queue/job-data.js';
+import type { JobProgress } from '../queue/job-data.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
 import { ProgressLine } from '../util/progress.js';
 import { table } from '../util/table.js';
@@ -29,17 +29,30 @@ export const watch: CommandImpl = {
       const events = STAGES.map((s, i) => redis.watch(new QueueEvents(queueName(s), { connection: connections[i]!, prefix: queuePrefix() }), s));
       await Promise.all(events.map((e) => e.waitUntilReady()));
       let trainActive = initial.stages.train === 'active';
-      // Training progress: rate and ETA from the recent steps of the current attempt (a preemption's downtime and
-      // the steps done before it do not count); on a terminal redrawn in place, else a line every tenth or 30 s.
-      const bar: ProgressLine = new ProgressLine('train', 'step', (text) => process.stdout.write(text), {
-        tty,
-        columns: process.stdout.columns,
-        record: () => out(bar.render()),
-      });
-      const show = (line: string) => (tty ? bar.note(line) : out(line));
-      const onProgress = (p: TrainProgress) => {
-        if (p.phase === 'starting' || !bar.isStarted) bar.start(p.total_steps, p.step);
-        else bar.update(p.step, { ...(p.loss !== undefined ? { loss: p.loss } : {}), ...(p.tokens_per_s !== undefined ? { tokens_per_s: p.tokens_per_s } : {}) });
+      // One progress line per stage (build, train, predict, score): rate and ETA from the recent steps of the current
+      // attempt (a preemption's downtime and the steps done before it do not count); on a terminal redrawn in place,
+      // else a line every tenth or 30 s. The figures come from the job's data; its numeric progress says when.
+      let bar: ProgressLine | undefined;
+      let barStage = '';
+      const newBar = (stage: string): ProgressLine => {
+        const line: ProgressLine = new ProgressLine(stage, stage === 'train' ? 'step' : 'task', (text) => process.stdout.write(text), {
+          tty,
+          columns: process.stdout.columns,
+          record: () => out(line.render()),
+        });
+        return line;
+      };
+      const show = (line: string) => (tty && bar ? bar.note(line) : out(line));
+      const onProgress = (p: JobProgress) => {
+        if (p.stage !== barStage || !bar) {
+          bar?.finish();
+          bar = newBar(p.stage);
+          barStage = p.stage;
+          bar.start(p.total, p.done);
+        } else if (p.phase === 'starting') bar.start(p.total, p.done); // a new attempt: the rate starts again
+        else if (!bar.isStarted) return; // a late record of a stage whose line has ended
+        else bar.update(p.done, { ...(p.loss !== undefined ? { loss: p.loss } : {}), ...(p.tokens_per_s !== undefined ? { tokens_per_s: p.tokens_per_s } : {}) });
+        if (p.phase === 'done') bar.finish();
       };
       try {
         const outcome = await new Promise<string>((resolve) => {
@@ -57,13 +70,13 @@ export const watch: CommandImpl = {
             });
             e.on('completed', ({ jobId }) => {
               if (jobId !== runId) return;
-              if (stage === 'train') bar.finish();
+              if (barStage === stage || (stage === 'train' && barStage === 'predict')) bar?.finish();
               show(`${stage}: completed`);
               void check();
             });
             e.on('failed', ({ jobId, failedReason }) => {
               if (jobId !== runId) return;
-              if (stage === 'train') bar.finish('failed');
+              bar?.finish('failed');
               show(`${stage}: failed: ${failedReason}`);
               void check();
             });
@@ -73,15 +86,17 @@ export const watch: CommandImpl = {
               show('train: back in waiting (preempted or its worker stopped); it resumes from its newest checkpoint');
             });
           });
-          events[1]!.on('progress', ({ jobId, data }) => {
-            if (jobId !== runId || typeof data !== 'object') return;
-            onProgress(data as unknown as TrainProgress);
+          STAGES.forEach((stage, i) => {
+            events[i]!.on('progress', ({ jobId }) => {
+              if (jobId !== runId) return;
+              void q.queues[stage].getJob(runId).then((job) => job?.data.progress && onProgress(job.data.progress));
+            });
           });
           void check();
           if (initial.progress) onProgress(initial.progress);
           else show(`run ${runId}: ${initial.state}`);
         });
-        bar.finish();
+        bar?.finish();
         const v = await q.view(runId!);
         const scores = outcome === 'completed' ? ((await q.jobs(runId!)).score?.returnvalue ?? null) : null;
         if (json) print(JSON.stringify({ run_id: runId, outcome, view: v ?? null, scores }, null, 2));

@@ -16,6 +16,8 @@ export interface RunJobData {
   submitted_at: string;
   /** How many times this job was preempted (exit 75) and put back; capped. */
   preemptions?: number;
+  /** The figures behind the job's numeric progress (written by the worker running it). */
+  progress?: JobProgress;
 }
 
 /** What `resolveRecipe` adds to a recipe. */
@@ -33,6 +35,8 @@ const envelope = z.strictObject({
   run_dir: z.string(),
   submitted_at: z.iso.datetime(),
   preemptions: z.number().int().nonnegative().optional(),
+  // Written by workers for people to read; no worker acts on it.
+  progress: z.custom<JobProgress>((v) => typeof v === 'object' && v !== null && !Array.isArray(v)).optional(),
 });
 
 /** A job whose data a worker refuses to act on (never retried). */
@@ -69,17 +73,34 @@ export function parseRunJobData(data: unknown): RunJobData {
   return job;
 }
 
-/** What the train job reports through job.updateProgress. */
-export interface TrainProgress {
-  step: number;
-  total_steps: number;
+/**
+ * Contract 5: a job's progress (`job.progress`) is a number, the percent done of the stage it is running, so that
+ * Bull Board draws a bar; the figures behind it are in the job's data under `progress`.
+ */
+export interface JobProgress {
+  stage: 'build' | 'train' | 'predict' | 'score';
+  phase: 'starting' | 'running' | 'done';
+  /** Steps (train) or tasks (predict) done, of total. */
+  done: number;
+  total: number;
   loss?: number;
   lr?: number;
   tokens_per_s?: number;
   mem_gib?: number;
-  resumed_from_step?: number;
   eval_loss?: number;
-  phase: 'starting' | 'training' | 'checkpoint' | 'done';
+  /** The checkpoint step this attempt resumed from. */
+  resumed_from?: number;
+  /** From the recent rate of this attempt. */
+  rate_per_s?: number;
+  eta_s?: number;
+  /** Epoch milliseconds. */
+  updated_at: number;
+}
+
+/** The percent a JobProgress stands for, to one decimal. */
+export function percentOf(p: Pick<JobProgress, 'done' | 'total' | 'phase'>): number {
+  if (p.phase === 'done') return 100;
+  return p.total > 0 ? Math.min(100, Math.round((1000 * p.done) / p.total) / 10) : 0;
 }
 
 export const MAX_PREEMPTIONS = 100;

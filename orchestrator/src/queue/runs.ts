@@ -1,6 +1,6 @@
 import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { RunJobData, TrainProgress } from './job-data.js';
+import type { JobProgress, RunJobData } from './job-data.js';
 import { keys, queueName, queuePrefix, STAGES, type Stage } from './names.js';
 
 export type RunState = 'waiting' | 'building' | 'training' | 'scoring' | 'completed' | 'failed' | 'cancelled' | 'retrying';
@@ -9,7 +9,8 @@ export interface RunView {
   runId: string;
   state: RunState;
   stages: Partial<Record<Stage, string>>;
-  progress?: TrainProgress;
+  /** The figures of the stage running now, or of the last one that reported. */
+  progress?: JobProgress;
   worker?: string;
   failedReason?: string;
   submittedAt: number;
@@ -54,11 +55,13 @@ export class RunQueues {
     const any = (jobs.score ?? jobs.train ?? jobs.build)!;
     const activeJob = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'active');
     const retrying = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'delayed');
+    // The active job's figures, else the newest any job of the run wrote.
+    const progress = activeJob?.data.progress ?? STAGES.map((s) => jobs[s]?.data.progress).filter((p) => p).sort((a, b) => b!.updated_at - a!.updated_at)[0];
     return {
       runId,
       state,
       stages,
-      ...(train && typeof train.progress === 'object' ? { progress: train.progress as unknown as TrainProgress } : {}),
+      ...(progress ? { progress } : {}),
       ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
       // A failed run's reason, or the last failure of a stage waiting to retry.
       ...(failed ? { failedReason: jobs[failed]!.failedReason } : retrying?.failedReason ? { failedReason: retrying.failedReason } : {}),

@@ -7,12 +7,11 @@ import { formatScore } from '../score/format.js';
 import { scoreRun } from '../score/run-scores.js';
 import { openStore, type Store } from '../store/store.js';
 import { pullFolders, pushFolders } from '../store/sync.js';
-import type { TrainerEvent } from '../worker/trainer-events.js';
 import { runTrainer } from '../worker/trainer-process.js';
 import type { RunHost, StoreFolder, TrainerRun } from './host.js';
 import { buildSummary, scoreSummaryOf, type BuildSummary, type ScoreSummary } from './stage-summary.js';
-import { ProgressLine } from '../util/progress.js';
 import { trainerUnavailable } from './python-env.js';
+import { trainerProgress } from './trainer-progress.js';
 import type { RunContext } from './step.js';
 
 /** No other process can take a local run: the lease only ends the trainer when bsft run itself is gone. */
@@ -32,7 +31,11 @@ export class LocalHost implements RunHost {
   private store: Promise<Store> | undefined;
   private epoch: number | undefined;
 
-  constructor(private readonly log: Logger) {}
+  /** `out`: command output (the score tables), stdout by default; progress and logs go to stderr. */
+  constructor(
+    private readonly log: Logger,
+    private readonly out: (line: string) => void = (line) => process.stdout.write(`${line}\n`),
+  ) {}
 
   trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined> {
     return trainerUnavailable(recipe);
@@ -40,7 +43,7 @@ export class LocalHost implements RunHost {
 
   async trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun> {
     this.epoch ??= nextEpoch(ctx.runDir);
-    const { onEvent, bar } = this.showEvents(command, args);
+    const { onEvent, bar } = trainerProgress(command, args, { tty: process.stderr.isTTY === true, columns: process.stderr.columns, write: (t) => process.stderr.write(t), log: this.log });
     const run = await runTrainer({
       command,
       config,
@@ -58,61 +61,16 @@ export class LocalHost implements RunHost {
     return run;
   }
 
-  /**
-   * Trainer events on a terminal: one progress line per stage (bar, rate, ETA, loss, tok/s) with checkpoints and
-   * evals above it, the events themselves at debug level. Elsewhere: each event as a log record, as before, plus
-   * sparse progress records with the rate and the ETA.
-   */
-  private showEvents(command: 'train' | 'predict', args: string[]): { onEvent: (e: TrainerEvent) => void; bar: ProgressLine } {
-    const tty = process.stderr.isTTY === true;
-    const label = command === 'train' ? 'train' : args[0] === '--force' ? `predict (forced ${args[1]})` : 'predict';
-    const bar = new ProgressLine(label, command === 'train' ? 'step' : 'task', (text) => process.stderr.write(text), {
-      tty,
-      columns: process.stderr.columns,
-      record: (r) => this.log.info(r, 'progress'),
-    });
-    const onEvent = (e: TrainerEvent) => {
-      if (tty) this.log.debug(e, `trainer ${e.event}`);
-      else this.log.info(e, `trainer ${e.event}`);
-      switch (e.event) {
-        case 'start':
-          bar.start(e.total_steps, e.resumed_from_step);
-          if (e.resumed_from_step > 0) bar.note(`resumed from the checkpoint of step ${e.resumed_from_step}`);
-          break;
-        case 'step':
-          bar.update(e.step, { loss: e.loss, tokens_per_s: e.tokens_per_s });
-          break;
-        case 'progress': // the first batch's event starts the line: its rate would include loading the model
-          if (!bar.isStarted) bar.start(e.total, e.done);
-          else bar.update(e.done);
-          break;
-        case 'eval':
-          bar.note(`eval at step ${e.step}: val loss ${e.loss.toFixed(4)}`);
-          break;
-        case 'checkpoint':
-          bar.note(`checkpoint at step ${e.step}: ${e.path}`);
-          break;
-        case 'done':
-          bar.finish();
-          break;
-        case 'error':
-          bar.finish(`${e.kind} error`);
-          break;
-      }
-    };
-    return { onEvent, bar };
-  }
-
   async buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary> {
     return buildSummary(await buildDataset(recipe, outDir, this.log));
   }
 
-  /** Scores in this process and prints each split's table to the terminal. */
+  /** Scores in this process and prints each split's table as command output. */
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const out: ScoreSummary = {};
     for (const split of splits) {
       const s = await scoreRun(runDir, split);
-      for (const line of formatScore(s.label, s.report)) process.stderr.write(`${line}\n`);
+      for (const line of formatScore(s.label, s.report)) this.out(line);
       out[split] = scoreSummaryOf(runDir, split, s);
     }
     return out;

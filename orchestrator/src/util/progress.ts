@@ -1,57 +1,5 @@
 import type { Logger } from '../log.js';
 
-export interface Progress {
-  tick(n?: number): void;
-  /** Updates the total (when it becomes known). */
-  setTotal(total: number): void;
-  done(): void;
-}
-
-/** `label [#####.....] 120/630 19%  45.2/s  ETA 11s` for a known total, or the count and rate otherwise. */
-export function formatProgress(label: string, done: number, total: number | undefined, seconds: number, unit: string): string {
-  const rate = seconds > 0 ? done / seconds : 0;
-  const rateText = `${rate >= 100 ? Math.round(rate) : rate.toFixed(1)} ${unit}/s`;
-  if (!total) return `${label} ${done} ${unit}  ${rateText}`;
-  const frac = Math.min(1, done / total);
-  const width = 24;
-  const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
-  const eta = rate > 0 ? (total - done) / rate : Infinity;
-  return `${label} [${bar}] ${done}/${total} ${Math.floor(frac * 100)}%  ${rateText}  ETA ${Number.isFinite(eta) ? formatDuration(eta) : '?'}`;
-}
-
-/**
- * Progress for long work: a redrawn bar on a terminal (stderr), a log line every few seconds otherwise.
- */
-export function createProgress(label: string, opts: { total?: number; unit?: string; log?: Logger; stream?: NodeJS.WriteStream } = {}): Progress {
-  const stream = opts.stream ?? process.stderr;
-  const unit = opts.unit ?? 'items';
-  const tty = stream.isTTY === true;
-  let total = opts.total;
-  let done = 0;
-  const started = performance.now();
-  let last = 0;
-  const draw = (final: boolean) => {
-    const now = performance.now();
-    if (!final && now - last < (tty ? 100 : 5000)) return;
-    last = now;
-    const line = formatProgress(label, done, total, (now - started) / 1000, unit);
-    if (tty) stream.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
-    else opts.log?.info({ progress: { label, done, total } }, line);
-  };
-  return {
-    tick(n = 1) {
-      done += n;
-      draw(false);
-    },
-    setTotal(t) {
-      total = t;
-    },
-    done() {
-      draw(true);
-    },
-  };
-}
-
 /**
  * One stage's live progress: a bar, done/total, rate and ETA, and the stage's own figures (loss, tok/s).
  *
@@ -182,11 +130,14 @@ export class ProgressLine {
   }
 
   render(): string {
+    const rate = this.rate();
+    if (this.total <= 0) { // an unknown total: the count and the rate
+      return [`${this.label.padEnd(8)} ${this.done} ${this.unit}`, ...(rate !== undefined ? [formatRate(rate, this.unit)] : [])].join('  ');
+    }
     const total = Math.max(this.total, this.done);
     const share = total > 0 ? this.done / total : 0;
     const width = Math.max(10, Math.min(30, (this.opts.columns ?? 100) - 70));
     const filled = Math.round(share * width);
-    const rate = this.rate();
     const parts = [
       `${this.label.padEnd(8)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`,
       `${this.done}/${total} ${String(Math.floor(share * 100)).padStart(3)}%`,
@@ -206,13 +157,44 @@ export class ProgressLine {
       return;
     }
     const t = this.now();
-    const tenth = Math.max(1, Math.ceil(this.total / 10));
+    const tenth = this.total > 0 ? Math.max(1, Math.ceil(this.total / 10)) : Infinity;
     if (this.done === this.lastPlain.done) return;
-    if (force || this.done >= this.total || this.done - this.lastPlain.done >= tenth || t - this.lastPlain.t >= PLAIN_EVERY_MS) this.emitRecord();
+    if (force || (this.total > 0 && this.done >= this.total) || this.done - this.lastPlain.done >= tenth || t - this.lastPlain.t >= PLAIN_EVERY_MS) this.emitRecord();
   }
 
   private emitRecord(): void {
     this.lastPlain = { t: this.now(), done: this.done };
     this.opts.record?.(this.snapshot());
   }
+}
+
+/** Long work inside a step (reading, tokenizing): a ProgressLine on stderr at a terminal, log records elsewhere. */
+export interface Progress {
+  tick(n?: number): void;
+  /** Updates the total (when it becomes known). */
+  setTotal(total: number): void;
+  done(): void;
+}
+
+export function createProgress(label: string, opts: { total?: number; unit?: string; log?: Logger; stream?: NodeJS.WriteStream } = {}): Progress {
+  const stream = opts.stream ?? process.stderr;
+  const line: ProgressLine = new ProgressLine(label, opts.unit ?? 'items', (text) => stream.write(text), {
+    tty: stream.isTTY === true,
+    columns: stream.columns,
+    record: (r) => opts.log?.info({ progress: r }, line.render()),
+  });
+  let done = 0;
+  line.start(opts.total ?? 0);
+  return {
+    tick(n = 1) {
+      done += n;
+      line.update(done);
+    },
+    setTotal(t) {
+      line.start(t, done);
+    },
+    done() {
+      line.finish();
+    },
+  };
 }

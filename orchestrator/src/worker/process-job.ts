@@ -83,6 +83,5 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
   } catch (e) {
     return settleJob(job, token, e);
   }
-  if (stage === 'train') await job.updateProgress({ ...(job.progress as object), phase: 'done' });
   return host.result;
 }

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Job } from 'bullmq';
 import type { Logger } from '../log.js';
-import type { RunJobData, TrainProgress } from '../queue/job-data.js';
+import { percentOf, type JobProgress, type RunJobData } from '../queue/job-data.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { RunHost, StopReason, StoreFolder, TrainerRun } from '../run/host.js';
 import { trainerUnavailable } from '../run/python-env.js';
@@ -13,6 +13,7 @@ import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 import { offload } from './offload.js';
 import type { TrainerEvent } from './trainer-events.js';
 import { runTrainer, type Lease } from './trainer-process.js';
+import { trainerProgress } from '../run/trainer-progress.js';
 
 export interface QueueHostOptions {
   log: Logger;
@@ -74,19 +75,32 @@ export class QueueHost implements RunHost {
       }
     }, Math.min(5000, opts.silenceMs / 2));
     const pending: Promise<unknown>[] = [];
+    const stage = command === 'train' ? 'train' : 'predict';
+    // This worker's own output: one line for the job (redrawn at a terminal, sparse records in a log).
+    const shown = trainerProgress(command, args, { tty: process.stderr.isTTY === true, columns: process.stderr.columns, write: (t) => process.stderr.write(t), log: opts.log.child({ run_id: ctx.recipe.run_id }), prefix: ctx.recipe.run_id });
+    let figures: Partial<JobProgress> = {};
     const onEvent = (e: TrainerEvent) => {
       lastEvent = Date.now();
+      shown.onEvent(e);
+      const { rate_per_s, eta_s } = shown.bar.snapshot();
+      const rate = rate_per_s !== undefined ? { rate_per_s, ...(eta_s !== undefined ? { eta_s } : {}) } : {};
       if (e.event === 'start') {
         total = e.total_steps;
         resumed = e.resumed_from_step;
-        pending.push(job.updateProgress({ phase: 'starting', step: resumed, total_steps: total, resumed_from_step: resumed } satisfies TrainProgress));
+        figures = { resumed_from: resumed };
+        this.progress({ stage, phase: 'starting', done: resumed, total, ...figures }, pending);
+      } else if (e.event === 'step') {
+        figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib };
+        this.progress({ stage, phase: 'running', done: e.step, total, ...figures, ...rate }, pending);
+      } else if (e.event === 'progress') {
+        total = e.total;
+        this.progress({ stage, phase: 'running', done: e.done, total, ...rate }, pending);
+      } else if (e.event === 'eval') {
+        figures = { ...figures, eval_loss: e.loss };
+      } else if (e.event === 'done') {
+        this.progress({ stage, phase: 'done', done: total, total, ...figures }, pending, true);
       }
-      if (e.event === 'step') {
-        const { event: _event, ...rest } = e;
-        pending.push(job.updateProgress({ phase: 'training', total_steps: total, resumed_from_step: resumed, ...rest } satisfies TrainProgress));
-      } else {
-        pending.push(logJobEvent(job, { ...e, phase: command }));
-      }
+      if (e.event !== 'step' && e.event !== 'progress') pending.push(logJobEvent(job, { ...e, phase: command }));
       if (e.event === 'checkpoint') this.pushCheckpoint(ctx, e.step, e.path);
       if (e.event === 'done' && command === 'train') this.result.final_path = e.final_path;
     };
@@ -111,12 +125,30 @@ export class QueueHost implements RunHost {
       if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
       if (res.outcome === 'preempted' || stopReason === 'shutdown') await this.drainPushes();
       if (stopReason === 'cancel') await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
+      shown.bar.finish(res.outcome === 'done' ? '' : `stopped (${stopReason ?? res.outcome})`);
       return { ...res, ...(stopReason ? { stopReason } : {}), ...(stopReason === 'silent' ? { silenceMs: opts.silenceMs } : {}) };
     } finally {
       clearInterval(watchdog);
       opts.onActive(undefined);
       await Promise.allSettled(pending);
     }
+  }
+
+  private lastProgress = 0;
+
+  /**
+   * The job's progress: the percent as `job.progress` (Bull Board's bar), the figures in its data. At most four
+   * writes a second while running; phase changes always.
+   */
+  private progress(p: Omit<JobProgress, 'updated_at'>, pending: Promise<unknown>[], force = false): void {
+    const now = Date.now();
+    if (!force && p.phase === 'running' && p.done < p.total && now - this.lastProgress < 250) return;
+    this.lastProgress = now;
+    const { job } = this;
+    const progress: JobProgress = { ...p, updated_at: now };
+    const { progress: _old, ...rest } = job.data;
+    // First in the data, so that it is what Bull Board's Data tab shows at the top.
+    pending.push(job.updateData({ progress, ...rest }).then(() => job.updateProgress(percentOf(progress))));
   }
 
   /** A hub run's checkpoint goes to the store in the background (training never waits for the network). */
@@ -136,14 +168,22 @@ export class QueueHost implements RunHost {
   }
 
   async buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary> {
+    const pending: Promise<unknown>[] = [];
+    this.progress({ stage: 'build', phase: 'starting', done: 0, total: 1 }, pending, true);
     // Runs of one submission that share their data section share one build (by dataset hash).
     const res = await offload({ kind: 'build', recipe, outDir, cacheDir: path.join(path.dirname(path.dirname(outDir)), '_datasets') });
     this.result.dataset_hash = res.dataset_hash;
+    this.progress({ stage: 'build', phase: 'done', done: 1, total: 1 }, pending, true);
+    await Promise.allSettled(pending);
     return res;
   }
 
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
+    const pending: Promise<unknown>[] = [];
+    this.progress({ stage: 'score', phase: 'starting', done: 0, total: splits.length }, pending, true);
     const scores = await offload({ kind: 'score', runDir, splits });
+    this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
+    await Promise.allSettled(pending);
     for (const [split, s] of Object.entries(scores)) this.result[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };
     return scores;
   }

@@ -106,3 +106,6 @@ export function stop(w: WorkerProc, signal: NodeJS.Signals = 'SIGTERM'): Promise
   if (w.proc.exitCode === null && w.proc.signalCode === null) w.proc.kill(signal);
   return w.exited;
 }
+
+/** The train step a run's job data reports (0 before training, and while another stage runs). */
+export const trainStep = (v: RunView): number => (v.progress?.stage === 'train' ? v.progress.done : 0);
