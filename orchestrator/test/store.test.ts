@@ -151,6 +151,9 @@ describe('a run on rented GPUs with a hub store', () => {
     expect(existsSync(path.join(emptyWorkdir, runId, 'final', 'COMPLETE'))).toBe(true);
     expect(hub.files(repo).has(`${runId}/final/COMPLETE`)).toBe(true);
     expect(hub.files(repo).has(`${runId}/score/COMPLETE`)).toBe(true);
+    // The metrics history is kept in the store too (meta/), every step once, across the two machines.
+    const history = String(hub.files(repo).get(`${runId}/meta/metrics.jsonl`) ?? '');
+    expect(history.trim().split('\n').map((l) => JSON.parse(l).step)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
     const remote = [...hub.files(repo).keys()].filter((k) => k.endsWith('/COMPLETE') && k.includes('/checkpoints/'));
     expect(remote.length).toBeLessThanOrEqual(2);
 

@@ -31,6 +31,20 @@ def test_metrics_jsonl_holds_every_step_and_eval_once_across_a_preemption(tmp_pa
     assert [r["step"] for r in evals] == [4, 8]
 
 
+def test_the_history_travels_with_the_checkpoint_to_a_machine_without_it(tmp_path):
+    """A run resumed elsewhere from a store's checkpoint (no metrics.jsonl in its folder) keeps its earlier steps."""
+    cfg = make_run(tmp_path, train={"max_steps": 6, "checkpoint_every": 3})
+    code, seen, err = sigterm_at(cfg, "step", 4)
+    assert code == 75, err
+    newest = sorted((tmp_path / "checkpoints").glob("step-*"))[-1]
+    assert [r["step"] for r in json.loads("[" + ",".join((newest / "metrics.jsonl").read_text().splitlines()) + "]")][:3] == [1, 2, 3]
+    (tmp_path / "metrics.jsonl").unlink()  # the other machine has the checkpoint only
+    p = trainer("train", cfg)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert [r["step"] for r in _lines(tmp_path) if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs the tensorboard package")
 def test_tensorboard_event_files_hold_the_step_values(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

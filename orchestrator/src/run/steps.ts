@@ -15,7 +15,7 @@ export const trainStep: Step = {
   name: 'train',
   summary: 'fine-tune the model on the train split (python -m bsft_trainer train)',
   inputs: ['dataset', 'checkpoints'],
-  outputs: ['final'],
+  outputs: ['final', 'meta'], // meta: the recipe and, now, the metrics history
   unavailable: (ctx) => ctx.host.trainerUnavailable(ctx.recipe),
   async done(ctx) {
     return existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));

@@ -14,10 +14,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 from .events import ConfigError
+
+METRICS_FILE = "metrics.jsonl"
+
 
 def _require(tracker: str, module: str | None = None):
     """The tracker's module, imported now; a config error naming the package to install when it is missing."""
@@ -89,11 +93,15 @@ class Metrics:
     step the run resumes from is known."""
 
     def __init__(self, cfg):
-        self.path = Path(cfg.output_dir) / "metrics.jsonl"
+        self.path = Path(cfg.output_dir) / METRICS_FILE
         self.trackers = [TRACKERS[name](cfg) for name in cfg.tracking]
         self.file = None
 
-    def start(self, resumed_step: int) -> None:
+    def start(self, resumed_step: int, checkpoint: Path | None = None) -> None:
+        """A run resumed on a machine without its history (the checkpoint came from a store) takes the copy in the
+        checkpoint; either way the lines past the checkpoint's step are dropped."""
+        if checkpoint is not None and not self.path.is_file() and (checkpoint / METRICS_FILE).is_file():
+            shutil.copyfile(checkpoint / METRICS_FILE, self.path)
         self._keep_until(resumed_step)
         self.file = open(self.path, "a", encoding="utf-8")
 

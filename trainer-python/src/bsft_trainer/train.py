@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import signal
 import time
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from .config import Config
 from .fence import Fence
-from .metrics import Metrics
+from .metrics import METRICS_FILE, Metrics
 from .precision import MasterWeights
 
 
@@ -169,6 +170,9 @@ def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.devi
 
 def save_checkpoint(cfg: Config, fence: Fence, step: int, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> Path:
     def write(folder):
+        history = Path(cfg.output_dir) / METRICS_FILE
+        if history.is_file():  # the metrics history travels with the checkpoint (to another machine, via a store)
+            shutil.copyfile(history, folder / METRICS_FILE)
         torch.save(masters.state(), folder / "trainable.pt")
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         torch.save({"scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": rng_state(), "step": step},
@@ -201,9 +205,9 @@ def load_checkpoint(files: tuple[dict, dict, dict], masters: MasterWeights, opti
     return int(state["step"])
 
 
-def resume(cfg: Config, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
+def resume(cfg: Config, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> tuple[int, Path | None]:
     """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
-    Returns the step to continue from (0 for a fresh start)."""
+    Returns the step to continue from (0 for a fresh start) and the checkpoint it came from."""
     for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
         try:
             files = read_checkpoint(path)
@@ -212,8 +216,8 @@ def resume(cfg: Config, masters: MasterWeights, optimizer: torch.optim.Optimizer
             continue
         step = load_checkpoint(files, masters, optimizer, scheduler, data)
         log(f"resumed from {path} (step {step})")
-        return step
-    return 0
+        return step, path
+    return 0, None
 
 
 def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True) -> int:
@@ -259,9 +263,9 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
 
-    step = resume(cfg, masters, optimizer, scheduler, data) if publish else 0
+    step, resumed_from = resume(cfg, masters, optimizer, scheduler, data) if publish else (0, None)
     if metrics is not None:
-        metrics.start(step)
+        metrics.start(step, resumed_from)
     emit_start(steps, step, 1)
 
     # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
