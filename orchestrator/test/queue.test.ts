@@ -37,6 +37,9 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(logs.stdout).toMatch(/\[build\] .*"event":"dataset"/);
     expect(logs.stdout).toMatch(/\[train\] .*"event":"checkpoint"/);
     expect(logs.stdout).toMatch(/\[score\] .*"event":"score"/);
+    // Step losses: in the job log (about 50 an attempt; all 6 here) and, read from the run folder, a table.
+    expect([...logs.stdout.matchAll(/\[train\] .*"event":"step","step":(\d+)/g)].map((m) => Number(m[1]))).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(logs.stdout).toMatch(/metrics \(.*metrics\.jsonl, 6 steps\):\n +step +loss +lr +val loss\n +1 +2\.0000 +1\.00e-4/);
     const status = await bsft(['status'], { env });
     expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+1\s+0/); // waiting (prioritized included), active, delayed, waiting-children, completed, failed
     expect(status.stdout).toMatch(new RegExp(`run\\s+state\\s+progress\\s+loss\\s+tok/s\\s+ETA\\s+worker\\s+age\\s+reason`));

@@ -100,7 +100,9 @@ export class QueueHost implements RunHost {
       } else if (e.event === 'done') {
         this.progress({ stage, phase: 'done', done: total, total, ...figures }, pending, true);
       }
-      if (e.event !== 'step' && e.event !== 'progress') pending.push(logJobEvent(job, { ...e, phase: command }));
+      // The job log keeps the loss history too, thinned to about 50 steps an attempt (every step is in metrics.jsonl).
+      const logged = e.event === 'step' ? e.step % Math.max(1, Math.ceil(total / 50)) === 0 || e.step === total : e.event !== 'progress';
+      if (logged) pending.push(logJobEvent(job, { ...e, phase: command }));
       if (e.event === 'checkpoint') this.pushCheckpoint(ctx, e.step, e.path);
       if (e.event === 'done' && command === 'train') this.result.final_path = e.final_path;
     };
