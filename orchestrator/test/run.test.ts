@@ -76,6 +76,10 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(status.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done', 'score:done']);
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/run toy-run-[0-9a-f]{8}: finished/);
+    // The score table is command output (stdout), with the majority baseline of the same split beside the result.
+    expect(first.stdout).toMatch(/behavior macro-F1 \d+\.\d \[[\d.]+, [\d.]+\] +accuracy/);
+    expect(first.stdout).toMatch(/majority baseline \(always (reactive|proactive|restraint)\): macro-F1 \d+\.\d +accuracy \d+\.\d +-> (\d+\.\d points above it|not above it)/);
+    expect(first.stderr).not.toMatch(/behavior macro-F1/);
     const scored = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
     expect(scored.n_tasks).toBe(manifest.documents.test.length);
     // Forced-token (steering) predictions, as the queued train job makes them too.

@@ -60,32 +60,47 @@ function yGrid(left: number, right: number, base: number, scale: number): string
     `<text x="${left - 6}" y="${f(base - v * scale + 4)}" text-anchor="end" font-size="10">${v * 100}</text>`).join('');
 }
 
+interface BarGroup {
+  name: string;
+  bars: { value: Estimate; colour: string; title: string }[];
+}
+
+/** Vertical bars in groups on a 0-100% axis, whiskers where a bar has an interval; `overlay` draws on top. */
+function groupedBars(opts: { chart: string; aria: string; groups: BarGroup[]; legend: LegendItem[]; slots: number; height: number; overlay?: (y: (v: number) => number, left: number, right: number) => string }): string {
+  const left = 40;
+  const barW = 20;
+  const groupW = Math.max(104, opts.slots * (barW + 4) + 28);
+  const width = Math.max(480, left + opts.groups.length * groupW + 20);
+  const lg = legend(opts.legend, left, 6, width - left);
+  const base = lg.height + 14 + opts.height;
+  const parts = [yGrid(left, width - 10, base, opts.height)];
+  opts.groups.forEach((g, i) => {
+    const x0 = left + 14 + i * groupW;
+    g.bars.forEach((bar, k) => parts.push(vbar(x0 + k * (barW + 4), barW, base, opts.height, bar.value, bar.colour, bar.title)));
+    parts.push(`<text x="${x0 + (opts.slots * (barW + 4)) / 2}" y="${base + 16}" text-anchor="middle" font-size="11">${esc(g.name)}</text>`);
+  });
+  if (opts.overlay) parts.push(opts.overlay((v) => base - v * opts.height, left, left + 14 + groupW));
+  return `<svg class="chart" data-chart="${opts.chart}" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${base + 28}" role="img" aria-label="${esc(opts.aria)}">${lg.svg}${parts.join('')}</svg>`;
+}
+
 /** Macro-F1 and each behavior's F1, one bar per run with its interval; the paper's macro-F1 as a dashed line. */
 function scoreChart(c: Comparison): string {
   const metrics: { name: string; of: (r: ComparedRun) => Estimate | undefined }[] = [
     { name: 'macro-F1', of: (r) => r.macro_f1 },
     ...c.behaviors.map((b) => ({ name: `${b} F1`, of: (r: ComparedRun) => r.per_class_f1[b] })),
   ];
-  const left = 40;
-  const barW = 18;
-  const groupW = Math.max(96, c.runs.length * (barW + 4) + 28);
-  const width = Math.max(520, left + metrics.length * groupW + 20);
-  const lg = legend([...runLegend(c), { label: `paper macro-F1${c.reference_not_comparable ? ' (not comparable)' : ''}`, colour: '#718096', shape: 'dash' }], left, 6, width - left);
-  const top = lg.height + 14;
-  const scale = 200;
-  const base = top + scale;
-  const parts = [yGrid(left, width - 10, base, scale)];
-  metrics.forEach((m, i) => {
-    const x0 = left + 14 + i * groupW;
-    c.runs.forEach((r, j) => {
-      const e = m.of(r);
-      if (e) parts.push(vbar(x0 + j * (barW + 4), barW, base, scale, e, colour(j), `${r.label}, ${m.name}`));
-    });
-    parts.push(`<text x="${x0 + (c.runs.length * (barW + 4)) / 2}" y="${base + 16}" text-anchor="middle" font-size="11">${esc(m.name)}</text>`);
+  return groupedBars({
+    chart: 'scores',
+    aria: 'macro-F1 and per-behavior F1 with 95% intervals',
+    slots: c.runs.length,
+    height: 200,
+    legend: [...runLegend(c), { label: `paper macro-F1${c.reference_not_comparable ? ' (not comparable)' : ''}`, colour: '#718096', shape: 'dash' }],
+    groups: metrics.map((m) => ({
+      name: m.name,
+      bars: c.runs.flatMap((r, j) => { const e = m.of(r); return e ? [{ value: e, colour: colour(j), title: `${r.label}, ${m.name}` }] : []; }),
+    })),
+    overlay: (y, x1, x2) => `<line class="reference" x1="${x1}" y1="${f(y(c.reference.macro_f1))}" x2="${x2}" y2="${f(y(c.reference.macro_f1))}" stroke="#718096" stroke-dasharray="4 3"><title>${esc(c.reference.label)}: ${pct(c.reference.macro_f1)}</title></line>`,
   });
-  const ref = base - c.reference.macro_f1 * scale;
-  parts.push(`<line class="reference" x1="${left}" y1="${f(ref)}" x2="${left + 14 + groupW}" y2="${f(ref)}" stroke="#718096" stroke-dasharray="4 3"><title>${esc(c.reference.label)}: ${pct(c.reference.macro_f1)}</title></line>`);
-  return `<svg class="chart" data-chart="scores" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${base + 28}" role="img" aria-label="macro-F1 and per-behavior F1 with 95% intervals">${lg.svg}${parts.join('')}</svg>`;
 }
 
 /** A run's training curve: loss per step (left axis), learning rate (right axis, dashed), val loss per eval (dots). */
@@ -176,26 +191,21 @@ function categoryChart(c: Comparison): string {
 
 /** Steering: for each forced behavior, how often each run's reply showed it. */
 function steeringChart(c: Comparison): string {
-  const forced = forcedBehaviors(c);
   const runs = c.runs.map((r, j) => ({ r, j })).filter(({ r }) => Object.keys(r.steering).length);
-  const left = 40;
-  const barW = 22;
-  const groupW = Math.max(110, runs.length * (barW + 4) + 30);
-  const width = Math.max(420, left + forced.length * groupW + 20);
-  const lg = legend(runs.map(({ r, j }) => ({ label: r.label, colour: colour(j) })), left, 6, width - left);
-  const top = lg.height + 14;
-  const scale = 160;
-  const base = top + scale;
-  const parts = [yGrid(left, width - 10, base, scale)];
-  forced.forEach((b, i) => {
-    const x0 = left + 14 + i * groupW;
-    runs.forEach(({ r, j }, k) => {
-      const s = r.steering[b];
-      if (s?.accuracy != null) parts.push(vbar(x0 + k * (barW + 4), barW, base, scale, { value: s.accuracy }, colour(j), `${r.label}, forced ${b} (${s.judged} judged)`));
-    });
-    parts.push(`<text x="${x0 + (runs.length * (barW + 4)) / 2}" y="${base + 16}" text-anchor="middle" font-size="11">forced ${esc(b)}</text>`);
+  return groupedBars({
+    chart: 'steering',
+    aria: 'steering accuracy per forced behavior',
+    slots: runs.length,
+    height: 160,
+    legend: runs.map(({ r, j }) => ({ label: r.label, colour: colour(j) })),
+    groups: forcedBehaviors(c).map((b) => ({
+      name: `forced ${b}`,
+      bars: runs.flatMap(({ r, j }) => {
+        const s = r.steering[b];
+        return s?.accuracy != null ? [{ value: { value: s.accuracy }, colour: colour(j), title: `${r.label}, forced ${b} (${s.judged} judged)` }] : [];
+      }),
+    })),
   });
-  return `<svg class="chart" data-chart="steering" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${base + 28}" role="img" aria-label="steering accuracy per forced behavior">${lg.svg}${parts.join('')}</svg>`;
 }
 
 const tableHtml = (r: string[][], cls = '') =>
