@@ -74,3 +74,9 @@ export class CancelledError extends BsftError {
     super('cancelled by bsft cancel');
   }
 }
+
+/** The judge endpoint refused the key (401/403), or has no such model: fixing the setup, not retrying, helps. */
+export class JudgeSetupError extends InputError {}
+
+/** The judge endpoint is unreachable, rate-limited or failing (after the retries): the step may succeed later. */
+export class JudgeUnavailableError extends BsftError {}

@@ -226,6 +226,19 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('./predict.js')).predict,
   },
   {
+    name: 'judge',
+    summary: 'label the replies no behavior token labels (no-token, instructed and forced runs) with a judge model',
+    usage: 'bsft judge <run> [--set key=value]...',
+    details:
+      'Uses the run\'s `judge` section; --set overrides or gives it (kind=openai base_url=http://host:8000/v1 model=NAME ...).\n' +
+      'The key comes from BSFT_JUDGE_API_KEY only. Labels are cached in <run>/judge/cache.jsonl: a re-run asks nothing\n' +
+      'twice, an interrupted judge goes on where it stopped. The gold replies are judged too (judge validity).',
+    options: { set: { type: 'string', multiple: true } },
+    optionHelp: { set: 'a judge setting, e.g. --set model=Qwen/Qwen2.5-72B-Instruct' },
+    positionals: [1, 1],
+    load: async () => (await import('./judge.js')).judgeCommand,
+  },
+  {
     name: 'score',
     summary: 'BehaviorBench metrics of a run (or a predictions file): macro-F1, per class, confusion, categories, 95% CIs',
     usage: 'bsft score <run | predictions.jsonl> [--tasks FILE]... [--split test] [--bootstrap 1000] [--seed 42] [--json]',

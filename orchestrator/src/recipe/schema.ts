@@ -163,6 +163,31 @@ const queueSchema = z.strictObject({
   max_backoff_ms: positiveInt.default(15 * 60_000),
 });
 
+/** Versions of the judge prompt (judge/prompt.ts); each label records the version that asked for it. */
+export const JUDGE_PROMPT_VERSIONS = ['v1'] as const;
+
+/**
+ * A judge gives every reply whose behavior no token gives (no-token and instructed runs, forced-token runs) a label
+ * on the recipe's behavior scale. `openai`: any OpenAI-compatible chat-completions endpoint (vllm serve, TGI,
+ * llama.cpp server, SGLang, a hosted API); its key only from the environment (BSFT_JUDGE_API_KEY).
+ */
+export const judgeSchema = z.strictObject({
+  kind: z.enum(['openai']),
+  /** The endpoint's base URL, e.g. http://judge-host:8000/v1 for `vllm serve`. */
+  base_url: z.url(),
+  /** The model name the endpoint serves. */
+  model: z.string().min(1),
+  /** Requests in flight at once. */
+  max_concurrency: positiveInt.max(1024).default(16),
+  /** Per request. */
+  timeout_s: z.number().positive().max(3600).default(60),
+  /** Retries of a request on 429, 5xx, timeouts and lost connections (backoff with jitter), before the step fails. */
+  max_retries: nonNegativeInt.max(20).default(4),
+  prompt_version: z.enum(JUDGE_PROMPT_VERSIONS).default('v1'),
+  /** Also judge token runs' replies: gives the agreement of a model's own token with the judge. */
+  also_token_runs: z.boolean().default(false),
+});
+
 /** Experiment trackers, written by the trainer through their own packages (keys only from the environment). */
 export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])).default([]);
 
@@ -185,6 +210,7 @@ export const recipeSchema = z
     queue: queueSchema.default(queueSchema.parse({})),
     resources: resourcesSchema.default(resourcesSchema.parse({})),
     tracking: trackingSchema,
+    judge: judgeSchema.optional(),
   })
   .superRefine((recipe, ctx) => {
     const behaviors = Object.keys(recipe.data.behaviors);
@@ -278,3 +304,5 @@ export type BehaviorSpec = z.infer<typeof behaviorSchema>;
 export type Conditioning = Recipe['data']['conditioning'];
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
+
+export type JudgeSettings = z.infer<typeof judgeSchema>;

@@ -13,7 +13,7 @@ export interface TrainerRun extends TrainerResult {
 }
 
 /** Folders of a run in its store that steps read and write: `dataset`, `meta`, `checkpoints`, `final`, `predictions`, `score`. */
-export type StoreFolder = 'dataset' | 'meta' | 'checkpoints' | 'final' | 'predictions' | 'score';
+export type StoreFolder = 'dataset' | 'meta' | 'checkpoints' | 'final' | 'predictions' | 'judge' | 'score';
 
 /**
  * Where the steps of a run execute: `bsft run` in this process (LocalHost), or a queue worker inside BullMQ jobs

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { RunHost, StoreFolder } from './host.js';
 
-export type StepName = 'build' | 'train' | 'predict' | 'score';
+export type StepName = 'build' | 'train' | 'predict' | 'judge' | 'score';
 
 export interface RunContext {
   recipe: ResolvedRecipe;
@@ -20,7 +20,7 @@ export interface RunContext {
 
 /**
  * One step of a run. `bsft run` executes the steps in order in-process; a queue worker executes the same steps
- * inside BullMQ jobs (build job: build; train job: train, predict; score job: score), both through runSteps.
+ * inside BullMQ jobs (build job: build; train job: train, predict, judge; score job: score), both through runSteps.
  */
 export interface Step {
   name: StepName;

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 } from '../util/sha256.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../run/python-env.js';
@@ -27,11 +27,11 @@ export const FULL_RELEASES: Release[] = [];
 export const SAMPLE_FILE = path.join(PACKAGE_ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl');
 
 export function fingerprint(inputs: { sha256: string }[]): string {
-  return createHash('sha256').update(inputs.map((i) => i.sha256).sort().join('\n')).digest('hex');
+  return sha256(inputs.map((i) => i.sha256).sort().join('\n'));
 }
 
 function sampleSha256(): string | undefined {
-  return existsSync(SAMPLE_FILE) ? createHash('sha256').update(readFileSync(SAMPLE_FILE)).digest('hex') : undefined;
+  return existsSync(SAMPLE_FILE) ? sha256(readFileSync(SAMPLE_FILE)) : undefined;
 }
 
 /**

@@ -2,6 +2,8 @@ import { table } from '../util/table.js';
 import type { Estimate, ScoreReport } from './metrics.js';
 
 export const pct = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(1) : 'n/a');
+/** A kappa to two decimals, with its interval. */
+export const kappa = (e: Estimate) => `${e.value.toFixed(2)}${e.ci ? ` [${e.ci[0].toFixed(2)}, ${e.ci[1].toFixed(2)}]` : ''}`;
 export const est = (e: Estimate) => `${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
 
 /** The terminal view of one score. */
@@ -12,6 +14,14 @@ export function formatScore(label: string, r: ScoreReport): string[] {
   out.push(`  behavior macro-F1 ${est(r.overall.macro_f1)}   accuracy ${est(r.overall.accuracy)}   (95% CI, ${r.bootstrap.resamples} case resamples)`);
   out.push(`  majority baseline (always ${r.majority.behavior}): macro-F1 ${pct(r.majority.macro_f1)}   accuracy ${pct(r.majority.accuracy)}` +
     `   -> ${r.overall.macro_f1.value > r.majority.macro_f1 ? `${pct(r.overall.macro_f1.value - r.majority.macro_f1)} points above it` : 'not above it'}`);
+  const src = r.label_source;
+  if (src && (src.judge > 0 || r.judge)) out.push(`  labels: ${src.token} from the first token, ${src.judge} from the judge, ${src.none} without one`);
+  if (r.judge) {
+    const j = r.judge;
+    out.push(`  judge ${j.model} (prompt ${j.prompt_version}) on the ${j.validity.n} gold replies: accuracy ${est(j.validity.accuracy)}, Cohen's kappa ${kappa(j.validity.kappa)}` +
+      `${j.validity.unparseable ? `; ${j.validity.unparseable} answer(s) unparseable, counted wrong` : ''}`);
+    if (j.agreement) out.push(`  token vs judge on ${j.agreement.n} replies: agreement ${est(j.agreement.accuracy)}, Cohen's kappa ${kappa(j.agreement.kappa)}`);
+  }
   out.push('');
   out.push(...table([
     ['behavior', 'precision', 'recall', 'F1 [95% CI]', 'support', 'predicted', 'flags'],

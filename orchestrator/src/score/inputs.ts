@@ -15,6 +15,8 @@ export const predictionSchema = z.object({
   /** Forced runs: the behavior a judge assigned to the generated reply, when one was run. */
   judged_behavior: z.string().nullable().optional(),
   raw_token_ids: z.array(z.number().int()).optional(),
+  /** The generated reply as text, special tokens (behavior tokens too) left out: what a judge reads. */
+  reply: z.string().optional(),
 });
 export type Prediction = z.infer<typeof predictionSchema>;
 

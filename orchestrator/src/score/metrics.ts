@@ -1,4 +1,5 @@
 import { Rng } from '../util/rng.js';
+import type { Agreement } from './agreement.js';
 import type { GoldTask, Prediction } from './inputs.js';
 
 /**
@@ -271,6 +272,17 @@ export interface ScoreReport {
   forced: Record<string, { n: number; judged: number; steering_accuracy: number | null; answer_accuracy: number | null }>;
   /** What always answering the split's most common gold behavior scores: the floor a model must clear. */
   majority: { behavior: string; macro_f1: number; accuracy: number };
+  /** Where the chosen predictions' labels come from: their first token, a judge, or nowhere (counted wrong). */
+  label_source?: { token: number; judge: number; none: number };
+  /** The judge that gave labels, and how far to trust it (score/agreement.ts); absent without one. */
+  judge?: {
+    model: string;
+    prompt_version: string;
+    /** The judge's labels of the gold replies against the gold behaviors. */
+    validity: Agreement & { unparseable: number };
+    /** Token runs judged too (`also_token_runs`): the model's own token against the judge's label of its reply. */
+    agreement: Agreement | null;
+  };
 }
 
 export interface ScoreOptions {

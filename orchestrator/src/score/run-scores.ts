@@ -1,5 +1,7 @@
 import { ScoreInputError } from '../errors.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { goldFileName, readJudgments } from '../judge/judgments.js';
+import { agreement } from './agreement.js';
 import path from 'node:path';
 import { DEFAULT_BEHAVIORS } from '../recipe/schema.js';
 import { readRunRecipe } from '../run/run-dir.js';
@@ -52,11 +54,41 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
   if (!existsSync(predFile)) throw new ScoreInputError(`no predictions for split ${split} in ${runDir} (${predFile}); make them with: bsft predict ${runDir}`);
   const gold = await readGold([goldFile], recipe.data.categories);
   const goldMap = new Map(gold.map((t) => [t.id, t]));
-  const chosen = await readPredictions(predFile, goldMap, behaviors);
+  // The judge's labels (judge/, same file names): a chosen prediction without a token label takes the judge's.
+  const read = await readPredictions(predFile, goldMap, behaviors);
+  const judged = await readJudgments(runDir, `${split}.jsonl`);
+  const source = { token: 0, judge: 0, none: 0 };
+  const chosen = read.map((p) => {
+    const j = judged?.get(p.id)?.judged_behavior ?? null;
+    if (p.predicted_behavior != null) source.token++;
+    else if (j != null) source.judge++;
+    else source.none++;
+    return { ...p, ...(judged ? { judged_behavior: j } : {}), ...(p.predicted_behavior == null && j != null ? { predicted_behavior: j } : {}) };
+  });
   const forced: Prediction[][] = [];
-  for (const f of forcedFiles(path.join(runDir, 'predictions'), split)) forced.push(await readPredictions(f, goldMap, behaviors));
+  for (const f of forcedFiles(path.join(runDir, 'predictions'), split)) {
+    const labels = await readJudgments(runDir, path.basename(f));
+    forced.push((await readPredictions(f, goldMap, behaviors)).map((p) => (labels?.has(p.id) ? { ...p, judged_behavior: labels.get(p.id)!.judged_behavior } : p)));
+  }
   const full: ScoreOptions = { resamples: opts.resamples ?? recipe.eval.bootstrap, seed: opts.seed ?? recipe.train.seed, split };
   const report = score(gold, chosen, forced, behaviors, full);
+  report.label_source = source;
+  const onGold = await readJudgments(runDir, goldFileName(split));
+  if (onGold) {
+    const settings = JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8')) as { model: string; prompt_version: string };
+    const tokenJudged = read.filter((p) => p.predicted_behavior != null && judged?.has(p.id));
+    report.judge = {
+      model: settings.model,
+      prompt_version: settings.prompt_version,
+      validity: {
+        ...agreement(gold.map((t) => ({ a: t.behavior, b: onGold.get(t.id)?.judged_behavior ?? null, case_id: t.case_id })), behaviors, full.resamples, full.seed),
+        unparseable: [...onGold.values()].filter((r) => r.status === 'unparseable').length,
+      },
+      agreement: tokenJudged.length
+        ? agreement(tokenJudged.map((p) => ({ a: p.predicted_behavior!, b: judged!.get(p.id)!.judged_behavior, case_id: goldMap.get(p.id)!.case_id })), behaviors, full.resamples, full.seed)
+        : null,
+    };
+  }
   const outDir = path.join(runDir, 'score');
   mkdirSync(outDir, { recursive: true });
   const tmp = path.join(outDir, `${split}.json.tmp`);

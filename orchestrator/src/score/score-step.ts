@@ -8,7 +8,7 @@ import { writeModelCard } from '../store/model-card.js';
 export const scoreStep: Step = {
   name: 'score',
   summary: 'score the predictions (BehaviorBench metrics with bootstrap intervals)',
-  inputs: ['dataset', 'predictions'],
+  inputs: ['dataset', 'predictions', 'judge'],
   outputs: ['score'],
   async unavailable() {
     return undefined;
@@ -30,11 +30,14 @@ export const scoreStep: Step = {
 
 const scoreStamp = (ctx: RunContext) => path.join(ctx.runDir, 'score', 'settings.json');
 
-/** What the scores depend on besides the training: the bootstrap count and the predictions (by content). */
+/** What the scores depend on besides the training: the bootstrap count, the predictions and the judge's labels (by content). */
 async function scoreSettings(ctx: RunContext): Promise<unknown> {
-  const dir = path.join(ctx.runDir, 'predictions');
-  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort() : [];
-  const predictions: Record<string, string> = {};
-  for (const f of files) predictions[f] = await sha256File(path.join(dir, f));
-  return { bootstrap: ctx.recipe.eval.bootstrap, predictions };
+  const hashes = async (folder: string) => {
+    const dir = path.join(ctx.runDir, folder);
+    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.jsonl') && f !== 'cache.jsonl').sort() : [];
+    const out: Record<string, string> = {};
+    for (const f of files) out[f] = await sha256File(path.join(dir, f));
+    return out;
+  };
+  return { bootstrap: ctx.recipe.eval.bootstrap, predictions: await hashes('predictions'), judge: await hashes('judge') };
 }

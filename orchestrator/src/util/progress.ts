@@ -170,7 +170,8 @@ export class ProgressLine {
 
 /** Long work inside a step (reading, tokenizing): a ProgressLine on stderr at a terminal, log records elsewhere. */
 export interface Progress {
-  tick(n?: number): void;
+  /** `figures`: shown beside the rate (loss, tokens, ...). */
+  tick(n?: number, figures?: Record<string, number>): void;
   /** Updates the total (when it becomes known). */
   setTotal(total: number): void;
   done(): void;
@@ -186,9 +187,9 @@ export function createProgress(label: string, opts: { total?: number; unit?: str
   let done = 0;
   line.start(opts.total ?? 0);
   return {
-    tick(n = 1) {
+    tick(n = 1, figures = {}) {
       done += n;
-      line.update(done);
+      line.update(done, figures);
     },
     setTotal(t) {
       line.start(t, done);

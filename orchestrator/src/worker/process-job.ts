@@ -2,6 +2,7 @@ import path from 'node:path';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { buildStep } from '../dataset/build-step.js';
+import { judgeStep } from '../judge/judge-step.js';
 import type { Logger } from '../log.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, type Stage } from '../queue/names.js';
@@ -18,7 +19,8 @@ import { lockLease } from './lock-lease.js';
 import { QueueHost } from './queue-host.js';
 
 /** The steps each job of a run's flow executes: the same Step objects as `bsft run`. */
-export const STEPS_OF: Record<Stage, Step[]> = { build: [buildStep], train: [trainStep, predictStep], score: [scoreStep] };
+/** The judge goes with predict, on the machine that has the model (a `kind: model` judge may use its GPU). */
+export const STEPS_OF: Record<Stage, Step[]> = { build: [buildStep], train: [trainStep, predictStep, judgeStep], score: [scoreStep] };
 
 /** What a worker gives every job it processes. */
 export interface JobContext {

@@ -186,10 +186,13 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
                        "raw_token_ids": gen[:16]}
                 if force:
                     row["forced"] = True
-                if tokenizer is not None and "answer" in records.get(task_id, {}):
-                    text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id])
-                    m = ANSWER.match(text)
-                    row["predicted_answer"] = m.group(1).upper() if m else None
+                if tokenizer is not None:
+                    # The reply as text for a judge (Contract 7 `reply`): behavior tokens and other special tokens out.
+                    text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id], skip_special_tokens=True)
+                    row["reply"] = text.strip()
+                    if "answer" in records.get(task_id, {}):
+                        m = ANSWER.match(text)
+                        row["predicted_answer"] = m.group(1).upper() if m else None
                 f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())

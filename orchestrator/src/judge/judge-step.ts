@@ -1,0 +1,40 @@
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { stampMatches, writeStamp } from '../run/settings-stamp.js';
+import type { RunContext, Step } from '../run/step.js';
+import { sha256File } from '../util/sha256.js';
+import { runJudge } from './run-judge.js';
+
+/**
+ * The judge step (after predict, before score): labels the replies no token labels, and the gold replies, with the
+ * recipe's judge. A run without a `judge` section has nothing to do here (its step is skipped).
+ */
+export const judgeStep: Step = {
+  name: 'judge',
+  summary: 'label replies without a behavior token with the recipe\'s judge (and the gold replies, for its validity)',
+  inputs: ['dataset', 'predictions'],
+  outputs: ['judge'],
+  async unavailable() {
+    return undefined;
+  },
+  async done(ctx) {
+    return !ctx.recipe.judge || stampMatches(judgeStamp(ctx), await judgeSettings(ctx));
+  },
+  async run(ctx) {
+    const summary = await runJudge(ctx.recipe, ctx.runDir, ctx.log);
+    await ctx.host.note({ event: 'judge', model: summary.model, requested: summary.requested, cached: summary.cached, tokens: summary.tokens,
+      unparseable: Object.values(summary.files).reduce((n, f) => n + f.unparseable, 0) });
+    writeStamp(judgeStamp(ctx), await judgeSettings(ctx));
+  },
+};
+
+const judgeStamp = (ctx: RunContext) => path.join(ctx.runDir, 'judge', 'settings.json');
+
+/** What the labels depend on: the judge's settings that change an answer, and the predictions (by content). */
+async function judgeSettings(ctx: RunContext): Promise<unknown> {
+  const { kind, model, prompt_version, also_token_runs } = ctx.recipe.judge!;
+  const dir = path.join(ctx.runDir, 'predictions');
+  const predictions: Record<string, string> = {};
+  for (const f of existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort() : []) predictions[f] = await sha256File(path.join(dir, f));
+  return { kind, model, prompt_version, also_token_runs, splits: ctx.recipe.eval.splits, predictions };
+}

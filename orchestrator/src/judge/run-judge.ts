@@ -1,0 +1,143 @@
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { DataError } from '../dataset/data-error.js';
+import type { Logger } from '../log.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { JudgeSettings } from '../recipe/schema.js';
+import { predictionSchema } from '../score/inputs.js';
+import { createProgress } from '../util/progress.js';
+import { mapPool } from '../util/pool.js';
+import { sha256 } from '../util/sha256.js';
+import { OpenAIJudge, type Judgment } from './openai-judge.js';
+import { goldFileName, readRows, type JudgmentRow } from './judgments.js';
+import { judgeMessages, replyHash, type Turn } from './prompt.js';
+
+interface Request {
+  id: string;
+  context: Turn[];
+  reply: string;
+}
+
+interface JudgeFile {
+  /** Output name under judge/. */
+  name: string;
+  requests: Request[];
+}
+
+const documentSchema = z.object({ id: z.string(), messages: z.array(z.object({ role: z.string(), content: z.string() })) });
+
+/**
+ * What a run's judge labels: for each eval split, the gold replies (judge validity), every forced-token prediction
+ * file (steering), and the chosen predictions when no token gives their behavior (or `also_token_runs`).
+ */
+export async function judgeFiles(recipe: ResolvedRecipe, runDir: string): Promise<JudgeFile[]> {
+  const settings = recipe.judge!;
+  const files: JudgeFile[] = [];
+  for (const split of recipe.eval.splits) {
+    const docs = await readRows(path.join(runDir, 'dataset', `${split}.messages.jsonl`), documentSchema);
+    const contexts = new Map(docs.map((d) => [d.id, d.messages.slice(0, -1)]));
+    files.push({ name: goldFileName(split), requests: docs.map((d) => ({ id: d.id, context: d.messages.slice(0, -1), reply: d.messages.at(-1)?.content ?? '' })) });
+    const predictions = path.join(runDir, 'predictions');
+    const names = existsSync(predictions) ? readdirSync(predictions).filter((f) => f.startsWith(`${split}.`) && f.endsWith('.jsonl')).sort() : [];
+    for (const name of names) {
+      const rows = await readRows(path.join(predictions, name), predictionSchema);
+      const forced = name !== `${split}.jsonl`;
+      if (!forced && recipe.data.conditioning === 'token' && !settings.also_token_runs) continue;
+      const missing = rows.filter((r) => r.reply === undefined);
+      if (missing.length) {
+        throw new DataError([{ file: path.join(predictions, name), line: 0, field: 'reply', message: `${missing.length} prediction(s) have no reply text to judge (e.g. ${missing[0]!.id}); make them again with: bsft predict ${runDir}` }]);
+      }
+      files.push({ name, requests: rows.map((r) => ({ id: r.id, context: contexts.get(r.id) ?? [], reply: r.reply! })) });
+    }
+  }
+  return files;
+}
+
+/** Labels already given, by (judge, model, prompt version, task, reply): appended as answers come, read back on a re-run. */
+class JudgeCache {
+  private readonly entries = new Map<string, Judgment>();
+  hits = 0;
+
+  constructor(private readonly file: string) {
+    if (!existsSync(file)) return;
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      try {
+        const e = JSON.parse(line) as { key: string } & Judgment;
+        this.entries.set(e.key, { label: e.label, raw: e.raw, status: e.status, tokens: 0 });
+      } catch {
+        // a line cut short by a kill: that answer is asked again
+      }
+    }
+  }
+
+  static key(settings: JudgeSettings, id: string, reply: string): string {
+    return sha256(JSON.stringify([settings.kind, settings.model, settings.prompt_version, id, replyHash(reply)]));
+  }
+
+  get(key: string): Judgment | undefined {
+    const hit = this.entries.get(key);
+    if (hit) this.hits++;
+    return hit;
+  }
+
+  put(key: string, j: Judgment): void {
+    this.entries.set(key, j);
+    appendFileSync(this.file, `${JSON.stringify({ key, label: j.label, raw: j.raw, status: j.status })}\n`);
+  }
+}
+
+export interface JudgeSummary {
+  kind: string;
+  model: string;
+  prompt_version: string;
+  files: Record<string, { n: number; ok: number; unparseable: number }>;
+  /** Requests sent this time (cache misses), and labels taken from the cache. */
+  requested: number;
+  cached: number;
+  tokens: number;
+}
+
+/**
+ * Labels every reply `judgeFiles` lists, `max_concurrency` at a time, through the cache; writes each output file
+ * whole (beside, then renamed) and `judge/summary.json`. A judge stopped halfway keeps its answers in the cache.
+ */
+export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logger, judge = new OpenAIJudge(recipe.judge!, Object.keys(recipe.data.behaviors))): Promise<JudgeSummary> {
+  const settings = recipe.judge!;
+  const files = await judgeFiles(recipe, runDir);
+  const outDir = path.join(runDir, 'judge');
+  mkdirSync(outDir, { recursive: true });
+  const cache = new JudgeCache(path.join(outDir, 'cache.jsonl'));
+  const total = files.reduce((n, f) => n + f.requests.length, 0);
+  const keyed = files.map((f) => f.requests.map((r) => JudgeCache.key(settings, r.id, r.reply)));
+  const misses = keyed.flat().filter((k) => !cache.get(k)).length;
+  cache.hits = 0;
+  if (misses > 0) await judge.check();
+  log.info({ judge: judge.endpoint, model: settings.model, replies: total, to_ask: misses }, 'judging replies');
+  const progress = createProgress('judge', { total: misses, unit: 'reply', log });
+  let tokens = 0;
+  const summary: JudgeSummary = { kind: settings.kind, model: settings.model, prompt_version: settings.prompt_version, files: {}, requested: 0, cached: 0, tokens: 0 };
+  for (const [fi, file] of files.entries()) {
+    const rows = await mapPool(file.requests, settings.max_concurrency, async (r, i) => {
+      const key = keyed[fi]![i]!;
+      let j = cache.get(key);
+      if (!j) {
+        j = await judge.judge(judgeMessages(recipe, r.context, r.reply));
+        cache.put(key, j);
+        summary.requested++;
+        tokens += j.tokens;
+        progress.tick(1, tokens ? { tokens } : {});
+      }
+      return { id: r.id, judged_behavior: j.label, status: j.status, raw: j.raw, prompt_version: settings.prompt_version } satisfies JudgmentRow;
+    });
+    const tmp = path.join(outDir, `${file.name}.tmp`);
+    writeFileSync(tmp, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    renameSync(tmp, path.join(outDir, file.name));
+    summary.files[file.name] = { n: rows.length, ok: rows.filter((r) => r.status === 'ok').length, unparseable: rows.filter((r) => r.status === 'unparseable').length };
+  }
+  progress.done();
+  summary.cached = cache.hits;
+  summary.tokens = tokens;
+  writeFileSync(path.join(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  return summary;
+}

@@ -1,0 +1,195 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { judgeMessages, parseLabel } from '../src/judge/prompt.js';
+import { agreement } from '../src/score/agreement.js';
+import { bsft } from './helpers/cli.js';
+import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
+
+const B = ['reactive', 'proactive', 'restraint'];
+const BEHAVIORS = Object.fromEntries(B.map((b) => [b, { token: `<|behavior:${b}|>`, description: `the ${b} behavior` }]));
+const KEY = 'sk-judge-SECRET-0123456789abcdef';
+
+/**
+ * A run folder of a no-token run with 30 test tasks (10 cases of 3) and a forced-proactive file: replies read
+ * "<behavior> reply <id>" so that the fake judge can answer from the reply text alone.
+ */
+function noTokenRun(root: string, judge: Record<string, unknown>): string {
+  const runDir = path.join(root, 'runs', 'none-0123abcd');
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(path.join(runDir, 'dataset'), { recursive: true });
+  mkdirSync(path.join(runDir, 'predictions'), { recursive: true });
+  writeFileSync(path.join(runDir, 'recipe.json'), JSON.stringify({
+    name: 'none', run_id: 'none-0123abcd', model: { name_or_path: 'tiny' },
+    data: { behaviors: BEHAVIORS, categories: {}, conditioning: 'none' },
+    eval: { splits: ['test'], bootstrap: 200 }, train: { method: 'lora', seed: 1, lr: 1e-4, schedule: 'cosine', max_steps: 3 }, judge,
+  }));
+  const tasks = Array.from({ length: 30 }, (_, i) => ({ id: `t${i}`, case_id: `c${Math.floor(i / 3)}`, category: `k${i % 3}`, behavior: B[i % 3]!, hard: false }));
+  writeFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), tasks.map((t) => JSON.stringify({
+    ...t, messages: [{ role: 'user', content: `Dr. Lee: case ${t.id}` }, { role: 'assistant', content: `<|behavior:${t.behavior}|>${t.behavior} reply gold ${t.id}` }],
+  })).join('\n'));
+  // The model's replies: right for 2 of every 3 tasks (the third says "reactive").
+  writeFileSync(path.join(runDir, 'predictions', 'test.jsonl'), tasks.map((t, i) => JSON.stringify({
+    id: t.id, predicted_behavior: null, reply: `${i % 3 === 2 ? 'reactive' : t.behavior} reply ${t.id}`,
+  })).join('\n'));
+  writeFileSync(path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'), tasks.map((t, i) => JSON.stringify({
+    id: t.id, predicted_behavior: 'proactive', forced: true, reply: `${i < 24 ? 'proactive' : 'restraint'} reply ${t.id}`,
+  })).join('\n'));
+  return runDir;
+}
+
+/** The fake judge's rule: the first word of the reply is its behavior. */
+const byFirstWord = (user: string, constrained: boolean) => {
+  const label = replyOf(user).split(' ')[0]!;
+  return constrained ? JSON.stringify({ label }) : `label: ${label}`;
+};
+
+describe('judge prompt and answers', () => {
+  it('builds the prompt from the recipe\'s behaviors, the context with speaker names, and the reply without tokens', () => {
+    const m = judgeMessages({ data: { behaviors: BEHAVIORS } } as never, [{ role: 'user', content: 'Dr. Lee: INR 4.8' }], '<|behavior:proactive|>Hold warfarin.');
+    expect(m[0]!.content).toContain('- proactive: the proactive behavior');
+    expect(m[0]!.content).toContain('label: <reactive|proactive|restraint>');
+    expect(m[1]!.content).toContain('[user] Dr. Lee: INR 4.8');
+    expect(m[1]!.content).toContain('Reply to grade:\nHold warfarin.');
+    expect(m[1]!.content).not.toContain('<|behavior');
+  });
+
+  it('parses a strict label line or a JSON label; anything else names no behavior', () => {
+    expect(parseLabel('label: proactive', B)).toBe('proactive');
+    expect(parseLabel('Label: `Restraint`.', B)).toBe('restraint');
+    expect(parseLabel('{"label": "reactive"}', B)).toBe('reactive');
+    expect(parseLabel('I think proactive', B)).toBeUndefined();
+    expect(parseLabel('label: bold', B)).toBeUndefined();
+    expect(parseLabel('label: reactive\nlabel: proactive', B)).toBeUndefined();
+  });
+
+  it('Cohen\'s kappa: 1 for perfect agreement, 0 at chance, hand-computed case', () => {
+    const pairs = (a: string[], b: string[]) => a.map((x, i) => ({ a: x, b: b[i]!, case_id: `c${i}` }));
+    expect(agreement(pairs(['reactive', 'proactive'], ['reactive', 'proactive']), B, 0, 1).kappa.value).toBe(1);
+    // a: R R P P, b: R P R P -> po 0.5, pe 0.5 -> kappa 0
+    expect(agreement(pairs(['reactive', 'reactive', 'proactive', 'proactive'], ['reactive', 'proactive', 'reactive', 'proactive']), B, 0, 1).kappa.value).toBeCloseTo(0, 12);
+    // a: R R R P, b: R R P P -> po 0.75, pe = 0.75*0.5 + 0.25*0.5 = 0.5 -> kappa 0.5
+    const k = agreement(pairs(['reactive', 'reactive', 'reactive', 'proactive'], ['reactive', 'reactive', 'proactive', 'proactive']), B, 200, 1);
+    expect(k.kappa.value).toBeCloseTo(0.5, 12);
+    expect(k.accuracy.value).toBe(0.75);
+    expect(k.kappa.ci![0]).toBeLessThanOrEqual(0.5);
+  });
+});
+
+describe('bsft judge against an OpenAI-compatible endpoint (local server)', () => {
+  const server = new FakeOpenAI();
+  const root = mkdtempSync(path.join(tmpdir(), 'bsft-judge-'));
+  const judge = (extra: Record<string, unknown> = {}) => ({ kind: 'openai', base_url: server.url, model: 'judge-model', max_concurrency: 8, timeout_s: 5, max_retries: 2, prompt_version: 'v1', also_token_runs: false, ...extra });
+  const env = { BSFT_JUDGE_API_KEY: KEY, BSFT_LOG_LEVEL: 'info' };
+  beforeAll(async () => {
+    await server.start();
+    server.key = KEY;
+  });
+  afterAll(() => server.stop());
+
+  it('labels the no-token, forced and gold replies; score uses the judged labels and prints the judge\'s validity; a re-run asks nothing', async () => {
+    server.answer = byFirstWord;
+    const runDir = noTokenRun(root, judge());
+    const res = await bsft(['judge', runDir], { env });
+    expect(res.code, res.stderr).toBe(0);
+    // 30 chosen + 30 forced + 30 gold replies; 8 forced replies are word for word the chosen ones (same task, same
+    // reply): the cache answers those.
+    expect(server.chatRequests()).toHaveLength(82);
+    expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ requested: 82, cached: 8 });
+    expect(server.chatRequests().every((r) => r.body!.response_format)).toBe(true); // a constrained answer was asked for
+    const chosen = readFileSync(path.join(runDir, 'judge', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(chosen[0]).toMatchObject({ id: 't0', judged_behavior: 'reactive', status: 'ok', prompt_version: 'v1' });
+    expect(res.stderr).not.toContain(KEY);
+
+    const scored = await bsft(['score', runDir, '--json'], { env });
+    const report = JSON.parse(scored.stdout);
+    expect(report.label_source).toEqual({ token: 0, judge: 30, none: 0 });
+    expect(report.overall.accuracy.value).toBeCloseTo(20 / 30, 12); // the replies were right for 2 of every 3
+    expect(report.judge.validity).toMatchObject({ n: 30, accuracy: { value: 1 }, kappa: { value: 1 }, unparseable: 0 });
+    expect(report.forced.proactive).toMatchObject({ n: 30, judged: 30, steering_accuracy: 24 / 30 });
+    const text = await bsft(['score', runDir], { env });
+    expect(text.stdout).toContain('labels: 0 from the first token, 30 from the judge, 0 without one');
+    expect(text.stdout).toMatch(/judge judge-model \(prompt v1\) on the 30 gold replies: accuracy 100\.0 \[100\.0, 100\.0\], Cohen's kappa 1\.00/);
+
+    // The cache: the same labels, no request.
+    const before = server.requests.length;
+    rmSync(path.join(runDir, 'judge', 'settings.json'));
+    const again = await bsft(['judge', runDir], { env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(server.requests.length).toBe(before);
+    expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ requested: 0, cached: 90 });
+    expect((await bsft(['judge', runDir], { env })).stdout).toMatch(/already judged/);
+  });
+
+  it('an interrupted judge resumes where it stopped', async () => {
+    server.answer = byFirstWord;
+    const runDir = noTokenRun(root, judge({ max_concurrency: 1 }));
+    mkdirSync(path.join(runDir, 'judge'));
+    // What a judge killed after 10 answers leaves: 10 cache lines and a torn eleventh.
+    const first = await bsft(['judge', runDir], { env });
+    expect(first.code).toBe(0);
+    const lines = readFileSync(path.join(runDir, 'judge', 'cache.jsonl'), 'utf8').split('\n');
+    rmSync(path.join(runDir, 'judge'), { recursive: true });
+    mkdirSync(path.join(runDir, 'judge'));
+    writeFileSync(path.join(runDir, 'judge', 'cache.jsonl'), `${lines.slice(0, 10).join('\n')}\n${lines[10]!.slice(0, 20)}`);
+    const before = server.chatRequests().length;
+    const res = await bsft(['judge', runDir], { env });
+    expect(res.code, res.stderr).toBe(0);
+    expect(server.chatRequests().length - before).toBe(82 - 10);
+  });
+
+  it('asks in plain text when the server refuses response formats; an answer outside the labels is asked again, then counted unparseable', async () => {
+    server.rejectResponseFormat = true;
+    let n = 0;
+    server.answer = (user) => (replyOf(user).startsWith('restraint') && ++n ? 'I would say it holds back.' : byFirstWord(user, false));
+    try {
+      const runDir = noTokenRun(root, judge());
+      const res = await bsft(['judge', runDir], { env });
+      expect(res.code, res.stderr).toBe(0);
+      const gold = readFileSync(path.join(runDir, 'judge', 'test.gold.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const bad = gold.filter((r) => r.status === 'unparseable');
+      expect(bad).toHaveLength(10);
+      expect(bad[0]).toMatchObject({ judged_behavior: null, raw: 'I would say it holds back.' });
+      expect(n).toBe(2 * (10 + 6)); // each asked twice: 10 gold, 6 forced replies read "restraint"
+      const report = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
+      expect(report.judge.validity.unparseable).toBe(10);
+      expect(report.judge.validity.accuracy.value).toBeCloseTo(20 / 30, 12);
+    } finally {
+      server.rejectResponseFormat = false;
+    }
+  });
+
+  it('faults: a refused key and a missing model stop at once; 429 and 503 are retried, then fail naming the endpoint; an unreachable endpoint too', async () => {
+    server.answer = byFirstWord;
+    const runDir = noTokenRun(root, judge());
+    const badKey = await bsft(['judge', runDir], { env: { ...env, BSFT_JUDGE_API_KEY: 'sk-wrong-key-zzz' } });
+    expect(badKey.code).toBe(2);
+    expect(badKey.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1 refused the key \(401\).*BSFT_JUDGE_API_KEY/);
+    expect(badKey.stderr).not.toContain('sk-wrong-key-zzz');
+
+    const before = server.chatRequests().length;
+    const noModel = await bsft(['judge', runDir, '--set', 'model=no-such-model'], { env });
+    expect(noModel.code).toBe(2);
+    expect(noModel.stderr).toMatch(/does not serve model "no-such-model" \(it serves: judge-model\)/);
+    expect(server.chatRequests().length).toBe(before); // before any work
+
+    // Two 429s (with retry-after), then answers: the run goes through.
+    let busy = 2;
+    server.answer = (user, c) => (busy-- > 0 ? { status: 429, headers: { 'retry-after-ms': '20' } } : byFirstWord(user, c));
+    const retried = await bsft(['judge', noTokenRun(root, judge())], { env });
+    expect(retried.code, retried.stderr).toBe(0);
+
+    // 503 every time: retried max_retries times, then a retryable failure (exit 1) naming the endpoint.
+    server.answer = () => ({ status: 503, headers: { 'retry-after-ms': '10' } });
+    const down = await bsft(['judge', noTokenRun(root, judge())], { env });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1 answered 503 while judging a reply, after 2 retries/);
+    expect(down.stderr).not.toContain(KEY);
+    expect(existsSync(path.join(root, 'runs', 'none-0123abcd', 'judge', 'test.jsonl'))).toBe(false); // nothing partial as final
+
+    const gone = await bsft(['judge', noTokenRun(root, judge({ base_url: 'http://127.0.0.1:9/v1', max_retries: 1 }))], { env });
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:9\/v1 unreachable/);
+  });
+});
