@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { judgeMessages, parseLabel } from '../src/judge/prompt.js';
 import { agreement } from '../src/score/agreement.js';
 import { bsft } from './helpers/cli.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
+import { pythonWith } from './helpers/python.js';
 
 const B = ['reactive', 'proactive', 'restraint'];
 const BEHAVIORS = Object.fromEntries(B.map((b) => [b, { token: `<|behavior:${b}|>`, description: `the ${b} behavior` }]));
@@ -120,6 +121,23 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(server.requests.length).toBe(before);
     expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ requested: 0, cached: 90 });
     expect((await bsft(['judge', runDir], { env })).stdout).toMatch(/already judged/);
+
+    // A token run beside it in one report: both on the same behavior scale, with where their labels come from.
+    const tokenRun = path.join(root, 'runs', 'token-0123abcd');
+    rmSync(tokenRun, { recursive: true, force: true });
+    mkdirSync(path.join(tokenRun, 'predictions'), { recursive: true });
+    mkdirSync(path.join(tokenRun, 'dataset'));
+    const recipe = JSON.parse(readFileSync(path.join(runDir, 'recipe.json'), 'utf8'));
+    writeFileSync(path.join(tokenRun, 'recipe.json'), JSON.stringify({ ...recipe, name: 'token', run_id: 'token-0123abcd', data: { ...recipe.data, conditioning: 'token' }, judge: undefined }));
+    writeFileSync(path.join(tokenRun, 'dataset', 'test.messages.jsonl'), readFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl')));
+    writeFileSync(path.join(tokenRun, 'predictions', 'test.jsonl'), Array.from({ length: 30 }, (_, i) => JSON.stringify({ id: `t${i}`, predicted_behavior: B[i % 3] })).join('\n'));
+    const rep = await bsft(['report', tokenRun, runDir, '--out', path.join(root, 'report'), '--bootstrap', '100'], { env });
+    expect(rep.code, rep.stderr).toBe(0);
+    expect(rep.stdout).toMatch(/token \(token, lora\) +100\.0 /);
+    expect(rep.stdout).toMatch(/none \(none, lora\) +\d+\.\d /);
+    expect(rep.stdout).toMatch(/token \(token, lora\) +30 \/ 0 \/ 0 +- /);
+    expect(rep.stdout).toMatch(/none \(none, lora\) +0 \/ 30 \/ 0 +judge-model \(v1\) +100\.0 \[100\.0, 100\.0\] +1\.00/);
+    expect(readFileSync(path.join(root, 'report', 'report.html'), 'utf8')).toContain('<h2>Labels and the judge</h2>');
   });
 
   it('an interrupted judge resumes where it stopped', async () => {
@@ -192,4 +210,39 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:9\/v1 unreachable/);
   });
+});
+
+const pyHF = pythonWith(['torch', 'transformers', 'peft']);
+
+describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, CPU)', () => {
+  const server = new FakeOpenAI();
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+
+  it('a conditioning: none run ends with a macro-F1 from judged labels and the judge\'s validity in its score', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-judge-run-'));
+    // The fake judge knows each test task's behavior from its conversation (read from the run's own dataset).
+    let known: Map<string, string> | undefined;
+    server.answer = (user, constrained) => {
+      known ??= new Map(readdirSync(runs).flatMap((id) => {
+        const file = path.join(runs, id, 'dataset', 'test.messages.jsonl');
+        return existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((d) => [d.messages.slice(0, -1).map((m: { content: string }) => m.content).join('\n'), d.behavior] as [string, string]) : [];
+      }));
+      const conversation = /Conversation:\n([\s\S]*?)\n\nReply to grade:/.exec(user)![1]!.split('\n').map((l) => l.replace(/^\[\w+\] /, '')).join('\n');
+      const label = known.get(conversation) ?? 'reactive';
+      return constrained ? JSON.stringify({ label }) : `label: ${label}`;
+    };
+    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
+      '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50',
+      '--set', `judge={kind: openai, base_url: "${server.url}", model: judge-model, max_concurrency: 8}`], { env: { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' } });
+    expect(res.code, res.stderr.slice(-3000)).toBe(0);
+    const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
+    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
+    const score = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    expect(score.label_source).toEqual({ token: 0, judge: score.n_tasks, none: 0 });
+    expect(score.overall.macro_f1.value).toBe(1); // this judge answers from the conversation: every label right
+    expect(score.judge).toMatchObject({ model: 'judge-model', prompt_version: 'v1', validity: { n: score.n_tasks, kappa: { value: 1 } } });
+    expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the \d+ gold replies/);
+  }, 300_000);
 });

@@ -73,7 +73,7 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
     expect(predictions.map((p) => p.id)).toEqual(manifest.documents.test);
     const status = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
-    expect(status.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done', 'score:done']);
+    expect(status.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(['build:done', 'train:done', 'predict:done', 'judge:skipped', 'score:done']); // no judge section: nothing to judge
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/run toy-run-[0-9a-f]{8}: finished/);
     // The score table is command output (stdout), with the majority baseline of the same split beside the result.
@@ -93,7 +93,7 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     const second = await bsft(args, { env });
     const again = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8'));
     // Every step, the build included, is reported as skipped (not "build done") when its output is up to date.
-    expect(again.steps.map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
+    expect(again.steps.map((s: { state: string }) => s.state)).toEqual(['skipped', 'skipped', 'skipped', 'skipped', 'skipped']);
     expect(second.stdout).toMatch(/build +skipped/);
     expect(second.code).toBe(0);
     expect(second.stderr).not.toContain('"event":"step"');
@@ -105,9 +105,9 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
       expect(readdirSync(runs)).toEqual([path.basename(runDir)]);
       return JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
     };
-    expect(await states(['eval.bootstrap=50'])).toEqual(['build:skipped', 'train:skipped', 'predict:skipped', 'score:done']);
+    expect(await states(['eval.bootstrap=50'])).toEqual(['build:skipped', 'train:skipped', 'predict:skipped', 'judge:skipped', 'score:done']);
     expect(JSON.parse(readFileSync(path.join(runDir, 'score', 'settings.json'), 'utf8')).bootstrap).toBe(50);
-    expect(await states(['eval.bootstrap=50', 'eval.max_new_tokens=3'])).toEqual(['build:skipped', 'train:skipped', 'predict:done', 'score:done']);
+    expect(await states(['eval.bootstrap=50', 'eval.max_new_tokens=3'])).toEqual(['build:skipped', 'train:skipped', 'predict:done', 'judge:skipped', 'score:done']);
 
     // bsft predict makes a run's predictions again on request (what bsft score asks for when they are missing).
     const predicted = await bsft(['predict', runDir], { env });

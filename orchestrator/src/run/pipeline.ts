@@ -9,7 +9,7 @@ export interface StepRecord {
   message?: string;
 }
 
-const STEP_ORDER: StepName[] = ['build', 'train', 'predict', 'score'];
+const STEP_ORDER: StepName[] = ['build', 'train', 'predict', 'judge', 'score'];
 
 /**
  * Writes runs/<id>/run.json after every step, so an interrupted run shows how far it got. Steps run elsewhere

@@ -1,6 +1,6 @@
 import { pct } from './format.js';
 import type { Estimate } from './metrics.js';
-import { categoryRows, deltaRows, forcedBehaviors, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
+import { categoryRows, deltaRows, forcedBehaviors, judgeRows, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
 
 /**
  * The HTML form of a report: one self-contained page (inline SVG, no scripts, no network). Every chart is an
@@ -232,6 +232,7 @@ ${c.deltas.length ? `<h2>Deltas versus ${esc(c.deltas[0]!.versus)}</h2>${tableHt
 ${tableHtml(metaRows(c), 'meta')}
 ${curves.length ? `<h2>Training curves</h2><div class="charts">${curves.map((r) => `<figure>${curveChart(r)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>` : ''}
 ${steering ? `<h2>Steering</h2>${tableHtml(steeringRows(c))}<figure>${steeringChart(c)}<figcaption>share of forced-token replies whose behavior is the forced one</figcaption></figure>` : ''}
+${c.runs.some((r) => r.judge) ? `<h2>Labels and the judge</h2><p>Runs without behavior tokens are labelled by a judge model; its accuracy and Cohen's kappa on the gold replies say how far to trust those labels.</p>${tableHtml(judgeRows(c))}` : ''}
 <h2>Confusion matrices</h2>
 <div class="charts">${c.runs.map((r) => `<figure>${heatmap(r, c.behaviors)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>
 <h2>Accuracy per category</h2>

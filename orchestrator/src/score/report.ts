@@ -2,7 +2,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { table } from '../util/table.js';
 import { notComparable } from './benchmark-release.js';
-import { est, pct } from './format.js';
+import { est, kappa, pct } from './format.js';
 import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
 import { runCurve, runMeta, type Curve, type RunMeta } from './run-meta.js';
@@ -30,6 +30,9 @@ export interface ComparedRun {
   confusion: number[][];
   /** Forced-token predictions: forced behavior -> how often the reply's behavior matched it. */
   steering: Record<string, { n: number; judged: number; accuracy: number | null }>;
+  /** Where the labels come from (first token or judge), and the judge's validity when one gave labels. */
+  label_source: ScoreReport['label_source'] | null;
+  judge: ScoreReport['judge'] | null;
 }
 
 export interface Comparison {
@@ -74,6 +77,8 @@ export function compare(runs: Scored[], resamples: number, seed: number): Compar
     answer_accuracy: r.report.answers?.accuracy ?? null,
     confusion: r.report.overall.confusion,
     steering: Object.fromEntries(Object.entries(r.report.forced).map(([b, f]) => [b, { n: f.n, judged: f.judged, accuracy: f.steering_accuracy }])),
+    label_source: r.report.label_source ?? null,
+    judge: r.report.judge ?? null,
   }));
   return {
     format: 'bsft-report-v2',
@@ -158,11 +163,27 @@ export function steeringRows(c: Comparison): string[][] {
   ];
 }
 
+/** Where each run's labels come from, and how far its judge agrees with the gold labels and with the run's tokens. */
+export function judgeRows(c: Comparison): string[][] {
+  return [
+    ['run', 'labels (token / judge / none)', 'judge', 'judge on gold: accuracy', 'kappa', 'token vs judge: agreement', 'kappa'],
+    ...c.runs.map((r) => {
+      const s = r.label_source;
+      const j = r.judge;
+      return [r.label, s ? `${s.token} / ${s.judge} / ${s.none}` : '-', j ? `${j.model} (${j.prompt_version})` : '-', j ? est(j.validity.accuracy) : '-', j ? kappa(j.validity.kappa) : '-',
+        j?.agreement ? est(j.agreement.accuracy) : '-', j?.agreement ? kappa(j.agreement.kappa) : '-'];
+    }),
+  ];
+}
+
+const judged = (c: Comparison) => c.runs.some((r) => r.judge);
+
 export function formatComparison(c: Comparison): string[] {
   const out = table(scoreRows(c));
   if (c.reference_not_comparable) out.push(`note: ${c.reference_not_comparable}`);
   if (c.deltas.length) out.push('', `deltas versus ${c.deltas[0]!.versus} (paired case bootstrap, 95% CI):`, ...table(deltaRows(c)).map((l) => `  ${l}`));
   if (forcedBehaviors(c).length) out.push('', 'steering accuracy (reply behavior == forced behavior, judged replies):', ...table(steeringRows(c)).map((l) => `  ${l}`));
+  if (judged(c)) out.push('', 'labels and the judge (95% CI):', ...table(judgeRows(c)).map((l) => `  ${l}`));
   out.push('', ...table(metaRows(c)));
   return out;
 }
@@ -173,6 +194,7 @@ export function markdown(c: Comparison): string {
   if (c.reference_not_comparable) parts.push('', `**Note:** ${c.reference_not_comparable}.`);
   if (c.deltas.length) parts.push('', `## Deltas versus ${c.deltas[0]!.versus}`, '', md(deltaRows(c)));
   if (forcedBehaviors(c).length) parts.push('', '## Steering accuracy', '', md(steeringRows(c)));
+  if (judged(c)) parts.push('', '## Labels and the judge', '', md(judgeRows(c)));
   parts.push('', '## Accuracy per category', '', md(categoryRows(c)));
   parts.push('', '## Runs', '', md(metaRows(c)));
   parts.push('', '## Conventions', '', ...c.conventions.map((x) => `- ${x}`), '');
