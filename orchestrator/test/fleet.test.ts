@@ -127,7 +127,7 @@ describe('bsft reproduce', () => {
     expect(report.runs.map((r: { label: string }) => r.label.split(' ')[0])).toEqual(['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']);
     expect(report.deltas).toHaveLength(3);
     expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
-    expect(res.stdout).toContain('note: these runs used the bundled 630-task sample, not BehaviorBench: the paper row is not comparable');
+    expect(res.stdout).toMatch(/note: run paper-behaviorsft-lora-[0-9a-f]{8} used the bundled 630-task sample, not BehaviorBench: the paper row is not comparable/);
     expect(report.reference_not_comparable).toContain('bundled 630-task sample');
     const workersUsed = new Set([...a.stderr, ...b.stderr].filter((l) => l.includes('"train completed"')).map((l) => JSON.parse(l).worker));
     expect(workersUsed.size).toBe(2);

@@ -67,17 +67,17 @@ describe('run id', () => {
   it('covers what trains the weights and nothing else', () => {
     const base = idWith([]);
     const speedSwitches = ['train.compile=true', 'train.step_sync=every_step', 'train.activation_checkpointing=true'];
-    for (const perRun of ['eval.bootstrap=50', 'eval.max_new_tokens=9', 'queue.priority=3', 'description=other', 'resources.gpus=2', `store.path=${tmpdir()}/elsewhere`, ...speedSwitches]) {
+    for (const perRun of ['eval.bootstrap=50', 'eval.max_new_tokens=9', 'queue.priority=3', 'description=other', 'resources.gpus=2', `store.path=${tmpdir()}/elsewhere`, 'judge={kind: openai, base_url: "http://127.0.0.1:8000/v1", model: m}', ...speedSwitches]) {
       expect(idWith([perRun]), perRun).toBe(base);
     }
-    for (const training of ['train.lr=0.001', 'train.lora.compute_dtype=float32', 'data.seed=7', 'data.max_seq_len=2048', 'model.dtype=bfloat16', 'name=other']) {
+    for (const training of ['train.lr=0.001', 'train.lora.compute_dtype=float32', 'data.seed=7', 'data.max_seq_len=512', 'model.dtype=bfloat16', 'name=other']) {
       expect(idWith([training]), training).not.toBe(base);
     }
   });
 
   it('bsft show says which fields the id covers', async () => {
     const res = await bsft(['show', 'recipes/smoke.yaml']);
-    expect(res.stdout.split('\n')[0]).toMatch(/^# run id smoke-[0-9a-f]{8} covers: name, model, data, train .*eval, queue, store, resources, tracking and description are per-run settings/);
+    expect(res.stdout.split('\n')[0]).toMatch(/^# run id smoke-[0-9a-f]{8} covers: name, model, data, train .*eval, queue, store, resources, tracking, judge and description are per-run settings/);
   });
 });
 

@@ -8,7 +8,7 @@ export const show: CommandImpl = {
     const resolved = resolveFromArgs(file!, values);
     const covers =
       `run id ${resolved.run_id} covers: ${RUN_ID_COVERS.join(', ')} (what trains the weights); ` +
-      'eval, queue, store, resources, tracking and description are per-run settings: changing them reuses the training, ' +
+      'eval, queue, store, resources, tracking, judge and description are per-run settings: changing them reuses the training, ' +
       `as do the speed switches ${SPEED_SWITCHES.map((k) => `train.${k}`).join(', ')}`;
     if (values.json) {
       process.stderr.write(`${covers}\n`);

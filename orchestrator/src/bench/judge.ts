@@ -1,0 +1,87 @@
+/**
+ * npm run bench:judge — the judge's own overhead, against a local OpenAI-compatible server that answers every chat
+ * request after 20 ms (a stand-in for a fast inference server; no network):
+ *   10,000 judgments (5,000 replies of a no-token run + their 5,000 gold replies) at max_concurrency 64, through the
+ *   real path (bsft's judge step code: prompt, cache, pool, files), target < 10 s of wall time;
+ *   beside the same work one request at a time (max_concurrency 1), in the same run.
+ * BENCH_JUDGMENTS changes the count (even), BENCH_DELAY_MS the server's delay.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { runJudge } from '../judge/run-judge.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+
+const JUDGMENTS = Number(process.env.BENCH_JUDGMENTS ?? 10_000);
+const DELAY_MS = Number(process.env.BENCH_DELAY_MS ?? 20);
+const BEHAVIORS = ['reactive', 'proactive', 'restraint'];
+
+/** The two routes a judge calls, each answer after DELAY_MS. */
+async function server(): Promise<{ url: string; close: () => void; count: () => number }> {
+  let n = 0;
+  const s = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => setTimeout(() => {
+      res.setHeader('content-type', 'application/json');
+      if (req.url === '/v1/models') return res.end(JSON.stringify({ object: 'list', data: [{ id: 'judge', object: 'model', created: 0, owned_by: 'bench' }] }));
+      n++;
+      const label = BEHAVIORS[n % 3];
+      res.end(JSON.stringify({ id: `c${n}`, object: 'chat.completion', created: 0, model: 'judge', choices: [{ index: 0, message: { role: 'assistant', content: `{"label": "${label}"}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 200, completion_tokens: 6, total_tokens: 206 } }));
+    }, DELAY_MS));
+  });
+  s.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(s.address() as { port: number }).port}/v1`, close: () => { s.closeAllConnections(); s.close(); }, count: () => n };
+}
+
+/** A no-token run folder with JUDGMENTS / 2 test tasks and a reply for each. */
+function runFolder(url: string, concurrency: number): { recipe: ResolvedRecipe; dir: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bsft-bench-judge-'));
+  mkdirSync(path.join(dir, 'dataset'));
+  mkdirSync(path.join(dir, 'predictions'));
+  const n = JUDGMENTS / 2;
+  const docs: string[] = [];
+  const preds: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const b = BEHAVIORS[i % 3]!;
+    docs.push(JSON.stringify({ id: `t${i}`, case_id: `c${Math.floor(i / 12)}`, category: `k${i % 13}`, behavior: b, messages: [
+      { role: 'user', content: `Dr. Patel: Mrs. Chen, 74, INR ${(i % 50) / 10 + 1}, admitted after a fall; plan: continue warfarin, discharge tomorrow.` },
+      { role: 'user', content: `Nurse Ali: Noted, bed ${i % 30} is ready.` },
+      { role: 'assistant', content: `<|behavior:${b}|>Gold reply ${i}.` },
+    ] }));
+    preds.push(JSON.stringify({ id: `t${i}`, predicted_behavior: null, reply: `Model reply ${i}: hold warfarin tonight and recheck the INR.` }));
+  }
+  writeFileSync(path.join(dir, 'dataset', 'test.messages.jsonl'), `${docs.join('\n')}\n`);
+  writeFileSync(path.join(dir, 'predictions', 'test.jsonl'), `${preds.join('\n')}\n`);
+  const recipe = {
+    run_id: 'bench-00000000',
+    data: { conditioning: 'none', behaviors: Object.fromEntries(BEHAVIORS.map((b) => [b, { token: `<|behavior:${b}|>`, description: `the ${b} behavior` }])) },
+    eval: { splits: ['test'] },
+    judge: { kind: 'openai', base_url: url, model: 'judge', max_concurrency: concurrency, timeout_s: 60, max_retries: 2, prompt_version: 'v1', also_token_runs: false },
+  } as unknown as ResolvedRecipe;
+  return { recipe, dir };
+}
+
+async function timed(concurrency: number): Promise<{ seconds: number; requests: number }> {
+  const s = await server();
+  try {
+    const { recipe, dir } = runFolder(s.url, concurrency);
+    const t = performance.now();
+    const summary = await runJudge(recipe, dir, pino({ level: 'silent' }));
+    const seconds = (performance.now() - t) / 1000;
+    if (summary.requested !== JUDGMENTS || s.count() !== JUDGMENTS) throw new Error(`expected ${JUDGMENTS} requests, made ${summary.requested} (server saw ${s.count()})`);
+    return { seconds, requests: summary.requested };
+  } finally {
+    s.close();
+  }
+}
+
+const pooled = await timed(64);
+console.log(`judging ${JUDGMENTS.toLocaleString('en')} replies against a local server answering in ${DELAY_MS} ms (prompt, cache, files included)`);
+console.log(`  max_concurrency 64      ${pooled.seconds.toFixed(2)} s  ${Math.round(pooled.requests / pooled.seconds).toLocaleString('en')} judgments/s   target < 10 s: ${pooled.seconds < 10 ? 'met' : 'NOT met'}`);
+const one = await timed(1);
+console.log(`  one request at a time   ${one.seconds.toFixed(2)} s  ${Math.round(one.requests / one.seconds).toLocaleString('en')} judgments/s   (the same work)`);
+console.log(`  speed-up                ${(one.seconds / pooled.seconds).toFixed(1)}x   (bound: ${DELAY_MS} ms x ${JUDGMENTS.toLocaleString('en')} = ${((DELAY_MS * JUDGMENTS) / 1000).toFixed(0)} s one at a time, ${((DELAY_MS * JUDGMENTS) / 64 / 1000).toFixed(1)} s at 64)`);
