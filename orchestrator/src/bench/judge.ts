@@ -7,7 +7,7 @@
  * BENCH_JUDGMENTS changes the count (even), BENCH_DELAY_MS the server's delay.
  */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -18,23 +18,39 @@ const JUDGMENTS = Number(process.env.BENCH_JUDGMENTS ?? 10_000);
 const DELAY_MS = Number(process.env.BENCH_DELAY_MS ?? 20);
 const BEHAVIORS = ['reactive', 'proactive', 'restraint'];
 
-/** The two routes a judge calls, each answer after DELAY_MS. */
-async function server(): Promise<{ url: string; close: () => void; count: () => number }> {
-  let n = 0;
-  const s = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => (body += c.toString()));
-    req.on('end', () => setTimeout(() => {
-      res.setHeader('content-type', 'application/json');
+
+/**
+ * The two routes a judge calls, each answer after DELAY_MS, in a child process of its own (as a real server is on
+ * another machine: its CPU is not the orchestrator's). Prints its port, counts chat requests (GET /count).
+ */
+const SERVER = `
+import { createServer } from 'node:http';
+let n = 0;
+const s = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url === '/count') return res.end(String(n));
+    setTimeout(() => {
       if (req.url === '/v1/models') return res.end(JSON.stringify({ object: 'list', data: [{ id: 'judge', object: 'model', created: 0, owned_by: 'bench' }] }));
       n++;
-      const label = BEHAVIORS[n % 3];
-      res.end(JSON.stringify({ id: `c${n}`, object: 'chat.completion', created: 0, model: 'judge', choices: [{ index: 0, message: { role: 'assistant', content: `{"label": "${label}"}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 200, completion_tokens: 6, total_tokens: 206 } }));
-    }, DELAY_MS));
+      const label = ['reactive', 'proactive', 'restraint'][n % 3];
+      res.end(JSON.stringify({ id: 'c' + n, object: 'chat.completion', created: 0, model: 'judge', choices: [{ index: 0, message: { role: 'assistant', content: '{"label": "' + label + '"}' }, finish_reason: 'stop' }], usage: { prompt_tokens: 200, completion_tokens: 6, total_tokens: 206 } }));
+    }, ${DELAY_MS});
   });
-  s.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(s.address() as { port: number }).port}/v1`, close: () => { s.closeAllConnections(); s.close(); }, count: () => n };
+});
+s.keepAliveTimeout = 60000;
+s.listen(0, '127.0.0.1', () => console.log(s.address().port));
+`;
+
+async function server(): Promise<{ url: string; close: () => void; count: () => Promise<number> }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<string>((resolve, reject) => {
+    child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
+    child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
+  });
+  const root = `http://127.0.0.1:${port}`;
+  return { url: `${root}/v1`, close: () => child.kill(), count: async () => Number(await (await fetch(`${root}/count`)).text()) };
 }
 
 /** A no-token run folder with JUDGMENTS / 2 test tasks and a reply for each. */
@@ -72,7 +88,8 @@ async function timed(concurrency: number): Promise<{ seconds: number; requests: 
     const t = performance.now();
     const summary = await runJudge(recipe, dir, pino({ level: 'silent' }));
     const seconds = (performance.now() - t) / 1000;
-    if (summary.requested !== JUDGMENTS || s.count() !== JUDGMENTS) throw new Error(`expected ${JUDGMENTS} requests, made ${summary.requested} (server saw ${s.count()})`);
+    const seen = await s.count();
+    if (summary.requested !== JUDGMENTS || seen !== JUDGMENTS) throw new Error(`expected ${JUDGMENTS} requests, made ${summary.requested} (server saw ${seen})`);
     return { seconds, requests: summary.requested };
   } finally {
     s.close();
