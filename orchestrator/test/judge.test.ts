@@ -206,6 +206,14 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(down.stderr).not.toContain(KEY);
     expect(existsSync(path.join(root, 'runs', 'none-0123abcd', 'judge', 'test.jsonl'))).toBe(false); // nothing partial as final
 
+    // A request slower than timeout_s: a timeout, retried, then the same retryable failure.
+    server.answer = byFirstWord;
+    server.delayMs = 1500;
+    const slow = await bsft(['judge', noTokenRun(root, judge({ timeout_s: 0.5, max_retries: 1 }))], { env });
+    server.delayMs = 0;
+    expect(slow.code).toBe(1);
+    expect(slow.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1 unreachable while (listing its models|judging a reply) after 1 retries \(timed out\)/);
+
     const gone = await bsft(['judge', noTokenRun(root, judge({ base_url: 'http://127.0.0.1:9/v1', max_retries: 1 }))], { env });
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:9\/v1 unreachable/);

@@ -4,7 +4,7 @@
  *   10,000 judgments (5,000 replies of a no-token run + their 5,000 gold replies) at max_concurrency 64, through the
  *   real path (bsft's judge step code: prompt, cache, pool, files), target < 10 s of wall time;
  *   beside the same work one request at a time (max_concurrency 1), in the same run.
- * BENCH_JUDGMENTS changes the count (even), BENCH_DELAY_MS the server's delay.
+ * BENCH_JUDGMENTS changes the count (even), BENCH_DELAY_MS the server's delay; BENCH_ONE_AT_A_TIME=0 skips the baseline.
  */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -99,6 +99,7 @@ async function timed(concurrency: number): Promise<{ seconds: number; requests: 
 const pooled = await timed(64);
 console.log(`judging ${JUDGMENTS.toLocaleString('en')} replies against a local server answering in ${DELAY_MS} ms (prompt, cache, files included)`);
 console.log(`  max_concurrency 64      ${pooled.seconds.toFixed(2)} s  ${Math.round(pooled.requests / pooled.seconds).toLocaleString('en')} judgments/s   target < 10 s: ${pooled.seconds < 10 ? 'met' : 'NOT met'}`);
+if (process.env.BENCH_ONE_AT_A_TIME === '0') process.exit(0); // profiling the pooled path alone
 const one = await timed(1);
 console.log(`  one request at a time   ${one.seconds.toFixed(2)} s  ${Math.round(one.requests / one.seconds).toLocaleString('en')} judgments/s   (the same work)`);
 console.log(`  speed-up                ${(one.seconds / pooled.seconds).toFixed(1)}x   (bound: ${DELAY_MS} ms x ${JUDGMENTS.toLocaleString('en')} = ${((DELAY_MS * JUDGMENTS) / 1000).toFixed(0)} s one at a time, ${((DELAY_MS * JUDGMENTS) / 64 / 1000).toFixed(1)} s at 64)`);

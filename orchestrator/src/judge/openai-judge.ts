@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import { JudgeSetupError, JudgeUnavailableError } from '../errors.js';
 import type { JudgeSettings } from '../recipe/schema.js';
 import { redactUrl } from '../recipe/secrets.js';
+import { keepAliveFetch } from './http-fetch.js';
 import { parseLabel, type ChatMessage } from './prompt.js';
 
 /** A judge's answer for one reply: the label, or null when the answer named none of the behaviors. */
@@ -34,7 +35,11 @@ export class OpenAIJudge {
     apiKey = process.env[JUDGE_KEY_ENV],
   ) {
     this.endpoint = redactUrl(settings.base_url);
-    this.client = new OpenAI({ baseURL: settings.base_url, apiKey: apiKey || 'no-key', timeout: settings.timeout_s * 1000, maxRetries: settings.max_retries });
+    // logLevel off: the client would format every request's details for its debug log (a share of its CPU time).
+    this.client = new OpenAI({
+      baseURL: settings.base_url, apiKey: apiKey || 'no-key', timeout: settings.timeout_s * 1000, maxRetries: settings.max_retries, logLevel: 'off',
+      fetch: keepAliveFetch(settings.max_concurrency),
+    });
   }
 
   /** Fails before any work when the key is refused or the endpoint does not serve the model. */

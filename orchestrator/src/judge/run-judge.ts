@@ -81,9 +81,20 @@ class JudgeCache {
     return hit;
   }
 
+  private pending: string[] = [];
+  private lastFlush = Date.now();
+
+  /** Kept at once; on disk in batches (every 64 answers or half a second): a kill loses at most those. */
   put(key: string, j: Judgment): void {
     this.entries.set(key, j);
-    appendFileSync(this.file, `${JSON.stringify({ key, label: j.label, raw: j.raw, status: j.status })}\n`);
+    this.pending.push(`${JSON.stringify({ key, label: j.label, raw: j.raw, status: j.status })}\n`);
+    if (this.pending.length >= 64 || Date.now() - this.lastFlush > 500) this.flush();
+  }
+
+  flush(): void {
+    if (this.pending.length) appendFileSync(this.file, this.pending.join(''));
+    this.pending = [];
+    this.lastFlush = Date.now();
   }
 }
 
@@ -117,23 +128,27 @@ export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logg
   const progress = createProgress('judge', { total: misses, unit: 'reply', log });
   let tokens = 0;
   const summary: JudgeSummary = { kind: settings.kind, model: settings.model, prompt_version: settings.prompt_version, files: {}, requested: 0, cached: 0, tokens: 0 };
-  for (const [fi, file] of files.entries()) {
-    const rows = await mapPool(file.requests, settings.max_concurrency, async (r, i) => {
-      const key = keyed[fi]![i]!;
-      let j = cache.get(key);
-      if (!j) {
-        j = await judge.judge(judgeMessages(recipe, r.context, r.reply));
-        cache.put(key, j);
-        summary.requested++;
-        tokens += j.tokens;
-        progress.tick(1, tokens ? { tokens } : {});
-      }
-      return { id: r.id, judged_behavior: j.label, status: j.status, raw: j.raw, prompt_version: settings.prompt_version } satisfies JudgmentRow;
-    });
-    const tmp = path.join(outDir, `${file.name}.tmp`);
-    writeFileSync(tmp, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
-    renameSync(tmp, path.join(outDir, file.name));
-    summary.files[file.name] = { n: rows.length, ok: rows.filter((r) => r.status === 'ok').length, unparseable: rows.filter((r) => r.status === 'unparseable').length };
+  try {
+    for (const [fi, file] of files.entries()) {
+      const rows = await mapPool(file.requests, settings.max_concurrency, async (r, i) => {
+        const key = keyed[fi]![i]!;
+        let j = cache.get(key);
+        if (!j) {
+          j = await judge.judge(judgeMessages(recipe, r.context, r.reply));
+          cache.put(key, j);
+          summary.requested++;
+          tokens += j.tokens;
+          progress.tick(1, tokens ? { tokens } : {});
+        }
+        return { id: r.id, judged_behavior: j.label, status: j.status, raw: j.raw, prompt_version: settings.prompt_version } satisfies JudgmentRow;
+      });
+      const tmp = path.join(outDir, `${file.name}.tmp`);
+      writeFileSync(tmp, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      renameSync(tmp, path.join(outDir, file.name));
+      summary.files[file.name] = { n: rows.length, ok: rows.filter((r) => r.status === 'ok').length, unparseable: rows.filter((r) => r.status === 'unparseable').length };
+    }
+  } finally {
+    cache.flush(); // what was answered before a failure is kept
   }
   progress.done();
   summary.cached = cache.hits;

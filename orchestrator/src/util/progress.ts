@@ -56,6 +56,8 @@ export class ProgressLine {
   private done = 0;
   private started = false;
   private samples: { t: number; done: number }[] = [];
+  /** The newest update: the end of the rate's window. */
+  private latest: { t: number; done: number } | undefined;
   private figures: Record<string, number> = {};
   private lastPlain = { t: 0, done: -1 };
   private drawn = false;
@@ -80,6 +82,7 @@ export class ProgressLine {
     this.done = done;
     this.started = true;
     this.samples = [{ t: this.now(), done }];
+    this.latest = this.samples[0];
     this.show(true);
   }
 
@@ -89,7 +92,9 @@ export class ProgressLine {
     this.done = done;
     this.figures = { ...this.figures, ...figures };
     const t = this.now();
-    this.samples.push({ t, done });
+    this.latest = { t, done };
+    // The window keeps at most ten samples a second (thousands of ticks a second would make it the cost).
+    if (t - this.samples[this.samples.length - 1]!.t >= 100) this.samples.push({ t, done });
     while (this.samples.length > 2 && t - this.samples[0]!.t > WINDOW_MS) this.samples.shift();
     this.show(false);
   }
@@ -124,7 +129,7 @@ export class ProgressLine {
   /** Units per second over the recent samples (undefined until two samples differ). */
   rate(): number | undefined {
     const first = this.samples[0];
-    const last = this.samples[this.samples.length - 1];
+    const last = this.latest;
     if (!first || !last || last.t <= first.t || last.done <= first.done) return undefined;
     return ((last.done - first.done) * 1000) / (last.t - first.t);
   }
