@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
+import { OpenAIJudge } from '../judge/openai-judge.js';
 import { runJudge } from '../judge/run-judge.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 
@@ -86,7 +87,7 @@ async function timed(concurrency: number): Promise<{ seconds: number; requests: 
   try {
     const { recipe, dir } = runFolder(s.url, concurrency);
     const t = performance.now();
-    const summary = await runJudge(recipe, dir, pino({ level: 'silent' }));
+    const summary = await runJudge(recipe, dir, pino({ level: 'silent' }), new OpenAIJudge(recipe.judge!, BEHAVIORS));
     const seconds = (performance.now() - t) / 1000;
     const seen = await s.count();
     if (summary.requested !== JUDGMENTS || seen !== JUDGMENTS) throw new Error(`expected ${JUDGMENTS} requests, made ${summary.requested} (server saw ${seen})`);

@@ -3,7 +3,13 @@ import path from 'node:path';
 import { stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
 import { sha256File } from '../util/sha256.js';
-import { runJudge } from './run-judge.js';
+import { OpenAIJudge } from './openai-judge.js';
+import { runJudge, type Judge } from './run-judge.js';
+
+/** The recipe's judge. */
+export function judgeOf(ctx: RunContext): Judge {
+  return new OpenAIJudge(ctx.recipe.judge!, Object.keys(ctx.recipe.data.behaviors));
+}
 
 /**
  * The judge step (after predict, before score): labels the replies no token labels, and the gold replies, with the
@@ -21,7 +27,7 @@ export const judgeStep: Step = {
     return !ctx.recipe.judge || stampMatches(judgeStamp(ctx), await judgeSettings(ctx));
   },
   async run(ctx) {
-    const summary = await runJudge(ctx.recipe, ctx.runDir, ctx.log);
+    const summary = await runJudge(ctx.recipe, ctx.runDir, ctx.log, judgeOf(ctx));
     await ctx.host.note({ event: 'judge', model: summary.model, requested: summary.requested, cached: summary.cached, tokens: summary.tokens,
       unparseable: Object.values(summary.files).reduce((n, f) => n + f.unparseable, 0) });
     writeStamp(judgeStamp(ctx), await judgeSettings(ctx));

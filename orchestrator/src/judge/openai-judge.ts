@@ -4,6 +4,8 @@ import type { JudgeSettings } from '../recipe/schema.js';
 import { redactUrl } from '../recipe/secrets.js';
 import { keepAliveFetch } from './http-fetch.js';
 import { parseLabel, type ChatMessage } from './prompt.js';
+import type { Judge, JudgeRequest } from './run-judge.js';
+import { mapPool } from '../util/pool.js';
 
 /** A judge's answer for one reply: the label, or null when the answer named none of the behaviors. */
 export interface Judgment {
@@ -24,7 +26,8 @@ export const JUDGE_KEY_ENV = 'BSFT_JUDGE_API_KEY';
  * It asks for a constrained answer (a JSON schema whose label is one of the behaviors) and falls back to a plain
  * `label: <behavior>` line when the server refuses response formats; temperature 0.
  */
-export class OpenAIJudge {
+export class OpenAIJudge implements Judge {
+  readonly showsProgress = false;
   private readonly client: OpenAI;
   private constrained = true;
   readonly endpoint: string;
@@ -54,6 +57,11 @@ export class OpenAIJudge {
     if (!served.includes(this.settings.model)) {
       throw new JudgeSetupError(`judge endpoint ${this.endpoint} does not serve model "${this.settings.model}" (it serves: ${served.slice(0, 10).join(', ') || 'none'})`);
     }
+  }
+
+  /** `max_concurrency` requests in flight. */
+  async answer(requests: JudgeRequest[], onAnswer: (key: string, j: Judgment) => void): Promise<void> {
+    await mapPool(requests, this.settings.max_concurrency, async (r) => onAnswer(r.key, await this.judge(r.messages)));
   }
 
   /** One reply's label: an answer outside the label set is asked once more, then recorded as unparseable. */

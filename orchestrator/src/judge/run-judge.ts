@@ -7,11 +7,10 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { JudgeSettings } from '../recipe/schema.js';
 import { predictionSchema } from '../score/inputs.js';
 import { createProgress } from '../util/progress.js';
-import { mapPool } from '../util/pool.js';
 import { sha256 } from '../util/sha256.js';
-import { OpenAIJudge, type Judgment } from './openai-judge.js';
+import type { Judgment } from './openai-judge.js';
 import { goldFileName, readRows, type JudgmentRow } from './judgments.js';
-import { judgeMessages, replyHash, type Turn } from './prompt.js';
+import { judgeMessages, replyHash, type ChatMessage, type Turn } from './prompt.js';
 
 interface Request {
   id: string;
@@ -57,7 +56,6 @@ export async function judgeFiles(recipe: ResolvedRecipe, runDir: string): Promis
 /** Labels already given, by (judge, model, prompt version, task, reply): appended as answers come, read back on a re-run. */
 class JudgeCache {
   private readonly entries = new Map<string, Judgment>();
-  hits = 0;
 
   constructor(private readonly file: string) {
     if (!existsSync(file)) return;
@@ -75,10 +73,12 @@ class JudgeCache {
     return sha256(JSON.stringify([settings.kind, settings.model, settings.prompt_version, id, replyHash(reply)]));
   }
 
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   get(key: string): Judgment | undefined {
-    const hit = this.entries.get(key);
-    if (hit) this.hits++;
-    return hit;
+    return this.entries.get(key);
   }
 
   private pending: string[] = [];
@@ -109,50 +109,67 @@ export interface JudgeSummary {
   tokens: number;
 }
 
+/** One reply to label, by its cache key. */
+export interface JudgeRequest {
+  key: string;
+  messages: ChatMessage[];
+}
+
+/** A judge of one kind: `openai` (an endpoint, openai-judge.ts) or `model` (a local model via the trainer, model-judge.ts). */
+export interface Judge {
+  /** Where it runs, for logs (no secrets). */
+  readonly endpoint: string;
+  /** True when it shows its own progress (the trainer's events); else runJudge draws a line. */
+  readonly showsProgress: boolean;
+  /** Fails before any work when the judge cannot run (a refused key, a model that is not there). */
+  check(): Promise<void>;
+  /** Labels every request; `onAnswer` as each label comes (cached at once). */
+  answer(requests: JudgeRequest[], onAnswer: (key: string, j: Judgment) => void): Promise<void>;
+}
+
 /**
- * Labels every reply `judgeFiles` lists, `max_concurrency` at a time, through the cache; writes each output file
+ * Labels every reply `judgeFiles` lists through the cache (each distinct reply asked once); writes each output file
  * whole (beside, then renamed) and `judge/summary.json`. A judge stopped halfway keeps its answers in the cache.
  */
-export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logger, judge = new OpenAIJudge(recipe.judge!, Object.keys(recipe.data.behaviors))): Promise<JudgeSummary> {
+export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logger, judge: Judge): Promise<JudgeSummary> {
   const settings = recipe.judge!;
   const files = await judgeFiles(recipe, runDir);
   const outDir = path.join(runDir, 'judge');
   mkdirSync(outDir, { recursive: true });
   const cache = new JudgeCache(path.join(outDir, 'cache.jsonl'));
-  const total = files.reduce((n, f) => n + f.requests.length, 0);
   const keyed = files.map((f) => f.requests.map((r) => JudgeCache.key(settings, r.id, r.reply)));
-  const misses = keyed.flat().filter((k) => !cache.get(k)).length;
-  cache.hits = 0;
-  if (misses > 0) await judge.check();
-  log.info({ judge: judge.endpoint, model: settings.model, replies: total, to_ask: misses }, 'judging replies');
-  const progress = createProgress('judge', { total: misses, unit: 'reply', log });
-  let tokens = 0;
-  const summary: JudgeSummary = { kind: settings.kind, model: settings.model, prompt_version: settings.prompt_version, files: {}, requested: 0, cached: 0, tokens: 0 };
-  try {
-    for (const [fi, file] of files.entries()) {
-      const rows = await mapPool(file.requests, settings.max_concurrency, async (r, i) => {
-        const key = keyed[fi]![i]!;
-        let j = cache.get(key);
-        if (!j) {
-          j = await judge.judge(judgeMessages(recipe, r.context, r.reply));
-          cache.put(key, j);
-          summary.requested++;
-          tokens += j.tokens;
-          progress.tick(1, tokens ? { tokens } : {});
-        }
-        return { id: r.id, judged_behavior: j.label, status: j.status, raw: j.raw, prompt_version: settings.prompt_version } satisfies JudgmentRow;
+  const todo = new Map<string, JudgeRequest>();
+  files.forEach((f, fi) => f.requests.forEach((r, i) => {
+    const key = keyed[fi]![i]!;
+    if (!cache.has(key) && !todo.has(key)) todo.set(key, { key, messages: judgeMessages(recipe, r.context, r.reply) });
+  }));
+  const total = keyed.reduce((n, k) => n + k.length, 0);
+  const summary: JudgeSummary = { kind: settings.kind, model: settings.model, prompt_version: settings.prompt_version, files: {}, requested: todo.size, cached: total - todo.size, tokens: 0 };
+  log.info({ judge: judge.endpoint, model: settings.model, replies: total, to_ask: todo.size }, 'judging replies');
+  if (todo.size > 0) {
+    await judge.check();
+    const progress = judge.showsProgress ? undefined : createProgress('judge', { total: todo.size, unit: 'reply', log });
+    try {
+      await judge.answer([...todo.values()], (key, j) => {
+        cache.put(key, j);
+        summary.tokens += j.tokens;
+        progress?.tick(1, summary.tokens ? { tokens: summary.tokens } : {});
       });
-      const tmp = path.join(outDir, `${file.name}.tmp`);
-      writeFileSync(tmp, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
-      renameSync(tmp, path.join(outDir, file.name));
-      summary.files[file.name] = { n: rows.length, ok: rows.filter((r) => r.status === 'ok').length, unparseable: rows.filter((r) => r.status === 'unparseable').length };
+    } finally {
+      cache.flush(); // what was answered before a failure is kept
     }
-  } finally {
-    cache.flush(); // what was answered before a failure is kept
+    progress?.done();
   }
-  progress.done();
-  summary.cached = cache.hits;
-  summary.tokens = tokens;
+  for (const [fi, file] of files.entries()) {
+    const rows = file.requests.map((r, i): JudgmentRow => {
+      const j = cache.get(keyed[fi]![i]!)!;
+      return { id: r.id, judged_behavior: j.label, status: j.status, raw: j.raw, prompt_version: settings.prompt_version };
+    });
+    const tmp = path.join(outDir, `${file.name}.tmp`);
+    writeFileSync(tmp, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    renameSync(tmp, path.join(outDir, file.name));
+    summary.files[file.name] = { n: rows.length, ok: rows.filter((r) => r.status === 'ok').length, unparseable: rows.filter((r) => r.status === 'unparseable').length };
+  }
   writeFileSync(path.join(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   return summary;
 }
