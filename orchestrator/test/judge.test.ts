@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { judgeMessages, parseLabel } from '../src/judge/prompt.js';
 import { agreement } from '../src/score/agreement.js';
-import { bsft } from './helpers/cli.js';
+import { execFileSync } from 'node:child_process';
+import { bsft, ROOT } from './helpers/cli.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { pythonWith } from './helpers/python.js';
 
@@ -252,5 +253,38 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
     expect(score.overall.macro_f1.value).toBe(1); // this judge answers from the conversation: every label right
     expect(score.judge).toMatchObject({ model: 'judge-model', prompt_version: 'v1', validity: { n: score.n_tasks, kappa: { value: 1 } } });
     expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the \d+ gold replies/);
+  }, 300_000);
+});
+
+describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge command, tiny random Qwen2 model)', () => {
+  it('labels every reply through the trainer, deterministically; scoring and the cache work as with an endpoint', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-judge-model-'));
+    const modelDir = path.join(root, 'judge-model');
+    execFileSync(pyHF!, ['-c', [
+      'import shutil, sys, pathlib, torch, transformers',
+      'torch.manual_seed(5)',
+      `src = pathlib.Path(${JSON.stringify(path.join(ROOT, 'recipes', 'models'))})`,
+      `out = pathlib.Path(${JSON.stringify(modelDir)})`,
+      'transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(src / "qwen2.5-tiny")).save_pretrained(out)',
+      '[shutil.copy(f, out / f.name) for f in (src / "qwen2.5-tokenizer").iterdir()]',
+    ].join('\n')]);
+    const env = { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' };
+    const runDir = noTokenRun(root, { kind: 'model', model: modelDir, dtype: 'float32', batch_size: 8, prompt_version: 'v1', also_token_runs: false });
+    const res = await bsft(['judge', runDir], { env });
+    expect(res.code, res.stderr.slice(-2000)).toBe(0);
+    expect(res.stderr).toMatch(/"event":"progress","done":\d+,"total":82/); // the trainer's events, each distinct reply once
+    const rows = readFileSync(path.join(runDir, 'judge', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows).toHaveLength(30);
+    expect(rows.every((r) => B.includes(r.judged_behavior) && r.status === 'ok' && r.raw === `label: ${r.judged_behavior}`)).toBe(true);
+    expect(readdirSync(path.join(runDir, 'judge')).sort()).toEqual(['cache.jsonl', 'settings.json', 'summary.json', 'test.forced-proactive.jsonl', 'test.gold.jsonl', 'test.jsonl']);
+    const report = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
+    expect(report.label_source).toEqual({ token: 0, judge: 30, none: 0 });
+    expect(report.judge.validity.n).toBe(30);
+
+    // The same model and replies give the same labels: judged again from scratch, the files are identical.
+    const first = readFileSync(path.join(runDir, 'judge', 'test.gold.jsonl'), 'utf8');
+    rmSync(path.join(runDir, 'judge'), { recursive: true });
+    expect((await bsft(['judge', runDir], { env })).code).toBe(0);
+    expect(readFileSync(path.join(runDir, 'judge', 'test.gold.jsonl'), 'utf8')).toBe(first);
   }, 300_000);
 });

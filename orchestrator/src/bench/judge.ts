@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { OpenAIJudge } from '../judge/openai-judge.js';
 import { runJudge } from '../judge/run-judge.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
+import type { OpenAIJudgeSettings } from '../recipe/schema.js';
 
 const JUDGMENTS = Number(process.env.BENCH_JUDGMENTS ?? 10_000);
 const DELAY_MS = Number(process.env.BENCH_DELAY_MS ?? 20);
@@ -87,7 +88,7 @@ async function timed(concurrency: number): Promise<{ seconds: number; requests: 
   try {
     const { recipe, dir } = runFolder(s.url, concurrency);
     const t = performance.now();
-    const summary = await runJudge(recipe, dir, pino({ level: 'silent' }), new OpenAIJudge(recipe.judge!, BEHAVIORS));
+    const summary = await runJudge(recipe, dir, pino({ level: 'silent' }), new OpenAIJudge(recipe.judge as OpenAIJudgeSettings, BEHAVIORS));
     const seconds = (performance.now() - t) / 1000;
     const seen = await s.count();
     if (summary.requested !== JUDGMENTS || seen !== JUDGMENTS) throw new Error(`expected ${JUDGMENTS} requests, made ${summary.requested} (server saw ${seen})`);

@@ -3,12 +3,15 @@ import path from 'node:path';
 import { stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
 import { sha256File } from '../util/sha256.js';
+import { ModelJudge } from './model-judge.js';
 import { OpenAIJudge } from './openai-judge.js';
 import { runJudge, type Judge } from './run-judge.js';
 
-/** The recipe's judge. */
+/** The recipe's judge: an endpoint (`openai`) or a local model run by the trainer (`model`). */
 export function judgeOf(ctx: RunContext): Judge {
-  return new OpenAIJudge(ctx.recipe.judge!, Object.keys(ctx.recipe.data.behaviors));
+  const settings = ctx.recipe.judge!;
+  const behaviors = Object.keys(ctx.recipe.data.behaviors);
+  return settings.kind === 'openai' ? new OpenAIJudge(settings, behaviors) : new ModelJudge(ctx, settings, behaviors);
 }
 
 /**

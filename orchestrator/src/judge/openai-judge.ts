@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { JudgeSetupError, JudgeUnavailableError } from '../errors.js';
-import type { JudgeSettings } from '../recipe/schema.js';
+import type { OpenAIJudgeSettings } from '../recipe/schema.js';
 import { redactUrl } from '../recipe/secrets.js';
 import { keepAliveFetch } from './http-fetch.js';
 import { parseLabel, type ChatMessage } from './prompt.js';
@@ -33,7 +33,7 @@ export class OpenAIJudge implements Judge {
   readonly endpoint: string;
 
   constructor(
-    private readonly settings: JudgeSettings,
+    private readonly settings: OpenAIJudgeSettings,
     private readonly behaviors: string[],
     apiKey = process.env[JUDGE_KEY_ENV],
   ) {

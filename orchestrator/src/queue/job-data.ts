@@ -78,7 +78,7 @@ export function parseRunJobData(data: unknown): RunJobData {
  * Bull Board draws a bar; the figures behind it are in the job's data under `progress`.
  */
 export interface JobProgress {
-  stage: 'build' | 'train' | 'predict' | 'score';
+  stage: 'build' | 'train' | 'predict' | 'judge' | 'score';
   phase: 'starting' | 'running' | 'done';
   /** Steps (train) or tasks (predict) done, of total. */
   done: number;

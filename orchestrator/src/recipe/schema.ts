@@ -166,27 +166,46 @@ const queueSchema = z.strictObject({
 /** Versions of the judge prompt (judge/prompt.ts); each label records the version that asked for it. */
 export const JUDGE_PROMPT_VERSIONS = ['v1'] as const;
 
-/**
- * A judge gives every reply whose behavior no token gives (no-token and instructed runs, forced-token runs) a label
- * on the recipe's behavior scale. `openai`: any OpenAI-compatible chat-completions endpoint (vllm serve, TGI,
- * llama.cpp server, SGLang, a hosted API); its key only from the environment (BSFT_JUDGE_API_KEY).
- */
-export const judgeSchema = z.strictObject({
-  kind: z.enum(['openai']),
-  /** The endpoint's base URL, e.g. http://judge-host:8000/v1 for `vllm serve`. */
-  base_url: z.url(),
-  /** The model name the endpoint serves. */
-  model: z.string().min(1),
-  /** Requests in flight at once. */
-  max_concurrency: positiveInt.max(1024).default(16),
-  /** Per request. */
-  timeout_s: z.number().positive().max(3600).default(60),
-  /** Retries of a request on 429, 5xx, timeouts and lost connections (backoff with jitter), before the step fails. */
-  max_retries: nonNegativeInt.max(20).default(4),
+const judgeCommon = {
   prompt_version: z.enum(JUDGE_PROMPT_VERSIONS).default('v1'),
   /** Also judge token runs' replies: gives the agreement of a model's own token with the judge. */
   also_token_runs: z.boolean().default(false),
-});
+};
+
+/**
+ * A judge gives every reply whose behavior no token gives (no-token and instructed runs, forced-token runs) a label
+ * on the recipe's behavior scale.
+ * - `openai`: any OpenAI-compatible chat-completions endpoint (vllm serve, TGI, llama.cpp server, SGLang, a hosted
+ *   API); its key only from the environment (BSFT_JUDGE_API_KEY).
+ * - `model`: a local Hugging Face chat model run by the trainer on the worker's GPU, scoring each label's answer
+ *   line by log-likelihood (no sampling).
+ */
+export const judgeSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('openai'),
+    /** The endpoint's base URL, e.g. http://judge-host:8000/v1 for `vllm serve`. */
+    base_url: z.url(),
+    /** The model name the endpoint serves. */
+    model: z.string().min(1),
+    /** Requests in flight at once. */
+    max_concurrency: positiveInt.max(1024).default(16),
+    /** Per request. */
+    timeout_s: z.number().positive().max(3600).default(60),
+    /** Retries of a request on 429, 5xx, timeouts and lost connections (backoff with jitter), before the step fails. */
+    max_retries: nonNegativeInt.max(20).default(4),
+    ...judgeCommon,
+  }),
+  z.strictObject({
+    kind: z.literal('model'),
+    /** A Hub id or a local folder of a chat model (its tokenizer must have a chat template). */
+    model: z.string().min(1),
+    revision: z.string().min(1).optional(),
+    dtype: z.enum(['auto', 'bfloat16', 'float16', 'float32']).default('auto'),
+    /** Prompts per forward pass (each with every label's answer line). */
+    batch_size: positiveInt.max(1024).default(8),
+    ...judgeCommon,
+  }),
+]);
 
 /** Experiment trackers, written by the trainer through their own packages (keys only from the environment). */
 export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])).default([]);
@@ -306,3 +325,5 @@ export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
 
 export type JudgeSettings = z.infer<typeof judgeSchema>;
+export type OpenAIJudgeSettings = Extract<JudgeSettings, { kind: 'openai' }>;
+export type ModelJudgeSettings = Extract<JudgeSettings, { kind: 'model' }>;

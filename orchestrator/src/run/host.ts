@@ -1,6 +1,7 @@
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { BuildSummary, ScoreSummary } from './stage-summary.js';
 import type { TrainerResult } from '../worker/trainer-process.js';
+import type { TrainerCommand } from '../worker/trainer-events.js';
 import type { RunContext } from './step.js';
 
 /** Why a host stopped a trainer itself (a queue worker: cancel, shutdown, silence, a lost lock). */
@@ -24,7 +25,7 @@ export interface RunHost {
   /** Why the trainer cannot run here (missing Python packages, with what to install); undefined when it can. */
   trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined>;
   /** Runs `python -m bsft_trainer <command> --config <config> <args>` and reports how it ended. */
-  trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun>;
+  trainer(ctx: RunContext, command: TrainerCommand, config: string, args: string[]): Promise<TrainerRun>;
   buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary>;
   scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary>;
   /** Brings a step's inputs from the store when they are not here. */

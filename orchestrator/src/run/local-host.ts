@@ -7,6 +7,7 @@ import { formatScore } from '../score/format.js';
 import { scoreRun } from '../score/run-scores.js';
 import { openStore, type Store } from '../store/store.js';
 import { pullFolders, pushFolders } from '../store/sync.js';
+import type { TrainerCommand } from '../worker/trainer-events.js';
 import { runTrainer } from '../worker/trainer-process.js';
 import type { RunHost, StoreFolder, TrainerRun } from './host.js';
 import { buildSummary, scoreSummaryOf, type BuildSummary, type ScoreSummary } from './stage-summary.js';
@@ -41,7 +42,7 @@ export class LocalHost implements RunHost {
     return trainerUnavailable(recipe);
   }
 
-  async trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun> {
+  async trainer(ctx: RunContext, command: TrainerCommand, config: string, args: string[]): Promise<TrainerRun> {
     this.epoch ??= nextEpoch(ctx.runDir);
     const { onEvent, bar } = trainerProgress(command, args, { tty: process.stderr.isTTY === true, columns: process.stderr.columns, write: (t) => process.stderr.write(t), log: this.log });
     const run = await runTrainer({

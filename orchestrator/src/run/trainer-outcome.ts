@@ -1,4 +1,5 @@
 import { CancelledError, PreemptedError, TrainerFailedError, TrainerInputError } from '../errors.js';
+import type { TrainerCommand } from '../worker/trainer-events.js';
 import type { TrainerRun } from './host.js';
 
 /**
@@ -6,7 +7,7 @@ import type { TrainerRun } from './host.js';
  * host's own stops): returns for a finished run, else throws CancelledError, TrainerInputError (exit 2, never
  * retried), PreemptedError (resume from the checkpoint) or TrainerFailedError (retryable).
  */
-export function checkTrainerRun(command: 'train' | 'predict', run: TrainerRun): void {
+export function checkTrainerRun(command: TrainerCommand, run: TrainerRun): void {
   if (run.stopReason === 'cancel') throw new CancelledError();
   if (run.outcome === 'done' && run.finalPath !== undefined) return;
   if (run.outcome === 'invalid') {

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { ProgressLine } from '../util/progress.js';
-import type { TrainerEvent } from '../worker/trainer-events.js';
+import type { TrainerCommand, TrainerEvent } from '../worker/trainer-events.js';
 
 export interface TrainerProgressOptions {
   /** A terminal: the line is redrawn in place and the events go to the log at debug level. */
@@ -13,8 +13,8 @@ export interface TrainerProgressOptions {
 }
 
 /** The stage a trainer command shows: train, predict, or predict forced to one behavior. */
-export function trainerStage(command: 'train' | 'predict', args: string[]): string {
-  return command === 'train' ? 'train' : args[0] === '--force' ? `predict (forced ${args[1]})` : 'predict';
+export function trainerStage(command: TrainerCommand, args: string[]): string {
+  return command === 'predict' && args[0] === '--force' ? `predict (forced ${args[1]})` : command;
 }
 
 /**
@@ -22,10 +22,10 @@ export function trainerStage(command: 'train' | 'predict', args: string[]): stri
  * terminal; elsewhere each event as a log record plus a sparse `progress` record with the rate and the ETA.
  * `bsft run` and `bsft worker` both show their trainers through this.
  */
-export function trainerProgress(command: 'train' | 'predict', args: string[], opts: TrainerProgressOptions): { onEvent: (e: TrainerEvent) => void; bar: ProgressLine } {
+export function trainerProgress(command: TrainerCommand, args: string[], opts: TrainerProgressOptions): { onEvent: (e: TrainerEvent) => void; bar: ProgressLine } {
   const { tty, log } = opts;
   const label = `${opts.prefix ? `${opts.prefix} ` : ''}${trainerStage(command, args)}`;
-  const bar = new ProgressLine(label, command === 'train' ? 'step' : 'task', opts.write, {
+  const bar = new ProgressLine(label, command === 'train' ? 'step' : command === 'judge' ? 'reply' : 'task', opts.write, {
     tty,
     ...(opts.columns !== undefined ? { columns: opts.columns } : {}),
     record: (r) => log.info(r, 'progress'),

@@ -11,7 +11,7 @@ import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../stor
 import { logJobEvent } from './job-log.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 import { offload } from './offload.js';
-import type { TrainerEvent } from './trainer-events.js';
+import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
 import { runTrainer, type Lease } from './trainer-process.js';
 import { trainerProgress } from '../run/trainer-progress.js';
 
@@ -57,7 +57,7 @@ export class QueueHost implements RunHost {
     return this.opts.trainer ? Promise.resolve(undefined) : trainerUnavailable(recipe);
   }
 
-  async trainer(ctx: RunContext, command: 'train' | 'predict', config: string, args: string[]): Promise<TrainerRun> {
+  async trainer(ctx: RunContext, command: TrainerCommand, config: string, args: string[]): Promise<TrainerRun> {
     const { job, opts } = this;
     const controller = new AbortController();
     let stopReason: StopReason | undefined;
@@ -75,7 +75,7 @@ export class QueueHost implements RunHost {
       }
     }, Math.min(5000, opts.silenceMs / 2));
     const pending: Promise<unknown>[] = [];
-    const stage = command === 'train' ? 'train' : 'predict';
+    const stage = command;
     // This worker's own output: one line for the job (redrawn at a terminal, sparse records in a log).
     const shown = trainerProgress(command, args, { tty: process.stderr.isTTY === true, columns: process.stderr.columns, write: (t) => process.stderr.write(t), log: opts.log.child({ run_id: ctx.recipe.run_id }), prefix: ctx.recipe.run_id });
     let figures: Partial<JobProgress> = {};

@@ -14,6 +14,9 @@ export const trainerEventSchema = z.discriminatedUnion('event', [
 
 export type TrainerEvent = z.infer<typeof trainerEventSchema>;
 
+/** The trainer's commands the orchestrator runs (Contract 4; `merge` is a user's). */
+export type TrainerCommand = 'train' | 'predict' | 'judge';
+
 /** Contract 4 exit codes. leaseLost: the trainer lost its lease, or a newer attempt owns the run (it wrote nothing). */
 export const TRAINER_EXIT = { done: 0, invalid: 2, preempted: 75, leaseLost: 76 } as const;
 

@@ -1,10 +1,10 @@
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { trainerPython, trainerPythonPath } from '../run/python-env.js';
-import { outcomeOf, parseEvent, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
+import { outcomeOf, parseEvent, type TrainerCommand, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
 
 export interface TrainerOptions {
-  command: 'train' | 'predict';
+  command: TrainerCommand;
   /** Absolute path of train.json / predict.json. */
   config: string;
   /** The run directory (the trainer's cwd). */

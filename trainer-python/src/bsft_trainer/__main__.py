@@ -1,4 +1,4 @@
-"""`python -m bsft_trainer train|predict|merge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
+"""`python -m bsft_trainer train|predict|merge|judge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
 
 stdout carries only events; exit codes: 0 done, 2 config/data error or a GPU out of memory (never retried: the
 same recipe would run out again), 75 preempted after a checkpoint, 76 lease lost or a newer attempt owns the run,
@@ -32,8 +32,8 @@ def out_of_memory_message(error: BaseException, cfg) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bsft_trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "predict", "merge"])
-    parser.add_argument("--config", required=True, help="train.json written by the orchestrator")
+    parser.add_argument("command", choices=["train", "predict", "merge", "judge"])
+    parser.add_argument("--config", required=True, help="train.json written by the orchestrator (judge: judge.json)")
     parser.add_argument("--force", help="predict: put this behavior's token in the prompt (steering)")
     parser.add_argument("--out", help="merge: output folder (default <output_dir>/merged)")
     parser.add_argument("--lease-s", type=float, help="exit (76) on end of stdin or after this many seconds without a heartbeat line")
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     claim_stdout()
     cfg = None
     try:
+        if args.command == "judge":  # a judge's own config: no run, nothing to fence
+            from .judge import run as judge
+
+            return judge(args.config)
         from .config import load
         from .fence import Fence, NoFence
 
