@@ -141,6 +141,23 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(readFileSync(path.join(root, 'report', 'report.html'), 'utf8')).toContain('<h2>Labels and the judge</h2>');
   });
 
+  it('judges a loose predictions file against a dataset split, writes <file>.judged.jsonl and prints the score', async () => {
+    server.answer = byFirstWord;
+    const runDir = noTokenRun(root, judge());
+    const loose = path.join(root, 'loose.jsonl');
+    writeFileSync(loose, readFileSync(path.join(runDir, 'predictions', 'test.jsonl')));
+    const noTasks = await bsft(['judge', loose, '--set', 'kind=openai'], { env });
+    expect(noTasks.code).toBe(2);
+    expect(noTasks.stderr).toContain('needs --tasks');
+    const res = await bsft(['judge', loose, '--tasks', path.join(runDir, 'dataset', 'test.messages.jsonl'),
+      '--set', 'kind=openai', '--set', `base_url=${server.url}`, '--set', 'model=judge-model'], { env });
+    expect(res.code, res.stderr).toBe(0);
+    const judged = readFileSync(path.join(root, 'loose.judged.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(judged[2]).toMatchObject({ id: 't2', predicted_behavior: null, judged_behavior: 'reactive' });
+    expect(res.stdout).toMatch(/loose\.jsonl — split test: 30 tasks[\s\S]*accuracy 66\.7[\s\S]*labels: 0 from the first token, 30 from the judge/);
+    expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the 30 gold replies: accuracy 100\.0/);
+  });
+
   it('an interrupted judge resumes where it stopped', async () => {
     server.answer = byFirstWord;
     const runDir = noTokenRun(root, judge({ max_concurrency: 1 }));
