@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parse } from 'yaml';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { bsft, ROOT } from './helpers/cli.js';
+import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { queueEnv, startWorkerProc, stop, type WorkerProc } from './helpers/queue.js';
 
 describe('worker image and compose file', () => {
@@ -108,15 +109,24 @@ describe('bsft reproduce', () => {
     expect(given.stdout).toContain(`- ${path.join(data, 'part-1.jsonl')}`);
   });
 
-  it('submits the paper set, two workers with fixture trainers drain it, and it ends with a report of the four runs', async () => {
+  it('submits the paper set, two workers with fixture trainers drain it, a judge labels the baselines and forced replies, and it ends with a report of the four runs', async () => {
     const env = queueEnv({ FIXTURE_STEP_MS: '20' });
+    // The judge: an OpenAI-compatible endpoint whose answer is the first word of the reply (fixture replies start with their behavior).
+    const judge = new FakeOpenAI();
+    judge.answer = (user, constrained) => {
+      const label = replyOf(user).split(' ')[0]!;
+      return constrained ? JSON.stringify({ label }) : `label: ${label}`;
+    };
+    await judge.start();
+    onTestFinished(() => judge.stop());
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
     const a = startWorkerProc('ok', env, ['--name', 'gpu-0']);
     const b = startWorkerProc('ok', env, ['--name', 'gpu-1']);
     workers.push(a, b);
     await Promise.all([a.ready, b.ready]);
     const res = await bsft(['reproduce', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--set', 'train.epochs=null', '--set', 'train.max_steps=4',
-      '--set', 'train.checkpoint_every=2', '--set', 'eval.bootstrap=100', '--out', path.join(dir, 'report')], { env });
+      '--set', 'train.checkpoint_every=2', '--set', 'eval.bootstrap=100', '--set', `judge={kind: openai, base_url: "${judge.url}", model: judge-model}`,
+      '--out', path.join(dir, 'report')], { env });
     expect(res.code, res.stdout + res.stderr).toBe(0);
     expect(res.stdout.match(/^submitted: /gm)).toHaveLength(4);
     // LoRA and full fine-tuning train on the same data: one build, shared.
@@ -126,6 +136,12 @@ describe('bsft reproduce', () => {
     const report = JSON.parse(readFileSync(path.join(dir, 'report', 'report.json'), 'utf8'));
     expect(report.runs.map((r: { label: string }) => r.label.split(' ')[0])).toEqual(['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']);
     expect(report.deltas).toHaveLength(3);
+    // The baselines' labels come from the judge, the token runs' from their tokens: one scale for all four.
+    expect(report.runs.map((r: { label_source: { token: number; judge: number } }) => r.label_source.judge > 0)).toEqual([false, false, true, true]);
+    // Every run's judge was also asked about the gold replies (this fake cannot read them: its validity shows it).
+    expect(report.runs.every((r: { judge: { validity: { n: number; unparseable: number } } }) => r.judge.validity.n > 0 && r.judge.validity.unparseable === r.judge.validity.n)).toBe(true);
+    expect(report.runs[0].steering).toMatchObject({ reactive: { accuracy: 1 }, proactive: { accuracy: 1 }, restraint: { accuracy: 1 } });
+    expect(res.stdout).toMatch(/labels and the judge/);
     expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
     expect(res.stdout).toMatch(/note: run paper-behaviorsft-lora-[0-9a-f]{8} used the bundled 630-task sample, not BehaviorBench: the paper row is not comparable/);
     expect(report.reference_not_comparable).toContain('bundled 630-task sample');
