@@ -158,6 +158,34 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the 30 gold replies: accuracy 100\.0/);
   });
 
+  it('malformed answers (not JSON, no choices) are counted as unparseable, never crash the run; also_token_runs gives token-vs-judge agreement', async () => {
+    // Replies of t7 always get a body that is not JSON, of t8 a JSON body without choices.
+    server.answer = (user, c) => {
+      if (replyOf(user).endsWith(' t7')) return { status: 200, body: '<html>upstream hiccup</html>' };
+      if (replyOf(user).endsWith(' t8')) return { status: 200, body: '{}' };
+      return byFirstWord(user, c);
+    };
+    const runDir = noTokenRun(root, judge({ also_token_runs: true, max_concurrency: 1 }));
+    // A token run's file: the model's own token labels, with replies the judge reads.
+    const recipe = JSON.parse(readFileSync(path.join(runDir, 'recipe.json'), 'utf8'));
+    writeFileSync(path.join(runDir, 'recipe.json'), JSON.stringify({ ...recipe, data: { ...recipe.data, conditioning: 'token' } }));
+    const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    writeFileSync(path.join(runDir, 'predictions', 'test.jsonl'), rows.map((r, k) => JSON.stringify({ ...r, predicted_behavior: B[k % 3] })).join('\n'));
+    const res = await bsft(['judge', runDir], { env });
+    expect(res.code, res.stderr).toBe(0);
+    const summary = JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'));
+    const unparseable = Object.values(summary.files as Record<string, { unparseable: number }>).reduce((n, f) => n + f.unparseable, 0);
+    expect(unparseable).toBe(2 * 3); // t7 and t8 in each of the three files (chosen, forced, gold), each asked twice
+    const chosen = readFileSync(path.join(runDir, 'judge', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(chosen.filter((r) => r.status === 'unparseable').map((r) => [r.id, r.judged_behavior])).toEqual([['t7', null], ['t8', null]]);
+    const report = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
+    expect(report.label_source).toEqual({ token: 30, judge: 0, none: 0 });
+    expect(report.judge.agreement.n).toBe(30);
+    expect(report.judge.validity.unparseable).toBe(2);
+    expect(report.judge.agreement.accuracy.value).toBeGreaterThan(0.5); // the token agrees with the reply's first word for 2 of 3
+    expect(report.judge.agreement.kappa.ci).toHaveLength(2);
+  });
+
   it('an interrupted judge resumes where it stopped', async () => {
     server.answer = byFirstWord;
     const runDir = noTokenRun(root, judge({ max_concurrency: 1 }));
