@@ -369,7 +369,7 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     assert [r["raw_token_ids"] for r in first] == [r["raw_token_ids"][:1] for r in without]
     assert [r["predicted_behavior"] for r in first] == [r["predicted_behavior"] for r in without]
     # Each row carries its reply as text for a judge, without behavior tokens or other special tokens.
-    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "run" / "dataset" / "tokenizer")
+    tok = transformers.AutoTokenizer.from_pretrained(TOKENIZER)
     for r in without:
         ids = [t for t in r["raw_token_ids"] if t < 151643]
         assert r["reply"] == tok.decode(ids).strip() and "<|" not in r["reply"]
