@@ -233,7 +233,11 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(badKey.stderr).not.toContain('sk-wrong-key-zzz');
 
     const before = server.chatRequests().length;
-    const noModel = await bsft(['judge', runDir, '--set', 'model=no-such-model'], { env });
+    const noSplit = await bsft(['judge', runDir, '--split', 'val'], { env });
+    expect(noSplit.code).toBe(2);
+    expect(noSplit.stderr).toContain('--split val: run none-0123abcd has no dataset split "val"');
+
+    const noModel = await bsft(['judge', runDir, '--set', 'model=no-such-model', '--split', 'test'], { env });
     expect(noModel.code).toBe(2);
     expect(noModel.stderr).toMatch(/does not serve model "no-such-model" \(it serves: judge-model\)/);
     expect(server.chatRequests().length).toBe(before); // before any work

@@ -228,15 +228,16 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'judge',
     summary: 'label the replies no behavior token labels (no-token, instructed and forced runs) with a judge model',
-    usage: 'bsft judge <run | predictions.jsonl --tasks <split>.messages.jsonl> [--set key=value]...',
+    usage: 'bsft judge <run | predictions.jsonl --tasks <split>.messages.jsonl> [--split test]... [--set key=value]...',
     details:
       'Uses the run\'s `judge` section; --set overrides or gives it (kind=openai base_url=http://host:8000/v1 model=NAME ...).\n' +
       'The key comes from BSFT_JUDGE_API_KEY only. Labels are cached in <run>/judge/cache.jsonl: a re-run asks nothing\n' +
       'twice, an interrupted judge goes on where it stopped. The gold replies are judged too (judge validity).\n' +
       'A predictions file (with its replies) is judged against a dataset split; the judge comes from --set only, the\n' +
       'behaviors are the default three; it writes <file>.judged.jsonl and prints the score.',
-    options: { set: { type: 'string', multiple: true }, tasks: { type: 'string' } },
-    optionHelp: { set: 'a judge setting, e.g. --set model=Qwen/Qwen2.5-72B-Instruct', tasks: 'for a predictions file: the dataset split it answers (<split>.messages.jsonl)' },
+    options: { set: { type: 'string', multiple: true }, tasks: { type: 'string' }, split: { type: 'string', multiple: true } },
+    optionHelp: { set: 'a judge setting, e.g. --set model=Qwen/Qwen2.5-72B-Instruct', tasks: 'for a predictions file: the dataset split it answers (<split>.messages.jsonl)',
+      split: 'split(s) of a run to judge (default: the recipe\'s eval.splits)' },
     positionals: [1, 1],
     load: async () => (await import('./judge.js')).judgeCommand,
   },

@@ -69,7 +69,11 @@ export const judgeCommand: CommandImpl = {
     const runDir = findRunDir(target!);
     const recipe = readRunRecipe(runDir)!;
     if (!recipe.judge && sets.length === 0) throw new UsageError(`run ${recipe.run_id} has no judge section: give one with --set kind=openai --set base_url=… --set model=…`);
-    const withJudge = { ...recipe, judge: judgeSettings(recipe.judge, sets) };
+    const splits = ((values.split as string[] | undefined) ?? recipe.eval.splits) as ResolvedRecipe['eval']['splits'];
+    for (const s of splits) {
+      if (!existsSync(path.join(runDir, 'dataset', `${s}.messages.jsonl`))) throw new UsageError(`--split ${s}: run ${recipe.run_id} has no dataset split "${s}"`);
+    }
+    const withJudge = { ...recipe, eval: { ...recipe.eval, splits }, judge: judgeSettings(recipe.judge, sets) };
     const ctx = { recipe: withJudge, runDir, log, signal: new AbortController().signal, host: new LocalHost(log, out) };
     if (await judgeStep.done(ctx)) {
       out(`run ${recipe.run_id}: already judged with these settings (judge/summary.json)`);
