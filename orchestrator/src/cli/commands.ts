@@ -111,14 +111,15 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'worker',
     summary: 'run a worker daemon: takes build, train and score jobs and runs the trainer for train jobs',
-    usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--workdir DIR] [--allow DIR] [--hub-endpoint URL] [--trainer CMD]',
+    usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--workdir DIR] [--allow DIR] [--hub-endpoint URL] [--judge-endpoint URL] [--trainer CMD]',
     details:
       'SIGTERM (a preempted machine) stops the trainer after a checkpoint, puts its job back in waiting and exits.\n' +
       'Redis from REDIS_URL; HF_TOKEN from the environment. --trainer (or BSFT_TRAINER) replaces `python -m bsft_trainer`.\n' +
       'Jobs are checked before anything runs: their paths must lie in the current directory, --workdir or an --allow root\n' +
-      '(BSFT_ALLOW_PATHS too), and a hub store\'s hub_url must be HF_ENDPOINT (default https://huggingface.co) or a --hub-endpoint.',
+      '(BSFT_ALLOW_PATHS too), a hub store\'s hub_url must be HF_ENDPOINT (default https://huggingface.co) or a --hub-endpoint,\n' +
+      'and where this worker has BSFT_JUDGE_API_KEY, a judge\'s base_url must be a --judge-endpoint (or in BSFT_JUDGE_ENDPOINTS).',
     options: { gpus: { type: 'string' }, queues: { type: 'string', default: STAGES.join(',') }, name: { type: 'string' }, trainer: { type: 'string' }, workdir: { type: 'string' },
-      allow: { type: 'string', multiple: true }, 'hub-endpoint': { type: 'string', multiple: true } },
+      allow: { type: 'string', multiple: true }, 'hub-endpoint': { type: 'string', multiple: true }, 'judge-endpoint': { type: 'string', multiple: true } },
     optionHelp: {
       gpus: 'GPUs of this worker (CUDA_VISIBLE_DEVICES), e.g. 0,1',
       queues: 'queues to work on',
@@ -127,6 +128,7 @@ export const COMMANDS: CommandSpec[] = [
       workdir: 'where runs of a Hub store are staged on this machine (default ./runs, or BSFT_WORKDIR)',
       allow: 'also let jobs read and write inside DIR (repeatable; default: the current directory and --workdir)',
       'hub-endpoint': 'also send HF_TOKEN to this Hub endpoint when a job names it (repeatable; must be https)',
+      'judge-endpoint': 'send BSFT_JUDGE_API_KEY to this judge endpoint when a job names it (repeatable)',
   },
     positionals: [0, 0],
     load: async () => (await import('./worker.js')).workerCommand,

@@ -42,6 +42,7 @@ export const workerCommand: CommandImpl = {
       ...(values.workdir ? { workdir: values.workdir as string } : {}),
       allow: (values.allow as string[] | undefined) ?? [],
       hubEndpoints: hubEndpoints((values['hub-endpoint'] as string[] | undefined) ?? []),
+      judgeEndpoints: (values['judge-endpoint'] as string[] | undefined) ?? [],
     });
     await new Promise<void>((resolve) => {
       let stopping = false;

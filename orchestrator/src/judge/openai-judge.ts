@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import { JudgeSetupError, JudgeUnavailableError } from '../errors.js';
 import type { OpenAIJudgeSettings } from '../recipe/schema.js';
-import { redactUrl } from '../recipe/secrets.js';
+import { JUDGE_KEY_ENV, redactUrl } from '../recipe/secrets.js';
 import { keepAliveFetch } from './http-fetch.js';
 import { parseLabel, type ChatMessage } from './prompt.js';
 import type { Judge, JudgeRequest } from './run-judge.js';
@@ -17,8 +17,6 @@ export interface Judgment {
   tokens: number;
 }
 
-/** The environment variable the judge's API key comes from (never from a recipe, job data or logs). */
-export const JUDGE_KEY_ENV = 'BSFT_JUDGE_API_KEY';
 
 /**
  * A judge behind an OpenAI-compatible chat-completions endpoint (vllm serve, TGI, llama.cpp server, SGLang, a

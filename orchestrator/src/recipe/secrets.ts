@@ -42,3 +42,6 @@ export function redactUrl(url: string): string {
     return `${scheme}${user ? `${user}:` : ''}***@`;
   });
 }
+
+/** The environment variable a judge endpoint's API key comes from: never a recipe, job data or a log. */
+export const JUDGE_KEY_ENV = 'BSFT_JUDGE_API_KEY';

@@ -35,6 +35,8 @@ export interface WorkerOptions {
   allow?: string[];
   /** Hub endpoints besides HF_ENDPOINT (default huggingface.co) that this worker's HF_TOKEN may be sent to. */
   hubEndpoints?: string[];
+  /** Judge endpoints besides BSFT_JUDGE_ENDPOINTS that this worker's BSFT_JUDGE_API_KEY may be sent to. */
+  judgeEndpoints?: string[];
 }
 
 export interface RunningWorker {
@@ -77,7 +79,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const jobs: JobContext = {
     connection,
     log,
-    policy: workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints),
+    policy: workerJobPolicy([...(opts.allow ?? []), workdir], opts.hubEndpoints, opts.judgeEndpoints),
     workdir,
     lockMs: lockDuration,
     silenceMs: opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000),
