@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.js';
 import path from 'node:path';
 import { STAGES, type Stage } from '../queue/names.js';
-import { readMetrics } from '../score/run-meta.js';
+import { readMetrics, thin } from '../score/run-meta.js';
 import { table } from '../util/table.js';
 import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
@@ -13,8 +13,8 @@ export function metricsSummary(runDir: string): string[] {
   const lines = readMetrics(runDir);
   const steps = lines.filter((m) => m.kind === 'step');
   if (!steps.length) return [];
-  const every = Math.ceil(steps.length / 20);
-  const shown = lines.filter((m) => m.kind === 'eval' || steps.indexOf(m) % every === 0 || m === steps[steps.length - 1]);
+  const kept = new Set(thin(steps, 20));
+  const shown = lines.filter((m) => m.kind === 'eval' || kept.has(m));
   return [
     `metrics (${path.join(runDir, 'metrics.jsonl')}, ${steps.length} steps):`,
     ...table([['step', 'loss', 'lr', 'val loss'], ...shown.map((m) => [String(m.step), m.kind === 'step' ? m.loss.toFixed(4) : '', m.lr !== undefined ? m.lr.toExponential(2) : '', m.kind === 'eval' ? m.loss.toFixed(4) : ''])]).map((l) => `  ${l}`),

@@ -1,6 +1,6 @@
 import { RenderError } from '../errors.js';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -12,7 +12,7 @@ import { assistantReply, contextMessages, type ConditioningSpec, type Message } 
 import { DataError, type DataProblem } from './data-error.js';
 import { importTasks, recipeImportOptions } from './import.js';
 import { displayPath } from './jsonl.js';
-import { DATASET_FORMAT, lengthStats, type Manifest } from './manifest.js';
+import { DATASET_FORMAT, lengthStats, readManifest, type Manifest } from './manifest.js';
 import { tokenizeConversation } from './render.js';
 import { writeSafetensors } from './safetensors.js';
 import { assignSplits } from './split.js';
@@ -60,13 +60,6 @@ class IntStream {
   }
 }
 
-export function readManifest(dir: string): Manifest | undefined {
-  try {
-    return JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Copies a built dataset folder (files are immutable once written: hard links where the filesystem allows). */
 function copyDataset(from: string, to: string): void {

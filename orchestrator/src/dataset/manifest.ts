@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { z } from 'zod';
 
 export const DATASET_FORMAT = 'bsft-dataset-v2';
@@ -55,6 +57,15 @@ export const manifestSchema = z.strictObject({
   documents: splitRecord(z.array(z.string())),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
+
+/** The manifest of a dataset folder, or undefined when it has none (or an unreadable one). */
+export function readManifest(dir: string): Manifest | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  } catch {
+    return undefined;
+  }
+}
 
 export function lengthStats(lengths: number[], lossTokens: number): LengthStats {
   const sorted = [...lengths].sort((a, b) => a - b);

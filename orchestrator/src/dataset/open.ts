@@ -1,8 +1,7 @@
 import { DatasetNotFoundError } from '../errors.js';
 import path from 'node:path';
 import { readRunRecipe } from '../run/run-dir.js';
-import { readManifest } from './build.js';
-import type { Manifest } from './manifest.js';
+import { readManifest, type Manifest } from './manifest.js';
 
 export interface OpenedDataset {
   dir: string;

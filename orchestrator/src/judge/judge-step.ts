@@ -1,8 +1,6 @@
-import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { stampMatches, writeStamp } from '../run/settings-stamp.js';
+import { jsonlHashes, stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
-import { sha256File } from '../util/sha256.js';
 import { ModelJudge } from './model-judge.js';
 import { OpenAIJudge } from './openai-judge.js';
 import { runJudge, type Judge } from './run-judge.js';
@@ -42,8 +40,5 @@ const judgeStamp = (ctx: RunContext) => path.join(ctx.runDir, 'judge', 'settings
 /** What the labels depend on: the judge's settings that change an answer, and the predictions (by content). */
 async function judgeSettings(ctx: RunContext): Promise<unknown> {
   const { kind, model, prompt_version, also_token_runs } = ctx.recipe.judge!;
-  const dir = path.join(ctx.runDir, 'predictions');
-  const predictions: Record<string, string> = {};
-  for (const f of existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort() : []) predictions[f] = await sha256File(path.join(dir, f));
-  return { kind, model, prompt_version, also_token_runs, splits: ctx.recipe.eval.splits, predictions };
+  return { kind, model, prompt_version, also_token_runs, splits: ctx.recipe.eval.splits, predictions: await jsonlHashes(path.join(ctx.runDir, 'predictions')) };
 }

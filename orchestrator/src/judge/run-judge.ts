@@ -1,10 +1,11 @@
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DataError } from '../dataset/data-error.js';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { JudgeSettings } from '../recipe/schema.js';
+import { forcedPredictionsFiles, predictionsFile } from '../run/trainer-config.js';
 import { predictionSchema } from '../score/inputs.js';
 import { createProgress } from '../util/progress.js';
 import { sha256 } from '../util/sha256.js';
@@ -37,17 +38,16 @@ export async function judgeFiles(recipe: ResolvedRecipe, runDir: string): Promis
     const docs = await readRows(path.join(runDir, 'dataset', `${split}.messages.jsonl`), documentSchema);
     const contexts = new Map(docs.map((d) => [d.id, d.messages.slice(0, -1)]));
     files.push({ name: goldFileName(split), requests: docs.map((d) => ({ id: d.id, context: d.messages.slice(0, -1), reply: d.messages.at(-1)?.content ?? '' })) });
-    const predictions = path.join(runDir, 'predictions');
-    const names = existsSync(predictions) ? readdirSync(predictions).filter((f) => f.startsWith(`${split}.`) && f.endsWith('.jsonl')).sort() : [];
-    for (const name of names) {
-      const rows = await readRows(path.join(predictions, name), predictionSchema);
-      const forced = name !== `${split}.jsonl`;
-      if (!forced && recipe.data.conditioning === 'token' && !settings.also_token_runs) continue;
+    // The chosen predictions only when no token labels them (or also_token_runs); every forced-token file.
+    const chosen = predictionsFile(runDir, split, []);
+    const judgeChosen = existsSync(chosen) && (recipe.data.conditioning !== 'token' || settings.also_token_runs);
+    for (const file of [...(judgeChosen ? [chosen] : []), ...forcedPredictionsFiles(runDir, split)]) {
+      const rows = await readRows(file, predictionSchema);
       const missing = rows.filter((r) => r.reply === undefined);
       if (missing.length) {
-        throw new DataError([{ file: path.join(predictions, name), line: 0, field: 'reply', message: `${missing.length} prediction(s) have no reply text to judge (e.g. ${missing[0]!.id}); make them again with: bsft predict ${runDir}` }]);
+        throw new DataError([{ file, line: 0, field: 'reply', message: `${missing.length} prediction(s) have no reply text to judge (e.g. ${missing[0]!.id}); make them again with: bsft predict ${runDir}` }]);
       }
-      files.push({ name, requests: rows.map((r) => ({ id: r.id, context: contexts.get(r.id) ?? [], reply: r.reply! })) });
+      files.push({ name: path.basename(file), requests: rows.map((r) => ({ id: r.id, context: contexts.get(r.id) ?? [], reply: r.reply! })) });
     }
   }
   return files;

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { z } from 'zod';
@@ -79,6 +79,16 @@ export function writeTrainerConfig(recipe: ResolvedRecipe, runDir: string): stri
  */
 export function predictArgs(recipe: ResolvedRecipe): string[][] {
   return [[], ...recipe.eval.force.map((b) => ['--force', b])];
+}
+
+/** The forced-token predictions files of a split that a run folder holds (`<split>.forced-<behavior>.jsonl`), sorted. */
+export function forcedPredictionsFiles(runDir: string, split: string): string[] {
+  const dir = path.join(runDir, 'predictions');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.startsWith(`${split}.forced-`) && f.endsWith('.jsonl'))
+    .sort()
+    .map((f) => path.join(dir, f));
 }
 
 /** The predictions file a predict run writes for a split (`<split>.jsonl` or `<split>.forced-<behavior>.jsonl`). */

@@ -5,7 +5,7 @@ import { notComparable } from './benchmark-release.js';
 import { est, kappa, pct } from './format.js';
 import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
-import { runCurve, runMeta, type Curve, type RunMeta } from './run-meta.js';
+import { readMetrics, runCurve, runMeta, type Curve, type RunMeta } from './run-meta.js';
 import type { Scored } from './run-scores.js';
 
 /** The paper's published figures for Qwen2.5-7B-Instruct (arXiv 2505.21757), shown as a reference row. */
@@ -65,21 +65,24 @@ export function compare(runs: Scored[], resamples: number, seed: number): Compar
   // Grouped under their behavior (in the recipe's behavior order), then by name.
   const rank = (c: string) => { const i = behaviors.indexOf(groups[c]!); return i < 0 ? behaviors.length : i; };
   const categories = Object.keys(groups).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-  const compared = runs.map((r): ComparedRun => ({
-    label: r.label,
-    meta: r.dir ? runMeta(r.dir) : null,
-    curve: r.dir ? runCurve(r.dir) : null,
-    macro_f1: r.report.overall.macro_f1,
-    accuracy: r.report.overall.accuracy,
-    per_class_f1: Object.fromEntries(Object.entries(r.report.overall.per_class).map(([b, c]) => [b, c.f1])),
-    per_category: Object.fromEntries(Object.entries(r.report.per_category).map(([c, s]) => [c, s.accuracy])),
-    hard_macro_f1: r.report.hard?.macro_f1 ?? null,
-    answer_accuracy: r.report.answers?.accuracy ?? null,
-    confusion: r.report.overall.confusion,
-    steering: Object.fromEntries(Object.entries(r.report.forced).map(([b, f]) => [b, { n: f.n, judged: f.judged, accuracy: f.steering_accuracy }])),
-    label_source: r.report.label_source ?? null,
-    judge: r.report.judge ?? null,
-  }));
+  const compared = runs.map((r): ComparedRun => {
+    const metrics = r.dir ? readMetrics(r.dir) : [];
+    return {
+      label: r.label,
+      meta: r.dir ? runMeta(r.dir, metrics) : null,
+      curve: runCurve(metrics),
+      macro_f1: r.report.overall.macro_f1,
+      accuracy: r.report.overall.accuracy,
+      per_class_f1: Object.fromEntries(Object.entries(r.report.overall.per_class).map(([b, c]) => [b, c.f1])),
+      per_category: Object.fromEntries(Object.entries(r.report.per_category).map(([c, s]) => [c, s.accuracy])),
+      hard_macro_f1: r.report.hard?.macro_f1 ?? null,
+      answer_accuracy: r.report.answers?.accuracy ?? null,
+      confusion: r.report.overall.confusion,
+      steering: Object.fromEntries(Object.entries(r.report.forced).map(([b, f]) => [b, { n: f.n, judged: f.judged, accuracy: f.steering_accuracy }])),
+      label_source: r.report.label_source ?? null,
+      judge: r.report.judge ?? null,
+    };
+  });
   return {
     format: 'bsft-report-v2',
     runs: compared,

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Manifest } from '../dataset/manifest.js';
+import { readManifest } from '../dataset/manifest.js';
 import { readRunRecipe } from '../run/run-dir.js';
 
 /** What a report says about where a run's scores come from. */
@@ -31,16 +31,12 @@ export interface Curve {
   eval: { step: number; loss: number }[];
 }
 
-interface MetricsLine {
+export interface MetricsLine {
   kind: 'step' | 'eval';
   step: number;
   time: number;
   loss: number;
   lr?: number;
-}
-
-function readJson<T>(file: string): T | undefined {
-  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined;
 }
 
 /** metrics.jsonl's lines (Contract 4's metrics history); a torn last line (a run writing it now) is left out. */
@@ -66,13 +62,20 @@ function shownPath(p: string): string {
   return rel.startsWith('..') ? p : rel;
 }
 
-export function runMeta(runDir: string): RunMeta | null {
+/** `items` thinned to at most about `most`: every k-th one, and the last. */
+export function thin<T>(items: T[], most: number): T[] {
+  const every = Math.ceil(items.length / most);
+  return items.filter((_, i) => i % every === 0 || i === items.length - 1);
+}
+
+/** `metrics`: the run's metrics.jsonl lines, when the caller has read them already. */
+export function runMeta(runDir: string, metrics = readMetrics(runDir)): RunMeta | null {
   const recipe = readRunRecipe(runDir);
   if (!recipe) return null;
-  const manifest = readJson<Manifest>(path.join(runDir, 'dataset', 'manifest.json'));
-  const metrics = readMetrics(runDir);
+  const manifest = readManifest(path.join(runDir, 'dataset'));
   const steps = metrics.filter((m) => m.kind === 'step');
-  const runJson = readJson<{ updated_at?: string }>(path.join(runDir, 'run.json'));
+  const runJson = path.join(runDir, 'run.json');
+  const status = existsSync(runJson) ? (JSON.parse(readFileSync(runJson, 'utf8')) as { updated_at?: string }) : undefined;
   const first = metrics[0];
   return {
     run_id: recipe.run_id,
@@ -83,19 +86,18 @@ export function runMeta(runDir: string): RunMeta | null {
     length: recipe.train.max_steps !== undefined ? `max_steps ${recipe.train.max_steps}` : `epochs ${recipe.train.epochs}`,
     lr: recipe.train.lr,
     schedule: recipe.train.schedule,
-    date: first ? new Date(first.time * 1000).toISOString() : (runJson?.updated_at ?? null),
+    date: first ? new Date(first.time * 1000).toISOString() : (status?.updated_at ?? null),
     dataset_hash: manifest?.dataset_hash ?? null,
     tasks: manifest ? Object.values(manifest.documents).reduce((n, ids) => n + ids.length, 0) : null,
     inputs: manifest?.inputs.map(({ file, sha256 }) => ({ file, sha256 })) ?? [],
   };
 }
 
-export function runCurve(runDir: string, maxPoints = 400): Curve | null {
-  const metrics = readMetrics(runDir);
+/** The curve of a run's metrics.jsonl lines, at most `maxPoints` step points; null without steps. */
+export function runCurve(metrics: MetricsLine[], maxPoints = 400): Curve | null {
   const steps = metrics.filter((m) => m.kind === 'step' && Number.isFinite(m.loss));
   if (!steps.length) return null;
-  const every = Math.ceil(steps.length / maxPoints);
-  const kept = steps.filter((_, i) => i % every === 0 || i === steps.length - 1);
+  const kept = thin(steps, maxPoints);
   return {
     step: kept.map((m) => m.step),
     loss: kept.map((m) => m.loss),

@@ -1,10 +1,11 @@
 import { ScoreInputError } from '../errors.js';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { goldFileName, readJudgments } from '../judge/judgments.js';
 import { agreement } from './agreement.js';
 import path from 'node:path';
 import { DEFAULT_BEHAVIORS } from '../recipe/schema.js';
 import { readRunRecipe } from '../run/run-dir.js';
+import { forcedPredictionsFiles } from '../run/trainer-config.js';
 import { readGold, readPredictions, type GoldTask, type Prediction } from './inputs.js';
 import { encode, score, type Encoded, type ScoreOptions, type ScoreReport } from './metrics.js';
 
@@ -36,14 +37,6 @@ export function runLabel(recipe: RunRecipe): string {
   return `${recipe.name} (${recipe.data.conditioning}, ${recipe.train.method})`;
 }
 
-function forcedFiles(dir: string, split: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
-    .filter((f) => f.startsWith(`${split}.forced-`) && f.endsWith('.jsonl'))
-    .sort()
-    .map((f) => path.join(dir, f));
-}
-
 /** Scores one split of a run folder (gold from its dataset, predictions from predictions/) and writes score/<split>.json. */
 export async function scoreRun(runDir: string, split: string, opts: Partial<ScoreOptions> = {}): Promise<Scored> {
   const recipe = runRecipe(runDir);
@@ -66,7 +59,7 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
     return { ...p, ...(judged ? { judged_behavior: j } : {}), ...(p.predicted_behavior == null && j != null ? { predicted_behavior: j } : {}) };
   });
   const forced: Prediction[][] = [];
-  for (const f of forcedFiles(path.join(runDir, 'predictions'), split)) {
+  for (const f of forcedPredictionsFiles(runDir, split)) {
     const labels = await readJudgments(runDir, path.basename(f));
     forced.push((await readPredictions(f, goldMap, behaviors)).map((p) => (labels?.has(p.id) ? { ...p, judged_behavior: labels.get(p.id)!.judged_behavior } : p)));
   }

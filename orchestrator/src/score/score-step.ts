@@ -1,8 +1,7 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { stampMatches, writeStamp } from '../run/settings-stamp.js';
+import { jsonlHashes, stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
-import { sha256File } from '../util/sha256.js';
 import { writeModelCard } from '../store/model-card.js';
 
 export const scoreStep: Step = {
@@ -32,12 +31,9 @@ const scoreStamp = (ctx: RunContext) => path.join(ctx.runDir, 'score', 'settings
 
 /** What the scores depend on besides the training: the bootstrap count, the predictions and the judge's labels (by content). */
 async function scoreSettings(ctx: RunContext): Promise<unknown> {
-  const hashes = async (folder: string) => {
-    const dir = path.join(ctx.runDir, folder);
-    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.jsonl') && f !== 'cache.jsonl').sort() : [];
-    const out: Record<string, string> = {};
-    for (const f of files) out[f] = await sha256File(path.join(dir, f));
-    return out;
+  return {
+    bootstrap: ctx.recipe.eval.bootstrap,
+    predictions: await jsonlHashes(path.join(ctx.runDir, 'predictions')),
+    judge: await jsonlHashes(path.join(ctx.runDir, 'judge'), ['cache.jsonl']),
   };
-  return { bootstrap: ctx.recipe.eval.bootstrap, predictions: await hashes('predictions'), judge: await hashes('judge') };
 }

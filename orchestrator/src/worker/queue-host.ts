@@ -75,7 +75,6 @@ export class QueueHost implements RunHost {
       }
     }, Math.min(5000, opts.silenceMs / 2));
     const pending: Promise<unknown>[] = [];
-    const stage = command;
     // This worker's own output: one line for the job (redrawn at a terminal, sparse records in a log).
     const shown = trainerProgress(command, args, { tty: process.stderr.isTTY === true, columns: process.stderr.columns, write: (t) => process.stderr.write(t), log: opts.log.child({ run_id: ctx.recipe.run_id }), prefix: ctx.recipe.run_id });
     let figures: Partial<JobProgress> = {};
@@ -88,17 +87,17 @@ export class QueueHost implements RunHost {
         total = e.total_steps;
         resumed = e.resumed_from_step;
         figures = { resumed_from: resumed };
-        this.progress({ stage, phase: 'starting', done: resumed, total, ...figures }, pending);
+        this.progress({ stage: command, phase: 'starting', done: resumed, total, ...figures }, pending);
       } else if (e.event === 'step') {
         figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib };
-        this.progress({ stage, phase: 'running', done: e.step, total, ...figures, ...rate }, pending);
+        this.progress({ stage: command, phase: 'running', done: e.step, total, ...figures, ...rate }, pending);
       } else if (e.event === 'progress') {
         total = e.total;
-        this.progress({ stage, phase: 'running', done: e.done, total, ...rate }, pending);
+        this.progress({ stage: command, phase: 'running', done: e.done, total, ...rate }, pending);
       } else if (e.event === 'eval') {
         figures = { ...figures, eval_loss: e.loss };
       } else if (e.event === 'done') {
-        this.progress({ stage, phase: 'done', done: total, total, ...figures }, pending, true);
+        this.progress({ stage: command, phase: 'done', done: total, total, ...figures }, pending, true);
       }
       // The job log keeps the loss history too, thinned to about 50 steps an attempt (every step is in metrics.jsonl).
       const logged = e.event === 'step' ? e.step % Math.max(1, Math.ceil(total / 50)) === 0 || e.step === total : e.event !== 'progress';
