@@ -39,12 +39,14 @@ export const RUN_ID_COVERS = ['name', 'model', 'data', 'train'] as const;
  * `train` switches that change speed and memory but not what is trained: a run resumed with another setting of
  * them is the same run.
  */
-export const SPEED_SWITCHES = ['activation_checkpointing', 'compile', 'step_sync'] as const;
+export const SPEED_SWITCHES = ['activation_checkpointing', 'compile', 'step_sync', 'cpu_offload'] as const;
 
 /** Short, stable hash of the covered sections, paths relative to the workspace, so that a run id is portable. */
 function runId(recipe: Recipe, portable: Pick<Recipe, (typeof RUN_ID_COVERS)[number]>): string {
   const train: Record<string, unknown> = { ...portable.train };
   for (const k of SPEED_SWITCHES) delete train[k];
+  // Added after runs had ids: the default (fp32 masters, what those runs did) leaves their ids as they were.
+  if (train.master_weights === 'fp32') delete train.master_weights;
   const covered = Object.fromEntries(RUN_ID_COVERS.map((k) => [k, k === 'train' ? train : portable[k]]));
   return `${recipe.name}-${createHash('sha256').update(canonicalJson(covered)).digest('hex').slice(0, 8)}`;
 }

@@ -121,6 +121,15 @@ export const trainSchema = z.strictObject({
    * synchronisation inside a step), `every_step` at once (the event comes one step sooner).
    */
   step_sync: z.enum(['deferred', 'every_step']).default('deferred'),
+  /**
+   * Where full fine-tuning keeps its master weights. `fp32`: fp32 weights and AdamW states (sharded across the
+   * GPUs when there are several). `bf16_compensated`: bf16 weights and states plus a bf16 compensation buffer
+   * that keeps the rounding error of every update (Kahan summation), for one GPU where fp32 states cannot fit
+   * (a 7B model on one 141 GB card). Never plain bf16 AdamW: it drops small updates.
+   */
+  master_weights: z.enum(['fp32', 'bf16_compensated']).default('fp32'),
+  /** Several GPUs: keep the sharded weights, gradients and optimizer states in host memory (fewer GPUs, slower). */
+  cpu_offload: z.boolean().default(false),
   checkpoint_every: positiveInt.default(200),
   keep_checkpoints: positiveInt.default(3),
   preempt_grace_s: positiveInt.default(60),

@@ -5,7 +5,8 @@ export const trainerEventSchema = z.discriminatedUnion('event', [
   z.object({ event: z.literal('start'), total_steps: z.number().int().nonnegative(), resumed_from_step: z.number().int().nonnegative(), world_size: z.number().int().positive() }),
   z.object({ event: z.literal('step'), step: z.number().int(), loss: z.number(), lr: z.number(), grad_norm: z.number(), tokens_per_s: z.number(), mem_gib: z.number() }),
   z.object({ event: z.literal('eval'), step: z.number().int(), loss: z.number() }),
-  z.object({ event: z.literal('checkpoint'), step: z.number().int(), path: z.string() }),
+  /** size_bytes and save_s: what the checkpoint weighs and how long it took to write (not in older trainers). */
+  z.object({ event: z.literal('checkpoint'), step: z.number().int(), path: z.string(), size_bytes: z.number().int().nonnegative().optional(), save_s: z.number().nonnegative().optional() }),
   /** predict: documents done out of total. */
   z.object({ event: z.literal('progress'), done: z.number().int(), total: z.number().int() }),
   z.object({ event: z.literal('done'), final_path: z.string() }),

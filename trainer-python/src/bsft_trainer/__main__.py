@@ -7,12 +7,16 @@ anything else a retryable failure.
 With --lease-s the trainer runs only while heartbeat lines keep arriving on stdin (lease.py); the watchdog starts
 before anything heavy is imported. --epoch is the attempt's fencing epoch (fence.py); without it the trainer takes
 the next one itself.
+
+`train --nproc-per-node N` (N > 1) starts N ranks with torchrun and stands for them (launch.py); each rank is
+this same program under torchrun (distributed.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import traceback
+from pathlib import Path
 
 from . import lease
 from .events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log
@@ -38,9 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="merge: output folder (default <output_dir>/merged)")
     parser.add_argument("--lease-s", type=float, help="exit (76) on end of stdin or after this many seconds without a heartbeat line")
     parser.add_argument("--epoch", type=int, help="this attempt's fencing epoch (default: the run's current one + 1)")
+    parser.add_argument("--nproc-per-node", type=int, default=1,
+                        help="train: processes (GPUs) on this machine; more than 1 starts them with torchrun")
+    parser.add_argument("--rank-dir", help=argparse.SUPPRESS)  # set by launch.py for the ranks it starts
     args = parser.parse_args(argv)
-    if args.lease_s is not None:
-        lease.start(args.lease_s)
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        return rank_main(args)
+    if args.lease_s is not None and not (args.command == "train" and args.nproc_per_node > 1):
+        lease.start(args.lease_s)  # a launcher starts it itself, to kill its ranks when it ends
     claim_stdout()
     cfg = None
     try:
@@ -59,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         log(f"attempt epoch {fence.epoch}")
+        if args.command == "train" and args.nproc_per_node > 1:
+            from .launch import supervise
+
+            return supervise("train", str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch,
+                             args.lease_s, [])
         if args.command == "train":
             from .train import run
 
-            return run(cfg, fence)
+            return run(cfg, fence, world=world_for(cfg))
         from .predict import run as predict
 
         return predict(cfg, fence, force=args.force)
@@ -79,6 +95,70 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INVALID
         emit_error("internal", f"{type(e).__name__}: {e}")
         return EXIT_FAILED
+
+
+def world_for(cfg):
+    """A process without torchrun: a world of one, made a process group of one when the run's newest checkpoint is
+    sharded (written by several ranks), so that it resumes on one GPU."""
+    from . import checkpoint as ckpt
+    from .distributed import World, solo
+    from .sharded_checkpoint import is_sharded
+
+    newest = ckpt.latest_complete(cfg.checkpoints_dir)
+    if newest is not None and is_sharded(newest):
+        log(f"{newest.name} is sharded: resuming as a sharded run of 1 rank")
+        return solo()
+    return World()
+
+
+def rank_main(args) -> int:
+    """One rank of a sharded run, started by torchrun (launch.py): only rank 0 writes events; every rank records
+    its pid and exit code for the launcher."""
+    import os
+
+    from .launch import die_with_parent, record_exit, record_start
+
+    rank = int(os.environ["RANK"])
+    rank_dir = Path(args.rank_dir) if args.rank_dir else None
+    die_with_parent()  # torchrun's agent: when it is killed, so is this rank
+    if rank_dir is not None:
+        record_start(rank_dir, rank)
+    claim_stdout(events=rank == 0)
+    cfg, world, code, error = None, None, EXIT_FAILED, None
+    try:
+        if args.command != "train":
+            raise TrainerError("config", f"{args.command} runs in one process, not under torchrun")
+        from .config import load
+        from .distributed import available, from_torchrun
+        from .fence import Fence
+
+        problem = available()
+        if problem:
+            raise TrainerError("config", problem)
+        cfg = load(args.config)
+        fence = Fence(cfg.output_dir, args.epoch)
+        fence.claim()
+        world = from_torchrun()
+        from .train import run
+
+        code = run(cfg, fence, world=world)
+    except TrainerError as e:
+        emit_error(e.kind, str(e))
+        log(f"rank {rank}: error ({e.kind}): {e}")
+        code, error = e.exit_code, (e.kind, str(e))
+    except Exception as e:  # noqa: BLE001 - every failure must become an event and an exit report
+        from .memory import is_oom
+
+        traceback.print_exc(file=sys.stderr)
+        kind, message = ("oom", out_of_memory_message(e, cfg)) if is_oom(e) else ("internal", f"{type(e).__name__}: {e}")
+        emit_error(kind, message)
+        code, error = (EXIT_INVALID if kind == "oom" else EXIT_FAILED), (kind, message)
+    finally:
+        if rank_dir is not None:
+            record_exit(rank_dir, rank, code, error)
+    if world is not None:
+        world.close()
+    return code
 
 
 if __name__ == "__main__":

@@ -133,9 +133,53 @@ def _remove(path):
         path.unlink()
 
 
-def save_atomic(final: str | Path, write_files: Callable[[Path], None], fence: Fence | NoFence, extra: dict | None = None) -> Path:
-    """Writes a folder as `<final>.tmp`, fsyncs every file, hashes it; then, while the fence says this attempt owns
-    the run, renames it to `final` and writes COMPLETE (with the attempt's epoch) last."""
+class HashingFile:
+    """A file opened for writing that hashes (sha256) what goes through it, so that a checkpoint is never read back
+    to be hashed. Enough of a file for torch.save and DCP's writer: write, tell, flush, fileno, close."""
+
+    def __init__(self, path: str | Path, digests: dict, key: str):
+        self._f = open(path, "wb")
+        self._h = hashlib.sha256()
+        self._digests, self._key = digests, key
+
+    def write(self, b) -> int:
+        self._h.update(b)
+        return self._f.write(b)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+            self._digests[self._key] = self._h.hexdigest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_tmp(final: str | Path, write_files: Callable[[Path], dict | None]) -> tuple[Path, dict[str, str]]:
+    """Writes `<final>.tmp/` with `write_files` and fsyncs every file. Returns the folder and the sha256 of every
+    file: those `write_files` returns (hashed while it wrote them, HashingFile) are not read again."""
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -143,28 +187,64 @@ def save_atomic(final: str | Path, write_files: Callable[[Path], None], fence: F
     _remove(tmp)
     try:
         tmp.mkdir()
-        write_files(tmp)
-        for p in tmp.rglob("*"):
+        known = write_files(tmp)
+        known = known if isinstance(known, dict) else {}
+        files = {}
+        for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
-        files = hash_files(tmp)
+                if _listed(p):
+                    name = str(p.relative_to(tmp))
+                    files[name] = known.get(name) or sha256_file(p)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if _disk_full(e):
             raise DiskFullError(parent) from e
         raise
+    return tmp, files
+
+
+def publish(tmp: Path, final: str | Path, files: dict[str, str], fence: Fence | NoFence, extra: dict | None = None) -> Path:
+    """While the fence says this attempt owns the run: renames `tmp` to `final` and writes COMPLETE (with the
+    attempt's epoch) last."""
+    final = Path(final)
     with fence.publishing():
         try:
             _remove(final)
             os.rename(tmp, final)
-            _fsync_dir(parent)
+            _fsync_dir(final.parent)
             write_complete(final, {**(extra or {}), "epoch": fence.epoch}, files)
         except OSError as e:
             if _disk_full(e):
-                raise DiskFullError(parent) from e
+                raise DiskFullError(final.parent) from e
             raise
     return final
+
+
+def save_atomic(final: str | Path, write_files: Callable[[Path], dict | None], fence: Fence | NoFence, extra: dict | None = None) -> Path:
+    """Writes a folder as `<final>.tmp`, fsyncs and hashes every file (write_tmp); then publishes it (publish)."""
+    tmp, files = write_tmp(final, write_files)
+    return publish(tmp, final, files, fence, extra)
+
+
+def size_of(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def make_room(checkpoints_dir: str | Path, need: int) -> None:
+    """Before a save: deletes leftover .tmp folders, then the oldest complete checkpoints (never the newest) while
+    the disk has less than `need` bytes free, so that a save does not run out of disk with old ones still there."""
+    d = Path(checkpoints_dir)
+    if not d.is_dir():
+        return
+    for p in d.glob("step-*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+    complete = sorted(((epoch_of(p), s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()), key=lambda t: (t[0], t[1]))
+    while len(complete) > 1 and shutil.disk_usage(d).free < need:
+        _, step, p = complete.pop(0)
+        log(f"only {shutil.disk_usage(d).free / 2**30:.1f} GiB free for a {need / 2**30:.1f} GiB checkpoint: deleting {p.name} first")
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def list_steps(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
@@ -193,6 +273,12 @@ def valid_checkpoints(checkpoints_dir: str | Path) -> Iterator[tuple[int, Path]]
             yield step, path
         else:
             log(f"warning: skipping checkpoint {path}: {problem}")
+
+
+def latest_complete(checkpoints_dir: str | Path) -> Path | None:
+    """The newest checkpoint with a COMPLETE file (epoch, then step), not verified: a cheap look."""
+    complete = [(epoch_of(p), s, p) for s, p in list_steps(checkpoints_dir) if (p / COMPLETE).exists()]
+    return max(complete, key=lambda t: (t[0], t[1]))[2] if complete else None
 
 
 def latest_valid(checkpoints_dir: str | Path) -> tuple[int, Path] | None:

@@ -40,6 +40,8 @@ class TrainConfig:
     activation_checkpointing: Union[bool, str]
     compile: bool
     step_sync: str
+    master_weights: str
+    cpu_offload: bool
     checkpoint_every: int
     keep_checkpoints: int
     preempt_grace_s: int

@@ -17,15 +17,23 @@ EXIT_FAILED = 1
 _events = None
 
 
-def claim_stdout() -> None:
+def claim_stdout(events: bool = True) -> None:
+    """events=False (ranks other than 0 of a sharded run): events are dropped; only rank 0 speaks for the run."""
     global _events
     if _events is not None:
         return
     sys.stdout.flush()
     fd = os.dup(1)
     os.dup2(2, 1)
-    _events = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    _events = os.fdopen(fd, "w", buffering=1, encoding="utf-8") if events else open(os.devnull, "w")
+    if not events:
+        os.close(fd)
     sys.stdout = sys.stderr
+
+
+def events_fd() -> int:
+    """The file descriptor events are written to (a launcher hands it to the ranks as their stdout)."""
+    return _events.fileno()
 
 
 def send_events_to(stream) -> None:
@@ -57,8 +65,8 @@ def emit_eval(step: int, loss: float) -> None:
     _emit("eval", step=int(step), loss=float(loss))
 
 
-def emit_checkpoint(step: int, path: str) -> None:
-    _emit("checkpoint", step=int(step), path=str(path))
+def emit_checkpoint(step: int, path: str, size_bytes: int, save_s: float) -> None:
+    _emit("checkpoint", step=int(step), path=str(path), size_bytes=int(size_bytes), save_s=round(float(save_s), 3))
 
 
 def emit_progress(done: int, total: int) -> None:

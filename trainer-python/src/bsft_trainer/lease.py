@@ -21,8 +21,9 @@ import time
 EXIT_LEASE_LOST = 76
 
 
-def start(lease_s: float, fd: int = 0) -> threading.Thread:
-    """Starts the watchdog thread; returns it. `lease_s` must be positive."""
+def start(lease_s: float, fd: int = 0, on_expire=None) -> threading.Thread:
+    """Starts the watchdog thread; returns it. `lease_s` must be positive. `on_expire` runs just before the exit (a
+    launcher kills its ranks there)."""
     if not lease_s > 0:
         raise ValueError("lease_s must be positive")
 
@@ -55,6 +56,11 @@ def start(lease_s: float, fd: int = 0) -> threading.Thread:
                     break
         except BaseException:  # noqa: BLE001 - any failure to watch the lease ends the lease
             pass
+        if on_expire is not None:
+            try:
+                on_expire()
+            except BaseException:  # noqa: BLE001 - the exit below must happen
+                pass
         os._exit(EXIT_LEASE_LOST)
 
     thread = threading.Thread(target=watch, name="bsft-lease", daemon=True)

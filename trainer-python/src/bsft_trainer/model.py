@@ -47,12 +47,19 @@ def read_model_config(cfg: Config) -> dict | None:
 
 
 class Trainable(nn.Module):
-    """Holds every parameter the optimizer may touch: the model and, in LoRA mode, the behavior-token rows."""
+    """Holds every parameter the optimizer may touch: the model and, in LoRA mode, the behavior-token rows.
+
+    Its forward is one micro-batch's summed loss (`TrainModel.loss_sum`): with FSDP2 (sharding.py) it is the root
+    module, whose forward gathers the embeddings, the final norm, the output weight and the rows."""
 
     def __init__(self, base, rows):
         super().__init__()
         self.base = base
         self.rows = rows
+        self.loss_fn = None  # set by TrainModel
+
+    def forward(self, batch):
+        return self.loss_fn(batch)
 
 
 class TrainModel:
@@ -65,6 +72,18 @@ class TrainModel:
         self.kind = kind
         self.method = method
         self.recompute = 0  # how many decoder layers (the first ones) recompute their activations in backward
+        self.sharded = False  # FSDP2 (sharding.py)
+        container.loss_fn = self._loss_sum
+
+    def _loss_sum(self, batch):
+        from .loss import chunked_ce_sum
+
+        weight, rows = self.output()  # read inside the root's forward: the gathered parameters when sharded
+        return chunked_ce_sum(self.hidden(batch), batch.labels, weight, rows, index=batch.loss_index)
+
+    def loss_sum(self, batch):
+        """Sum of the token losses of one (packed) micro-batch."""
+        return self.container(batch)
 
     @property
     def rows(self):
@@ -104,7 +123,7 @@ def _behavior_range(manifest):
 
 # --------------------------------------------------------------------------- tiny test model (no transformers)
 
-def build_toy(cfg: Config, manifest: Manifest, device: torch.device, model_config: dict) -> "TrainModel":
+def build_toy(cfg: Config, manifest: Manifest, device: torch.device, model_config: dict, dtype: torch.dtype) -> "TrainModel":
     model_config = {**model_config, **(cfg.model.config_overrides or {})}
     torch.manual_seed(cfg.train.seed)
     model = ToyLM(model_config)
@@ -113,7 +132,7 @@ def build_toy(cfg: Config, manifest: Manifest, device: torch.device, model_confi
         if not weights.is_file():
             raise ConfigError(f"model.init is pretrained but {weights} does not exist (use init: random for a fresh toy model)")
         model.load_state_dict(torch.load(weights, map_location="cpu"))
-    model.to(device=device, dtype=resolve_dtype(cfg.model.dtype, device))
+    model.to(device=device, dtype=dtype)
     first, n = _behavior_range(manifest)
     if first + n > model_config["vocab_size"]:
         raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in vocab_size {model_config['vocab_size']}")
@@ -188,7 +207,7 @@ def load_hf_model(cfg: Config, device: torch.device, dtype: torch.dtype, attn_im
     return model.to(device)
 
 
-def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True) -> "TrainModel":
+def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, dtype: torch.dtype, keep_base: bool = True) -> "TrainModel":
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
@@ -196,7 +215,6 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
         raise ConfigError(f"the trainer needs transformers and peft for this model: {e}. Install: pip install -e trainer-python") from None
     sources = row_sources(cfg.train.token_init, manifest)  # a manifest problem fails before the model loads
     register_packed_attention()
-    dtype = resolve_dtype(cfg.model.dtype, device)
     model = load_hf_model(cfg, device, dtype, ATTN_NAME)
     embed = model.get_input_embeddings()
     out = model.get_output_embeddings()
@@ -261,13 +279,16 @@ def compile_layers(tm: "TrainModel") -> None:
         layer.compile(dynamic=True)
 
 
-def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True) -> "TrainModel":
-    """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/."""
+def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True,
+          sharded: bool = False) -> "TrainModel":
+    """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/. sharded=True: the
+    weights are loaded in fp32, to be sharded by FSDP2 (they are then the master weights; sharding.py)."""
+    dtype = torch.float32 if sharded else resolve_dtype(cfg.model.dtype, device)
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
-        tm = build_toy(cfg, manifest, device, model_config)
+        tm = build_toy(cfg, manifest, device, model_config, dtype)
     else:
-        tm = build_hf(cfg, manifest, device, fence, keep_base)
+        tm = build_hf(cfg, manifest, device, fence, dtype, keep_base)
     n_train = sum(p.numel() for p in tm.trainable_parameters())
     log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
         f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")

@@ -95,6 +95,7 @@ class DataOrder:
         self.batch_tokens = batch_tokens
         self.seed = seed
         self._lengths = shard.lengths()
+        self._loss_tokens = None
         self._plans = {}
         self.epoch = 0
         self.index = 0
@@ -117,6 +118,20 @@ class DataOrder:
         docs = plan[self.index]
         self.index += 1
         return docs
+
+    def tokens(self, docs):
+        """Tokens of a batch of these documents (no batch is built)."""
+        return int(self._lengths[docs].sum())
+
+    def loss_tokens(self, docs):
+        """Positions in the loss of a batch of these documents (make_batch's n_loss_tokens), without building it:
+        every rank knows the whole step's count, its own batches and the others'."""
+        if self._loss_tokens is None:
+            # A position is in the loss when the next token of the same document is: mask[1:] within each document.
+            counts = np.concatenate([[0], np.cumsum(np.asarray(self.shard.loss_mask, dtype=np.int64))])
+            starts, ends = self.shard.offsets[:-1], self.shard.offsets[1:]
+            self._loss_tokens = counts[ends] - counts[starts + 1]
+        return int(self._loss_tokens[docs].sum())
 
     def next_batch(self):
         return make_batch(self.shard, self.next_docs())

@@ -55,16 +55,40 @@ def metadata(cfg: Config, manifest: Manifest, tm: Any) -> dict:
     }
 
 
-def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence) -> Path:
+def full_state(tm: Any, dtype: torch.dtype) -> dict | None:
+    """Every rank of a sharded run: the whole model's weights gathered (on the host, in `dtype`), on rank 0; None
+    elsewhere. Keys as in `tm.container` (`base.` + the model's own, `rows.` for the behavior rows)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    sd = get_model_state_dict(tm.container, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if torch.distributed.get_rank() != 0:
+        return None
+    # The model's weights in the recipe's dtype, as a one-process run saves them; the behavior rows stay fp32.
+    return {k: (v.to(dtype) if v.is_floating_point() and k.startswith("base.") else v) for k, v in sd.items()}
+
+
+def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: Any = None) -> Path | None:
+    """The final model, consolidated (a plain folder whatever the number of ranks that trained it). Sharded: every
+    rank takes part in gathering the weights; rank 0 writes and returns the path, the others None."""
+    gathered = None
+    if getattr(tm, "sharded", False):
+        from .model import resolve_dtype
+
+        gathered = full_state(tm, resolve_dtype(cfg.model.dtype, world.device()))
+        if gathered is None:
+            world.barrier()
+            return None
+    base_sd = None if gathered is None else {k[len("base."):]: v for k, v in gathered.items() if k.startswith("base.")}
+
     def write(folder):
         folder = Path(folder)
         if tm.kind == "toy":
-            torch.save(tm.container.base.state_dict(), folder / "toy_model.pt")
+            torch.save(base_sd if base_sd is not None else tm.container.base.state_dict(), folder / "toy_model.pt")
             (folder / "config.json").write_text(json.dumps(tm.container.base.config, indent=1))
         else:
             from safetensors.torch import save_file
 
-            tm.hf_model.save_pretrained(folder)
+            tm.hf_model.save_pretrained(folder, **({"state_dict": base_sd} if base_sd is not None else {}))
             if getattr(tm, "base_dir", None) is not None:
                 problem = ckpt.verify(tm.base_dir)
                 if problem:
@@ -72,9 +96,14 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence) -> Path:
                 shutil.copytree(tm.base_dir, folder / "base", ignore=shutil.ignore_patterns(ckpt.COMPLETE))
             if tm.rows is not None:
                 # Tied embeddings: `out` is `embed` (one set of rows); both names are written, as separate tensors.
-                save_file({"embed": tm.rows.embed.detach().cpu().clone(), "lm_head": tm.rows.out.detach().cpu().clone(),
+                embed = gathered["rows.embed"] if gathered is not None else tm.rows.embed
+                out = gathered.get("rows.out", embed) if gathered is not None else tm.rows.out
+                save_file({"embed": embed.detach().cpu().clone(), "lm_head": out.detach().cpu().clone(),
                            "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
             load_tokenizer(cfg, manifest).save_pretrained(folder)
         (folder / "bsft.json").write_text(json.dumps(metadata(cfg, manifest, tm), indent=1, sort_keys=True))
 
-    return ckpt.save_atomic(Path(cfg.final_dir), write, fence, {"run_id": cfg.run_id})
+    path = ckpt.save_atomic(Path(cfg.final_dir), write, fence, {"run_id": cfg.run_id})
+    if world is not None:
+        world.barrier()
+    return path

@@ -3,6 +3,12 @@
 Preemption (SIGTERM/SIGINT): the current optimizer step finishes, a checkpoint is written, `checkpoint` is
 emitted and the process exits 75. A resumed run continues the same sample order and loss curve: the checkpoint
 holds the trainable weights, optimizer, scheduler, RNG states and data position.
+
+Several GPUs (torchrun, launch.py): every rank runs this same loop on its part of each optimizer step. The model
+is sharded with FSDP2 (sharding.py); all ranks follow one seeded packed order, a step takes `grad_accum` batches
+per rank, and the loss is divided by the step's loss tokens over all ranks, so N ranks give the update one process
+gives with N times the batches. Checkpoints are then sharded (sharded_checkpoint.py) and rank 0 alone emits
+events and publishes.
 """
 from __future__ import annotations
 
@@ -18,8 +24,7 @@ import torch
 from . import checkpoint as ckpt
 from . import memory
 from .config import load_manifest
-from .events import EXIT_DONE, EXIT_PREEMPTED, DataError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
-from .loss import chunked_ce_sum
+from .events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, DataError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
 from .shards import Shard
@@ -28,7 +33,9 @@ from typing import Any
 from .config import Config
 from .fence import Fence
 from .metrics import METRICS_FILE, Metrics
-from .precision import MasterWeights
+from .precision import CompensatedAdamW, MasterWeights
+from .distributed import World
+from . import sharded_checkpoint as sharded
 
 
 class StopFlag:
@@ -85,10 +92,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def total_steps(cfg: Config, batches_per_epoch: int) -> int:
+def total_steps(cfg: Config, batches_per_epoch: int, batches_per_step: int) -> int:
     if cfg.train.max_steps is not None:
         return cfg.train.max_steps
-    return max(1, math.ceil(cfg.train.epochs * batches_per_epoch / cfg.train.grad_accum))
+    return max(1, math.ceil(cfg.train.epochs * batches_per_epoch / batches_per_step))
 
 
 def warmup_steps(cfg: Config, total: int) -> int:
@@ -114,8 +121,9 @@ class StepEvents:
     it has just launched; `every_step` reads them at once. Either way the same values are emitted, in step order,
     and `flush()` (before an eval, a checkpoint or the end) emits what is pending."""
 
-    def __init__(self, device: torch.device, deferred: bool, metrics: Metrics | None):
+    def __init__(self, device: torch.device, deferred: bool, metrics: Metrics | None, world: World):
         self.device = device
+        self.world = world
         self.deferred = deferred
         self.metrics = metrics
         self.pending = None
@@ -128,6 +136,7 @@ class StepEvents:
         elapsed, self.clock = now - self.clock, now
         if self.deferred:
             self.flush()
+        self.world.sum_(loss_sum)  # every rank's share of the step's loss (queued; read at flush)
         self.pending = (step, loss_sum, loss_tokens, lr, grad_norm, real_tokens / max(elapsed, 1e-9))
         if not self.deferred:
             self.flush()
@@ -139,11 +148,15 @@ class StepEvents:
         self.pending = None
         loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
         mem = round(memory_gib(self.device), 3)
+        if not self.world.main:
+            return
         emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem)
         if self.metrics is not None:
             self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
 
     def eval(self, step: int, loss: float) -> None:
+        if not self.world.main:
+            return
         emit_eval(step, loss)
         if self.metrics is not None:
             self.metrics.eval(step, loss)
@@ -161,26 +174,67 @@ def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.devi
     with torch.no_grad():
         for docs in plan_epoch(shard.lengths(), batch_tokens, 0, 0):
             batch = make_batch(shard, sorted(docs)).to(device)
-            weight, rows = tm.output()
-            total += float(chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows, index=batch.loss_index))
+            total += float(tm.loss_sum(batch))  # every rank the same batches (a sharded forward is collective)
             tokens += batch.n_loss_tokens
     tm.train(True)
     return total / max(1, tokens)
 
 
-def save_checkpoint(cfg: Config, fence: Fence, step: int, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> Path:
-    def write(folder):
-        history = Path(cfg.output_dir) / METRICS_FILE
-        if history.is_file():  # the metrics history travels with the checkpoint (to another machine, via a store)
-            shutil.copyfile(history, folder / METRICS_FILE)
-        torch.save(masters.state(), folder / "trainable.pt")
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save({"scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": rng_state(), "step": step},
-                   folder / "trainer_state.pt")
+class Optimizer:
+    """What a checkpoint saves and loads besides the weights: the optimizer over the master weights, its scheduler
+    and the names of its parameter groups (a plain checkpoint keys the optimizer's states by index)."""
 
-    path = ckpt.save(cfg.checkpoints_dir, step, write, fence, {"run_id": cfg.run_id})
-    ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
-    emit_checkpoint(step, str(path))
+    def __init__(self, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, group_names: list[list[str]]):
+        self.masters, self.optimizer, self.scheduler, self.group_names = masters, optimizer, scheduler, group_names
+
+
+def build_optimizer(cfg: Config, tm: Any, steps: int, warm: int, world: World) -> Optimizer:
+    compensated = cfg.train.master_weights == "bf16_compensated"
+    masters = MasterWeights(tm.named_trainable(), copies=not compensated)
+    if masters.separate:
+        log(f"fp32 master weights for {masters.separate} low-precision trainable tensors")
+    named = list(zip(masters.names, masters.parameters()))
+    groups = [[(n, p) for n, p in named if p.ndim >= 2], [(n, p) for n, p in named if p.ndim < 2]]
+    params = [{"params": [p for _, p in groups[0]], "weight_decay": cfg.train.weight_decay},
+              {"params": [p for _, p in groups[1]], "weight_decay": 0.0}]
+    if compensated:
+        if world.sharded:
+            raise ConfigError("train.master_weights: bf16_compensated is for one GPU; with several, FSDP2 keeps fp32 master weights sharded (use fp32)")
+        optimizer = CompensatedAdamW(params, lr=cfg.train.lr, betas=cfg.train.adam_betas, eps=cfg.train.adam_eps)
+        log("master weights: bf16 with compensated (Kahan) AdamW updates")
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.adam_betas, eps=cfg.train.adam_eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
+    return Optimizer(masters, optimizer, scheduler, [[n for n, _ in g] for g in groups])
+
+
+def save_checkpoint(cfg: Config, fence: Fence, world: World, step: int, tm: Any, opt: Optimizer, data: DataOrder) -> Path:
+    """Every rank: writes a checkpoint (sharded when the model is); rank 0 prunes old ones and emits the event."""
+    state = {"scheduler": opt.scheduler.state_dict(), "data": data.state_dict(), "step": step, "world_size": world.size}
+    history = Path(cfg.output_dir) / METRICS_FILE
+    if world.sharded:
+        path, size, seconds = sharded.write(cfg.checkpoints_dir, step, world, fence, tm.container, opt.optimizer, state,
+                                            rng_state(), history, cfg.run_id)
+    else:
+        start = time.perf_counter()
+
+        def write(folder):
+            digests = {}
+            if history.is_file():  # the metrics history travels with the checkpoint (to another machine, via a store)
+                shutil.copyfile(history, folder / METRICS_FILE)
+            for name, obj in (("trainable.pt", opt.masters.state()), ("optimizer.pt", opt.optimizer.state_dict()),
+                              ("trainer_state.pt", {**state, "rng": rng_state()})):
+                with ckpt.HashingFile(folder / name, digests, name) as f:  # hashed as written, never read back
+                    torch.save(obj, f)
+            return digests
+
+        newest = ckpt.latest_complete(cfg.checkpoints_dir)
+        ckpt.make_room(cfg.checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
+        path = ckpt.save(cfg.checkpoints_dir, step, write, fence, {"run_id": cfg.run_id})
+        size, seconds = ckpt.size_of(path), time.perf_counter() - start
+    if world.main:
+        ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
+        emit_checkpoint(step, str(path), size, seconds)
     return path
 
 
@@ -191,40 +245,70 @@ def _load(file):
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
-    """The three files of a checkpoint, loaded (raises when one cannot be read)."""
+    """The three files of a plain checkpoint, loaded (raises when one cannot be read)."""
     return _load(path / "trainable.pt"), _load(path / "optimizer.pt"), _load(path / "trainer_state.pt")
 
 
-def load_checkpoint(files: tuple[dict, dict, dict], masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> int:
-    trainable, optim, state = files
-    masters.load_state(trainable)
-    optimizer.load_state_dict(optim)
-    scheduler.load_state_dict(state["scheduler"])
+def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> int:
+    """Loads a checkpoint, plain or sharded, into this process's (possibly sharded) model and optimizer."""
+    if sharded.is_sharded(path):
+        if not world.sharded:
+            raise ValueError("a sharded checkpoint needs a sharded model")
+        state, rng = sharded.load(path, world, tm.container, opt.optimizer)
+    else:
+        files = read_checkpoint(path)
+        if world.sharded:
+            sharded.load_plain(files, opt.masters.names, opt.group_names, tm.container, opt.optimizer)
+        else:
+            opt.masters.load_state(files[0])
+            opt.optimizer.load_state_dict(files[1])
+        state = files[2]
+        rng = state["rng"] if world.rank == 0 else None
+    opt.scheduler.load_state_dict(state["scheduler"])
     data.load_state_dict(state["data"])
-    set_rng_state(state["rng"])
-    return int(state["step"])
+    step = int(state["step"])
+    if rng is not None:
+        set_rng_state(rng)
+    else:  # a rank the checkpoint had no RNG states for (it was written by fewer ranks)
+        seed_everything(cfg_seed_for(world.rank, step))
+    return step
 
 
-def resume(cfg: Config, masters: MasterWeights, optimizer: torch.optim.Optimizer, scheduler: Any, data: DataOrder) -> tuple[int, Path | None]:
+def cfg_seed_for(rank: int, step: int) -> int:
+    return (rank * 1_000_003 + step) % 2**31
+
+
+def resume(cfg: Config, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> tuple[int, Path | None]:
     """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
-    Returns the step to continue from (0 for a fresh start) and the checkpoint it came from."""
+    Returns the step to continue from (0 for a fresh start) and the checkpoint it came from. Sharded: rank 0
+    verifies and picks, every rank loads that one."""
+    if world.sharded:
+        found = ckpt.latest_valid(cfg.checkpoints_dir) if world.main else None
+        found = world.broadcast(found)
+        if found is None:
+            return 0, None
+        step = load_checkpoint(found[1], world, tm, opt, data)
+        if world.main:
+            log(f"resumed from {found[1]} (step {step}, {world.size} rank(s))")
+        return step, found[1]
     for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
         try:
-            files = read_checkpoint(path)
+            step = load_checkpoint(path, world, tm, opt, data)
         except Exception as e:  # noqa: BLE001 - a listed-complete checkpoint that does not load is skipped
             log(f"warning: checkpoint {path} is complete but does not load ({type(e).__name__}: {e}); trying the one before")
             continue
-        step = load_checkpoint(files, masters, optimizer, scheduler, data)
         log(f"resumed from {path} (step {step})")
         return step, path
     return 0, None
 
 
-def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True) -> int:
-    """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt.
+def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True, world: World | None = None) -> int:
+    """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt. `world`: this rank
+    of a sharded run (distributed.py); a single process without one.
     publish=False (benchmarks): the same steps and events, but nothing is written (no base/, checkpoints or final/)."""
     stop = stop or StopFlag().install()
-    device = pick_device()
+    world = world or World()
+    device = world.device() if world.sharded else pick_device()
     manifest = load_manifest(cfg)
     train_shard = Shard(cfg.shards["train"])
     if len(train_shard) == 0:
@@ -235,10 +319,10 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
 
     seed_everything(cfg.train.seed)
-    metrics = Metrics(cfg) if publish else None  # before the model: a tracker that cannot start fails at once
-    from .model import build as build_model, compile_layers, set_recompute
+    metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
+    from .model import build as build_model, compile_layers, resolve_dtype, set_recompute
 
-    tm = build_model(cfg, manifest, device, fence, keep_base=publish)
+    tm = build_model(cfg, manifest, device, fence, keep_base=publish and world.main, sharded=world.sharded)
     n_layers = len(tm.layers)
     if cfg.train.activation_checkpointing is True:
         set_recompute(tm, n_layers)
@@ -246,40 +330,45 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     if cfg.train.compile:
         compile_layers(tm)
         log(f"torch.compile: each of the {n_layers} decoder layers (regional)")
+    if world.sharded:
+        from .sharding import shard
+
+        shard(tm, resolve_dtype(cfg.model.dtype, device), cfg.train.cpu_offload)
+        log(f"FSDP2: {n_layers} decoder layers and the root sharded over {world.size} rank(s)"
+            f"{', offloaded to host memory' if cfg.train.cpu_offload else ''}")
     tm.train(True)
 
+    # One optimizer step takes grad_accum batches on every rank, in the order of one shared seeded plan.
     data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
-    steps = total_steps(cfg, data.batches_per_epoch)
+    per_rank = cfg.train.grad_accum
+    steps = total_steps(cfg, data.batches_per_epoch, per_rank * world.size)
     warm = warmup_steps(cfg, steps)
-    masters = MasterWeights(tm.named_trainable())
-    if masters.separate:
-        log(f"fp32 master weights for {masters.separate} low-precision trainable tensors")
-    params = masters.parameters()
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr, betas=cfg.train.adam_betas, eps=cfg.train.adam_eps,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warm, cfg.train.schedule))
+    opt = build_optimizer(cfg, tm, steps, warm, world)
+    params = opt.masters.parameters()
 
-    step, resumed_from = resume(cfg, masters, optimizer, scheduler, data) if publish else (0, None)
+    step, resumed_from = resume(cfg, world, tm, opt, data) if publish else (0, None)
     if metrics is not None:
         metrics.start(step, resumed_from)
-    emit_start(steps, step, 1)
+    if world.main:
+        emit_start(steps, step, world.size)
 
     # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
     measure = memory.probe(device) if cfg.train.activation_checkpointing == "auto" else None
-    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics)
+    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
     eval_every = cfg.eval.every
     while step < steps:
-        micro = [data.next_batch() for _ in range(cfg.train.grad_accum)]
+        docs = [data.next_docs() for _ in range(per_rank * world.size)]
+        loss_tokens = sum(data.loss_tokens(d) for d in docs)
+        tokens = sum(data.tokens(d) for d in docs)
+        micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
+        # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
+        divisor = max(1, loss_tokens) / world.size
         if measure is not None:
             measure.reset_peak()
         try:
-            loss_sum, real_tokens = forward_backward(tm, micro, device)
+            loss_sum = forward_backward(tm, micro, device, divisor)
         except RuntimeError as e:
-            if measure is None or not memory.is_oom(e):
+            if measure is None or not memory.is_oom(e) or world.sharded:
                 raise
             log(f"activation checkpointing: the first step does not fit without it ({type(e).__name__}); "
                 f"retrying it with all {n_layers} layers recomputed")
@@ -287,27 +376,32 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         else:
             retry = False
         if retry:  # outside the except block, which holds the failed step's tensors
-            masters.zero_grad()
+            opt.masters.zero_grad()
             torch.cuda.empty_cache()
             set_recompute(tm, n_layers)
             measure = None
-            loss_sum, real_tokens = forward_backward(tm, micro, device)
-        masters.grads_to_masters()
+            loss_sum = forward_backward(tm, micro, device, divisor)
+        opt.masters.grads_to_masters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        masters.masters_to_model()
-        masters.zero_grad()
+        if world.sharded:
+            from .sharding import grad_norm_value
+
+            grad_norm = grad_norm_value(grad_norm)
+        opt.optimizer.step()
+        opt.scheduler.step()
+        opt.masters.masters_to_model()
+        opt.masters.zero_grad()
         step += 1
         if measure is not None:
             peak, static, budget = measure.peak(), measure.allocated(), measure.budget()
-            n = memory.layers_to_recompute(peak, static, budget, n_layers)
+            # Every rank recomputes the same layers (a recomputed sharded layer gathers its weights again).
+            n = world.max_int(memory.layers_to_recompute(peak, static, budget, n_layers))
             set_recompute(tm, n)
             state = f"on for {n} of {n_layers} layers" if n else "off"
             log(f"activation checkpointing: {state} (first step peaked at {memory.gib(peak)}, optimizer states "
                 f"included; {memory.gib(static)} stays allocated; budget {memory.gib(budget)})")
             measure = None
-        events.add(step, loss_sum, sum(b.n_loss_tokens for b in micro), scheduler.get_last_lr()[0], grad_norm, real_tokens)
+        events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, tokens)
         if eval_every and step % eval_every == 0 and step < steps:
             events.flush()
             val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
@@ -316,15 +410,16 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
             events.restart_clock()
         if not publish:
             continue
-        if stop.signal is not None:
+        if world.any(stop.signal is not None):  # every rank stops after the same step
             events.flush()
-            save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
-            metrics.close()
+            save_checkpoint(cfg, fence, world, step, tm, opt, data)
+            if metrics is not None:
+                metrics.close()
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
             return EXIT_PREEMPTED
         if step % cfg.train.checkpoint_every == 0 and step < steps:
             events.flush()
-            save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
+            save_checkpoint(cfg, fence, world, step, tm, opt, data)
             events.restart_clock()
 
     events.flush()
@@ -333,27 +428,25 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
     if val is not None:
         events.eval(step, val)
-    metrics.close()
-    save_checkpoint(cfg, fence, step, masters, optimizer, scheduler, data)
+    if metrics is not None:
+        metrics.close()
+    save_checkpoint(cfg, fence, world, step, tm, opt, data)
     from .save import save_final
 
-    final = save_final(cfg, manifest, tm, fence)
-    emit_done(str(final))
+    final = save_final(cfg, manifest, tm, fence, world)
+    if world.main:
+        emit_done(str(final))
     return EXIT_DONE
 
 
-def forward_backward(tm: Any, micro: list, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Forward and backward of one optimizer step's micro-batches, the loss divided by the step's loss tokens.
-    Returns (the summed loss on the device, unread; real tokens)."""
+def forward_backward(tm: Any, micro: list, device: torch.device, divisor: float) -> torch.Tensor:
+    """Forward and backward of this process's micro-batches of one optimizer step, each batch's summed loss divided
+    by `divisor` (the step's loss tokens). Returns the summed loss on the device, unread."""
     pin = device.type == "cuda"
-    step_loss_tokens = max(1, sum(b.n_loss_tokens for b in micro))
     loss_sum = torch.zeros((), device=device)
-    real_tokens = 0
     for batch in micro:
         batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
-        weight, rows = tm.output()
-        loss = chunked_ce_sum(tm.hidden(batch), batch.labels, weight, rows, index=batch.loss_index)
-        (loss / step_loss_tokens).backward()
+        loss = tm.loss_sum(batch)
+        (loss / divisor).backward()
         loss_sum += loss.detach()
-        real_tokens += batch.n_tokens
-    return loss_sum, real_tokens
+    return loss_sum

@@ -1,0 +1,132 @@
+"""`train --nproc-per-node N` (N > 1): this process starts the run's ranks with torchrun and stands for them.
+
+torchrun (`python -m torch.distributed.run`) launches one trainer process per GPU and does the rendezvous
+(`--standalone` on one machine; `BSFT_TORCHRUN_ARGS`, e.g. `--nnodes 2 --node-rank 0 --rdzv-backend c10d
+--rdzv-endpoint host0:29400 --rdzv-id RUN`, replaces it for several machines, one launcher per machine). This
+launcher keeps Contract 4 for the worker:
+
+- stdout: rank 0 writes the events straight to it (the other ranks write none).
+- the lease (heartbeats on stdin) is held here; when it ends, every rank is killed and the launcher exits 76.
+- SIGTERM/SIGINT is passed to every rank (not to torchrun, which would kill them 30 s later): they finish the
+  step, write a sharded checkpoint together and exit 75.
+- the exit code is the ranks' (each writes it to `<output_dir>/ranks/`; torchrun's own code says only "a rank
+  failed"): 2 when one rank had a config/data error, 76 when one lost the run, 75 when all were preempted, 0 when
+  all finished, else 1 (retryable), with an `error` event naming the rank that failed when rank 0 did not say.
+- when this launcher dies, torchrun and the ranks die with it (PR_SET_PDEATHSIG), so no rank outlives a worker.
+
+Only the standard library is imported here: torch is imported by the ranks.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import lease
+from .events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
+
+RANKS_DIR = "ranks"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """This process gets SIGKILL when its parent dies (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def rank_file(rank_dir: Path, rank: int, kind: str) -> Path:
+    return rank_dir / f"rank-{rank:05d}.{kind}"
+
+
+def record_start(rank_dir: Path, rank: int) -> None:
+    """A rank, first thing: its pid (the launcher signals it directly)."""
+    rank_dir.mkdir(parents=True, exist_ok=True)
+    rank_file(rank_dir, rank, "pid").write_text(str(os.getpid()))
+
+
+def record_exit(rank_dir: Path, rank: int, code: int, error: tuple[str, str] | None) -> None:
+    """A rank, last thing: its exit code and error (kind, message), written atomically."""
+    tmp = rank_file(rank_dir, rank, "exit.tmp")
+    tmp.write_text(json.dumps({"exit": code, **({"kind": error[0], "message": error[1]} if error else {})}))
+    os.replace(tmp, rank_file(rank_dir, rank, "exit"))
+
+
+def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | None]:
+    """The launcher's exit code from the ranks' reports (rank -> {"exit", "kind"?, "message"?}); a rank without a
+    report was killed. Returns (code, the report that decided it when it was a failure, or None)."""
+    codes = {r: reports[r]["exit"] if r in reports else None for r in range(nproc)}
+    for wanted in (EXIT_INVALID, lease.EXIT_LEASE_LOST):
+        for r, c in codes.items():
+            if c == wanted:
+                return c, {"rank": r, **reports[r]}
+    if all(c == EXIT_DONE for c in codes.values()):
+        return EXIT_DONE, None
+    if all(c == EXIT_PREEMPTED for c in codes.values()):
+        return EXIT_PREEMPTED, None
+    for r, c in codes.items():
+        if c not in (EXIT_DONE, EXIT_PREEMPTED):
+            return EXIT_FAILED, {"rank": r, **(reports.get(r) or {"exit": None, "kind": "internal", "message": "killed (no exit report)"})}
+    return EXIT_FAILED, {"rank": None, "exit": None, "kind": "internal", "message": f"ranks ended differently: {codes}"}
+
+
+def torchrun_args(nproc: int) -> list[str]:
+    extra = shlex.split(os.environ.get("BSFT_TORCHRUN_ARGS", ""))
+    rendezvous = extra if extra else ["--standalone"]
+    return ["--nproc-per-node", str(nproc), "--max-restarts", "0", *rendezvous]
+
+
+def supervise(command: str, config: str, output_dir: str, nproc: int, epoch: int, lease_s: float | None, extra: list[str]) -> int:
+    rank_dir = Path(output_dir) / RANKS_DIR
+    shutil.rmtree(rank_dir, ignore_errors=True)
+    rank_dir.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc),
+           "-m", "bsft_trainer", command, "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir), *extra]
+    log(f"launching {nproc} ranks: {shlex.join(cmd[1:])}")
+    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=events_fd(), start_new_session=True,
+                             preexec_fn=die_with_parent)
+
+    def kill_all():
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    if lease_s is not None:
+        lease.start(lease_s, on_expire=kill_all)
+    asked = []
+    signal.signal(signal.SIGTERM, lambda signum, _f: asked.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _f: asked.append(signum))
+    told: set[int] = set()
+    while child.poll() is None:
+        if asked:  # every rank, also one that writes its pid after the signal came
+            for f in rank_dir.glob("rank-*.pid"):
+                pid = int(f.read_text() or 0)
+                if pid and pid not in told:
+                    told.add(pid)
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+        time.sleep(0.1)
+    reports = {}
+    for r in range(nproc):
+        try:
+            reports[r] = json.loads(rank_file(rank_dir, r, "exit").read_text())
+        except (OSError, ValueError):
+            pass
+    code, failure = combined_exit(reports, nproc)
+    if failure is not None and failure.get("rank") != 0:
+        who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
+        emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
+    log(f"ranks done: exit {code} (torchrun exited {child.returncode})")
+    return code
