@@ -73,9 +73,15 @@ def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | Non
         return EXIT_DONE, None
     if all(c == EXIT_PREEMPTED for c in codes.values()):
         return EXIT_PREEMPTED, None
+    # A rank that died without a report (killed: a signal, the OOM killer) is the cause; the others then fail in a
+    # collective ("connection reset by peer") and say so.
+    for r, c in codes.items():
+        if c is None:
+            return EXIT_FAILED, {"rank": r, "exit": None, "kind": "internal",
+                                 "message": "ended without an exit report (killed by a signal or the OOM killer); the other ranks stopped with it"}
     for r, c in codes.items():
         if c not in (EXIT_DONE, EXIT_PREEMPTED):
-            return EXIT_FAILED, {"rank": r, **(reports.get(r) or {"exit": None, "kind": "internal", "message": "killed (no exit report)"})}
+            return EXIT_FAILED, {"rank": r, **reports[r]}
     return EXIT_FAILED, {"rank": None, "exit": None, "kind": "internal", "message": f"ranks ended differently: {codes}"}
 
 

@@ -1,0 +1,208 @@
+"""Sharded training with 2 ranks on the CPU (torchrun, gloo, FSDP2, DCP): the same update as one process over the
+same global batch, preemption, a killed rank, resumes across world sizes and half-written sharded checkpoints.
+
+Skipped (and counted) where torch has no FSDP2 (Debian's torch 1.13)."""
+import importlib.util
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from bsft_trainer import checkpoint as ckpt
+from bsft_trainer.distributed import available
+from bsft_trainer.launch import combined_exit
+from conftest import events_of, make_run, trainer
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
+
+
+def _finish(p, timeout=600):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, events_of(out), err
+
+
+def _ranks(cfg, n=2):
+    return trainer("train", cfg, "--nproc-per-node", str(n))
+
+
+def _steps(events):
+    return {e["step"]: (e["loss"], e["grad_norm"]) for e in events if e["event"] == "step"}
+
+
+def _same_steps(a, b, rel=1e-5):
+    assert sorted(a) == sorted(b)
+    for s in a:
+        assert b[s][0] == pytest.approx(a[s][0], rel=rel), (s, a[s], b[s])
+        assert b[s][1] == pytest.approx(a[s][1], rel=1e-4), (s, a[s], b[s])
+
+
+def _same_weights(a: dict, b: dict):
+    """fp32 weights of two runs that summed the same numbers in another order: the whole model within 1e-5
+    relative, and each tensor within 1e-4 (Adam divides by the root of the squared gradients: an element whose
+    gradient is near zero moves by a different sign; measured 6e-5 on a zero-initialised bias of the tiny Qwen2).
+    Exempt per tensor: the key projection's bias, whose gradient is zero in exact arithmetic (a softmax does not
+    change when one constant is added to every score of a query): both runs' updates of it are rounding noise."""
+    assert a.keys() == b.keys()
+    diff = total = 0.0
+    for k in a:
+        x, y = a[k].double(), b[k].double()
+        d, n = float((y - x).norm()), float(x.norm())
+        assert d <= 1e-4 * n + 1e-9 or k.endswith("k_proj.bias"), (k, d, n)
+        diff, total = diff + d * d, total + n * n
+    assert diff ** 0.5 <= 1e-5 * total ** 0.5, (diff ** 0.5, total ** 0.5)
+
+
+def _stop_at(p, event, step):
+    """Reads events until `event` for `step`, then SIGTERM to the launcher; returns (exit code, events, stderr)."""
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == event and seen[-1].get("step") == step:
+            p.send_signal(signal.SIGTERM)
+            break
+    code, rest, err = _finish(p)
+    return code, seen + rest, err
+
+
+def _toy(tmp, **train):
+    return make_run(tmp, train={"max_steps": 8, "checkpoint_every": 4, "keep_checkpoints": 3, **train})
+
+
+def _weights(final):
+    return torch.load(final / "toy_model.pt", map_location="cpu")
+
+
+def test_two_ranks_give_the_update_of_one_process_over_the_same_global_batch(tmp_path):
+    code, one, err = _finish(trainer("train", _toy(tmp_path / "one", grad_accum=2)))
+    assert code == 0, err
+    code, two, err = _finish(_ranks(_toy(tmp_path / "two", grad_accum=1)))
+    assert code == 0, err
+    assert two[0] == {"event": "start", "total_steps": 8, "resumed_from_step": 0, "world_size": 2}
+    assert [e["event"] for e in two].count("done") == 1  # rank 0 alone speaks
+    _same_steps(_steps(one), _steps(two))
+    checkpoints = [e for e in two if e["event"] == "checkpoint"]
+    assert [e["step"] for e in checkpoints] == [4, 8] and all(e["size_bytes"] > 0 and e["save_s"] >= 0 for e in checkpoints)
+    newest = tmp_path / "two" / "checkpoints" / "step-000008"
+    assert ckpt.verify(newest) is None and (newest / "dcp" / "__1_0.distcp").is_file()
+    assert ckpt.read_complete(newest)["world_size"] == 2
+    _same_weights(_weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final"))  # consolidated, as from one process
+
+
+def test_sigterm_writes_a_sharded_checkpoint_exits_75_and_resumes_on_one_process_then_two(tmp_path):
+    code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", max_steps=12, grad_accum=2, checkpoint_every=100)))
+    assert code == 0, err
+    cfg = _toy(tmp_path / "run", max_steps=12, grad_accum=1, checkpoint_every=100)
+    code, first, err = _stop_at(_ranks(cfg), "step", 3)  # 2 ranks, stopped
+    assert code == 75, err
+    stopped = [e for e in first if e["event"] == "checkpoint"][-1]["step"]
+    assert ckpt.read_complete(tmp_path / "run" / "checkpoints" / ckpt.step_dir_name(stopped))["world_size"] == 2
+
+    # 2 -> 1: one process, two micro-batches a step; the sharded checkpoint is resharded onto it.
+    one = json.loads(cfg.read_text())
+    one["train"]["grad_accum"] = 2
+    cfg.write_text(json.dumps(one))
+    p = trainer("train", cfg)
+    code, second, err = _stop_at(p, "step", stopped + 3)
+    assert code == 75, err
+    assert second[0]["resumed_from_step"] == stopped and second[0]["world_size"] == 1
+    stopped2 = [e for e in second if e["event"] == "checkpoint"][-1]["step"]
+
+    # 1 -> 2
+    one["train"]["grad_accum"] = 1
+    cfg.write_text(json.dumps(one))
+    code, third, err = _finish(_ranks(cfg))
+    assert code == 0, err
+    assert third[0]["resumed_from_step"] == stopped2 and third[0]["world_size"] == 2
+    _same_steps(_steps(straight), {**_steps(first), **_steps(second), **_steps(third)})
+
+
+def test_a_plain_checkpoint_resumes_on_two_ranks(tmp_path):
+    code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", grad_accum=2)))
+    assert code == 0, err
+    cfg = _toy(tmp_path / "run", grad_accum=2)
+    p = trainer("train", cfg)
+    code, first, err = _stop_at(p, "checkpoint", 4)
+    assert code == 75 and not (tmp_path / "run" / "checkpoints" / "step-000004" / "dcp").exists(), err
+    plain = json.loads(cfg.read_text())
+    plain["train"]["grad_accum"] = 1
+    cfg.write_text(json.dumps(plain))
+    code, second, err = _finish(_ranks(cfg))
+    assert code == 0, err
+    assert second[0]["resumed_from_step"] == [e for e in first if e["event"] == "checkpoint"][-1]["step"]
+    _same_steps(_steps(straight), {**_steps(first), **_steps(second)})
+
+
+def test_a_killed_rank_fails_the_run_which_then_resumes(tmp_path):
+    code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", max_steps=10, grad_accum=2, checkpoint_every=2)))
+    assert code == 0, err
+    cfg = _toy(tmp_path / "run", max_steps=10, grad_accum=1, checkpoint_every=2)
+    p = _ranks(cfg)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "checkpoint" and seen[-1]["step"] == 4:
+            os.kill(int((tmp_path / "run" / "ranks" / "rank-00001.pid").read_text()), signal.SIGKILL)
+            break
+    code, rest, err = _finish(p)
+    assert code not in (0, 2, 75, 76), err  # a retryable failure
+    assert rest and rest[-1]["event"] == "error" and "rank 1" in rest[-1]["message"], rest[-1:]
+    code, resumed, err = _finish(_ranks(cfg))
+    assert code == 0, err
+    assert resumed[0]["resumed_from_step"] >= 4
+    _same_steps(_steps(straight), {**_steps(seen + rest), **_steps(resumed)})
+
+
+def test_a_sharded_checkpoint_missing_one_ranks_files_is_never_resumed(tmp_path):
+    cfg = _toy(tmp_path, max_steps=12, checkpoint_every=2, keep_checkpoints=5)
+    code, events, err = _stop_at(_ranks(cfg), "checkpoint", 4)
+    assert code == 75, err
+    newest = ckpt.latest_complete(tmp_path / "checkpoints")
+    (newest / "dcp" / "__1_0.distcp").unlink()  # one rank's shards gone
+    half = tmp_path / "checkpoints" / "step-000099.tmp"  # a save that never finished
+    half.mkdir()
+    (half / "dcp").mkdir()
+    code, resumed, err = _finish(_ranks(cfg))
+    assert code == 0, err
+    assert resumed[0]["resumed_from_step"] < int(newest.name.split("-")[1]), resumed[0]
+    assert "skipping checkpoint" in err and "__1_0.distcp is missing" in err
+
+
+def test_the_launcher_exit_code_follows_the_ranks():
+    ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
+    assert combined_exit({0: ok, 1: ok}, 2) == (0, None)
+    assert combined_exit({0: pre, 1: pre}, 2) == (75, None)
+    assert combined_exit({0: ok, 1: bad}, 2) == (2, {"rank": 1, **bad})
+    assert combined_exit({0: lost, 1: pre}, 2)[0] == 76
+    code, failure = combined_exit({0: pre}, 2)  # rank 1 was killed: no report
+    assert code == 1 and failure["rank"] == 1 and "killed" in failure["message"]
+    code, failure = combined_exit({0: {"exit": 1, "kind": "internal", "message": "Connection reset by peer"}}, 2)
+    assert code == 1 and failure["rank"] == 1  # the killed rank is the cause, not the one that lost its peer
+
+
+@pytest.mark.hf
+@pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_tiny_qwen2_on_two_ranks_matches_one_process(tmp_path, method):
+    from safetensors.torch import load_file
+    from test_hf import TINY, TOKENIZER
+
+    def cfg(d, accum):
+        return make_run(d, qwen=True, model_dir=TINY, tokenizer=TOKENIZER, n_train=48,
+                        train={"method": method, "lr": 1e-3, "max_steps": 4, "checkpoint_every": 2, "batch_tokens": 512,
+                               "grad_accum": accum, "lora": {"dropout": 0.0}},
+                        eval_={"max_new_tokens": 2})
+
+    code, one, err = _finish(trainer("train", cfg(tmp_path / "one", 2)))
+    assert code == 0, err
+    code, two, err = _finish(_ranks(cfg(tmp_path / "two", 1)))
+    assert code == 0, err
+    _same_steps(_steps(one), _steps(two))
+    name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    _same_weights(load_file(tmp_path / "one" / "final" / name), load_file(tmp_path / "two" / "final" / name))
+    if method == "lora":
+        rows_a = load_file(tmp_path / "one" / "final" / "behavior_rows.safetensors")
+        rows_b = load_file(tmp_path / "two" / "final" / "behavior_rows.safetensors")
+        _same_weights(rows_a, rows_b)
