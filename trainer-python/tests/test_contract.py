@@ -76,7 +76,7 @@ def test_a_missing_required_field_and_an_unknown_one_are_named(tmp_path):
 
 
 EXAMPLES = {
-    "start": (3, 0, 1), "step": (1, 2.5, 1e-4, 0.7, 1200.0, 1.5), "eval": (4, 1.25), "checkpoint": (4, "/runs/x/step-000004"),
+    "start": (3, 0, 1), "step": (1, 2.5, 1e-4, 0.7, 1200.0, 1.5), "eval": (4, 1.25), "checkpoint": (4, "/runs/x/step-000004", 1 << 20, 0.25),
     "progress": (2, 10), "done": ("/runs/x/final",), "error": ("config", "train.lr: required"),
 }
 

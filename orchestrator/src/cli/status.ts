@@ -14,9 +14,12 @@ export function age(ms: number): string {
   return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
 }
 
-/** Why a run failed, was cancelled or is waiting to retry: the first line of its job's failure, shortened. */
+/**
+ * Why a run waits for GPUs, failed, was cancelled or is waiting to retry: what it waits for, else the first line
+ * of its job's failure, shortened.
+ */
 export function reason(v: RunView, width = 60): string {
-  const first = v.failedReason?.split('\n')[0]?.trim();
+  const first = v.waitingFor ? `waiting for ${v.waitingFor}` : v.failedReason?.split('\n')[0]?.trim();
   if (!first) return '-';
   return first.length > width ? `${first.slice(0, width - 1)}…` : first;
 }

@@ -18,6 +18,8 @@ export interface RunJobData {
   preemptions?: number;
   /** The figures behind the job's numeric progress (written by the worker running it). */
   progress?: JobProgress;
+  /** Why a train job is delayed without running: the GPUs it waits for (written by a worker, for bsft status). */
+  waiting_for?: string;
 }
 
 /** What `resolveRecipe` adds to a recipe. */
@@ -37,6 +39,7 @@ const envelope = z.strictObject({
   preemptions: z.number().int().nonnegative().optional(),
   // Written by workers for people to read; no worker acts on it.
   progress: z.custom<JobProgress>((v) => typeof v === 'object' && v !== null && !Array.isArray(v)).optional(),
+  waiting_for: z.string().optional(),
 });
 
 /** A job whose data a worker refuses to act on (never retried). */

@@ -13,6 +13,8 @@ export interface RunView {
   progress?: JobProgress;
   worker?: string;
   failedReason?: string;
+  /** A train job delayed for GPUs: what it waits for. */
+  waitingFor?: string;
   submittedAt: number;
   attempts: number;
 }
@@ -50,6 +52,7 @@ export class RunQueues {
     else if (stages.score === 'active') state = 'scoring';
     else if (stages.train === 'active') state = 'training';
     else if (stages.build === 'active') state = 'building';
+    else if (stages.train === 'delayed' && jobs.train?.data.waiting_for) state = 'waiting';
     else if (stages.train === 'delayed' || stages.build === 'delayed') state = 'retrying';
     const train = jobs.train;
     const any = (jobs.score ?? jobs.train ?? jobs.build)!;
@@ -65,6 +68,7 @@ export class RunQueues {
       ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
       // A failed run's reason, or the last failure of a stage waiting to retry.
       ...(failed ? { failedReason: jobs[failed]!.failedReason } : retrying?.failedReason ? { failedReason: retrying.failedReason } : {}),
+      ...(stages.train === 'delayed' && jobs.train?.data.waiting_for ? { waitingFor: jobs.train.data.waiting_for } : {}),
       submittedAt: any.timestamp,
       attempts: train?.attemptsMade ?? 0,
     };

@@ -20,7 +20,8 @@ export const trainStep: Step = {
   async done(ctx) {
     return existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
   },
-  run: (ctx) => runTrainerStep(ctx, 'train'),
+  // Several GPUs: the trainer starts one rank per GPU with torchrun (trainer-python launch.py).
+  run: (ctx) => runTrainerStep(ctx, 'train', ctx.recipe.resources.gpus > 1 ? ['--nproc-per-node', String(ctx.recipe.resources.gpus)] : []),
 };
 
 /** The eval settings predictions depend on: new ones make predict run again for the same training. */

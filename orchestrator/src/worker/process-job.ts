@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { buildStep } from '../dataset/build-step.js';
 import { judgeStep } from '../judge/judge-step.js';
@@ -15,6 +15,7 @@ import { openStore } from '../store/store.js';
 import { logJobEvent } from './job-log.js';
 import { settleJob } from './job-outcome.js';
 import { checkJob, type JobPolicy } from './job-policy.js';
+import type { GpuPool } from './gpu-pool.js';
 import { lockLease } from './lock-lease.js';
 import { QueueHost } from './queue-host.js';
 
@@ -32,7 +33,12 @@ export interface JobContext {
   lockMs: number;
   silenceMs: number;
   trainer?: string[];
-  gpus?: string;
+  /** This worker's GPUs, shared by its train jobs (`--gpus`); without it a trainer sees every GPU of the machine. */
+  pool?: GpuPool;
+  /** This worker's name, for the reason a job waits. */
+  workerName: string;
+  /** How long a train job waiting for GPUs stays delayed before it is tried again (here or on another worker). */
+  gpuWaitMs: number;
   isCancelled(runId: string): Promise<boolean>;
   /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
   active: Map<string, (reason: StopReason) => void>;
@@ -56,6 +62,39 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
   }
   const runId = data.run_id;
   if (await ctx.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+  const gpus = stage === 'train' && ctx.pool ? await takeGpus(ctx, ctx.pool, job, data, token) : undefined;
+  try {
+    return await processWith(ctx, stage, job, data, token, gpus);
+  } finally {
+    if (gpus) ctx.pool!.release(gpus);
+  }
+}
+
+/**
+ * The GPUs a train job needs (`resources.gpus`) from this worker's pool (gpu-pool.ts), or the job goes back to the
+ * queue as delayed (no attempt used), with the reason in its data for `bsft status`: too few free here now, or more
+ * than this worker has at all (left for a bigger worker).
+ */
+async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, data: RunJobData, token: string | undefined): Promise<string[]> {
+  const need = data.recipe.resources.gpus;
+  const grant = need > pool.size ? { wait: `a worker with ${need} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, need);
+  if ('gpus' in grant) {
+    if (job.data.waiting_for !== undefined) {
+      const { waiting_for: _done, ...rest } = job.data;
+      await job.updateData(rest as RunJobData);
+    }
+    return grant.gpus;
+  }
+  if (job.data.waiting_for !== grant.wait) {
+    ctx.log.info({ run_id: data.run_id, waiting_for: grant.wait }, 'train job waits for GPUs');
+    await job.updateData({ ...job.data, waiting_for: grant.wait });
+  }
+  await job.moveToDelayed(Date.now() + (need > pool.size ? 5 : 1) * ctx.gpuWaitMs, token);
+  throw new DelayedError();
+}
+
+async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, data: RunJobData, token: string | undefined, gpus: string[] | undefined): Promise<unknown> {
+  const runId = data.run_id;
   const store = await openStore(data.recipe).catch((e) => settleJob(job, token, e));
   const runDir = store.kind === 'hub' ? path.join(ctx.workdir, runId) : data.run_dir;
   let fencing = {};
@@ -73,7 +112,7 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
     log: ctx.log,
     store,
     ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
-    ...(ctx.gpus !== undefined ? { gpus: ctx.gpus } : {}),
+    ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
     silenceMs: ctx.silenceMs,
     onActive: (stop) => (stop ? ctx.active.set(runId, stop) : ctx.active.delete(runId)),
     shuttingDown: ctx.shuttingDown,

@@ -8,14 +8,20 @@ import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import type { StopReason } from '../run/host.js';
 import { backoffDelay } from './backoff.js';
+import { GpuPool } from './gpu-pool.js';
 import { workerJobPolicy } from './job-policy.js';
 import { processJob, type JobContext } from './process-job.js';
 
 export interface WorkerOptions {
   queues: Stage[];
   log: Logger;
-  /** GPUs this worker owns (CUDA_VISIBLE_DEVICES), e.g. "0,1". */
+  /**
+   * GPUs this worker owns, e.g. "0,1,2,3": it runs as many train jobs at once as they allow (gpu-pool.ts), each
+   * with its own CUDA_VISIBLE_DEVICES. Without it, one train job at a time sees every GPU of the machine.
+   */
   gpus?: string;
+  /** How long a train job waiting for GPUs is delayed before it is tried again (default 2 s). */
+  gpuWaitMs?: number;
   /** Replaces `python -m bsft_trainer` (fixture trainers in tests). */
   trainer?: string[];
   name?: string;
@@ -76,6 +82,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
 
   const workdir = path.resolve(opts.workdir ?? process.env.BSFT_WORKDIR ?? 'runs');
+  const pool = opts.gpus !== undefined ? new GpuPool(opts.gpus.split(',').filter((g) => g !== '')) : undefined;
   const jobs: JobContext = {
     connection,
     log,
@@ -84,7 +91,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     lockMs: lockDuration,
     silenceMs: opts.silenceMs ?? Number(process.env.BSFT_TRAINER_SILENCE_MS ?? 30 * 60_000),
     ...(opts.trainer ? { trainer: opts.trainer } : {}),
-    ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}),
+    ...(pool ? { pool } : {}),
+    workerName: name,
+    gpuWaitMs: opts.gpuWaitMs ?? Number(process.env.BSFT_GPU_WAIT_MS ?? 2000),
     isCancelled,
     active,
     shuttingDown: () => shuttingDown,
@@ -93,8 +102,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const workers = opts.queues.map((stage) => {
     const w = new Worker<RunJobData>(queueName(stage), (job, token) => processJob(jobs, stage, job, token), {
       ...common,
-      // One trainer per worker process (it owns its GPUs); builds and scores are light.
-      concurrency: stage === 'train' ? 1 : 4,
+      // Train: one job per GPU at most (a job takes the GPUs it needs from the pool), one without --gpus; builds
+      // and scores are light.
+      concurrency: stage === 'train' ? Math.max(1, pool?.size ?? 1) : 4,
     });
     w.on('failed', (job, err) => log.warn({ stage, run_id: job?.id, attempts: job?.attemptsMade, err: err.message }, `${stage} failed`));
     w.on('completed', (job) => log.info({ stage, run_id: job.id }, `${stage} completed`));

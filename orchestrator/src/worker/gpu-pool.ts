@@ -1,0 +1,64 @@
+/**
+ * The GPUs of one worker (`bsft worker --gpus 0,1,2,3`), handed to train jobs by their recipe's `resources.gpus`:
+ * each running trainer gets its own GPUs as CUDA_VISIBLE_DEVICES, and no GPU is given twice.
+ *
+ * The rule against starving a big job: when a job finds too few GPUs free, it holds a reservation (the first such
+ * job; the others wait behind it). While the reservation stands, a smaller job may start only if the GPUs left free
+ * after it still cover the reserved job, so running jobs drain until the big one fits; smaller jobs keep flowing on
+ * the GPUs the big job cannot use anyway. A reservation lapses when its job has not come back for `holdMs` (another
+ * worker took it, or it was cancelled).
+ */
+export interface Reservation {
+  jobId: string;
+  need: number;
+  until: number;
+}
+
+export type Grant = { gpus: string[] } | { wait: string };
+
+export class GpuPool {
+  private readonly free: string[];
+  private reservation: Reservation | undefined;
+
+  constructor(
+    readonly ids: string[],
+    private readonly holdMs = 60_000,
+  ) {
+    if (new Set(ids).size !== ids.length) throw new Error(`--gpus lists a GPU twice: ${ids.join(',')}`);
+    this.free = [...ids];
+  }
+
+  get size(): number {
+    return this.ids.length;
+  }
+
+  get freeCount(): number {
+    return this.free.length;
+  }
+
+  /** GPUs for `need` of them now, or why the job must wait. A job needing more than the pool has must be refused before. */
+  take(jobId: string, need: number, now = Date.now()): Grant {
+    if (need > this.size) throw new Error(`a job needing ${need} GPUs cannot run on a worker with ${this.size}`);
+    const held = this.reservation && this.reservation.until > now ? this.reservation : undefined;
+    if (held && held.jobId !== jobId && this.free.length - need < held.need) {
+      return { wait: `${need} GPU${need > 1 ? 's' : ''}: ${held.need} held for ${held.jobId} (${this.free.length} of ${this.size} free)` };
+    }
+    if (this.free.length < need) {
+      if (!held || held.jobId === jobId) this.reservation = { jobId, need, until: now + this.holdMs };
+      return { wait: `${need} free GPUs (${this.free.length} of ${this.size} free)` };
+    }
+    if (held?.jobId === jobId) this.reservation = undefined;
+    const ordered = this.ids.filter((id) => this.free.includes(id)).slice(0, need);
+    for (const id of ordered) this.free.splice(this.free.indexOf(id), 1);
+    return { gpus: ordered };
+  }
+
+  release(gpus: string[]): void {
+    for (const id of gpus) if (this.ids.includes(id) && !this.free.includes(id)) this.free.push(id);
+  }
+
+  /** The reservation standing now, if any (for logs and tests). */
+  reserved(now = Date.now()): Reservation | undefined {
+    return this.reservation && this.reservation.until > now ? this.reservation : undefined;
+  }
+}
