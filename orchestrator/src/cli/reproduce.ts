@@ -8,6 +8,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../run/python-env.js';
 import { datasetDir } from '../run/trainer-config.js';
 import { table } from '../util/table.js';
+import { PLAN_COLUMNS, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
 import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
@@ -63,18 +64,22 @@ export const reproduce: CommandImpl = {
         const manifest = manifests[i]!;
         const tokens = trainTokens(r, manifest.lengths.train.tokens);
         const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
-        const hours = (tokens / tokS / 3600) * Math.max(1, r.resources.gpus);
+        // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
+        const hours = tokens / tokS / 3600;
         total += hours;
         rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
       }
       if (json) {
         const [head, ...body] = rows;
-        print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
+        const memory = recipes.map((r) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, planRow(r)[i]])));
+        print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))), memory,
           gpu_hours: +total.toFixed(2), recipes }, null, 2));
         return EXIT.ok;
       }
       out(table(rows).join('\n'));
       out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
+      out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
+      out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
       out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
       for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
       return EXIT.ok;

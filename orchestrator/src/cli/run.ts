@@ -4,6 +4,7 @@ import { LocalHost } from '../run/local-host.js';
 import { runSteps } from '../run/pipeline.js';
 import { localCheckpoints } from '../store/sync.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
+import { checkFits } from '../recipe/memory-plan.js';
 import { resolveFromArgs } from './recipe-args.js';
 
 /** Exit codes of a run stopped by a signal: 128 + the signal's number, as shells report it. */
@@ -20,6 +21,7 @@ async function keptCheckpoint(runDir: string): Promise<string> {
 export const run: CommandImpl = {
   async run([file], values, { log, out }) {
     const recipe = resolveFromArgs(file!, values);
+    checkFits(recipe);
     const runDir = path.join(recipe.runs_dir, recipe.run_id);
     const graceful = new AbortController();
     const atOnce = new AbortController();

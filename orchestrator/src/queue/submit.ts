@@ -1,6 +1,7 @@
 import { FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import path from 'node:path';
+import { checkFits } from '../recipe/memory-plan.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { RunJobData } from './job-data.js';
 import { keys, queueName, queuePrefix } from './names.js';
@@ -30,6 +31,7 @@ export interface SubmitResult {
  * its children, so `bsft retry` of the failed stage lets the run carry on.
  */
 export async function submitRun(recipe: ResolvedRecipe, connection: Redis, opts: { priority?: number } = {}): Promise<SubmitResult> {
+  checkFits(recipe); // a recipe that cannot fit its GPUs is refused before anything is queued
   const runId = recipe.run_id;
   const prefix = queuePrefix();
   const scoreQueue = new Queue(queueName('score'), { connection, prefix });

@@ -220,7 +220,10 @@ export const judgeSchema = z.discriminatedUnion('kind', [
 export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])).default([]);
 
 const resourcesSchema = z.strictObject({
+  /** GPUs of one run: more than 1 trains with FSDP2 across them (torchrun); 0 runs on the CPU. */
   gpus: nonNegativeInt.default(1),
+  /** Memory of one of those GPUs (GB): a recipe whose memory plan does not fit is refused before it is queued. */
+  gpu_memory_gb: z.number().positive().default(80),
 });
 
 export const recipeSchema = z
