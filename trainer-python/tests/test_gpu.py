@@ -89,7 +89,8 @@ def test_a_training_step_needs_no_host_synchronisation(tmp_path):
     data = DataOrder(Shard(cfg.shards["train"]), cfg.train.batch_tokens, 0)
 
     def step():
-        forward_backward(tm, [data.next_batch()], device)
+        batch = data.next_batch()
+        forward_backward(tm, [batch], device, max(1, batch.n_loss_tokens))
         masters.grads_to_masters()
         torch.nn.utils.clip_grad_norm_(masters.parameters(), 1.0)
         optimizer.step()

@@ -84,11 +84,11 @@ def test_auto_checkpointing_retries_a_first_step_that_runs_out_of_memory(tmp_pat
     calls = []
     real = train.forward_backward
 
-    def oom_once(tm, micro, device):
+    def oom_once(tm, micro, device, divisor):
         calls.append(tm.recompute)
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return real(tm, micro, device)
+        return real(tm, micro, device, divisor)
 
     monkeypatch.setattr(train, "forward_backward", oom_once)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)

@@ -28,8 +28,10 @@ class World:
     local_rank: int = 0
     # True when a process group exists: the model is sharded (FSDP2) and checkpoints are sharded (DCP).
     sharded: bool = False
-    # A gloo group beside the main one for the loop's small decisions: they never wait on a GPU stream.
+    # Gloo groups beside the main one: `control` for the loop's small decisions (they never wait on a GPU stream),
+    # `io` for checkpoint writes, which may run in a background thread (a group is used by one thread at a time).
     control: object = None
+    io: object = None
 
     @property
     def main(self) -> bool:
@@ -98,19 +100,19 @@ def from_torchrun(timeout_s: float = 1800) -> World:
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
     torch.distributed.init_process_group(_backend(), timeout=datetime.timedelta(seconds=timeout_s))
-    world.control = _control_group()
+    world.control, world.io = _gloo_group(), _gloo_group()
     return world
 
 
-def _control_group():
-    return torch.distributed.new_group(backend="gloo") if _backend() != "gloo" else None
+def _gloo_group():
+    return torch.distributed.new_group(backend="gloo")
 
 
 def solo() -> World:
     """A process group of one, for a process started without torchrun that resumes a sharded checkpoint."""
     store = torch.distributed.HashStore()
     torch.distributed.init_process_group(_backend(), store=store, rank=0, world_size=1)
-    return World(0, 1, 0, True, _control_group())
+    return World(0, 1, 0, True, _gloo_group(), _gloo_group())
 
 
 def available() -> str | None:

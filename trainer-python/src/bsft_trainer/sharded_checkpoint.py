@@ -9,13 +9,16 @@
   the run's seed, its rank and the step.
 - `metrics.jsonl`, as in a plain checkpoint.
 
-The folder is written as `step-000120.tmp/`. Every file is hashed while it is written (checkpoint.HashingFile;
+A periodic checkpoint is written in the background (DCP async_save) while training goes on, and published when
+every rank's part is on disk; a preemption's checkpoint and the last one are written at once. The folder is
+written as `step-000120.tmp/`. Every file is hashed while it is written (checkpoint.HashingFile;
 DCP's writer is given a file system whose streams are HashingFiles), never read back for it. Rank 0 gathers the
 hashes, renames the folder and writes COMPLETE last, once every rank's files are written and fsynced: a folder
 with one rank's files missing has no COMPLETE (or one that does not verify) and is never resumed.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -83,36 +86,93 @@ def _options() -> StateDictOptions:
     return StateDictOptions(ignore_frozen_params=True)
 
 
-def save(folder_tmp: Path, world: World, container: torch.nn.Module, optimizer, trainer_state: dict, rng: dict,
-         metrics_file: Path | None) -> dict[str, str]:
-    """Every rank: writes its part of a checkpoint into `folder_tmp` (created by rank 0 before). Returns, on rank 0,
-    the sha256 of every file of every rank (relative paths); {} on the others."""
-    model_sd, optim_sd = get_state_dict(container, optimizer, options=_options())
-    root = folder_tmp
-    writer = FileSystemWriter(root / DCP_DIR, sync_files=True)
-    writer.fs = _HashingFileSystem(root)
-    dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
-    mine = dict(writer.fs.digests)
-    with ckpt.HashingFile(root / rng_file(world.rank), mine, rng_file(world.rank)) as f:
-        torch.save(rng, f)
-    if world.main:
-        with ckpt.HashingFile(root / STATE, mine, STATE) as f:
-            torch.save(trainer_state, f)
-        if metrics_file is not None and metrics_file.is_file():
-            with open(metrics_file, "rb") as src, ckpt.HashingFile(root / metrics_file.name, mine, metrics_file.name) as dst:
-                shutil.copyfileobj(src, dst)
-    for name in mine:  # durable before rank 0 may write COMPLETE
-        with open(root / name, "rb") as f:
-            import os
+class Save:
+    """One sharded checkpoint in progress on every rank: its DCP part written at once, or in the background
+    (`dcp.async_save`: the weights and optimizer states are first copied to host memory, then written by a thread
+    while training goes on). `finish` publishes it once every rank's part is on disk."""
 
-            os.fsync(f.fileno())
-    every = world.gather(mine)
-    if not world.main:
-        return {}
-    files: dict[str, str] = {}
-    for part in every:
-        files.update(part)
-    return files
+    def __init__(self, step: int, tmp: Path, final: Path, fs: "_HashingFileSystem", small: dict, future, started: float, blocked: float):
+        self.step, self.tmp, self.final, self.fs, self.small = step, tmp, final, fs, small
+        self.future, self.started, self.blocked = future, started, blocked
+
+    def written_here(self) -> bool:
+        return self.future is None or self.future.done()
+
+
+def begin(checkpoints_dir: str, step: int, world: World, container: torch.nn.Module, optimizer, trainer_state: dict,
+          rng: dict, metrics_file: Path | None, background: bool) -> Save:
+    """Every rank: starts writing a checkpoint into `step-NNNNNN.tmp/` (rank 0 makes room and creates it)."""
+    started = time.perf_counter()
+    final = Path(checkpoints_dir) / ckpt.step_dir_name(step)
+    tmp = final.parent / (final.name + ".tmp")
+    if world.main:
+        newest = ckpt.latest_complete(checkpoints_dir)
+        ckpt.make_room(checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    world.barrier()
+    model_sd, optim_sd = get_state_dict(container, optimizer, options=_options())
+    writer = FileSystemWriter(tmp / DCP_DIR, sync_files=True)
+    writer.fs = _HashingFileSystem(tmp)
+    small: dict[str, str] = {}
+    try:
+        with ckpt.HashingFile(tmp / rng_file(world.rank), small, rng_file(world.rank)) as f:
+            torch.save(rng, f)
+        if world.main:
+            with ckpt.HashingFile(tmp / STATE, small, STATE) as f:
+                torch.save(trainer_state, f)
+            if metrics_file is not None and metrics_file.is_file():
+                with open(metrics_file, "rb") as src, ckpt.HashingFile(tmp / metrics_file.name, small, metrics_file.name) as dst:
+                    shutil.copyfileobj(src, dst)
+        for name in small:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        state = {"model": model_sd, "optim": optim_sd}
+        if background:
+            future = dcp.async_save(state, storage_writer=writer, process_group=world.io)
+        else:
+            dcp.save(state, storage_writer=writer, process_group=world.io)
+            future = None
+    except Exception as e:
+        _failed(e, world, tmp)
+    return Save(step, tmp, final, writer.fs, small, future, started, time.perf_counter() - started)
+
+
+def all_written(save: Save, world: World) -> bool:
+    """Every rank (a collective): whether every rank's part of `save` is on disk."""
+    return not world.any(not save.written_here())
+
+
+def finish(save: Save, world: World, fence, run_id: str) -> tuple[Path, int, float]:
+    """Every rank: waits for its part, then rank 0 gathers every file's hash, renames the folder and writes COMPLETE
+    last. Returns (path, bytes, seconds from the start of the save to its publication)."""
+    try:
+        if save.future is not None:
+            save.future.result()
+        every = world.gather({**save.small, **save.fs.digests})
+    except Exception as e:
+        _failed(e, world, save.tmp)
+    size = 0
+    if world.main:
+        files: dict[str, str] = {}
+        for part in every:
+            files.update(part)
+        size = ckpt.size_of(save.tmp)
+        ckpt.publish(save.tmp, save.final, files, fence, {"step": save.step, "run_id": run_id, "world_size": world.size, "format": "dcp"})
+    world.barrier()
+    seconds = time.perf_counter() - save.started
+    if world.main:
+        how = f"written in the background, training waited {save.blocked:.2f} s" if save.future is not None else "written at once"
+        log(f"checkpoint {save.final.name}: {size / 2**20:.1f} MiB from {world.size} rank(s) in {seconds:.2f} s ({how})")
+    return save.final, size, seconds
+
+
+def _failed(e: Exception, world: World, tmp: Path):
+    if world.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if ckpt._disk_full(e):
+        raise ckpt.DiskFullError(tmp.parent) from e
+    raise e
 
 
 def load(path: Path, world: World, container: torch.nn.Module, optimizer) -> tuple[dict, dict | None]:
@@ -145,34 +205,3 @@ def load_plain(files: tuple[dict, dict, dict], names: list[str], group_names: li
 
 def _load(file: Path):
     return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def write(cfg_checkpoints_dir: str, step: int, world: World, fence, container, optimizer, trainer_state: dict, rng: dict,
-          metrics_file: Path | None, run_id: str) -> tuple[Path, int, float]:
-    """Every rank: one sharded checkpoint, published by rank 0 (COMPLETE last). Returns (path, bytes, seconds)."""
-    start = time.perf_counter()
-    final = Path(cfg_checkpoints_dir) / ckpt.step_dir_name(step)
-    tmp = final.parent / (final.name + ".tmp")
-    if world.main:
-        newest = ckpt.latest_complete(cfg_checkpoints_dir)
-        ckpt.make_room(cfg_checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    world.barrier()
-    try:
-        files = save(tmp, world, container, optimizer, trainer_state, rng, metrics_file)
-    except Exception as e:
-        if world.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if ckpt._disk_full(e):
-            raise ckpt.DiskFullError(final.parent) from e
-        raise
-    size = 0
-    if world.main:
-        size = ckpt.size_of(tmp)
-        ckpt.publish(tmp, final, files, fence, {"step": step, "run_id": run_id, "world_size": world.size, "format": "dcp"})
-    world.barrier()
-    seconds = time.perf_counter() - start
-    if world.main:
-        log(f"checkpoint {final.name}: {size / 2**20:.1f} MiB from {world.size} rank(s) in {seconds:.2f} s")
-    return final, size, seconds

@@ -208,14 +208,27 @@ def build_optimizer(cfg: Config, tm: Any, steps: int, warm: int, world: World) -
     return Optimizer(masters, optimizer, scheduler, [[n for n, _ in g] for g in groups])
 
 
-def save_checkpoint(cfg: Config, fence: Fence, world: World, step: int, tm: Any, opt: Optimizer, data: DataOrder) -> Path:
-    """Every rank: writes a checkpoint (sharded when the model is); rank 0 prunes old ones and emits the event."""
-    state = {"scheduler": opt.scheduler.state_dict(), "data": data.state_dict(), "step": step, "world_size": world.size}
-    history = Path(cfg.output_dir) / METRICS_FILE
-    if world.sharded:
-        path, size, seconds = sharded.write(cfg.checkpoints_dir, step, world, fence, tm.container, opt.optimizer, state,
-                                            rng_state(), history, cfg.run_id)
-    else:
+class Checkpoints:
+    """Writes the run's checkpoints, on every rank. Plain (one process): at once. Sharded: a periodic checkpoint is
+    written in the background (sharded_checkpoint.py) and published at the first step boundary where every rank's
+    part is on disk; a preemption's checkpoint and the last one wait for it and are written at once. Rank 0 prunes
+    old checkpoints and emits the `checkpoint` event (with its size and how long it took) when one is published."""
+
+    def __init__(self, cfg: Config, fence: Fence, world: World, tm: Any, opt: Optimizer, data: DataOrder):
+        self.cfg, self.fence, self.world, self.tm, self.opt, self.data = cfg, fence, world, tm, opt, data
+        self.pending: sharded.Save | None = None
+
+    def save(self, step: int, background: bool = False) -> None:
+        self.wait()
+        cfg, world, opt = self.cfg, self.world, self.opt
+        state = {"scheduler": opt.scheduler.state_dict(), "data": self.data.state_dict(), "step": step, "world_size": world.size}
+        history = Path(cfg.output_dir) / METRICS_FILE
+        if world.sharded:
+            self.pending = sharded.begin(cfg.checkpoints_dir, step, world, self.tm.container, opt.optimizer, state, rng_state(),
+                                         history, background)
+            if not background:
+                self.wait()
+            return
         start = time.perf_counter()
 
         def write(folder):
@@ -230,12 +243,26 @@ def save_checkpoint(cfg: Config, fence: Fence, world: World, step: int, tm: Any,
 
         newest = ckpt.latest_complete(cfg.checkpoints_dir)
         ckpt.make_room(cfg.checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
-        path = ckpt.save(cfg.checkpoints_dir, step, write, fence, {"run_id": cfg.run_id})
-        size, seconds = ckpt.size_of(path), time.perf_counter() - start
-    if world.main:
-        ckpt.prune(cfg.checkpoints_dir, cfg.train.keep_checkpoints)
-        emit_checkpoint(step, str(path), size, seconds)
-    return path
+        path = ckpt.save(cfg.checkpoints_dir, step, write, self.fence, {"run_id": cfg.run_id})
+        self._published(step, path, ckpt.size_of(path), time.perf_counter() - start)
+
+    def poll(self) -> None:
+        """At a step boundary, on every rank: publishes the background checkpoint once every rank has written it."""
+        if self.pending is not None and sharded.all_written(self.pending, self.world):
+            self.wait()
+
+    def wait(self) -> None:
+        """Every rank: waits for the background checkpoint, if any, and publishes it."""
+        if self.pending is None:
+            return
+        save, self.pending = self.pending, None
+        path, size, seconds = sharded.finish(save, self.world, self.fence, self.cfg.run_id)
+        self._published(save.step, path, size, seconds)
+
+    def _published(self, step: int, path: Path, size: int, seconds: float) -> None:
+        if self.world.main:
+            ckpt.prune(self.cfg.checkpoints_dir, self.cfg.train.keep_checkpoints)
+            emit_checkpoint(step, str(path), size, seconds)
 
 
 def _load(file):
@@ -355,6 +382,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
     measure = memory.probe(device) if cfg.train.activation_checkpointing == "auto" else None
     events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
+    checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
     eval_every = cfg.eval.every
     while step < steps:
         docs = [data.next_docs() for _ in range(per_rank * world.size)]
@@ -410,16 +438,17 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
             events.restart_clock()
         if not publish:
             continue
+        checkpoints.poll()
         if world.any(stop.signal is not None):  # every rank stops after the same step
             events.flush()
-            save_checkpoint(cfg, fence, world, step, tm, opt, data)
+            checkpoints.save(step)
             if metrics is not None:
                 metrics.close()
             log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
             return EXIT_PREEMPTED
         if step % cfg.train.checkpoint_every == 0 and step < steps:
             events.flush()
-            save_checkpoint(cfg, fence, world, step, tm, opt, data)
+            checkpoints.save(step, background=True)
             events.restart_clock()
 
     events.flush()
@@ -430,7 +459,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         events.eval(step, val)
     if metrics is not None:
         metrics.close()
-    save_checkpoint(cfg, fence, world, step, tm, opt, data)
+    checkpoints.save(step)
     from .save import save_final
 
     final = save_final(cfg, manifest, tm, fence, world)
