@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The trainer's GPU check, one command for a fresh GPU machine (torch, transformers and peft installed; no network):
 #
-#   bash scripts/gpu-check.sh REPORT_DIR     runs every step below, each under its own time limit (about 9 minutes
+#   bash scripts/gpu-check.sh REPORT_DIR     runs every step below, each under its own time limit (about 12 minutes
 #                                            in all), and writes REPORT_DIR/report.md plus each step's raw log
 #   bash scripts/gpu-check.sh --dry-run      lists the steps it would run, with their commands and limits
 #   bash scripts/gpu-check.sh --allow-cpu D  the same steps on a machine without a GPU (checks this script; the
 #                                            GPU tests report themselves skipped and the benchmark uses the tiny model)
+#   bash scripts/gpu-check.sh --only fsdp2,throughput D   only the steps named (to fit a call's time limit)
 #
 # Every step runs even when an earlier one fails; each step's pass/fail, time and error lines are in the report,
 # and the exit status is 1 when any step failed. The trainer is installed with --no-deps (what the machine has is
@@ -17,11 +18,15 @@ PY=${BSFT_PYTHON:-python3}
 
 dry_run=0
 allow_cpu=0
+only=
 out=
+want_only=0
 for arg in "$@"; do
+  if [ "$want_only" = 1 ]; then only=$arg; want_only=0; continue; fi
   case "$arg" in
     --dry-run) dry_run=1 ;;
     --allow-cpu) allow_cpu=1 ;;
+    --only) want_only=1 ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu-check: unknown option $arg" >&2; exit 2 ;;
     *) out=$arg ;;
@@ -34,6 +39,7 @@ STEPS=(
   "qwen-7b-shape|150|$PY -m pytest -v -s -rs -p no:cacheprovider tests/test_hf.py -k qwen_7b_shape"
   "throughput|150|$PY bench/throughput.py --compile --json \$OUT_DIR/throughput.json"
   "hf-tests|120|$PY -m pytest -v -rs -p no:cacheprovider tests/test_hf.py -k 'not qwen_7b_shape'"
+  "fsdp2|180|$PY -m pytest -v -s -rs -p no:cacheprovider tests/test_gpu_fsdp.py"
 )
 
 if [ "$dry_run" = 1 ]; then
@@ -110,6 +116,7 @@ details=$OUT_DIR/details.tmp
 failed=0
 for step in "${STEPS[@]}"; do
   IFS='|' read -r name limit cmd <<<"$step"
+  if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then continue; fi
   log=$OUT_DIR/$name.log
   echo "gpu-check: $name (limit ${limit} s)"
   start=$(date +%s)
@@ -133,7 +140,7 @@ for step in "${STEPS[@]}"; do
     echo
     echo '```'
     # pytest's per-test lines and summary, the benchmark's table and findings, and every error line
-    grep -E 'PASSED|FAILED|SKIPPED|ERROR|XFAIL|passed|failed|skipped|^\||^E |Error|error:|7B-shaped|packed loss|throughput:|losses' "$log" | tail -60
+    grep -E 'PASSED|FAILED|SKIPPED|ERROR|XFAIL|passed|failed|skipped|^\||^E |Error|error:|7B-shaped|FSDP2,|packed loss|throughput:|losses' "$log" | tail -60
     echo '```'
     if [ "$result" != pass ]; then
       # what was running when it failed or ran out of time

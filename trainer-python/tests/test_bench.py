@@ -36,7 +36,7 @@ def test_gpu_check_dry_run_lists_every_step():
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     steps = [line.split(".", 1)[1].strip().split(" ")[0] for line in p.stdout.splitlines() if line[:4].strip().rstrip(".").isdigit()]
-    assert steps == ["environment:", "gpu-tests", "qwen-7b-shape", "throughput", "hf-tests"], p.stdout
+    assert steps == ["environment:", "gpu-tests", "qwen-7b-shape", "throughput", "hf-tests", "fsdp2"], p.stdout
     assert "pip install --no-deps" in p.stdout and "report.md" in p.stdout
 
 

@@ -184,21 +184,23 @@ def test_the_launcher_exit_code_follows_the_ranks():
 
 @pytest.mark.hf
 @pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_tiny_qwen2_on_two_ranks_matches_one_process(tmp_path, method):
+@pytest.mark.parametrize("method,recompute", [("full", False), ("lora", False), ("lora", True)])
+def test_tiny_qwen2_on_two_ranks_matches_one_process(tmp_path, method, recompute):
     from safetensors.torch import load_file
     from test_hf import TINY, TOKENIZER
 
-    def cfg(d, accum):
+    def cfg(d, accum, checkpointing=False):
         return make_run(d, qwen=True, model_dir=TINY, tokenizer=TOKENIZER, n_train=48,
                         train={"method": method, "lr": 1e-3, "max_steps": 4, "checkpoint_every": 2, "batch_tokens": 512,
-                               "grad_accum": accum, "lora": {"dropout": 0.0}},
+                               "grad_accum": accum, "lora": {"dropout": 0.0}, "activation_checkpointing": checkpointing},
                         eval_={"max_new_tokens": 2})
 
     code, one, err = _finish(trainer("train", cfg(tmp_path / "one", 2)))
     assert code == 0, err
-    code, two, err = _finish(_ranks(cfg(tmp_path / "two", 1)))
+    # Recomputed layers gather their shards again in backward: the same update.
+    code, two, err = _finish(_ranks(cfg(tmp_path / "two", 1, recompute)))
     assert code == 0, err
+    assert ("activation checkpointing: on" in err) == recompute
     _same_steps(_steps(one), _steps(two))
     name = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
     _same_weights(load_file(tmp_path / "one" / "final" / name), load_file(tmp_path / "two" / "final" / name))
