@@ -284,3 +284,39 @@ sys.exit(main(["train", "--config", {str(cfg)!r}]))
     assert ckpt.verify(tmp_path / "base") is None
     final = Path(events[-1]["final_path"])
     assert ckpt.verify(final) is None and (final / "base" / "model.safetensors").is_file()
+
+
+def test_before_a_save_old_checkpoints_go_while_the_disk_has_less_room_than_the_newest_took(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    for step in (2, 4, 6):
+        ckpt.save(tmp_path, step, lambda d: (d / "w.bin").write_bytes(b"x" * 1000), NoFence())
+    (tmp_path / "step-000008.tmp").mkdir()  # a save that never finished
+    free = {"bytes": 500}
+    real = shutil_mod.disk_usage
+
+    def usage(path):
+        u = real(path)
+        return type(u)(u.total, u.used, free["bytes"])
+
+    def rmtree(path, *a, **k):
+        free["bytes"] += 0 if str(path).endswith(".tmp") else 1000  # what deleting a checkpoint gives back
+        real_rmtree(path, *a, **k)
+
+    real_rmtree = shutil_mod.rmtree
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", usage)
+    monkeypatch.setattr(ckpt.shutil, "rmtree", rmtree)
+    ckpt.make_room(tmp_path, 1100)
+    assert [s for s, _ in ckpt.list_steps(tmp_path)] == [6, 4]  # the .tmp and the oldest went; enough room now
+    free["bytes"] = 0
+    ckpt.make_room(tmp_path, 10**9)
+    assert [s for s, _ in ckpt.list_steps(tmp_path)] == [6]  # never the newest, however little room is left
+
+
+def test_checkpoint_files_are_hashed_as_they_are_written(tmp_path):
+    digests = {}
+    with ckpt.HashingFile(tmp_path / "a.pt", digests, "a.pt") as f:
+        import torch
+
+        torch.save({"w": torch.arange(1000)}, f)
+    assert digests == {"a.pt": ckpt.sha256_file(tmp_path / "a.pt")}

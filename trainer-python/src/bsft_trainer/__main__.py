@@ -102,10 +102,9 @@ def world_for(cfg):
     sharded (written by several ranks), so that it resumes on one GPU."""
     from . import checkpoint as ckpt
     from .distributed import World, solo
-    from .sharded_checkpoint import is_sharded
 
     newest = ckpt.latest_complete(cfg.checkpoints_dir)
-    if newest is not None and is_sharded(newest):
+    if newest is not None and ckpt.is_sharded(newest):
         log(f"{newest.name} is sharded: resuming as a sharded run of 1 rank")
         return solo()
     return World()

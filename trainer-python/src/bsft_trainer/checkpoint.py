@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from .fence import Fence, NoFence
 
 COMPLETE = "COMPLETE"
+# A sharded checkpoint (several ranks, sharded_checkpoint.py) keeps its weights and optimizer states here.
+DCP_DIR = "dcp"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
+
+
+def is_sharded(path: str | Path) -> bool:
+    return (Path(path) / DCP_DIR).is_dir()
 
 
 def step_dir_name(step: int) -> str:

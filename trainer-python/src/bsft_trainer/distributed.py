@@ -121,9 +121,9 @@ def available() -> str | None:
         return f"torch {torch.__version__} was built without torch.distributed"
     try:
         from torch.distributed.fsdp import fully_shard  # noqa: F401  (torch >= 2.6)
-    except ImportError:
+    except Exception:  # noqa: BLE001 - an old torch may fail to import it in other ways than ImportError
         try:
             from torch.distributed._composable.fsdp import fully_shard  # noqa: F401,F811  (torch 2.4, 2.5)
-        except ImportError:
+        except Exception:  # noqa: BLE001
             return f"torch {torch.__version__} has no FSDP2 (fully_shard): sharded training needs torch >= 2.4"
     return None

@@ -35,16 +35,12 @@ from . import checkpoint as ckpt
 from .distributed import World
 from .events import log
 
-DCP_DIR = "dcp"
+DCP_DIR = ckpt.DCP_DIR
 STATE = "trainer_state.pt"
 
 
 def rng_file(rank: int) -> str:
     return f"rng-rank{rank:05d}.pt"
-
-
-def is_sharded(path: str | Path) -> bool:
-    return (Path(path) / DCP_DIR).is_dir()
 
 
 class _HashingFileSystem(FileSystem):

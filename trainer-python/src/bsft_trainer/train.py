@@ -35,7 +35,6 @@ from .fence import Fence
 from .metrics import METRICS_FILE, Metrics
 from .precision import CompensatedAdamW, MasterWeights
 from .distributed import World
-from . import sharded_checkpoint as sharded
 
 
 class StopFlag:
@@ -216,7 +215,7 @@ class Checkpoints:
 
     def __init__(self, cfg: Config, fence: Fence, world: World, tm: Any, opt: Optimizer, data: DataOrder):
         self.cfg, self.fence, self.world, self.tm, self.opt, self.data = cfg, fence, world, tm, opt, data
-        self.pending: sharded.Save | None = None
+        self.pending = None  # a sharded checkpoint being written in the background (sharded_checkpoint.Save)
 
     def save(self, step: int, background: bool = False) -> None:
         self.wait()
@@ -224,6 +223,8 @@ class Checkpoints:
         state = {"scheduler": opt.scheduler.state_dict(), "data": self.data.state_dict(), "step": step, "world_size": world.size}
         history = Path(cfg.output_dir) / METRICS_FILE
         if world.sharded:
+            from . import sharded_checkpoint as sharded  # torch.distributed.checkpoint: imported only when sharded
+
             self.pending = sharded.begin(cfg.checkpoints_dir, step, world, self.tm.container, opt.optimizer, state, rng_state(),
                                          history, background)
             if not background:
@@ -248,13 +249,19 @@ class Checkpoints:
 
     def poll(self) -> None:
         """At a step boundary, on every rank: publishes the background checkpoint once every rank has written it."""
-        if self.pending is not None and sharded.all_written(self.pending, self.world):
+        if self.pending is None:
+            return
+        from . import sharded_checkpoint as sharded
+
+        if sharded.all_written(self.pending, self.world):
             self.wait()
 
     def wait(self) -> None:
         """Every rank: waits for the background checkpoint, if any, and publishes it."""
         if self.pending is None:
             return
+        from . import sharded_checkpoint as sharded
+
         save, self.pending = self.pending, None
         path, size, seconds = sharded.finish(save, self.world, self.fence, self.cfg.run_id)
         self._published(save.step, path, size, seconds)
@@ -278,13 +285,17 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
 
 def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> int:
     """Loads a checkpoint, plain or sharded, into this process's (possibly sharded) model and optimizer."""
-    if sharded.is_sharded(path):
+    if ckpt.is_sharded(path):
         if not world.sharded:
             raise ValueError("a sharded checkpoint needs a sharded model")
+        from . import sharded_checkpoint as sharded
+
         state, rng = sharded.load(path, world, tm.container, opt.optimizer)
     else:
         files = read_checkpoint(path)
         if world.sharded:
+            from . import sharded_checkpoint as sharded
+
             sharded.load_plain(files, opt.masters.names, opt.group_names, tm.container, opt.optimizer)
         else:
             opt.masters.load_state(files[0])
