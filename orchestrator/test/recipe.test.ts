@@ -66,11 +66,11 @@ describe('run id', () => {
 
   it('covers what trains the weights and nothing else', () => {
     const base = idWith([]);
-    const speedSwitches = ['train.compile=true', 'train.step_sync=every_step', 'train.activation_checkpointing=true'];
-    for (const perRun of ['eval.bootstrap=50', 'eval.max_new_tokens=9', 'queue.priority=3', 'description=other', 'resources.gpus=2', `store.path=${tmpdir()}/elsewhere`, 'judge={kind: openai, base_url: "http://127.0.0.1:8000/v1", model: m}', ...speedSwitches]) {
+    const speedSwitches = ['train.compile=true', 'train.step_sync=every_step', 'train.activation_checkpointing=true', 'train.cpu_offload=true'];
+    for (const perRun of ['eval.bootstrap=50', 'eval.max_new_tokens=9', 'queue.priority=3', 'description=other', 'resources.gpus=2', 'resources.gpu_memory_gb=141', `store.path=${tmpdir()}/elsewhere`, 'judge={kind: openai, base_url: "http://127.0.0.1:8000/v1", model: m}', ...speedSwitches]) {
       expect(idWith([perRun]), perRun).toBe(base);
     }
-    for (const training of ['train.lr=0.001', 'train.lora.compute_dtype=float32', 'data.seed=7', 'data.max_seq_len=512', 'model.dtype=bfloat16', 'name=other']) {
+    for (const training of ['train.lr=0.001', 'train.lora.compute_dtype=float32', 'train.master_weights=bf16_compensated', 'data.seed=7', 'data.max_seq_len=512', 'model.dtype=bfloat16', 'name=other']) {
       expect(idWith([training]), training).not.toBe(base);
     }
   });

@@ -108,11 +108,12 @@ def main_with(prelude, command, config, timeout=300):
     return p.returncode, events_of(p.stdout), p.stderr
 
 
-def sigterm_at(config, event, step, timeout=600):
-    """Runs `train`, sends SIGTERM once `event` for `step` is seen; returns (exit code, every event, stderr)."""
+def sigterm_at(config, event, step, *extra, timeout=600):
+    """Runs `train` (with `extra` arguments), sends SIGTERM once `event` for `step` is seen; returns (exit code,
+    every event, stderr)."""
     import signal
 
-    p = trainer("train", config)
+    p = trainer("train", config, *extra)
     seen = []
     for line in p.stdout:
         seen.append(json.loads(line))

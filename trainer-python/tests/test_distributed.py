@@ -13,7 +13,7 @@ import torch
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.distributed import available
 from bsft_trainer.launch import combined_exit
-from conftest import events_of, make_run, trainer
+from conftest import events_of, make_run, sigterm_at, trainer
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
@@ -55,18 +55,6 @@ def _same_weights(a: dict, b: dict):
     assert diff ** 0.5 <= 1e-5 * total ** 0.5, (diff ** 0.5, total ** 0.5)
 
 
-def _stop_at(p, event, step):
-    """Reads events until `event` for `step`, then SIGTERM to the launcher; returns (exit code, events, stderr)."""
-    seen = []
-    for line in p.stdout:
-        seen.append(json.loads(line))
-        if seen[-1]["event"] == event and seen[-1].get("step") == step:
-            p.send_signal(signal.SIGTERM)
-            break
-    code, rest, err = _finish(p)
-    return code, seen + rest, err
-
-
 def _toy(tmp, **train):
     return make_run(tmp, train={"max_steps": 8, "checkpoint_every": 4, "keep_checkpoints": 3, **train})
 
@@ -95,7 +83,7 @@ def test_sigterm_writes_a_sharded_checkpoint_exits_75_and_resumes_on_one_process
     code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", max_steps=12, grad_accum=2, checkpoint_every=100)))
     assert code == 0, err
     cfg = _toy(tmp_path / "run", max_steps=12, grad_accum=1, checkpoint_every=100)
-    code, first, err = _stop_at(_ranks(cfg), "step", 3)  # 2 ranks, stopped
+    code, first, err = sigterm_at(cfg, "step", 3, "--nproc-per-node", "2")  # 2 ranks, stopped
     assert code == 75, err
     stopped = [e for e in first if e["event"] == "checkpoint"][-1]["step"]
     assert ckpt.read_complete(tmp_path / "run" / "checkpoints" / ckpt.step_dir_name(stopped))["world_size"] == 2
@@ -104,8 +92,7 @@ def test_sigterm_writes_a_sharded_checkpoint_exits_75_and_resumes_on_one_process
     one = json.loads(cfg.read_text())
     one["train"]["grad_accum"] = 2
     cfg.write_text(json.dumps(one))
-    p = trainer("train", cfg)
-    code, second, err = _stop_at(p, "step", stopped + 3)
+    code, second, err = sigterm_at(cfg, "step", stopped + 3)
     assert code == 75, err
     assert second[0]["resumed_from_step"] == stopped and second[0]["world_size"] == 1
     stopped2 = [e for e in second if e["event"] == "checkpoint"][-1]["step"]
@@ -123,8 +110,7 @@ def test_a_plain_checkpoint_resumes_on_two_ranks(tmp_path):
     code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", grad_accum=2)))
     assert code == 0, err
     cfg = _toy(tmp_path / "run", grad_accum=2)
-    p = trainer("train", cfg)
-    code, first, err = _stop_at(p, "checkpoint", 4)
+    code, first, err = sigterm_at(cfg, "checkpoint", 4)
     assert code == 75 and not (tmp_path / "run" / "checkpoints" / "step-000004" / "dcp").exists(), err
     plain = json.loads(cfg.read_text())
     plain["train"]["grad_accum"] = 1
@@ -157,7 +143,7 @@ def test_a_killed_rank_fails_the_run_which_then_resumes(tmp_path):
 
 def test_a_sharded_checkpoint_missing_one_ranks_files_is_never_resumed(tmp_path):
     cfg = _toy(tmp_path, max_steps=12, checkpoint_every=2, keep_checkpoints=5)
-    code, events, err = _stop_at(_ranks(cfg), "checkpoint", 4)
+    code, events, err = sigterm_at(cfg, "checkpoint", 4, "--nproc-per-node", "2")
     assert code == 75, err
     newest = ckpt.latest_complete(tmp_path / "checkpoints")
     (newest / "dcp" / "__1_0.distcp").unlink()  # one rank's shards gone

@@ -117,11 +117,14 @@ export const COMMANDS: CommandSpec[] = [
       'Redis from REDIS_URL; HF_TOKEN from the environment. --trainer (or BSFT_TRAINER) replaces `python -m bsft_trainer`.\n' +
       'Jobs are checked before anything runs: their paths must lie in the current directory, --workdir or an --allow root\n' +
       '(BSFT_ALLOW_PATHS too), a hub store\'s hub_url must be HF_ENDPOINT (default https://huggingface.co) or a --hub-endpoint,\n' +
-      'and where this worker has BSFT_JUDGE_API_KEY, a judge\'s base_url must be a --judge-endpoint (or in BSFT_JUDGE_ENDPOINTS).',
+      'and where this worker has BSFT_JUDGE_API_KEY, a judge\'s base_url must be a --judge-endpoint (or in BSFT_JUDGE_ENDPOINTS).\n' +
+      'With --gpus, a train job that finds too few free GPUs waits (delayed, no attempt used; bsft status says why); the first\n' +
+      'that waits holds a reservation, so smaller jobs start only on GPUs it could not use; a job needing more GPUs than the\n' +
+      'worker has is left for a bigger worker.',
     options: { gpus: { type: 'string' }, queues: { type: 'string', default: STAGES.join(',') }, name: { type: 'string' }, trainer: { type: 'string' }, workdir: { type: 'string' },
       allow: { type: 'string', multiple: true }, 'hub-endpoint': { type: 'string', multiple: true }, 'judge-endpoint': { type: 'string', multiple: true } },
     optionHelp: {
-      gpus: 'GPUs of this worker (CUDA_VISIBLE_DEVICES), e.g. 0,1',
+      gpus: 'GPUs of this worker, e.g. 0,1,2,3: as many train jobs at once as they allow, each on its own (resources.gpus)',
       queues: 'queues to work on',
       name: 'worker name shown in bsft status (default host:pid)',
       trainer: 'trainer command instead of python -m bsft_trainer',
