@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 import torch
@@ -156,6 +157,34 @@ def test_a_sharded_checkpoint_missing_one_ranks_files_is_never_resumed(tmp_path)
     assert "skipping checkpoint" in err and "__1_0.distcp is missing" in err
 
 
+def _gone(pid, within=20):
+    import time
+
+    until = time.time() + within
+    while time.time() < until:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_when_the_launchers_lease_ends_every_rank_ends_with_it(tmp_path):
+    cfg = _toy(tmp_path, max_steps=100000, checkpoint_every=100000)
+    p = trainer("train", cfg, "--nproc-per-node", "2", "--lease-s", "30", stdin=subprocess.PIPE)
+    for line in p.stdout:
+        if json.loads(line)["event"] == "step":
+            break
+    pids = [int(f.read_text()) for f in sorted((tmp_path / "ranks").glob("rank-*.pid"))]
+    assert len(pids) == 2
+    p.stdin.close()  # the worker is gone: end of stdin
+    assert p.wait(timeout=60) == 76
+    assert all(_gone(pid) for pid in pids)
+    p.stdout.close()
+    p.stderr.close()
+
+
 def test_the_launcher_exit_code_follows_the_ranks():
     ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
     assert combined_exit({0: ok, 1: ok}, 2) == (0, None)
@@ -163,7 +192,7 @@ def test_the_launcher_exit_code_follows_the_ranks():
     assert combined_exit({0: ok, 1: bad}, 2) == (2, {"rank": 1, **bad})
     assert combined_exit({0: lost, 1: pre}, 2)[0] == 76
     code, failure = combined_exit({0: pre}, 2)  # rank 1 was killed: no report
-    assert code == 1 and failure["rank"] == 1 and "killed" in failure["message"]
+    assert code == 1 and failure["rank"] == 1 and "killed" in failure["message"] and failure["unreported"]
     code, failure = combined_exit({0: {"exit": 1, "kind": "internal", "message": "Connection reset by peer"}}, 2)
     assert code == 1 and failure["rank"] == 1  # the killed rank is the cause, not the one that lost its peer
 

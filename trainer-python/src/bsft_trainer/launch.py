@@ -77,12 +77,13 @@ def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | Non
     # collective ("connection reset by peer") and say so.
     for r, c in codes.items():
         if c is None:
-            return EXIT_FAILED, {"rank": r, "exit": None, "kind": "internal",
-                                 "message": "ended without an exit report (killed by a signal or the OOM killer); the other ranks stopped with it"}
+            return EXIT_FAILED, {"rank": r, "exit": None, "kind": "internal", "unreported": True,
+                                 "message": "ended without an exit report (killed by a signal or the OOM killer, or it never started); "
+                                            "the other ranks stopped with it"}
     for r, c in codes.items():
         if c not in (EXIT_DONE, EXIT_PREEMPTED):
             return EXIT_FAILED, {"rank": r, **reports[r]}
-    return EXIT_FAILED, {"rank": None, "exit": None, "kind": "internal", "message": f"ranks ended differently: {codes}"}
+    return EXIT_FAILED, {"rank": None, "exit": None, "kind": "internal", "unreported": True, "message": f"ranks ended differently: {codes}"}
 
 
 def torchrun_args(nproc: int) -> list[str]:
@@ -131,7 +132,8 @@ def supervise(command: str, config: str, output_dir: str, nproc: int, epoch: int
         except (OSError, ValueError):
             pass
     code, failure = combined_exit(reports, nproc)
-    if failure is not None and failure.get("rank") != 0:
+    # Rank 0 emitted its own error; any other failure is said here.
+    if failure is not None and (failure.get("rank") != 0 or failure.get("unreported")):
         who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
         emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
     log(f"ranks done: exit {code} (torchrun exited {child.returncode})")
