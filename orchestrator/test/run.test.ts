@@ -11,6 +11,21 @@ import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js'
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
 
+/** A Python whose torch has FSDP2 (sharded training on several ranks), or undefined (Debian's torch 1.13). */
+function fsdpPython(): string | undefined {
+  for (const candidate of [process.env.BSFT_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), py]) {
+    if (!candidate) continue;
+    try {
+      execFileSync(candidate, ['-c', 'from torch.distributed.fsdp import fully_shard'], { stdio: 'ignore' });
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+const shardedPy = fsdpPython();
+
 /**
  * One pipeline: submits the recipe a `bsft run` ran into `local` (same args, other store path) to the queue, drains
  * it with a worker running the real trainer, and expects the same run folder: every file equal by content except
@@ -62,6 +77,27 @@ async function expectQueuedRunLike(local: string, runId: string, args: (runs: st
   expect(steps(queued)).toEqual(steps(local));
   expect(existsSync(path.join(queued, runId, 'final', 'README.md'))).toBe(true); // the model card, as bsft run writes it
 }
+
+describe.skipIf(!shardedPy)('bsft run on two ranks (resources.gpus: 2; torchrun and gloo on the CPU)', () => {
+  it('trains sharded, writes sharded checkpoints and a consolidated final model, and predicts from it', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-ranks-'));
+    const env = { BSFT_PYTHON: shardedPy!, BSFT_LOG_LEVEL: 'info' };
+    const res = await bsft(['run', TOY, '--allow', runs, '--set', `store.path=${runs}`, '--set', 'resources.gpus=2'], { env });
+    expect(res.code, res.stderr).toBe(0);
+    const logs = res.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    expect(logs.find((l) => l.event === 'start')).toMatchObject({ total_steps: 3, world_size: 2 });
+    expect(logs.filter((l) => l.event === 'step').map((l) => l.step)).toEqual([1, 2, 3]);
+    const runDir = path.join(runs, readdirSync(runs)[0]!);
+    const newest = path.join(runDir, 'checkpoints', 'step-000003');
+    expect(JSON.parse(readFileSync(path.join(newest, 'COMPLETE'), 'utf8'))).toMatchObject({ world_size: 2, format: 'dcp' });
+    expect(readdirSync(path.join(newest, 'dcp')).sort()).toEqual(['.metadata', '__0_0.distcp', '__1_0.distcp']);
+    expect(readdirSync(path.join(runDir, 'final'))).toContain('toy_model.pt');
+    const predictions = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n');
+    const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
+    expect(predictions.length).toBe(manifest.documents.test.length);
+    expect(res.stdout).toMatch(/behavior macro-F1/);
+  }, 300_000);
+});
 
 describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)', () => {
   it('runs build -> train -> predict -> score, and a second run skips the steps already done', async () => {
