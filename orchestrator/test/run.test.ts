@@ -5,26 +5,14 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
-import { torchPython } from './helpers/python.js';
+import { pythonThatRuns, torchPython } from './helpers/python.js';
 import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
 
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
 
-/** A Python whose torch has FSDP2 (sharded training on several ranks), or undefined (Debian's torch 1.13). */
-function fsdpPython(): string | undefined {
-  for (const candidate of [process.env.BSFT_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), py]) {
-    if (!candidate) continue;
-    try {
-      execFileSync(candidate, ['-c', 'from torch.distributed.fsdp import fully_shard'], { stdio: 'ignore' });
-      return candidate;
-    } catch {
-      // try the next one
-    }
-  }
-  return undefined;
-}
-const shardedPy = fsdpPython();
+/** A Python whose torch has FSDP2 (sharded training on several ranks); not Debian's torch 1.13. */
+const shardedPy = pythonThatRuns('from torch.distributed.fsdp import fully_shard');
 
 /**
  * One pipeline: submits the recipe a `bsft run` ran into `local` (same args, other store path) to the queue, drains

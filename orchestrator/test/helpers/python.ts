@@ -16,16 +16,21 @@ export function torchPython(): string | undefined {
   return undefined;
 }
 
-/** A Python that imports all of `modules` ($BSFT_PYTHON, the project's .venv, python3), or undefined. */
-export function pythonWith(modules: string[]): string | undefined {
+/** A Python that runs `code` without error ($BSFT_PYTHON, the project's .venv, python3), or undefined. */
+export function pythonThatRuns(code: string): string | undefined {
   for (const py of [process.env.BSFT_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3']) {
     if (!py) continue;
     try {
-      execFileSync(py, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' });
+      execFileSync(py, ['-c', code], { stdio: 'ignore' });
       return py;
     } catch {
       // try the next one
     }
   }
   return undefined;
+}
+
+/** A Python that imports all of `modules`, or undefined. */
+export function pythonWith(modules: string[]): string | undefined {
+  return pythonThatRuns(`import ${modules.join(', ')}`);
 }
