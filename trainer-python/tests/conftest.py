@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,24 @@ def sigterm_at(config, event, step, *extra, timeout=600):
             break
     rest, err = p.communicate(timeout=timeout)
     return p.returncode, seen + events_of(rest), err
+
+
+def gone(pid):
+    """True once `pid` has exited (gone, or a zombie waiting for its new parent)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+def wait_gone(pid, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def events_of(stdout):

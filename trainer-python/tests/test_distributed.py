@@ -14,7 +14,7 @@ import torch
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.distributed import available
 from bsft_trainer.launch import combined_exit
-from conftest import events_of, make_run, sigterm_at, trainer
+from conftest import events_of, make_run, sigterm_at, trainer, wait_gone
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
@@ -131,7 +131,7 @@ def test_a_killed_rank_fails_the_run_which_then_resumes(tmp_path):
     for line in p.stdout:
         seen.append(json.loads(line))
         if seen[-1]["event"] == "checkpoint" and seen[-1]["step"] == 4:
-            os.kill(int((tmp_path / "run" / "ranks" / "rank-00001.pid").read_text()), signal.SIGKILL)
+            os.kill(int(next((tmp_path / "run" / "ranks").glob("*/rank-00001.pid")).read_text()), signal.SIGKILL)
             break
     code, rest, err = _finish(p)
     assert code not in (0, 2, 75, 76), err  # a retryable failure
@@ -157,39 +157,28 @@ def test_a_sharded_checkpoint_missing_one_ranks_files_is_never_resumed(tmp_path)
     assert "skipping checkpoint" in err and "__1_0.distcp is missing" in err
 
 
-def _gone(pid, within=20):
-    import time
-
-    until = time.time() + within
-    while time.time() < until:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_when_the_launchers_lease_ends_every_rank_ends_with_it(tmp_path):
     cfg = _toy(tmp_path, max_steps=100000, checkpoint_every=100000)
     p = trainer("train", cfg, "--nproc-per-node", "2", "--lease-s", "30", stdin=subprocess.PIPE)
     for line in p.stdout:
         if json.loads(line)["event"] == "step":
             break
-    pids = [int(f.read_text()) for f in sorted((tmp_path / "ranks").glob("rank-*.pid"))]
+    pids = [int(f.read_text()) for f in sorted((tmp_path / "ranks").glob("*/rank-*.pid"))]
     assert len(pids) == 2
     p.stdin.close()  # the worker is gone: end of stdin
     assert p.wait(timeout=60) == 76
-    assert all(_gone(pid) for pid in pids)
+    assert all(wait_gone(pid, 20) for pid in pids)
     p.stdout.close()
     p.stderr.close()
 
 
 def test_the_launcher_exit_code_follows_the_ranks():
-    ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
+    ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"rank": 1, "exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
     assert combined_exit({0: ok, 1: ok}, 2) == (0, None)
     assert combined_exit({0: pre, 1: pre}, 2) == (75, None)
-    assert combined_exit({0: ok, 1: bad}, 2) == (2, {"rank": 1, **bad})
+    assert combined_exit({0: ok, 1: bad}, 2) == (2, bad)
+    on_second_machine = {"rank": 9, "exit": 1, "kind": "internal", "message": "x"}
+    assert combined_exit({0: ok, 1: on_second_machine}, 2) == (1, on_second_machine)  # named by its global rank
     assert combined_exit({0: lost, 1: pre}, 2)[0] == 76
     code, failure = combined_exit({0: pre}, 2)  # rank 1 was killed: no report
     assert code == 1 and failure["rank"] == 1 and "killed" in failure["message"] and failure["unreported"]

@@ -15,30 +15,12 @@ import pytest
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.fence import Fence, Fenced, NoFence
 from bsft_trainer.lease import EXIT_LEASE_LOST
-from conftest import SRC, events_of, make_run, sigterm_at, trainer
+from conftest import SRC, events_of, make_run, sigterm_at, trainer, wait_gone
 
 
 def _finish(p, timeout=300):
     out, err = p.communicate(timeout=timeout)
     return p.returncode, events_of(out), err
-
-
-def _gone(pid):
-    """True once `pid` has exited (gone, or a zombie waiting for its new parent)."""
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in state
-
-
-def _wait_gone(pid, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if _gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Heartbeat:
@@ -137,7 +119,7 @@ time.sleep(600)
     pid = int(w.stdout.readline())
     w.kill()  # SIGKILL: the trainer is most likely still importing torch
     w.wait()
-    assert _wait_gone(pid, 20), "the orphaned trainer kept running"
+    assert wait_gone(pid, 20), "the orphaned trainer kept running"
 
 
 # ---------------------------------------------------------------------------------------------------- fencing

@@ -71,7 +71,7 @@ export const reproduce: CommandImpl = {
       }
       if (json) {
         const [head, ...body] = rows;
-        const memory = recipes.map((r) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, planRow(r)[i]])));
+        const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
         print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))), memory,
           gpu_hours: +total.toFixed(2), recipes }, null, 2));
         return EXIT.ok;

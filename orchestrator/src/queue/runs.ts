@@ -44,6 +44,8 @@ export class RunQueues {
     for (const s of STAGES) if (jobs[s]) stages[s] = await jobs[s]!.getState().then((st) => (st === 'prioritized' ? 'waiting' : st));
     const cancelled = (await this.connection.exists(keys.cancelled(runId))) === 1;
     const failed = STAGES.find((s) => stages[s] === 'failed');
+    // A train job a worker delayed for want of GPUs (process-job.ts): waiting, not retrying.
+    const waitingFor = stages.train === 'delayed' ? jobs.train?.data.waiting_for : undefined;
     let state: RunState = 'waiting';
     const anyActive = STAGES.some((s) => stages[s] === 'active');
     if (stages.score === 'completed') state = 'completed';
@@ -52,7 +54,7 @@ export class RunQueues {
     else if (stages.score === 'active') state = 'scoring';
     else if (stages.train === 'active') state = 'training';
     else if (stages.build === 'active') state = 'building';
-    else if (stages.train === 'delayed' && jobs.train?.data.waiting_for) state = 'waiting';
+    else if (waitingFor) state = 'waiting';
     else if (stages.train === 'delayed' || stages.build === 'delayed') state = 'retrying';
     const train = jobs.train;
     const any = (jobs.score ?? jobs.train ?? jobs.build)!;
@@ -68,7 +70,7 @@ export class RunQueues {
       ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
       // A failed run's reason, or the last failure of a stage waiting to retry.
       ...(failed ? { failedReason: jobs[failed]!.failedReason } : retrying?.failedReason ? { failedReason: retrying.failedReason } : {}),
-      ...(stages.train === 'delayed' && jobs.train?.data.waiting_for ? { waitingFor: jobs.train.data.waiting_for } : {}),
+      ...(waitingFor ? { waitingFor } : {}),
       submittedAt: any.timestamp,
       attempts: train?.attemptsMade ?? 0,
     };

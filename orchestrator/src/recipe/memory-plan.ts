@@ -70,9 +70,14 @@ export interface MemoryPlan {
   recompute: boolean;
 }
 
+/** Width of the key (and value) projection: KV heads x head size. */
+function kvWidth(s: ModelShape): number {
+  return (s.num_key_value_heads ?? s.num_attention_heads) * (s.hidden_size / s.num_attention_heads);
+}
+
 function counts(s: ModelShape): { params: number; embed: number; layer: number } {
   const h = s.hidden_size;
-  const kv = (s.num_key_value_heads ?? s.num_attention_heads) * (h / s.num_attention_heads);
+  const kv = kvWidth(s);
   const layer = h * h * 2 + 2 * h * kv + h + 2 * kv + 3 * h * s.intermediate_size + 2 * h;
   const embed = s.vocab_size * h * (s.tie_word_embeddings ? 1 : 2);
   return { params: embed + s.num_hidden_layers * layer + h, embed, layer };
@@ -80,7 +85,7 @@ function counts(s: ModelShape): { params: number; embed: number; layer: number }
 
 function loraParams(s: ModelShape, r: number): number {
   const h = s.hidden_size;
-  const kv = (s.num_key_value_heads ?? s.num_attention_heads) * (h / s.num_attention_heads);
+  const kv = kvWidth(s);
   // all-linear: q, k, v, o, gate, up, down; each adds r x (in + out)
   const perLayer = r * ((h + h) * 2 + (h + kv) * 2 + (h + s.intermediate_size) * 3);
   return s.num_hidden_layers * perLayer;

@@ -77,7 +77,8 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
  */
 async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, data: RunJobData, token: string | undefined): Promise<string[]> {
   const need = data.recipe.resources.gpus;
-  const grant = need > pool.size ? { wait: `a worker with ${need} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, need);
+  const tooWide = need > pool.size;
+  const grant = tooWide ? { wait: `a worker with ${need} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, need);
   if ('gpus' in grant) {
     if (job.data.waiting_for !== undefined) {
       const { waiting_for: _done, ...rest } = job.data;
@@ -89,7 +90,7 @@ async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, da
     ctx.log.info({ run_id: data.run_id, waiting_for: grant.wait }, 'train job waits for GPUs');
     await job.updateData({ ...job.data, waiting_for: grant.wait });
   }
-  await job.moveToDelayed(Date.now() + (need > pool.size ? 5 : 1) * ctx.gpuWaitMs, token);
+  await job.moveToDelayed(Date.now() + (tooWide ? 5 : 1) * ctx.gpuWaitMs, token);
   throw new DelayedError();
 }
 

@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train" and args.nproc_per_node > 1:
             from .launch import supervise
 
-            return supervise("train", str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch,
-                             args.lease_s, [])
+            return supervise(str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch, args.lease_s)
         if args.command == "train":
             from .train import run
 
@@ -82,19 +81,26 @@ def main(argv: list[str] | None = None) -> int:
         from .predict import run as predict
 
         return predict(cfg, fence, force=args.force)
-    except TrainerError as e:
-        emit_error(e.kind, str(e))
-        log(f"error ({e.kind}): {e}")
-        return e.exit_code
     except Exception as e:  # noqa: BLE001 - every failure must become an event
+        return report_failure(e, cfg)[0]
+
+
+def report_failure(e: Exception, cfg, who: str = "") -> tuple[int, str, str]:
+    """Emits the `error` event of a failure and logs it; returns (exit code, kind, message). A TrainerError carries
+    its kind and code; a GPU out of memory is a config error naming what to change; anything else is internal."""
+    if isinstance(e, TrainerError):
+        code, kind, message = e.exit_code, e.kind, str(e)
+    else:
         from .memory import is_oom
 
         traceback.print_exc(file=sys.stderr)
-        if is_oom(e):
-            emit_error("oom", out_of_memory_message(e, cfg))
-            return EXIT_INVALID
-        emit_error("internal", f"{type(e).__name__}: {e}")
-        return EXIT_FAILED
+        oom = is_oom(e)
+        code, kind = (EXIT_INVALID, "oom") if oom else (EXIT_FAILED, "internal")
+        message = out_of_memory_message(e, cfg) if oom else f"{type(e).__name__}: {e}"
+    emit_error(kind, message)
+    if isinstance(e, TrainerError):  # the others printed their traceback
+        log(f"{who}error ({kind}): {message}")
+    return code, kind, message
 
 
 def world_for(cfg):
@@ -117,11 +123,11 @@ def rank_main(args) -> int:
 
     from .launch import die_with_parent, record_exit, record_start
 
-    rank = int(os.environ["RANK"])
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     rank_dir = Path(args.rank_dir) if args.rank_dir else None
     die_with_parent()  # torchrun's agent: when it is killed, so is this rank
     if rank_dir is not None:
-        record_start(rank_dir, rank)
+        record_start(rank_dir, local_rank)
     claim_stdout(events=rank == 0)
     cfg, world, code, error = None, None, EXIT_FAILED, None
     try:
@@ -141,20 +147,12 @@ def rank_main(args) -> int:
         from .train import run
 
         code = run(cfg, fence, world=world)
-    except TrainerError as e:
-        emit_error(e.kind, str(e))
-        log(f"rank {rank}: error ({e.kind}): {e}")
-        code, error = e.exit_code, (e.kind, str(e))
     except Exception as e:  # noqa: BLE001 - every failure must become an event and an exit report
-        from .memory import is_oom
-
-        traceback.print_exc(file=sys.stderr)
-        kind, message = ("oom", out_of_memory_message(e, cfg)) if is_oom(e) else ("internal", f"{type(e).__name__}: {e}")
-        emit_error(kind, message)
-        code, error = (EXIT_INVALID if kind == "oom" else EXIT_FAILED), (kind, message)
+        code, kind, message = report_failure(e, cfg, f"rank {rank}: ")
+        error = (kind, message)
     finally:
         if rank_dir is not None:
-            record_exit(rank_dir, rank, code, error)
+            record_exit(rank_dir, local_rank, rank, code, error)
     if world is not None:
         world.close()
     return code

@@ -238,19 +238,48 @@ def size_of(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def make_room(checkpoints_dir: str | Path, need: int) -> None:
+def make_room(checkpoints_dir: str | Path, need: int | None = None) -> None:
     """Before a save: deletes leftover .tmp folders, then the oldest complete checkpoints (never the newest) while
-    the disk has less than `need` bytes free, so that a save does not run out of disk with old ones still there."""
+    the disk has less than `need` bytes free (default: 1.1 x what the newest checkpoint takes), so that a save does
+    not run out of disk with old ones still there."""
     d = Path(checkpoints_dir)
     if not d.is_dir():
         return
-    for p in d.glob("step-*.tmp"):
-        shutil.rmtree(p, ignore_errors=True)
-    complete = sorted(((epoch_of(p), s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()), key=lambda t: (t[0], t[1]))
+    _remove_leftovers(d)
+    complete = complete_newest_first(d)
+    if need is None:
+        need = int(1.1 * size_of(complete[0])) if complete else 0
     while len(complete) > 1 and shutil.disk_usage(d).free < need:
-        _, step, p = complete.pop(0)
+        p = complete.pop()
         log(f"only {shutil.disk_usage(d).free / 2**30:.1f} GiB free for a {need / 2**30:.1f} GiB checkpoint: deleting {p.name} first")
         shutil.rmtree(p, ignore_errors=True)
+
+
+def complete_newest_first(checkpoints_dir: str | Path) -> list[Path]:
+    """The checkpoint folders with a COMPLETE file (not verified), newest first: by attempt epoch, then step."""
+    complete = [(epoch_of(p), s, p) for s, p in list_steps(checkpoints_dir) if (p / COMPLETE).exists()]
+    return [p for _, _, p in sorted(complete, key=lambda t: (t[0], t[1]), reverse=True)]
+
+
+def _remove_leftovers(d: Path) -> None:
+    for p in d.glob("step-*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_file(file: str | Path):
+    """torch.load of a checkpoint file (verified against COMPLETE first). weights_only where torch's safe loader
+    handles every type we save (torch >= 2; Debian's torch 1.13 used by CI lacks float support in it)."""
+    import torch
+
+    return torch.load(file, map_location="cpu", weights_only=int(torch.__version__.split(".")[0]) >= 2)
+
+
+def save_hashed(obj, folder: Path, name: str, digests: dict) -> None:
+    """torch.save of `obj` to folder/name, its sha256 recorded in `digests[name]` as it is written."""
+    import torch
+
+    with HashingFile(folder / name, digests, name) as f:
+        torch.save(obj, f)
 
 
 def list_steps(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
@@ -283,8 +312,7 @@ def valid_checkpoints(checkpoints_dir: str | Path) -> Iterator[tuple[int, Path]]
 
 def latest_complete(checkpoints_dir: str | Path) -> Path | None:
     """The newest checkpoint with a COMPLETE file (epoch, then step), not verified: a cheap look."""
-    complete = [(epoch_of(p), s, p) for s, p in list_steps(checkpoints_dir) if (p / COMPLETE).exists()]
-    return max(complete, key=lambda t: (t[0], t[1]))[2] if complete else None
+    return next(iter(complete_newest_first(checkpoints_dir)), None)
 
 
 def latest_valid(checkpoints_dir: str | Path) -> tuple[int, Path] | None:
@@ -295,9 +323,6 @@ def latest_valid(checkpoints_dir: str | Path) -> tuple[int, Path] | None:
 def prune(checkpoints_dir: str | Path, keep: int) -> None:
     """Deletes all but the `keep` newest complete checkpoints (epoch, then step), and leftover .tmp folders."""
     d = Path(checkpoints_dir)
-    complete = [(epoch_of(p), s, p) for s, p in list_steps(d) if (p / COMPLETE).exists()]
-    complete.sort(key=lambda t: (t[0], t[1]), reverse=True)
-    for _, _, p in complete[keep:]:
+    for p in complete_newest_first(d)[keep:]:
         shutil.rmtree(p, ignore_errors=True)
-    for p in d.glob("step-*.tmp"):
-        shutil.rmtree(p, ignore_errors=True)
+    _remove_leftovers(d)

@@ -85,6 +85,12 @@ class World:
             torch.distributed.destroy_process_group()
 
 
+def full_value(t: torch.Tensor) -> torch.Tensor:
+    """A value computed over sharded tensors (clip_grad_norm_'s norm is then a DTensor, the same on every rank) as a
+    plain tensor; a plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ENV)
 

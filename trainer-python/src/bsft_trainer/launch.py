@@ -9,7 +9,7 @@ launcher keeps Contract 4 for the worker:
 - the lease (heartbeats on stdin) is held here; when it ends, every rank is killed and the launcher exits 76.
 - SIGTERM/SIGINT is passed to every rank (not to torchrun, which would kill them 30 s later): they finish the
   step, write a sharded checkpoint together and exit 75.
-- the exit code is the ranks' (each writes it to `<output_dir>/ranks/`; torchrun's own code says only "a rank
+- the exit code is the ranks' (each writes it to `<output_dir>/ranks/<host>-<launcher pid>/`; torchrun's own code says only "a rank
   failed"): 2 when one rank had a config/data error, 76 when one lost the run, 75 when all were preempted, 0 when
   all finished, else 1 (retryable), with an `error` event naming the rank that failed when rank 0 did not say.
 - when this launcher dies, torchrun and the ranks die with it (PR_SET_PDEATHSIG), so no rank outlives a worker.
@@ -24,6 +24,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,26 +45,28 @@ def die_with_parent() -> None:
         pass
 
 
-def rank_file(rank_dir: Path, rank: int, kind: str) -> Path:
-    return rank_dir / f"rank-{rank:05d}.{kind}"
+def rank_file(rank_dir: Path, local_rank: int, kind: str) -> Path:
+    """A rank's file in its launcher's folder, by its rank on this machine (LOCAL_RANK: 0 .. nproc-1)."""
+    return rank_dir / f"rank-{local_rank:05d}.{kind}"
 
 
-def record_start(rank_dir: Path, rank: int) -> None:
+def record_start(rank_dir: Path, local_rank: int) -> None:
     """A rank, first thing: its pid (the launcher signals it directly)."""
     rank_dir.mkdir(parents=True, exist_ok=True)
-    rank_file(rank_dir, rank, "pid").write_text(str(os.getpid()))
+    rank_file(rank_dir, local_rank, "pid").write_text(str(os.getpid()))
 
 
-def record_exit(rank_dir: Path, rank: int, code: int, error: tuple[str, str] | None) -> None:
-    """A rank, last thing: its exit code and error (kind, message), written atomically."""
-    tmp = rank_file(rank_dir, rank, "exit.tmp")
-    tmp.write_text(json.dumps({"exit": code, **({"kind": error[0], "message": error[1]} if error else {})}))
-    os.replace(tmp, rank_file(rank_dir, rank, "exit"))
+def record_exit(rank_dir: Path, local_rank: int, rank: int, code: int, error: tuple[str, str] | None) -> None:
+    """A rank, last thing: its global rank, exit code and error (kind, message), written atomically."""
+    tmp = rank_file(rank_dir, local_rank, "exit.tmp")
+    tmp.write_text(json.dumps({"rank": rank, "exit": code, **({"kind": error[0], "message": error[1]} if error else {})}))
+    os.replace(tmp, rank_file(rank_dir, local_rank, "exit"))
 
 
 def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | None]:
-    """The launcher's exit code from the ranks' reports (rank -> {"exit", "kind"?, "message"?}); a rank without a
-    report was killed. Returns (code, the report that decided it when it was a failure, or None)."""
+    """The launcher's exit code from its ranks' reports (local rank -> {"rank"?, "exit", "kind"?, "message"?}); a
+    rank without a report was killed. Returns (code, the report that decided it when it was a failure, or None;
+    its "rank" is the global rank when the rank reported, else the local one)."""
     codes = {r: reports[r]["exit"] if r in reports else None for r in range(nproc)}
     for wanted in (EXIT_INVALID, lease.EXIT_LEASE_LOST):
         for r, c in codes.items():
@@ -92,12 +95,13 @@ def torchrun_args(nproc: int) -> list[str]:
     return ["--nproc-per-node", str(nproc), "--max-restarts", "0", *rendezvous]
 
 
-def supervise(command: str, config: str, output_dir: str, nproc: int, epoch: int, lease_s: float | None, extra: list[str]) -> int:
-    rank_dir = Path(output_dir) / RANKS_DIR
-    shutil.rmtree(rank_dir, ignore_errors=True)
+def supervise(config: str, output_dir: str, nproc: int, epoch: int, lease_s: float | None) -> int:
+    """Runs `train` on `nproc` ranks of this machine; returns the exit code (module docstring)."""
+    # This launcher's own folder: the launchers of a run on several machines may share the output folder.
+    rank_dir = Path(output_dir) / RANKS_DIR / f"{socket.gethostname()}-{os.getpid()}"
     rank_dir.mkdir(parents=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc),
-           "-m", "bsft_trainer", command, "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir), *extra]
+           "-m", "bsft_trainer", "train", "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir)]
     log(f"launching {nproc} ranks: {shlex.join(cmd[1:])}")
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=events_fd(), start_new_session=True,
                              preexec_fn=die_with_parent)
@@ -116,8 +120,8 @@ def supervise(command: str, config: str, output_dir: str, nproc: int, epoch: int
     told: set[int] = set()
     while child.poll() is None:
         if asked:  # every rank, also one that writes its pid after the signal came
-            for f in rank_dir.glob("rank-*.pid"):
-                pid = int(f.read_text() or 0)
+            for f in (rank_file(rank_dir, r, "pid") for r in range(nproc)):
+                pid = int(f.read_text() or 0) if f.is_file() else 0
                 if pid and pid not in told:
                     told.add(pid)
                     try:
@@ -137,4 +141,5 @@ def supervise(command: str, config: str, output_dir: str, nproc: int, epoch: int
         who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
         emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
     log(f"ranks done: exit {code} (torchrun exited {child.returncode})")
+    shutil.rmtree(rank_dir, ignore_errors=True)
     return code

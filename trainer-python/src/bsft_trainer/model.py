@@ -72,7 +72,6 @@ class TrainModel:
         self.kind = kind
         self.method = method
         self.recompute = 0  # how many decoder layers (the first ones) recompute their activations in backward
-        self.sharded = False  # FSDP2 (sharding.py)
         container.loss_fn = self._loss_sum
 
     def _loss_sum(self, batch):

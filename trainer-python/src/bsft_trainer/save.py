@@ -71,7 +71,7 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
     """The final model, consolidated (a plain folder whatever the number of ranks that trained it). Sharded: every
     rank takes part in gathering the weights; rank 0 writes and returns the path, the others None."""
     gathered = None
-    if getattr(tm, "sharded", False):
+    if world is not None and world.sharded:
         from .model import resolve_dtype
 
         gathered = full_state(tm, resolve_dtype(cfg.model.dtype, world.device()))

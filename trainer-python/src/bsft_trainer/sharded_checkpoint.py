@@ -102,8 +102,7 @@ def begin(checkpoints_dir: str, step: int, world: World, container: torch.nn.Mod
     final = Path(checkpoints_dir) / ckpt.step_dir_name(step)
     tmp = final.parent / (final.name + ".tmp")
     if world.main:
-        newest = ckpt.latest_complete(checkpoints_dir)
-        ckpt.make_room(checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
+        ckpt.make_room(checkpoints_dir)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     world.barrier()
@@ -112,11 +111,9 @@ def begin(checkpoints_dir: str, step: int, world: World, container: torch.nn.Mod
     writer.fs = _HashingFileSystem(tmp)
     small: dict[str, str] = {}
     try:
-        with ckpt.HashingFile(tmp / rng_file(world.rank), small, rng_file(world.rank)) as f:
-            torch.save(rng, f)
+        ckpt.save_hashed(rng, tmp, rng_file(world.rank), small)
         if world.main:
-            with ckpt.HashingFile(tmp / STATE, small, STATE) as f:
-                torch.save(trainer_state, f)
+            ckpt.save_hashed(trainer_state, tmp, STATE, small)
             if metrics_file is not None and metrics_file.is_file():
                 with open(metrics_file, "rb") as src, ckpt.HashingFile(tmp / metrics_file.name, small, metrics_file.name) as dst:
                     shutil.copyfileobj(src, dst)
@@ -178,9 +175,9 @@ def load(path: Path, world: World, container: torch.nn.Module, optimizer) -> tup
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(path / DCP_DIR))
     set_state_dict(container, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=_options())
-    trainer_state = _load(path / STATE)
+    trainer_state = ckpt.load_file(path / STATE)
     rng = path / rng_file(world.rank)
-    return trainer_state, (_load(rng) if rng.is_file() else None)
+    return trainer_state, (ckpt.load_file(rng) if rng.is_file() else None)
 
 
 def load_plain(files: tuple[dict, dict, dict], names: list[str], group_names: list[list[str]], container: torch.nn.Module,
@@ -197,7 +194,3 @@ def load_plain(files: tuple[dict, dict, dict], names: list[str], group_names: li
     options = StateDictOptions(ignore_frozen_params=True, full_state_dict=True)
     set_state_dict(container, optimizer, model_state_dict={n: trainable[n] for n in names},
                    optim_state_dict={"state": by_name, "param_groups": groups}, options=options)
-
-
-def _load(file: Path):
-    return torch.load(file, map_location="cpu", weights_only=True)

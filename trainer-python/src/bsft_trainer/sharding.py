@@ -27,9 +27,3 @@ def shard(tm, compute_dtype: torch.dtype, cpu_offload: bool) -> None:
         fully_shard(layer, **kwargs)
     # The root's parameters are gathered once per forward and kept until its backward is done.
     fully_shard(tm.container, reshard_after_forward=False, **kwargs)
-    tm.sharded = True
-
-
-def grad_norm_value(norm: torch.Tensor) -> torch.Tensor:
-    """clip_grad_norm_ over sharded parameters returns a DTensor (the same value on every rank)."""
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

@@ -34,7 +34,7 @@ from .config import Config
 from .fence import Fence
 from .metrics import METRICS_FILE, Metrics
 from .precision import CompensatedAdamW, MasterWeights
-from .distributed import World
+from .distributed import World, full_value
 
 
 class StopFlag:
@@ -238,12 +238,10 @@ class Checkpoints:
                 shutil.copyfile(history, folder / METRICS_FILE)
             for name, obj in (("trainable.pt", opt.masters.state()), ("optimizer.pt", opt.optimizer.state_dict()),
                               ("trainer_state.pt", {**state, "rng": rng_state()})):
-                with ckpt.HashingFile(folder / name, digests, name) as f:  # hashed as written, never read back
-                    torch.save(obj, f)
+                ckpt.save_hashed(obj, folder, name, digests)  # hashed as written, never read back
             return digests
 
-        newest = ckpt.latest_complete(cfg.checkpoints_dir)
-        ckpt.make_room(cfg.checkpoints_dir, int(1.1 * ckpt.size_of(newest)) if newest else 0)
+        ckpt.make_room(cfg.checkpoints_dir)
         path = ckpt.save(cfg.checkpoints_dir, step, write, self.fence, {"run_id": cfg.run_id})
         self._published(step, path, ckpt.size_of(path), time.perf_counter() - start)
 
@@ -272,19 +270,14 @@ class Checkpoints:
             emit_checkpoint(step, str(path), size, seconds)
 
 
-def _load(file):
-    """torch.load of a checkpoint file (verified against COMPLETE first). weights_only where torch's safe loader
-    handles every type we save (torch >= 2; Debian's torch 1.13 used by CI lacks float support in it)."""
-    return torch.load(file, map_location="cpu", weights_only=int(torch.__version__.split(".")[0]) >= 2)
-
-
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     """The three files of a plain checkpoint, loaded (raises when one cannot be read)."""
-    return _load(path / "trainable.pt"), _load(path / "optimizer.pt"), _load(path / "trainer_state.pt")
+    return tuple(ckpt.load_file(path / name) for name in ("trainable.pt", "optimizer.pt", "trainer_state.pt"))
 
 
-def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> int:
-    """Loads a checkpoint, plain or sharded, into this process's (possibly sharded) model and optimizer."""
+def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: DataOrder, seed: int) -> int:
+    """Loads a checkpoint, plain or sharded, into this process's (possibly sharded) model and optimizer. A rank the
+    checkpoint has no RNG states for (it was written by fewer ranks) is seeded from `seed`, its rank and the step."""
     if ckpt.is_sharded(path):
         if not world.sharded:
             raise ValueError("a sharded checkpoint needs a sharded model")
@@ -307,13 +300,9 @@ def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: Dat
     step = int(state["step"])
     if rng is not None:
         set_rng_state(rng)
-    else:  # a rank the checkpoint had no RNG states for (it was written by fewer ranks)
-        seed_everything(cfg_seed_for(world.rank, step))
+    else:
+        seed_everything((seed + world.rank * 1_000_003 + step) % 2**31)
     return step
-
-
-def cfg_seed_for(rank: int, step: int) -> int:
-    return (rank * 1_000_003 + step) % 2**31
 
 
 def resume(cfg: Config, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> tuple[int, Path | None]:
@@ -325,13 +314,13 @@ def resume(cfg: Config, world: World, tm: Any, opt: Optimizer, data: DataOrder) 
         found = world.broadcast(found)
         if found is None:
             return 0, None
-        step = load_checkpoint(found[1], world, tm, opt, data)
+        step = load_checkpoint(found[1], world, tm, opt, data, cfg.train.seed)
         if world.main:
             log(f"resumed from {found[1]} (step {step}, {world.size} rank(s))")
         return step, found[1]
     for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
         try:
-            step = load_checkpoint(path, world, tm, opt, data)
+            step = load_checkpoint(path, world, tm, opt, data, cfg.train.seed)
         except Exception as e:  # noqa: BLE001 - a listed-complete checkpoint that does not load is skipped
             log(f"warning: checkpoint {path} is complete but does not load ({type(e).__name__}: {e}); trying the one before")
             continue
@@ -421,11 +410,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
             measure = None
             loss_sum = forward_backward(tm, micro, device, divisor)
         opt.masters.grads_to_masters()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        if world.sharded:
-            from .sharding import grad_norm_value
-
-            grad_norm = grad_norm_value(grad_norm)
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip))
         opt.optimizer.step()
         opt.scheduler.step()
         opt.masters.masters_to_model()
