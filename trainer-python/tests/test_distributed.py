@@ -5,6 +5,7 @@ Skipped (and counted) where torch has no FSDP2 (Debian's torch 1.13)."""
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -212,3 +213,86 @@ def test_tiny_qwen2_on_two_ranks_matches_one_process(tmp_path, method, recompute
         rows_a = load_file(tmp_path / "one" / "final" / "behavior_rows.safetensors")
         rows_b = load_file(tmp_path / "two" / "final" / "behavior_rows.safetensors")
         _same_weights(rows_a, rows_b)
+
+
+def _tiny_qwen(d, method, accum, **train):
+    from test_hf import TINY, TOKENIZER
+
+    return make_run(d, qwen=True, model_dir=TINY, tokenizer=TOKENIZER, n_train=48,
+                    train={"method": method, "lr": 1e-3, "max_steps": 8, "checkpoint_every": 100, "batch_tokens": 512,
+                           "grad_accum": accum, "lora": {"dropout": 0.0}, **train},
+                    eval_={"max_new_tokens": 2})
+
+
+def _set_accum(cfg, accum):
+    c = json.loads(cfg.read_text())
+    c["train"]["grad_accum"] = accum
+    cfg.write_text(json.dumps(c))
+
+
+@pytest.mark.hf
+@pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")
+def test_a_lora_run_resumes_1_to_2_to_2_to_1_ranks_as_a_straight_run(tmp_path):
+    """A LoRA checkpoint holds the adapters, behavior rows and their optimizer states, not the frozen base (it comes
+    from the model): a plain checkpoint loads on 2 ranks, a sharded one on as many ranks as wrote it and on one
+    process, each continuing the straight run's steps."""
+    from safetensors.torch import load_file
+
+    code, straight, err = _finish(trainer("train", _tiny_qwen(tmp_path / "straight", "lora", 2, max_steps=16)))
+    assert code == 0, err
+    cfg = _tiny_qwen(tmp_path / "run", "lora", 2, max_steps=16)
+    seen, resumed_from, stopped_at = {}, [], [0]
+    for ranks, stop_at in ((1, 2), (2, 5), (2, 8), (1, None)):
+        _set_accum(cfg, 2 // ranks)
+        extra = ("--nproc-per-node", "2") if ranks == 2 else ()
+        if stop_at is None:
+            code, events, err = _finish(trainer("train", cfg, *extra))
+            assert code == 0, err
+        else:
+            code, events, err = sigterm_at(cfg, "step", stop_at, *extra)
+            assert code == 75, err
+            stopped_at.append([e for e in events if e["event"] == "checkpoint"][-1]["step"])
+            newest = ckpt.latest_complete(tmp_path / "run" / "checkpoints")
+            assert newest.name == ckpt.step_dir_name(stopped_at[-1]) and ckpt.is_sharded(newest) == (ranks == 2 or stop_at > 2)
+        resumed_from.append(events[0]["resumed_from_step"])
+        seen.update(_steps(events))
+    assert resumed_from == stopped_at and stopped_at[-1] < 16, stopped_at
+    _same_steps(_steps(straight), seen)
+    for name in ("adapter_model.safetensors", "behavior_rows.safetensors"):
+        _same_weights(load_file(tmp_path / "straight" / "final" / name), load_file(tmp_path / "run" / "final" / name))
+
+
+def test_a_sharded_checkpoint_that_does_not_load_falls_back_and_none_loading_stops_the_run(tmp_path):
+    """Complete (hashed) checkpoints whose weights do not fit the model: the ranks fall back together to the one
+    before; when none loads the run stops with exit 2 (a retry elsewhere would fail the same way) and keeps them."""
+    def config(d, intermediate, max_steps):
+        cfg = _toy(d, max_steps=max_steps, checkpoint_every=2, keep_checkpoints=5, grad_accum=1)
+        model = d / "model" / "config.json"
+        model.write_text(model.read_text().replace('"intermediate_size": 64', f'"intermediate_size": {intermediate}'))
+        return cfg
+
+    for d, intermediate in (("run", 64), ("other", 96)):  # checkpoints at steps 2 and 4 of two models
+        code, _, err = _finish(_ranks(config(tmp_path / d, intermediate, 4)))
+        assert code == 0, err
+    # The other model's step 4 in place of the run's own: the same files, hashed and complete, other shapes.
+    newest = tmp_path / "run" / "checkpoints" / "step-000004"
+    epoch = ckpt.epoch_of(newest)
+    shutil.rmtree(newest)
+    shutil.copytree(tmp_path / "other" / "checkpoints" / "step-000004", newest)
+    ckpt.write_complete(newest, {"epoch": epoch, "world_size": 2})
+    assert ckpt.verify(newest) is None
+    cfg = config(tmp_path / "run", 64, 8)
+    code, resumed, err = _finish(_ranks(cfg))
+    assert code == 0, err
+    assert resumed[0]["resumed_from_step"] == 2, resumed[0]
+    assert "step-000004 is complete but does not load" in err
+
+    # Now every checkpoint is another model's: exit 2, an error naming the newest, and the checkpoints are kept.
+    cfg = config(tmp_path / "run", 80, 12)
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    code, failed, err = _finish(_ranks(cfg))
+    assert code == 2, err
+    assert failed[-1]["event"] == "error" and failed[-1]["kind"] == "config", failed[-1:]
+    message = failed[-1]["message"]
+    assert "none of the 4 complete checkpoint(s)" in message and "step-000008" in message and "Nothing was trained" in message
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before

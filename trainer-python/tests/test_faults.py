@@ -195,6 +195,15 @@ def test_a_complete_checkpoint_that_does_not_load_falls_back_to_the_previous_one
     assert code == 0, err
     assert events[0]["resumed_from_step"] < int(newest.name.split("-")[1])
     assert "is complete but does not load" in err
+    # None loads: exit 2 (not retried), nothing trained, the checkpoints kept.
+    kept = ckpt.list_steps(run_dir / "checkpoints")
+    for _, path in kept:
+        (path / "optimizer.pt").write_bytes(b"not a torch file")
+        ckpt.write_complete(path, {"epoch": ckpt.epoch_of(path)})
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 2, err
+    assert [e["event"] for e in events] == ["error"] and "Nothing was trained" in events[0]["message"], events
+    assert ckpt.list_steps(run_dir / "checkpoints") == kept
 
 
 def test_a_plain_file_named_like_a_checkpoint_is_ignored_and_replaced(run_dir):

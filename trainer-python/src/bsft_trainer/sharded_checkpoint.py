@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
@@ -37,6 +38,19 @@ from .events import log
 
 DCP_DIR = ckpt.DCP_DIR
 STATE = "trainer_state.pt"
+
+
+class ShardedCheckpointError(RuntimeError):
+    """DCP's own error (CheckpointException) derives from BaseException, which `except Exception` (fallback to an
+    older checkpoint, a rank's exit report) would miss: DCP calls raise this instead, naming the first rank's cause."""
+
+
+def _dcp(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except CheckpointException as e:
+        rank, (cause, _trace) = sorted(e.failures.items())[0]
+        raise ShardedCheckpointError(f"rank {rank}: {type(cause).__name__}: {cause}") from cause
 
 
 def rng_file(rank: int) -> str:
@@ -77,9 +91,22 @@ class _HashingFileSystem(FileSystem):
                 self.digests[self._key(new_path)] = self.digests.pop(self._key(path))
 
 
-def _options() -> StateDictOptions:
-    # Frozen parameters (a LoRA run's base) are not checkpointed: they come from the model.
-    return StateDictOptions(ignore_frozen_params=True)
+def _options(**kw) -> StateDictOptions:
+    # Frozen parameters (a LoRA run's base) are not checkpointed: they come from the model. Loading is therefore
+    # not strict (the frozen weights are "missing"); `_set_trainable` checks what was loaded instead.
+    return StateDictOptions(ignore_frozen_params=True, strict=False, **kw)
+
+
+def _set_trainable(container: torch.nn.Module, optimizer, model_sd: dict, optim_sd: dict, **kw) -> None:
+    """Loads the trainable weights and the optimizer states into the (sharded) model and optimizer. Every key the
+    model lacks is an error, and so is every parameter left unloaded but a frozen one."""
+    frozen = {n for n, p in container.named_parameters() if not p.requires_grad}
+    result = set_state_dict(container, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=_options(**kw))
+    missing = [k for k in result.missing_keys if k not in frozen]
+    if missing or result.unexpected_keys:
+        what = f"lacks {len(missing)} trainable tensors, e.g. {missing[0]}" if missing else \
+            f"holds {len(result.unexpected_keys)} tensors this model does not have, e.g. {result.unexpected_keys[0]}"
+        raise ValueError(f"the checkpoint {what}")
 
 
 class Save:
@@ -122,9 +149,9 @@ def begin(checkpoints_dir: str, step: int, world: World, container: torch.nn.Mod
                 os.fsync(f.fileno())
         state = {"model": model_sd, "optim": optim_sd}
         if background:
-            future = dcp.async_save(state, storage_writer=writer, process_group=world.io)
+            future = _dcp(dcp.async_save, state, storage_writer=writer, process_group=world.io)
         else:
-            dcp.save(state, storage_writer=writer, process_group=world.io)
+            _dcp(dcp.save, state, storage_writer=writer, process_group=world.io)
             future = None
     except Exception as e:
         _failed(e, world, tmp)
@@ -141,7 +168,7 @@ def finish(save: Save, world: World, fence, run_id: str) -> tuple[Path, int, flo
     last. Returns (path, bytes, seconds from the start of the save to its publication)."""
     try:
         if save.future is not None:
-            save.future.result()
+            _dcp(save.future.result)
         every = world.gather({**save.small, **save.fs.digests})
     except Exception as e:
         _failed(e, world, save.tmp)
@@ -173,8 +200,8 @@ def load(path: Path, world: World, container: torch.nn.Module, optimizer) -> tup
     optimizer, resharding as needed. Returns (trainer_state, this rank's RNG states or None)."""
     model_sd, optim_sd = get_state_dict(container, optimizer, options=_options())
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(path / DCP_DIR))
-    set_state_dict(container, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=_options())
+    _dcp(dcp.load, state, checkpoint_id=str(path / DCP_DIR))  # every key of `state` must be in the checkpoint
+    _set_trainable(container, optimizer, state["model"], state["optim"])
     trainer_state = ckpt.load_file(path / STATE)
     rng = path / rng_file(world.rank)
     return trainer_state, (ckpt.load_file(rng) if rng.is_file() else None)
@@ -191,6 +218,5 @@ def load_plain(files: tuple[dict, dict, dict], names: list[str], group_names: li
     order = [n for group in group_names for n in group]
     by_name = {order[i]: s for i, s in optim["state"].items()}
     groups = [{**g, "params": names_} for g, names_ in zip(optim["param_groups"], group_names)]
-    options = StateDictOptions(ignore_frozen_params=True, full_state_dict=True)
-    set_state_dict(container, optimizer, model_state_dict={n: trainable[n] for n in names},
-                   optim_state_dict={"state": by_name, "param_groups": groups}, options=options)
+    _set_trainable(container, optimizer, {n: trainable[n] for n in names}, {"state": by_name, "param_groups": groups},
+                   full_state_dict=True)

@@ -24,7 +24,7 @@ import torch
 from . import checkpoint as ckpt
 from . import memory
 from .config import load_manifest
-from .events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, DataError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
+from .events import EXIT_DONE, EXIT_INVALID, EXIT_PREEMPTED, ConfigError, DataError, TrainerError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
 from .shards import Shard
@@ -305,27 +305,45 @@ def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: Dat
     return step
 
 
+class CheckpointLoadError(TrainerError):
+    """Complete checkpoints exist but none loads into this model: a retry on another machine would fail the same way
+    (and starting over would prune them), so the run stops with exit 2 and says what to do."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, checkpoints_dir: str, failures: list[tuple[Path, str]]):
+        newest, why = failures[0]
+        super().__init__("config", f"none of the {len(failures)} complete checkpoint(s) in {checkpoints_dir} loads into this "
+                                   f"model; the newest, {newest.name}: {why}. Nothing was trained. If the recipe's model or "
+                                   f"method changed since they were written, move {checkpoints_dir} away to start the run over")
+
+
 def resume(cfg: Config, world: World, tm: Any, opt: Optimizer, data: DataOrder) -> tuple[int, Path | None]:
     """Loads the newest valid checkpoint; one whose files verify but do not load falls back to the one before.
-    Returns the step to continue from (0 for a fresh start) and the checkpoint it came from. Sharded: rank 0
-    verifies and picks, every rank loads that one."""
-    if world.sharded:
-        found = ckpt.latest_valid(cfg.checkpoints_dir) if world.main else None
-        found = world.broadcast(found)
+    Returns the step to continue from (0 for a fresh start) and the checkpoint it came from. Raises
+    CheckpointLoadError when valid checkpoints exist and none loads. Sharded: rank 0 verifies and picks, every rank
+    loads that one, and they fall back together when one rank could not load it."""
+    candidates = ckpt.valid_checkpoints(cfg.checkpoints_dir) if world.main else iter(())
+    failures: list[tuple[Path, str]] = []
+    while True:
+        found = world.broadcast(next(candidates, None))
         if found is None:
-            return 0, None
-        step = load_checkpoint(found[1], world, tm, opt, data, cfg.train.seed)
-        if world.main:
-            log(f"resumed from {found[1]} (step {step}, {world.size} rank(s))")
-        return step, found[1]
-    for _, path in ckpt.valid_checkpoints(cfg.checkpoints_dir):
+            break
+        path = found[1]
         try:
-            step = load_checkpoint(path, world, tm, opt, data, cfg.train.seed)
+            step, problem = load_checkpoint(path, world, tm, opt, data, cfg.train.seed), None
         except Exception as e:  # noqa: BLE001 - a listed-complete checkpoint that does not load is skipped
-            log(f"warning: checkpoint {path} is complete but does not load ({type(e).__name__}: {e}); trying the one before")
+            step, problem = 0, f"{type(e).__name__}: {e}"
+        if world.any(problem is not None):
+            problem = problem or "another rank could not load it"
+            log(f"warning: checkpoint {path} is complete but does not load ({problem}); trying the one before")
+            failures.append((path, problem))
             continue
-        log(f"resumed from {path} (step {step})")
+        if world.main:
+            log(f"resumed from {path} (step {step}{f', {world.size} rank(s)' if world.sharded else ''})")
         return step, path
+    if failures:
+        raise CheckpointLoadError(cfg.checkpoints_dir, failures)
     return 0, None
 
 
