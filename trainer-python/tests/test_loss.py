@@ -124,21 +124,27 @@ def _saved_bytes(fn):
     return out, sum(sizes)
 
 
-def test_chunked_loss_keeps_hidden_sized_state_per_loss_token_not_vocabulary_sized():
-    """The loss and its gradient are computed chunk by chunk: what backward keeps grows by about H values per loss
-    token, not by a chunk of fp32 logits (V values per token, 608 KB at Qwen2.5's vocabulary)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_loss_keeps_hidden_sized_state_per_loss_token_not_vocabulary_sized(dtype):
+    """The loss and its gradient are computed chunk by chunk: what backward keeps grows by H values (in the hidden
+    states' dtype) and one 8-byte index per loss token — 7.2 KB at Qwen2.5-7B's H = 3584 in bf16 — not by a chunk of
+    fp32 logits (V values per token, 608 KB at Qwen2.5's vocabulary). Besides, when the output weight trains, the
+    fp32 vocabulary x hidden gradient (and the rows') is held from the forward to the backward whatever the tokens
+    (2.18 GB at 7B; the orchestrator's memory plan counts both)."""
     torch.manual_seed(3)
-    hdim, vocab = 16, 4000
-    w = torch.randn(vocab, hdim, requires_grad=True)
-    rows = torch.randn(3, hdim, requires_grad=True)
+    hdim, vocab, n_rows = 16, 4000, 3
+    w = torch.randn(vocab, hdim, requires_grad=True, dtype=dtype)
+    rows = torch.randn(n_rows, hdim, requires_grad=True, dtype=dtype)
 
     def kept(n):
-        h = torch.randn(n, hdim, requires_grad=True)
+        h = torch.randn(n, hdim, requires_grad=True, dtype=dtype)
         y = torch.randint(0, vocab, (n,))
         return _saved_bytes(lambda: chunked_ce_sum(h, y, w, (100, rows), chunk=32))[1]
 
     per_token = (kept(512) - kept(128)) / 384
-    assert per_token <= 4 * hdim * 2, per_token  # fp32 grad of the hidden state (+ slack); vocab logits: 16,000 B
+    element = torch.finfo(dtype).bits // 8
+    assert per_token == hdim * element + 8, per_token  # vocabulary logits would be 16,000 B per token here
+    assert kept(128) - 128 * per_token == (vocab + n_rows) * hdim * 4  # the fp32 weight and rows gradients
 
 
 @pytest.mark.parametrize("with_rows", [False, True])

@@ -4,8 +4,14 @@ Only positions whose label is in the loss are projected to the vocabulary, in ch
 chunk's logits are upcast to fp32 for a stable log-softmax, and, when gradients are wanted, the chunk's gradients
 (with respect to the hidden states, the output weight and the behavior-token rows) are computed right there and the
 logits dropped before the next chunk (fused linear cross-entropy): what the backward pass keeps is the gradient of
-the hidden states (H values per loss token) instead of a chunk of fp32 logits (V values per loss token, 608 KB for
+the hidden states (H values per loss token, in their dtype, plus the 8-byte index of the position: 7.2 KB per loss
+token at Qwen2.5-7B's H = 3584 in bf16) instead of a chunk of fp32 logits (V values per loss token, 608 KB for
 Qwen2.5's 152,064-row vocabulary).
+
+When the output weight trains (full fine-tuning), its gradient is summed over the chunks in fp32: a vocabulary x
+hidden buffer (2.18 GB at the 7B shape) held from the forward to the backward, where it is scaled (a second fp32
+copy) and cast to the weight's dtype. The orchestrator's memory plan (recipe/memory-plan.ts, `working_parts`)
+counts these buffers.
 
 The result is the *sum* of token losses, so that gradient accumulation can divide by the loss tokens of the whole
 optimizer step.
