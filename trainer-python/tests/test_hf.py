@@ -303,6 +303,24 @@ def test_lora_adapters_compute_in_the_model_dtype_with_fp32_masters(tmp_path):
     assert all(p.dtype == torch.float32 for n, p in tm32.named_trainable() if "lora_" in n)
 
 
+def test_a_bf16_lora_run_writes_its_fp32_master_adapter_to_final(tmp_path):
+    """final/ holds the adapter the optimizer kept (fp32 masters), not its bf16 rounding in the model."""
+    from safetensors.torch import load_file
+
+    cfg = _run(tmp_path, max_steps=3, checkpoint_every=100)
+    values = json.loads(cfg.read_text())
+    values["model"]["dtype"] = "bfloat16"
+    cfg.write_text(json.dumps(values))
+    code, _, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    adapter = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    masters = torch.load(tmp_path / "checkpoints" / "step-000003" / "trainable.pt")
+    by_name = {k[len("base."):].replace(".default.", "."): v for k, v in masters.items() if "lora_" in k}
+    assert adapter.keys() == by_name.keys() and all(t.dtype == torch.float32 for t in adapter.values())
+    assert all(torch.equal(adapter[k], by_name[k]) for k in adapter)
+    assert any(not torch.equal(v, v.bfloat16().float()) for v in adapter.values())  # not a bf16 rounding
+
+
 def test_tied_embeddings_keep_one_set_of_behavior_rows_through_merge(tmp_path):
     """Qwen2.5 0.5B/1.5B/3B tie the input and output embeddings: the behavior rows are one set, trained through
     both uses, and merge writes them once (before, the output rows overwrote the trained input rows)."""

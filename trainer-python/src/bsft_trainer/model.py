@@ -280,14 +280,18 @@ def compile_layers(tm: "TrainModel") -> None:
 
 def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True,
           sharded: bool = False) -> "TrainModel":
-    """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/. sharded=True: the
-    weights are loaded in fp32, to be sharded by FSDP2 (they are then the master weights; sharding.py)."""
-    dtype = torch.float32 if sharded else resolve_dtype(cfg.model.dtype, device)
+    """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/. sharded=True: the model
+    is built as one process builds it (in the recipe's dtype: the same random init, adapters and behavior rows), then
+    its parameters are made fp32, to be sharded by FSDP2 as the master weights (sharding.py): one process and N ranks
+    start from the same weights, as one process's fp32 masters are exact copies of its bf16 weights."""
+    dtype = resolve_dtype(cfg.model.dtype, device)
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
         tm = build_toy(cfg, manifest, device, model_config, dtype)
     else:
         tm = build_hf(cfg, manifest, device, fence, dtype, keep_base)
+    if sharded:
+        tm.container.float()
     n_train = sum(p.numel() for p in tm.trainable_parameters())
     log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
         f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")

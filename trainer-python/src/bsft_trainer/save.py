@@ -1,9 +1,9 @@
 """The final output of a run: `<output_dir>/final/`, written atomically with a COMPLETE file.
 
-- LoRA: the peft adapter (`adapter_model.safetensors`, `adapter_config.json`) plus `behavior_rows.safetensors`
-  (the behavior-token embedding and output rows, by ID) — a few hundred MB at most for a 7B model, never the
-  whole embedding.
-- full: the whole model (`save_pretrained`).
+- LoRA: the peft adapter (`adapter_model.safetensors`, `adapter_config.json`, fp32: the master weights) plus
+  `behavior_rows.safetensors` (the behavior-token embedding and output rows, by ID, fp32) — a few hundred MB at
+  most for a 7B model, never the whole embedding.
+- full: the whole model (`save_pretrained`), in the recipe's dtype.
 - Always: the tokenizer with the behavior tokens added (same IDs as the dataset), and `bsft.json`.
 """
 from __future__ import annotations
@@ -63,13 +63,17 @@ def full_state(tm: Any, dtype: torch.dtype) -> dict | None:
     sd = get_model_state_dict(tm.container, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if torch.distributed.get_rank() != 0:
         return None
-    # The model's weights in the recipe's dtype, as a one-process run saves them; the behavior rows stay fp32.
-    return {k: (v.to(dtype) if v.is_floating_point() and k.startswith("base.") else v) for k, v in sd.items()}
+    # The model's weights in the recipe's dtype, as a one-process run saves them; a LoRA adapter and the behavior
+    # rows stay fp32 (the master weights).
+    masters = {n for n, p in tm.container.named_parameters() if p.requires_grad} if tm.method == "lora" else set()
+    return {k: (v.to(dtype) if v.is_floating_point() and k.startswith("base.") and k not in masters else v) for k, v in sd.items()}
 
 
-def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: Any = None) -> Path | None:
+def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: Any = None, masters: dict | None = None) -> Path | None:
     """The final model, consolidated (a plain folder whatever the number of ranks that trained it). Sharded: every
-    rank takes part in gathering the weights; rank 0 writes and returns the path, the others None."""
+    rank takes part in gathering the weights; rank 0 writes and returns the path, the others None. `masters`: one
+    process's fp32 master weights by name (precision.MasterWeights.state): a LoRA adapter is written from them, in
+    fp32, as a sharded run writes it (the model's own adapter weights are their bf16 rounding)."""
     gathered = None
     if world is not None and world.sharded:
         from .model import resolve_dtype
@@ -78,7 +82,8 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
         if gathered is None:
             world.barrier()
             return None
-    base_sd = None if gathered is None else {k[len("base."):]: v for k, v in gathered.items() if k.startswith("base.")}
+    weights = gathered if gathered is not None else masters if tm.method == "lora" else None
+    base_sd = None if weights is None else {k[len("base."):]: v for k, v in weights.items() if k.startswith("base.")}
 
     def write(folder):
         folder = Path(folder)
