@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkFits, fits, gpusNeeded, memoryPlan, modelShape } from '../src/recipe/memory-plan.js';
+import { readFileSync } from 'node:fs';
+import { checkFits, fits, gpusNeeded, memoryPlan, modelShape, recomputeToFit } from '../src/recipe/memory-plan.js';
+import { trainerConfig } from '../src/run/trainer-config.js';
 import { RecipeError } from '../src/recipe/recipe-error.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
 import { bsft, ROOT } from './helpers/cli.js';
@@ -10,15 +12,59 @@ const paper = (name: string, set: string[] = []) =>
 const GB = 1e9;
 
 describe('GPU memory plan of a recipe (weights, gradients, optimizer, activations per GPU)', () => {
-  it('counts the 7.6 B parameters of Qwen2.5-7B and plans LoRA at 16k tokens on one GPU near the measured 31 GB', () => {
+  it('counts the 7.6 B parameters of Qwen2.5-7B and plans LoRA at 16k tokens on one GPU near the measured 31 GiB', () => {
     const r = paper('behaviorsft-lora');
     const shape = modelShape(r)!;
-    const plan = memoryPlan(r, shape);
-    expect(plan.params / 1e9).toBeCloseTo(7.62, 2);
-    // ../shared/GPU-NOTES.md: packed 16k, varlen attention, checkpointing, chunked CE: 31 GB peak on the H200.
-    expect(plan.total / GB).toBeGreaterThan(25);
-    expect(plan.total / GB).toBeLessThan(36);
+    const allLayers = memoryPlan(paper('behaviorsft-lora', ['train.activation_checkpointing=true']), shape);
+    expect(allLayers.params / 1e9).toBeCloseTo(7.62, 2);
+    expect(allLayers.recomputed).toBe(28);
+    // ../shared/GPU-NOTES.md: packed 16k, varlen attention, checkpointing, chunked CE: 31 GiB (33.3 GB) on the H200.
+    expect(allLayers.total / GB).toBeGreaterThan(25);
+    expect(allLayers.total / GB).toBeLessThan(36);
     expect(gpusNeeded(r, shape, 80)).toBe(1);
+    // auto: the fewest recomputed layers that fit 90% of the card; fewer on a bigger card; none without a need.
+    const auto80 = memoryPlan(r, shape);
+    const auto141 = memoryPlan(r, shape, 1, 141);
+    expect(auto80.recomputed).toBeGreaterThan(0);
+    expect(auto80.recomputed).toBeLessThan(28);
+    expect(auto80.total).toBeLessThanOrEqual(0.9 * 80 * GB);
+    expect(auto141.recomputed).toBeLessThan(auto80.recomputed);
+    expect(memoryPlan(r, shape, 1, 1000).recomputed).toBe(0);
+    expect(memoryPlan(paper('behaviorsft-lora', ['train.activation_checkpointing=false']), shape).recomputed).toBe(0);
+  });
+
+  it('says what the working term holds, adds the loss backward and the reduce buffer, and names the optimizer step', () => {
+    const r = paper('behaviorsft-full', ['train.activation_checkpointing=true']);
+    const shape = modelShape(r)!;
+    const p = memoryPlan(r, shape);
+    const { vocab_size: v, hidden_size: h } = shape;
+    expect(Object.values(p.working_parts).reduce((a, b) => a + b, 0)).toBeCloseTo(p.working, -3);
+    expect(p.working_parts.output_grad).toBe(4 * v * h); // the fp32 output-weight gradient, 2.18 GB
+    expect(p.working_parts.output_grad / GB).toBeCloseTo(2.18, 2);
+    expect(p.working_parts.loss_backward).toBe(6 * v * h + r.train.batch_tokens * 2 * h); // fp32 scaled copy + its bf16 cast
+    expect(p.working_parts.reduce / GB).toBeCloseTo(1.4, 1); // a 233 M-parameter layer's bf16 gradients + fp32 copy
+    expect(p.working_parts.loss_state).toBe(r.train.batch_tokens * (2 * h + 8)); // H bf16 values + an index per loss token
+    expect(p.optimizer_step / GB).toBeCloseTo(p.params * 4 / 4 / GB, 3); // foreach AdamW: fp32 per trainable on this GPU
+    expect(p.total).toBeCloseTo(p.weights + p.gradients + p.optimizer + p.activations + p.working, -3);
+    // LoRA: the output weight is frozen, so neither its gradient nor its backward copies are there.
+    const lora = memoryPlan(paper('behaviorsft-lora'), shape);
+    expect(lora.working_parts.output_grad).toBe(0);
+    expect(lora.working_parts.loss_backward).toBe(r.train.batch_tokens * 2 * h);
+  });
+
+  it('train.json carries the plan by recomputed layers, and the trainer\'s rule is the plan\'s (shared cases)', () => {
+    const cases = JSON.parse(readFileSync(path.join(ROOT, 'orchestrator', 'test', 'fixtures', 'recompute-cases.json'), 'utf8')) as
+      { peaks: number[]; budget: number; recomputed: number }[];
+    for (const c of cases) expect(recomputeToFit(c.peaks, c.budget)).toBe(c.recomputed);
+    const r = paper('behaviorsft-lora');
+    const config = trainerConfig(r, '/tmp/run');
+    expect(config.memory_plan!.gpus).toBe(1);
+    expect(config.memory_plan!.peak_bytes).toHaveLength(29);
+    expect(recomputeToFit(config.memory_plan!.peak_bytes, 0.9 * 80 * GB)).toBe(memoryPlan(r, modelShape(r)!).recomputed);
+    const full = trainerConfig(paper('behaviorsft-full'), '/tmp/run');
+    expect(full.memory_plan!.gpus).toBe(4);
+    expect(trainerConfig(resolveRecipe(path.join(ROOT, 'recipes', 'smoke.yaml'), { policy: { workspace: ROOT, allow: [] } }), '/tmp/run')
+      .memory_plan!.peak_bytes.length).toBeGreaterThan(1);
   });
 
   it('full fine-tuning: fp32 masters and AdamW do not fit one card; FSDP2 over 4 x 80 GB or 2 x 141 GB does', () => {

@@ -27,6 +27,7 @@ def _optional(field):
     (C.LoraConfig, TRAIN["properties"]["train"]["properties"]["lora"]),
     (C.EvalConfig, TRAIN["properties"]["eval"]),
     (C.DatasetPaths, TRAIN["properties"]["dataset"]),
+    (C.MemoryPlan, TRAIN["properties"]["memory_plan"]),
     (C.Manifest, schema("manifest")),
 ])
 def test_each_dataclass_has_exactly_the_schemas_fields_and_no_defaults_of_its_own(cls, sch):
@@ -52,7 +53,8 @@ def _violations(sch, path):
 
 def test_every_bound_and_enum_of_the_schema_is_enforced(tmp_path):
     good = json.loads(make_run(tmp_path).read_text())
-    assert C.parse(good).train.adam_betas == (0.9, 0.95)
+    good["memory_plan"] = {"gpus": 1, "peak_bytes": [3e9, 2e9, 1e9]}  # optional: present, so that its bounds are tried
+    assert C.parse(good).train.adam_betas == (0.9, 0.95) and C.parse(good).memory_plan.peak_bytes == [3e9, 2e9, 1e9]
     cases = list(_violations(TRAIN, ""))
     assert ("train.lr", 1.5) in cases  # the bound the trainer once lacked
     for where, bad in cases:

@@ -7,7 +7,9 @@
 - fp32 master weights keep small updates of bf16 parameters (precision.py);
 - a CUDA out-of-memory error is a config error (exit 2) that names what to change.
 """
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from bsft_trainer import memory, train
 from bsft_trainer.fence import Fence
 from bsft_trainer.precision import CompensatedAdamW, MasterWeights
 from conftest import events_of, main_with, make_run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _steps(events):
@@ -76,6 +80,43 @@ def test_auto_checkpointing_decides_after_the_first_step_from_measured_memory(tm
     plain, _ = _train_in_process(make_run(tmp_path / "plain", train={"max_steps": 4, "activation_checkpointing": False}), capsys)
     for (s1, l1, g1), (s2, l2, g2) in zip(_steps(events), _steps(plain), strict=True):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-6) and g1 == pytest.approx(g2, rel=1e-5)
+
+
+def _with_plan(cfg_path, gpus, peaks):
+    values = json.loads(cfg_path.read_text())
+    values["memory_plan"] = {"gpus": gpus, "peak_bytes": peaks}
+    cfg_path.write_text(json.dumps(values))
+    return cfg_path
+
+
+def test_auto_checkpointing_follows_the_memory_plan_before_step_1(tmp_path, capsys, monkeypatch):
+    """The plan needs 10 GiB without recomputation, 7 GiB with one of the two layers recomputed; the budget is 8 GiB:
+    one layer recomputes from step 1 on and nothing is measured. A plan for another GPU count is not used."""
+    gib = 2**30
+    fake = FakeMemory(peak=10 * gib, static=2 * gib, budget=8 * gib)
+    monkeypatch.setattr(memory, "probe", lambda device: fake)
+    events, err = _train_in_process(_with_plan(make_run(tmp_path / "plan", train={"max_steps": 4}), 1, [10 * gib, 7 * gib, 5 * gib]), capsys)
+    assert ("activation checkpointing: on for 1 of 2 layers (before step 1: the memory plan needs 10.0 GiB per GPU "
+            "without it, 7.0 GiB with it; budget 8.0 GiB)") in err, err
+    assert fake.resets == 0 and "first step peaked" not in err
+    plain, _ = _train_in_process(make_run(tmp_path / "plain", train={"max_steps": 4, "activation_checkpointing": False}), capsys)
+    assert _steps(events) == pytest.approx(_steps(plain), rel=1e-5)
+    _, err = _train_in_process(_with_plan(make_run(tmp_path / "other", train={"max_steps": 2}), 4, [10 * gib, 7 * gib, 5 * gib]), capsys)
+    assert "before step 1" not in err and "on for 1 of 2 layers (first step peaked at 10.0 GiB" in err and fake.resets == 1
+
+
+def test_the_trainers_auto_decision_is_the_plans(tmp_path):
+    """memory.planned_recompute and the orchestrator's recomputeToFit (recipe/memory-plan.ts) on the same cases
+    (orchestrator/test/fixtures/recompute-cases.json, which the orchestrator's suite checks too)."""
+    from bsft_trainer.config import MemoryPlan
+
+    cases = json.loads((ROOT / "orchestrator" / "test" / "fixtures" / "recompute-cases.json").read_text())
+    assert len(cases) >= 4
+    for case in cases:
+        plan = MemoryPlan(gpus=1, peak_bytes=case["peaks"])
+        assert memory.planned_recompute(plan, case["budget"], 1, len(case["peaks"]) - 1) == case["recomputed"], case
+    plan = MemoryPlan(gpus=1, peak_bytes=[3, 2, 1])
+    assert memory.planned_recompute(plan, 2, 2, 2) is None and memory.planned_recompute(plan, 2, 1, 3) is None
 
 
 def test_auto_checkpointing_retries_a_first_step_that_runs_out_of_memory(tmp_path, capsys, monkeypatch):

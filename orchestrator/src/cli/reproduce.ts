@@ -8,7 +8,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PACKAGE_ROOT } from '../run/python-env.js';
 import { datasetDir } from '../run/trainer-config.js';
 import { table } from '../util/table.js';
-import { PLAN_COLUMNS, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
+import { PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
 import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
@@ -80,6 +80,7 @@ export const reproduce: CommandImpl = {
       out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
       out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
       out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
+      for (const line of PLAN_LEGEND) out(line);
       out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
       for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
       return EXIT.ok;

@@ -47,10 +47,30 @@ const ACT_HIDDEN = 12;
 const ACT_INTERMEDIATE = 6.6;
 /** Positions of the loss computed at once (trainer loss.py): their fp32 logits are the loss's working memory. */
 const LOSS_CHUNK = 4096;
-/** Share of a card a plan may use (allocator fragmentation, CUDA context). */
+/** Share of a card a plan may use (allocator fragmentation, CUDA context); the trainer's `auto` budget is the same
+ * share of the memory its process can have (trainer-python memory.py BUDGET_SHARE). */
 export const USABLE_SHARE = 0.9;
 /** The cards the plan is shown for: 80 GB (H100, A100 80GB) and 141 GB (H200). */
 export const CARDS_GB = [80, 141];
+
+/** What a step needs besides the saved activations (bytes per GPU), each term where the trainer allocates it. */
+export interface WorkingMemory {
+  /** A chunk of the loss's fp32 logits and their derivative (loss.py, LOSS_CHUNK positions). */
+  loss_logits: number;
+  /** The fused loss's state per loss token kept for backward: the hidden-state gradient (H values) + its index. */
+  loss_state: number;
+  /** The fp32 vocabulary x hidden gradient of the output weight, summed over chunks and held from the loss's
+   * forward to its backward (when the output weight trains). */
+  output_grad: number;
+  /** The loss's backward: the gradients scaled by the step's divisor (an fp32 output-weight gradient and its cast
+   * to the weight's dtype when the output weight trains; the hidden-state gradient). */
+  loss_backward: number;
+  /** Sharded: the root (embeddings, output weight, behavior rows) gathered in bf16 for the whole step, and two
+   * decoder layers at a time (the one running and the one prefetched). */
+  gathered: number;
+  /** Sharded: a layer's gradients unsharded in bf16 and their fp32 copy for the reduce-scatter. */
+  reduce: number;
+}
 
 export interface MemoryPlan {
   params: number;
@@ -60,14 +80,25 @@ export interface MemoryPlan {
   weights: number;
   gradients: number;
   optimizer: number;
+  /** Saved activations at the recomputation this plan takes (`recomputed` of `layers`), and one layer's while it is
+   * recomputed. */
   activations: number;
-  /** Gathered layers, loss logits: what a step needs besides its saved activations. */
+  /** Sum of the working terms (`working_parts`): a step's memory besides its saved activations. */
   working: number;
+  working_parts: WorkingMemory;
+  /** At the optimizer step (activations freed): AdamW's foreach temporaries, one fp32 value per trainable
+   * parameter on this GPU (the compensated AdamW works a slice at a time). */
+  optimizer_step: number;
+  /** The larger of forward/backward (weights + gradients + optimizer + activations + working) and the optimizer
+   * step (weights + gradients + optimizer + optimizer_step). */
   total: number;
   /** How the trainer runs it, in words. */
   layout: string;
-  /** Whether activations assume every layer recomputed (activation_checkpointing true or auto). */
-  recompute: boolean;
+  /** Decoder layers whose activations are recomputed in backward: all with activation_checkpointing true, none
+   * with false, and with auto the fewest that fit the card (the trainer takes the same decision, from
+   * `peakByRecomputed`, against its GPU's measured memory before step 1). */
+  recomputed: number;
+  layers: number;
 }
 
 /** Width of the key (and value) projection: KV heads x head size. */
@@ -91,43 +122,104 @@ function loraParams(s: ModelShape, r: number): number {
   return s.num_hidden_layers * perLayer;
 }
 
-/** The plan of one recipe on `gpus` GPUs (default: its resources.gpus). */
-export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = Math.max(1, recipe.resources.gpus)): MemoryPlan {
+/** Every term of the plan but the recomputation's, which `withRecompute` adds. */
+type PlanBase = Omit<MemoryPlan, 'activations' | 'working' | 'total' | 'recomputed'> & {
+  /** Bytes saved per token: by a layer that keeps its activations, by one that recomputes them (its input). */
+  per_token_layer: number;
+  per_token_recomputed: number;
+  tokens: number;
+  working_base: number;
+};
+
+function planBase(recipe: ResolvedRecipe, shape: ModelShape, gpus: number): PlanBase {
   const t = recipe.train;
   const { params, embed, layer } = counts(shape);
   const n = gpus;
   const sharded = n > 1;
   const lora = t.method === 'lora';
-  const rows = shape.hidden_size * 2 * 8; // a few behavior-token rows: negligible
+  const h = shape.hidden_size;
+  const rows = h * 2 * 8; // a few behavior-token rows: negligible
   const trainable = lora ? loraParams(shape, t.lora.r) + rows : params;
   let weights: number;
   let gradients: number;
   let optimizer: number;
+  let optimizerStep: number;
   let layout: string;
   if (!sharded) {
     const compensated = t.master_weights === 'bf16_compensated' && !lora;
     weights = 2 * params + (compensated ? 0 : 4 * trainable); // bf16 model + fp32 masters of what trains
     gradients = compensated ? 2 * trainable : 4 * trainable; // fp32 on the masters (bf16 ones freed one by one)
     optimizer = compensated ? 6 * trainable : 8 * trainable; // AdamW: 2 states (+ the compensation buffer)
+    // CompensatedAdamW: SLICE (2^24) elements in fp32 at a time, about five temporaries of it.
+    optimizerStep = compensated ? Math.min(trainable, 2 ** 24) * 4 * 5 : 4 * trainable;
     layout = compensated ? 'one GPU, bf16 weights, compensated bf16 AdamW' : 'one GPU, bf16 weights, fp32 master copies and AdamW';
   } else {
     const offload = t.cpu_offload ? 0 : 1;
     weights = (4 * params * offload) / n; // fp32 shards: the master weights
     gradients = (4 * trainable * offload) / n;
     optimizer = (8 * trainable * offload) / n;
+    optimizerStep = (4 * trainable * offload) / n;
     layout = `FSDP2 over ${n} GPUs, fp32 sharded masters${t.cpu_offload ? ' offloaded to host memory' : ''}`;
   }
-  const recompute = t.activation_checkpointing !== false;
   const tokens = t.batch_tokens;
-  const perTokenLayer = 2 * (ACT_HIDDEN * shape.hidden_size + ACT_INTERMEDIATE * shape.intermediate_size);
-  const activations = recompute
-    ? tokens * (shape.num_hidden_layers * 2 * shape.hidden_size + perTokenLayer) // every layer's input + one layer
-    : tokens * shape.num_hidden_layers * perTokenLayer;
-  // Loss: a chunk of fp32 logits; full fine-tuning also sums the output weight's gradient in fp32.
-  let working = LOSS_CHUNK * shape.vocab_size * 4 * 2 + (lora ? 0 : (embed / (shape.tie_word_embeddings ? 1 : 2)) * 4);
-  // Sharded: the root (embeddings, output weight) stays gathered in bf16 through a step, two layers at a time too.
-  if (sharded) working += 2 * embed + 2 * 2 * layer;
-  return { params, trainable, gpus: n, weights, gradients, optimizer, activations, working, total: weights + gradients + optimizer + activations + working, layout, recompute };
+  const outputRows = embed / (shape.tie_word_embeddings ? 1 : 2); // vocabulary x hidden
+  const trainsOutput = !lora;
+  const parts: WorkingMemory = {
+    loss_logits: LOSS_CHUNK * shape.vocab_size * 4 * 2,
+    loss_state: tokens * (2 * h + 8),
+    output_grad: trainsOutput ? 4 * outputRows : 0,
+    loss_backward: (trainsOutput ? (4 + 2) * outputRows : 0) + tokens * 2 * h,
+    gathered: sharded ? 2 * embed + 2 * 2 * layer : 0,
+    reduce: sharded ? (2 + 4) * (lora ? loraParams(shape, t.lora.r) / shape.num_hidden_layers : layer) : 0,
+  };
+  return {
+    params, trainable, gpus: n, weights, gradients, optimizer, optimizer_step: optimizerStep, layout,
+    working_parts: parts, working_base: Object.values(parts).reduce((a, b) => a + b, 0), layers: shape.num_hidden_layers,
+    per_token_layer: 2 * (ACT_HIDDEN * h + ACT_INTERMEDIATE * shape.intermediate_size), per_token_recomputed: 2 * h, tokens,
+  };
+}
+
+function withRecompute(b: PlanBase, recomputed: number): MemoryPlan {
+  const { per_token_layer: perLayer, per_token_recomputed: perInput, tokens, working_base: working, ...rest } = b;
+  // Kept activations of the other layers, the inputs of the recomputed ones, and one layer's while it recomputes.
+  const activations = tokens * ((b.layers - recomputed) * perLayer + recomputed * perInput + (recomputed > 0 ? perLayer : 0));
+  const fixed = b.weights + b.gradients + b.optimizer;
+  const total = Math.max(fixed + activations + working, fixed + b.optimizer_step);
+  return { ...rest, activations, working, total, recomputed };
+}
+
+/**
+ * The plan's total per GPU for 0, 1, ... all decoder layers recomputed (index = layers recomputed, the first ones):
+ * what `auto` chooses from, here against a card and in the trainer (train.json `memory_plan`) against its GPU.
+ */
+export function peakByRecomputed(recipe: ResolvedRecipe, shape: ModelShape, gpus = Math.max(1, recipe.resources.gpus)): number[] {
+  const b = planBase(recipe, shape, gpus);
+  return Array.from({ length: b.layers + 1 }, (_, n) => withRecompute(b, n).total);
+}
+
+/** `auto`'s decision: the fewest recomputed layers whose peak fits `budget` bytes (all of them when none fits). The
+ * trainer's `memory.planned_recompute` is this rule. */
+export function recomputeToFit(peaks: number[], budget: number): number {
+  const n = peaks.findIndex((p) => p <= budget);
+  return n < 0 ? peaks.length - 1 : n;
+}
+
+/** The plan of one recipe on `gpus` GPUs (default: its resources.gpus) of `cardGb` (default: its gpu_memory_gb). */
+export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = Math.max(1, recipe.resources.gpus),
+  cardGb = recipe.resources.gpu_memory_gb): MemoryPlan {
+  const b = planBase(recipe, shape, gpus);
+  const mode = recipe.train.activation_checkpointing;
+  const recomputed = mode === true ? b.layers : mode === false ? 0
+    : recomputeToFit(peakByRecomputed(recipe, shape, gpus), USABLE_SHARE * cardGb * GB);
+  return withRecompute(b, recomputed);
+}
+
+/** train.json `memory_plan`: what the trainer's `activation_checkpointing: auto` decides from before step 1. */
+export function trainerMemoryPlan(recipe: ResolvedRecipe): { gpus: number; peak_bytes: number[] } | undefined {
+  const shape = modelShape(recipe);
+  if (!shape) return undefined;
+  const gpus = Math.max(1, recipe.resources.gpus);
+  return { gpus, peak_bytes: peakByRecomputed(recipe, shape, gpus).map(Math.round) };
 }
 
 export function fits(plan: MemoryPlan, cardGb: number): boolean {
@@ -136,7 +228,7 @@ export function fits(plan: MemoryPlan, cardGb: number): boolean {
 
 /** The fewest GPUs (1, 2, 4, 8, ... 64) on which the recipe fits cards of `cardGb`, undefined when none. */
 export function gpusNeeded(recipe: ResolvedRecipe, shape: ModelShape, cardGb: number): number | undefined {
-  for (let n = 1; n <= 64; n *= 2) if (fits(memoryPlan(recipe, shape, n), cardGb)) return n;
+  for (let n = 1; n <= 64; n *= 2) if (fits(memoryPlan(recipe, shape, n, cardGb), cardGb)) return n;
   return undefined;
 }
 
@@ -145,14 +237,27 @@ export const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
 /** The plan as table rows (one per recipe). */
 export function planRow(recipe: ResolvedRecipe): string[] {
   const shape = modelShape(recipe);
-  if (!shape) return [recipe.run_id, `${recipe.resources.gpus}`, 'unknown model shape', '', '', '', '', '', '', ''];
+  if (!shape) return [recipe.run_id, `${recipe.resources.gpus}`, 'unknown model shape', ...PLAN_COLUMNS.slice(3).map(() => '')];
   const p = memoryPlan(recipe, shape);
   const need = CARDS_GB.map((c) => gpusNeeded(recipe, shape, c));
   return [recipe.run_id, String(p.gpus), `${(p.params / 1e9).toFixed(2)} B`, gb(p.weights), gb(p.gradients), gb(p.optimizer),
-    `${gb(p.activations)}${p.recompute ? ' (recompute)' : ''}`, gb(p.total), ...need.map((n) => (n ? String(n) : '>64'))];
+    `${gb(p.activations)} (recompute ${p.recomputed}/${p.layers})`, gb(p.working), gb(p.optimizer_step), gb(p.total),
+    ...need.map((n) => (n ? String(n) : '>64'))];
 }
 
-export const PLAN_COLUMNS = ['run', 'gpus', 'params', 'weights/GPU', 'grads/GPU', 'optimizer/GPU', 'activations/GPU', 'total/GPU', ...CARDS_GB.map((c) => `GPUs@${c}GB`)];
+export const PLAN_COLUMNS = ['run', 'gpus', 'params', 'weights/GPU', 'grads/GPU', 'optimizer/GPU', 'activations/GPU', 'working/GPU',
+  'optimizer step/GPU', 'total/GPU', ...CARDS_GB.map((c) => `GPUs@${c}GB`)];
+
+/** What the working and optimizer-step columns hold, in words (printed under the plan). */
+export const PLAN_LEGEND = [
+  'working: a chunk of the loss\'s fp32 logits; the fused loss\'s state per loss token (hidden-state gradient); the fp32 ' +
+  'output-weight gradient held from the loss\'s forward to its backward and the loss backward\'s scaled copies (full ' +
+  'fine-tuning); sharded: the root and two layers gathered in bf16, and a layer\'s gradients with their fp32 reduce buffer.',
+  'optimizer step: AdamW\'s foreach temporaries at step time (one fp32 value per trainable parameter on the GPU), when ' +
+  'the activations are freed; total is the larger of forward/backward and the step.',
+  'recompute n/N: decoder layers whose activations are recomputed (auto: the fewest that fit the card; the trainer ' +
+  'decides the same way against its GPU before step 1).',
+];
 
 /**
  * Refuses (RecipeError) a recipe whose plan on its `resources.gpus` does not fit `resources.gpu_memory_gb`, naming
@@ -171,7 +276,8 @@ export function checkFits(recipe: ResolvedRecipe): void {
   throw new RecipeError([{
     path: 'resources.gpus',
     message: `${recipe.run_id} needs about ${gb(plan.total)} per GPU on ${plan.gpus} GPU(s) (${plan.layout}: weights ${gb(plan.weights)}, ` +
-      `gradients ${gb(plan.gradients)}, optimizer ${gb(plan.optimizer)}, activations ${gb(plan.activations)}), more than ${USABLE_SHARE * 100}% of ` +
+      `gradients ${gb(plan.gradients)}, optimizer ${gb(plan.optimizer)}, activations ${gb(plan.activations)} with ${plan.recomputed} of ` +
+      `${plan.layers} layers recomputed, working ${gb(plan.working)}), more than ${USABLE_SHARE * 100}% of ` +
       `resources.gpu_memory_gb (${card}); ${need ? `set resources.gpus: ${need}` : 'no GPU count up to 64 fits'}${single}`,
   }]);
 }

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { z } from 'zod';
+import { trainerMemoryPlan } from '../recipe/memory-plan.js';
 import { evalSchema, modelSchema, SPLITS, trackingSchema, trainSchema } from '../recipe/schema.js';
 
 const splitPaths = z.strictObject({ train: z.string(), val: z.string(), test: z.string() });
@@ -35,6 +36,15 @@ export const trainerConfigSchema = z.strictObject({
   predictions_dir: z.string().min(1),
   /** Experiment trackers the trainer writes to, besides <output_dir>/metrics.jsonl (always). */
   tracking: trackingSchema,
+  /**
+   * The recipe's GPU memory plan (recipe/memory-plan.ts) on `gpus` GPUs: its total bytes per GPU with 0, 1, ... all
+   * decoder layers recomputed. `activation_checkpointing: auto` recomputes the fewest layers whose total fits the
+   * GPU before step 1. Absent when the model's shape is unknown.
+   */
+  memory_plan: z.strictObject({
+    gpus: z.number().int().positive(),
+    peak_bytes: z.array(z.number().nonnegative()).min(1),
+  }).optional(),
 });
 export type TrainerConfig = z.infer<typeof trainerConfigSchema>;
 
@@ -44,6 +54,7 @@ export function datasetDir(runDir: string): string {
 
 export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerConfig {
   const ds = datasetDir(runDir);
+  const plan = trainerMemoryPlan(recipe);
   return {
     run_id: recipe.run_id,
     model: recipe.model,
@@ -61,6 +72,7 @@ export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerCo
     output_dir: runDir,
     predictions_dir: path.join(runDir, 'predictions'),
     tracking: recipe.tracking,
+    ...(plan ? { memory_plan: plan } : {}),
   };
 }
 

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nproc-per-node", type=int, default=1,
                         help="train: processes (GPUs) on this machine; more than 1 starts them with torchrun")
     parser.add_argument("--rank-dir", help=argparse.SUPPRESS)  # set by launch.py for the ranks it starts
+    # set by launch.py when it starts the ranks again after a first step that ran out of memory (train.Recompute)
+    parser.add_argument("--recompute-all", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from .distributed import launched_by_torchrun
 
@@ -129,7 +131,7 @@ def rank_main(args) -> int:
     if rank_dir is not None:
         record_start(rank_dir, local_rank)
     claim_stdout(events=rank == 0)
-    cfg, world, code, error = None, None, EXIT_FAILED, None
+    cfg, world, code, error, relaunch = None, None, EXIT_FAILED, None, None
     try:
         if args.command != "train":
             raise TrainerError("config", f"{args.command} runs in one process, not under torchrun")
@@ -144,15 +146,19 @@ def rank_main(args) -> int:
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         world = from_torchrun()
-        from .train import run
+        from .train import RelaunchWithRecompute, run
 
-        code = run(cfg, fence, world=world)
+        try:
+            code = run(cfg, fence, world=world, recompute_all=args.recompute_all)
+        except RelaunchWithRecompute as e:  # not the run's failure: the launcher starts the ranks again
+            log(f"rank {rank}: {e}; asking the launcher to start every rank again with every layer recomputed")
+            relaunch, error = "recompute_all", (e.kind, str(e))
     except Exception as e:  # noqa: BLE001 - every failure must become an event and an exit report
         code, kind, message = report_failure(e, cfg, f"rank {rank}: ")
         error = (kind, message)
     finally:
         if rank_dir is not None:
-            record_exit(rank_dir, local_rank, rank, code, error)
+            record_exit(rank_dir, local_rank, rank, code, error, relaunch)
     if world is not None:
         world.close()
     return code

@@ -80,6 +80,14 @@ class DatasetPaths:
 
 
 @dataclass(frozen=True)
+class MemoryPlan:
+    """The orchestrator's GPU memory plan of the recipe (recipe/memory-plan.ts) on `gpus` GPUs: total bytes per GPU
+    with 0, 1, ... all decoder layers recomputed."""
+    gpus: int
+    peak_bytes: list
+
+
+@dataclass(frozen=True)
 class Config:
     run_id: str
     model: ModelConfig
@@ -93,6 +101,7 @@ class Config:
     output_dir: str
     predictions_dir: str
     tracking: list
+    memory_plan: Optional[MemoryPlan] = None
 
     @property
     def manifest(self) -> str:
@@ -138,13 +147,13 @@ class Manifest:
 
 
 # Fields of train.json that hold a dataclass, by dataclass.
-_NESTED = {Config: {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "dataset": DatasetPaths},
+_NESTED = {Config: {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "dataset": DatasetPaths, "memory_plan": MemoryPlan},
            TrainConfig: {"lora": LoraConfig}}
 
 
 def _build(cls: type, values: dict) -> Any:
     nested = _NESTED.get(cls, {})
-    kwargs = {f.name: (_build(nested[f.name], values[f.name]) if f.name in nested else values[f.name])
+    kwargs = {f.name: (_build(nested[f.name], values[f.name]) if f.name in nested and values[f.name] is not None else values[f.name])
               for f in dataclasses.fields(cls) if f.name in values}
     if cls is TrainConfig:
         kwargs["adam_betas"] = tuple(kwargs["adam_betas"])

@@ -56,11 +56,25 @@ def record_start(rank_dir: Path, local_rank: int) -> None:
     rank_file(rank_dir, local_rank, "pid").write_text(str(os.getpid()))
 
 
-def record_exit(rank_dir: Path, local_rank: int, rank: int, code: int, error: tuple[str, str] | None) -> None:
-    """A rank, last thing: its global rank, exit code and error (kind, message), written atomically."""
+def record_exit(rank_dir: Path, local_rank: int, rank: int, code: int, error: tuple[str, str] | None,
+                relaunch: str | None = None) -> None:
+    """A rank, last thing: its global rank, exit code and error (kind, message), written atomically. `relaunch`
+    ("recompute_all"): the rank asks the launcher to start every rank again that way."""
     tmp = rank_file(rank_dir, local_rank, "exit.tmp")
-    tmp.write_text(json.dumps({"rank": rank, "exit": code, **({"kind": error[0], "message": error[1]} if error else {})}))
+    tmp.write_text(json.dumps({"rank": rank, "exit": code, **({"kind": error[0], "message": error[1]} if error else {}),
+                               **({"relaunch": relaunch} if relaunch else {})}))
     os.replace(tmp, rank_file(rank_dir, local_rank, "exit"))
+
+
+def read_reports(rank_dir: Path, nproc: int) -> dict[int, dict]:
+    """The exit reports written so far, by local rank."""
+    reports = {}
+    for r in range(nproc):
+        try:
+            reports[r] = json.loads(rank_file(rank_dir, r, "exit").read_text())
+        except (OSError, ValueError):
+            pass
+    return reports
 
 
 def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | None]:
@@ -96,28 +110,55 @@ def torchrun_args(nproc: int) -> list[str]:
 
 
 def supervise(config: str, output_dir: str, nproc: int, epoch: int, lease_s: float | None) -> int:
-    """Runs `train` on `nproc` ranks of this machine; returns the exit code (module docstring)."""
-    # This launcher's own folder: the launchers of a run on several machines may share the output folder.
-    rank_dir = Path(output_dir) / RANKS_DIR / f"{socket.gethostname()}-{os.getpid()}"
-    rank_dir.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc),
-           "-m", "bsft_trainer", "train", "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir)]
-    log(f"launching {nproc} ranks: {shlex.join(cmd[1:])}")
-    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=events_fd(), start_new_session=True,
-                             preexec_fn=die_with_parent)
+    """Runs `train` on `nproc` ranks of this machine; returns the exit code (module docstring). When a rank's first
+    step ran out of memory under `activation_checkpointing: auto` (its report asks for a relaunch), every rank is
+    stopped and started once more with every layer recomputed."""
+    asked: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _f: asked.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _f: asked.append(signum))
+    ranks: dict = {}
 
     def kill_all():
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if ranks.get("child") is not None:
+            try:
+                os.killpg(ranks["child"].pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     if lease_s is not None:
         lease.start(lease_s, on_expire=kill_all)
-    asked = []
-    signal.signal(signal.SIGTERM, lambda signum, _f: asked.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, _f: asked.append(signum))
+    extra: list[str] = []
+    while True:
+        code, failure, relaunch = _run_ranks(config, output_dir, nproc, epoch, extra, asked, ranks)
+        if relaunch == "recompute_all" and not extra and not asked:
+            log("a rank's first step ran out of memory without recomputing every layer: starting every rank again "
+                "with every layer recomputed")
+            extra = ["--recompute-all"]
+            continue
+        break
+    # Rank 0 emitted its own error; any other failure is said here.
+    if failure is not None and (failure.get("rank") != 0 or failure.get("unreported") or failure.get("relaunch")):
+        who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
+        emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
+    return code
+
+
+def _run_ranks(config: str, output_dir: str, nproc: int, epoch: int, extra: list[str], asked: list[int],
+               ranks: dict) -> tuple[int, dict | None, str | None]:
+    """One start of the ranks with torchrun, until they end. Returns (exit code, the failure that decided it,
+    the relaunch a rank asked for). `ranks["child"]`: torchrun's process while it runs (the lease kills its group)."""
+    # This launcher's own folder: the launchers of a run on several machines may share the output folder.
+    rank_dir = Path(output_dir) / RANKS_DIR / f"{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(rank_dir, ignore_errors=True)
+    rank_dir.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc),
+           "-m", "bsft_trainer", "train", "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir), *extra]
+    log(f"launching {nproc} ranks: {shlex.join(cmd[1:])}")
+    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=events_fd(), start_new_session=True,
+                             preexec_fn=die_with_parent)
+    ranks["child"] = child
     told: set[int] = set()
+    relaunch = None
     while child.poll() is None:
         if asked:  # every rank, also one that writes its pid after the signal came
             for f in (rank_file(rank_dir, r, "pid") for r in range(nproc)):
@@ -128,18 +169,17 @@ def supervise(config: str, output_dir: str, nproc: int, epoch: int, lease_s: flo
                         os.kill(pid, signal.SIGTERM)
                     except ProcessLookupError:
                         pass
+        if relaunch is None:
+            relaunch = next((r["relaunch"] for r in read_reports(rank_dir, nproc).values() if r.get("relaunch")), None)
+            if relaunch is not None:  # the other ranks may wait in a collective the asking rank left: end them now
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         time.sleep(0.1)
-    reports = {}
-    for r in range(nproc):
-        try:
-            reports[r] = json.loads(rank_file(rank_dir, r, "exit").read_text())
-        except (OSError, ValueError):
-            pass
+    reports = read_reports(rank_dir, nproc)
+    ranks["child"] = None
     code, failure = combined_exit(reports, nproc)
-    # Rank 0 emitted its own error; any other failure is said here.
-    if failure is not None and (failure.get("rank") != 0 or failure.get("unreported")):
-        who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
-        emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
     log(f"ranks done: exit {code} (torchrun exited {child.returncode})")
     shutil.rmtree(rank_dir, ignore_errors=True)
-    return code
+    return code, failure, relaunch

@@ -1,10 +1,17 @@
-"""Activation checkpointing decided from measured memory (`train.activation_checkpointing: auto`).
+"""Activation checkpointing decided from the memory plan and measured memory (`train.activation_checkpointing: auto`).
 
-The first optimizer step runs without recomputation. Its peak (activations, gradients, the optimizer states that
-the first step allocates, fp32 master copies) is then read from the device against the memory this process can
-have: when it fits, recomputation stays off (it costs ~25% of step time); when it does not, only as many decoder
-layers as are needed to bring the peak under the budget recompute their activations (selective checkpointing).
-A first step that does not fit at all is retried with every layer recomputed.
+Before step 1: the orchestrator's memory plan of the recipe (train.json `memory_plan`, recipe/memory-plan.ts) gives
+the step's total bytes per GPU with 0, 1, ... all layers recomputed; when it says the step cannot fit this GPU's
+budget without recomputation, the fewest layers whose planned total fits recompute from step 1 on
+(`planned_recompute`, the rule the plan itself uses against a card).
+
+Otherwise the first optimizer step runs without recomputation. Its peak (activations, gradients, the optimizer
+states that the first step allocates, fp32 master copies) is then read from the device against the memory this
+process can have: when it fits, recomputation stays off (it costs ~25% of step time); when it does not, only as
+many decoder layers as are needed to bring the peak under the budget recompute their activations (selective
+checkpointing). A first step that does not fit at all is retried with every layer recomputed (one process), or
+the launcher starts every rank again with every layer recomputed (several ranks: a rank that ran out of memory
+inside a collective cannot rejoin its step).
 
 On a CPU there is no device memory to measure: `auto` means off.
 """
@@ -44,6 +51,15 @@ class CudaMemory:
 
 def probe(device: torch.device) -> CudaMemory | None:
     return CudaMemory(device) if device.type == "cuda" else None
+
+
+def planned_recompute(plan, budget: int, world_size: int, n_layers: int) -> int | None:
+    """How many layers the memory plan says must recompute to fit `budget` bytes: the fewest whose planned total
+    fits, all of them when none does (recipe/memory-plan.ts `recomputeToFit`). None when there is no plan for this
+    world size and model depth."""
+    if plan is None or plan.gpus != world_size or len(plan.peak_bytes) != n_layers + 1:
+        return None
+    return next((n for n, peak in enumerate(plan.peak_bytes) if peak <= budget), n_layers)
 
 
 def layers_to_recompute(peak: int, static: int, budget: int, n_layers: int) -> int:

@@ -165,6 +165,74 @@ class StepEvents:
         self.clock = time.perf_counter()
 
 
+class RelaunchWithRecompute(TrainerError):
+    """A sharded run's first step ran out of memory under `auto`: this rank cannot rejoin the step (its peers may wait
+    in a collective it left), so the launcher starts every rank again with every layer recomputed (launch.py)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__("oom", f"the first step ran out of memory without recomputing every layer ({type(error).__name__})")
+
+
+class Recompute:
+    """Which decoder layers recompute their activations in backward (memory.py). `true`: all; `false`: none;
+    `auto`: from the memory plan before step 1 when it says the step cannot fit without recomputation, else from
+    step 1's measured peak; a first step that runs out of memory is done again with every layer recomputed.
+    `all_layers` (a sharded run started again after such a step): every layer from the start."""
+
+    def __init__(self, cfg: Config, tm: Any, device: torch.device, world: World, all_layers: bool = False):
+        from .model import set_recompute
+
+        self.tm, self.world, self._set = tm, world, set_recompute
+        self.n_layers = len(tm.layers)
+        mode = cfg.train.activation_checkpointing
+        self.measure = memory.probe(device) if mode == "auto" else None  # None: nothing left to decide
+        self.first_step = self.measure is not None  # an out-of-memory first step is retried
+        if mode is True or all_layers:
+            self.apply(self.n_layers, "the first step ran out of memory without it" if all_layers and mode is not True else "")
+            self.measure = None
+        elif self.measure is not None:
+            budget = self.measure.budget()
+            planned = memory.planned_recompute(cfg.memory_plan, budget, world.size, self.n_layers)
+            n = world.max_int(-1 if planned is None else planned)  # every rank recomputes the same layers
+            if n > 0:
+                peak = cfg.memory_plan.peak_bytes
+                self.apply(n, f"before step 1: the memory plan needs {memory.gib(peak[0])} per GPU without it, "
+                              f"{memory.gib(peak[n])} with it; budget {memory.gib(budget)}")
+                self.measure = None
+
+    def apply(self, n: int, why: str = "") -> None:
+        self._set(self.tm, n)
+        state = "off" if n == 0 else f"on (all {n} layers)" if n == self.n_layers else f"on for {n} of {self.n_layers} layers"
+        log(f"activation checkpointing: {state}{f' ({why})' if why else ''}")
+
+    def before_step(self) -> None:
+        if self.measure is not None:
+            self.measure.reset_peak()
+
+    def retries(self, error: RuntimeError) -> bool:
+        """Whether a failed step is done again with every layer recomputed (one process). A sharded rank instead
+        raises RelaunchWithRecompute: the launcher starts every rank again."""
+        if not (self.first_step and memory.is_oom(error) and self.tm.recompute < self.n_layers):
+            return False
+        if self.world.sharded:
+            raise RelaunchWithRecompute(error) from error
+        log(f"activation checkpointing: the first step does not fit without it ({type(error).__name__}); "
+            f"retrying it with all {self.n_layers} layers recomputed")
+        self.measure = None
+        return True
+
+    def after_step(self) -> None:
+        """After step 1: from its measured peak, how many layers must recompute to fit."""
+        self.first_step = False
+        if self.measure is None:
+            return
+        peak, static, budget = self.measure.peak(), self.measure.allocated(), self.measure.budget()
+        n = self.world.max_int(memory.layers_to_recompute(peak, static, budget, self.n_layers))
+        self.apply(n, f"first step peaked at {memory.gib(peak)}, optimizer states included; {memory.gib(static)} "
+                      f"stays allocated; budget {memory.gib(budget)}")
+        self.measure = None
+
+
 def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.device) -> float | None:
     if shard is None or len(shard) == 0:
         return None
@@ -347,9 +415,11 @@ def resume(cfg: Config, world: World, tm: Any, opt: Optimizer, data: DataOrder) 
     return 0, None
 
 
-def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True, world: World | None = None) -> int:
+def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool = True, world: World | None = None,
+        recompute_all: bool = False) -> int:
     """Trains; returns the exit code. `fence` (fence.py) has claimed the run for this attempt. `world`: this rank
-    of a sharded run (distributed.py); a single process without one.
+    of a sharded run (distributed.py); a single process without one. `recompute_all`: every layer recomputes its
+    activations from the start (the launcher's second start of ranks whose first step ran out of memory).
     publish=False (benchmarks): the same steps and events, but nothing is written (no base/, checkpoints or final/)."""
     stop = stop or StopFlag().install()
     world = world or World()
@@ -365,13 +435,11 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
 
     seed_everything(cfg.train.seed)
     metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
-    from .model import build as build_model, compile_layers, resolve_dtype, set_recompute
+    from .model import build as build_model, compile_layers, resolve_dtype
 
     tm = build_model(cfg, manifest, device, fence, keep_base=publish and world.main, sharded=world.sharded)
     n_layers = len(tm.layers)
-    if cfg.train.activation_checkpointing is True:
-        set_recompute(tm, n_layers)
-        log(f"activation checkpointing: on (all {n_layers} layers)")
+    recompute = Recompute(cfg, tm, device, world, all_layers=recompute_all)
     if cfg.train.compile:
         compile_layers(tm)
         log(f"torch.compile: each of the {n_layers} decoder layers (regional)")
@@ -397,8 +465,6 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     if world.main:
         emit_start(steps, step, world.size)
 
-    # activation_checkpointing: auto measures the first step (memory.py) and then recomputes only what it must.
-    measure = memory.probe(device) if cfg.train.activation_checkpointing == "auto" else None
     events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
     checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
     eval_every = cfg.eval.every
@@ -409,23 +475,19 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
         # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
         divisor = max(1, loss_tokens) / world.size
-        if measure is not None:
-            measure.reset_peak()
+        recompute.before_step()
         try:
             loss_sum = forward_backward(tm, micro, device, divisor)
         except RuntimeError as e:
-            if measure is None or not memory.is_oom(e) or world.sharded:
+            if not recompute.retries(e):
                 raise
-            log(f"activation checkpointing: the first step does not fit without it ({type(e).__name__}); "
-                f"retrying it with all {n_layers} layers recomputed")
             retry = True
         else:
             retry = False
         if retry:  # outside the except block, which holds the failed step's tensors
             opt.masters.zero_grad()
             torch.cuda.empty_cache()
-            set_recompute(tm, n_layers)
-            measure = None
+            recompute.apply(n_layers)
             loss_sum = forward_backward(tm, micro, device, divisor)
         opt.masters.grads_to_masters()
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip))
@@ -434,15 +496,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         opt.masters.masters_to_model()
         opt.masters.zero_grad()
         step += 1
-        if measure is not None:
-            peak, static, budget = measure.peak(), measure.allocated(), measure.budget()
-            # Every rank recomputes the same layers (a recomputed sharded layer gathers its weights again).
-            n = world.max_int(memory.layers_to_recompute(peak, static, budget, n_layers))
-            set_recompute(tm, n)
-            state = f"on for {n} of {n_layers} layers" if n else "off"
-            log(f"activation checkpointing: {state} (first step peaked at {memory.gib(peak)}, optimizer states "
-                f"included; {memory.gib(static)} stays allocated; budget {memory.gib(budget)})")
-            measure = None
+        recompute.after_step()
         events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, tokens)
         if eval_every and step % eval_every == 0 and step < steps:
             events.flush()
@@ -476,7 +530,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     checkpoints.save(step)
     from .save import save_final
 
-    final = save_final(cfg, manifest, tm, fence, world)
+    final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state())
     if world.main:
         emit_done(str(final))
     return EXIT_DONE
