@@ -15,7 +15,7 @@ import pytest
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.fence import Fence, Fenced, NoFence
 from bsft_trainer.lease import EXIT_LEASE_LOST
-from conftest import SRC, events_of, make_run, sigterm_at, trainer, wait_gone
+from conftest import SRC, events_of, gone, make_run, sigterm_at, trainer, wait_gone
 
 
 def _finish(p, timeout=300):
@@ -120,6 +120,104 @@ time.sleep(600)
     w.kill()  # SIGKILL: the trainer is most likely still importing torch
     w.wait()
     assert wait_gone(pid, 20), "the orphaned trainer kept running"
+
+
+SLOW_IMPORT = Path(__file__).resolve().parents[2] / "orchestrator" / "test" / "fixtures" / "slow-import"
+
+
+def _slow_env(tmp, spec):
+    """Environment of a trainer whose imports named in `spec` ("torch:20") hold the interpreter lock that long."""
+    log = tmp / "slow-import.log"
+    return {"PYTHONPATH": f"{SRC}:{SLOW_IMPORT}", "BSFT_SLOW_IMPORT": spec, "BSFT_SLOW_IMPORT_LOG": str(log)}, log
+
+
+def _wait_for(predicate, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _stand_in_worker(cfg, env, extra=()):
+    """A process that starts the trainer as a worker does (its pid in BSFT_PARENT_PID, a lease on stdin) and
+    prints the trainer's pid."""
+    code = f"""
+import os, subprocess, sys, time
+env = {{**{env!r}, "BSFT_PARENT_PID": str(os.getpid())}}
+p = subprocess.Popen([sys.executable, "-m", "bsft_trainer", "train", "--config", {str(cfg)!r}, "--lease-s", "5", *{list(extra)!r}],
+                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+    w = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return w, int(w.stdout.readline())
+
+
+def test_a_trainer_dies_with_its_worker_even_inside_an_import_that_holds_the_interpreter_lock(tmp_path):
+    """The worker is killed while the trainer's `import torch` holds the interpreter lock for 20 s (so the lease's
+    watchdog thread cannot run): the kernel ends the trainer within 2 s (lifeline.py), not after the import."""
+    cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
+    env, log = _slow_env(tmp_path, "torch:20")
+    w, pid = _stand_in_worker(cfg, env)
+    assert _wait_for(lambda: log.is_file() and str(pid) in log.read_text(), 60), "the trainer never reached the import"
+    time.sleep(0.5)
+    w.kill()
+    killed = time.monotonic()
+    w.wait()
+    assert wait_gone(pid, 2), "the trainer outlived its worker"
+    assert time.monotonic() - killed < 2
+
+
+def test_a_trainer_whose_worker_died_before_it_started_exits_at_once(tmp_path):
+    """BSFT_PARENT_PID names the process that started it: a trainer that finds another parent (the worker died
+    between starting it and the kernel's watch) exits 76, writing no event and no file."""
+    cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
+    p = trainer("train", cfg, env={"BSFT_PARENT_PID": "1"})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_LEASE_LOST
+    assert out == "" and "now the child of" in err
+    assert not (tmp_path / "EPOCH").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_launchers_ranks_die_with_it_even_inside_an_import_that_holds_the_interpreter_lock(tmp_path):
+    """The launcher (train --nproc-per-node 2) is killed while its ranks import their torch-side module with the
+    interpreter lock held for 20 s: torchrun's agent and both ranks are gone within 2 s."""
+    from bsft_trainer.distributed import available
+
+    if available() is not None:
+        pytest.skip(str(available()))
+    cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
+    # Only the ranks import bsft_trainer.distributed (the launcher never imports torch).
+    env, log = _slow_env(tmp_path, "bsft_trainer.distributed:20")
+    w, launcher = _stand_in_worker(cfg, env, ["--nproc-per-node", "2"])
+    started = lambda: log.is_file() and len(log.read_text().splitlines()) == 2  # noqa: E731 - both ranks inside
+    assert _wait_for(started, 120), "the ranks never reached the import"
+    others = [pid for pid in _pids_with(str(cfg)) if pid not in (launcher, w.pid)]  # torchrun's agent and the ranks
+    assert len(others) == 3, others
+    time.sleep(0.5)
+    w.kill()  # the worker first: the launcher is then an orphan, which the kernel kills too (its lifeline)
+    w.wait()
+    killed = time.monotonic()
+    assert _wait_for(lambda: all(gone(pid) for pid in [launcher, *others]), 2), [p for p in [launcher, *others] if not gone(p)]
+    assert time.monotonic() - killed < 2
+
+
+def _pids_with(text):
+    """Live (not zombie) processes whose command line contains `text`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        if text in cmdline and "\nState:\tZ" not in state:
+            found.append(int(entry))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- fencing

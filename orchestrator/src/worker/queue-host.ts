@@ -60,13 +60,16 @@ export class QueueHost implements RunHost {
   async trainer(ctx: RunContext, command: TrainerCommand, config: string, args: string[]): Promise<TrainerRun> {
     const { job, opts } = this;
     const controller = new AbortController();
+    const killer = new AbortController();
     let stopReason: StopReason | undefined;
     let lastEvent = Date.now();
     let total = 0;
     let resumed = 0;
     opts.onActive((reason) => {
       stopReason ??= reason;
-      controller.abort();
+      // The job is no longer ours: nothing the trainer writes now can be published (fencing), so no checkpoint.
+      if (reason === 'lost-lock') killer.abort();
+      else controller.abort();
     });
     const watchdog = setInterval(() => {
       if (Date.now() - lastEvent > opts.silenceMs) {
@@ -113,6 +116,7 @@ export class QueueHost implements RunHost {
         args,
         ...(opts.trainer ? { program: opts.trainer } : {}),
         signal: controller.signal,
+        kill: killer.signal,
         graceMs: ctx.recipe.train.preempt_grace_s * 1000,
         ...(opts.lease ? { lease: opts.lease } : {}),
         ...(opts.epoch !== undefined ? { epoch: opts.epoch } : {}),

@@ -40,17 +40,34 @@ export interface Lease {
 
 const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
 
-/** Sends heartbeats while `lease.holds()`; returns the function that stops them. */
-function heartbeat(stdin: NodeJS.WritableStream, lease: Lease): () => void {
+/** A trainer whose lease ran out is killed this long after it should have exited by itself. */
+const LAPSE_GRACE_MS = 1000;
+
+/**
+ * Sends heartbeats while `lease.holds()`; returns the function that stops them. When no heartbeat has been sent for
+ * the lease plus LAPSE_GRACE_MS, `onLapse` runs: the trainer should have ended itself (lease.py), and one whose
+ * watchdog could not run (an import holding the interpreter lock) is killed from here.
+ */
+function heartbeat(stdin: NodeJS.WritableStream, lease: Lease, onLapse: () => void): () => void {
   let stopped = false;
   let busy = false;
+  let lastStamp = monotonicMs();
   stdin.on('error', () => undefined); // the trainer exited: its stdin is closed
   const beat = async () => {
-    if (busy || stopped) return;
+    if (stopped) return;
+    if (monotonicMs() - lastStamp > lease.ms + LAPSE_GRACE_MS) {
+      stopped = true;
+      onLapse();
+      return;
+    }
+    if (busy) return;
     busy = true;
     const checkedAt = monotonicMs();
     try {
-      if ((await lease.holds()) && !stopped) stdin.write(`${checkedAt}\n`);
+      if ((await lease.holds()) && !stopped) {
+        stdin.write(`${checkedAt}\n`);
+        lastStamp = checkedAt;
+      }
     } catch {
       // Redis unreachable: no heartbeat; the lease runs out unless a later check succeeds.
     } finally {
@@ -77,7 +94,21 @@ export interface TrainerResult {
   stderrTail: string[];
 }
 
-/** Spawns the trainer (Contract 4) and streams its events; resolves when it exits. */
+/** SIGKILL to a process group (the trainer and whatever it started in it); nothing when it is gone. */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Spawns the trainer (Contract 4) and streams its events; resolves when it exits. The trainer leads its own process
+ * group, is told this process's pid (`BSFT_PARENT_PID`: it dies with it, lifeline.py) and is killed with its whole
+ * group when its lease lapses, on `kill`, and when it outlives `graceMs` after `signal`.
+ */
 export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
   const [program, ...lead] = opts.program ?? [trainerPython(), '-m', 'bsft_trainer'];
   const leaseArgs = [
@@ -92,10 +123,12 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
     env: {
       PYTHONUNBUFFERED: '1',
       PYTHONPATH: trainerPythonPath(),
+      BSFT_PARENT_PID: String(process.pid),
       ...opts.env,
     },
     forceKillAfterDelay: false,
-    cleanup: true,
+    // Its own process group, so that a kill reaches everything it started; it dies with us by itself (lifeline.py).
+    detached: true,
   });
 
   const result: TrainerResult = { exitCode: undefined, signal: undefined, outcome: 'failed', stderrTail: [] };
@@ -120,15 +153,15 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
     }).on('close', resolve);
   });
 
-  const stopBeats = opts.lease ? heartbeat(child.stdin!, opts.lease) : () => undefined;
+  const onKill = () => killGroup(child.pid);
+  const stopBeats = opts.lease ? heartbeat(child.stdin!, opts.lease, onKill) : () => undefined;
   let killTimer: NodeJS.Timeout | undefined;
   const onAbort = () => {
     child.kill('SIGTERM');
-    killTimer = setTimeout(() => child.kill('SIGKILL'), opts.graceMs ?? 60_000);
+    killTimer = setTimeout(onKill, opts.graceMs ?? 60_000);
   };
   if (opts.signal?.aborted) onAbort();
   else opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const onKill = () => child.kill('SIGKILL');
   if (opts.kill?.aborted) onKill();
   else opts.kill?.addEventListener('abort', onKill, { once: true });
 

@@ -13,13 +13,17 @@ this same program under torchrun (distributed.py).
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import traceback
-from pathlib import Path
+from .lifeline import hold
 
-from . import lease
-from .events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log
+hold()  # first: the kernel kills this process when its parent dies, even inside an import (lifeline.py)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import lease  # noqa: E402
+from .events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log  # noqa: E402
 
 
 def out_of_memory_message(error: BaseException, cfg) -> str:
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # set by launch.py when it starts the ranks again after a first step that ran out of memory (train.Recompute)
     parser.add_argument("--recompute-all", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from .distributed import launched_by_torchrun
+    from .launch import launched_by_torchrun
 
     if launched_by_torchrun():
         return rank_main(args)
@@ -123,11 +127,10 @@ def rank_main(args) -> int:
     its pid and exit code for the launcher."""
     import os
 
-    from .launch import die_with_parent, record_exit, record_start
+    from .launch import record_exit, record_start
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     rank_dir = Path(args.rank_dir) if args.rank_dir else None
-    die_with_parent()  # torchrun's agent: when it is killed, so is this rank
     if rank_dir is not None:
         record_start(rank_dir, local_rank)
     claim_stdout(events=rank == 0)

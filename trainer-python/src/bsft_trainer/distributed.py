@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-# torchrun sets these in every rank's environment.
-ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 @dataclass
@@ -89,10 +87,6 @@ def full_value(t: torch.Tensor) -> torch.Tensor:
     """A value computed over sharded tensors (clip_grad_norm_'s norm is then a DTensor, the same on every rank) as a
     plain tensor; a plain tensor as it is."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def launched_by_torchrun() -> bool:
-    return all(k in os.environ for k in ENV)
 
 
 def _backend() -> str:

@@ -12,13 +12,13 @@ launcher keeps Contract 4 for the worker:
 - the exit code is the ranks' (each writes it to `<output_dir>/ranks/<host>-<launcher pid>/`; torchrun's own code says only "a rank
   failed"): 2 when one rank had a config/data error, 76 when one lost the run, 75 when all were preempted, 0 when
   all finished, else 1 (retryable), with an `error` event naming the rank that failed when rank 0 did not say.
-- when this launcher dies, torchrun and the ranks die with it (PR_SET_PDEATHSIG), so no rank outlives a worker.
+- when this launcher dies, torchrun and the ranks die with it (PR_SET_PDEATHSIG, lifeline.py), so no rank outlives a
+  worker, also while it is still importing torch.
 
 Only the standard library is imported here: torch is imported by the ranks.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shlex
@@ -30,19 +30,26 @@ import sys
 import time
 from pathlib import Path
 
-from . import lease
+from . import lease, lifeline
 from .events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
 
 RANKS_DIR = "ranks"
-PR_SET_PDEATHSIG = 1
+# torchrun sets these in every rank's environment.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
-def die_with_parent() -> None:
-    """This process gets SIGKILL when its parent dies (Linux; elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+def launched_by_torchrun() -> bool:
+    """Whether this process is a rank (told without importing torch: a launcher never imports it)."""
+    return all(k in os.environ for k in TORCHRUN_ENV)
+
+
+def _torchrun_dies_with_us(launcher: int):
+    """preexec_fn of torchrun's agent: it dies with this launcher (PR_SET_PDEATHSIG), or at once when the launcher
+    is already gone. Its ranks die with it (lifeline.py, first thing in each rank)."""
+    def preexec():
+        if lifeline.die_with_parent() and os.getppid() != launcher:
+            os._exit(lifeline.EXIT_PARENT_GONE)
+    return preexec
 
 
 def rank_file(rank_dir: Path, local_rank: int, kind: str) -> Path:
@@ -155,7 +162,7 @@ def _run_ranks(config: str, output_dir: str, nproc: int, epoch: int, extra: list
            "-m", "bsft_trainer", "train", "--config", config, "--epoch", str(epoch), "--rank-dir", str(rank_dir), *extra]
     log(f"launching {nproc} ranks: {shlex.join(cmd[1:])}")
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=events_fd(), start_new_session=True,
-                             preexec_fn=die_with_parent)
+                             preexec_fn=_torchrun_dies_with_us(os.getpid()))
     ranks["child"] = child
     told: set[int] = set()
     relaunch = None
