@@ -3,9 +3,10 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { bsft, ROOT } from './helpers/cli.js';
 import { queueEnv, startWorkerProc, stop, submitRun, trainStep, testRecipeArgs, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { freePort, OwnRedis } from './helpers/redis-server.js';
 
 // Fault-safe runs (issue 13) with the fixture trainers, which implement the lease and fencing like bsft_trainer
 // (the real trainer's lease, fencing and atomic base/ are tested in trainer-python/tests/test_faults.py).
@@ -141,6 +142,123 @@ describe('no CPU work on the worker event loop', () => {
     const logs = (await bsft(['logs', b], { env })).stdout;
     expect(logs.match(/"event":"dataset"/g)?.length).toBe(1);
   });
+});
+
+/** Live (not zombie) processes whose command line holds `part`. */
+function processesWith(part: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(part)) continue;
+      if (!/\nState:\tZ/.test(readFileSync(`/proc/${entry}/status`, 'utf8'))) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+async function until(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A task file of `copies` x the 630-task sample (new ids and cases): a build that tokenizes for a while. */
+function bigTasks(copies: number): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bsft-big-'));
+  const sample = readFileSync(path.join(ROOT, 'recipes/data/behaviorbench-sample.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; case_id: string });
+  const big: string[] = [];
+  for (let k = 0; k < copies; k++) for (const t of sample) big.push(JSON.stringify({ ...t, id: `${t.id}-x${k}`, case_id: `${t.case_id}-x${k}` }));
+  writeFileSync(path.join(dir, 'tasks.jsonl'), `${big.join('\n')}\n`);
+  return path.join(dir, 'tasks.jsonl');
+}
+
+describe('a build or scoring child lives as long as its job', () => {
+  const BUILD_CHILD = 'offload-child.js';
+  let redis: OwnRedis;
+  beforeAll(async () => {
+    redis = new OwnRedis(await freePort());
+    await redis.start();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  it('a worker killed with SIGKILL, bsft cancel and a Redis outage each stop the build child within 2 s; two never run at once', async () => {
+    const tasks = bigTasks(20);
+    const env = queueEnv({ REDIS_URL: redis.url });
+    const submitted = async (name: string) => {
+      const { args } = testRecipeArgs(['train.max_steps=4', `name=${name}`]);
+      const sub = await bsft(['submit', ...args, '--allow', path.dirname(tasks), '--set', `data.tasks=["${tasks}"]`], { env });
+      return /submitted run (\S+)/.exec(sub.stdout)![1]!;
+    };
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, processesWith(BUILD_CHILD).length)), 100);
+    // A build child that has run for 2 s: it is reading or tokenizing the 12,600 tasks (about 25 s of work).
+    const building = async () => {
+      let child: number | undefined;
+      await until(() => (child = processesWith(BUILD_CHILD)[0]) !== undefined, 60_000, 'no build child started');
+      await sleep(2000);
+      expect(processesWith(BUILD_CHILD)).toEqual([child]);
+      return child!;
+    };
+    const goneWithin = async (pid: number, what: string) => {
+      const t0 = Date.now();
+      await until(() => !processesWith(BUILD_CHILD).includes(pid), 20_000, `${what}: build child ${pid} still running`);
+      console.log(`${what}: the build child was gone ${Date.now() - t0} ms later`);
+      expect(Date.now() - t0, what).toBeLessThan(2000);
+    };
+    try {
+      // 1. The worker is killed: its build child dies with it (the kernel, setpriv --pdeathsig).
+      const run = await submitted('killed');
+      const w1 = worker('ok', env);
+      const child1 = await building();
+      w1.proc.kill('SIGKILL');
+      await goneWithin(child1, 'worker killed');
+
+      // 2. bsft cancel: the child is stopped at once and the run is cancelled.
+      const w2 = worker('ok', env);
+      const child2 = await building();
+      await bsft(['cancel', run], { env });
+      await goneWithin(child2, 'bsft cancel');
+      const cancelled = await waitForRun(env, run, (v) => v.state === 'cancelled' || v.state === 'failed', 30_000);
+      expect(cancelled.state).toBe('cancelled');
+
+      // 3. Redis goes away for 6 s: the worker cannot confirm the job is still its own, so the child stops within
+      // the lease (0.35 x the 2 s lock, + 1 s); the job runs again once Redis is back, and its build completes.
+      const other = await submitted('outage');
+      const child3 = await building(); // w2 takes it
+      await redis.stop();
+      await goneWithin(child3, 'Redis unreachable');
+      await sleep(4000);
+      await redis.start();
+      const done = await waitForRun(env, other, (v) => ['completed', 'failed', 'cancelled'].includes(v.state), 240_000);
+      expect(done.state, done.failedReason).toBe('completed');
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(most).toBe(1);
+  }, 420_000);
+
+  it('two builds of one dataset folder at once: the second waits for the first and finds it up to date', async () => {
+    const tasks = bigTasks(4);
+    const out = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-two-builds-')), 'dataset');
+    const args = ['dataset', 'build', 'recipes/smoke.yaml', '--out', out, '--allow', path.dirname(tasks), '--allow', path.dirname(out),
+      '--set', `data.tasks=["${tasks}"]`, '--log-level', 'info'];
+    const first = bsft(args);
+    await until(() => existsSync(`${out}.lock`), 60_000, 'the first build never took its lock');
+    const second = await bsft(args);
+    const one = await first;
+    expect([one.code, second.code]).toEqual([0, 0]);
+    expect(second.stderr).toMatch(/waiting for the build of [^:]+:\d+/);
+    expect(second.stderr).toMatch(/dataset up to date/);
+    expect(existsSync(`${out}.lock`)).toBe(false);
+    expect(readdirSync(path.dirname(out)).sort()).toEqual(['dataset']);
+  }, 240_000);
 });
 
 describe('workers trust no job data', () => {

@@ -7,6 +7,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
 import { canonicalJson, keyOrdered } from '../util/canonical-json.js';
 import { sha256File } from '../util/sha256.js';
+import { withLock, type LockHolder } from '../util/file-lock.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
 import { DataError, type DataProblem } from './data-error.js';
@@ -265,6 +266,14 @@ function writeDataset(outDir: string, splits: Record<SplitName, RenderedSplit>, 
  * (BehaviorSFT with LoRA and with full fine-tuning, say) use one build.
  */
 export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
+  // One build of a folder at a time (a worker's build child and `bsft run`, or a build whose job was taken over):
+  // the second waits and then finds the dataset up to date.
+  const onWait = (holder: LockHolder, lockFile: string) =>
+    log.info({ dir: outDir, holder }, `waiting for the build of ${holder.host}:${holder.pid} (${lockFile}; remove it if that process is gone)`);
+  return withLock(outDir, () => buildLocked(recipe, outDir, log, cacheDir), { onWait });
+}
+
+async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {
   const { tok, inputs, options, datasetHash } = await planDataset(recipe);
   const existing = readManifest(outDir);
   if (existing?.dataset_hash === datasetHash) {
@@ -272,7 +281,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     return { dir: outDir, manifest: existing, built: false };
   }
   const cached = cacheDir ? path.join(cacheDir, datasetHash) : undefined;
-  if (cached && readManifest(cached)?.dataset_hash === datasetHash) {
+  if (cached && (await withLock(cached, async () => readManifest(cached)?.dataset_hash === datasetHash))) {
     copyDataset(cached, outDir);
     log.info({ dir: outDir, dataset_hash: datasetHash, from: cached }, 'dataset taken from the shared build');
     return { dir: outDir, manifest: readManifest(outDir)!, built: false };
@@ -304,7 +313,7 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
     documents: perSplit((s) => s.records.map((r) => r.id)),
   };
   writeDataset(outDir, splits, tok, manifest);
-  if (cached && !existsSync(cached)) copyDataset(outDir, cached);
+  if (cached) await withLock(cached, async () => (readManifest(cached)?.dataset_hash === datasetHash ? undefined : copyDataset(outDir, cached)));
   log.info({ dir: outDir, documents: perSplit((s) => s.records.length), truncated: truncation.truncated, dropped: truncation.dropped }, 'dataset built');
   return { dir: outDir, manifest, built: true };
 }

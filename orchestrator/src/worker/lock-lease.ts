@@ -1,6 +1,6 @@
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Lease } from './trainer-process.js';
+import type { Lease } from './lease.js';
 
 /**
  * The trainer's lease (lease.py) as a share of the job's lock: a heartbeat is sent only when the lock has more than

@@ -104,7 +104,6 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     const epoch = await ctx.connection.incr(keys.epoch(runId));
     fencing = {
       epoch,
-      lease: lockLease(ctx.connection, job, token, ctx.lockMs),
       ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
     };
     await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
@@ -118,6 +117,8 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     onActive: (stop) => (stop ? ctx.active.set(runId, stop) : ctx.active.delete(runId)),
     shuttingDown: ctx.shuttingDown,
     ownsRun: async () => true,
+    // Every job's child process (trainer, build, scoring) runs only while this worker holds the job's lock.
+    lease: lockLease(ctx.connection, job, token, ctx.lockMs),
     ...fencing,
   });
   try {

@@ -10,9 +10,11 @@ import type { Store } from '../store/store.js';
 import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../store/sync.js';
 import { logJobEvent } from './job-log.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
-import { offload } from './offload.js';
+import { offload, OffloadStopped } from './offload.js';
+import { CancelledError, OffloadError, PreemptedError } from '../errors.js';
 import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
-import { runTrainer, type Lease } from './trainer-process.js';
+import { runTrainer } from './trainer-process.js';
+import { watchLease, type Lease } from './lease.js';
 import { trainerProgress } from '../run/trainer-progress.js';
 
 export interface QueueHostOptions {
@@ -27,7 +29,7 @@ export interface QueueHostOptions {
   /** Registers the trainer's stop function while it runs (for cancel, shutdown and a lost lock). */
   onActive(stop: ((reason: StopReason) => void) | undefined): void;
   shuttingDown(): boolean;
-  /** Train jobs: the trainer runs only while this worker holds the job (heartbeats on its stdin). */
+  /** The job's lease: its trainer (heartbeats on its stdin) and its offload child run only while it holds. */
   lease?: Lease;
   /** Train jobs: this attempt's fencing epoch, passed to the trainer. */
   epoch?: number;
@@ -172,11 +174,39 @@ export class QueueHost implements RunHost {
     await this.pusher.drain().catch((e) => this.opts.log.warn({ err: (e as Error).message }, 'last checkpoint push failed'));
   }
 
+  /**
+   * A task in the offload child, for as long as this job is ours: cancel, shutdown and a lost lock stop the child
+   * (as they stop a trainer), and the step then ends as a stopped trainer's does.
+   */
+  private async offloaded<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    let reason: StopReason | undefined;
+    const stop = (r: StopReason) => {
+      reason ??= r;
+      controller.abort();
+    };
+    this.opts.onActive(stop);
+    // Redis unreachable: the worker cannot tell whether it still owns the job, so the child stops within the lease.
+    const unwatch = this.opts.lease ? watchLease(this.opts.lease, () => undefined, () => stop('lost-lock')) : () => undefined;
+    try {
+      return await run(controller.signal);
+    } catch (e) {
+      if (!(e instanceof OffloadStopped)) throw e;
+      if (reason === 'cancel') throw new CancelledError();
+      if (reason === 'shutdown') throw new PreemptedError('worker shutdown');
+      throw new OffloadError(`${e.message}: the job lock was lost (Redis unreachable too long); the job runs again`);
+    } finally {
+      unwatch();
+      this.opts.onActive(undefined);
+    }
+  }
+
   async buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary> {
     const pending: Promise<unknown>[] = [];
     this.progress({ stage: 'build', phase: 'starting', done: 0, total: 1 }, pending, true);
     // Runs of one submission that share their data section share one build (by dataset hash).
-    const res = await offload({ kind: 'build', recipe, outDir, cacheDir: path.join(path.dirname(path.dirname(outDir)), '_datasets') });
+    const cacheDir = path.join(path.dirname(path.dirname(outDir)), '_datasets');
+    const res = await this.offloaded((signal) => offload({ kind: 'build', recipe, outDir, cacheDir }, signal));
     this.result.dataset_hash = res.dataset_hash;
     this.progress({ stage: 'build', phase: 'done', done: 1, total: 1 }, pending, true);
     await Promise.allSettled(pending);
@@ -186,7 +216,7 @@ export class QueueHost implements RunHost {
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const pending: Promise<unknown>[] = [];
     this.progress({ stage: 'score', phase: 'starting', done: 0, total: splits.length }, pending, true);
-    const scores = await offload({ kind: 'score', runDir, splits });
+    const scores = await this.offloaded((signal) => offload({ kind: 'score', runDir, splits }, signal));
     this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
     await Promise.allSettled(pending);
     for (const [split, s] of Object.entries(scores)) this.result[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };

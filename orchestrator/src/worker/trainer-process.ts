@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { trainerPython, trainerPythonPath } from '../run/python-env.js';
+import { TRAINER_LAPSE_GRACE_MS, watchLease, type Lease } from './lease.js';
 import { outcomeOf, parseEvent, type TrainerCommand, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
 
 export interface TrainerOptions {
@@ -28,59 +29,24 @@ export interface TrainerOptions {
   epoch?: number;
 }
 
-/**
- * The trainer's lease: every `ms / 4` the worker asks `holds()` whether it still owns the job for at least `ms`
- * more, and only then writes a heartbeat, stamped with the monotonic time of that check. The trainer exits (76) at
- * `ms` after the newest stamp, or at once when its stdin closes (the worker died).
- */
-export interface Lease {
-  ms: number;
-  holds(): Promise<boolean>;
-}
-
-const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
-
-/** A trainer whose lease ran out is killed this long after it should have exited by itself. */
-const LAPSE_GRACE_MS = 1000;
-
-/**
- * Sends heartbeats while `lease.holds()`; returns the function that stops them. When no heartbeat has been sent for
- * the lease plus LAPSE_GRACE_MS, `onLapse` runs: the trainer should have ended itself (lease.py), and one whose
- * watchdog could not run (an import holding the interpreter lock) is killed from here.
- */
+/** Sends the lease's confirmations to the trainer's stdin as heartbeats; returns the function that stops them. */
 function heartbeat(stdin: NodeJS.WritableStream, lease: Lease, onLapse: () => void): () => void {
-  let stopped = false;
-  let busy = false;
-  let lastStamp = monotonicMs();
   stdin.on('error', () => undefined); // the trainer exited: its stdin is closed
-  const beat = async () => {
-    if (stopped) return;
-    if (monotonicMs() - lastStamp > lease.ms + LAPSE_GRACE_MS) {
-      stopped = true;
-      onLapse();
-      return;
-    }
-    if (busy) return;
-    busy = true;
-    const checkedAt = monotonicMs();
-    try {
-      if ((await lease.holds()) && !stopped) {
-        stdin.write(`${checkedAt}\n`);
-        lastStamp = checkedAt;
-      }
-    } catch {
-      // Redis unreachable: no heartbeat; the lease runs out unless a later check succeeds.
-    } finally {
-      busy = false;
-    }
-  };
-  void beat();
-  const timer = setInterval(() => void beat(), Math.max(50, Math.floor(lease.ms / 4)));
+  const stop = watchLease(lease, (checkedAt) => stdin.write(`${checkedAt}\n`), onLapse, TRAINER_LAPSE_GRACE_MS);
   return () => {
-    stopped = true;
-    clearInterval(timer);
+    stop();
     stdin.end();
   };
+}
+
+/** SIGKILL to a process group (the trainer and whatever it started in it); nothing when it is gone. */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 export interface TrainerResult {
@@ -92,16 +58,6 @@ export interface TrainerResult {
   finalPath?: string;
   /** Last lines of stderr, for failure messages. */
   stderrTail: string[];
-}
-
-/** SIGKILL to a process group (the trainer and whatever it started in it); nothing when it is gone. */
-function killGroup(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
 }
 
 /**
