@@ -287,16 +287,25 @@ describe('workers trust no job data', () => {
     await withRunQueues(env2, async (q) => {
       const build = new Queue('bsft-build', { connection: q.connection, prefix: env2.BSFT_QUEUE_PREFIX! });
       for (const [id, data] of Object.entries(hostile)) await build.add('build', data, { jobId: id });
+      // Data that is not JSON, as a broken client or a hand edit in Redis leaves it.
+      await build.add('build', valid, { jobId: 'notjson', delay: 60_000 });
+      await q.connection.hset(`${env2.BSFT_QUEUE_PREFIX}:bsft-build:notjson`, 'data', '{"run_id": "x", "recipe": {oops');
+      await build.promoteJobs();
       await build.close();
     });
+    hostile.notjson = undefined;
     const w = worker('ok', env2, ['--queues', 'build']);
     await w.ready;
     const reasons = await withRunQueues(env2, async (q) => {
       const until = Date.now() + 30_000;
       for (;;) {
-        const jobs = await Promise.all(Object.keys(hostile).map((id) => q.queues.build.getJob(id)));
-        if (jobs.every((j) => j?.failedReason)) return Object.fromEntries(jobs.map((j) => [j!.id, { reason: j!.failedReason, attempts: j!.attemptsMade }]));
-        if (Date.now() > until) throw new Error(`jobs not failed: ${JSON.stringify(jobs.map((j) => j?.failedReason))}`);
+        // Read from the job hashes themselves: BullMQ's getJob cannot parse the job whose data is not JSON.
+        const jobs = await Promise.all(Object.keys(hostile).map(async (id) => {
+          const [reason, attempts] = await q.connection.hmget(`${env2.BSFT_QUEUE_PREFIX}:bsft-build:${id}`, 'failedReason', 'atm');
+          return { id, reason, attempts: Number(attempts) };
+        }));
+        if (jobs.every((j) => j.reason)) return Object.fromEntries(jobs.map((j) => [j.id, j]));
+        if (Date.now() > until) throw new Error(`jobs not failed: ${JSON.stringify(jobs)}`);
         await sleep(200);
       }
     });
@@ -307,6 +316,13 @@ describe('workers trust no job data', () => {
     expect(reasons.hub!.reason).toMatch(/recipe\.store\.hub_url: http:\/\/127\.0\.0\.1:\d+ is not an endpoint this worker allows \(https:\/\/huggingface\.co\)/);
     expect(reasons.judge!.reason).toMatch(/recipe\.judge\.base_url: http:\/\/127\.0\.0\.1:\d+\/v1 is not a judge endpoint this worker sends its BSFT_JUDGE_API_KEY to \(https:\/\/judge\.example\.org\/v1\)/);
     expect(reasons.garbage!.reason).toMatch(/^job data refused: .*(run_dir|submitted_at)/);
+    // Failed at once, unrecoverably, naming the problem without quoting the text.
+    expect(reasons.notjson!.reason).toBe('job data refused: job data is not valid JSON (31 bytes, the error at character 27)');
+    expect(w.stderr.join('\n')).not.toContain('oops');
+    expect(w.stderr.join('\n')).not.toContain('job stalled');
+    const status = await bsft(['status', '--json'], { env: env2 }); // readers show the job too, without its text
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).not.toContain('oops');
     for (const r of Object.values(reasons)) expect(r.attempts).toBe(1); // never retried
     expect(hits).toBe(0);
     expect(existsSync(outside)).toBe(false);

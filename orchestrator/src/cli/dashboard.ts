@@ -2,7 +2,7 @@ import { UsageError } from '../errors.js';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { Queue } from 'bullmq';
+import { RunQueue } from '../queue/run-job.js';
 import express from 'express';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
@@ -21,7 +21,7 @@ export const dashboard: CommandImpl = {
     const host = values.host as string;
     const redis = new RedisWatch(log);
     const connection = workerConnection(undefined, redis);
-    const queues = STAGES.map((s) => redis.watch(new Queue(queueName(s), { connection, prefix: queuePrefix() }), s));
+    const queues = STAGES.map((s) => redis.watch(new RunQueue(queueName(s), { connection, prefix: queuePrefix() }), s));
     const adapter = new ExpressAdapter();
     adapter.setBasePath('/');
     const readOnlyMode = values['allow-actions'] !== true;

@@ -1,7 +1,8 @@
-import { Queue, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobProgress, RunJobData } from './job-data.js';
 import { keys, queueName, queuePrefix, STAGES, type Stage } from './names.js';
+import { RunQueue } from './run-job.js';
 
 export type RunState = 'waiting' | 'building' | 'training' | 'scoring' | 'completed' | 'failed' | 'cancelled' | 'retrying';
 
@@ -21,10 +22,10 @@ export interface RunView {
 
 /** The three queues of a run, opened on one connection. */
 export class RunQueues {
-  readonly queues: Record<Stage, Queue<RunJobData>>;
+  readonly queues: Record<Stage, RunQueue<RunJobData>>;
 
   constructor(readonly connection: Redis) {
-    this.queues = Object.fromEntries(STAGES.map((s) => [s, new Queue<RunJobData>(queueName(s), { connection, prefix: queuePrefix() })])) as Record<Stage, Queue<RunJobData>>;
+    this.queues = Object.fromEntries(STAGES.map((s) => [s, new RunQueue<RunJobData>(queueName(s), { connection, prefix: queuePrefix() })])) as Record<Stage, RunQueue<RunJobData>>;
   }
 
   async jobs(runId: string): Promise<Partial<Record<Stage, Job<RunJobData>>>> {

@@ -18,6 +18,7 @@ import { checkJob, type JobPolicy } from './job-policy.js';
 import type { GpuPool } from './gpu-pool.js';
 import { lockLease } from './lock-lease.js';
 import { QueueHost } from './queue-host.js';
+import { unparseableJob } from '../queue/run-job.js';
 
 /** The steps each job of a run's flow executes: the same Step objects as `bsft run`. */
 /** The judge goes with predict, on the machine that has the model (a `kind: model` judge may use its GPU). */
@@ -53,6 +54,11 @@ const never = new AbortController().signal;
  * outcomes in settleJob. Returns what the job's host collected (dataset hash, final path, scores).
  */
 export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobData>, token: string | undefined): Promise<unknown> {
+  const unreadable = unparseableJob(job.data);
+  if (unreadable) {
+    ctx.log.warn({ run_id: job.id, err: unreadable }, 'refused a job');
+    throw new UnrecoverableError(`job data refused: ${unreadable}`);
+  }
   let data: RunJobData;
   try {
     data = checkJob(job.data, ctx.policy);

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { Worker, type MinimalJob } from 'bullmq';
+import type { MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
@@ -11,6 +11,7 @@ import { backoffDelay } from './backoff.js';
 import { GpuPool } from './gpu-pool.js';
 import { workerJobPolicy } from './job-policy.js';
 import { processJob, type JobContext } from './process-job.js';
+import { RunWorker } from '../queue/run-job.js';
 
 export interface WorkerOptions {
   queues: Stage[];
@@ -100,7 +101,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
 
   const workers = opts.queues.map((stage) => {
-    const w = new Worker<RunJobData>(queueName(stage), (job, token) => processJob(jobs, stage, job, token), {
+    const w = new RunWorker<RunJobData>(queueName(stage), (job, token) => processJob(jobs, stage, job, token), {
       ...common,
       // Train: one job per GPU at most (a job takes the GPUs it needs from the pool), one without --gpus; builds
       // and scores are light.
