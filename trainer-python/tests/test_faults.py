@@ -122,6 +122,35 @@ time.sleep(600)
     assert wait_gone(pid, 20), "the orphaned trainer kept running"
 
 
+def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(tmp_path):
+    """SIGTERM when the last step's event arrives, while the final evaluation (a large val split: seconds) would
+    follow: the trainer does not evaluate nor write final/ then, but writes the last step's checkpoint and exits 75 at
+    once; the next attempt trains nothing, evaluates and writes final/."""
+    cfg = make_run(tmp_path, n_val=20000, train={"max_steps": 12, "checkpoint_every": 100})
+    p = trainer("train", cfg)
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "step" and seen[-1]["step"] == 12:
+            p.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            break
+    rest, err = p.communicate(timeout=120)
+    took = time.monotonic() - stopped
+    events = seen + events_of(rest)
+    assert p.returncode == 75, err
+    assert took < 2, f"exited {took:.1f} s after SIGTERM"
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [12]
+    assert not [e for e in events if e["event"] == "eval"] and not (tmp_path / "final").exists()
+    assert "stop requested after the last step" in err
+
+    code, again, err = _finish(trainer("train", cfg))
+    assert code == 0, err
+    assert again[0]["resumed_from_step"] == 12
+    assert [e["event"] for e in again] == ["start", "eval", "done"], again  # the checkpoint of step 12 is not written again
+    assert ckpt.verify(tmp_path / "final") is None
+
+
 SLOW_IMPORT = Path(__file__).resolve().parents[2] / "orchestrator" / "test" / "fixtures" / "slow-import"
 
 

@@ -233,17 +233,23 @@ class Recompute:
         self.measure = None
 
 
-def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.device) -> float | None:
+def evaluate(tm: Any, shard: Shard | None, batch_tokens: int, device: torch.device, stopping=lambda: False) -> float | None:
+    """Mean loss over the shard; None without one, or when `stopping()` turns true between batches (a stop request
+    does not wait for an evaluation)."""
     if shard is None or len(shard) == 0:
         return None
     tm.train(False)
     total, tokens = 0.0, 0
-    with torch.no_grad():
-        for docs in plan_epoch(shard.lengths(), batch_tokens, 0, 0):
-            batch = make_batch(shard, sorted(docs)).to(device)
-            total += float(tm.loss_sum(batch))  # every rank the same batches (a sharded forward is collective)
-            tokens += batch.n_loss_tokens
-    tm.train(True)
+    try:
+        with torch.no_grad():
+            for docs in plan_epoch(shard.lengths(), batch_tokens, 0, 0):
+                if stopping():
+                    return None
+                batch = make_batch(shard, sorted(docs)).to(device)
+                total += float(tm.loss_sum(batch))  # every rank the same batches (a sharded forward is collective)
+                tokens += batch.n_loss_tokens
+    finally:
+        tm.train(True)
     return total / max(1, tokens)
 
 
@@ -460,6 +466,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     params = opt.masters.parameters()
 
     step, resumed_from = resume(cfg, world, tm, opt, data) if publish else (0, None)
+    start_step = step  # a checkpoint of this step exists already when the run resumed from one
     if metrics is not None:
         metrics.start(step, resumed_from)
     if world.main:
@@ -468,6 +475,19 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
     checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
     eval_every = cfg.eval.every
+
+    def stopping() -> bool:
+        return publish and world.any(stop.signal is not None)  # every rank stops at the same point
+
+    def preempted(why: str) -> int:
+        events.flush()
+        if step > start_step:  # (a run resumed at its last step has that checkpoint already)
+            checkpoints.save(step)
+        if metrics is not None:
+            metrics.close()
+        log(f"preempted at step {step}{why}: checkpoint written, exiting {EXIT_PREEMPTED}")
+        return EXIT_PREEMPTED
+
     while step < steps:
         docs = [data.next_docs() for _ in range(per_rank * world.size)]
         loss_tokens = sum(data.loss_tokens(d) for d in docs)
@@ -500,20 +520,15 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, tokens)
         if eval_every and step % eval_every == 0 and step < steps:
             events.flush()
-            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
+            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device, stopping)
             if val is not None:
                 events.eval(step, val)
             events.restart_clock()
         if not publish:
             continue
         checkpoints.poll()
-        if world.any(stop.signal is not None):  # every rank stops after the same step
-            events.flush()
-            checkpoints.save(step)
-            if metrics is not None:
-                metrics.close()
-            log(f"preempted at step {step}: checkpoint written, exiting {EXIT_PREEMPTED}")
-            return EXIT_PREEMPTED
+        if stopping():
+            return preempted("")
         if step % cfg.train.checkpoint_every == 0 and step < steps:
             events.flush()
             checkpoints.save(step, background=True)
@@ -522,12 +537,22 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     events.flush()
     if not publish:
         return EXIT_DONE
-    val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)
+    # A stop request after the last step ends with its checkpoint on disk, at once: the final evaluation and final/
+    # are the next attempt's (it resumes at the last step and trains nothing).
+    if stopping():
+        return preempted(" (stop requested after the last step, before the final evaluation)")
+    val = evaluate(tm, val_shard, cfg.train.batch_tokens, device, stopping)
+    if val is None and stopping():
+        return preempted(" (stop requested after the last step, during the final evaluation)")
     if val is not None:
         events.eval(step, val)
     if metrics is not None:
         metrics.close()
-    checkpoints.save(step)
+    if step > start_step:
+        checkpoints.save(step)
+    if stopping():
+        log(f"stop requested after the last step: its checkpoint is written, final/ is the next attempt's; exiting {EXIT_PREEMPTED}")
+        return EXIT_PREEMPTED
     from .save import save_final
 
     final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state())
