@@ -68,6 +68,12 @@ export class PreemptedError extends BsftError {
   }
 }
 
+/**
+ * This machine's disk is full (the trainer's exit 74, or a build, a pull, a copy that hit ENOSPC): nothing
+ * half-written stays. Not the run's fault: a queue puts the job back without using an attempt, for another worker.
+ */
+export class DiskFullError extends BsftError {}
+
 /** `bsft cancel` stopped the run. */
 export class CancelledError extends BsftError {
   constructor() {

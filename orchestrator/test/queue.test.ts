@@ -86,6 +86,27 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(existsSync(path.join(runs, runId, 'final', 'COMPLETE'))).toBe(true);
   });
 
+  it('a full disk on a worker (exit 74) puts the job back without using an attempt; that worker pauses and another finishes it', async () => {
+    const env = queueEnv({ BSFT_DISK_FULL_PAUSE_MS: '600000' });
+    const { runId, runs } = await submitRun(env);
+    const full = worker('disk-full', env, ['--name', 'full-disk']);
+    await full.ready;
+    const paused = () => full.stderr.some((l) => l.includes("this machine's disk is full: taking no new job for 600 s"));
+    for (let i = 0; i < 600 && !paused(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(paused()).toBe(true);
+    worker('ok', env, ['--name', 'roomy']);
+    const v = await waitForRun(env, runId, (x) => ['completed', 'failed'].includes(x.state));
+    expect(v.state, v.failedReason).toBe('completed');
+    const job = await trainJob(env, runId);
+    expect(job.attemptsMade).toBe(1);
+    expect(job.data.disk_full).toBe(1);
+    expect(job.processedBy).toBe('roomy');
+    const logs = (await bsft(['logs', runId], { env })).stdout;
+    expect(logs).toMatch(/"event":"requeued","reason":"disk full","message":"trainer train: no space left on the disk of \S+ \(0\.0 MiB free there\)/);
+    expect(logs).toMatch(/"event":"start","total_steps":6,"resumed_from_step":0[^\n]*\n[\s\S]*"resumed_from_step":0/); // step 2 had no checkpoint
+    expect(existsSync(path.join(runs, runId, 'final', 'COMPLETE'))).toBe(true);
+  });
+
   it('a trainer that never emits events is stopped by the watchdog and retried', async () => {
     const env = queueEnv({ BSFT_TRAINER_SILENCE_MS: '1500' });
     const { runId } = await submitRun(env);

@@ -3,11 +3,14 @@ the lease (stdin heartbeats), fencing of racing attempts, and what a checkpoint 
 import errno
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -353,9 +356,60 @@ def test_disk_full_while_saving_says_so_and_leaves_nothing_behind(tmp_path, fail
 
     with pytest.raises(ckpt.DiskFullError) as info:
         ckpt.save(tmp_path / "checkpoints", 3, write, NoFence())
-    assert str(info.value).startswith(f"no space left on {tmp_path / 'checkpoints'}")
-    assert info.value.kind == "internal"
+    assert str(info.value).startswith(f"no space left on the disk of {tmp_path / 'checkpoints'} (")
+    assert info.value.kind == "disk" and info.value.exit_code == 74
     assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+@contextmanager
+def small_disk(path: Path, kib: int):
+    """A tmpfs of `kib` KiB mounted at `path` (root with the right to mount; skipped elsewhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _leftovers(folder: Path):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name)
+
+
+def test_a_full_disk_while_checkpointing_exits_74_naming_the_path_and_leaves_nothing_half_written(tmp_path):
+    """A real full disk (a 256 KiB tmpfs holds the run but not its first 0.5 MB checkpoint): exit 74, an error event
+    of kind `disk` naming the path and the free space, no checkpoint folder or temporary left."""
+    with small_disk(tmp_path / "disk", 256) as disk:
+        cfg = make_run(disk / "run", train={"max_steps": 8, "checkpoint_every": 4})
+        code, events, err = _finish(trainer("train", cfg))
+        assert code == 74, err
+        error = events[-1]
+        assert error["event"] == "error" and error["kind"] == "disk", events[-1:]
+        assert re.fullmatch(rf"no space left on the disk of {re.escape(str(disk / 'run' / 'checkpoints'))} \(\d+\.\d MiB free there\): "
+                            r"free disk space on this machine", error["message"]), error["message"]
+        assert not [e for e in events if e["event"] == "checkpoint"]
+        assert ckpt.list_steps(disk / "run" / "checkpoints") == [] and _leftovers(disk) == []
+
+
+def test_a_full_disk_while_writing_final_exits_74_and_leaves_no_final(tmp_path):
+    """The run trained to its last step elsewhere, then resumed on a disk with room for the run but not for final/:
+    it trains nothing, writes no checkpoint again, and fails at final/ with exit 74 and nothing half-written."""
+    done = tmp_path / "done"
+    code, _, err = _finish(trainer("train", make_run(done, train={"max_steps": 4, "checkpoint_every": 100})))
+    assert code == 0, err
+    shutil.rmtree(done / "final")
+    used_kib = sum(-(-p.stat().st_size // 4096) * 4 for p in done.rglob("*") if p.is_file()) + 4 * sum(1 for p in done.rglob("*") if p.is_dir())
+    with small_disk(tmp_path / "disk", used_kib + 64) as disk:
+        shutil.copytree(done, disk / "run")
+        cfg = disk / "run" / "train.json"
+        cfg.write_text(cfg.read_text().replace(str(done), str(disk / "run")))
+        code, events, err = _finish(trainer("train", cfg))
+        assert code == 74, err
+        assert events[0]["resumed_from_step"] == 4 and events[-1]["kind"] == "disk", events
+        assert str(disk / "run") in events[-1]["message"]
+        assert not (disk / "run" / "final").exists() and _leftovers(disk / "run") == []
 
 
 # ------------------------------------------------------------------------------ base/ of the real model path

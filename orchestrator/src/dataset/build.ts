@@ -7,6 +7,7 @@ import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
 import { canonicalJson, keyOrdered } from '../util/canonical-json.js';
 import { sha256File } from '../util/sha256.js';
+import { diskFullError, isDiskFull } from '../util/disk-full.js';
 import { withLock, type LockHolder } from '../util/file-lock.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
@@ -66,8 +67,13 @@ class IntStream {
 function copyDataset(from: string, to: string): void {
   const tmp = `${to}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  linkTree(from, tmp);
+  try {
+    mkdirSync(tmp, { recursive: true });
+    linkTree(from, tmp);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw isDiskFull(e) ? diskFullError(to, `copying the dataset from ${from}`) : e;
+  }
   rmSync(to, { recursive: true, force: true });
   renameSync(tmp, to);
 }
@@ -254,7 +260,7 @@ function writeDataset(outDir: string, splits: Record<SplitName, RenderedSplit>, 
     rmSync(old, { recursive: true, force: true });
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    throw isDiskFull(e) ? diskFullError(outDir, 'writing the dataset') : e;
   }
 }
 

@@ -16,6 +16,8 @@ export interface RunJobData {
   submitted_at: string;
   /** How many times this job was preempted (exit 75) and put back; capped. */
   preemptions?: number;
+  /** How many times this job was put back because a worker's disk was full (not the run's fault); capped. */
+  disk_full?: number;
   /** The figures behind the job's numeric progress (written by the worker running it). */
   progress?: JobProgress;
   /** Why a train job is delayed without running: the GPUs it waits for (written by a worker, for bsft status). */
@@ -37,6 +39,7 @@ const envelope = z.strictObject({
   run_dir: z.string(),
   submitted_at: z.iso.datetime(),
   preemptions: z.number().int().nonnegative().optional(),
+  disk_full: z.number().int().nonnegative().optional(),
   // Written by workers for people to read; no worker acts on it.
   progress: z.custom<JobProgress>((v) => typeof v === 'object' && v !== null && !Array.isArray(v)).optional(),
   waiting_for: z.string().optional(),
@@ -107,3 +110,5 @@ export function percentOf(p: Pick<JobProgress, 'done' | 'total' | 'phase'>): num
 }
 
 export const MAX_PREEMPTIONS = 100;
+/** A job put back this many times for full disks fails: no worker has room for it. */
+export const MAX_DISK_FULL = 20;

@@ -1,4 +1,4 @@
-import { StoreAccessError, StoreIntegrityError } from '../errors.js';
+import { DiskFullError, StoreAccessError, StoreIntegrityError } from '../errors.js';
 import { createWriteStream, mkdirSync, openAsBlob, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,6 +7,7 @@ import { commit, createRepo, downloadFile, listFiles, type CommitOperation, type
 import { COMPLETE, completeForPush, readComplete, sha256File, type CompleteFile } from './complete.js';
 import { type Store } from './store.js';
 import { checkpointStep } from './checkpoint-name.js';
+import { onDiskFull } from '../util/disk-full.js';
 
 export interface HubStoreOptions {
   /** Model repo `owner/name`; one folder per run inside it. */
@@ -54,6 +55,7 @@ export class HubStore implements Store {
       try {
         return await fn();
       } catch (e) {
+        if (e instanceof DiskFullError) throw e; // this machine's, not the Hub's: retrying cannot help
         const status = statusOf(e);
         if (status === 401 || status === 403) {
           throw new StoreAccessError(`${this.describe()}: ${what}: HTTP ${status}: the token in HF_TOKEN ${this.token ? 'lacks access to this repo' : 'is not set'}`);
@@ -139,10 +141,12 @@ export class HubStore implements Store {
     await this.retry(`download ${remote}`, async () => {
       const blob = await downloadFile({ repo: this.repo, path: remote, ...this.creds() });
       if (!blob) throw new StoreIntegrityError(`${remote} is missing from ${this.describe()}`);
-      mkdirSync(path.dirname(local), { recursive: true });
       const tmp = `${local}.part`;
-      await pipeline(Readable.fromWeb(blob.stream() as never), createWriteStream(tmp));
-      renameSync(tmp, local);
+      await onDiskFull(local, `pulling ${remote} from ${this.describe()}`, async () => {
+        mkdirSync(path.dirname(local), { recursive: true });
+        await pipeline(Readable.fromWeb(blob.stream() as never), createWriteStream(tmp));
+        renameSync(tmp, local);
+      });
     });
   }
 

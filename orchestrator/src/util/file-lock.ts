@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { diskFullError, isDiskFull } from './disk-full.js';
 
 /**
  * An exclusive lock on a path, held by a lock file created with O_EXCL beside it (`<path>.lock`): two processes of
@@ -61,12 +62,15 @@ export async function withLock<T>(target: string, fn: () => Promise<T>, opts: Lo
       const fd = openSync(lockFile, 'wx');
       try {
         writeSync(fd, JSON.stringify(me));
+      } catch (e) {
+        rmSync(lockFile, { force: true });
+        throw e;
       } finally {
         closeSync(fd);
       }
       break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw isDiskFull(e) ? diskFullError(target, `taking the lock ${lockFile}`) : e;
     }
     const holder = readHolder(lockFile);
     if (holder && holder.host === me.host && !alive(holder)) {

@@ -1,4 +1,4 @@
-import { BsftError } from '../errors.js';
+import { BsftError, DiskFullError } from '../errors.js';
 import { buildDataset } from '../dataset/build.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { scoreRun } from '../score/run-scores.js';
@@ -20,7 +20,7 @@ process.on('disconnect', () => process.exit(1)); // the worker is gone
 process.once('message', (task: OffloadTask) => {
   run(task).then(
     (result) => send({ ok: true, result }),
-    (e: Error) => send({ ok: false, message: e.message, exitCode: e instanceof BsftError ? e.exitCode : 1 }),
+    (e: Error) => send({ ok: false, message: e.message, exitCode: e instanceof BsftError ? e.exitCode : 1, diskFull: e instanceof DiskFullError }),
   );
 });
 

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fork } from 'node:child_process';
-import { OffloadError } from '../errors.js';
+import { DiskFullError, OffloadError } from '../errors.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 
@@ -18,7 +18,7 @@ export type OffloadTask =
   | { kind: 'build'; recipe: ResolvedRecipe; outDir: string; cacheDir: string }
   | { kind: 'score'; runDir: string; splits: string[] };
 
-export type OffloadReply = { ok: true; result: unknown } | { ok: false; message: string; exitCode: number };
+export type OffloadReply = { ok: true; result: unknown } | { ok: false; message: string; exitCode: number; diskFull?: boolean };
 
 /** The offload child was stopped by `signal` (its reason is the signal's). */
 export class OffloadStopped extends Error {}
@@ -44,7 +44,7 @@ export function offload(task: OffloadTask, signal?: AbortSignal): Promise<unknow
     child.on('exit', (code, exitSignal) => {
       signal?.removeEventListener('abort', stop);
       if (reply?.ok) resolve(reply.result);
-      else if (reply) reject(new OffloadError(reply.message, reply.exitCode));
+      else if (reply) reject(reply.diskFull ? new DiskFullError(reply.message) : new OffloadError(reply.message, reply.exitCode));
       else if (signal?.aborted) reject(new OffloadStopped(`the ${task.kind} process was stopped`));
       else reject(new OffloadError(`the ${task.kind} process ended (${exitSignal ?? `exit ${code}`}) without a result`));
     });

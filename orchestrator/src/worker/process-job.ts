@@ -2,6 +2,7 @@ import path from 'node:path';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { buildStep } from '../dataset/build-step.js';
+import { DiskFullError } from '../errors.js';
 import { judgeStep } from '../judge/judge-step.js';
 import type { Logger } from '../log.js';
 import type { RunJobData } from '../queue/job-data.js';
@@ -41,6 +42,8 @@ export interface JobContext {
   /** How long a train job waiting for GPUs stays delayed before it is tried again (here or on another worker). */
   gpuWaitMs: number;
   isCancelled(runId: string): Promise<boolean>;
+  /** This machine's disk is full: the worker takes no new job for a while, so that another worker takes this one. */
+  diskFull(message: string): void;
   /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
   active: Map<string, (reason: StopReason) => void>;
   shuttingDown(): boolean;
@@ -130,6 +133,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
   try {
     await runSteps(STEPS_OF[stage], { recipe: data.recipe, runDir, log: ctx.log.child({ run_id: runId }), signal: never, host });
   } catch (e) {
+    if (e instanceof DiskFullError) ctx.diskFull(e.message);
     return settleJob(job, token, e);
   }
   return host.result;

@@ -10,7 +10,7 @@ export const trainerEventSchema = z.discriminatedUnion('event', [
   /** predict: documents done out of total. */
   z.object({ event: z.literal('progress'), done: z.number().int(), total: z.number().int() }),
   z.object({ event: z.literal('done'), final_path: z.string() }),
-  z.object({ event: z.literal('error'), kind: z.enum(['config', 'data', 'oom', 'internal']), message: z.string() }),
+  z.object({ event: z.literal('error'), kind: z.enum(['config', 'data', 'oom', 'disk', 'internal']), message: z.string() }),
 ]);
 
 export type TrainerEvent = z.infer<typeof trainerEventSchema>;
@@ -18,16 +18,20 @@ export type TrainerEvent = z.infer<typeof trainerEventSchema>;
 /** The trainer's commands the orchestrator runs (Contract 4; `merge` is a user's). */
 export type TrainerCommand = 'train' | 'predict' | 'judge';
 
-/** Contract 4 exit codes. leaseLost: the trainer lost its lease, or a newer attempt owns the run (it wrote nothing). */
-export const TRAINER_EXIT = { done: 0, invalid: 2, preempted: 75, leaseLost: 76 } as const;
+/**
+ * Contract 4 exit codes. leaseLost: the trainer lost its lease, or a newer attempt owns the run (it wrote nothing).
+ * diskFull: this machine's disk is full (nothing half-written stays); the job goes to another worker.
+ */
+export const TRAINER_EXIT = { done: 0, invalid: 2, diskFull: 74, preempted: 75, leaseLost: 76 } as const;
 
-export type TrainerOutcome = 'done' | 'invalid' | 'preempted' | 'lease-lost' | 'failed';
+export type TrainerOutcome = 'done' | 'invalid' | 'disk-full' | 'preempted' | 'lease-lost' | 'failed';
 
 export function outcomeOf(exitCode: number | undefined): TrainerOutcome {
   if (exitCode === TRAINER_EXIT.done) return 'done';
   if (exitCode === TRAINER_EXIT.invalid) return 'invalid';
   if (exitCode === TRAINER_EXIT.preempted) return 'preempted';
   if (exitCode === TRAINER_EXIT.leaseLost) return 'lease-lost';
+  if (exitCode === TRAINER_EXIT.diskFull) return 'disk-full';
   return 'failed';
 }
 

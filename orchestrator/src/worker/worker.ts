@@ -44,6 +44,8 @@ export interface WorkerOptions {
   hubEndpoints?: string[];
   /** Judge endpoints besides BSFT_JUDGE_ENDPOINTS that this worker's BSFT_JUDGE_API_KEY may be sent to. */
   judgeEndpoints?: string[];
+  /** How long the worker takes no new job after one found this machine's disk full (default 5 minutes). */
+  diskFullPauseMs?: number;
 }
 
 export interface RunningWorker {
@@ -60,6 +62,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const subscriber = workerConnection(undefined, redis);
   const active = new Map<string, (reason: StopReason) => void>();
   let shuttingDown = false;
+  let resumeTimer: NodeJS.Timeout | undefined;
 
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
@@ -96,6 +99,18 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     workerName: name,
     gpuWaitMs: opts.gpuWaitMs ?? Number(process.env.BSFT_GPU_WAIT_MS ?? 2000),
     isCancelled,
+    diskFull: (message) => {
+      if (resumeTimer) return; // already paused
+      const ms = opts.diskFullPauseMs ?? Number(process.env.BSFT_DISK_FULL_PAUSE_MS ?? 5 * 60_000);
+      log.warn({ err: message, pause_s: ms / 1000 }, `this machine's disk is full: taking no new job for ${ms / 1000} s (the job goes back to the queue for another worker)`);
+      for (const w of workers) void w.pause(true);
+      resumeTimer = setTimeout(() => {
+        resumeTimer = undefined;
+        if (shuttingDown) return;
+        log.info('taking jobs again after the disk-full pause');
+        for (const w of workers) w.resume();
+      }, ms);
+    },
     active,
     shuttingDown: () => shuttingDown,
   };
@@ -128,6 +143,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     async close() {
       if (shuttingDown) return;
       shuttingDown = true;
+      clearTimeout(resumeTimer);
       log.info({ active: [...active.keys()] }, 'shutting down: stopping trainers after a checkpoint');
       for (const stop of active.values()) stop('shutdown');
       await Promise.all(workers.map((w) => w.close()));

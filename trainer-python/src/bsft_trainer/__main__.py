@@ -1,8 +1,8 @@
 """`python -m bsft_trainer train|predict|merge|judge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
 
 stdout carries only events; exit codes: 0 done, 2 config/data error or a GPU out of memory (never retried: the
-same recipe would run out again), 75 preempted after a checkpoint, 76 lease lost or a newer attempt owns the run,
-anything else a retryable failure.
+same recipe would run out again), 74 this machine's disk is full (the job goes to another worker), 75 preempted
+after a checkpoint, 76 lease lost or a newer attempt owns the run, anything else a retryable failure.
 
 With --lease-s the trainer runs only while heartbeat lines keep arriving on stdin (lease.py); the watchdog starts
 before anything heavy is imported. --epoch is the attempt's fencing epoch (fence.py); without it the trainer takes
@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_failure(e: Exception, cfg, who: str = "") -> tuple[int, str, str]:
     """Emits the `error` event of a failure and logs it; returns (exit code, kind, message). A TrainerError carries
-    its kind and code; a GPU out of memory is a config error naming what to change; anything else is internal."""
+    its kind and code; a full disk is `disk` (exit 74); a GPU out of memory is a config error naming what to change;
+    anything else is internal."""
+    from .checkpoint import DiskFullError, _disk_full
+
+    if not isinstance(e, TrainerError) and _disk_full(e):  # any write of the run (metrics, predictions, EPOCH)
+        e = DiskFullError(getattr(e, "filename", None) or (cfg.output_dir if cfg is not None else "."))
     if isinstance(e, TrainerError):
         code, kind, message = e.exit_code, e.kind, str(e)
     else:

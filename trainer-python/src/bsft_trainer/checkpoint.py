@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .events import TrainerError, log
+from .events import EXIT_DISK_FULL, TrainerError, log
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
@@ -122,9 +122,16 @@ def save(checkpoints_dir: str | Path, step: int, write_files: Callable[[Path], N
 
 
 class DiskFullError(TrainerError):
+    """The disk of `path` is full (exit 74: this machine's fault, not the run's; the job goes to another worker)."""
+
+    exit_code = EXIT_DISK_FULL
+
     def __init__(self, path):
-        free = shutil.disk_usage(Path(path).parent if not Path(path).exists() else path).free
-        super().__init__("internal", f"no space left on {path} ({free / 2**20:.0f} MiB free): free disk space, then retry the job")
+        where = Path(path)
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        free = shutil.disk_usage(where).free
+        super().__init__("disk", f"no space left on the disk of {path} ({free / 2**20:.1f} MiB free there): free disk space on this machine")
 
 
 def _disk_full(e):

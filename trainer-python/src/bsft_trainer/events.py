@@ -13,6 +13,8 @@ EXIT_DONE = 0
 EXIT_INVALID = 2
 EXIT_PREEMPTED = 75
 EXIT_FAILED = 1
+# This machine's disk is full (EX_IOERR): the run is not at fault; the job goes to another worker.
+EXIT_DISK_FULL = 74
 
 _events = None
 
@@ -79,7 +81,7 @@ def emit_done(final_path: str) -> None:
 
 
 def emit_error(kind: str, message: str) -> None:
-    """kind: config, data, oom or internal."""
+    """kind: config, data, oom, disk or internal."""
     _emit("error", kind=kind, message=str(message))
 
 
@@ -88,7 +90,7 @@ def log(message: str) -> None:
 
 
 class TrainerError(Exception):
-    """An error with its Contract 4 kind: config, data, oom or internal."""
+    """An error with its Contract 4 kind: config, data, oom, disk or internal."""
 
     exit_code = EXIT_FAILED
 

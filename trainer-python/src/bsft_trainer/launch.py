@@ -10,8 +10,9 @@ launcher keeps Contract 4 for the worker:
 - SIGTERM/SIGINT is passed to every rank (not to torchrun, which would kill them 30 s later): they finish the
   step, write a sharded checkpoint together and exit 75.
 - the exit code is the ranks' (each writes it to `<output_dir>/ranks/<host>-<launcher pid>/`; torchrun's own code says only "a rank
-  failed"): 2 when one rank had a config/data error, 76 when one lost the run, 75 when all were preempted, 0 when
-  all finished, else 1 (retryable), with an `error` event naming the rank that failed when rank 0 did not say.
+  failed"): 2 when one rank had a config/data error, 76 when one lost the run, 74 when one found its disk full, 75
+  when all were preempted, 0 when all finished, else 1 (retryable), with an `error` event naming the rank that
+  failed when rank 0 did not say.
 - when this launcher dies, torchrun and the ranks die with it (PR_SET_PDEATHSIG, lifeline.py), so no rank outlives a
   worker, also while it is still importing torch.
 
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 from . import lease, lifeline
-from .events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
+from .events import EXIT_DISK_FULL, EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
 
 RANKS_DIR = "ranks"
 # torchrun sets these in every rank's environment.
@@ -89,7 +90,7 @@ def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | Non
     rank without a report was killed. Returns (code, the report that decided it when it was a failure, or None;
     its "rank" is the global rank when the rank reported, else the local one)."""
     codes = {r: reports[r]["exit"] if r in reports else None for r in range(nproc)}
-    for wanted in (EXIT_INVALID, lease.EXIT_LEASE_LOST):
+    for wanted in (EXIT_INVALID, lease.EXIT_LEASE_LOST, EXIT_DISK_FULL):
         for r, c in codes.items():
             if c == wanted:
                 return c, {"rank": r, **reports[r]}
