@@ -138,20 +138,27 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
             p.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
             break
-    rest, err = p.communicate(timeout=120)
+    rest, err = p.communicate(timeout=300)
     took = time.monotonic() - stopped
     events = seen + events_of(rest)
     assert p.returncode == 75, err
-    assert took < 2, f"exited {took:.1f} s after SIGTERM"
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [12]
     assert not [e for e in events if e["event"] == "eval"] and not (tmp_path / "final").exists()
     assert "stop requested after the last step" in err
 
-    code, again, err = _finish(trainer("train", cfg))
-    assert code == 0, err
+    p = trainer("train", cfg)
+    again, times = [], []
+    for line in p.stdout:
+        again.append(json.loads(line))
+        times.append(time.monotonic())
+    p.wait(timeout=300)
+    assert p.returncode == 0, p.stderr.read()
     assert again[0]["resumed_from_step"] == 12
     assert [e["event"] for e in again] == ["start", "eval", "done"], again  # the checkpoint of step 12 is not written again
     assert ckpt.verify(tmp_path / "final") is None
+    # The stopped attempt did not wait for the evaluation (measured here, on this machine, by the next attempt).
+    evaluation = times[1] - times[0]
+    assert took < evaluation / 2, f"exited {took:.1f} s after SIGTERM; the evaluation takes {evaluation:.1f} s"
 
 
 SLOW_IMPORT = Path(__file__).resolve().parents[2] / "orchestrator" / "test" / "fixtures" / "slow-import"

@@ -94,10 +94,13 @@ export async function producerConnection(url = redisUrl(), timeoutMs = 3000): Pr
   redis.on('error', () => {
     // Reported through connect() below; keep ioredis from printing unhandled error events.
   });
+  let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
       redis.connect(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
     ]);
     await redis.ping();
   } catch (e) {
@@ -105,6 +108,8 @@ export async function producerConnection(url = redisUrl(), timeoutMs = 3000): Pr
     throw new RedisUnavailableError(
       `cannot reach Redis at ${redisWhere(url)}: ${(e as Error).message.replace(/\.+$/, '')}. Start one (redis-server) or set REDIS_URL=redis[s]://[:password@]host:port`,
     );
+  } finally {
+    clearTimeout(timer); // a pending timer would keep a short command (bsft status) alive for the whole timeout
   }
   return redis;
 }

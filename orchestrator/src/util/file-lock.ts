@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { diskFullError, isDiskFull } from './disk-full.js';
@@ -56,7 +56,8 @@ export async function withLock<T>(target: string, fn: () => Promise<T>, opts: Lo
   const lockFile = `${target}.lock`;
   const me: LockHolder = { pid: process.pid, host: hostname(), since: new Date().toISOString(), ...(startTime(process.pid) ? { start: startTime(process.pid)! } : {}) };
   let told = false;
-  mkdirSync(path.dirname(lockFile), { recursive: true });
+  // A folder made only for the lock goes with it when nothing else was written there (a failed build leaves nothing).
+  const made = mkdirSync(path.dirname(lockFile), { recursive: true });
   for (;;) {
     try {
       const fd = openSync(lockFile, 'wx');
@@ -90,5 +91,15 @@ export async function withLock<T>(target: string, fn: () => Promise<T>, opts: Lo
   } finally {
     const holder = readHolder(lockFile);
     if (holder?.pid === me.pid && holder.since === me.since) rmSync(lockFile, { force: true });
+    if (made !== undefined && onlyFolders(made)) rmSync(made, { recursive: true, force: true });
+  }
+}
+
+/** Whether `dir` holds no file (folders only, or nothing). */
+function onlyFolders(dir: string): boolean {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).every((e) => e.isDirectory() && onlyFolders(path.join(dir, e.name)));
+  } catch {
+    return false;
   }
 }

@@ -520,7 +520,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, tokens)
         if eval_every and step % eval_every == 0 and step < steps:
             events.flush()
-            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device, stopping)
+            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)  # this step's: kept with its checkpoint
             if val is not None:
                 events.eval(step, val)
             events.restart_clock()
