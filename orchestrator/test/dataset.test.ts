@@ -45,17 +45,23 @@ beforeAll(() => {
 });
 
 describe('tokenizer and chat template', () => {
-  it('gives the official Qwen2.5 IDs for all 51 golden strings', () => {
+  it('gives the official Qwen2.5 IDs for all 51 golden strings', async () => {
     const golden = JSON.parse(readFileSync(path.join(FIXTURES, 'golden_tokens.qwen2.5.json'), 'utf8')) as { text: string; ids: number[] }[];
     expect(golden).toHaveLength(51);
-    for (const g of golden) expect(tok.encode(g.text), g.text).toEqual(g.ids);
+    for (const g of golden) expect(await tok.encode(g.text), g.text).toEqual(g.ids);
+    // A batch gives what one text at a time gives.
+    expect((await tok.encodeBatch(golden.map((g) => g.text))).map((e) => e.ids)).toEqual(golden.map((g) => g.ids));
   });
 
-  it('adds the behavior tokens as single special tokens from len(tokenizer) up', () => {
+  it('adds the behavior tokens as single special tokens from len(tokenizer) up', async () => {
     expect(tok.baseSize).toBe(151665);
     expect(tok.addedIds).toEqual({ '<|behavior:reactive|>': 151665, '<|behavior:proactive|>': 151666, '<|behavior:restraint|>': 151667 });
-    expect(tok.encode('Note<|behavior:proactive|>Before')).toEqual([9112, 151666, 10227]);
-    expect(tok.encode('<|im_start|>assistant\n')).toEqual([151644, 77091, 198]);
+    expect(await tok.encode('Note<|behavior:proactive|>Before')).toEqual([9112, 151666, 10227]);
+    expect(await tok.encode('<|im_start|>assistant\n')).toEqual([151644, 77091, 198]);
+    // The tokenizer splits at an added token whatever follows (what one encoding of prompt and reply relies on).
+    expect(tok.splitsAt('a<|im_end|>b', 1)).toBe(true);
+    expect(tok.splitsAt('a<|behavior:proactive|>b', 1)).toBe(true);
+    expect(tok.splitsAt('assistant\nAnswer', 10)).toBe(false);
   });
 
   it('renders the ChatML text of the Qwen2.5 template: default system, own system, multi-turn, names', () => {
@@ -82,22 +88,27 @@ describe('tokenizer and chat template', () => {
     expect(msgs[0]).toEqual({ role: 'system', content: expect.stringContaining('- proactive: Step in unprompted') });
   });
 
-  it('masks exactly the reply, its behavior token and <|im_end|>, and drops the oldest turns of long conversations', () => {
+  it('masks exactly the reply, its behavior token and <|im_end|>, and drops the oldest turns of long conversations', async () => {
     const ctx = [
       { role: 'system' as const, content: 'S' },
       { role: 'user' as const, content: 'old '.repeat(200) },
       { role: 'user' as const, content: 'Latest question?' },
     ];
     const reply = '<|behavior:reactive|>Answer.';
-    const full = tokenizeConversation(tok, ctx, reply, 4096)!;
+    const full = (await tokenizeConversation(tok, ctx, reply, 4096))!;
     expect(full.droppedTurns).toBe(0);
     const masked = full.ids.filter((_, i) => full.mask[i]);
-    expect(masked).toEqual([...tok.encode(reply), tok.eosId]);
+    expect(masked).toEqual([...(await tok.encode(reply)), tok.eosId]);
     expect(full.ids.at(-1)).toBe(198); // the template's newline after <|im_end|> is context
-    const short = tokenizeConversation(tok, ctx, reply, 60)!;
+    const short = (await tokenizeConversation(tok, ctx, reply, 60))!;
     expect(short.droppedTurns).toBe(1);
     expect(short.messages.map((m) => m.content)).toEqual(['S', 'Latest question?', reply]);
-    expect(tokenizeConversation(tok, ctx, reply, 10)).toBeUndefined();
+    expect(await tokenizeConversation(tok, ctx, reply, 10)).toBeUndefined();
+    // Without a behavior token the reply follows the header in one piece of text: the prompt is encoded apart and
+    // compared, and a reply whose first characters would merge with the header is refused.
+    const plain = (await tokenizeConversation(tok, ctx, 'Answer.', 4096))!;
+    expect(plain.ids.filter((_, i) => plain.mask[i])).toEqual([...(await tok.encode('Answer.')), tok.eosId]);
+    await expect(tokenizeConversation(tok, ctx, '\n\nAnswer.', 4096)).rejects.toThrow(/merge with the assistant header/);
   });
 });
 
@@ -138,7 +149,7 @@ print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), pr
     expect(JSON.parse(out)).toEqual([[], []]);
   });
 
-  it('writes the files of Contract 3 with the recorded behavior token IDs', () => {
+  it('writes the files of Contract 3 with the recorded behavior token IDs', async () => {
     expect(readdirSync(dir).sort()).toEqual(
       ['manifest.json', 'tokenizer', ...SPLITS.flatMap((s) => [`${s}.messages.jsonl`, `${s}.tokens.safetensors`])].sort(),
     );
@@ -146,7 +157,7 @@ print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), pr
     // The token IDs of each description, for `train.token_init: description`: existing tokens only.
     for (const [name, b] of Object.entries(DEFAULT_BEHAVIORS)) {
       const ids = manifest.behavior_descriptions[name]!;
-      expect(tok.decode(ids)).toBe(b.description);
+      expect(await tok.decode(ids)).toBe(b.description);
       expect(Math.max(...ids)).toBeLessThan(manifest.tokenizer_size);
     }
     const { tensors } = readSafetensors(path.join(dir, 'train.tokens.safetensors'));
@@ -166,11 +177,11 @@ print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), pr
     }
   });
 
-  it('masks cover exactly the assistant reply (behavior token first) in every document', () => {
+  it('masks cover exactly the assistant reply (behavior token first) in every document', async () => {
     for (const s of SPLITS) {
       const { ids, mask, offsets } = shard(dir, s);
       const records = messagesOf(dir, s);
-      records.forEach((r, d) => {
+      for (const [d, r] of records.entries()) {
         const start = Number(offsets[d]);
         const end = Number(offsets[d + 1]);
         const doc = Array.from(ids.subarray(start, end));
@@ -179,11 +190,11 @@ print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), pr
         const last = m.lastIndexOf(1);
         expect(m.slice(first, last + 1).every((x) => x === 1)).toBe(true);
         const reply = r.messages.at(-1)!.content;
-        expect(doc.slice(first, last + 1)).toEqual([...tok.encode(reply), tok.eosId]);
+        expect(doc.slice(first, last + 1)).toEqual([...(await tok.encode(reply)), tok.eosId]);
         expect(doc[first]).toBe(manifest.behavior_ids[r.behavior]);
         expect(doc.slice(first - 3, first)).toEqual([151644, 77091, 198]);
-        expect(tok.decode(doc.slice(0, first))).toBe(tok.render(r.messages.slice(0, -1), true));
-      });
+        expect(await tok.decode(doc.slice(0, first))).toBe(tok.render(r.messages.slice(0, -1), true));
+      }
     }
   });
 

@@ -40,7 +40,7 @@ export const datasetInspect: CommandImpl = {
       while (i < end) {
         let j = i;
         while (j < end && mask[j] === mask[i]) j++;
-        const piece = tok.decode(Array.from(ids.subarray(i, j)));
+        const piece = await tok.decode(Array.from(ids.subarray(i, j)));
         text += mask[i] ? `${open}${piece}${close}` : piece;
         i = j;
       }

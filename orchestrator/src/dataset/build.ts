@@ -1,6 +1,6 @@
 import { RenderError } from '../errors.js';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -12,12 +12,12 @@ import { withLock, type LockHolder } from '../util/file-lock.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
 import { DataError, type DataProblem } from './data-error.js';
-import { importTasks, recipeImportOptions } from './import.js';
+import { readTasks, recipeImportOptions } from './import.js';
 import { displayPath } from './jsonl.js';
 import { DATASET_FORMAT, lengthStats, readManifest, type Manifest } from './manifest.js';
-import { tokenizeConversation } from './render.js';
-import { writeSafetensors } from './safetensors.js';
-import { assignSplits } from './split.js';
+import { tokenizeConversations, type TokenizedDoc } from './render.js';
+import { writeSafetensorsFrom } from './safetensors.js';
+import { assignSplits, CaseStrata } from './split.js';
 import type { SourcedTask, TaskLabels } from './task.js';
 import { loadChatTokenizer } from './tokenizer.js';
 
@@ -38,30 +38,6 @@ export interface BuildResult {
   /** false when an identical dataset was already there. */
   built: boolean;
 }
-
-/** Growable int32 buffer for the concatenated token stream. */
-class IntStream {
-  ids = new Int32Array(1 << 16);
-  mask = new Uint8Array(1 << 16);
-  length = 0;
-  offsets: number[] = [0];
-
-  push(ids: number[], mask: Uint8Array): void {
-    while (this.length + ids.length > this.ids.length) {
-      const ids2 = new Int32Array(this.ids.length * 2);
-      ids2.set(this.ids);
-      const mask2 = new Uint8Array(this.mask.length * 2);
-      mask2.set(this.mask);
-      this.ids = ids2;
-      this.mask = mask2;
-    }
-    this.ids.set(ids, this.length);
-    this.mask.set(mask, this.length);
-    this.length += ids.length;
-    this.offsets.push(this.length);
-  }
-}
-
 
 /** Copies a built dataset folder (files are immutable once written: hard links where the filesystem allows). */
 function copyDataset(from: string, to: string): void {
@@ -125,77 +101,171 @@ export async function datasetUpToDate(recipe: ResolvedRecipe, outDir: string): P
 
 type Tok = Awaited<ReturnType<typeof planDataset>>['tok'];
 
-/** Step 1, import: every task line read and checked (file, line and field of each problem). */
-async function readTasks(recipe: ResolvedRecipe, tok: Tok, log: Logger): Promise<{ tasks: SourcedTask[]; duplicates: number }> {
+/** The import options of a build (readTasks), with a progress line for each pass over the task files. */
+function importOptions(recipe: ResolvedRecipe, tok: Tok, onLine: () => void) {
+  return { ...recipeImportOptions(recipe.data, tok.controlTokens), onLine };
+}
+
+/**
+ * Pass 1, import: every task line read and checked (file, line and field of each problem); of each task only what
+ * the split of whole cases needs is kept (CaseStrata), so that memory does not grow with the tasks' text.
+ */
+async function scanTasks(recipe: ResolvedRecipe, tok: Tok, log: Logger): Promise<{ strata: CaseStrata; duplicates: number }> {
   const reading = createProgress('reading tasks', { unit: 'lines', log });
-  const imported = await importTasks(recipe.task_files, {
-    ...recipeImportOptions(recipe.data, tok.controlTokens),
-    onLine: () => reading.tick(),
-  });
+  const problems: DataProblem[] = [];
+  const counts = { duplicates: 0 };
+  const strata = new CaseStrata();
+  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => reading.tick()), problems, counts)) strata.add(t);
   reading.done();
-  if (imported.problems.length > 0) throw new DataError(imported.problems);
-  if (imported.tasks.length === 0) {
+  if (problems.length > 0) throw new DataError(problems);
+  if (strata.tasks === 0) {
     throw new DataError(recipe.task_files.map((f) => ({ file: displayPath(f), line: 0, field: '', message: 'no tasks (the file is empty)' })));
   }
-  return { tasks: imported.tasks, duplicates: imported.duplicates };
+  return { strata, duplicates: counts.duplicates };
 }
 
-/** Step 2, split: by case, stratified and seeded (split.ts). */
-function splitTasks(tasks: SourcedTask[], data: ResolvedRecipe['data']): Record<SplitName, SourcedTask[]> {
-  const splitOf = assignSplits(tasks, data.splits, data.seed);
-  const bySplit: Record<SplitName, SourcedTask[]> = { train: [], val: [], test: [] };
-  for (const t of tasks) bySplit[splitOf.get(t.case_id)!].push(t);
-  return bySplit;
+/** Appends to a file through a buffer: no output file is ever held as one string or one array. */
+class FileAppender {
+  private readonly fd: number;
+  private parts: Uint8Array[] = [];
+  private held = 0;
+
+  constructor(readonly file: string) {
+    this.fd = openSync(file, 'w');
+  }
+
+  write(data: string | Uint8Array): void {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    this.parts.push(bytes);
+    this.held += bytes.byteLength;
+    if (this.held >= 1 << 22) this.flush();
+  }
+
+  private flush(): void {
+    if (this.held === 0) return;
+    writeSync(this.fd, Buffer.concat(this.parts, this.held));
+    this.parts = [];
+    this.held = 0;
+  }
+
+  close(): void {
+    this.flush();
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+  }
 }
 
-interface RenderedSplit {
-  stream: IntStream;
-  records: MessagesRecord[];
-  lengths: number[];
-  lossTokens: number;
-  counts: Manifest['counts'][SplitName];
+/**
+ * One split as its documents come, in order: its messages.jsonl lines and its token and mask streams go to files
+ * at once (the streams to raw files, made into the split's safetensors by `finish`); only a few numbers per
+ * document stay in memory (offsets, lengths, ids for the manifest).
+ */
+class SplitWriter {
+  private readonly messages: FileAppender;
+  private readonly ids: FileAppender;
+  private readonly mask: FileAppender;
+  private readonly offsets: number[] = [0];
+  readonly lengths: number[] = [];
+  lossTokens = 0;
+  readonly counts: Manifest['counts'][SplitName] = {};
+  readonly documents: string[] = [];
+  readonly cases = new Set<string>();
+
+  constructor(private readonly dir: string, private readonly split: SplitName) {
+    this.messages = new FileAppender(path.join(dir, `${split}.messages.jsonl`));
+    this.ids = new FileAppender(path.join(dir, `${split}.input_ids.raw`));
+    this.mask = new FileAppender(path.join(dir, `${split}.loss_mask.raw`));
+  }
+
+  add(t: SourcedTask, doc: TokenizedDoc): void {
+    const ids = Int32Array.from(doc.ids);
+    this.ids.write(new Uint8Array(ids.buffer, 0, ids.byteLength));
+    this.mask.write(doc.mask);
+    this.offsets.push(this.offsets.at(-1)! + ids.length);
+    this.lengths.push(ids.length);
+    this.lossTokens += doc.mask.reduce((a, b) => a + b, 0);
+    const byCategory = (this.counts[t.category] ??= {});
+    byCategory[t.behavior] = (byCategory[t.behavior] ?? 0) + 1;
+    this.documents.push(t.id);
+    this.cases.add(t.case_id);
+    this.messages.write(`${JSON.stringify(messagesRecord(t, doc.messages))}\n`);
+  }
+
+  /** Closes the files and writes `<split>.tokens.safetensors` from the raw streams (then removed). */
+  finish(): void {
+    for (const f of [this.messages, this.ids, this.mask]) f.close();
+    const tokens = this.offsets.at(-1)!;
+    writeSafetensorsFrom(
+      path.join(this.dir, `${this.split}.tokens.safetensors`),
+      [
+        { name: 'doc_offsets', dtype: 'I64', length: this.offsets.length, data: BigInt64Array.from(this.offsets, (o) => BigInt(o)) },
+        { name: 'input_ids', dtype: 'I32', length: tokens, data: { file: this.ids.file } },
+        { name: 'loss_mask', dtype: 'U8', length: tokens, data: { file: this.mask.file } },
+      ],
+      { format: DATASET_FORMAT, split: this.split },
+    );
+    rmSync(this.ids.file);
+    rmSync(this.mask.file);
+  }
 }
 
-/** Step 3, render and tokenize each split with the chat template; documents that cannot fit are dropped (and counted). */
-function renderSplits(bySplit: Record<SplitName, SourcedTask[]>, tok: Tok, data: ResolvedRecipe['data'], log: Logger) {
+/** Conversations tokenized at once (the tokenizer's threads), and how many batches are in flight. */
+const BATCH = 256;
+const IN_FLIGHT = 2;
+
+/**
+ * Pass 2, render, tokenize and write: the task files are read again, in order; each task goes to its case's split,
+ * is rendered with the chat template and tokenized in batches (the next batch renders while the tokenizer works on
+ * the one before), and written at once. Documents that cannot fit are dropped (and counted).
+ */
+async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string, SplitName>, total: number, dir: string, log: Logger) {
+  const data = recipe.data;
   const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
-  const total = SPLITS.reduce((n, s) => n + bySplit[s].length, 0);
   const problems: DataProblem[] = [];
   const truncation: Manifest['truncation'] = { truncated: 0, turns_dropped: 0, dropped: 0, dropped_ids: [] };
-  const splits = {} as Record<SplitName, RenderedSplit>;
+  const splits = Object.fromEntries(SPLITS.map((s) => [s, new SplitWriter(dir, s)])) as Record<SplitName, SplitWriter>;
+  const dropped = Object.fromEntries(SPLITS.map((s) => [s, [] as string[]])) as Record<SplitName, string[]>;
   const tokenizing = createProgress('tokenizing', { total, unit: 'tasks', log });
-  for (const split of SPLITS) {
-    const out: RenderedSplit = (splits[split] = { stream: new IntStream(), records: [], lengths: [], lossTokens: 0, counts: {} });
-    for (const t of bySplit[split]) {
+  const write = ({ tasks, docs }: { tasks: SourcedTask[]; docs: Awaited<ReturnType<typeof tokenizeConversations>> }) => {
+    for (const [i, t] of tasks.entries()) {
       tokenizing.tick();
-      let doc;
-      try {
-        doc = tokenizeConversation(tok, contextMessages(spec, t.context), assistantReply(spec, t.behavior, t.target), data.max_seq_len);
-      } catch (e) {
-        if (!(e instanceof RenderError)) throw e;
-        problems.push({ file: t.file, line: t.line, field: 'target', message: e.message });
+      const doc = docs[i];
+      if (doc instanceof RenderError) {
+        problems.push({ file: t.file, line: t.line, field: 'target', message: doc.message });
         continue;
       }
       if (!doc) {
         truncation.dropped++;
-        truncation.dropped_ids.push(t.id);
+        dropped[splitOf.get(t.case_id)!].push(t.id);
         continue;
       }
       if (doc.droppedTurns > 0) {
         truncation.truncated++;
         truncation.turns_dropped += doc.droppedTurns;
       }
-      out.stream.push(doc.ids, doc.mask);
-      out.lengths.push(doc.ids.length);
-      out.lossTokens += doc.mask.reduce((a, b) => a + b, 0);
-      const byCategory = (out.counts[t.category] ??= {});
-      byCategory[t.behavior] = (byCategory[t.behavior] ?? 0) + 1;
-      out.records.push(messagesRecord(t, doc.messages));
+      splits[splitOf.get(t.case_id)!].add(t, doc);
     }
+  };
+  const start = (tasks: SourcedTask[]) =>
+    tokenizeConversations(tok, tasks.map((t) => ({ context: contextMessages(spec, t.context), reply: assistantReply(spec, t.behavior, t.target) })), data.max_seq_len)
+      .then((docs) => ({ tasks, docs }));
+  const inFlight: ReturnType<typeof start>[] = [];
+  let batch: SourcedTask[] = [];
+  // The files were read and checked in pass 1: problems here are none (they went to pass 1's list).
+  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => undefined), [])) {
+    batch.push(t);
+    if (batch.length < BATCH) continue;
+    inFlight.push(start(batch));
+    batch = [];
+    if (inFlight.length >= IN_FLIGHT) write(await inFlight.shift()!);
   }
+  if (batch.length) inFlight.push(start(batch));
+  for (const b of inFlight) write(await b);
   tokenizing.done();
   if (problems.length > 0) throw new DataError(problems);
-  return { splits, truncation, total };
+  for (const s of SPLITS) splits[s].finish();
+  truncation.dropped_ids = SPLITS.flatMap((s) => dropped[s]); // split by split, each in file order
+  return { splits, truncation };
 }
 
 /** messages.jsonl's line of a document: its messages (training flag on the reply) and TRL's prompt/completion. */
@@ -232,38 +302,6 @@ function checkDropped(recipe: ResolvedRecipe, truncation: Manifest['truncation']
   ]);
 }
 
-/** Step 4, write: shards, messages, tokenizer and manifest into a temporary folder beside the target, swapped in. */
-function writeDataset(outDir: string, splits: Record<SplitName, RenderedSplit>, tok: Tok, manifest: Manifest): void {
-  const tmp = `${outDir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
-    for (const split of SPLITS) {
-      const s = splits[split].stream;
-      writeFileSync(path.join(tmp, `${split}.messages.jsonl`), splits[split].records.map((r) => `${JSON.stringify(r)}\n`).join(''));
-      writeSafetensors(
-        path.join(tmp, `${split}.tokens.safetensors`),
-        [
-          ['doc_offsets', BigInt64Array.from(s.offsets, (o) => BigInt(o))],
-          ['input_ids', s.ids.slice(0, s.length)],
-          ['loss_mask', s.mask.slice(0, s.length)],
-        ],
-        { format: DATASET_FORMAT, split },
-      );
-    }
-    mkdirSync(path.join(tmp, 'tokenizer'));
-    for (const [name, text] of Object.entries(tok.files())) writeFileSync(path.join(tmp, 'tokenizer', name), text);
-    writeFileSync(path.join(tmp, 'manifest.json'), `${canonicalJson(manifest, 2)}\n`);
-    const old = `${outDir}.old-${process.pid}`;
-    if (existsSync(outDir)) renameSync(outDir, old);
-    renameSync(tmp, outDir);
-    rmSync(old, { recursive: true, force: true });
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw isDiskFull(e) ? diskFullError(outDir, 'writing the dataset') : e;
-  }
-}
-
 /**
  * Builds the dataset of a recipe into `outDir` (Contract 3): import -> split -> render/tokenize -> write. Output
  * goes to a temporary folder that is renamed on success: a failed build leaves nothing behind. Same inputs +
@@ -293,33 +331,53 @@ async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, 
     return { dir: outDir, manifest: readManifest(outDir)!, built: false };
   }
 
-  const { tasks, duplicates } = await readTasks(recipe, tok, log);
-  const { splits, truncation, total } = renderSplits(splitTasks(tasks, recipe.data), tok, recipe.data, log);
-  checkDropped(recipe, truncation, total);
-
-  // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
-  const byId = Object.entries(recipe.data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
-  const perSplit = <T>(f: (s: RenderedSplit) => T) => Object.fromEntries(SPLITS.map((s) => [s, f(splits[s])])) as Record<SplitName, T>;
-  const manifest: Manifest = {
-    format: DATASET_FORMAT,
-    dataset_hash: datasetHash,
-    tokenizer_hash: tok.hash,
-    inputs,
-    options,
-    behavior_tokens: keyOrdered(Object.fromEntries(byId.map(([, b]) => [b.token, tok.addedIds[b.token]!]))),
-    behavior_ids: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.addedIds[b.token]!]))),
-    behavior_descriptions: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.encode(b.description)]))),
-    tokenizer_size: tok.baseSize,
-    eos_id: tok.eosId,
-    counts: perSplit((s) => s.counts),
-    cases: perSplit((s) => new Set(s.records.map((r) => r.case_id)).size),
-    lengths: perSplit((s) => lengthStats(s.lengths, s.lossTokens)),
-    truncation,
-    duplicates_skipped: duplicates,
-    documents: perSplit((s) => s.records.map((r) => r.id)),
-  };
-  writeDataset(outDir, splits, tok, manifest);
+  const { strata, duplicates } = await scanTasks(recipe, tok, log);
+  const splitOf = assignSplits(strata, recipe.data.splits, recipe.data.seed);
+  // Written into a temporary folder beside the target, swapped in once complete: a failed build leaves nothing.
+  const tmp = `${outDir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  let manifest: Manifest;
+  let splits: Record<SplitName, SplitWriter>;
+  let truncation: Manifest['truncation'];
+  try {
+    ({ splits, truncation } = await writeSplits(recipe, tok, splitOf, strata.tasks, tmp, log));
+    checkDropped(recipe, truncation, strata.tasks);
+    // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
+    const byId = Object.entries(recipe.data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
+    const perSplit = <T>(f: (s: SplitWriter) => T) => Object.fromEntries(SPLITS.map((s) => [s, f(splits[s])])) as Record<SplitName, T>;
+    const descriptions = await Promise.all(byId.map(async ([name, b]) => [name, await tok.encode(b.description)] as const));
+    manifest = {
+      format: DATASET_FORMAT,
+      dataset_hash: datasetHash,
+      tokenizer_hash: tok.hash,
+      inputs,
+      options,
+      behavior_tokens: keyOrdered(Object.fromEntries(byId.map(([, b]) => [b.token, tok.addedIds[b.token]!]))),
+      behavior_ids: keyOrdered(Object.fromEntries(byId.map(([name, b]) => [name, tok.addedIds[b.token]!]))),
+      behavior_descriptions: keyOrdered(Object.fromEntries(descriptions)),
+      tokenizer_size: tok.baseSize,
+      eos_id: tok.eosId,
+      counts: perSplit((s) => s.counts),
+      cases: perSplit((s) => s.cases.size),
+      lengths: perSplit((s) => lengthStats(s.lengths, s.lossTokens)),
+      truncation,
+      duplicates_skipped: duplicates,
+      documents: perSplit((s) => s.documents),
+    };
+    mkdirSync(path.join(tmp, 'tokenizer'));
+    for (const [name, text] of Object.entries(tok.files())) writeFileSync(path.join(tmp, 'tokenizer', name), text);
+    writeFileSync(path.join(tmp, 'manifest.json'), `${canonicalJson(manifest, 2)}\n`);
+    const old = `${outDir}.old-${process.pid}`;
+    if (existsSync(outDir)) renameSync(outDir, old);
+    renameSync(tmp, outDir);
+    rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw isDiskFull(e) ? diskFullError(outDir, 'writing the dataset') : e;
+  }
   if (cached) await withLock(cached, async () => (readManifest(cached)?.dataset_hash === datasetHash ? undefined : copyDataset(outDir, cached)));
-  log.info({ dir: outDir, documents: perSplit((s) => s.records.length), truncated: truncation.truncated, dropped: truncation.dropped }, 'dataset built');
+  const perSplitCount = Object.fromEntries(SPLITS.map((s) => [s, splits[s].documents.length]));
+  log.info({ dir: outDir, documents: perSplitCount, truncated: truncation.truncated, dropped: truncation.dropped }, 'dataset built');
   return { dir: outDir, manifest, built: true };
 }

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { DataProblem } from './data-error.js';
-import { importTasks, recipeImportOptions } from './import.js';
+import { readTasks, recipeImportOptions } from './import.js';
 import { VALIDATE_DATA_MAX_BYTES } from './limits.js';
 
 export { VALIDATE_DATA_MAX_BYTES };
@@ -34,6 +34,8 @@ export function taskBytes(recipe: ResolvedRecipe): number {
 
 /** The dataset import checks of `bsft dataset build` (every line: JSON, schema, text rules, limits), without building. */
 export async function checkTaskData(recipe: ResolvedRecipe): Promise<DataCheck> {
-  const imported = await importTasks(recipe.task_files, recipeImportOptions(recipe.data, specialTokens(recipe.tokenizer)));
-  return { tasks: imported.tasks.length, files: recipe.task_files.length, bytes: taskBytes(recipe), problems: imported.problems };
+  const problems: DataProblem[] = [];
+  let tasks = 0;
+  for await (const _ of readTasks(recipe.task_files, recipeImportOptions(recipe.data, specialTokens(recipe.tokenizer)), problems)) tasks++;
+  return { tasks, files: recipe.task_files.length, bytes: taskBytes(recipe), problems };
 }

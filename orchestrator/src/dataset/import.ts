@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { canonicalJson } from '../util/canonical-json.js';
 import type { DataProblem } from './data-error.js';
@@ -35,13 +36,14 @@ export function recipeImportOptions(data: ResolvedRecipe['data'], specialTokens:
   };
 }
 
-/** Streams task records from JSONL files (`.gz` too), validating every line; problems name file, line and field. */
-export async function importTasks(files: string[], opts: ImportOptions): Promise<ImportResult> {
-  const tasks: SourcedTask[] = [];
-  const problems: DataProblem[] = [];
-  const byId = new Map<string, { canonical: string; file: string; line: number }>();
-  let duplicates = 0;
-
+/**
+ * The tasks of JSONL files (`.gz` too), one at a time in file order, each validated (problems naming file, line
+ * and field go to `problems`; such a line yields nothing) and each id once: an identical record seen again is
+ * counted in `counts.duplicates` and skipped, a different one under the same id is a problem. Holds no task: only
+ * each id's digest, so that files of any number of tasks stream through.
+ */
+export async function* readTasks(files: string[], opts: ImportOptions, problems: DataProblem[], counts = { duplicates: 0 }): AsyncGenerator<SourcedTask> {
+  const byId = new Map<string, string>(); // id -> "<sha256 of the canonical record> <file>:<line>"
   for (const file of files) {
     for await (const { value: t, line, file: shown, problem } of readJsonl(file, taskSchema, problems, opts.onLine, opts.limits)) {
       const control = controlTextProblems(t, opts.controlText ?? []);
@@ -56,18 +58,26 @@ export async function importTasks(files: string[], opts: ImportOptions): Promise
         problem(t.behavior ? 'behavior' : 'category', `unknown behavior "${behavior}" (recipe behaviors: ${opts.behaviors.join(', ')})`);
         continue;
       }
-      const canonical = canonicalJson(t);
+      const digest = createHash('sha256').update(canonicalJson(t)).digest('base64');
       const seen = byId.get(t.id);
       if (seen) {
-        if (seen.canonical === canonical) duplicates++;
-        else problem('id', `duplicate id "${t.id}" with different content (first seen at ${seen.file}:${seen.line})`);
+        if (seen.startsWith(`${digest} `)) counts.duplicates++;
+        else problem('id', `duplicate id "${t.id}" with different content (first seen at ${seen.slice(digest.length + 1)})`);
         continue;
       }
-      byId.set(t.id, { canonical, file: shown, line });
-      tasks.push({ ...t, target: pyStrip(t.target), behavior, file: shown, line });
+      byId.set(t.id, `${digest} ${shown}:${line}`);
+      yield { ...t, target: pyStrip(t.target), behavior, file: shown, line };
     }
   }
-  return { tasks, problems, duplicates };
+}
+
+/** Every task of the files in memory (readTasks): for small inputs and tests. */
+export async function importTasks(files: string[], opts: ImportOptions): Promise<ImportResult> {
+  const tasks: SourcedTask[] = [];
+  const problems: DataProblem[] = [];
+  const counts = { duplicates: 0 };
+  for await (const t of readTasks(files, opts, problems, counts)) tasks.push(t);
+  return { tasks, problems, duplicates: counts.duplicates };
 }
 
 /**

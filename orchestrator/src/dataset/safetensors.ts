@@ -12,18 +12,28 @@ function dtypeOf(a: TypedArray): Dtype {
   return 'I64';
 }
 
+/** A tensor to write: its name, dtype and length, and its bytes (an array in memory, or a file of raw data). */
+export interface TensorSource {
+  name: string;
+  dtype: Dtype;
+  length: number;
+  data: TypedArray | { file: string };
+}
+
 /**
  * Writes tensors in the safetensors format: u64 little-endian header length, JSON header (keys sorted, padded with
  * spaces to 8 bytes), then the raw little-endian data in the given order (largest item size first keeps alignment).
+ * A tensor's data may come from a file of raw values (a build's temporary stream), copied a chunk at a time.
  */
-export function writeSafetensors(file: string, tensors: [string, TypedArray][], metadata: Record<string, string> = {}): void {
+export function writeSafetensorsFrom(file: string, tensors: TensorSource[], metadata: Record<string, string> = {}): void {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   const entries: Record<string, unknown> = {};
-  for (const [name, data] of tensors) {
-    entries[name] = { dtype: dtypeOf(data), shape: [data.length], data_offsets: [offset, offset + data.byteLength] };
-    offset += data.byteLength;
+  for (const t of tensors) {
+    const bytes = t.length * ITEM[t.dtype];
+    entries[t.name] = { dtype: t.dtype, shape: [t.length], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   for (const name of Object.keys(entries).sort()) header[name] = entries[name];
   let json = JSON.stringify(header);
@@ -34,11 +44,28 @@ export function writeSafetensors(file: string, tensors: [string, TypedArray][], 
   try {
     writeSync(fd, len);
     writeSync(fd, json);
-    for (const [, data] of tensors) writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    for (const t of tensors) {
+      if (!('file' in t.data)) {
+        writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+        continue;
+      }
+      const src = openSync(t.data.file, 'r');
+      try {
+        const chunk = Buffer.allocUnsafe(1 << 22);
+        for (let n; (n = readSync(src, chunk, 0, chunk.length, null)) > 0; ) writeSync(fd, chunk, 0, n);
+      } finally {
+        closeSync(src);
+      }
+    }
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
+}
+
+/** Writes tensors held in memory (writeSafetensorsFrom). */
+export function writeSafetensors(file: string, tensors: [string, TypedArray][], metadata: Record<string, string> = {}): void {
+  writeSafetensorsFrom(file, tensors.map(([name, data]) => ({ name, dtype: dtypeOf(data), length: data.length, data })), metadata);
 }
 
 export interface SafetensorsFile {

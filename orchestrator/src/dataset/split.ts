@@ -8,21 +8,35 @@ export interface Splittable {
   behavior: string;
 }
 
+/** What the split of whole cases needs of the tasks: each case's count per category x behavior, gathered as they stream by. */
+export class CaseStrata {
+  readonly cases = new Map<string, Map<string, number>>();
+  readonly totals = new Map<string, number>();
+  tasks = 0;
+
+  static of(tasks: Iterable<Splittable>): CaseStrata {
+    const s = new CaseStrata();
+    for (const t of tasks) s.add(t);
+    return s;
+  }
+
+  add(t: Splittable): void {
+    const stratum = `${t.category}\u0000${t.behavior}`;
+    const strata = this.cases.get(t.case_id) ?? new Map<string, number>();
+    strata.set(stratum, (strata.get(stratum) ?? 0) + 1);
+    this.cases.set(t.case_id, strata);
+    this.totals.set(stratum, (this.totals.get(stratum) ?? 0) + 1);
+    this.tasks++;
+  }
+}
+
 /**
  * Assigns whole cases to splits (a case never appears in two splits), stratified by category x behavior:
  * cases are visited in a seeded random order, largest first, and each goes to the split whose share of the
  * case's strata is furthest below its target. Returns case_id -> split.
  */
-export function assignSplits(tasks: Splittable[], fractions: Record<SplitName, number>, seed: number): Map<string, SplitName> {
-  const cases = new Map<string, Map<string, number>>();
-  const totals = new Map<string, number>();
-  for (const t of tasks) {
-    const stratum = `${t.category}\u0000${t.behavior}`;
-    const strata = cases.get(t.case_id) ?? new Map<string, number>();
-    strata.set(stratum, (strata.get(stratum) ?? 0) + 1);
-    cases.set(t.case_id, strata);
-    totals.set(stratum, (totals.get(stratum) ?? 0) + 1);
-  }
+export function assignSplits(tasks: Iterable<Splittable> | CaseStrata, fractions: Record<SplitName, number>, seed: number): Map<string, SplitName> {
+  const { cases, totals, tasks: n } = tasks instanceof CaseStrata ? tasks : CaseStrata.of(tasks);
   const ids = new Rng(seed).shuffle([...cases.keys()].sort());
   const size = (id: string) => [...cases.get(id)!.values()].reduce((a, b) => a + b, 0);
   // Stable sort keeps the shuffled order among cases of equal size.
@@ -44,7 +58,7 @@ export function assignSplits(tasks: Splittable[], fractions: Record<SplitName, n
         const want = fractions[split] * totals.get(stratum)!;
         score += n * (want - (counts[split].get(stratum) ?? 0)) / totals.get(stratum)!;
       }
-      score += (size(id) * (fractions[split] * (total + size(id)) - assigned[split])) / tasks.length;
+      score += (size(id) * (fractions[split] * (total + size(id)) - assigned[split])) / n;
       if (score > bestScore) {
         best = split;
         bestScore = score;

@@ -3,19 +3,30 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { Tokenizer } from '@huggingface/tokenizers';
+import { Tokenizer } from 'tokenizers';
 import type { Message } from './condition.js';
-import { nfc, pinRegexClasses } from './unicode.js';
 
 /**
  * The model's own tokenizer (tokenizer.json, exact BPE) and chat template (tokenizer_config.json), with the
  * behavior tokens added as special tokens at IDs len(tokenizer), len(tokenizer)+1, ... (Contract 2).
+ *
+ * Tokenization is the Hugging Face `tokenizers` library itself (its Rust core through the official Node bindings,
+ * the same version as Python's), so IDs are those of Python's `AutoTokenizer` by construction, whatever Node or
+ * ICU runs here; batches are encoded on the library's own threads.
  */
 export interface ChatTokenizer {
-  encode(text: string): number[];
-  decode(ids: number[]): string;
+  encode(text: string): Promise<number[]>;
+  /** Several texts at once, in parallel (the library's threads): each text's IDs and its `tokenAt` function. */
+  encodeBatch(texts: string[]): Promise<Encoded[]>;
+  decode(ids: number[]): Promise<string>;
   /** Renders messages with the chat template; `generationPrompt` appends the assistant header. */
   render(messages: Message[], generationPrompt: boolean): string;
+  /**
+   * Whether the tokenizer splits `text` at `at` (a string index) whatever follows: an added token (a special token,
+   * a behavior token) starts there, and the library tokenizes the text between added tokens on its own. Then the
+   * tokens of `text.slice(0, at)` are exactly the first tokens of `text`.
+   */
+  splitsAt(text: string, at: number): boolean;
   /** Behavior token string -> ID, in ID order. */
   addedIds: Record<string, number>;
   /** The special tokens' strings (the template's and the behavior tokens): text that must not occur in task data. */
@@ -32,6 +43,22 @@ export interface ChatTokenizer {
   eosId: number;
 }
 
+export interface Encoded {
+  ids: number[];
+  /** The index of the token holding the character at string index `at` (the first token of `text.slice(at)`). */
+  tokenAt(text: string, at: number): number | null;
+}
+
+/** Code points before string index `at` (the library counts characters, JavaScript UTF-16 code units). */
+function codePoints(text: string, at: number): number {
+  let n = 0;
+  for (let i = 0; i < at; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff) n++; // a low surrogate is the second half of one character
+  }
+  return n;
+}
+
 interface AddedTokenJson {
   id: number;
   content: string;
@@ -45,21 +72,6 @@ interface AddedTokenJson {
 interface TokenizerJson {
   model: { vocab: Record<string, number> };
   added_tokens: AddedTokenJson[];
-  normalizer?: { type: string } | null;
-  pre_tokenizer?: PreTokenizerJson | null;
-}
-
-interface PreTokenizerJson {
-  type: string;
-  pattern?: { Regex?: string };
-  pretokenizers?: PreTokenizerJson[];
-}
-
-/** Split patterns match letters, numbers and white space as the tokenizer library does (see unicode.ts). */
-function pinPreTokenizer(p: PreTokenizerJson | null | undefined): void {
-  if (!p) return;
-  if (p.type === 'Split' && p.pattern?.Regex) p.pattern.Regex = pinRegexClasses(p.pattern.Regex);
-  for (const inner of p.pretokenizers ?? []) pinPreTokenizer(inner);
 }
 
 const cache = new Map<string, ChatTokenizer>();
@@ -120,19 +132,30 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
     return { id: baseSize + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
   });
   json.added_tokens.push(...added);
-  const ownNfc = json.normalizer?.type === 'NFC';
-  if (ownNfc) json.normalizer = null;
-  pinPreTokenizer(json.pre_tokenizer);
-  const tokenizer = new Tokenizer(json, config);
-  // Between added tokens, text is normalized by the tokenizer library's NFC tables, not by this Node's ICU.
-  if (ownNfc) (tokenizer as unknown as { normalizer: (text: string) => string }).normalizer = nfc;
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = Tokenizer.fromString(JSON.stringify(json));
+  } catch (e) {
+    throw new TokenizerError(`${dir}/tokenizer.json cannot be loaded by the tokenizers library: ${(e as Error).message}`);
+  }
   const chat = new Template(template);
-  const eosId = config.eos_token ? tokenizer.token_to_id(config.eos_token) : undefined;
+  const eosId = config.eos_token ? (tokenizer.tokenToId(config.eos_token) ?? undefined) : undefined;
   if (eosId === undefined) throw new TokenizerError(`${dir}: eos_token missing from tokenizer_config.json or the vocabulary`);
+  // Added tokens matched on the raw text (not normalized first) split it wherever they occur.
+  const splitters = json.added_tokens.filter((t) => !t.normalized).map((t) => t.content);
+  const options = { addSpecialTokens: false };
 
   return {
-    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids) => tokenizer.decode(ids, { skip_special_tokens: false }),
+    encode: async (text) => (await tokenizer.encode(text, null, options)).getIds(),
+    encodeBatch: async (texts) =>
+      texts.length === 0
+        ? []
+        : (await tokenizer.encodeBatch(texts, options)).map((e) => ({
+            ids: e.getIds(),
+            tokenAt: (text: string, at: number) => e.charToToken(codePoints(text, at)),
+          })),
+    decode: (ids) => tokenizer.decode(ids, false),
+    splitsAt: (text, at) => splitters.some((t) => text.startsWith(t, at)),
     render: (messages, generationPrompt) =>
       chat.render({ messages, add_generation_prompt: generationPrompt, bos_token: '', eos_token: config.eos_token }),
     addedIds,
