@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -177,6 +177,25 @@ describe('bounded input', () => {
     ]);
     expect(await problemsOf([sampleLines[0], field].join('\n'), ['data.max_field_bytes=2000000'])).toEqual([]);
   });
+
+  it('builds a split whose messages.jsonl is longer than V8 allows a string, holding no file in memory (576 MB, generated; ~20 s)', async () => {
+    // 640 tasks, each with a 900 kB `answer` (written to messages.jsonl, not tokenized): a train split of 576 MB, over
+    // V8's longest string (2^29 - 24 characters). Generated here, a line at a time; built in a process of its own.
+    const d = mkdtempSync(path.join(work, 'huge-'));
+    const file = path.join(d, 'tasks.jsonl');
+    const fd = openSync(file, 'w');
+    const answer = 'x'.repeat(900_000);
+    for (let i = 0; i < 640; i++) writeSync(fd, `${line({ ...good, id: `big-${i}`, case_id: `big-c${i}`, answer })}\n`);
+    closeSync(fd);
+    writeFileSync(path.join(d, 'r.yaml'), `extends: ${SMOKE}\ndata: { tasks: [tasks.jsonl], splits: { train: 1, val: 0, test: 0 } }\n`);
+    const res = await bsft(['dataset', 'build', 'r.yaml', '--allow', ROOT, '--out', 'ds'], { cwd: d });
+    expect(res.code, res.stderr).toBe(0);
+    const size = statSync(path.join(d, 'ds', 'train.messages.jsonl')).size;
+    expect(size).toBeGreaterThan(2 ** 29);
+    const manifest = JSON.parse(readFileSync(path.join(d, 'ds', 'manifest.json'), 'utf8'));
+    expect(manifest.documents.train).toHaveLength(640);
+    rmSync(d, { recursive: true, force: true });
+  }, 600_000);
 
   it('fails when more than data.max_dropped_share of the documents do not fit, listing them', async () => {
     const long = Array.from({ length: 4 }, (_, i) => line({ ...good, id: `L${i}`, target: 'long reply '.repeat(700) }));

@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildDataset, type MessagesRecord } from '../src/dataset/build.js';
+import { ChatTemplate, insertsContentOnly } from '../src/dataset/chat-template.js';
 import { contextMessages, type ConditioningSpec } from '../src/dataset/condition.js';
 import { manifestSchema, type Manifest } from '../src/dataset/manifest.js';
 import { tokenizeConversation } from '../src/dataset/render.js';
@@ -15,6 +16,7 @@ import { loadChatTokenizer } from '../src/dataset/tokenizer.js';
 import { resolveRecipe, type ResolvedRecipe } from '../src/recipe/resolve.js';
 import { DEFAULT_BEHAVIORS, SPLITS } from '../src/recipe/schema.js';
 import { trainerConfig, trainerConfigSchema } from '../src/run/trainer-config.js';
+import { Rng } from '../src/util/rng.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 
 const TOKENIZER = path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer');
@@ -109,6 +111,36 @@ describe('tokenizer and chat template', () => {
     const plain = (await tokenizeConversation(tok, ctx, 'Answer.', 4096))!;
     expect(plain.ids.filter((_, i) => plain.mask[i])).toEqual([...(await tok.encode('Answer.')), tok.eosId]);
     await expect(tokenizeConversation(tok, ctx, '\n\nAnswer.', 4096)).rejects.toThrow(/merge with the assistant header/);
+  });
+});
+
+describe('chat template rendered by shape', () => {
+  const qwen = (JSON.parse(readFileSync(path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer', 'tokenizer_config.json'), 'utf8')) as { chat_template: string }).chat_template;
+
+  it('reads which templates insert contents as they are (and test nothing else of them)', () => {
+    expect(insertsContentOnly(qwen)).toBe(true);
+    for (const uses of ["{{ message.content|trim }}", "{% if '</think>' in message.content %}x{% endif %}", "{{ message.content.split('x')[0] }}",
+      "{% if message.content == '' %}x{% endif %}", "{{ messages[0]['content'][:10] }}"]) {
+      expect(insertsContentOnly(`{% for message in messages %}${uses}{% endfor %}`), uses).toBe(false);
+    }
+  });
+
+  it('gives the full rendering for random conversations of many shapes, contents with template syntax included', () => {
+    const shaped = new ChatTemplate(qwen, { bos_token: '', eos_token: '<|im_end|>' });
+    const trimming = new ChatTemplate(qwen.replaceAll('message.content', 'message.content|trim'), { bos_token: '', eos_token: '<|im_end|>' });
+    expect(shaped.shaped && !trimming.shaped).toBe(true);
+    const rng = new Rng(5);
+    const texts = ['Hi', '', '  spaced  ', '{{ x }} {% if %}', 'line\nbreak', '<|im_end|>', '\ue000 0\ue001', 'é', '$& $1'];
+    for (let n = 0; n < 300; n++) {
+      const roles = ['system', 'user', 'assistant'] as const;
+      const messages = Array.from({ length: 1 + Math.floor(rng.next() * 6) }, (_, i) => ({
+        role: i === 0 && rng.next() < 0.3 ? 'system' as const : roles[1 + Math.floor(rng.next() * 2)]!,
+        content: texts[Math.floor(rng.next() * texts.length)]!,
+      }));
+      const gen = rng.next() < 0.5;
+      expect(shaped.render(messages, gen)).toBe(shaped.renderFull(messages, gen));
+      expect(trimming.render(messages, gen)).toBe(trimming.renderFull(messages, gen));
+    }
   });
 });
 

@@ -189,7 +189,7 @@ describe('a build or scoring child lives as long as its job', () => {
   });
 
   it('a worker killed with SIGKILL, bsft cancel and a Redis outage each stop the build child within 2 s; two never run at once', async () => {
-    const tasks = bigTasks(20);
+    const tasks = bigTasks(60);
     const env = queueEnv({ REDIS_URL: redis.url });
     const submitted = async (name: string) => {
       const { args } = testRecipeArgs(['train.max_steps=4', `name=${name}`]);
@@ -198,7 +198,7 @@ describe('a build or scoring child lives as long as its job', () => {
     };
     let most = 0;
     const sampler = setInterval(() => (most = Math.max(most, processesWith(BUILD_CHILD).length)), 100);
-    // A build child that has run for 2 s: it is reading or tokenizing the 12,600 tasks (about 25 s of work).
+    // A build child that has run for 2 s: it is reading or tokenizing the 37,800 tasks (about 15 s of work).
     const building = async () => {
       let child: number | undefined;
       await until(() => (child = processesWith(BUILD_CHILD)[0]) !== undefined, 60_000, 'no build child started');

@@ -6,13 +6,14 @@ import type { Logger } from '../log.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { SPLITS, type SplitName } from '../recipe/schema.js';
 import { canonicalJson, keyOrdered } from '../util/canonical-json.js';
+import { collectGarbage } from '../util/collect-garbage.js';
 import { sha256File } from '../util/sha256.js';
 import { diskFullError, isDiskFull } from '../util/disk-full.js';
 import { withLock, type LockHolder } from '../util/file-lock.js';
 import { createProgress } from '../util/progress.js';
 import { assistantReply, contextMessages, type ConditioningSpec, type Message } from './condition.js';
 import { DataError, type DataProblem } from './data-error.js';
-import { readTasks, recipeImportOptions } from './import.js';
+import { newReading, readTasks, recipeImportOptions, type TaskReading } from './import.js';
 import { displayPath } from './jsonl.js';
 import { DATASET_FORMAT, lengthStats, readManifest, type Manifest } from './manifest.js';
 import { tokenizeConversations, type TokenizedDoc } from './render.js';
@@ -110,18 +111,18 @@ function importOptions(recipe: ResolvedRecipe, tok: Tok, onLine: () => void) {
  * Pass 1, import: every task line read and checked (file, line and field of each problem); of each task only what
  * the split of whole cases needs is kept (CaseStrata), so that memory does not grow with the tasks' text.
  */
-async function scanTasks(recipe: ResolvedRecipe, tok: Tok, log: Logger): Promise<{ strata: CaseStrata; duplicates: number }> {
-  const reading = createProgress('reading tasks', { unit: 'lines', log });
+async function scanTasks(recipe: ResolvedRecipe, tok: Tok, log: Logger): Promise<{ strata: CaseStrata; reading: TaskReading }> {
+  const progress = createProgress('reading tasks', { unit: 'lines', log });
   const problems: DataProblem[] = [];
-  const counts = { duplicates: 0 };
+  const reading = newReading();
   const strata = new CaseStrata();
-  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => reading.tick()), problems, counts)) strata.add(t);
-  reading.done();
+  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => progress.tick()), problems, reading)) strata.add(t);
+  progress.done();
   if (problems.length > 0) throw new DataError(problems);
   if (strata.tasks === 0) {
     throw new DataError(recipe.task_files.map((f) => ({ file: displayPath(f), line: 0, field: '', message: 'no tasks (the file is empty)' })));
   }
-  return { strata, duplicates: counts.duplicates };
+  return { strata, reading };
 }
 
 /** Appends to a file through a buffer: no output file is ever held as one string or one array. */
@@ -212,13 +213,17 @@ class SplitWriter {
 /** Conversations tokenized at once (the tokenizer's threads), and how many batches are in flight. */
 const BATCH = 256;
 const IN_FLIGHT = 2;
+/** A full garbage collection every this many tokens bounds the encodings' native memory (collect-garbage.ts). */
+const COLLECT_EVERY_TOKENS = 2_000_000;
 
 /**
  * Pass 2, render, tokenize and write: the task files are read again, in order; each task goes to its case's split,
  * is rendered with the chat template and tokenized in batches (the next batch renders while the tokenizer works on
  * the one before), and written at once. Documents that cannot fit are dropped (and counted).
  */
-async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string, SplitName>, total: number, dir: string, log: Logger) {
+async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string, SplitName>, scan: { strata: CaseStrata; reading: TaskReading },
+  dir: string, log: Logger) {
+  const total = scan.strata.tasks;
   const data = recipe.data;
   const spec: ConditioningSpec = { mode: data.conditioning, behaviors: data.behaviors, instruction: data.instruction };
   const problems: DataProblem[] = [];
@@ -226,7 +231,14 @@ async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string
   const splits = Object.fromEntries(SPLITS.map((s) => [s, new SplitWriter(dir, s)])) as Record<SplitName, SplitWriter>;
   const dropped = Object.fromEntries(SPLITS.map((s) => [s, [] as string[]])) as Record<SplitName, string[]>;
   const tokenizing = createProgress('tokenizing', { total, unit: 'tasks', log });
+  let sinceCollect = 0;
   const write = ({ tasks, docs }: { tasks: SourcedTask[]; docs: Awaited<ReturnType<typeof tokenizeConversations>> }) => {
+    // The encodings' native memory goes only when their wrappers are collected: now and then, not at the heap's pace.
+    sinceCollect += docs.reduce((n, d) => n + (d instanceof RenderError || !d ? 0 : d.ids.length), 0);
+    if (sinceCollect > COLLECT_EVERY_TOKENS) {
+      sinceCollect = 0;
+      collectGarbage();
+    }
     for (const [i, t] of tasks.entries()) {
       tokenizing.tick();
       const doc = docs[i];
@@ -251,8 +263,8 @@ async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string
       .then((docs) => ({ tasks, docs }));
   const inFlight: ReturnType<typeof start>[] = [];
   let batch: SourcedTask[] = [];
-  // The files were read and checked in pass 1: problems here are none (they went to pass 1's list).
-  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => undefined), [])) {
+  // The files were read and checked in pass 1 (no problem here), which found the duplicate records to leave out.
+  for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => undefined), [], newReading(), scan.reading.duplicateLines)) {
     batch.push(t);
     if (batch.length < BATCH) continue;
     inFlight.push(start(batch));
@@ -331,7 +343,8 @@ async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, 
     return { dir: outDir, manifest: readManifest(outDir)!, built: false };
   }
 
-  const { strata, duplicates } = await scanTasks(recipe, tok, log);
+  const scan = await scanTasks(recipe, tok, log);
+  const { strata } = scan;
   const splitOf = assignSplits(strata, recipe.data.splits, recipe.data.seed);
   // Written into a temporary folder beside the target, swapped in once complete: a failed build leaves nothing.
   const tmp = `${outDir}.tmp-${process.pid}`;
@@ -341,7 +354,7 @@ async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, 
   let splits: Record<SplitName, SplitWriter>;
   let truncation: Manifest['truncation'];
   try {
-    ({ splits, truncation } = await writeSplits(recipe, tok, splitOf, strata.tasks, tmp, log));
+    ({ splits, truncation } = await writeSplits(recipe, tok, splitOf, scan, tmp, log));
     checkDropped(recipe, truncation, strata.tasks);
     // Behavior tokens by ID (the order in which a Hugging Face tokenizer must add them to give these IDs).
     const byId = Object.entries(recipe.data.behaviors).sort((a, b) => tok.addedIds[a[1].token]! - tok.addedIds[b[1].token]!);
@@ -362,7 +375,7 @@ async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, 
       cases: perSplit((s) => s.cases.size),
       lengths: perSplit((s) => lengthStats(s.lengths, s.lossTokens)),
       truncation,
-      duplicates_skipped: duplicates,
+      duplicates_skipped: scan.reading.duplicates,
       documents: perSplit((s) => s.documents),
     };
     mkdirSync(path.join(tmp, 'tokenizer'));

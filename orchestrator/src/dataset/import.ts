@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { canonicalJson } from '../util/canonical-json.js';
 import type { DataProblem } from './data-error.js';
-import { readJsonl, type JsonlLimits } from './jsonl.js';
+import { displayPath, readJsonl, type JsonlLimits } from './jsonl.js';
 import { pyStrip } from './strip.js';
 import { taskSchema, type SourcedTask, type Task } from './task.js';
 
@@ -36,16 +36,30 @@ export function recipeImportOptions(data: ResolvedRecipe['data'], specialTokens:
   };
 }
 
+/** What a pass over task files found besides its tasks. */
+export interface TaskReading {
+  /** Identical records seen again (kept once). */
+  duplicates: number;
+  /** Where they are, as `<file index>:<line>`: a second pass skips them without remembering every id. */
+  duplicateLines: Set<string>;
+}
+
+export const newReading = (): TaskReading => ({ duplicates: 0, duplicateLines: new Set() });
+
 /**
  * The tasks of JSONL files (`.gz` too), one at a time in file order, each validated (problems naming file, line
  * and field go to `problems`; such a line yields nothing) and each id once: an identical record seen again is
- * counted in `counts.duplicates` and skipped, a different one under the same id is a problem. Holds no task: only
- * each id's digest, so that files of any number of tasks stream through.
+ * counted in `reading` and skipped, a different one under the same id is a problem. Holds no task, only each id's
+ * digest and first place, so that files of any number of tasks stream through. With `skip` (a first pass's
+ * `duplicateLines`), ids are not tracked at all: the lines of `skip` are left out.
  */
-export async function* readTasks(files: string[], opts: ImportOptions, problems: DataProblem[], counts = { duplicates: 0 }): AsyncGenerator<SourcedTask> {
-  const byId = new Map<string, string>(); // id -> "<sha256 of the canonical record> <file>:<line>"
-  for (const file of files) {
+export async function* readTasks(files: string[], opts: ImportOptions, problems: DataProblem[], reading = newReading(),
+  skip?: Set<string>): AsyncGenerator<SourcedTask> {
+  const byId = new Map<string, string>(); // id -> "<sha256 of the canonical record> <file index>:<line>"
+  for (const [fileIndex, file] of files.entries()) {
     for await (const { value: t, line, file: shown, problem } of readJsonl(file, taskSchema, problems, opts.onLine, opts.limits)) {
+      const at = `${fileIndex}:${line}`;
+      if (skip?.has(at)) continue;
       const control = controlTextProblems(t, opts.controlText ?? []);
       for (const [field, message] of control) problem(field, message);
       if (control.length) continue;
@@ -58,14 +72,21 @@ export async function* readTasks(files: string[], opts: ImportOptions, problems:
         problem(t.behavior ? 'behavior' : 'category', `unknown behavior "${behavior}" (recipe behaviors: ${opts.behaviors.join(', ')})`);
         continue;
       }
-      const digest = createHash('sha256').update(canonicalJson(t)).digest('base64');
-      const seen = byId.get(t.id);
-      if (seen) {
-        if (seen.startsWith(`${digest} `)) counts.duplicates++;
-        else problem('id', `duplicate id "${t.id}" with different content (first seen at ${seen.slice(digest.length + 1)})`);
-        continue;
+      if (!skip) {
+        const digest = createHash('sha256').update(canonicalJson(t)).digest('base64');
+        const seen = byId.get(t.id);
+        if (seen) {
+          if (seen.startsWith(`${digest} `)) {
+            reading.duplicates++;
+            reading.duplicateLines.add(at);
+          } else {
+            const [first, firstLine] = seen.slice(digest.length + 1).split(':').map(Number);
+            problem('id', `duplicate id "${t.id}" with different content (first seen at ${displayPath(files[first!]!)}:${firstLine})`);
+          }
+          continue;
+        }
+        byId.set(t.id, `${digest} ${at}`);
       }
-      byId.set(t.id, `${digest} ${shown}:${line}`);
       yield { ...t, target: pyStrip(t.target), behavior, file: shown, line };
     }
   }
@@ -75,9 +96,9 @@ export async function* readTasks(files: string[], opts: ImportOptions, problems:
 export async function importTasks(files: string[], opts: ImportOptions): Promise<ImportResult> {
   const tasks: SourcedTask[] = [];
   const problems: DataProblem[] = [];
-  const counts = { duplicates: 0 };
-  for await (const t of readTasks(files, opts, problems, counts)) tasks.push(t);
-  return { tasks, problems, duplicates: counts.duplicates };
+  const reading = newReading();
+  for await (const t of readTasks(files, opts, problems, reading)) tasks.push(t);
+  return { tasks, problems, duplicates: reading.duplicates };
 }
 
 /**

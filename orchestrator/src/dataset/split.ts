@@ -8,10 +8,17 @@ export interface Splittable {
   behavior: string;
 }
 
-/** What the split of whole cases needs of the tasks: each case's count per category x behavior, gathered as they stream by. */
+/**
+ * What the split of whole cases needs of the tasks, gathered as they stream by: each case's task count per stratum
+ * (category x behavior), held compactly (a flat array of stratum index and count per case) so that a million
+ * one-task cases stay small.
+ */
 export class CaseStrata {
-  readonly cases = new Map<string, Map<string, number>>();
-  readonly totals = new Map<string, number>();
+  /** case_id -> [stratum index, count, stratum index, count, ...] */
+  readonly cases = new Map<string, number[]>();
+  readonly strata: string[] = [];
+  readonly totals: number[] = [];
+  private readonly index = new Map<string, number>();
   tasks = 0;
 
   static of(tasks: Iterable<Splittable>): CaseStrata {
@@ -22,11 +29,26 @@ export class CaseStrata {
 
   add(t: Splittable): void {
     const stratum = `${t.category}\u0000${t.behavior}`;
-    const strata = this.cases.get(t.case_id) ?? new Map<string, number>();
-    strata.set(stratum, (strata.get(stratum) ?? 0) + 1);
-    this.cases.set(t.case_id, strata);
-    this.totals.set(stratum, (this.totals.get(stratum) ?? 0) + 1);
+    let k = this.index.get(stratum);
+    if (k === undefined) {
+      k = this.strata.push(stratum) - 1;
+      this.index.set(stratum, k);
+      this.totals.push(0);
+    }
+    this.totals[k]!++;
     this.tasks++;
+    const counts = this.cases.get(t.case_id);
+    if (!counts) {
+      this.cases.set(t.case_id, [k, 1]);
+      return;
+    }
+    for (let i = 0; i < counts.length; i += 2) {
+      if (counts[i] === k) {
+        counts[i + 1]!++;
+        return;
+      }
+    }
+    counts.push(k, 1);
   }
 }
 
@@ -37,37 +59,44 @@ export class CaseStrata {
  */
 export function assignSplits(tasks: Iterable<Splittable> | CaseStrata, fractions: Record<SplitName, number>, seed: number): Map<string, SplitName> {
   const { cases, totals, tasks: n } = tasks instanceof CaseStrata ? tasks : CaseStrata.of(tasks);
+  const sizes = new Map<string, number>();
+  for (const [id, counts] of cases) {
+    let size = 0;
+    for (let i = 1; i < counts.length; i += 2) size += counts[i]!;
+    sizes.set(id, size);
+  }
   const ids = new Rng(seed).shuffle([...cases.keys()].sort());
-  const size = (id: string) => [...cases.get(id)!.values()].reduce((a, b) => a + b, 0);
   // Stable sort keeps the shuffled order among cases of equal size.
-  ids.sort((a, b) => size(b) - size(a));
+  ids.sort((a, b) => sizes.get(b)! - sizes.get(a)!);
 
-  const counts = Object.fromEntries(SPLITS.map((s) => [s, new Map<string, number>()])) as Record<SplitName, Map<string, number>>;
+  const counts = Object.fromEntries(SPLITS.map((s) => [s, new Array<number>(totals.length).fill(0)])) as Record<SplitName, number[]>;
   const assigned = Object.fromEntries(SPLITS.map((s) => [s, 0])) as Record<SplitName, number>;
   const out = new Map<string, SplitName>();
   let total = 0;
   for (const id of ids) {
     const strata = cases.get(id)!;
+    const size = sizes.get(id)!;
     let best: SplitName | undefined;
     let bestScore = -Infinity;
     for (const split of SPLITS) {
       if (fractions[split] <= 0) continue;
       // How far this split is below its target on the case's strata, plus on the overall task count.
       let score = 0;
-      for (const [stratum, n] of strata) {
-        const want = fractions[split] * totals.get(stratum)!;
-        score += n * (want - (counts[split].get(stratum) ?? 0)) / totals.get(stratum)!;
+      for (let i = 0; i < strata.length; i += 2) {
+        const [k, m] = [strata[i]!, strata[i + 1]!];
+        const want = fractions[split] * totals[k]!;
+        score += (m * (want - counts[split][k]!)) / totals[k]!;
       }
-      score += (size(id) * (fractions[split] * (total + size(id)) - assigned[split])) / n;
+      score += (size * (fractions[split] * (total + size) - assigned[split])) / n;
       if (score > bestScore) {
         best = split;
         bestScore = score;
       }
     }
     out.set(id, best!);
-    for (const [stratum, n] of strata) counts[best!].set(stratum, (counts[best!].get(stratum) ?? 0) + n);
-    assigned[best!] += size(id);
-    total += size(id);
+    for (let i = 0; i < strata.length; i += 2) counts[best!][strata[i]!]! += strata[i + 1]!;
+    assigned[best!] += size;
+    total += size;
   }
   return out;
 }

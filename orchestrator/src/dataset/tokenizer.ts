@@ -2,8 +2,8 @@ import { TokenizerError } from '../errors.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Template } from '@huggingface/jinja';
 import { Tokenizer } from 'tokenizers';
+import { ChatTemplate } from './chat-template.js';
 import type { Message } from './condition.js';
 
 /**
@@ -138,7 +138,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   } catch (e) {
     throw new TokenizerError(`${dir}/tokenizer.json cannot be loaded by the tokenizers library: ${(e as Error).message}`);
   }
-  const chat = new Template(template);
+  const chat = new ChatTemplate(template, { bos_token: '', eos_token: config.eos_token });
   const eosId = config.eos_token ? (tokenizer.tokenToId(config.eos_token) ?? undefined) : undefined;
   if (eosId === undefined) throw new TokenizerError(`${dir}: eos_token missing from tokenizer_config.json or the vocabulary`);
   // Added tokens matched on the raw text (not normalized first) split it wherever they occur.
@@ -156,8 +156,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
           })),
     decode: (ids) => tokenizer.decode(ids, false),
     splitsAt: (text, at) => splitters.some((t) => text.startsWith(t, at)),
-    render: (messages, generationPrompt) =>
-      chat.render({ messages, add_generation_prompt: generationPrompt, bos_token: '', eos_token: config.eos_token }),
+    render: (messages, generationPrompt) => chat.render(messages, generationPrompt),
     addedIds,
     files: () => {
       const withTokens = JSON.parse(tokenizerText) as TokenizerJson;

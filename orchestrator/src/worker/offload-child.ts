@@ -5,7 +5,7 @@ import { scoreRun } from '../score/run-scores.js';
 import { buildSummary, scoreSummaryOf, type ScoreSummary } from '../run/stage-summary.js';
 import type { OffloadReply, OffloadTask } from './offload.js';
 
-/** The child process of offload.ts: runs one task, sends one reply, exits. */
+/** A child process of offload.ts: runs the tasks it is sent, one at a time, each answered by one reply. */
 const level = (LOG_LEVELS as readonly string[]).includes(process.env.BSFT_LOG_LEVEL ?? '') ? (process.env.BSFT_LOG_LEVEL as LogLevel) : 'info';
 const log = createLogger(level);
 
@@ -17,13 +17,10 @@ async function run(task: OffloadTask): Promise<unknown> {
 }
 
 process.on('disconnect', () => process.exit(1)); // the worker is gone
-process.once('message', (task: OffloadTask) => {
+process.on('message', (task: OffloadTask) => {
+  const started = performance.now();
   run(task).then(
-    (result) => send({ ok: true, result }),
-    (e: Error) => send({ ok: false, message: e.message, exitCode: e instanceof BsftError ? e.exitCode : 1, diskFull: e instanceof DiskFullError }),
+    (result) => process.send!({ ok: true, result, work_ms: performance.now() - started } satisfies OffloadReply),
+    (e: Error) => process.send!({ ok: false, message: e.message, exitCode: e instanceof BsftError ? e.exitCode : 1, diskFull: e instanceof DiskFullError } satisfies OffloadReply),
   );
 });
-
-function send(reply: OffloadReply): void {
-  process.send!(reply, () => process.exit(0));
-}

@@ -18,6 +18,7 @@ import { settleJob } from './job-outcome.js';
 import { checkJob, type JobPolicy } from './job-policy.js';
 import type { GpuPool } from './gpu-pool.js';
 import { lockLease } from './lock-lease.js';
+import type { OffloadPool } from './offload.js';
 import { QueueHost } from './queue-host.js';
 import { unparseableJob } from '../queue/run-job.js';
 
@@ -42,6 +43,8 @@ export interface JobContext {
   /** How long a train job waiting for GPUs stays delayed before it is tried again (here or on another worker). */
   gpuWaitMs: number;
   isCancelled(runId: string): Promise<boolean>;
+  /** Warm child processes for builds and scoring (offload.ts). */
+  offload: OffloadPool;
   /** This machine's disk is full: the worker takes no new job for a while, so that another worker takes this one. */
   diskFull(message: string): void;
   /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
@@ -126,6 +129,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     onActive: (stop) => (stop ? ctx.active.set(runId, stop) : ctx.active.delete(runId)),
     shuttingDown: ctx.shuttingDown,
     ownsRun: async () => true,
+    offload: ctx.offload,
     // Every job's child process (trainer, build, scoring) runs only while this worker holds the job's lock.
     lease: lockLease(ctx.connection, job, token, ctx.lockMs),
     ...fencing,

@@ -10,7 +10,7 @@ import type { Store } from '../store/store.js';
 import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../store/sync.js';
 import { logJobEvent } from './job-log.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
-import { offload, OffloadStopped } from './offload.js';
+import { OffloadStopped, type OffloadPool } from './offload.js';
 import { CancelledError, OffloadError, PreemptedError } from '../errors.js';
 import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
 import { runTrainer } from './trainer-process.js';
@@ -35,6 +35,8 @@ export interface QueueHostOptions {
   epoch?: number;
   /** Whether this attempt is still the run's newest: a stale attempt pushes nothing to the store. */
   ownsRun(): Promise<boolean>;
+  /** The worker's warm children for builds and scoring (offload.ts). */
+  offload: OffloadPool;
 }
 
 /**
@@ -43,7 +45,8 @@ export interface QueueHostOptions {
  * child process (offload.ts) so that lock renewal never stalls, and notes in the job's log.
  */
 export class QueueHost implements RunHost {
-  /** What the job returns: the dataset hash of a build, the scores of a score job, the final path of training. */
+  /** What the job returns: the dataset hash of a build, the scores of a score job, the final path of training; for
+   * builds and scoring, `work_ms`: the work itself in the offload child (the queue benchmark subtracts it). */
   readonly result: Record<string, unknown> = {};
   private readonly pusher: BackgroundPusher;
 
@@ -206,7 +209,8 @@ export class QueueHost implements RunHost {
     this.progress({ stage: 'build', phase: 'starting', done: 0, total: 1 }, pending, true);
     // Runs of one submission that share their data section share one build (by dataset hash).
     const cacheDir = path.join(path.dirname(path.dirname(outDir)), '_datasets');
-    const res = await this.offloaded((signal) => offload({ kind: 'build', recipe, outDir, cacheDir }, signal));
+    const { value: res, workMs } = await this.offloaded((signal) => this.opts.offload.run({ kind: 'build', recipe, outDir, cacheDir }, signal));
+    this.result.work_ms = Math.round(workMs);
     this.result.dataset_hash = res.dataset_hash;
     this.progress({ stage: 'build', phase: 'done', done: 1, total: 1 }, pending, true);
     await Promise.allSettled(pending);
@@ -216,7 +220,8 @@ export class QueueHost implements RunHost {
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const pending: Promise<unknown>[] = [];
     this.progress({ stage: 'score', phase: 'starting', done: 0, total: splits.length }, pending, true);
-    const scores = await this.offloaded((signal) => offload({ kind: 'score', runDir, splits }, signal));
+    const { value: scores, workMs } = await this.offloaded((signal) => this.opts.offload.run({ kind: 'score', runDir, splits }, signal));
+    this.result.work_ms = Math.round(workMs);
     this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
     await Promise.allSettled(pending);
     for (const [split, s] of Object.entries(scores)) this.result[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };

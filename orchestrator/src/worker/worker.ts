@@ -9,6 +9,7 @@ import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
 import type { StopReason } from '../run/host.js';
 import { backoffDelay } from './backoff.js';
 import { GpuPool } from './gpu-pool.js';
+import { OffloadPool } from './offload.js';
 import { workerJobPolicy } from './job-policy.js';
 import { processJob, type JobContext } from './process-job.js';
 import { RunWorker } from '../queue/run-job.js';
@@ -63,6 +64,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const active = new Map<string, (reason: StopReason) => void>();
   let shuttingDown = false;
   let resumeTimer: NodeJS.Timeout | undefined;
+  const offload = new OffloadPool();
 
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
@@ -99,6 +101,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     workerName: name,
     gpuWaitMs: opts.gpuWaitMs ?? Number(process.env.BSFT_GPU_WAIT_MS ?? 2000),
     isCancelled,
+    offload,
     diskFull: (message) => {
       if (resumeTimer) return; // already paused
       const ms = opts.diskFullPauseMs ?? Number(process.env.BSFT_DISK_FULL_PAUSE_MS ?? 5 * 60_000);
@@ -147,6 +150,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       log.info({ active: [...active.keys()] }, 'shutting down: stopping trainers after a checkpoint');
       for (const stop of active.values()) stop('shutdown');
       await Promise.all(workers.map((w) => w.close()));
+      offload.close();
       await subscriber.quit().catch(() => undefined);
       await (connection as Redis).quit().catch(() => undefined);
     },
