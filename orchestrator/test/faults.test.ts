@@ -244,6 +244,22 @@ describe('a build or scoring child lives as long as its job', () => {
     expect(most).toBe(1);
   }, 420_000);
 
+  it('keeps its children warm: one child process builds and scores run after run (no process start per job)', async () => {
+    const env = queueEnv({ REDIS_URL: redis.url });
+    const runs = [(await submitRun(env, ['train.max_steps=2', 'name=warm-a'])).runId, (await submitRun(env, ['train.max_steps=2', 'name=warm-b', 'data.seed=3'])).runId];
+    const pids = new Set<number>();
+    const sampler = setInterval(() => processesWith(BUILD_CHILD).forEach((p) => pids.add(p)), 20);
+    try {
+      worker('ok', env);
+      for (const id of runs) expect((await waitForRun(env, id, (v) => ['completed', 'failed'].includes(v.state), 120_000)).state).toBe('completed');
+    } finally {
+      clearInterval(sampler);
+    }
+    // Two builds and two scorings (four jobs, concurrency 4): at most the pool's children, not one per job.
+    expect(pids.size).toBeGreaterThan(0);
+    expect(pids.size).toBeLessThanOrEqual(2);
+  }, 240_000);
+
   it('two builds of one dataset folder at once: the second waits for the first and finds it up to date', async () => {
     const tasks = bigTasks(4);
     const out = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-two-builds-')), 'dataset');

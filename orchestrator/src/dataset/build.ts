@@ -210,8 +210,13 @@ class SplitWriter {
   }
 }
 
-/** Conversations tokenized at once (the tokenizer's threads), and how many batches are in flight. */
+/**
+ * Conversations tokenized at once (the tokenizer's threads): up to BATCH of them, or fewer long ones (BATCH_CHARS of
+ * task text, about 250,000 tokens: the encodings' native memory is bounded whatever the conversations' length); and
+ * how many batches are in flight.
+ */
 const BATCH = 256;
+const BATCH_CHARS = 1_000_000;
 const IN_FLIGHT = 2;
 /** A full garbage collection every this many tokens bounds the encodings' native memory (collect-garbage.ts). */
 const COLLECT_EVERY_TOKENS = 2_000_000;
@@ -263,12 +268,15 @@ async function writeSplits(recipe: ResolvedRecipe, tok: Tok, splitOf: Map<string
       .then((docs) => ({ tasks, docs }));
   const inFlight: ReturnType<typeof start>[] = [];
   let batch: SourcedTask[] = [];
+  let chars = 0;
   // The files were read and checked in pass 1 (no problem here), which found the duplicate records to leave out.
   for await (const t of readTasks(recipe.task_files, importOptions(recipe, tok, () => undefined), [], newReading(), scan.reading.duplicateLines)) {
     batch.push(t);
-    if (batch.length < BATCH) continue;
+    chars += t.target.length + t.context.reduce((n, turn) => n + turn.content.length, 0);
+    if (batch.length < BATCH && chars < BATCH_CHARS) continue;
     inFlight.push(start(batch));
     batch = [];
+    chars = 0;
     if (inFlight.length >= IN_FLIGHT) write(await inFlight.shift()!);
   }
   if (batch.length) inFlight.push(start(batch));

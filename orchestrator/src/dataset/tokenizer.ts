@@ -106,7 +106,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
     throw new TokenizerError(`cannot read the tokenizer in ${dir}: ${(e as Error).message}`);
   }
   const json = JSON.parse(tokenizerText) as TokenizerJson;
-  const config = JSON.parse(configText) as { chat_template?: string; eos_token?: string };
+  const config = JSON.parse(configText) as { chat_template?: string; eos_token?: string; added_tokens_decoder?: Record<string, unknown> };
   let template = config.chat_template;
   const templateFile = !template;
   if (!template) {
@@ -143,6 +143,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   if (eosId === undefined) throw new TokenizerError(`${dir}: eos_token missing from tokenizer_config.json or the vocabulary`);
   // Added tokens matched on the raw text (not normalized first) split it wherever they occur.
   const splitters = json.added_tokens.filter((t) => !t.normalized).map((t) => t.content);
+  let files: Record<string, string> | undefined;
   const options = { addSpecialTokens: false };
 
   return {
@@ -158,17 +159,13 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
     splitsAt: (text, at) => splitters.some((t) => text.startsWith(t, at)),
     render: (messages, generationPrompt) => chat.render(messages, generationPrompt),
     addedIds,
-    files: () => {
-      const withTokens = JSON.parse(tokenizerText) as TokenizerJson;
-      withTokens.added_tokens.push(...added);
-      const decoder = Object.fromEntries(added.map(({ id, ...token }) => [String(id), token]));
-      const cfg = { ...JSON.parse(configText), added_tokens_decoder: { ...(JSON.parse(configText).added_tokens_decoder ?? {}), ...decoder } };
-      return {
-        'tokenizer.json': `${JSON.stringify(withTokens)}\n`,
-        'tokenizer_config.json': `${JSON.stringify(cfg, null, 2)}\n`,
-        ...(templateFile ? { 'chat_template.jinja': template } : {}),
-      };
-    },
+    // Made once per tokenizer (a worker's warm child builds many datasets with one): 7 MB of JSON for Qwen2.5.
+    files: () => (files ??= {
+      'tokenizer.json': `${JSON.stringify(json)}\n`,
+      'tokenizer_config.json': `${JSON.stringify({ ...config, added_tokens_decoder: { ...(config.added_tokens_decoder ?? {}),
+        ...Object.fromEntries(added.map(({ id, ...token }) => [String(id), token])) } }, null, 2)}\n`,
+      ...(templateFile ? { 'chat_template.jinja': template } : {}),
+    }),
     controlTokens: json.added_tokens.filter((t) => t.special).map((t) => t.content),
     hash: createHash('sha256').update(tokenizerText).update(configText).digest('hex'),
     baseSize,

@@ -49,6 +49,9 @@ export interface WorkerOptions {
   diskFullPauseMs?: number;
 }
 
+/** Build jobs, and score jobs, a worker runs at once. */
+const OFFLOAD_CONCURRENCY = 2;
+
 export interface RunningWorker {
   name: string;
   /** Graceful stop: trainers get SIGTERM, checkpoint, their jobs go back to waiting; then the workers close. */
@@ -64,7 +67,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const active = new Map<string, (reason: StopReason) => void>();
   let shuttingDown = false;
   let resumeTimer: NodeJS.Timeout | undefined;
-  const offload = new OffloadPool();
+  // As many warm children as build and score jobs can run at once: none is started afresh in the steady state.
+  const offload = new OffloadPool(OFFLOAD_CONCURRENCY * opts.queues.filter((q) => q !== 'train').length);
 
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
@@ -121,9 +125,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const workers = opts.queues.map((stage) => {
     const w = new RunWorker<RunJobData>(queueName(stage), (job, token) => processJob(jobs, stage, job, token), {
       ...common,
-      // Train: one job per GPU at most (a job takes the GPUs it needs from the pool), one without --gpus; builds
-      // and scores are light.
-      concurrency: stage === 'train' ? Math.max(1, pool?.size ?? 1) : 4,
+      // Train: one job per GPU at most (a job takes the GPUs it needs from the pool), one without --gpus. Builds and
+      // scores work in the warm offload children, OFFLOAD_CONCURRENCY each (they are CPU-bound: more only contend).
+      concurrency: stage === 'train' ? Math.max(1, pool?.size ?? 1) : OFFLOAD_CONCURRENCY,
     });
     w.on('failed', (job, err) => log.warn({ stage, run_id: job?.id, attempts: job?.attemptsMade, err: err.message }, `${stage} failed`));
     w.on('completed', (job) => log.info({ stage, run_id: job.id }, `${stage} completed`));
