@@ -174,7 +174,7 @@ describe('worker shutdown, cancel and retry', () => {
     const watching = bsft(['watch', runId], { env });
     worker('ok', env);
     const res = await watching;
-    expect(res.code).toBe(0);
+    expect(res.code, `${res.stdout}\n${res.stderr}\n${(await bsft(['logs', runId], { env })).stdout}`).toBe(0);
     // not a terminal: a progress line every tenth of the way, rate and ETA from the recent steps
     expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000/);
     expect(res.stdout).toMatch(/\npredict +\[#+\] +(\d+)\/\1 +100%/); // predict is a stage of its own, not a frozen train bar

@@ -16,6 +16,13 @@ function scoreTable(scores: ScoreSummary): string[] {
   return table([['split', 'behavior macro-F1 [95% CI]', 'accuracy [95% CI]'], ...Object.entries(scores).map(([split, s]) => [split, pct(s.macro_f1), pct(s.accuracy)])]);
 }
 
+/** The per-split scores in a score job's return value (which also holds `work_ms`, the scoring's own time). */
+function splitScores(returned: unknown): ScoreSummary | null {
+  if (!returned || typeof returned !== 'object') return null;
+  const entries = Object.entries(returned).filter(([, v]) => v !== null && typeof v === 'object' && 'macro_f1' in v);
+  return entries.length ? (Object.fromEntries(entries) as ScoreSummary) : null;
+}
+
 export const watch: CommandImpl = {
   async run([runId], values, { log, out: print }) {
     const json = values.json === true;
@@ -98,10 +105,10 @@ export const watch: CommandImpl = {
         });
         bar?.finish();
         const v = await q.view(runId!);
-        const scores = outcome === 'completed' ? ((await q.jobs(runId!)).score?.returnvalue ?? null) : null;
+        const scores = outcome === 'completed' ? splitScores((await q.jobs(runId!)).score?.returnvalue) : null;
         if (json) print(JSON.stringify({ run_id: runId, outcome, view: v ?? null, scores }, null, 2));
         out(`run ${runId}: ${outcome}${v?.failedReason ? ` (${v.failedReason})` : ''}`);
-        if (scores && typeof scores === 'object') for (const line of scoreTable(scores as ScoreSummary)) out(line);
+        if (scores) for (const line of scoreTable(scores)) out(line);
         return outcome === 'completed' ? EXIT.ok : EXIT.failure;
       } finally {
         // Closing the event readers does not close connections we passed in: disconnect them (a blocked read too).
