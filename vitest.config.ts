@@ -1,10 +1,14 @@
 import { defineConfig } from 'vitest/config';
+import { limit, TIME_SCALE } from './orchestrator/test/helpers/time-scale.js';
+
+// Every limit of the suite follows the machine (helpers/time-scale.ts); said once, so that a slow run is explained.
+if (TIME_SCALE > 1) console.log(`bsft tests: time limits x${TIME_SCALE.toFixed(2)} (load average per core; BSFT_TEST_TIME_SCALE sets it)`);
 
 export default defineConfig({
   test: {
     include: ['orchestrator/test/**/*.test.ts'],
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    testTimeout: limit(60_000),
+    hookTimeout: limit(60_000),
     // Integration tests share one Redis and spawn CLI subprocesses: keep files serial on a 2-core machine.
     fileParallelism: false,
   },

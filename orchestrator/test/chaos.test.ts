@@ -6,6 +6,7 @@ import { bsft, FIXTURES } from './helpers/cli.js';
 import { torchPython } from './helpers/python.js';
 import { queueEnv, startWorkerProc, stop, submitRun, trainStep, waitForRun, type WorkerProc } from './helpers/queue.js';
 import { freePort, OwnRedis } from './helpers/redis-server.js';
+import { limit } from './helpers/time-scale.js';
 
 const workers: WorkerProc[] = [];
 afterEach(async () => {
@@ -169,5 +170,5 @@ describe.skipIf(!py)('chaos: the real trainer (toy model) while its worker is ki
       clearInterval(sampler);
     }
     expect(longestOverlap).toBeLessThanOrEqual(1000);
-  }, 400_000);
+  }, limit(400_000));
 });

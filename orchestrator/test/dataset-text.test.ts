@@ -14,6 +14,7 @@ import { DEFAULT_BEHAVIORS, SPLITS } from '../src/recipe/schema.js';
 import { execFileSync } from 'node:child_process';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 import { pythonWith } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
 
 /** Issue 16: the builder's text rules, limits and the files outside tools read. */
 
@@ -134,7 +135,7 @@ describe('the dataset read by the Python stack', () => {
     expect(r.prepared).toBe(r.documents);
     expect(r.same_ids).toBe(r.documents);
     expect(r.mask_differs_by_final_newline_only).toBe(r.documents);
-  }, 120_000);
+  }, limit(120_000));
 });
 
 describe('invalid text is an error naming file, line and field', () => {
@@ -195,7 +196,7 @@ describe('bounded input', () => {
     const manifest = JSON.parse(readFileSync(path.join(d, 'ds', 'manifest.json'), 'utf8'));
     expect(manifest.documents.train).toHaveLength(640);
     rmSync(d, { recursive: true, force: true });
-  }, 600_000);
+  }, limit(600_000));
 
   it('fails when more than data.max_dropped_share of the documents do not fit, listing them', async () => {
     const long = Array.from({ length: 4 }, (_, i) => line({ ...good, id: `L${i}`, target: 'long reply '.repeat(700) }));

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { bsft, ROOT } from './helpers/cli.js';
 import { queueEnv, startWorkerProc, stop, submitRun, trainStep, testRecipeArgs, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
 import { freePort, OwnRedis } from './helpers/redis-server.js';
+import { limit } from './helpers/time-scale.js';
 
 // Fault-safe runs (issue 13) with the fixture trainers, which implement the lease and fencing like bsft_trainer
 // (the real trainer's lease, fencing and atomic base/ are tested in trainer-python/tests/test_faults.py).
@@ -242,7 +243,7 @@ describe('a build or scoring child lives as long as its job', () => {
       clearInterval(sampler);
     }
     expect(most).toBe(1);
-  }, 420_000);
+  }, limit(420_000));
 
   it('keeps its children warm: one child process builds and scores run after run (no process start per job)', async () => {
     const env = queueEnv({ REDIS_URL: redis.url });
@@ -258,7 +259,7 @@ describe('a build or scoring child lives as long as its job', () => {
     // Two builds and two scorings (four jobs, concurrency 4): at most the pool's children, not one per job.
     expect(pids.size).toBeGreaterThan(0);
     expect(pids.size).toBeLessThanOrEqual(2);
-  }, 240_000);
+  }, limit(240_000));
 
   it('two builds of one dataset folder at once: the second waits for the first and finds it up to date', async () => {
     const tasks = bigTasks(4);
@@ -274,7 +275,7 @@ describe('a build or scoring child lives as long as its job', () => {
     expect(second.stderr).toMatch(/dataset up to date/);
     expect(existsSync(`${out}.lock`)).toBe(false);
     expect(readdirSync(path.dirname(out)).sort()).toEqual(['dataset']);
-  }, 240_000);
+  }, limit(240_000));
 });
 
 describe('workers trust no job data', () => {

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GpuPool } from '../src/worker/gpu-pool.js';
 import { bsft } from './helpers/cli.js';
 import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
 
 describe('GpuPool: GPUs for train jobs, never given twice, big jobs not starved', () => {
   it('hands out free GPUs in order and takes them back', () => {
@@ -93,5 +94,5 @@ describe('bsft worker --gpus: several train jobs at once, each on its own GPUs (
     }
     const concurrent = Math.max(...all.map((a) => all.filter((b) => b.from <= a.from && a.from < b.to).length));
     expect(concurrent).toBeGreaterThan(1); // 1-GPU runs ran side by side
-  }, 180_000);
+  }, limit(180_000));
 });

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { BSFT, bsft, ROOT } from './helpers/cli.js';
 import { startWorkerProc, stop } from './helpers/queue.js';
 import { freePort, OwnRedis } from './helpers/redis-server.js';
+import { limit } from './helpers/time-scale.js';
 
 /** Issue 18: an unreachable Redis gives one clear line, then quiet retries; one-shot commands fail with it. */
 
@@ -28,7 +29,7 @@ describe('Redis unreachable', () => {
       await stop(w);
       await own.stop();
     }
-  }, 60_000);
+  }, limit(60_000));
 
   it('bsft dashboard: one line, no stack traces', async () => {
     const port = await freePort();
@@ -40,7 +41,7 @@ describe('Redis unreachable', () => {
     await new Promise((r) => proc.once('exit', r));
     expect(lines.filter((l) => l.includes('cannot reach Redis'))).toHaveLength(1);
     expect(noise(lines)).toEqual([]);
-  }, 30_000);
+  }, limit(30_000));
 
   it('bsft status and submit fail with exit 1 and the same line', async () => {
     const port = await freePort();
@@ -51,5 +52,5 @@ describe('Redis unreachable', () => {
       expect(res.stderr).toMatch(new RegExp(`cannot reach Redis at 127\\.0\\.0\\.1:${port} \\(password hidden\\): .*Start one \\(redis-server\\)`));
       expect(res.stderr).not.toContain('pw@');
     }
-  }, 30_000);
+  }, limit(30_000));
 });

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 import { pythonThatRuns, torchPython } from './helpers/python.js';
 import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
 
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
@@ -84,7 +85,7 @@ describe.skipIf(!shardedPy)('bsft run on two ranks (resources.gpus: 2; torchrun 
     const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
     expect(predictions.length).toBe(manifest.documents.test.length);
     expect(res.stdout).toMatch(/behavior macro-F1/);
-  }, 300_000);
+  }, limit(300_000));
 });
 
 describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)', () => {
@@ -143,7 +144,7 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     expect(predicted.code, predicted.stderr).toBe(0);
     expect(predicted.stdout).toContain(`wrote ${path.relative(ROOT, path.join(runDir, 'predictions', 'test.forced-proactive.jsonl'))}`);
     expect(predicted.stdout).toContain(`score them with: bsft score ${runDir}`);
-  }, 500_000);
+  }, limit(500_000));
 
   it('shards written by the orchestrator read back in the trainer: same documents, labels from the loss mask', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-shard-'));

@@ -13,6 +13,7 @@ import { bsft, ROOT } from './helpers/cli.js';
 import { pythonWith } from './helpers/python.js';
 import { FakeHub } from './helpers/fake-hub.js';
 import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
 
 const silent = pino({ level: 'silent' });
 let hub: FakeHub;
@@ -163,7 +164,7 @@ describe('a run on rented GPUs with a hub store', () => {
     const card = readFileSync(path.join(elsewhere, runId, 'final', 'README.md'), 'utf8');
     expect(card).toContain('`<|behavior:proactive|>`');
     expect(card).toMatch(/\| test \| \d+\.\d/);
-  }, 180_000);
+  }, limit(180_000));
 });
 
 describe('COMPLETE: one procedure on both sides', () => {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadChatTokenizer } from '../src/dataset/tokenizer.js';
 import { FIXTURES, ROOT } from './helpers/cli.js';
+import { limit } from './helpers/time-scale.js';
 
 const tok = loadChatTokenizer(path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer'), []);
 /** The version of the tokenizers library the build tokenizes with (npm `tokenizers`, the Rust core). */
@@ -54,5 +55,5 @@ describe('tokenization independent of the Node/ICU build', () => {
     }).map(([first, last]) => `U+${first.toString(16)}..U+${last.toString(16)}`);
     expect(golden.chunks.length).toBeGreaterThan(600);
     expect(mismatched).toEqual([]);
-  }, 300_000);
+  }, limit(300_000));
 });

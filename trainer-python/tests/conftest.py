@@ -16,6 +16,29 @@ sys.path.insert(0, str(SRC))
 from bsft_trainer.contract import schema  # noqa: E402
 from bsft_trainer.synthetic import manifest_for, with_defaults, write_shard  # noqa: E402,F401 - tests import them from here
 
+
+
+def _time_scale() -> float:
+    """One factor for every time limit of the suite (as orchestrator/test/helpers/time-scale.ts), so that limits follow
+    the machine: BSFT_TEST_TIME_SCALE sets it; otherwise the one-minute load average per core when the suite starts,
+    at least 1, at most 5. It only stretches limits written for an idle 2-core machine."""
+    try:
+        set_ = float(os.environ.get("BSFT_TEST_TIME_SCALE", ""))
+        if set_ > 0:
+            return max(1.0, set_)
+    except ValueError:
+        pass
+    return min(5.0, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
+
+
+TIME_SCALE = _time_scale()
+
+
+def limit(seconds: float) -> float:
+    """A time limit in seconds, stretched by the suite's factor."""
+    return seconds * TIME_SCALE
+
+
 VOCAB = 300
 BEHAVIORS = {"reactive": 256, "proactive": 257, "restraint": 258}
 EOS = 259
@@ -100,7 +123,7 @@ def trainer(command, config, *extra, env=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
-def main_with(prelude, command, config, timeout=300):
+def main_with(prelude, command, config, timeout=limit(300)):
     """Runs `python -m bsft_trainer <command> --config <config>` in-process after the Python `prelude` (which may
     replace a function or hide a package); returns (exit code, events, stderr)."""
     code = f"{prelude}\nimport sys\nfrom bsft_trainer.__main__ import main\nsys.exit(main([{command!r}, '--config', {str(config)!r}]))\n"
@@ -109,7 +132,7 @@ def main_with(prelude, command, config, timeout=300):
     return p.returncode, events_of(p.stdout), p.stderr
 
 
-def sigterm_at(config, event, step, *extra, timeout=600):
+def sigterm_at(config, event, step, *extra, timeout=limit(600)):
     """Runs `train` (with `extra` arguments), sends SIGTERM once `event` for `step` is seen; returns (exit code,
     every event, stderr)."""
     import signal
@@ -157,7 +180,7 @@ def assert_checkpointing_changes_nothing(config_for):
     runs = {}
     for on in (False, True):
         p = trainer("train", config_for(on))
-        out, err = p.communicate(timeout=900)
+        out, err = p.communicate(timeout=limit(900))
         assert p.returncode == 0, err
         assert ("activation checkpointing: on" in err) == on
         runs[on] = [(e["loss"], e["grad_norm"]) for e in events_of(out) if e["event"] == "step"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import limit
 
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft"))
@@ -20,7 +21,7 @@ def test_throughput_benchmark_prints_both_rows_on_the_tiny_model(tmp_path):
     out = tmp_path / "throughput.json"
     p = subprocess.run([sys.executable, str(ROOT / "trainer-python" / "bench" / "throughput.py"), "--device", "cpu",
                         "--steps", "2", "--warmup", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                       capture_output=True, text=True, timeout=limit(600), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert p.returncode == 0, p.stderr[-3000:]
     table = [line for line in p.stdout.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table] == ["run", "bsft", "hf-default"], p.stdout
@@ -33,7 +34,7 @@ def test_throughput_benchmark_prints_both_rows_on_the_tiny_model(tmp_path):
 
 
 def test_gpu_check_dry_run_lists_every_step():
-    p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--dry-run"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), "--dry-run"], capture_output=True, text=True, timeout=limit(60))
     assert p.returncode == 0, p.stderr
     steps = [line.split(".", 1)[1].strip().split(" ")[0] for line in p.stdout.splitlines() if line[:4].strip().rstrip(".").isdigit()]
     assert steps == ["environment:", "gpu-tests", "qwen-7b-shape", "throughput", "hf-tests", "fsdp2"], p.stdout
@@ -43,5 +44,5 @@ def test_gpu_check_dry_run_lists_every_step():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_gpu_check_refuses_a_machine_without_a_gpu(tmp_path):
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh"), str(tmp_path / "report")], capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "BSFT_PYTHON": sys.executable})
+                       text=True, timeout=limit(120), env={**os.environ, "BSFT_PYTHON": sys.executable})
     assert p.returncode == 2 and "no CUDA GPU" in p.stderr and "--allow-cpu" in p.stderr

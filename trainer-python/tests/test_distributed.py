@@ -16,13 +16,13 @@ import torch
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.distributed import available
 from bsft_trainer.launch import combined_exit
-from conftest import SRC, events_of, make_run, sigterm_at, trainer, wait_gone
+from conftest import SRC, events_of, limit, make_run, sigterm_at, trainer, wait_gone
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
 
 
-def _finish(p, timeout=600):
+def _finish(p, timeout=limit(600)):
     out, err = p.communicate(timeout=timeout)
     return p.returncode, events_of(out), err
 
@@ -168,7 +168,7 @@ def test_when_the_launchers_lease_ends_every_rank_ends_with_it(tmp_path):
     pids = [int(f.read_text()) for f in sorted((tmp_path / "ranks").glob("*/rank-*.pid"))]
     assert len(pids) == 2
     p.stdin.close()  # the worker is gone: end of stdin
-    assert p.wait(timeout=60) == 76
+    assert p.wait(timeout=limit(60)) == 76
     assert all(wait_gone(pid, 20) for pid in pids)
     p.stdout.close()
     p.stderr.close()

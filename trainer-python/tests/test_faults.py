@@ -18,10 +18,10 @@ import pytest
 from bsft_trainer import checkpoint as ckpt
 from bsft_trainer.fence import Fence, Fenced, NoFence
 from bsft_trainer.lease import EXIT_LEASE_LOST
-from conftest import SRC, events_of, gone, make_run, sigterm_at, trainer, wait_gone
+from conftest import SRC, events_of, gone, limit, make_run, sigterm_at, trainer, wait_gone
 
 
-def _finish(p, timeout=300):
+def _finish(p, timeout=limit(300)):
     out, err = p.communicate(timeout=timeout)
     return p.returncode, events_of(out), err
 
@@ -52,7 +52,7 @@ def test_end_of_stdin_during_start_up_ends_the_trainer_at_once_writing_nothing(r
     p = trainer("train", cfg, "--lease-s", "30", stdin=subprocess.PIPE)
     p.stdin.close()
     p.stdin = None
-    out, err = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=limit(60))
     assert p.returncode == EXIT_LEASE_LOST
     assert out == "" and err == ""  # nothing written to any pipe
     assert time.monotonic() - started < 20  # EOF is seen at once, long before the 30 s lease
@@ -74,7 +74,7 @@ def test_heartbeats_keep_the_trainer_going_and_their_absence_stops_it_within_the
     beat.on = False
     stopped = time.monotonic()
     p.stdout.read()
-    p.wait(timeout=30)
+    p.wait(timeout=limit(30))
     assert p.returncode == EXIT_LEASE_LOST
     assert time.monotonic() - stopped < 1.5 + 2.5
     assert not ckpt.list_steps(run_dir / "checkpoints") and not (run_dir / "final").exists()
@@ -104,7 +104,7 @@ def test_a_heartbeat_counts_from_when_the_worker_checked_its_lock_not_from_when_
     stale["on"] = True  # each stamp now says the lock was checked 1.4 s ago: 0.1 s of lease left
     stopped = time.monotonic()
     p.stdout.read()
-    p.wait(timeout=30)
+    p.wait(timeout=limit(30))
     assert p.returncode == EXIT_LEASE_LOST
     assert time.monotonic() - stopped < 2.5  # the last fresh stamp + 1.5 s; counted from reading, it would never end
 
@@ -138,7 +138,7 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
             p.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
             break
-    rest, err = p.communicate(timeout=300)
+    rest, err = p.communicate(timeout=limit(300))
     took = time.monotonic() - stopped
     events = seen + events_of(rest)
     assert p.returncode == 75, err
@@ -151,7 +151,7 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
     for line in p.stdout:
         again.append(json.loads(line))
         times.append(time.monotonic())
-    p.wait(timeout=300)
+    p.wait(timeout=limit(300))
     assert p.returncode == 0, p.stderr.read()
     assert again[0]["resumed_from_step"] == 12
     assert [e["event"] for e in again] == ["start", "eval", "done"], again  # the checkpoint of step 12 is not written again
@@ -214,7 +214,7 @@ def test_a_trainer_whose_worker_died_before_it_started_exits_at_once(tmp_path):
     between starting it and the kernel's watch) exits 76, writing no event and no file."""
     cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
     p = trainer("train", cfg, env={"BSFT_PARENT_PID": "1"})
-    out, err = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=limit(60))
     assert p.returncode == EXIT_LEASE_LOST
     assert out == "" and "now the child of" in err
     assert not (tmp_path / "EPOCH").exists() and not (tmp_path / "checkpoints").exists()
@@ -458,7 +458,7 @@ sys.exit(main(["train", "--config", {str(cfg)!r}]))
     # What earlier versions left: base/ with its config.json but without the weights.
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text((tmp_path / "base.tmp" / "config.json").read_text())
-    code, events, err = _finish(trainer("train", cfg), timeout=900)
+    code, events, err = _finish(trainer("train", cfg), timeout=limit(900))
     assert code == 0, err
     assert ckpt.verify(tmp_path / "base") is None
     final = Path(events[-1]["final_path"])

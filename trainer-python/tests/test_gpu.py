@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bsft_trainer import synthetic
-from conftest import events_of, trainer
+from conftest import events_of, limit, trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "models" / "qwen2.5-tiny"
@@ -110,7 +110,7 @@ def test_a_training_step_needs_no_host_synchronisation(tmp_path):
 @needs_hf
 def test_auto_checkpointing_measures_the_first_step_on_the_device(tmp_path):
     p = trainer("train", _tiny_run(tmp_path))
-    out, err = p.communicate(timeout=600)
+    out, err = p.communicate(timeout=limit(600))
     assert p.returncode == 0, err
     assert "activation checkpointing: off (first step peaked at" in err, err
     steps = [e for e in events_of(out) if e["event"] == "step"]
@@ -122,7 +122,7 @@ def test_regional_compile_gives_the_eager_losses_on_the_gpu(tmp_path):
     runs = {}
     for compiled in (False, True):
         p = trainer("train", _tiny_run(tmp_path / str(compiled), compile=compiled, activation_checkpointing=False))
-        out, err = p.communicate(timeout=900)
+        out, err = p.communicate(timeout=limit(900))
         assert p.returncode == 0, err
         runs[compiled] = [e["loss"] for e in events_of(out) if e["event"] == "step"]
     for a, b in zip(runs[False], runs[True], strict=True):

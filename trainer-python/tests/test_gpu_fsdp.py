@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SRC, events_of, make_run, trainer
+from conftest import SRC, events_of, limit, make_run, trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "recipes" / "models" / "qwen2.5-tokenizer"
@@ -41,7 +41,7 @@ def _torchrun(cfg, n):
 
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
                            "-m", "bsft_trainer", "train", "--config", str(cfg)], capture_output=True, text=True,
-                          timeout=1200, env={**os.environ, **env})
+                          timeout=limit(1200), env={**os.environ, **env})
 
 
 @pytest.mark.parametrize("method,layers", [("lora", None), ("full", 4)])
@@ -68,10 +68,10 @@ def test_two_gpus_give_the_update_of_one_gpu_over_the_same_global_batch(tmp_path
                         eval_={"max_new_tokens": 2})
 
     one = trainer("train", cfg(tmp_path / "one", 2))
-    out1, err1 = one.communicate(timeout=900)
+    out1, err1 = one.communicate(timeout=limit(900))
     assert one.returncode == 0, err1
     two = trainer("train", cfg(tmp_path / "two", 1), "--nproc-per-node", "2")
-    out2, err2 = two.communicate(timeout=900)
+    out2, err2 = two.communicate(timeout=limit(900))
     assert two.returncode == 0, err2
     a = {e["step"]: e["loss"] for e in events_of(out1) if e["event"] == "step"}
     b = {e["step"]: e["loss"] for e in events_of(out2) if e["event"] == "step"}

@@ -11,7 +11,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import QWEN, assert_checkpointing_changes_nothing, events_of, make_run, sigterm_at, trainer
+from conftest import QWEN, assert_checkpointing_changes_nothing, events_of, limit, make_run, sigterm_at, trainer
 
 HAVE_HF = all(importlib.util.find_spec(m) is not None for m in ("transformers", "peft", "safetensors"))
 if HAVE_HF:
@@ -30,7 +30,7 @@ def _run(tmp, eval_splits=("test",), **train):
                     eval_={"max_new_tokens": 2, "splits": list(eval_splits)})
 
 
-def _finish(p, timeout=900):
+def _finish(p, timeout=limit(900)):
     out, err = p.communicate(timeout=timeout)
     return p.returncode, events_of(out), err
 
@@ -220,18 +220,18 @@ def test_qwen_7b_shape_steps_checkpoint_resume_predict_merge(tmp_path):
     c = json.loads(cfg.read_text())
     c["model"].update({"dtype": "bfloat16", "init": "random"})
     cfg.write_text(json.dumps(c))
-    code, seen, err = sigterm_at(cfg, "step", 2, timeout=3600)
+    code, seen, err = sigterm_at(cfg, "step", 2, timeout=limit(3600))
     assert code == 75 and any(e["event"] == "checkpoint" for e in seen), err
-    code, resumed, err = _finish(trainer("train", cfg), timeout=3600)
+    code, resumed, err = _finish(trainer("train", cfg), timeout=limit(3600))
     assert code == 0 and resumed[0]["resumed_from_step"] >= 2, err
     final = Path(resumed[-1]["final_path"])
     saved = sum(p.stat().st_size for p in final.rglob("*") if p.is_file() and "base" not in p.relative_to(final).parts)
     assert saved < 300 * 2**20, saved  # adapter + behavior rows + tokenizer: never the embedding or the model
-    code, _, err = _finish(trainer("predict", cfg), timeout=3600)
+    code, _, err = _finish(trainer("predict", cfg), timeout=limit(3600))
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 12
-    code, events, err = _finish(trainer("merge", cfg), timeout=3600)
+    code, events, err = _finish(trainer("merge", cfg), timeout=limit(3600))
     assert code == 0, err
     merged = Path(events[-1]["final_path"])
     config = json.loads((merged / "config.json").read_text())

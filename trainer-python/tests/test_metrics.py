@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import events_of, main_with, make_run, sigterm_at, trainer
+from conftest import events_of, limit, main_with, make_run, sigterm_at, trainer
 
 
 def _lines(run_dir):
@@ -16,7 +16,7 @@ def test_metrics_jsonl_holds_every_step_and_eval_once_across_a_preemption(tmp_pa
     code, seen, err = sigterm_at(cfg, "step", 4)
     assert code == 75, err
     p = trainer("train", cfg)
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 0, err
     events = seen + events_of(out)
     lines = _lines(tmp_path)
@@ -40,7 +40,7 @@ def test_the_history_travels_with_the_checkpoint_to_a_machine_without_it(tmp_pat
     assert [r["step"] for r in json.loads("[" + ",".join((newest / "metrics.jsonl").read_text().splitlines()) + "]")][:3] == [1, 2, 3]
     (tmp_path / "metrics.jsonl").unlink()  # the other machine has the checkpoint only
     p = trainer("train", cfg)
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 0, err
     assert [r["step"] for r in _lines(tmp_path) if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
 
@@ -54,7 +54,7 @@ def test_tensorboard_event_files_hold_the_step_values(tmp_path):
     c["tracking"] = ["tensorboard"]
     cfg.write_text(json.dumps(c))
     p = trainer("train", cfg)
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 0, err
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
@@ -90,7 +90,7 @@ def test_mlflow_runs_hold_the_step_values(tmp_path):
     c["tracking"] = ["mlflow"]
     cfg.write_text(json.dumps(c))
     p = trainer("train", cfg, env={"MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri()})
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 0, err
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     (run,) = mlflow.search_runs(experiment_names=["bsft"], output_format="list")

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from bsft_trainer import checkpoint as ckpt
-from conftest import SRC, assert_checkpointing_changes_nothing, events_of, make_run, sigterm_at, trainer
+from conftest import SRC, assert_checkpointing_changes_nothing, events_of, limit, make_run, sigterm_at, trainer
 
 
-def _finish(p, timeout=300):
+def _finish(p, timeout=limit(300)):
     out, err = p.communicate(timeout=timeout)
     return p.returncode, events_of(out), err
 

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { RunQueues, type RunView } from '../../src/queue/runs.js';
 import { bsft, BSFT, FIXTURES, ROOT } from './cli.js';
+import { limit } from './time-scale.js';
 
 export const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 
@@ -92,7 +93,7 @@ export async function withRunQueues<T>(env: Record<string, string>, fn: (q: RunQ
 }
 
 export async function waitForRun(env: Record<string, string>, runId: string, pred: (v: RunView) => boolean, timeoutMs = 60_000): Promise<RunView> {
-  const until = Date.now() + timeoutMs;
+  const until = Date.now() + limit(timeoutMs);
   let last: RunView | undefined;
   while (Date.now() < until) {
     last = await withRunQueues(env, (q) => q.view(runId));
