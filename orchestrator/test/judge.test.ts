@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { bsft, ROOT } from './helpers/cli.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { pythonWith } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
 
 const B = ['reactive', 'proactive', 'restraint'];
 const BEHAVIORS = Object.fromEntries(B.map((b) => [b, { token: `<|behavior:${b}|>`, description: `the ${b} behavior` }]));
@@ -156,6 +157,20 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(judged[2]).toMatchObject({ id: 't2', predicted_behavior: null, judged_behavior: 'reactive' });
     expect(res.stdout).toMatch(/loose\.jsonl — split test: 30 tasks[\s\S]*accuracy 66\.7[\s\S]*labels: 0 from the first token, 30 from the judge/);
     expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the 30 gold replies: accuracy 100\.0/);
+
+    // Other conversations and gold replies under the same ids: judged again, not answered from the first file's labels.
+    const other = path.join(root, 'other.messages.jsonl');
+    writeFileSync(other, readFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), 'utf8').trim().split('\n').map((l) => {
+      const d = JSON.parse(l);
+      const b = B[(B.indexOf(d.behavior) + 1) % 3]!;
+      return JSON.stringify({ ...d, behavior: b, messages: [{ role: 'user', content: `Dr. Kim: another case ${d.id}` }, { role: 'assistant', content: `<|behavior:${b}|>${b} other gold ${d.id}` }] });
+    }).join('\n'));
+    const asked = server.chatRequests().length;
+    const again = await bsft(['judge', loose, '--tasks', other, '--set', 'kind=openai', '--set', `base_url=${server.url}`, '--set', 'model=judge-model'], { env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(server.chatRequests().length - asked).toBe(60); // the 30 replies under new conversations and the 30 new gold replies
+    expect(again.stdout).toMatch(/on the 30 gold replies: accuracy 100\.0/); // the new gold replies' own labels
+    expect(again.stdout).toMatch(/accuracy 33\.3/); // scored against the new gold behaviors
   });
 
   it('malformed answers (not JSON, no choices) are counted as unparseable, never crash the run; also_token_runs gives token-vs-judge agreement', async () => {
@@ -302,7 +317,7 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
     expect(score.overall.macro_f1.value).toBe(1); // this judge answers from the conversation: every label right
     expect(score.judge).toMatchObject({ model: 'judge-model', prompt_version: 'v1', validity: { n: score.n_tasks, kappa: { value: 1 } } });
     expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the \d+ gold replies/);
-  }, 300_000);
+  }, limit(300_000));
 });
 
 describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge command, tiny random Qwen2 model)', () => {
@@ -335,5 +350,5 @@ describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge c
     rmSync(path.join(runDir, 'judge'), { recursive: true });
     expect((await bsft(['judge', runDir], { env })).code).toBe(0);
     expect(readFileSync(path.join(runDir, 'judge', 'test.gold.jsonl'), 'utf8')).toBe(first);
-  }, 300_000);
+  }, limit(300_000));
 });

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import events_of, trainer
+from conftest import events_of, limit, trainer
 
 HAVE_HF = importlib.util.find_spec("transformers") is not None
 pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAVE_HF, reason="needs transformers")]
@@ -47,7 +47,7 @@ def test_labels_are_the_most_likely_answer_line_batched_as_one_at_a_time(tmp_pat
            "revision": None, "dtype": "float32", "batch_size": 3, "labels": LABELS}
     (tmp_path / "judge.json").write_text(json.dumps(cfg))
     p = trainer("judge", tmp_path / "judge.json")
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 0, err
     events = events_of(out)
     assert [e["done"] for e in events if e["event"] == "progress"] == [3, 6, 7]
@@ -83,6 +83,28 @@ def test_a_model_without_a_chat_template_is_a_config_error(tmp_path):
     (tmp_path / "judge.json").write_text(json.dumps({"requests": str(tmp_path / "requests.jsonl"), "out": str(tmp_path / "a.jsonl"),
                                                      "model": str(model_dir), "labels": LABELS}))
     p = trainer("judge", tmp_path / "judge.json")
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=limit(300))
     assert p.returncode == 2, err
     assert events_of(out)[-1]["kind"] == "config" and "no chat template" in events_of(out)[-1]["message"]
+
+
+def test_judge_requests_are_split_at_newlines_only_read_as_utf8_and_a_bad_line_names_its_file(tmp_path):
+    """Reply text may hold line separators that JSON leaves unescaped (U+2028, U+2029, U+0085) and that
+    str.splitlines() would cut at; a bad line is blamed on the requests file and its line, not on the config."""
+    from bsft_trainer.events import ConfigError
+    from bsft_trainer.judge import read_jsonl
+
+    odd = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg\x1dh\x1ei"
+    rows = [{"key": "k0", "messages": [{"role": "user", "content": odd}]}, {"key": "k1", "messages": []}]
+    good = tmp_path / "requests.jsonl"
+    good.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert len(good.read_text(encoding="utf-8").splitlines()) > 2  # what the old reader would have cut
+    assert read_jsonl(good) == rows
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"judge requests {bad}:2: "):
+        read_jsonl(bad)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"key": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"judge requests {latin}: .*utf-8"):
+        read_jsonl(latin)

@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { sha256File } from '../util/sha256.js';
 import { jsonlHashes, stampMatches, writeStamp } from '../run/settings-stamp.js';
 import type { RunContext, Step } from '../run/step.js';
 import { ModelJudge } from './model-judge.js';
@@ -37,8 +39,16 @@ export const judgeStep: Step = {
 
 const judgeStamp = (ctx: RunContext) => path.join(ctx.runDir, 'judge', 'settings.json');
 
-/** What the labels depend on: the judge's settings that change an answer, and the predictions (by content). */
+/**
+ * What the labels depend on: the judge's settings that change an answer, the predictions and the eval splits'
+ * conversations with their gold replies (by content: a loose file judged against other tasks is judged again).
+ */
 async function judgeSettings(ctx: RunContext): Promise<unknown> {
   const { kind, model, prompt_version, also_token_runs } = ctx.recipe.judge!;
-  return { kind, model, prompt_version, also_token_runs, splits: ctx.recipe.eval.splits, predictions: await jsonlHashes(path.join(ctx.runDir, 'predictions')) };
+  const tasks: Record<string, string | null> = {};
+  for (const split of ctx.recipe.eval.splits) {
+    const file = path.join(ctx.runDir, 'dataset', `${split}.messages.jsonl`);
+    tasks[split] = existsSync(file) ? await sha256File(file) : null;
+  }
+  return { kind, model, prompt_version, also_token_runs, splits: ctx.recipe.eval.splits, tasks, predictions: await jsonlHashes(path.join(ctx.runDir, 'predictions')) };
 }

@@ -53,7 +53,7 @@ export async function judgeFiles(recipe: ResolvedRecipe, runDir: string): Promis
   return files;
 }
 
-/** Labels already given, by (judge, model, prompt version, task, reply): appended as answers come, read back on a re-run. */
+/** Labels already given, by (judge, model, prompt version, task, conversation, reply): appended as answers come, read back on a re-run. */
 class JudgeCache {
   private readonly entries = new Map<string, Judgment>();
 
@@ -69,8 +69,9 @@ class JudgeCache {
     }
   }
 
-  static key(settings: JudgeSettings, id: string, reply: string): string {
-    return sha256(JSON.stringify([settings.kind, settings.model, settings.prompt_version, id, replyHash(reply)]));
+  /** The conversation is part of the key: the same id and reply under another conversation is another question. */
+  static key(settings: JudgeSettings, r: Request): string {
+    return sha256(JSON.stringify([settings.kind, settings.model, settings.prompt_version, r.id, sha256(JSON.stringify(r.context)), replyHash(r.reply)]));
   }
 
   has(key: string): boolean {
@@ -137,7 +138,7 @@ export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logg
   const outDir = path.join(runDir, 'judge');
   mkdirSync(outDir, { recursive: true });
   const cache = new JudgeCache(path.join(outDir, 'cache.jsonl'));
-  const keyed = files.map((f) => f.requests.map((r) => JudgeCache.key(settings, r.id, r.reply)));
+  const keyed = files.map((f) => f.requests.map((r) => JudgeCache.key(settings, r)));
   const todo = new Map<string, JudgeRequest>();
   files.forEach((f, fi) => f.requests.forEach((r, i) => {
     const key = keyed[fi]![i]!;

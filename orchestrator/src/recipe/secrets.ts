@@ -5,7 +5,7 @@ const SECRET_KEYS: Record<string, string> = {
   hub_token: 'HF_TOKEN',
   token: 'HF_TOKEN',
   access_token: 'HF_TOKEN',
-  api_key: 'the environment',
+  api_key: 'BSFT_JUDGE_API_KEY (a judge endpoint\'s key) or the variable its own tool reads',
   password: 'REDIS_URL',
   redis_password: 'REDIS_URL',
   redis_url: 'REDIS_URL',
@@ -20,6 +20,7 @@ export function secretKeyMessage(key: string): string | undefined {
 const SECRET_VALUES: [RegExp, string][] = [
   [/\bhf_[A-Za-z0-9]{20,}\b/, 'looks like a Hugging Face token: set HF_TOKEN in the environment instead'],
   [/\brediss?:\/\/[^\s/@]*:[^\s/@]+@/, 'holds a Redis password: set REDIS_URL in the environment instead'],
+  [/\bhttps?:\/\/[^\s/@]+@/, 'holds credentials in the URL: remove them (a judge endpoint\'s key goes in BSFT_JUDGE_API_KEY, the Hub\'s token in HF_TOKEN)'],
 ];
 
 /** Paths of string values that look like secrets, with what to do instead. */

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { JUDGE_KEY_ENV } from '../recipe/secrets.js';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 
 export { PACKAGE_ROOT };
@@ -32,13 +33,21 @@ export function trainerPythonPath(): string {
   return [path.join(TRAINER_DIR, 'src'), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
 }
 
+/** Variables that hold secrets no Python child of bsft uses: the judge endpoint's key (the judge that calls an
+ * endpoint runs in Node) and the queue's Redis URL (its password). The Hub token and trackers' keys stay. */
+const NOT_FOR_PYTHON = [JUDGE_KEY_ENV, 'REDIS_URL'];
+
+/** The environment of a Python child (trainer, predict, judge, a probe): this process's, less NOT_FOR_PYTHON. */
+export function pythonEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...process.env, PYTHONPATH: trainerPythonPath(), ...extra };
+  for (const name of NOT_FOR_PYTHON) delete env[name];
+  return env;
+}
+
 /** Names of the given modules that the trainer's Python cannot import (all of them if Python itself is missing). */
 export async function missingModules(modules: string[], python = trainerPython()): Promise<string[]> {
   const probe = `import importlib.util, sys\nprint(",".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))`;
-  const res = await execa(python, ['-c', probe, ...modules], {
-    reject: false,
-    env: { PYTHONPATH: trainerPythonPath() },
-  });
+  const res = await execa(python, ['-c', probe, ...modules], { reject: false, env: pythonEnv(), extendEnv: false });
   if (res.exitCode !== 0 || res.failed) return modules;
   return res.stdout.trim().split(',').filter(Boolean);
 }

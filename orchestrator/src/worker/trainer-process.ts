@@ -1,6 +1,6 @@
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import { trainerPython, trainerPythonPath } from '../run/python-env.js';
+import { pythonEnv, trainerPython } from '../run/python-env.js';
 import { TRAINER_LAPSE_GRACE_MS, watchLease, type Lease } from './lease.js';
 import { outcomeOf, parseEvent, type TrainerCommand, type TrainerEvent, type TrainerOutcome } from './trainer-events.js';
 
@@ -76,12 +76,9 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainerResult> {
     reject: false,
     buffer: false,
     stdin: opts.lease ? 'pipe' : 'ignore',
-    env: {
-      PYTHONUNBUFFERED: '1',
-      PYTHONPATH: trainerPythonPath(),
-      BSFT_PARENT_PID: String(process.pid),
-      ...opts.env,
-    },
+    // Only what a trainer may see: no judge key, no Redis URL (pythonEnv).
+    env: pythonEnv({ PYTHONUNBUFFERED: '1', BSFT_PARENT_PID: String(process.pid), ...opts.env }),
+    extendEnv: false,
     forceKillAfterDelay: false,
     // Its own process group, so that a kill reaches everything it started; it dies with us by itself (lifeline.py).
     detached: true,

@@ -51,13 +51,32 @@ def label_logprobs(model, prompts: list[list[int]], answers: list[list[int]], pa
     return out.view(len(prompts), len(answers))
 
 
+def read_jsonl(path: Path) -> list:
+    """JSON lines split at \\n only (not str.splitlines(): reply text may hold U+2028, U+2029, U+0085, VT, FF or
+    FS/GS/RS, which JSON leaves unescaped or Python takes for line ends), read as UTF-8; an error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"judge requests {path}: {e}") from None
+    out = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError as e:
+            raise ConfigError(f"judge requests {path}:{n}: {e}") from None
+    return out
+
+
 def run(config_path: str) -> int:
     try:
-        cfg = json.loads(Path(config_path).read_text())
-        requests = [json.loads(line) for line in Path(cfg["requests"]).read_text().splitlines() if line.strip()]
+        cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
         labels = list(cfg["labels"])
+        requests_file = Path(cfg["requests"])
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"judge config {config_path}: {e}") from None
+    requests = read_jsonl(requests_file)
     if len(labels) < 2:
         raise ConfigError("judge: at least two labels are needed")
     from transformers import AutoModelForCausalLM, AutoTokenizer
