@@ -22,8 +22,19 @@ if [ -f trainer-python/pyproject.toml ]; then
   fi
   py=python3
   [ -x .venv/bin/python ] && py=.venv/bin/python
-  if ! "$py" -m pip install --quiet -e trainer-python; then
-    echo "quickstart: pip could not install the trainer's packages; the run will stop at the train step and say what is missing"
+  if "$py" -c 'import torch, transformers, peft, safetensors' 2>/dev/null; then
+    echo "quickstart: the trainer's packages are already installed in $py"
+  else
+    # Fail fast where no package index answers (no retries, a short timeout), and keep pip's output in a log:
+    # a machine without network gets one line and the command that installs what is missing, not minutes of retries.
+    log=$(mktemp)
+    if PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 1800 "$py" -m pip install --quiet --progress-bar off -e trainer-python >"$log" 2>&1; then
+      echo "quickstart: trainer packages installed"
+    else
+      echo "quickstart: pip could not install the trainer's packages ($(grep -v 'is ignored' "$log" | grep -m1 -iE 'error|no matching|could not' || echo "see $log"))"
+      echo "quickstart: once a package index is reachable, install them with:  $py -m pip install -e trainer-python"
+      echo "quickstart: the run below builds the dataset, then stops at the train step saying what is missing"
+    fi
   fi
 fi
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -102,6 +102,22 @@ describe('bsft CLI', () => {
       expect(v.code).toBe(0);
     } finally {
       (await import('node:fs')).rmSync(target);
+    }
+  });
+
+  it('init --preset behaviorbench writes a starter with the 13 categories', async () => {
+    const target = path.join(ROOT, 'recipes', `.init-bb-${process.pid}.yaml`);
+    try {
+      const res = await bsft(['init', target, '--preset', 'behaviorbench', '--model', './models/qwen2.5-tiny', '--tasks', 'data/behaviorbench-sample.jsonl']);
+      expect(res.code, res.stderr).toBe(0);
+      const shown = await bsft(['show', '--json', target, '--set', 'model.tokenizer=./models/qwen2.5-tokenizer']);
+      expect(shown.code, shown.stderr).toBe(0);
+      const categories = JSON.parse(shown.stdout).data.categories;
+      expect(Object.keys(categories)).toHaveLength(13);
+      expect(categories).toMatchObject({ risk_alert: 'proactive', lab_interpretation: 'reactive', social_exchange: 'restraint' });
+      expect((await bsft(['init', target, '--force', '--preset', 'nope'])).stderr).toContain('unknown preset "nope" (behaviorbench)');
+    } finally {
+      rmSync(target, { force: true });
     }
   });
 

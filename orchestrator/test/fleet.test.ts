@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { bsft, ROOT } from './helpers/cli.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { queueEnv, startWorkerProc, stop, type WorkerProc } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
 
 describe('worker image and compose file', () => {
   const compose = parse(readFileSync(path.join(ROOT, 'docker', 'compose.yml'), 'utf8'));
@@ -86,13 +87,20 @@ describe('bsft reproduce', () => {
     expect(both.stderr).toContain('--data and --sample exclude each other');
   });
 
-  it('--dry-run prints the four runs, their resolved recipes and GPU-hour estimates; --data sets their task files', async () => {
+  it('--dry-run prints the four runs and GPU-hour estimates and writes nothing; resolved recipes on request; --data sets their task files', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
     const res = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`]);
     expect(res.code, res.stderr).toBe(0);
     for (const name of ['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']) {
       expect(res.stdout).toMatch(new RegExp(`^${name}-[0-9a-f]{8}\\s+(lora|full)`, 'm'));
-      expect(res.stdout).toMatch(new RegExp(`^# ${name}-[0-9a-f]{8} \\(`, 'm'));
+    }
+    expect(res.stdout).not.toMatch(/^# paper-/m); // the plan, not 400 lines of YAML
+    expect(res.stdout.split('\n').length).toBeLessThan(60);
+    expect(res.stdout).toContain('nothing was written');
+    expect(readdirSync(dir)).toEqual([]); // no datasets left under the runs folder
+    const shown = await bsft(['reproduce', '--dry-run', '--sample', '--show-recipes', '--allow', dir, '--set', `store.path=${dir}`]);
+    for (const name of ['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']) {
+      expect(shown.stdout).toMatch(new RegExp(`^# ${name}-[0-9a-f]{8} \\(`, 'm'));
     }
     expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours/);
     expect(res.stdout).toContain('9,037 tok/s measured on one H200');
@@ -104,7 +112,7 @@ describe('bsft reproduce', () => {
     const data = path.join(dir, 'bench');
     mkdirSync(data);
     copyFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'), path.join(data, 'part-1.jsonl'));
-    const given = await bsft(['reproduce', '--dry-run', '--data', `${data}/*.jsonl`, '--allow', dir, '--set', `store.path=${dir}`]);
+    const given = await bsft(['reproduce', '--dry-run', '--show-recipes', '--data', `${data}/*.jsonl`, '--allow', dir, '--set', `store.path=${dir}`]);
     expect(given.code, given.stderr).toBe(0);
     expect(given.stdout).toContain(`- ${path.join(data, 'part-1.jsonl')}`);
   });
@@ -147,7 +155,7 @@ describe('bsft reproduce', () => {
     expect(report.reference_not_comparable).toContain('bundled 630-task sample');
     const workersUsed = new Set([...a.stderr, ...b.stderr].filter((l) => l.includes('"train completed"')).map((l) => JSON.parse(l).worker));
     expect(workersUsed.size).toBe(2);
-  }, 240_000);
+  }, limit(240_000));
 });
 
 describe('the bsft command after the quickstart', () => {
@@ -162,5 +170,5 @@ describe('the bsft command after the quickstart', () => {
     expect(elsewhere).toContain(`export PATH="${path.join(prefix, 'bin')}:$PATH"`);
     expect(elsewhere).toContain('npx bsft --help');
     expect(readFileSync(path.join(ROOT, 'scripts', 'quickstart.sh'), 'utf8')).toContain('bash scripts/link-bsft.sh');
-  }, 120_000);
+  }, limit(120_000));
 });

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tmpdir } from 'node:os';
 import { openPage } from './helpers/browser.js';
 import { bsft } from './helpers/cli.js';
 import { queueEnv, startWorkerProc, stop, submitRun, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
 
 const workers: WorkerProc[] = [];
 function worker(...args: Parameters<typeof startWorkerProc>): WorkerProc {
@@ -42,8 +43,8 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(logs.stdout).toMatch(/metrics \(.*metrics\.jsonl, 6 steps\):\n +step +loss +lr +val loss\n +1 +2\.0000 +1\.00e-4/);
     const status = await bsft(['status'], { env });
     expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+1\s+0/); // waiting (prioritized included), active, delayed, waiting-children, completed, failed
-    expect(status.stdout).toMatch(new RegExp(`run\\s+state\\s+progress\\s+loss\\s+tok/s\\s+ETA\\s+worker\\s+age\\s+reason`));
-    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+score\\s+\\[#{10}\\]\\s+100%\\s+1/1\\s+-\\s+-\\s+-\\s+\\S+\\s+\\d+s`));
+    expect(status.stdout).toMatch(new RegExp(`run\\s+state\\s+progress\\s+loss\\s+tok/s\\s+ETA\\s+peak mem\\s+worker\\s+age\\s+reason`));
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+score\\s+\\[#{10}\\]\\s+100%\\s+1/1\\s+-\\s+-\\s+-\\s+-\\s+\\S+\\s+\\d+s`));
   });
 
   it('a crashing trainer is retried with backoff, then fails after its attempts', async () => {
@@ -65,7 +66,8 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     worker('bad-config', env);
     const v = await waitForRun(env, runId, (x) => x.state === 'failed');
     expect(v.failedReason).toBe('trainer train: config error: train.lr: expected a number');
-    expect((await trainJob(env, runId)).attemptsMade).toBe(1);
+    const job = await trainJob(env, runId);
+    expect(job.attemptsMade, JSON.stringify({ started: job.attemptsStarted, stalled: job.stalledCounter, logs: (await bsft(['logs', runId], { env })).stdout })).toBe(1);
     const logs = (await bsft(['logs', runId], { env })).stdout;
     expect(logs).toContain('[train] failed: trainer train: config error: train.lr: expected a number');
     expect(logs).toContain(`-- run ${runId}: failed`);
@@ -176,7 +178,7 @@ describe('worker shutdown, cancel and retry', () => {
     const res = await watching;
     expect(res.code, `${res.stdout}\n${res.stderr}\n${(await bsft(['logs', runId], { env })).stdout}`).toBe(0);
     // not a terminal: a progress line every tenth of the way, rate and ETA from the recent steps
-    expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000/);
+    expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000 +peak 0\.1 GiB/);
     expect(res.stdout).toMatch(/\npredict +\[#+\] +(\d+)\/\1 +100%/); // predict is a stage of its own, not a frozen train bar
     expect(res.stdout).toMatch(new RegExp(`run ${runId}: completed`));
     expect(res.stdout).toMatch(/split +behavior macro-F1 \[95% CI\] +accuracy \[95% CI\]\ntest +\d+\.\d \[\d+\.\d, \d+\.\d\] +\d+\.\d \[/);
@@ -197,7 +199,8 @@ describe('Redis connection and secrets', () => {
 
   it('no secret ever enters job data, job logs or worker logs', async () => {
     const secret = 'hf_SECRETtokenABCDEFGHIJKLMNOPQRSTUV';
-    const env = queueEnv({ HF_TOKEN: secret });
+    const envDump = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-env-')), 'env.json');
+    const env = queueEnv({ HF_TOKEN: secret, BSFT_JUDGE_API_KEY: 'sk-judge-secret', FIXTURE_ENV_DUMP: envDump });
     const { runId } = await submitRun(env);
     const w = worker('ok', env);
     await waitForRun(env, runId, (v) => v.state === 'completed');
@@ -217,6 +220,11 @@ describe('Redis connection and secrets', () => {
     expect(dump).toContain(runId);
     expect(dump).not.toContain(secret);
     expect(w.stderr.join('\n')).not.toContain(secret);
+    // The trainer gets the Hub token it uses, never the judge's key nor the queue's Redis URL (with its password).
+    const given = JSON.parse(readFileSync(envDump, 'utf8')) as string[];
+    expect(given).toContain('HF_TOKEN');
+    expect(given).not.toContain('BSFT_JUDGE_API_KEY');
+    expect(given).not.toContain('REDIS_URL');
   });
 });
 
@@ -250,9 +258,9 @@ describe('bsft dashboard', () => {
     const { runId } = await submitRun(env, ['train.max_steps=400', 'train.checkpoint_every=50']);
     const w = worker('ok', env);
     await waitForRun(env, runId, (v) => trainStep(v) >= 5, 60_000);
-    // bsft status: the stage as a bar, with loss, tok/s and the ETA from the recent rate.
+    // bsft status: the stage as a bar, with loss, tok/s, the ETA from the recent rate and the trainer's peak memory.
     const status = await bsft(['status'], { env });
-    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+training\\s+train\\s+\\[[#-]{10}\\]\\s+\\d+%\\s+\\d+/400\\s+\\d\\.\\d{4}\\s+1,000\\s+(\\d+m)?\\d+s`));
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+training\\s+train\\s+\\[[#-]{10}\\]\\s+\\d+%\\s+\\d+/400\\s+\\d\\.\\d{4}\\s+1,000\\s+(\\d+m)?\\d+s\\s+0\\.1 GiB\\s`));
     // The worker's own output, not a terminal here: sparse progress records naming the run and the stage.
     const records = w.stderr.filter((l) => l.includes('"msg":"progress"')).map((l) => JSON.parse(l));
     expect(records[0]).toMatchObject({ stage: `${runId} train`, total: 400, run_id: runId });
@@ -260,13 +268,13 @@ describe('bsft dashboard', () => {
     const { page, errors, close } = await openPage(`${board.url}queue/bsft-train?status=active`);
     try {
       // The menu lists the three queues in the order a run goes through them.
-      await page.getByText('bsft-score', { exact: true }).first().waitFor({ timeout: 20_000 });
+      await page.getByText('bsft-score', { exact: true }).first().waitFor({ timeout: limit(20_000) });
       const menu = await page.getByText(/^bsft-(build|train|score)$/).allTextContents();
       expect(menu).toEqual(['bsft-build', 'bsft-train', 'bsft-score']);
       await page.getByText('2 train', { exact: true }).waitFor(); // the queue's title: its place in the pipeline
       // The active train job draws a bar from its numeric progress.
       const bar = page.locator('[role="progressbar"]').first();
-      await bar.waitFor({ timeout: 20_000 });
+      await bar.waitFor({ timeout: limit(20_000) });
       expect(Number(await bar.getAttribute('aria-valuenow'))).toBeGreaterThan(0);
       // Read-only by default: no buttons that retry, clean or delete jobs.
       expect(await page.getByRole('button', { name: /^(retry|clean|delete|promote|remove)/i }).count()).toBe(0);
@@ -277,13 +285,21 @@ describe('bsft dashboard', () => {
       // A cancelled run: the failed list shows why, in the list itself.
       expect((await bsft(['cancel', runId], { env })).code).toBe(0);
       await page.goto(`${board.url}queue/bsft-train?status=failed`);
-      await page.getByText(/cancelled by bsft cancel/).first().waitFor({ timeout: 20_000 });
+      await page.getByText(/cancelled by bsft cancel/).first().waitFor({ timeout: limit(20_000) });
+      // in the user's words: no error class, no stack trace, and not the internal priority of a run without one
+      expect(await page.getByText(/UnrecoverableError|at \S+\.js:\d+/).count()).toBe(0);
+      expect(await page.getByText(/2097151/).count()).toBe(0);
+      const failed = await (await fetch(`${board.url}api/queues?activeQueue=bsft-train&status=failed&page=1`)).json() as { queues: { name: string; jobs: { id: string; failedReason: string; stacktrace: string[]; priority?: number; opts: Record<string, unknown> }[] }[] };
+      const job = failed.queues.find((q) => q.name === 'bsft-train')!.jobs.find((j) => j.id === runId)!;
+      expect(job).toMatchObject({ failedReason: 'cancelled by bsft cancel', stacktrace: [] });
+      expect(job.priority).toBeUndefined();
+      expect(job.opts.priority).toBeUndefined();
       expect(errors).toEqual([]);
     } finally {
       await close();
       board.stop();
     }
-  }, 150_000);
+  }, limit(150_000));
 
   it('--allow-actions turns the actions on', async () => {
     const env = queueEnv();
@@ -295,5 +311,5 @@ describe('bsft dashboard', () => {
     } finally {
       board.stop();
     }
-  }, 60_000);
+  }, limit(60_000));
 });

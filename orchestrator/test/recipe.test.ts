@@ -2,6 +2,8 @@ import { mkdtempSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { keysAt } from '../src/recipe/format-issues.js';
+import { OTHER_TOOL_KEYS } from '../src/recipe/other-tools.js';
 import { RecipeError } from '../src/recipe/recipe-error.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
 import { bsft, ROOT } from './helpers/cli.js';
@@ -171,7 +173,9 @@ train:
     const esc = problemsOf(write('esc.yaml', GOOD.replace('[tasks.jsonl]', '[../../etc/passwd]')));
     expect(esc).toContainEqual(expect.objectContaining({ path: 'data.tasks.0', message: expect.stringContaining('leaves the workspace') }));
     const abs = problemsOf(write('abs.yaml', GOOD.replace('[tasks.jsonl]', `[${outside}/tasks.jsonl]`)));
-    expect(abs).toContainEqual(expect.objectContaining({ path: 'data.tasks.0', message: expect.stringContaining('absolute path') }));
+    expect(abs).toEqual([expect.objectContaining({ path: 'data.tasks.0', message: expect.stringMatching(/^absolute path ".*" leaves the workspace/) })]);
+    // An absolute path inside the workspace is the workspace's: no problem, and reported once when it is not.
+    expect(problemsOf(write('abs-in.yaml', GOOD.replace('[tasks.jsonl]', `[${path.join(dir, 'tasks.jsonl')}]`)))).toEqual([]);
     const link = problemsOf(write('link.yaml', GOOD.replace('[tasks.jsonl]', '[link-out/tasks.jsonl]')));
     expect(link).toContainEqual(expect.objectContaining({ path: 'data.tasks.0', message: expect.stringContaining('a symlink to') }));
     const store = problemsOf(write('store.yaml', `${GOOD}store: { path: ../../tmp/x }\n`));
@@ -179,6 +183,36 @@ train:
     // An explicit allow-list lets the same recipe through.
     const allowed = resolveRecipe(path.join(dir, 'abs.yaml'), { policy: { workspace: dir, allow: [outside] } });
     expect(allowed.task_files).toEqual([path.join(outside, 'tasks.jsonl')]);
+  });
+
+  it("names bsft's setting for another tool's key, however far the spelling", () => {
+    const f = write('habits.yaml', GOOD.replace('lr: 1.0e-4,', 'learning_rate: 1.0e-4, lr: 1.0e-4, micro_batch_size: 2,') +
+      'num_epochs: 3\nlora_r: 8\ngradient_accumulation_steps: 4\nmax_seq_length: 2048\nbase_model: Qwen/Qwen2.5-7B-Instruct\n');
+    const byPath = Object.fromEntries(problemsOf(f).map((p) => [p.path, p.message]));
+    expect(byPath).toEqual({
+      'train.learning_rate': expect.stringMatching(/^unknown key \(did you mean "train\.lr"\?\)/),
+      'train.micro_batch_size': expect.stringMatching(/did you mean "train\.batch_tokens"\?; bsft batches count tokens/),
+      num_epochs: expect.stringContaining('did you mean "train.epochs"?'),
+      lora_r: expect.stringContaining('did you mean "train.lora.r"?'),
+      gradient_accumulation_steps: expect.stringContaining('did you mean "train.grad_accum"?'),
+      max_seq_length: expect.stringContaining('did you mean "data.max_seq_len"?'),
+      base_model: expect.stringContaining('did you mean "model.name_or_path"?'),
+    });
+    // every setting the table points to exists in the recipe schema
+    for (const [key, { path: to }] of Object.entries(OTHER_TOOL_KEYS)) {
+      const parts = to.split('.');
+      expect(keysAt(parts.slice(0, -1)), `${key} -> ${to}`).toContain(parts.at(-1));
+    }
+  });
+
+  it("a judge section: an unknown key lists its kind's keys, api_key names BSFT_JUDGE_API_KEY, credentials in base_url are refused", () => {
+    const judge = (body: string) => problemsOf(write('judge.yaml', `${GOOD}judge: { kind: openai, model: m, ${body} }\n`));
+    const unknown = judge('base_url: "http://127.0.0.1:8000/v1", temprature: 0');
+    expect(unknown).toEqual([expect.objectContaining({ path: 'judge.temprature', message: expect.stringMatching(/allowed: kind, base_url, model, max_concurrency, timeout_s, max_retries, prompt_version, also_token_runs$/) })]);
+    const key = judge('base_url: "http://127.0.0.1:8000/v1", api_key: sk-abc');
+    expect(key).toEqual([expect.objectContaining({ path: 'judge.api_key', message: expect.stringContaining('set BSFT_JUDGE_API_KEY') })]);
+    const inUrl = judge('base_url: "http://user:sk-abc123@judge.example.org/v1"');
+    expect(inUrl).toEqual([expect.objectContaining({ path: 'judge.base_url', message: expect.stringContaining('holds credentials in the URL') })]);
   });
 
   it('refuses secrets in recipes', () => {

@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { BSFT, FIXTURES, ROOT } from './helpers/cli.js';
 import { torchPython } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
 
 /** Issue 18: Ctrl-C and SIGTERM on `bsft run` keep the training done so far. */
 
@@ -29,36 +30,40 @@ const checkpointsOf = (dir: string) => {
 };
 
 /** `bsft run` on a pseudo-terminal, Ctrl-C typed `presses` times once training has started. */
-function atTerminal(dir: string, recipe: string, presses: number): { code: number; output: string } {
+function atTerminal(dir: string, recipe: string, presses: number, extra: string[] = []): { code: number; output: string } {
   // Ctrl-C once the progress line shows a step's loss
-  const args = [path.join(FIXTURES, 'pty_run.py'), 'loss ', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT];
+  const args = [path.join(FIXTURES, 'pty_run.py'), 'loss ', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT, ...extra];
   const env = { ...process.env, BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
-  return JSON.parse(execFileSync('python3', args, { cwd: dir, env, encoding: 'utf8', timeout: 200_000 }));
+  return JSON.parse(execFileSync('python3', args, { cwd: dir, env, encoding: 'utf8', timeout: limit(200_000) }));
 }
 
 describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
   it('Ctrl-C at a terminal: the trainer checkpoints, bsft says so and exits 130', () => {
     const { dir, recipe } = longRun();
-    const res = atTerminal(dir, recipe, 1);
+    const res = atTerminal(dir, recipe, 1, ['--set', 'name=ctrlc']);
     // on a terminal: one progress line redrawn in place (bar, step/total, rate, loss), not a log block per step
     expect(res.output).toMatch(/\r\x1b\[Ktrain +\[[#-]+\] +\d+\/\d+ +\d+%.* loss \d+\.\d{4}/);
     expect(res.output).not.toContain('trainer step');
     expect(res.output).toContain('bsft run: SIGINT: stopping. The trainer finishes its step and writes a checkpoint');
     expect(res.output).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
-    expect(res.output).toContain('run the same command again to continue');
+    // the exact command, --set flags included: following the hint continues this run, not another
+    expect(res.output).toContain(`run the same command again to continue: bsft run ${recipe} --allow ${ROOT} --set name=ctrlc`);
+    expect(readdirSync(path.join(dir, 'runs'))[0]).toMatch(/^ctrlc-/);
     expect(res.code).toBe(130);
     expect(checkpointsOf(dir).length).toBe(1);
-  }, 240_000);
+  }, limit(240_000));
 
   it('a second Ctrl-C stops at once and says what is lost', () => {
     const { dir, recipe } = longRun();
     const res = atTerminal(dir, recipe, 2);
     expect(res.output).toContain('bsft run: stopping at once.');
+    expect(res.output).not.toMatch(/failed/); // the user's own stop is not a failure
+    expect(res.output).toMatch(/train .*stopped \(at once, as asked\)/);
     expect(res.output).toMatch(/stopped at once: the training since the last checkpoint is lost \(kept: (no checkpoint yet|checkpoint step \d+)\)/);
     expect(res.code).toBe(130);
     const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(path.join(dir, 'runs')));
     expect(left).toEqual([]); // no trainer outlives bsft run
-  }, 240_000);
+  }, limit(240_000));
 
   it('SIGTERM (no terminal): checkpoint, then exit 143', async () => {
     const { dir, recipe } = longRun();
@@ -79,5 +84,5 @@ describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
     expect(res.exitCode).toBe(143);
     expect(String(res.stderr)).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
     expect(checkpointsOf(dir).length).toBe(1);
-  }, 240_000);
+  }, limit(240_000));
 });

@@ -5,9 +5,11 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { GoldTask, Prediction } from '../src/score/inputs.js';
 import { metricsOf, score } from '../src/score/metrics.js';
+import { lossAxisTop } from '../src/score/report-html.js';
 import { Rng } from '../src/util/rng.js';
 import { openPage } from './helpers/browser.js';
 import { bsft, ROOT } from './helpers/cli.js';
+import { limit } from './helpers/time-scale.js';
 
 const B = ['reactive', 'proactive', 'restraint'];
 
@@ -209,7 +211,7 @@ describe('bsft score and bsft report', () => {
     const res = await bsft(['report', a, b, c, '--out', out, '--bootstrap', '200']);
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
-    expect(res.stdout).toContain('95.0 -> 96.5');
+    expect(res.stdout).toContain('96.5 (standard SFT 95.0)'); // the paper's proactive F1, and what standard SFT got
     expect(res.stdout).toMatch(/majority baseline \(always \w+\)\s+\d+\.\d/);
     expect(res.stdout).toMatch(/deltas versus behaviorsft/);
     expect(res.stdout).toMatch(/steering accuracy/);
@@ -242,7 +244,14 @@ describe('bsft score and bsft report', () => {
       expect(errors).toEqual([]);
       const of = (name: string) => charts.filter((c) => c.chart === name);
       expect(of('scores')).toHaveLength(1);
-      expect(of('scores')[0]).toMatchObject({ marks: 3 * 4, legend: 4 }); // 3 runs x (macro-F1 + 3 behaviors); 3 runs + paper line
+      expect(of('scores')[0]).toMatchObject({ marks: 3 * 4, legend: 5 }); // 3 runs x (macro-F1 + 3 behaviors); 3 runs + paper line + majority baseline
+      expect(await page.locator('svg[data-chart="scores"] line.baseline title').textContent()).toMatch(/^majority baseline \(always \w+\): \d+\.\d$/);
+      // The confusion legend names what each colour counts, in this matrix; every swatch is drawn (outlined).
+      const confusionLegend = await page.locator('svg[data-chart="confusion"]').first().locator('.legend-item text').allTextContents();
+      expect(confusionLegend).toEqual([expect.stringMatching(/^right \((darkest: \d+|none)\)$/), expect.stringMatching(/^wrong \((darkest: \d+|none)\)$/), '0 tasks']);
+      expect(await page.locator('svg[data-chart="confusion"] .legend-item rect[stroke]').count()).toBe(3 * 3);
+      // Headers keep their labels on one line.
+      expect(await page.$eval('th', (th) => getComputedStyle(th).whiteSpace)).toBe('nowrap');
       expect(of('scores')[0]!.whiskers).toBe(3 * 4);
       expect(of('curve')).toHaveLength(1); // only the run with a metrics.jsonl
       expect(of('curve')[0]).toMatchObject({ marks: 3, legend: 3 }); // loss, lr, one eval dot
@@ -260,5 +269,15 @@ describe('bsft score and bsft report', () => {
     } finally {
       await close();
     }
-  }, 120_000);
+  }, limit(120_000));
+
+  it('a loss axis is clipped only when an early spike would flatten the curve, and says so', () => {
+    const flat = Array.from({ length: 50 }, (_, i) => 2 - i / 50);
+    expect(lossAxisTop(flat, [])).toEqual({ top: 2, clipped: false, highest: 2 });
+    const spiked = [40, 12, ...flat.slice(2)];
+    const axis = lossAxisTop(spiked, [1.2]);
+    expect(axis.clipped).toBe(true);
+    expect(axis.highest).toBe(40);
+    expect(axis.top).toBeCloseTo(Math.max(...flat.slice(5)) * 1.1, 6);
+  });
 });

@@ -37,14 +37,16 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'init',
     summary: 'write a starter recipe',
-    usage: 'bsft init [file] [--name NAME] [--model ID_OR_DIR] [--tasks GLOB] [--force]',
+    usage: 'bsft init [file] [--name NAME] [--model ID_OR_DIR] [--tasks GLOB] [--preset behaviorbench] [--force]',
     options: {
+      preset: { type: 'string' },
       name: { type: 'string', default: 'my-behaviorsft' },
       model: { type: 'string', default: 'Qwen/Qwen2.5-7B-Instruct' },
       tasks: { type: 'string', default: 'data/*.jsonl' },
       force: { type: 'boolean', short: 'f' },
   },
     optionHelp: {
+      preset: 'behaviorbench: map the 13 BehaviorBench categories to their behaviors',
       name: 'run name',
       model: 'base model (a Hub id or a local folder)',
       tasks: 'task files or glob',
@@ -67,6 +69,26 @@ export const COMMANDS: CommandSpec[] = [
     optionHelp: { ...recipeOptionHelp },
     positionals: [1, 1],
     load: async () => (await import('./run.js')).run,
+  },
+  {
+    name: 'runs',
+    summary: 'the local runs of a runs folder (no Redis): how far each got, macro-F1, size on disk, last change',
+    usage: 'bsft runs [--dir runs] [--json]',
+    options: { dir: { type: 'string' }, json: { type: 'boolean' } },
+    optionHelp: { dir: 'runs folder (default ./runs)', json: 'print JSON' },
+    positionals: [0, 0],
+    load: async () => (await import('./runs.js')).runs,
+  },
+  {
+    name: 'rm',
+    summary: "remove run folders and say what that freed; never one a live process or a queued job is using",
+    usage: 'bsft rm <run-id | run dir>... [--yes] [--dir runs]',
+    details: 'Asks before removing unless --yes. A run whose folder a process of this machine works in (a trainer, bsft run),\n' +
+      'or whose queued job has not ended (where Redis answers), is refused: bsft cancel it first.',
+    options: { yes: { type: 'boolean', short: 'y' }, dir: { type: 'string' } },
+    optionHelp: { yes: 'remove without asking', dir: 'runs folder for run ids (default ./runs)' },
+    positionals: [1, Infinity],
+    load: async () => (await import('./rm.js')).rm,
   },
   {
     name: 'dataset build',
@@ -286,10 +308,11 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'reproduce',
     summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
-    usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR] [--json]',
+    usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run [--show-recipes]] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR] [--json]',
     details:
-      '--dry-run builds the datasets locally to count tokens, prints the runs, their resolved recipes and the estimated GPU\n' +
-      `hours (LoRA at ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s).\n` +
+      '--dry-run writes nothing: it builds the datasets in a temporary folder to count tokens (then removes it), prints the\n' +
+      'runs, their memory plan and the estimated GPU hours (--show-recipes: their resolved recipes too), LoRA at\n' +
+      `${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s as measured on an H200, full fine-tuning at 4/6 of it, unless --tokens-per-s.\n` +
       '--data names the BehaviorBench task files (JSONL, globs allowed) for every recipe of the preset; --sample runs on\n' +
       "the bundled 630-task sample instead, whose scores are marked as not comparable with the paper's. --set applies to every recipe.",
     options: { json: { type: 'boolean' },
@@ -298,6 +321,7 @@ export const COMMANDS: CommandSpec[] = [
       sample: { type: 'boolean' },
       preset: { type: 'string', default: 'paper-qwen2.5-7b' },
       'dry-run': { type: 'boolean' },
+      'show-recipes': { type: 'boolean' },
       'tokens-per-s': { type: 'string' },
       out: { type: 'string' },
   },
@@ -306,7 +330,8 @@ export const COMMANDS: CommandSpec[] = [
       data: 'BehaviorBench task file or glob (repeatable), relative to the current directory',
       sample: 'use the bundled 630-task sample (a smoke test of the set: not comparable with the paper)',
       preset: `which set (one of ${Object.keys(PRESETS).join(', ')})`,
-      'dry-run': 'print the runs, resolved recipes and GPU-hour estimates; submit nothing',
+      'dry-run': 'print the runs, their memory plan and GPU-hour estimates; write and submit nothing',
+      'show-recipes': 'with --dry-run: print each run\'s resolved recipe too',
       'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
       out: 'report folder (default runs/reproduce-<preset>)',
   },

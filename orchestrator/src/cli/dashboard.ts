@@ -6,13 +6,40 @@ import { RunQueue } from '../queue/run-job.js';
 import express from 'express';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import { queueName, queuePrefix, STAGES } from '../queue/names.js';
+import { LOWEST_PRIORITY } from '../queue/submit.js';
 import { EXIT, type CommandImpl } from './command.js';
+import type { Job } from 'bullmq';
 
 const STAGE_DESCRIPTIONS: Record<(typeof STAGES)[number], string> = {
   build: 'build the behavior-token dataset (queue bsft-build)',
   train: 'train, then predict the eval splits; progress = % of the current stage, figures in the job data (queue bsft-train)',
   score: 'score the predictions (queue bsft-score)',
 };
+
+/**
+ * The queue as the board shows it: a run submitted without a priority carries BullMQ's lowest priority (see
+ * bullPriority) only so that prioritized runs go first; that internal number is not shown as the run's priority.
+ */
+class RunBoardAdapter extends BullMQAdapter {
+  private static shown(job: Job | undefined): Job | undefined {
+    if (!job || job.priority !== LOWEST_PRIORITY) return job;
+    const json = job.toJSON.bind(job);
+    job.toJSON = () => {
+      const j = json();
+      const { priority: _hidden, ...opts } = j.opts;
+      return { ...j, priority: 0, opts };
+    };
+    return job;
+  }
+
+  override async getJob(id: string): Promise<Job | undefined> {
+    return RunBoardAdapter.shown(await super.getJob(id));
+  }
+
+  override async getJobs(...args: Parameters<BullMQAdapter['getJobs']>): Promise<Job[]> {
+    return (await super.getJobs(...args)).map((j) => RunBoardAdapter.shown(j)!);
+  }
+}
 
 export const dashboard: CommandImpl = {
   async run(_args, values, { log, out }) {
@@ -26,7 +53,7 @@ export const dashboard: CommandImpl = {
     adapter.setBasePath('/');
     const readOnlyMode = values['allow-actions'] !== true;
     // The queues in pipeline order (build -> train -> score), numbered so that any sorting keeps that order.
-    const adapters = queues.map((q, i) => new BullMQAdapter(q, {
+    const adapters = queues.map((q, i) => new RunBoardAdapter(q, {
       readOnlyMode,
       allowRetries: !readOnlyMode,
       displayName: `${i + 1} ${STAGES[i]}`,

@@ -1,7 +1,10 @@
 import { UsageError } from '../errors.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { buildDataset } from '../dataset/build.js';
+import type { Manifest } from '../dataset/manifest.js';
 import { submitRun } from '../queue/submit.js';
 import type { RunView } from '../queue/runs.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -17,7 +20,7 @@ import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
-import { RUN_COLUMNS, runRow } from './status.js';
+import { RUN_COLUMNS, RUN_TEXT_COLUMNS, runRow } from './status.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -48,87 +51,112 @@ export const reproduce: CommandImpl = {
     if (rate !== undefined && !(rate > 0)) throw new UsageError('--tokens-per-s must be a positive number');
 
     // One dataset build for the set: runs with the same data section (LoRA and full) share it by dataset hash, and
-    // the queued build jobs find it done.
-    const manifests = [];
-    for (const r of recipes) {
-      const res = await buildDataset(r, datasetDir(path.join(r.runs_dir, r.run_id)), log, path.join(r.runs_dir, '_datasets'));
-      manifests.push(res.manifest);
-      out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
-    }
-
-    if (values['dry-run']) {
-      out(`\n${preset.label}: ${recipes.length} runs\n`);
-      const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
-      let total = 0;
-      for (const [i, r] of recipes.entries()) {
-        const manifest = manifests[i]!;
-        const tokens = trainTokens(r, manifest.lengths.train.tokens);
-        const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
-        // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
-        const hours = tokens / tokS / 3600;
-        total += hours;
-        rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
-      }
-      if (json) {
-        const [head, ...body] = rows;
-        const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
-        print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))), memory,
-          gpu_hours: +total.toFixed(2), recipes }, null, 2));
-        return EXIT.ok;
-      }
-      out(table(rows).join('\n'));
-      out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
-      out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
-      out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
-      for (const line of PLAN_LEGEND) out(line);
-      out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
-      for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
-      return EXIT.ok;
-    }
-
-    return withQueues(async (q) => {
+    // the queued build jobs find it done. A dry run builds in a temporary folder, only to count tokens, and removes it.
+    const dryRun = values['dry-run'] === true;
+    const scratch = dryRun ? mkdtempSync(path.join(tmpdir(), 'bsft-dry-run-')) : undefined;
+    try {
+      const manifests = [];
       for (const r of recipes) {
-        const res = await submitRun(r, q.connection);
-        out(`${res.created ? 'submitted' : 'already submitted'}: ${r.run_id}`);
+        const runsDir = scratch ?? r.runs_dir;
+        const res = await buildDataset(r, datasetDir(path.join(runsDir, r.run_id)), log, path.join(runsDir, '_datasets'));
+        manifests.push(res.manifest);
+        out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
       }
-      const ids = recipes.map((r) => r.run_id);
-      const tty = process.stdout.isTTY === true;
-      let lastPrint = 0;
-      let views: RunView[] = [];
-      for (;;) {
-        views = (await Promise.all(ids.map((id) => q.view(id)))).filter((v): v is RunView => !!v);
-        const done = views.length === ids.length && views.every((v) => ['completed', 'failed', 'cancelled'].includes(v.state));
-        const lines = table([RUN_COLUMNS, ...views.map((v) => runRow(v))]);
-        if (tty) process.stdout.write(`\x1b[${lines.length}A\x1b[0J`.repeat(lastPrint ? 1 : 0) + `${lines.join('\n')}\n`);
-        else if (done || Date.now() - lastPrint > 10_000) out(lines.join('\n'));
-        lastPrint = Date.now();
-        if (done) break;
-        await sleep(1000);
-      }
-      const failed = views.filter((v) => v.state !== 'completed');
-      if (failed.length) {
-        for (const v of failed) out(`run ${v.runId}: ${v.state}${v.failedReason ? ` (${v.failedReason})` : ''}`);
-        return EXIT.failure;
-      }
-      const scored = [];
-      for (const r of recipes) {
-        const runDir = path.join(r.runs_dir, r.run_id);
-        const store = await openStore(r);
-        if (store.kind === 'hub') {
-          // The runs trained elsewhere: bring back what scoring needs (small files, sha256-checked).
-          await pullMeta(store, r.run_id, runDir);
-          for (const rel of ['dataset', 'predictions']) await store.pull(r.run_id, rel, path.join(runDir, rel));
-        }
-        scored.push(await scoreRun(runDir, r.eval.splits[0]!));
-      }
-      const resamples = recipes[0]!.eval.bootstrap;
-      const comparison = compare(scored, resamples, recipes[0]!.train.seed);
-      const dir = path.resolve((values.out as string | undefined) ?? path.join(recipes[0]!.runs_dir, `reproduce-${presetName}`));
-      writeReport(dir, comparison);
-      out('');
-      out(formatComparison(comparison).join('\n'));
-      out(`\nreport: ${path.join(dir, 'report.html')}`);
-      return EXIT.ok;
-    });
+      if (dryRun) return dryRunPlan(recipes, manifests, { presetName, rate, json, showRecipes: values['show-recipes'] === true, out, print });
+    } finally {
+      if (scratch) rmSync(scratch, { recursive: true, force: true });
+    }
+    return submitAndWatch(recipes, presetName, values.out as string | undefined, out);
   },
 };
+
+interface PlanOptions {
+  presetName: string;
+  rate: number | undefined;
+  json: boolean;
+  showRecipes: boolean;
+  out: (line: string) => void;
+  print: (line: string) => void;
+}
+
+/** The dry run's plan: the runs, their training tokens and GPU hours, the memory plan; resolved recipes on request. */
+function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetName, rate, json, showRecipes, out, print }: PlanOptions): number {
+  const preset = PRESETS[presetName]!;
+  out(`\n${preset.label}: ${recipes.length} runs\n`);
+  const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
+  let total = 0;
+  for (const [i, r] of recipes.entries()) {
+    const manifest = manifests[i]!;
+    const tokens = trainTokens(r, manifest.lengths.train.tokens);
+    const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
+    // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
+    const hours = tokens / tokS / 3600;
+    total += hours;
+    rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
+  }
+  if (json) {
+    const [head, ...body] = rows;
+    const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
+    print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))), memory,
+      gpu_hours: +total.toFixed(2), recipes }, null, 2));
+    return EXIT.ok;
+  }
+  out(table(rows).join('\n'));
+  out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
+  out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
+  out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
+  for (const line of PLAN_LEGEND) out(line);
+  out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
+  if (showRecipes) for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
+  else out('\nthe resolved recipes: add --show-recipes (or --json)');
+  out('nothing was written: the datasets were built in a temporary folder to count their tokens, then removed');
+  return EXIT.ok;
+}
+
+/** Submits the set, follows it until every run ends, scores them and writes the comparison report. */
+async function submitAndWatch(recipes: ResolvedRecipe[], presetName: string, outDir: string | undefined, out: (line: string) => void): Promise<number> {
+  return withQueues(async (q) => {
+    for (const r of recipes) {
+      const res = await submitRun(r, q.connection);
+      out(`${res.created ? 'submitted' : 'already submitted'}: ${r.run_id}`);
+    }
+    const ids = recipes.map((r) => r.run_id);
+    const tty = process.stdout.isTTY === true;
+    let lastPrint = 0;
+    let views: RunView[] = [];
+    for (;;) {
+      views = (await Promise.all(ids.map((id) => q.view(id)))).filter((v): v is RunView => !!v);
+      const done = views.length === ids.length && views.every((v) => ['completed', 'failed', 'cancelled'].includes(v.state));
+      const lines = table([RUN_COLUMNS, ...views.map((v) => runRow(v))], RUN_TEXT_COLUMNS);
+      if (tty) process.stdout.write(`\x1b[${lines.length}A\x1b[0J`.repeat(lastPrint ? 1 : 0) + `${lines.join('\n')}\n`);
+      else if (done || Date.now() - lastPrint > 10_000) out(lines.join('\n'));
+      lastPrint = Date.now();
+      if (done) break;
+      await sleep(1000);
+    }
+    const failed = views.filter((v) => v.state !== 'completed');
+    if (failed.length) {
+      for (const v of failed) out(`run ${v.runId}: ${v.state}${v.failedReason ? ` (${v.failedReason})` : ''}`);
+      return EXIT.failure;
+    }
+    const scored = [];
+    for (const r of recipes) {
+      const runDir = path.join(r.runs_dir, r.run_id);
+      const store = await openStore(r);
+      if (store.kind === 'hub') {
+        // The runs trained elsewhere: bring back what scoring needs (small files, sha256-checked).
+        await pullMeta(store, r.run_id, runDir);
+        for (const rel of ['dataset', 'predictions']) await store.pull(r.run_id, rel, path.join(runDir, rel));
+      }
+      scored.push(await scoreRun(runDir, r.eval.splits[0]!));
+    }
+    const resamples = recipes[0]!.eval.bootstrap;
+    const comparison = compare(scored, resamples, recipes[0]!.train.seed);
+    const dir = path.resolve(outDir ?? path.join(recipes[0]!.runs_dir, `reproduce-${presetName}`));
+    writeReport(dir, comparison);
+    out('');
+    out(formatComparison(comparison).join('\n'));
+    out(`\nreport: ${path.join(dir, 'report.html')}`);
+    return EXIT.ok;
+  });
+}

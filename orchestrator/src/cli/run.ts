@@ -6,6 +6,7 @@ import { localCheckpoints } from '../store/sync.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { checkFits } from '../recipe/memory-plan.js';
 import { resolveFromArgs } from './recipe-args.js';
+import { thisCommand } from '../util/shell-quote.js';
 
 /** Exit codes of a run stopped by a signal: 128 + the signal's number, as shells report it. */
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
@@ -52,7 +53,7 @@ export const run: CommandImpl = {
       const kept = await keptCheckpoint(runDir);
       if (atOnce.signal.aborted) say(`stopped at once: the training since the last checkpoint is lost (kept: ${kept}).`);
       else say(`stopped (kept: ${kept}).`);
-      say(`run the same command again to continue: bsft run ${file}`);
+      say(`run the same command again to continue: ${thisCommand()}`);
       return SIGNAL_EXIT[stoppedBy];
     } finally {
       process.off('SIGINT', onInt);

@@ -1,7 +1,7 @@
 import { STAGES, queueName } from '../queue/names.js';
 import type { RunView } from '../queue/runs.js';
 import { percentOf, type JobProgress } from '../queue/job-data.js';
-import { formatDuration } from '../util/progress.js';
+import { formatDuration, formatGib } from '../util/progress.js';
 import { table } from '../util/table.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
@@ -25,7 +25,9 @@ export function reason(v: RunView, width = 60): string {
 }
 
 /** The columns of `runRow`, for every table of runs (status, reproduce). */
-export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'worker', 'age', 'reason'];
+export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'peak mem', 'worker', 'age', 'reason'];
+/** The text columns of RUN_COLUMNS (left-aligned; the figures are right-aligned). */
+export const RUN_TEXT_COLUMNS = [1, 2, 7, 9];
 
 /** `train   [######----]  60%  30/50`: the stage a run is in, as a bar. */
 export function progressCell(p: JobProgress): string {
@@ -44,6 +46,7 @@ export function runRow(v: RunView, now = Date.now()): string[] {
     p?.loss !== undefined ? p.loss.toFixed(4) : '-',
     p?.tokens_per_s !== undefined ? Math.round(p.tokens_per_s).toLocaleString('en') : '-',
     running && p.eta_s !== undefined ? formatDuration(Math.max(0, p.eta_s - (now - p.updated_at) / 1000)) : '-',
+    p?.mem_gib !== undefined ? formatGib(p.mem_gib) : '-',
     v.worker ?? '-',
     age(now - v.submittedAt),
     reason(v),
@@ -68,7 +71,7 @@ export const status: CommandImpl = {
       out(table([['queue', ...cols], ...STAGES.map((s) => [queueName(s), ...cols.map((c) => String(count(s, c)))])]).join('\n'));
       out('');
       if (views.length === 0) out('no runs');
-      else out(table([RUN_COLUMNS, ...views.map((v) => runRow(v))]).join('\n'));
+      else out(table([RUN_COLUMNS, ...views.map((v) => runRow(v))], RUN_TEXT_COLUMNS).join('\n'));
       return EXIT.ok;
     });
   },

@@ -58,7 +58,10 @@ export const watch: CommandImpl = {
           bar.start(p.total, p.done);
         } else if (p.phase === 'starting') bar.start(p.total, p.done); // a new attempt: the rate starts again
         else if (!bar.isStarted) return; // a late record of a stage whose line has ended
-        else bar.update(p.done, { ...(p.loss !== undefined ? { loss: p.loss } : {}), ...(p.tokens_per_s !== undefined ? { tokens_per_s: p.tokens_per_s } : {}) });
+        else {
+          const { loss, tokens_per_s, mem_gib } = p;
+          bar.update(p.done, { ...(loss !== undefined ? { loss } : {}), ...(tokens_per_s !== undefined ? { tokens_per_s } : {}), ...(mem_gib !== undefined ? { mem_gib } : {}) });
+        }
         if (p.phase === 'done') bar.finish();
       };
       try {

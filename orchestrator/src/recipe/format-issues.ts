@@ -2,28 +2,38 @@ import type { z } from 'zod';
 import { didYouMean } from './did-you-mean.js';
 import type { Problem } from './recipe-error.js';
 import { recipeSchema } from './schema.js';
+import { otherToolKey } from './other-tools.js';
 import { secretKeyMessage } from './secrets.js';
 
 type Locate = (p: (string | number)[]) => Pick<Problem, 'file' | 'line'>;
 
-/** Keys allowed at a path of the recipe schema, for did-you-mean suggestions. */
-function keysAt(p: readonly PropertyKey[]): string[] {
+/**
+ * Keys allowed at a path of the recipe schema, for did-you-mean suggestions. A discriminated union (the judge's
+ * `kind`) gives the keys of the option the recipe's data names, or of every option when it names none.
+ */
+export function keysAt(p: readonly PropertyKey[], data?: unknown): string[] {
   // zod 4 keeps the definition of each schema on `.def`; unwrap optional/default/pipe/record layers as we walk.
   let node: any = recipeSchema;
-  const unwrap = () => {
+  const unwrap = (value: unknown) => {
     for (;;) {
       const t = node?.def?.type;
       if (t === 'optional' || t === 'default' || t === 'nullable' || t === 'prefault') node = node.def.innerType;
       else if (t === 'pipe') node = node.def.in;
-      else return;
+      else if (t === 'union') {
+        const options: any[] = node.def.options;
+        const disc: string | undefined = node.def.discriminator;
+        const named = disc && value && typeof value === 'object' ? (value as Record<string, unknown>)[disc] : undefined;
+        const hit = options.find((o) => o?.def?.shape?.[disc ?? '']?.def?.values?.includes(named));
+        node = hit ?? { def: { type: 'object', shape: Object.assign({}, ...options.map((o) => o?.def?.shape ?? {})) } };
+      } else return;
     }
   };
-  unwrap();
-  for (const part of p) {
+  unwrap(data);
+  for (const [i, part] of p.entries()) {
     if (node?.def?.type === 'object') node = node.def.shape[part as string];
     else if (node?.def?.type === 'record') node = node.def.valueType;
     else return [];
-    unwrap();
+    unwrap(valueAt(data, p.slice(0, i + 1)));
   }
   return node?.def?.type === 'object' ? Object.keys(node.def.shape) : [];
 }
@@ -80,12 +90,15 @@ export function formatIssues(issues: z.core.$ZodIssue[], data: unknown, locate: 
   for (const issue of issues) {
     const at = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
     if (issue.code === 'unrecognized_keys') {
-      const allowed = keysAt(issue.path);
+      const allowed = keysAt(issue.path, data);
       for (const key of issue.keys) {
         const full = [...at, key];
         const secret = secretKeyMessage(key);
-        const guess = didYouMean(key, allowed);
-        const msg = secret ?? `unknown key${guess ? ` (did you mean "${guess}"?)` : ''}; allowed: ${allowed.join(', ')}`;
+        // Another tool's name for one of our settings first (however far its spelling), then a near spelling here.
+        const other = otherToolKey(at, key);
+        const guess = other ? other.path : didYouMean(key, allowed);
+        const note = other?.note ? `; ${other.note}` : '';
+        const msg = secret ?? `unknown key${guess ? ` (did you mean "${guess}"?${note})` : ''}; allowed: ${allowed.join(', ')}`;
         problems.push({ ...locate(full), path: full.join('.'), message: msg });
       }
       continue;

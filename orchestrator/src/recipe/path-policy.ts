@@ -46,13 +46,11 @@ export function withinPolicy(abs: string, policy: PathPolicy): boolean {
 export function checkPath(abs: string, written: string, policy: PathPolicy): string | undefined {
   const real = realish(abs);
   const allowed = policy.allow.map(realish);
-  if (allowed.some((root) => inside(real, root))) return undefined;
-  if (path.isAbsolute(written)) {
-    return `absolute path "${written}" is outside the allow-list; start bsft with --allow <dir> to permit it`;
-  }
-  if (inside(real, realish(policy.workspace))) return undefined;
+  if (allowed.some((root) => inside(real, root)) || inside(real, realish(policy.workspace))) return undefined;
   const how = real !== path.resolve(abs) ? ` (a symlink to ${real})` : '';
-  return `path "${written}"${how} leaves the workspace ${policy.workspace}; start bsft with --allow <dir> to permit it`;
+  const what = path.isAbsolute(written) ? 'absolute path' : 'path';
+  const list = policy.allow.length ? ` and the allowed folders (${policy.allow.join(', ')})` : '';
+  return `${what} "${written}"${how} leaves the workspace ${policy.workspace}${list}; start bsft with --allow <dir> to permit it`;
 }
 
 /** Local paths start with ./, ../, / or ~/; anything else in model fields is a Hugging Face Hub id. */

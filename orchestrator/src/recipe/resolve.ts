@@ -89,7 +89,9 @@ export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRe
 
   const taskFiles = new Set<string>();
   recipe.data.tasks.forEach((pattern, i) => {
+    const before = problems.length;
     const abs = local(['data', 'tasks', i], pattern);
+    if (problems.length > before) return; // the pattern itself leaves the workspace: one problem, not one per file
     const matches = hasMagic(pattern) ? globFiles(abs) : existsSync(abs) ? [abs] : [];
     if (matches.length === 0 && !options.allowMissing) {
       problem(['data', 'tasks', i], hasMagic(pattern) ? `no file matches "${pattern}"` : `file not found: ${pattern}`);

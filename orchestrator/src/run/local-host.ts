@@ -58,7 +58,9 @@ export class LocalHost implements RunHost {
       onEvent,
       onLog: (line) => this.log.debug({ trainer: line }),
     });
-    bar.finish(run.outcome === 'done' ? '' : `stopped (${run.outcome})`); // a trainer that ended without `done`
+    // A trainer that ended without `done`: say why in the user's words (Ctrl-C twice is the user's stop, not a failure).
+    const why = ctx.kill?.aborted ? 'at once, as asked' : ctx.signal.aborted ? 'as asked' : run.outcome;
+    bar.finish(run.outcome === 'done' ? '' : `stopped (${why})`);
     return run;
   }
 

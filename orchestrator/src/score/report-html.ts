@@ -33,7 +33,7 @@ function legend(items: LegendItem[], x: number, y: number, width: number): { svg
     const swatch = it.shape === 'line' || it.shape === 'dash'
       ? `<line x1="${cx}" y1="${cy + 5}" x2="${cx + 16}" y2="${cy + 5}" stroke="${it.colour}" stroke-width="2"${it.shape === 'dash' ? ' stroke-dasharray="4 3"' : ''}/>`
       : it.shape === 'dot' ? `<circle cx="${cx + 8}" cy="${cy + 5}" r="4" fill="${it.colour}"/>`
-      : `<rect x="${cx}" y="${cy}" width="12" height="10" fill="${it.colour}"/>`;
+      : `<rect x="${cx}" y="${cy}" width="12" height="10" fill="${it.colour}" stroke="#a0aec0" stroke-width="0.5"/>`;
     parts.push(`<g class="legend-item">${swatch}<text x="${cx + 20}" y="${cy + 9}" font-size="11">${esc(it.label)}</text></g>`);
     cx += w;
   }
@@ -94,31 +94,48 @@ function scoreChart(c: Comparison): string {
     aria: 'macro-F1 and per-behavior F1 with 95% intervals',
     slots: c.runs.length,
     height: 200,
-    legend: [...runLegend(c), { label: `paper macro-F1${c.reference_not_comparable ? ' (not comparable)' : ''}`, colour: '#718096', shape: 'dash' }],
+    legend: [...runLegend(c), { label: `paper macro-F1${c.reference_not_comparable ? ' (not comparable)' : ''}`, colour: '#718096', shape: 'dash' },
+      { label: `majority baseline (always ${c.majority.behavior})`, colour: '#e53e3e', shape: 'dash' }],
     groups: metrics.map((m) => ({
       name: m.name,
       bars: c.runs.flatMap((r, j) => { const e = m.of(r); return e ? [{ value: e, colour: colour(j), title: `${r.label}, ${m.name}` }] : []; }),
     })),
-    overlay: (y, x1, x2) => `<line class="reference" x1="${x1}" y1="${f(y(c.reference.macro_f1))}" x2="${x2}" y2="${f(y(c.reference.macro_f1))}" stroke="#718096" stroke-dasharray="4 3"><title>${esc(c.reference.label)}: ${pct(c.reference.macro_f1)}</title></line>`,
+    overlay: (y, x1, x2) => `<line class="reference" x1="${x1}" y1="${f(y(c.reference.macro_f1))}" x2="${x2}" y2="${f(y(c.reference.macro_f1))}" stroke="#718096" stroke-dasharray="4 3"><title>${esc(c.reference.label)}: ${pct(c.reference.macro_f1)}</title></line>` +
+      `<line class="baseline" x1="${x1}" y1="${f(y(c.majority.macro_f1))}" x2="${x2}" y2="${f(y(c.majority.macro_f1))}" stroke="#e53e3e" stroke-dasharray="2 2"><title>majority baseline (always ${esc(c.majority.behavior)}): ${pct(c.majority.macro_f1)}</title></line>`,
   });
+}
+
+/**
+ * The top of a loss axis: the highest loss, unless the first tenth of the steps rises well above everything after it
+ * (an early spike would flatten the rest of the curve): then the axis is clipped a little above the later losses,
+ * and the chart says so.
+ */
+export function lossAxisTop(loss: number[], evalLoss: number[]): { top: number; clipped: boolean; highest: number } {
+  const finite = [...loss, ...evalLoss].filter(Number.isFinite);
+  const highest = Math.max(...finite, 1e-9);
+  const later = [...loss.slice(Math.ceil(loss.length / 10)), ...evalLoss].filter(Number.isFinite);
+  const laterMax = Math.max(...later, 1e-9);
+  return later.length >= 5 && highest > 1.5 * laterMax ? { top: laterMax * 1.1, clipped: true, highest } : { top: highest, clipped: false, highest };
 }
 
 /** A run's training curve: loss per step (left axis), learning rate (right axis, dashed), val loss per eval (dots). */
 function curveChart(r: ComparedRun): string {
   const curve = r.curve!;
   const [left, right, width, height] = [56, 60, 520, 230];
-  const lg = legend([{ label: 'train loss', colour: '#2b6cb0', shape: 'line' }, { label: 'learning rate', colour: '#c05621', shape: 'dash' },
+  const axis = lossAxisTop(curve.loss, curve.eval.map((e) => e.loss));
+  const lossLabel = axis.clipped ? `train loss (axis clipped at ${axis.top.toPrecision(3)}; the first steps reach ${axis.highest.toPrecision(3)})` : 'train loss';
+  const lg = legend([{ label: lossLabel, colour: '#2b6cb0', shape: 'line' }, { label: 'learning rate', colour: '#c05621', shape: 'dash' },
     ...(curve.eval.length ? [{ label: 'val loss', colour: '#2f855a', shape: 'dot' as const }] : [])], left, 6, width - left - right);
   const top = lg.height + 12;
   const bottom = height - 30;
   const steps = [...curve.step, ...curve.eval.map((e) => e.step)];
   const [s0, s1] = [Math.min(...steps), Math.max(...steps, Math.min(...steps) + 1)];
   const losses = [...curve.loss, ...curve.eval.map((e) => e.loss)];
-  const [l0, l1] = [Math.min(0, ...losses), Math.max(...losses, 1e-9)];
+  const [l0, l1] = [Math.min(0, ...losses), axis.top];
   const lrs = curve.lr.filter(Number.isFinite);
   const lrMax = Math.max(...lrs, 1e-12);
   const x = (s: number) => left + ((s - s0) / (s1 - s0)) * (width - left - right);
-  const yL = (v: number) => bottom - ((v - l0) / (l1 - l0)) * (bottom - top);
+  const yL = (v: number) => bottom - ((Math.min(v, l1) - l0) / (l1 - l0)) * (bottom - top); // clipped values sit on the top
   const yR = (v: number) => bottom - (v / lrMax) * (bottom - top);
   const line = (ys: number[], y: (v: number) => number) => ys.map((v, i) => (Number.isFinite(v) ? `${i === 0 ? 'M' : 'L'}${f(x(curve.step[i]!))},${f(y(v))}` : '')).join('');
   const ticks = [0, 0.5, 1].map((t) => {
@@ -151,8 +168,14 @@ function heatmap(r: ComparedRun, behaviors: string[]): string {
   const colLabels = cols.map((c, p) => `<text x="${left + p * cell + cell / 2}" y="${top - 8}" text-anchor="middle" font-size="11">${esc(c)}</text>`);
   const rowLabels = behaviors.map((b, g) => `<text x="${left - 6}" y="${top + g * cell + cell / 2 + 4}" text-anchor="end" font-size="11">${esc(b)}</text>`);
   const w = left + cols.length * cell + 10;
-  const lg = legend([{ label: `right (most: ${max})`, colour: fill(true, max) }, { label: 'wrong', colour: fill(false, max) }, { label: 'few', colour: fill(false, 0) }],
-    left, top + behaviors.length * cell + 8, w - left);
+  // The legend names each colour by what it counts: the darkest right and wrong cells as they are in this matrix.
+  const maxRight = Math.max(0, ...r.confusion.map((row, g) => row[g] ?? 0));
+  const maxWrong = Math.max(0, ...r.confusion.flatMap((row, g) => row.filter((_, p) => p !== g)));
+  const lg = legend([
+    { label: maxRight ? `right (darkest: ${maxRight})` : 'right (none)', colour: fill(true, maxRight) },
+    { label: maxWrong ? `wrong (darkest: ${maxWrong})` : 'wrong (none)', colour: fill(false, maxWrong) },
+    { label: '0 tasks', colour: fill(false, 0) },
+  ], left, top + behaviors.length * cell + 8, w - left);
   return `<svg class="chart heatmap" data-chart="confusion" xmlns="http://www.w3.org/2000/svg" width="${w}" height="${top + behaviors.length * cell + 8 + lg.height}" role="img" aria-label="confusion matrix">` +
     `<text x="${left}" y="14" font-size="12">predicted →   (rows: gold)</text>${colLabels.join('')}${rowLabels.join('')}${rects.join('')}${lg.svg}</svg>`;
 }
@@ -219,7 +242,7 @@ export function html(c: Comparison): string {
 <style>
 body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:24px;color:#1a202c;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #cbd5e0;padding:4px 8px;font-size:13px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#edf2f7}.charts{display:flex;flex-wrap:wrap;gap:24px}
+th:first-child,td:first-child{text-align:left}th{background:#edf2f7;white-space:nowrap}.charts{display:flex;flex-wrap:wrap;gap:24px}
 table.meta td{text-align:left}figure{margin:0}figcaption{font-size:12px;color:#4a5568}
 .note{background:#fffbea;border-left:4px solid #d69e2e;padding:6px 10px}
 </style></head><body>

@@ -120,7 +120,7 @@ export function scoreRows(c: Comparison): string[][] {
     ['run', 'macro-F1 [95% CI]', 'accuracy', ...c.behaviors.map((b) => `${b} F1`), 'hard macro-F1'],
     ...c.runs.map((r) => [r.label, est(r.macro_f1), est(r.accuracy), ...c.behaviors.map((b) => pct(r.per_class_f1[b]?.value ?? NaN)), r.hard_macro_f1 ? pct(r.hard_macro_f1.value) : '-']),
     [`majority baseline (always ${c.majority.behavior})`, pct(c.majority.macro_f1), pct(c.majority.accuracy), ...c.behaviors.map((b) => (b === c.majority.behavior ? pct((2 * c.majority.accuracy) / (1 + c.majority.accuracy)) : '0.0')), '-'],
-    [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.standard_sft)} -> ${pct(c.reference.proactive_f1.behaviorsft)}` : '-')), '-'],
+    [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.behaviorsft)} (standard SFT ${pct(c.reference.proactive_f1.standard_sft)})` : '-')), '-'],
   ];
 }
 

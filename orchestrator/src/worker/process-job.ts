@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { buildStep } from '../dataset/build-step.js';
 import { DiskFullError } from '../errors.js';
@@ -14,7 +14,7 @@ import { predictStep, trainStep } from '../run/steps.js';
 import { scoreStep } from '../score/score-step.js';
 import { openStore } from '../store/store.js';
 import { logJobEvent } from './job-log.js';
-import { settleJob } from './job-outcome.js';
+import { finalFailure, settleJob } from './job-outcome.js';
 import { checkJob, type JobPolicy } from './job-policy.js';
 import type { GpuPool } from './gpu-pool.js';
 import { lockLease } from './lock-lease.js';
@@ -63,17 +63,17 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
   const unreadable = unparseableJob(job.data);
   if (unreadable) {
     ctx.log.warn({ run_id: job.id, err: unreadable }, 'refused a job');
-    throw new UnrecoverableError(`job data refused: ${unreadable}`);
+    throw finalFailure(`job data refused: ${unreadable}`);
   }
   let data: RunJobData;
   try {
     data = checkJob(job.data, ctx.policy);
   } catch (e) {
     ctx.log.warn({ run_id: job.id, err: (e as Error).message }, 'refused a job');
-    throw new UnrecoverableError((e as Error).message);
+    throw finalFailure((e as Error).message);
   }
   const runId = data.run_id;
-  if (await ctx.isCancelled(runId)) throw new UnrecoverableError('cancelled by bsft cancel');
+  if (await ctx.isCancelled(runId)) throw finalFailure('cancelled by bsft cancel');
   const gpus = stage === 'train' && ctx.pool ? await takeGpus(ctx, ctx.pool, job, data, token) : undefined;
   try {
     return await processWith(ctx, stage, job, data, token, gpus);
