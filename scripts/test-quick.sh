@@ -8,6 +8,7 @@ npx vitest run orchestrator/test/{advice,contract,memory-plan,progress,recipe}.t
 for py in "${BSFT_PYTHON:-}" .venv/bin/python /usr/bin/python3 python3; do
   [ -n "$py" ] || continue
   if "$py" -c 'import torch, numpy, pytest' 2>/dev/null; then
+    case "$py" in */*) [ "${py#/}" = "$py" ] && py="$PWD/$py" ;; esac  # .venv/bin/python stays valid after cd
     cd trainer-python && exec "$py" -m pytest -q tests/test_contract.py tests/test_loss.py tests/test_packing.py
   fi
 done

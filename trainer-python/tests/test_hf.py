@@ -4,6 +4,7 @@ not installed; the full suite runs on the project's GPU machine (see trainer-pyt
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import importlib.util
@@ -391,6 +392,28 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     for r in without:
         ids = [t for t in r["raw_token_ids"] if t < 151643]
         assert r["reply"] == tok.decode(ids).strip() and "<|" not in r["reply"]
+
+    # `chat` (bsft chat's model side) streams the tokens predict's greedy decoding gives, a token at a time with the
+    # key/value cache, on the same merged LoRA model; a forced behavior is its token at the end of the prompt.
+    from bsft_trainer.predict import prompts
+    from bsft_trainer.shards import Shard
+
+    shard_prompts = prompts(Shard(str(tmp_path / "run" / "dataset" / "test.tokens.safetensors")))[:4]
+    lines = "".join(json.dumps({"prompt": p, "max_new_tokens": 6}) + "\n" for p in shard_prompts)
+    p = trainer("chat", cfg, stdin=subprocess.PIPE)
+    out, err = p.communicate(lines, timeout=limit(600))
+    assert p.returncode == 0, err
+    events = events_of(out)
+    assert events[0]["event"] == "ready"
+    replies, current = [], []
+    for e in events[1:]:
+        if e["event"] == "token":
+            current.append(e["id"])
+        elif e["event"] == "end":
+            assert e["tokens"] == len(current) and e["reason"] in ("eos", "length")
+            replies.append(current)
+            current = []
+    assert replies == [r["raw_token_ids"] for r in without[:4]]
 
 
 def test_lora_in_the_model_dtype_gives_the_fp32_adapter_loss_and_gradients(tmp_path):

@@ -91,6 +91,18 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('./rm.js')).rm,
   },
   {
+    name: 'chat',
+    summary: "talk to a run's trained model at a terminal: each reply shows the behavior it chose; /force steers it",
+    usage: 'bsft chat <run-id | run dir> [--max-new-tokens 256] [--dir runs]',
+    details: 'Prompts are rendered as the run\'s dataset was (chat template, speakers\' names, the instruction of instruction runs);\n' +
+      'replies are greedy, as predict decodes, and stream token by token. In the conversation: /force <behavior> steers the\n' +
+      'next reply with its token (the paper\'s steering), /as <name> speaks as another participant, /reset, /help, /quit.',
+    options: { 'max-new-tokens': { type: 'string' }, dir: { type: 'string' } },
+    optionHelp: { 'max-new-tokens': 'longest reply in tokens (default 256)', dir: 'runs folder for run ids (default ./runs)' },
+    positionals: [1, 1],
+    load: async () => (await import('./chat.js')).chat,
+  },
+  {
     name: 'dataset build',
     defaultRecipe: true,
     summary: 'build the behavior-token dataset of a recipe into runs/<run-id>/dataset/',

@@ -1,4 +1,4 @@
-"""`python -m bsft_trainer train|predict|merge|judge --config <file> [--lease-s S] [--epoch N]` (Contract 4).
+"""`python -m bsft_trainer train|predict|merge|judge|chat --config <file> [--lease-s S] [--epoch N]` (Contract 4; chat: chat.py).
 
 stdout carries only events; exit codes: 0 done, 2 config/data error or a GPU out of memory (never retried: the
 same recipe would run out again), 74 this machine's disk is full (the job goes to another worker), 75 preempted
@@ -40,7 +40,7 @@ def out_of_memory_message(error: BaseException, cfg) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bsft_trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "predict", "merge", "judge"])
+    parser.add_argument("command", choices=["train", "predict", "merge", "judge", "chat"])
     parser.add_argument("--config", required=True, help="train.json written by the orchestrator (judge: judge.json)")
     parser.add_argument("--force", help="predict: put this behavior's token in the prompt (steering)")
     parser.add_argument("--out", help="merge: output folder (default <output_dir>/merged)")
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             from .merge import run as merge
 
             return merge(cfg, NoFence(), out=args.out)
+        if args.command == "chat":  # reads the final model only, writes nothing: no fence
+            from .chat import run as chat
+
+            return chat(cfg)
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         log(f"attempt epoch {fence.epoch}")

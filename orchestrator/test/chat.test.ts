@@ -1,0 +1,52 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BSFT, bsft, FIXTURES, ROOT } from './helpers/cli.js';
+import { torchPython } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
+
+/** Issue 32: `bsft chat` talks to a trained run at a terminal (here the bsft-toy model on the CPU, through a pty). */
+
+const py = torchPython();
+
+function atTerminal(steps: [string, string][], args: string[], env: Record<string, string>): { code: number; steps: number; output: string } {
+  return JSON.parse(execFileSync('python3', [path.join(FIXTURES, 'pty_chat.py'), JSON.stringify(steps), process.execPath, BSFT, ...args], {
+    cwd: ROOT, env: { ...process.env, ...env, PTY_TIMEOUT_S: String(limit(120_000) / 1000) }, encoding: 'utf8', timeout: limit(180_000),
+  }));
+}
+
+describe.skipIf(!py)('bsft chat (toy model on the CPU, at a pseudo-terminal)', () => {
+  it('shows the chosen behavior, steers with /force, speaks as another participant, resets and quits', async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-chat-'));
+    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'warn' };
+    const trained = await bsft(['run', path.join(FIXTURES, 'recipes', 'toy-run.yaml'), '--allow', runs, '--set', `store.path=${runs}`], { env });
+    expect(trained.code, trained.stderr).toBe(0);
+    const runDir = path.join(runs, readdirSync(runs)[0]!);
+    const before = readdirSync(runDir).sort();
+
+    const res = atTerminal([
+      ['ready on cpu', '/help'],
+      ['/help, /quit', '/force proactive'],
+      ['the next reply is forced to proactive', 'What should we do now?'],
+      ['tok/s)', '/as Dr. Patel'],
+      ['Dr. Patel> ', 'Potassium came back at 6.9'],
+      ['tok/s)', '/force nonsense'],
+      ['unknown behavior "nonsense"', '/reset'],
+      ['(conversation reset)', '/quit'],
+    ], ['chat', runDir, '--max-new-tokens', '6'], env);
+    expect(res.steps, res.output).toBe(8);
+    expect(res.code, res.output).toBe(0);
+    // the forced reply says so; the free one shows the behavior its first token chose
+    expect(res.output).toMatch(/What should we do now\?\r*\n\[proactive, forced\] [\s\S]*?\n\(\d tokens, [\d.]+ tok\/s\)/);
+    expect(res.output).toMatch(/Potassium came back at 6\.9\r*\n\[(reactive|proactive|restraint|no behavior token)\] [\s\S]*?\n\(\d tokens/);
+    expect(res.output).toContain('(speaking as Dr. Patel)');
+    expect(res.output).toContain('one of reactive, proactive, restraint');
+    expect(readdirSync(runDir).sort()).toEqual(before); // chat writes nothing into the run
+
+    const untrained = await bsft(['chat', path.join(runs, 'nope')], { env });
+    expect(untrained.code).toBe(2);
+    expect(untrained.stderr).toContain('no run');
+  }, limit(300_000));
+});
