@@ -12,7 +12,8 @@ import { limit } from './helpers/time-scale.js';
 const py = torchPython();
 
 function atTerminal(steps: [string, string][], args: string[], env: Record<string, string>): { code: number; steps: number; output: string } {
-  return JSON.parse(execFileSync('python3', [path.join(FIXTURES, 'pty_chat.py'), JSON.stringify(steps), process.execPath, BSFT, ...args], {
+  const typed = steps.map(([wait, line]) => [wait, `${line}\r`]); // each line and Enter
+  return JSON.parse(execFileSync('python3', [path.join(FIXTURES, 'pty_script.py'), JSON.stringify(typed), process.execPath, BSFT, ...args], {
     cwd: ROOT, env: { ...process.env, ...env, PTY_TIMEOUT_S: String(limit(120_000) / 1000) }, encoding: 'utf8', timeout: limit(180_000),
   }));
 }

@@ -1,12 +1,12 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DiskFullError } from '../src/errors.js';
 import { sha256File } from '../src/store/complete.js';
 import { HubStore } from '../src/store/hub-store.js';
 import { bsft } from './helpers/cli.js';
-import { FakeHub } from './helpers/fake-hub.js';
+import { hubDuringTests } from './helpers/fake-hub.js';
 import { cannotMount, smallDisk } from './helpers/small-disk.js';
 
 // A real full disk (a small tmpfs) under each writer of the orchestrator's side: the dataset build and a pull from
@@ -18,14 +18,7 @@ if (why) console.log(`disk-full tests skipped: cannot mount a tmpfs here (${why}
 const entries = (dir: string): string[] => readdirSync(dir, { recursive: true }).map(String).sort();
 
 describe.skipIf(why !== undefined)('a full disk', () => {
-  let hub: FakeHub;
-  beforeAll(async () => {
-    hub = new FakeHub();
-    await hub.start();
-  });
-  afterAll(async () => {
-    await hub.stop();
-  });
+  const hub = hubDuringTests();
 
   it('under a dataset build: the build fails naming the folder and the free space; no dataset, temporary or lock is left', async () => {
     const disk = smallDisk(256); // the smoke dataset takes about 1.5 MB

@@ -31,9 +31,10 @@ const checkpointsOf = (dir: string) => {
 
 /** `bsft run` on a pseudo-terminal, Ctrl-C typed `presses` times once training has started. */
 function atTerminal(dir: string, recipe: string, presses: number, extra: string[] = []): { code: number; output: string } {
-  // Ctrl-C once the progress line shows a step's loss
-  const args = [path.join(FIXTURES, 'pty_run.py'), 'loss ', String(presses), process.execPath, BSFT, 'run', recipe, '--allow', ROOT, ...extra];
-  const env = { ...process.env, BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+  // Ctrl-C once the progress line shows a step's loss; a second one once bsft says a second stops at once.
+  const steps = [['loss ', '\u0003'], ['press Ctrl-C again', '\u0003']].slice(0, presses);
+  const args = [path.join(FIXTURES, 'pty_script.py'), JSON.stringify(steps), process.execPath, BSFT, 'run', recipe, '--allow', ROOT, ...extra];
+  const env = { ...process.env, BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info', PTY_TIMEOUT_S: String(limit(180_000) / 1000) };
   return JSON.parse(execFileSync('python3', args, { cwd: dir, env, encoding: 'utf8', timeout: limit(200_000) }));
 }
 

@@ -4,26 +4,19 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { completeForPush, sha256File, verifyFolder } from '../src/store/complete.js';
 import { HubStore } from '../src/store/hub-store.js';
 
 import { pruneRemote, pullNewestCheckpoint } from '../src/store/sync.js';
 import { bsft, ROOT } from './helpers/cli.js';
 import { pythonWith } from './helpers/python.js';
-import { FakeHub } from './helpers/fake-hub.js';
+import { hubDuringTests } from './helpers/fake-hub.js';
 import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
 import { limit } from './helpers/time-scale.js';
 
 const silent = pino({ level: 'silent' });
-let hub: FakeHub;
-beforeAll(async () => {
-  hub = new FakeHub();
-  await hub.start();
-});
-afterAll(async () => {
-  await hub.stop();
-});
+const hub = hubDuringTests();
 
 /** A checkpoint folder as the trainer writes it: files, then COMPLETE with their sha256. */
 async function checkpoint(root: string, step: number): Promise<string> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { afterAll, beforeAll } from 'vitest';
 
 /**
  * A local HTTP server implementing the Hugging Face Hub routes the hub store uses, as @huggingface/hub calls them:
@@ -7,6 +8,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
  * atomically. Tokens: `writeToken` may write, `readToken` may only read. Fault switches simulate a commit cut off
  * mid-body and 503 storms. Every request is recorded for assertions.
  */
+/** A fake Hub started before the tests of the file (or describe block) that calls this, and stopped after them. */
+export function hubDuringTests(): FakeHub {
+  const hub = new FakeHub();
+  beforeAll(() => hub.start());
+  afterAll(() => hub.stop());
+  return hub;
+}
+
 export class FakeHub {
   readonly repos = new Map<string, Map<string, Buffer>>();
   readonly lfs = new Map<string, Buffer>();
