@@ -4,12 +4,6 @@ import { MAX_DISK_FULL, MAX_PREEMPTIONS, type RunJobData } from '../queue/job-da
 import { logJobEvent } from './job-log.js';
 
 /**
- * What a failed step means for its BullMQ job, the queue side of the one outcome mapping (run/trainer-outcome.ts):
- * cancelled or bad input (exit code 2) or a store that refuses us -> failed at once, never retried; preempted or
- * worker shutdown, or a full disk on this worker -> back to waiting without using an attempt (capped); anything else
- * -> a retryable failure.
- */
-/**
  * A failure that ends the job at once, said in the user's words: without a stack, so that the queue (and the
  * dashboard, which shows a stack before the reason) records the reason alone.
  */
@@ -19,6 +13,12 @@ export function finalFailure(message: string): UnrecoverableError {
   return e;
 }
 
+/**
+ * What a failed step means for its BullMQ job, the queue side of the one outcome mapping (run/trainer-outcome.ts):
+ * cancelled or bad input (exit code 2) or a store that refuses us -> failed at once, never retried; preempted or
+ * worker shutdown, or a full disk on this worker -> back to waiting without using an attempt (capped); anything else
+ * -> a retryable failure.
+ */
 export async function settleJob(job: Job<RunJobData>, token: string | undefined, e: unknown): Promise<never> {
   if (e instanceof CancelledError) throw finalFailure(e.message);
   if (e instanceof DiskFullError) {
