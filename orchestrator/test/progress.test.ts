@@ -11,17 +11,17 @@ function line(tty: boolean) {
 }
 
 describe('progress line', () => {
-  it('redraws one line in place on a terminal: bar, done/total, rate, ETA, loss, tok/s and peak memory at sensible precision', () => {
+  it('redraws one line in place on a terminal: bar, done/total, rate, ETA, loss, tok/s and memory (now and peak) at sensible precision', () => {
     const { bar, written, tick } = line(true);
     bar.start(100);
     for (let s = 1; s <= 10; s++) {
       tick(2000);
-      bar.update(s, { loss: 2.345678901234, tokens_per_s: 8041.2345, mem_gib: 61.2345 });
+      bar.update(s, { loss: 2.345678901234, tokens_per_s: 8041.2345, mem_alloc_gib: 48.04, mem_gib: 61.2345 });
     }
     const last = written[written.length - 1]!;
     expect(last.startsWith('\r\x1b[K')).toBe(true);
     expect(last).not.toContain('\n');
-    expect(last).toBe('\r\x1b[Ktrain    [###---------------------------]  10/100  10%  2.0 s/step  ETA 3m00s  loss 2.3457  tok/s 8,041  peak 61.2 GiB');
+    expect(last).toBe('\r\x1b[Ktrain    [###---------------------------]  10/100  10%  2.0 s/step  ETA 3m00s  loss 2.3457  tok/s 8,041  mem 48.0 GiB  peak 61.2 GiB');
     bar.note('checkpoint at step 10: /runs/x/checkpoints/step-000010');
     expect(written.at(-2)).toBe('\r\x1b[Kcheckpoint at step 10: /runs/x/checkpoints/step-000010\n');
     expect(written.at(-1)).toMatch(/^\r\x1b\[Ktrain +\[/); // the line is drawn again below the note

@@ -43,7 +43,7 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(logs.stdout).toMatch(/metrics \(.*metrics\.jsonl, 6 steps\):\n +step +loss +lr +val loss\n +1 +2\.0000 +1\.00e-4/);
     const status = await bsft(['status'], { env });
     expect(status.stdout).toMatch(/bsft-train\s+0\s+0\s+0\s+0\s+1\s+0/); // waiting (prioritized included), active, delayed, waiting-children, completed, failed
-    expect(status.stdout).toMatch(new RegExp(`run\\s+state\\s+progress\\s+loss\\s+tok/s\\s+ETA\\s+peak mem\\s+worker\\s+age\\s+reason`));
+    expect(status.stdout).toMatch(new RegExp(`run\\s+state\\s+progress\\s+loss\\s+tok/s\\s+ETA\\s+mem \\(peak\\)\\s+worker\\s+age\\s+reason`));
     expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+score\\s+\\[#{10}\\]\\s+100%\\s+1/1\\s+-\\s+-\\s+-\\s+-\\s+\\S+\\s+\\d+s`));
   });
 
@@ -178,7 +178,7 @@ describe('worker shutdown, cancel and retry', () => {
     const res = await watching;
     expect(res.code, `${res.stdout}\n${res.stderr}\n${(await bsft(['logs', runId], { env })).stdout}`).toBe(0);
     // not a terminal: a progress line every tenth of the way, rate and ETA from the recent steps
-    expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000 +peak 0\.1 GiB/);
+    expect(res.stdout).toMatch(/train +\[[#-]+\] +\d+\/10 +\d+% +[\d.]+ step\/s +ETA \d+s +loss \d\.\d{4} +tok\/s 1,000 +mem 0\.0 GiB +peak 0\.1 GiB/);
     expect(res.stdout).toMatch(/\npredict +\[#+\] +(\d+)\/\1 +100%/); // predict is a stage of its own, not a frozen train bar
     expect(res.stdout).toMatch(new RegExp(`run ${runId}: completed`));
     expect(res.stdout).toMatch(/split +behavior macro-F1 \[95% CI\] +accuracy \[95% CI\]\ntest +\d+\.\d \[\d+\.\d, \d+\.\d\] +\d+\.\d \[/);
@@ -258,9 +258,9 @@ describe('bsft dashboard', () => {
     const { runId } = await submitRun(env, ['train.max_steps=400', 'train.checkpoint_every=50']);
     const w = worker('ok', env);
     await waitForRun(env, runId, (v) => trainStep(v) >= 5, 60_000);
-    // bsft status: the stage as a bar, with loss, tok/s, the ETA from the recent rate and the trainer's peak memory.
+    // bsft status: the stage as a bar, with loss, tok/s, the ETA from the recent rate and the trainer's memory in use (and its peak).
     const status = await bsft(['status'], { env });
-    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+training\\s+train\\s+\\[[#-]{10}\\]\\s+\\d+%\\s+\\d+/400\\s+\\d\\.\\d{4}\\s+1,000\\s+(\\d+m)?\\d+s\\s+0\\.1 GiB\\s`));
+    expect(status.stdout).toMatch(new RegExp(`${runId}\\s+training\\s+train\\s+\\[[#-]{10}\\]\\s+\\d+%\\s+\\d+/400\\s+\\d\\.\\d{4}\\s+1,000\\s+(\\d+m)?\\d+s\\s+0\\.0 \\(0\\.1 GiB\\)\\s`));
     // The worker's own output, not a terminal here: sparse progress records naming the run and the stage.
     const records = w.stderr.filter((l) => l.includes('"msg":"progress"')).map((l) => JSON.parse(l));
     expect(records[0]).toMatchObject({ stage: `${runId} train`, total: 400, run_id: runId });

@@ -28,7 +28,8 @@ def test_straight_run_emits_only_events_checkpoints_and_learns(run_dir):
     assert events[0] == {"event": "start", "total_steps": 40, "resumed_from_step": 0, "world_size": 1}
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 41))
-    assert set(steps[0]) == {"event", "step", "loss", "lr", "grad_norm", "tokens_per_s", "mem_gib"}
+    assert set(steps[0]) == {"event", "step", "loss", "lr", "grad_norm", "tokens_per_s", "mem_gib", "mem_alloc_gib"}
+    assert 0 < steps[-1]["mem_alloc_gib"] <= steps[-1]["mem_gib"]  # in use now (here the process's RSS) within the peak
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [10, 20, 30, 40]
     assert any(e["event"] == "eval" for e in events)
     losses = [e["loss"] for e in steps]

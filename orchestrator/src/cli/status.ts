@@ -25,7 +25,7 @@ export function reason(v: RunView, width = 60): string {
 }
 
 /** The columns of `runRow`, for every table of runs (status, reproduce). */
-export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'peak mem', 'worker', 'age', 'reason'];
+export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'mem (peak)', 'worker', 'age', 'reason'];
 /** The text columns of RUN_COLUMNS (left-aligned; the figures are right-aligned). */
 export const RUN_TEXT_COLUMNS = [1, 2, 7, 9];
 
@@ -46,7 +46,7 @@ export function runRow(v: RunView, now = Date.now()): string[] {
     p?.loss !== undefined ? p.loss.toFixed(4) : '-',
     p?.tokens_per_s !== undefined ? Math.round(p.tokens_per_s).toLocaleString('en') : '-',
     running && p.eta_s !== undefined ? formatDuration(Math.max(0, p.eta_s - (now - p.updated_at) / 1000)) : '-',
-    p?.mem_gib !== undefined ? formatGib(p.mem_gib) : '-',
+    p?.mem_gib !== undefined ? `${p.mem_alloc_gib !== undefined ? `${p.mem_alloc_gib.toFixed(1)} ` : ''}(${formatGib(p.mem_gib)})` : '-',
     v.worker ?? '-',
     age(now - v.submittedAt),
     reason(v),

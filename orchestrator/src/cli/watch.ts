@@ -59,8 +59,9 @@ export const watch: CommandImpl = {
         } else if (p.phase === 'starting') bar.start(p.total, p.done); // a new attempt: the rate starts again
         else if (!bar.isStarted) return; // a late record of a stage whose line has ended
         else {
-          const { loss, tokens_per_s, mem_gib } = p;
-          bar.update(p.done, { ...(loss !== undefined ? { loss } : {}), ...(tokens_per_s !== undefined ? { tokens_per_s } : {}), ...(mem_gib !== undefined ? { mem_gib } : {}) });
+          const { loss, tokens_per_s, mem_alloc_gib, mem_gib } = p;
+          const figures = { loss, tokens_per_s, mem_alloc_gib, mem_gib };
+          bar.update(p.done, Object.fromEntries(Object.entries(figures).filter(([, v]) => v !== undefined)) as Record<string, number>);
         }
         if (p.phase === 'done') bar.finish();
       };

@@ -93,6 +93,8 @@ export interface JobProgress {
   lr?: number;
   tokens_per_s?: number;
   mem_gib?: number;
+  /** Device memory in use at the newest step (GiB), beside `mem_gib`, the peak. */
+  mem_alloc_gib?: number;
   eval_loss?: number;
   /** The checkpoint step this attempt resumed from. */
   resumed_from?: number;

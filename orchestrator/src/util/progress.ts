@@ -44,10 +44,11 @@ export function formatRate(perSecond: number, unit: string): string {
   return `${(1 / perSecond).toFixed(1)} s/${unit}`;
 }
 
-/** loss 2.3140, tok/s 8,041, peak 61.2 GiB (the trainer's peak device memory), or `name value`. */
+/** loss 2.3140, tok/s 8,041, mem 48.0 GiB (device memory in use), peak 61.2 GiB (its peak), or `name value`. */
 function figure(name: string, value: number): string {
   if (name === 'loss') return `loss ${value.toFixed(4)}`;
   if (name === 'tokens_per_s') return `tok/s ${Math.round(value).toLocaleString('en')}`;
+  if (name === 'mem_alloc_gib') return `mem ${formatGib(value)}`;
   if (name === 'mem_gib') return `peak ${formatGib(value)}`;
   return `${name} ${Number.isInteger(value) ? value : value.toPrecision(4)}`;
 }

@@ -97,7 +97,7 @@ export class QueueHost implements RunHost {
         figures = { resumed_from: resumed };
         this.progress({ stage: command, phase: 'starting', done: resumed, total, ...figures }, pending);
       } else if (e.event === 'step') {
-        figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib };
+        figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib, ...(e.mem_alloc_gib !== undefined ? { mem_alloc_gib: e.mem_alloc_gib } : {}) };
         this.progress({ stage: command, phase: 'running', done: e.step, total, ...figures, ...rate }, pending);
       } else if (e.event === 'progress') {
         total = e.total;

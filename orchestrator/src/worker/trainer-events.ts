@@ -3,7 +3,7 @@ import { z } from 'zod';
 /** Contract 4: the trainer's stdout carries only these events, one JSON object per line. */
 export const trainerEventSchema = z.discriminatedUnion('event', [
   z.object({ event: z.literal('start'), total_steps: z.number().int().nonnegative(), resumed_from_step: z.number().int().nonnegative(), world_size: z.number().int().positive() }),
-  z.object({ event: z.literal('step'), step: z.number().int(), loss: z.number(), lr: z.number(), grad_norm: z.number(), tokens_per_s: z.number(), mem_gib: z.number() }),
+  z.object({ event: z.literal('step'), step: z.number().int(), loss: z.number(), lr: z.number(), grad_norm: z.number(), tokens_per_s: z.number(), mem_gib: z.number(), mem_alloc_gib: z.number().optional() }),
   z.object({ event: z.literal('eval'), step: z.number().int(), loss: z.number() }),
   /** size_bytes and save_s: what the checkpoint weighs and how long it took to write (not in older trainers). */
   z.object({ event: z.literal('checkpoint'), step: z.number().int(), path: z.string(), size_bytes: z.number().int().nonnegative().optional(), save_s: z.number().nonnegative().optional() }),

@@ -58,9 +58,13 @@ def emit_start(total_steps: int, resumed_from_step: int, world_size: int) -> Non
     _emit("start", total_steps=int(total_steps), resumed_from_step=int(resumed_from_step), world_size=int(world_size))
 
 
-def emit_step(step: int, loss: float, lr: float, grad_norm: float, tokens_per_s: float, mem_gib: float) -> None:
+def emit_step(step: int, loss: float, lr: float, grad_norm: float, tokens_per_s: float, mem_gib: float,
+              mem_alloc_gib: float | None = None) -> None:
+    """mem_gib: the device's peak since start (GPU: max allocated; CPU: the process's peak RSS); mem_alloc_gib: in use
+    now (GPU: allocated; CPU: RSS), where it can be read."""
+    extra = {} if mem_alloc_gib is None else {"mem_alloc_gib": float(mem_alloc_gib)}
     _emit("step", step=int(step), loss=float(loss), lr=float(lr), grad_norm=float(grad_norm),
-          tokens_per_s=float(tokens_per_s), mem_gib=float(mem_gib))
+          tokens_per_s=float(tokens_per_s), mem_gib=float(mem_gib), **extra)
 
 
 def emit_eval(step: int, loss: float) -> None:

@@ -13,6 +13,7 @@ events and publishes.
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import signal
@@ -103,6 +104,17 @@ def warmup_steps(cfg: Config, total: int) -> int:
     return int(round((cfg.train.warmup_ratio or 0.0) * total))
 
 
+def memory_now_gib(device: torch.device) -> float | None:
+    """Memory in use now: allocated on a GPU, the resident set on a CPU (Linux), else None."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**30
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -147,9 +159,10 @@ class StepEvents:
         self.pending = None
         loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
         mem = round(memory_gib(self.device), 3)
+        now = memory_now_gib(self.device)
         if not self.world.main:
             return
-        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem)
+        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem, mem_alloc_gib=None if now is None else round(now, 3))
         if self.metrics is not None:
             self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
 
