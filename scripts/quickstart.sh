@@ -31,7 +31,8 @@ if [ -f trainer-python/pyproject.toml ]; then
     if PIP_RETRIES=0 PIP_TIMEOUT=20 timeout 1800 "$py" -m pip install --quiet --progress-bar off -e trainer-python >"$log" 2>&1; then
       echo "quickstart: trainer packages installed"
     else
-      echo "quickstart: pip could not install the trainer's packages ($(grep -v 'is ignored' "$log" | grep -m1 -iE 'error|no matching|could not' || echo "see $log"))"
+      why=$(grep -m1 -E 'No matching distribution|Could not find a version|ERROR:' "$log" | sed 's/^ *//' || true)
+      echo "quickstart: pip could not install the trainer's packages: ${why:-see $log} (pip's output: $log)"
       echo "quickstart: once a package index is reachable, install them with:  $py -m pip install -e trainer-python"
       echo "quickstart: the run below builds the dataset, then stops at the train step saying what is missing"
     fi
