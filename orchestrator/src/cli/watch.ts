@@ -16,13 +16,6 @@ function scoreTable(scores: ScoreSummary): string[] {
   return table([['split', 'behavior macro-F1 [95% CI]', 'accuracy [95% CI]'], ...Object.entries(scores).map(([split, s]) => [split, pct(s.macro_f1), pct(s.accuracy)])]);
 }
 
-/** The per-split scores in a score job's return value (which also holds `work_ms`, the scoring's own time). */
-function splitScores(returned: unknown): ScoreSummary | null {
-  if (!returned || typeof returned !== 'object') return null;
-  const entries = Object.entries(returned).filter(([, v]) => v !== null && typeof v === 'object' && 'macro_f1' in v);
-  return entries.length ? (Object.fromEntries(entries) as ScoreSummary) : null;
-}
-
 export const watch: CommandImpl = {
   async run([runId], values, { log, out: print }) {
     const json = values.json === true;
@@ -58,11 +51,7 @@ export const watch: CommandImpl = {
           bar.start(p.total, p.done);
         } else if (p.phase === 'starting') bar.start(p.total, p.done); // a new attempt: the rate starts again
         else if (!bar.isStarted) return; // a late record of a stage whose line has ended
-        else {
-          const { loss, tokens_per_s, mem_alloc_gib, mem_gib } = p;
-          const figures = { loss, tokens_per_s, mem_alloc_gib, mem_gib };
-          bar.update(p.done, Object.fromEntries(Object.entries(figures).filter(([, v]) => v !== undefined)) as Record<string, number>);
-        }
+        else bar.update(p.done, { loss: p.loss, tokens_per_s: p.tokens_per_s, mem_alloc_gib: p.mem_alloc_gib, mem_gib: p.mem_gib });
         if (p.phase === 'done') bar.finish();
       };
       try {
@@ -109,7 +98,7 @@ export const watch: CommandImpl = {
         });
         bar?.finish();
         const v = await q.view(runId!);
-        const scores = outcome === 'completed' ? splitScores((await q.jobs(runId!)).score?.returnvalue) : null;
+        const scores = outcome === 'completed' ? ((await q.jobs(runId!)).score?.returnvalue as { scores?: ScoreSummary } | undefined)?.scores ?? null : null;
         if (json) print(JSON.stringify({ run_id: runId, outcome, view: v ?? null, scores }, null, 2));
         out(`run ${runId}: ${outcome}${v?.failedReason ? ` (${v.failedReason})` : ''}`);
         if (scores) for (const line of scoreTable(scores)) out(line);

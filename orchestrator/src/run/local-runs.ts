@@ -65,14 +65,14 @@ export function describeRun(dir: string): LocalRun | undefined {
   const steps: StepRecord[] = readJson(path.join(dir, 'run.json'))?.steps ?? [];
   const stopped = steps.find((s) => s.state === 'failed' || s.state === 'unavailable');
   const trainedSteps = readMetrics(dir).filter((m) => m.kind === 'step').reduce((a, m) => Math.max(a, m.step), 0);
+  const ck = newestCheckpoint(dir);
   const total = recipe.train.max_steps;
   let progress: string;
   if (scores.every(Boolean)) progress = 'scored';
   else if (existsSync(path.join(dir, 'judge'))) progress = 'judged';
   else if (existsSync(path.join(dir, 'predictions'))) progress = 'predicted';
   else if (existsSync(path.join(dir, 'final', 'COMPLETE'))) progress = 'trained';
-  else if (trainedSteps > 0 || newestCheckpoint(dir) !== undefined) {
-    const ck = newestCheckpoint(dir);
+  else if (trainedSteps > 0 || ck !== undefined) {
     const done = Math.max(trainedSteps, ck ?? 0);
     progress = `trained ${done}${total ? ` of ${total}` : ''} steps (${ck !== undefined ? `checkpoint ${ck}` : 'no checkpoint'})`;
   } else if (existsSync(path.join(dir, 'dataset', 'manifest.json'))) progress = 'built';

@@ -39,7 +39,7 @@ export function trainerProgress(command: TrainerCommand, args: string[], opts: T
         if (e.resumed_from_step > 0) bar.note(`resumed from the checkpoint of step ${e.resumed_from_step}`);
         break;
       case 'step':
-        bar.update(e.step, { loss: e.loss, tokens_per_s: e.tokens_per_s, ...(e.mem_alloc_gib !== undefined ? { mem_alloc_gib: e.mem_alloc_gib } : {}), mem_gib: e.mem_gib });
+        bar.update(e.step, { loss: e.loss, tokens_per_s: e.tokens_per_s, mem_alloc_gib: e.mem_alloc_gib, mem_gib: e.mem_gib });
         break;
       case 'progress': // the first batch's event starts the line: its rate would include loading the model
         if (!bar.isStarted) bar.start(e.total, e.done);

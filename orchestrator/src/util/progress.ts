@@ -93,11 +93,11 @@ export class ProgressLine {
     this.show(true);
   }
 
-  /** `figures`: loss and tokens_per_s are shown as such, others as `name value`. */
-  update(done: number, figures: Record<string, number> = {}): void {
+  /** `figures`: loss and tokens_per_s are shown as such, others as `name value`; an undefined one is not known yet. */
+  update(done: number, figures: Record<string, number | undefined> = {}): void {
     if (!this.started) this.start(this.total, 0);
     this.done = done;
-    this.figures = { ...this.figures, ...figures };
+    for (const [k, v] of Object.entries(figures)) if (v !== undefined) this.figures[k] = v;
     const t = this.now();
     this.latest = { t, done };
     // The window keeps at most ten samples a second (thousands of ticks a second would make it the cost).

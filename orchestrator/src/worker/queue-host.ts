@@ -45,8 +45,9 @@ export interface QueueHostOptions {
  * child process (offload.ts) so that lock renewal never stalls, and notes in the job's log.
  */
 export class QueueHost implements RunHost {
-  /** What the job returns: the dataset hash of a build, the scores of a score job, the final path of training; for
-   * builds and scoring, `work_ms`: the work itself in the offload child (the queue benchmark subtracts it). */
+  /** What the job returns: the dataset hash of a build, the scores of a score job (`scores`, by split), the final path
+   * of training; for builds and scoring, `work_ms`: the work itself in the offload child (the queue benchmark
+   * subtracts it). */
   readonly result: Record<string, unknown> = {};
   private readonly pusher: BackgroundPusher;
 
@@ -97,7 +98,7 @@ export class QueueHost implements RunHost {
         figures = { resumed_from: resumed };
         this.progress({ stage: command, phase: 'starting', done: resumed, total, ...figures }, pending);
       } else if (e.event === 'step') {
-        figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib, ...(e.mem_alloc_gib !== undefined ? { mem_alloc_gib: e.mem_alloc_gib } : {}) };
+        figures = { ...figures, loss: e.loss, lr: e.lr, tokens_per_s: e.tokens_per_s, mem_gib: e.mem_gib, mem_alloc_gib: e.mem_alloc_gib };
         this.progress({ stage: command, phase: 'running', done: e.step, total, ...figures, ...rate }, pending);
       } else if (e.event === 'progress') {
         total = e.total;
@@ -224,7 +225,7 @@ export class QueueHost implements RunHost {
     this.result.work_ms = Math.round(workMs);
     this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
     await Promise.allSettled(pending);
-    for (const [split, s] of Object.entries(scores)) this.result[split] = { macro_f1: s.macro_f1, accuracy: s.accuracy };
+    this.result.scores = Object.fromEntries(Object.entries(scores).map(([split, s]) => [split, { macro_f1: s.macro_f1, accuracy: s.accuracy }]));
     return scores;
   }
 
