@@ -11,44 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterator
-
-import torch
 
 from .config import Config, load_manifest
 from .events import EXIT_DONE, ConfigError, _emit, log
 from .inference import final_metadata, load_hf_merged, load_toy
 from .model import resolve_dtype
+from .predict import stream_hf, stream_toy
 from .train import pick_device
-
-
-@torch.no_grad()
-def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device) -> Iterator[int]:
-    """Greedy decoding of the toy model, a token at a time (it has no cache: each step reads the whole sequence)."""
-    from .packing import Batch
-
-    ids = list(prompt)
-    for _ in range(max_new):
-        t = torch.tensor(ids, device=device)
-        batch = Batch(t, t, torch.arange(len(ids), device=device), torch.tensor([0, len(ids)], dtype=torch.int32), len(ids), [0], 0)
-        h = model.hidden(model.embed_tokens(batch.input_ids), batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
-        nxt = int((h[-1] @ model.lm_head.weight.t()).argmax())
-        yield nxt
-        if nxt == eos_id:
-            return
-        ids.append(nxt)
-
-
-@torch.no_grad()
-def stream_hf(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device) -> Iterator[int]:
-    """Greedy decoding with the key/value cache, a token at a time: the tokens `generate` gives, as they come."""
-    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
-    for _ in range(max_new):
-        nxt = int(out.logits[0, -1].argmax())
-        yield nxt
-        if nxt == eos_id:
-            return
-        out = model(input_ids=torch.tensor([[nxt]], device=device), past_key_values=out.past_key_values, use_cache=True)
 
 
 def run(cfg: Config) -> int:

@@ -159,9 +159,9 @@ class StepEvents:
         self.pending = None
         loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
         mem = round(memory_gib(self.device), 3)
-        now = memory_now_gib(self.device)
         if not self.world.main:
             return
+        now = memory_now_gib(self.device)
         emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem, mem_alloc_gib=None if now is None else round(now, 3))
         if self.metrics is not None:
             self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
