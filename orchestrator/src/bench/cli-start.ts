@@ -7,19 +7,21 @@
  * often (`status`, `status --json`, `logs`, `cancel` of a run that is not there) beside a Node process that connects
  * to the same Redis with ioredis and pings it (the floor for a command that talks to Redis).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 
 const RUNS = 7;
 const BSFT = path.join(PACKAGE_ROOT, 'bin', 'bsft.js');
 
-function medianMs(args: string[]): number {
+/** Median wall time of `node <args>`; a failing run is an error unless `mayFail` (a command about a missing run). */
+function medianMs(args: string[], opts: { env?: NodeJS.ProcessEnv; mayFail?: boolean } = {}): number {
   const times: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const t = process.hrtime.bigint();
-    execFileSync(process.execPath, args, { stdio: 'ignore' });
+    const res = spawnSync(process.execPath, args, { cwd: PACKAGE_ROOT, stdio: 'ignore', env: opts.env ?? process.env });
     times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    if (res.status !== 0 && !opts.mayFail) throw new Error(`node ${args.join(' ')} exited ${res.status ?? res.signal}`);
   }
   return times.sort((a, b) => a - b)[Math.floor(RUNS / 2)]!;
 }
@@ -39,15 +41,7 @@ const ping = `import { Redis } from 'ioredis'; const r = new Redis(${JSON.string
 if (spawnSync(process.execPath, ['--input-type=module', '-e', ping], { cwd: PACKAGE_ROOT, stdio: 'ignore', env }).status !== 0) {
   console.log(`queue commands: no Redis answers at ${url.replace(/\/\/[^@]*@/, '//***@')}; not measured`);
 } else {
-  const timed = (args: string[]): number => {
-    const times: number[] = [];
-    for (let i = 0; i < RUNS; i++) {
-      const t = process.hrtime.bigint();
-      spawnSync(process.execPath, args, { cwd: PACKAGE_ROOT, stdio: 'ignore', env });
-      times.push(Number(process.hrtime.bigint() - t) / 1e6);
-    }
-    return times.sort((a, b) => a - b)[Math.floor(RUNS / 2)]!;
-  };
+  const timed = (args: string[]): number => medianMs(args, { env, mayFail: true });
   const queue: [string, number][] = [
     ['node + ioredis ping (baseline)', timed(['--input-type=module', '-e', ping])],
     ['bsft status', timed([BSFT, 'status'])],

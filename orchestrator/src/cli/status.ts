@@ -27,7 +27,7 @@ export function reason(v: RunView, width = 60): string {
 /** The columns of `runRow`, for every table of runs (status, reproduce). */
 export const RUN_COLUMNS = ['run', 'state', 'progress', 'loss', 'tok/s', 'ETA', 'mem (peak)', 'worker', 'age', 'reason'];
 /** The text columns of RUN_COLUMNS (left-aligned; the figures are right-aligned). */
-export const RUN_TEXT_COLUMNS = [1, 2, 7, 9];
+export const RUN_TEXT_COLUMNS = ['state', 'progress', 'worker', 'reason'].map((c) => RUN_COLUMNS.indexOf(c));
 
 /** `train   [######----]  60%  30/50`: the stage a run is in, as a bar. */
 export function progressCell(p: JobProgress): string {
