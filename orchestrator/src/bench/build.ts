@@ -12,7 +12,7 @@
  * tasks) are printed beside bsft's, marked as recorded. The first 200 documents' token IDs are compared with the
  * baseline's.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import { readManifest } from '../dataset/manifest.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import { createLogger } from '../log.js';
 import { resolveRecipe } from '../recipe/resolve.js';
+import { pythonThatRuns } from '../run/python-env.js';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 import { Rng } from '../util/rng.js';
 import { table } from '../util/table.js';
@@ -108,20 +109,6 @@ function run(cmd: string, args: string[]): Promise<Measured> {
   });
 }
 
-/** A Python that has datasets and transformers, or undefined. */
-function hfPython(): string | undefined {
-  for (const py of [process.env.BSFT_PYTHON, path.join(PACKAGE_ROOT, '.venv', 'bin', 'python'), 'python3']) {
-    if (!py) continue;
-    try {
-      execFileSync(py, ['-c', 'import datasets, transformers'], { stdio: 'ignore' });
-      return py;
-    } catch {
-      // the next one
-    }
-  }
-  return undefined;
-}
-
 /** The token IDs of `ids` in bsft's shards, by task id. */
 function bsftIds(dir: string, ids: string[]): Map<string, number[]> {
   const manifest = readManifest(dir)!;
@@ -157,7 +144,7 @@ async function main(): Promise<void> {
   console.log('bsft dataset build ...');
   const ours = await run(process.execPath, [self, '--child', tasks, out]);
   const rows: [string, Measured, string][] = [['bsft dataset build', ours, 'measured']];
-  const py = process.argv.includes('--no-hf') ? undefined : hfPython();
+  const py = process.argv.includes('--no-hf') ? undefined : pythonThatRuns('import datasets, transformers');
   let checked = '';
   if (py && existsSync(HF_SCRIPT)) {
     for (const procs of [1, 2]) {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -26,6 +27,23 @@ export function trainerPython(): string {
   if (process.env.BSFT_PYTHON) return process.env.BSFT_PYTHON;
   const venv = path.join(PACKAGE_ROOT, '.venv', 'bin', 'python');
   return existsSync(venv) ? venv : 'python3';
+}
+
+/**
+ * The first of `candidates` (by default the Pythons bsft looks at: $BSFT_PYTHON, the project's .venv, python3) that
+ * runs `code`, or undefined.
+ */
+export function pythonThatRuns(code: string, candidates = [process.env.BSFT_PYTHON, path.join(PACKAGE_ROOT, '.venv', 'bin', 'python'), 'python3']): string | undefined {
+  for (const py of candidates) {
+    if (!py) continue;
+    try {
+      execFileSync(py, ['-c', code], { stdio: 'ignore' });
+      return py;
+    } catch {
+      // the next one
+    }
+  }
+  return undefined;
 }
 
 /** PYTHONPATH that finds the bundled trainer's sources even when it is not pip-installed. */
