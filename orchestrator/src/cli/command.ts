@@ -26,6 +26,8 @@ export interface CommandSpec {
   optionHelp: Record<string, string>;
   /** Minimum and maximum positional arguments. */
   positionals: [number, number];
+  /** Options that take every value up to the next option (`--runs A B C`); given again, they add to it. */
+  variadic?: string[];
   /** With no argument, the recipe is ./bsft.yaml (what `bsft init` writes) when it exists. */
   defaultRecipe?: boolean;
   load(): Promise<CommandImpl>;

@@ -60,8 +60,9 @@ function parserFor(spec: CommandSpec, err: (s: string) => void): Parser {
     outputError: (s) => err(`bsft ${spec.name}: ${s.replace(/^error: /, '').replace(/^./, (c) => c.toUpperCase()).trimEnd()}\nusage: ${spec.usage}`),
   });
   for (const [name, o] of Object.entries(spec.options)) {
-    const option = new Option(`${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ' <value>' : ''}`, spec.optionHelp[name]);
-    if (o.multiple) option.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+    const variadic = spec.variadic?.includes(name);
+    const option = new Option(`${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? (variadic ? ' <value...>' : ' <value>') : ''}`, spec.optionHelp[name]);
+    if (o.multiple && !variadic) option.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
     if (o.default !== undefined) option.default(o.default);
     parser.addOption(option);
   }

@@ -2,6 +2,10 @@ import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
+import { UsageError } from '../errors.js';
+import { latestRatings, readRatingsLog } from '../study/ratings-log.js';
+import { studyStats } from '../study/stats.js';
+import { findStudy, readKey, readStudy, studyFile } from '../study/study-files.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
 
 export const reportCommand: CommandImpl = {
@@ -9,10 +13,16 @@ export const reportCommand: CommandImpl = {
     const split = values.split as string;
     const resamples = intOption(values, 'bootstrap')!;
     const seed = intOption(values, 'seed')!;
-    const dirs = runs.map((r) => findRunDir(r));
+    const studyDir = values.study ? findStudy(values.study as string, (values['studies-dir'] as string | undefined) ?? 'studies') : null;
+    const study = studyDir ? readStudy(studyDir) : null;
+    if (!runs.length && !study) throw new UsageError('name the runs to compare, or --study NAME (whose runs are compared)');
+    const dirs = runs.length ? runs.map((r) => findRunDir(r)) : study!.runs.map((r) => r.dir);
     const scored = [];
     for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed }));
-    const comparison = compare(scored, resamples, seed);
+    const studyResult = studyDir && study
+      ? studyStats(study, readKey(studyDir), latestRatings(readRatingsLog(studyFile(studyDir, 'ratings.log'))), resamples, seed)
+      : null;
+    const comparison = compare(scored, resamples, seed, studyResult);
     const written = writeReport(path.resolve(values.out as string), comparison);
     if (values.json) {
       out(JSON.stringify(comparison, null, 2));

@@ -7,6 +7,8 @@ import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
 import { readMetrics, runCurve, runMeta, type Curve, type RunMeta } from './run-meta.js';
 import type { Scored } from './run-scores.js';
+import type { StudyResult } from '../study/stats.js';
+import { studySection } from '../study/report-section.js';
 
 /** The paper's published figures for Qwen2.5-7B-Instruct (arXiv 2505.21757), shown as a reference row. */
 export const PAPER_REFERENCE = {
@@ -50,6 +52,8 @@ export interface Comparison {
   /** category -> the behavior its tasks call for (its group). */
   category_groups: Record<string, string>;
   conventions: string[];
+  /** A blind pairwise study of these runs' replies (bsft report --study), or null. */
+  study: StudyResult | null;
 }
 
 function sameTasks(a: Scored, b: Scored): boolean {
@@ -57,7 +61,7 @@ function sameTasks(a: Scored, b: Scored): boolean {
 }
 
 /** Compares scored runs: the first is the baseline of the paired deltas. Run folders add metadata and curves. */
-export function compare(runs: Scored[], resamples: number, seed: number): Comparison {
+export function compare(runs: Scored[], resamples: number, seed: number, study: StudyResult | null = null): Comparison {
   const first = runs[0]!;
   const behaviors = first.report.behaviors;
   const groups: Record<string, string> = {};
@@ -98,6 +102,7 @@ export function compare(runs: Scored[], resamples: number, seed: number): Compar
     categories,
     category_groups: groups,
     conventions: first.report.conventions,
+    study,
   };
 }
 
@@ -188,6 +193,7 @@ export function formatComparison(c: Comparison): string[] {
   if (forcedBehaviors(c).length) out.push('', 'steering accuracy (reply behavior == forced behavior, judged replies):', ...table(steeringRows(c)).map((l) => `  ${l}`));
   if (judged(c)) out.push('', 'labels and the judge (95% CI):', ...table(judgeRows(c)).map((l) => `  ${l}`));
   out.push('', ...table(metaRows(c)));
+  if (c.study) out.push(...studySection(c.study, (r) => ['', ...table(r).map((l) => `  ${l}`)], (h) => `\n${h}:`, (p) => `  ${p}`));
   return out;
 }
 
@@ -200,6 +206,7 @@ export function markdown(c: Comparison): string {
   if (judged(c)) parts.push('', '## Labels and the judge', '', md(judgeRows(c)));
   parts.push('', '## Accuracy per category', '', md(categoryRows(c)));
   parts.push('', '## Runs', '', md(metaRows(c)));
+  if (c.study) parts.push(...studySection(c.study, (r) => ['', md(r)], (h) => `\n## ${h}`, (p) => `\n${p}`));
   parts.push('', '## Conventions', '', ...c.conventions.map((x) => `- ${x}`), '');
   return parts.join('\n');
 }
