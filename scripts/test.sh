@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages the tests use: redis-server (integration tests start their own when needed),
-# python3-torch + python3-pytest (the trainer's CPU tests), chromium (screenshots of the dashboard and reports).
+# python3-torch + python3-pytest (the trainer's CPU tests), python3-sklearn (study statistics), chromium (screenshots of the dashboard and reports).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 /usr/bin/python3 -m pytest --version >/dev/null 2>&1 || need+=(python3-pytest)
 /usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+# scikit-learn + scipy: the independent computation the study statistics are checked against.
+/usr/bin/python3 -c 'import sklearn, scipy' 2>/dev/null || need+=(python3-sklearn)
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then

@@ -5,7 +5,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { allocate } from '../src/study/create.js';
 import { readRatingsLog } from '../src/study/ratings-log.js';
-import { BSFT, bsft, ROOT } from './helpers/cli.js';
+import { openPage } from './helpers/browser.js';
+import { BSFT, bsft } from './helpers/cli.js';
+import { freePort } from './helpers/redis-server.js';
 import { sampleTasks, studyRun } from './helpers/study-runs.js';
 import { limit } from './helpers/time-scale.js';
 
@@ -19,8 +21,8 @@ const studies = path.join(root, 'studies');
 const at = { cwd: root };
 
 /** `bsft study serve --port 0` in a subprocess; resolves once it listens, with its URL. */
-async function serve(name: string): Promise<{ url: string; proc: ChildProcess; stderr: string[] }> {
-  const proc = spawn(process.execPath, [BSFT, 'study', 'serve', name, '--port', '0', '--dir', studies], { cwd: root, env: { ...process.env, BSFT_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+async function serve(name: string, port = 0): Promise<{ url: string; proc: ChildProcess; stderr: string[] }> {
+  const proc = spawn(process.execPath, [BSFT, 'study', 'serve', name, '--port', String(port), '--dir', studies], { cwd: root, env: { ...process.env, BSFT_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   proc.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
@@ -184,5 +186,160 @@ describe('bsft study serve', () => {
     } finally {
       await stop(s.proc);
     }
+  }, limit(120_000));
+});
+
+/** Minimal RFC 4180 reader (quoted fields, doubled quotes, CRLF) for the export. */
+function parseCsv(text: string): Record<string, string>[] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') field += '"', i++;
+      else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') row.push(field), (field = '');
+    else if (c === '\n') row.push(field.replace(/\r$/, '')), rows.push(row), (row = []), (field = '');
+    else field += c;
+  }
+  const [head, ...body] = rows;
+  return body.map((r) => Object.fromEntries(head!.map((h, i) => [h, r[i]!])));
+}
+
+describe('a study in headless Chromium', () => {
+  it('two raters rate 20 pairs with the keyboard, one reloads half-way, the server is killed and restarted; the report equals the export', async () => {
+    expect((await bsft(['study', 'create', 'ward', '--runs', good, plain, '--n', '20', '--seed', '3', '--dir', studies], at)).code).toBe(0);
+    const tokens = [await addRater('ward', 'dr-okafor'), await addRater('ward', 'nurse-rivera')];
+    const port = await freePort();
+    let s = await serve('ward', port);
+    const a = await openPage(`${s.url}/r/${tokens[0]}`);
+    const b = await openPage(`${s.url}/r/${tokens[1]}`);
+    const rated = (p: typeof a.page, n: number) => p.waitForFunction((k) => document.getElementById('progress')!.textContent!.startsWith(`${k} of 20 rated`), n, { timeout: limit(20_000) });
+    /** Rates the shown pair with keys: dr-okafor prefers the fuller reply, nurse-rivera answers by the pair's position. */
+    async function rate(p: typeof a.page, who: number, k: number) {
+      if (who === 0) {
+        const A = (await p.locator('#reply-A .text').textContent())!;
+        const B = (await p.locator('#reply-B .text').textContent())!;
+        await p.keyboard.press(A.length > B.length ? 'a' : A.length < B.length ? 'b' : 't');
+      } else await p.keyboard.press(['a', 'b', 't'][k % 3]!);
+      for (const key of who === 0 ? ['t', '1', '2'] : ['3', 'b', 'a']) await p.keyboard.press(key);
+      if (k === 4) {
+        await p.keyboard.press('c');
+        await p.keyboard.type(`Reply A, "hedged", misses the K+ check; ${who}`);
+        await p.keyboard.press('Escape');
+      }
+      await p.keyboard.press('Enter');
+    }
+    try {
+      await rated(a.page, 0);
+      await rated(b.page, 0);
+      expect(await a.page.locator('.turn.user .who').first().textContent()).toMatch(/^[^(]+ \(user\)$/); // the speaker's name and role
+      for (let k = 0; k < 10; k++) {
+        await rate(a.page, 0, k);
+        await rated(a.page, k + 1);
+        await rate(b.page, 1, k);
+        await rated(b.page, k + 1);
+      }
+      // dr-okafor stops and comes back (a reload): the page resumes at the next unrated pair.
+      await a.page.reload();
+      await rated(a.page, 10);
+      // The server is killed (kill -9) while nurse-rivera rates; her page keeps the rating until the server is back.
+      await stop(s.proc, 'SIGKILL');
+      await rate(b.page, 1, 10);
+      await b.page.getByText(/Not saved yet: the server does not answer/).waitFor({ timeout: limit(20_000) });
+      s = await serve('ward', port);
+      await rated(b.page, 11);
+      for (let k = 10; k < 20; k++) {
+        await rate(a.page, 0, k);
+        await rated(a.page, k + 1);
+        if (k > 10) {
+          await rate(b.page, 1, k);
+          await rated(b.page, k + 1);
+        }
+      }
+      await a.page.getByText('Every pair is rated. Thank you.').waitFor();
+      await b.page.getByText('Every pair is rated. Thank you.').waitFor();
+      const unexpected = [...a.errors, ...b.errors].filter((e) => !/ERR_CONNECTION_REFUSED|Failed to fetch/.test(e));
+      expect(unexpected).toEqual([]);
+    } finally {
+      await a.close();
+      await b.close();
+      await stop(s.proc);
+    }
+    const out = path.join(root, 'ward-export');
+    const exp = await bsft(['study', 'export', 'ward', '--out', out, '--dir', studies], at);
+    expect(exp.code, exp.stderr).toBe(0);
+    expect(exp.stdout).toContain('40 rating(s) of 20 pairs exported');
+    const rows = parseCsv(readFileSync(path.join(out, 'ratings.csv'), 'utf8'));
+    expect(rows).toHaveLength(40);
+    expect(rows.filter((r) => r.comment).map((r) => r.comment)).toEqual([`Reply A, "hedged", misses the K+ check; 0`, `Reply A, "hedged", misses the K+ check; 1`]);
+    // Win rates from the export alone, against the report's.
+    const report = path.join(root, 'ward-report');
+    const res = await bsft(['report', '--study', 'ward', '--studies-dir', studies, '--out', report, '--bootstrap', '100'], at);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/Blind pairwise study/);
+    const study = JSON.parse(readFileSync(path.join(report, 'report.json'), 'utf8')).study;
+    const pair = study.pairs[0];
+    expect([pair.a, pair.b]).toEqual([rows[0]!.run_a, rows[0]!.run_b]);
+    for (const q of ['overall', 'realism', 'proactivity', 'restraint']) {
+      const share = (w: string) => rows.filter((r) => r[`${q}_winner`] === w).length / rows.length;
+      expect(pair.questions[q].win.value).toBeCloseTo(share(pair.a), 12);
+      expect(pair.questions[q].tie.value).toBeCloseTo(share('tie'), 12);
+      expect(pair.questions[q].loss.value).toBeCloseTo(share(pair.b), 12);
+    }
+    // dr-okafor always preferred the fuller reply: BehaviorSFT's here (the other run's replies are cut or empty).
+    expect(rows.filter((r) => r.rater === 'dr-okafor').every((r) => r.overall_winner === pair.a)).toBe(true);
+    expect(study.agreement.overall.units).toBe(20);
+    expect(study.agreement.overall.cohen.kappa.value).toEqual(expect.any(Number));
+    expect(readFileSync(path.join(report, 'report.md'), 'utf8')).toContain('## Blind pairwise study');
+    const html = await openPage(`file://${path.join(report, 'report.html')}`);
+    try {
+      await html.page.locator('#study [data-chart="study"]').waitFor();
+      expect(await html.page.locator('#study table').count()).toBeGreaterThanOrEqual(4);
+      expect(html.errors).toEqual([]);
+    } finally {
+      await html.close();
+    }
+  }, limit(240_000));
+
+  it('an offline form: rated in the browser without a server, downloaded, imported once', async () => {
+    expect((await bsft(['study', 'create', 'offline', '--runs', good, plain, '--n', '6', '--dir', studies], at)).code).toBe(0);
+    await addRater('offline', 'dr-haddad');
+    const out = path.join(root, 'offline-export');
+    const exp = await bsft(['study', 'export', 'offline', '--out', out, '--form', 'dr-haddad', '--dir', studies], at);
+    expect(exp.code, exp.stderr).toBe(0);
+    const form = readFileSync(path.join(out, 'form-dr-haddad.html'), 'utf8');
+    for (const s2 of ['behaviorsft', 'standard-sft', '0123abcd', 'lora', '<|behavior']) expect(form).not.toContain(s2);
+    const f = await openPage(`file://${path.join(out, 'form-dr-haddad.html')}`);
+    const file = path.join(root, 'ratings-dr-haddad.json');
+    try {
+      for (let k = 0; k < 3; k++) {
+        for (const key of ['a', 'b', 't', 'a', 'Enter']) await f.page.keyboard.press(key);
+        await f.page.waitForFunction((n) => document.getElementById('progress')!.textContent!.startsWith(`${n} of 6 rated`), k + 1);
+      }
+      await f.page.reload(); // answers are kept in the browser
+      await f.page.waitForFunction(() => document.getElementById('progress')!.textContent!.startsWith('3 of 6 rated'));
+      const [download] = await Promise.all([f.page.waitForEvent('download'), f.page.click('#download')]);
+      await download.saveAs(file);
+      expect(f.errors).toEqual([]);
+    } finally {
+      await f.close();
+    }
+    const first = await bsft(['study', 'import', 'offline', file, '--dir', studies], at);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('3 rating(s) stored, 0 already there');
+    expect((await bsft(['study', 'import', 'offline', file, '--dir', studies], at)).stdout).toContain('0 rating(s) stored, 3 already there');
+    // A form of another study, or a tampered rating, is refused whole.
+    const doc = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...doc, ratings: [...doc.ratings, { ...doc.ratings[0], rating_id: 'zzzzzzzz99', answers: { overall: 'C' } }] }));
+    const bad = await bsft(['study', 'import', 'ward', file, '--dir', studies], at);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/nothing imported/);
+    expect(bad.stderr).toMatch(/written by a form of another study/);
+    expect(bad.stderr).toMatch(/ratings\[3\]\.answers\.overall/);
   }, limit(120_000));
 });
