@@ -129,6 +129,12 @@ describe('bsft study serve', () => {
       expect(wrong.status).toBe(400);
       bodies.push(await wrong.text());
       expect(bodies.at(-1)).toMatch(/answers\.realism: not answered/);
+      // A rater added while the server runs can rate at once; a second writer (serve, import) is refused, named.
+      const late = await addRater('blind', 'dr-late');
+      expect((await fetch(`${s.url}/api/r/${late}/state`)).status).toBe(200);
+      const second = await bsft(['study', 'serve', 'blind', '--port', '0', '--dir', studies], at);
+      expect(second.code).toBe(2);
+      expect(second.stderr).toMatch(new RegExp(`study blind is in use by process ${s.proc.pid} on `));
       const all = bodies.join('\n');
       for (const s2 of ['behaviorsft', 'standard-sft', '0123abcd', 'lora', '(none, full)', '<|behavior', 'blind', 'messages.jsonl', 'predictions', 'task_id', 'case_id']) expect(all).not.toContain(s2);
     } finally {

@@ -193,7 +193,7 @@ export function formatComparison(c: Comparison): string[] {
   if (forcedBehaviors(c).length) out.push('', 'steering accuracy (reply behavior == forced behavior, judged replies):', ...table(steeringRows(c)).map((l) => `  ${l}`));
   if (judged(c)) out.push('', 'labels and the judge (95% CI):', ...table(judgeRows(c)).map((l) => `  ${l}`));
   out.push('', ...table(metaRows(c)));
-  if (c.study) out.push(...studySection(c.study, (r) => ['', ...table(r).map((l) => `  ${l}`)], (h) => `\n${h}:`, (p) => `  ${p}`));
+  if (c.study) out.push(...studySection(c.study, (r) => ['', ...table(r).map((l) => `  ${l}`)], (h) => `\n${h}:`, (p) => `\n  ${p}`));
   return out;
 }
 

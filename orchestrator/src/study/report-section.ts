@@ -6,14 +6,14 @@ const wtl = (x: WinTieLoss) => [est(x.win), est(x.tie), est(x.loss)];
 
 export function preferenceRows(s: StudyResult): string[][] {
   return [
-    ['A vs B', 'question', 'tasks', 'ratings', 'A preferred', 'tie', 'B preferred'],
+    ['first run vs second run', 'question', 'tasks', 'ratings', 'first preferred', 'tie', 'second preferred'],
     ...s.pairs.flatMap((p) => s.questions.map((q) => [`${p.a} vs ${p.b}`, q.id, String(p.tasks), String(p.questions[q.id]!.n), ...wtl(p.questions[q.id]!)])),
   ];
 }
 
 export function groupRows(s: StudyResult): string[][] {
   return [
-    ['A vs B', 'tasks calling for', 'ratings', 'A preferred', 'tie', 'B preferred'],
+    ['first run vs second run', 'tasks calling for', 'ratings', 'first preferred', 'tie', 'second preferred'],
     ...s.pairs.flatMap((p) => Object.entries(p.groups).map(([g, x]) => [`${p.a} vs ${p.b}`, g, String(x.n), ...wtl(x)])),
   ];
 }
@@ -45,11 +45,11 @@ export function positionLine(s: StudyResult): string {
 
 export function studyHeadline(s: StudyResult): string {
   return `blind pairwise study "${s.name}" (split ${s.split}, rubric ${s.rubric_version}): ${s.ratings} ratings of ${s.rated_items} of ${s.items} pairs by ${s.raters.length} rater(s); ` +
-    `95% intervals from ${s.resamples} bootstrap resamples of raters and tasks; A is the first run of each pair, whichever side it was shown on`;
+    `95% intervals from ${s.resamples} bootstrap resamples of raters and tasks; shares in percent of each pair\'s ratings, whichever side each reply was shown on`;
 }
 
 export const studyConventions = (s: StudyResult) => [
-  `Shares are of the ratings of each pair of runs: "A preferred" is how often the first-named run's reply was chosen.`,
+  `"First preferred" is how often the first-named run's reply was chosen over the second's (sides were drawn at random per pair).`,
   s.bradley_terry ? 'Bradley–Terry scores: log-strengths from the overall preference, mean 0; ties count half a win each way, and each pair of runs starts from one tie.' : '',
   `Comments left with the ratings: ${s.comments} (in the export).`,
 ].filter(Boolean);
