@@ -3,48 +3,15 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RUBRIC } from '../src/study/rubric.js';
 import { binomialTwoSided, bradleyTerry, krippendorffAlpha, studyStats } from '../src/study/stats.js';
-import type { KeyEntry, Rating, Study } from '../src/study/study-files.js';
-import { Rng } from '../src/util/rng.js';
+import type { Rating } from '../src/study/study-files.js';
+import { syntheticStudy } from '../src/study/synthetic.js';
 import { FIXTURES } from './helpers/cli.js';
 import { pythonThatRuns } from './helpers/python.js';
 
 const QUESTIONS = DEFAULT_RUBRIC.questions.map((q) => q.id);
 
-/**
- * A synthetic study: `runs` runs of increasing quality, `tasks` tasks paired for every pair of runs, each pair rated by
- * `raters` raters (all of them on a third of the pairs, one otherwise), answers drawn from the runs' quality with a
- * slight pull towards the left reply.
- */
-function synthetic(runs: number, tasks: number, raters: number, seed: number) {
-  const rng = new Rng(seed);
-  const study: Study = {
-    format: 'bsft-study-v1', name: 's', id: 'x', created: '', split: 'test', seed, tasks, stratify: null,
-    runs: Array.from({ length: runs }, (_, i) => ({ run_id: `r${i}`, label: `run ${i}`, dir: '' })), rubric: DEFAULT_RUBRIC, items: 0,
-  };
-  const key: KeyEntry[] = [];
-  const ratings: Rating[] = [];
-  for (let t = 0; t < tasks; t++) {
-    for (let i = 0; i < runs; i++) {
-      for (let j = i + 1; j < runs; j++) {
-        const item = `p${t}-${i}-${j}`;
-        const a = rng.next() < 0.5 ? i : j;
-        key.push({ item, task_id: `t${t}`, case_id: `c${t >> 1}`, category: `cat${t % 4}`, group: ['proactive', 'reactive', 'restraint'][t % 3]!, runs: [i, j], a });
-        const who = t % 3 === 0 ? raters : 1;
-        for (let r = 0; r < who; r++) {
-          const answers = Object.fromEntries(QUESTIONS.map((q) => {
-            const u = rng.next();
-            const pj = 0.5 + 0.12 * (j - i); // the better (later) run is preferred more often
-            const pick = u < 0.25 ? 'tie' : (u - 0.25) / 0.75 < pj ? j : i;
-            const shown = pick === 'tie' ? 'tie' : pick === a ? 'A' : 'B';
-            return [q, shown === 'B' && rng.next() < 0.1 ? 'A' : shown] as const; // position bias
-          }));
-          ratings.push({ rating_id: `${item}-${r}`, rater: `rater${(r + t) % raters}`, item, answers, comment: r === 0 && t % 7 === 0 ? 'note' : '', ms: 1000 * (5 + (t % 9)), submitted_at: '', source: 'web' });
-        }
-      }
-    }
-  }
-  return { study: { ...study, items: key.length }, key, ratings };
-}
+const synthetic = (runs: number, tasks: number, raters: number, seed: number) =>
+  syntheticStudy({ runs, tasks, raters, seed, perPair: (t) => (t % 3 === 0 ? raters : 1) }); // all raters on a third of the pairs
 
 // scikit-learn and scipy: Debian's python3-sklearn (scripts/test.sh installs it), or any Python that has them.
 const py = pythonThatRuns('import sklearn, scipy, numpy', [process.env.BSFT_PYTHON, '/usr/bin/python3', 'python3']);

@@ -14,7 +14,8 @@ import { createStudy } from '../study/create.js';
 import { RatingsLog } from '../study/ratings-log.js';
 import { DEFAULT_RUBRIC } from '../study/rubric.js';
 import { studyStats } from '../study/stats.js';
-import type { KeyEntry, Rating, Study } from '../study/study-files.js';
+import type { Rating } from '../study/study-files.js';
+import { syntheticStudy } from '../study/synthetic.js';
 import { Rng } from '../util/rng.js';
 
 const TASKS = 14_000;
@@ -92,21 +93,7 @@ reopened.close();
 
 // Statistics.
 const T = 300;
-const study: Study = { format: 'bsft-study-v1', name: 'bench', id: 'x', created: '', split: 'test', seed: 1, tasks: T, stratify: null, runs: Array.from({ length: RUNS }, (_, i) => ({ run_id: `r${i}`, label: `run ${i}`, dir: '' })), rubric: DEFAULT_RUBRIC, items: 0 };
-const key: KeyEntry[] = [];
-const ratings: Rating[] = [];
-for (let task = 0; task < T; task++) {
-  for (let i = 0; i < RUNS; i++) {
-    for (let j = i + 1; j < RUNS; j++) {
-      const item = `p${task}-${i}-${j}`;
-      key.push({ item, task_id: `t${task}`, case_id: `c${task}`, category: `category_${task % 13}`, group: B[task % 3]!, runs: [i, j], a: rng.next() < 0.5 ? i : j });
-      for (let r = 0; r < 3; r++) {
-        const answers = Object.fromEntries(DEFAULT_RUBRIC.questions.map((q) => [q.id, ['A', 'B', 'tie'][Math.floor(rng.next() * 3)]!]));
-        ratings.push({ rating_id: `${item}-${r}`, rater: `rater${(task + r) % 10}`, item, answers: answers as Rating['answers'], comment: '', ms: 30_000, submitted_at: '', source: 'web' });
-      }
-    }
-  }
-}
+const { study, key, ratings } = syntheticStudy({ runs: RUNS, tasks: T, raters: 10, perPair: () => 3, seed: 1 });
 t = performance.now();
 const s = studyStats(study, key, ratings, 1000, 1);
 const withBootstrap = secs(t);
