@@ -366,7 +366,7 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     cfg.write_text(json.dumps(c))
     assert _finish(trainer("train", cfg))[0] == 0
 
-    def predict(max_new, generation_config=True):
+    def predict(max_new, generation_config=True, engine="static"):
         gc = pretrained / "generation_config.json"
         if generation_config:
             gc.write_text(json.dumps(penalty))
@@ -374,6 +374,7 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
             gc.unlink()
         c = json.loads(cfg.read_text())
         c["eval"]["max_new_tokens"] = max_new
+        c["eval"]["engine"] = engine
         cfg.write_text(json.dumps(c))
         code, _, err = _finish(trainer("predict", cfg))
         assert code == 0, err
@@ -381,8 +382,16 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
 
     with_penalty, without = predict(6), predict(6, generation_config=False)
     assert with_penalty == without
+    record = lambda: json.loads((tmp_path / "run" / "predictions" / "predict.json").read_text())["test.jsonl"]  # noqa: E731
+    assert record()["engine"] == "static"
+    # Continuous batching (paged attention, no padding): the same greedy tokens, the behavior still the first one;
+    # `auto` takes it when replies are longer than one token.
+    assert predict(6, engine="continuous") == without
+    assert record()["engine"] == "continuous" and record()["generated_tokens"] == sum(len(r["raw_token_ids"]) for r in without)
+    assert predict(6, engine="auto") == without and record()["engine"] == "continuous"
     assert any(len(set(r["raw_token_ids"])) < len(r["raw_token_ids"]) for r in without)  # repeats the penalty would stop
-    first = predict(1)
+    first = predict(1, engine="auto")
+    assert record()["engine"] == "static"  # one forward pass reads the first token
     manifest = json.loads((tmp_path / "run" / "dataset" / "manifest.json").read_text())
     assert [r["id"] for r in first] == manifest["documents"]["test"]
     assert [r["raw_token_ids"] for r in first] == [r["raw_token_ids"][:1] for r in without]

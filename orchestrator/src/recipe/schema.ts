@@ -146,6 +146,12 @@ export const evalSchema = z.strictObject({
   /** Steering runs: force each named behavior's token and score how often the reply follows it. */
   force: z.array(z.string().min(1)).default([]),
   bootstrap: nonNegativeInt.default(1000),
+  /**
+   * How predict decodes: `static` (length-sorted left-padded batches of batch_size), `continuous` (transformers'
+   * continuous batching with paged attention: finished replies leave the batch, no padding), `auto` (continuous for
+   * a transformers model when replies are longer than one token, else static). predictions/predict.json says which ran.
+   */
+  engine: z.enum(['auto', 'static', 'continuous']).default('auto'),
 });
 
 const storeSchema = z.strictObject({

@@ -70,6 +70,7 @@ class EvalConfig:
     batch_size: int
     force: list
     bootstrap: int
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,39 @@ The prompt of each task is its tokenized document up to the reply (context + ass
 shards, so prompts are exactly what training saw. The predicted behavior is the **first generated token ID**
 (never decoded text); `--force <behavior>` puts that behavior's token in the prompt instead (steering).
 
-At benchmark scale: prompts are sorted by length into batches (little padding; the file keeps the split's
-order), decoding is plain greedy whatever the model folder's generation_config.json says (no repetition penalty,
-no sampling), and with `eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the
-first token without `generate`.
+Engines (`eval.engine`): `static` sorts prompts by length into batches of `eval.batch_size`, left-padded, each
+decoded by `generate` until its longest reply ends; `continuous` hands a chunk of prompts to transformers' continuous
+batching (`generate_batch`, paged attention): finished replies leave the batch and waiting prompts take their place,
+without padding; `auto` takes `continuous` for a transformers model when replies are longer than one token (the
+bench, trainer-python/bench/predict.py, measures both) and `static` otherwise. Decoding is plain greedy whatever
+the model folder's generation_config.json says (no repetition penalty, no sampling), and with
+`eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the first token.
+
+Resumable: the work goes in chunks (a batch, or a continuous chunk of prompts); each finished chunk's rows are
+appended to `<output_dir>/predict-progress/<file>.part` and its count to `<file>.json`, under the run's fence. A
+predict that is killed or preempted (SIGTERM: the chunk in hand finishes, exit 75) continues at the next chunk, and a
+predictions file already finished with the same inputs is not made again. The file is assembled in the split's
+order: the same bytes as an uninterrupted predict. `predictions/predict.json` records the engine, tokens generated
+and tokens/s of each file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
 from .config import load_manifest
-from .events import EXIT_DONE, ConfigError, emit_done, emit_progress, log
+from .events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, emit_done, emit_progress, log
 from .inference import final_metadata, load_hf_merged, load_toy
 from .model import resolve_dtype
 from .shards import Shard
-from .train import pick_device
+from .train import StopFlag, pick_device
 from typing import Any, Iterator
 from .config import Config
 from .fence import Fence
@@ -133,6 +145,110 @@ def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: 
     return results
 
 
+@torch.no_grad()
+def greedy_continuous(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
+    """Greedy replies from transformers' continuous batching (paged attention): the tokens `generate` gives."""
+    from transformers import GenerationConfig
+    from transformers.generation import ContinuousBatchingConfig
+
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=eos_id, pad_token_id=pad_id)
+    cb = None
+    if device.type != "cuda":
+        # Its defaults size the paged cache from free accelerator memory; on a CPU, size it from the chunk itself.
+        page = 32
+        need = sum(-(-(len(p) + max_new) // page) for p in batch_prompts)
+        cb = ContinuousBatchingConfig(page_size=page, num_blocks=need + 2, max_batch_tokens=max(512, max(len(p) for p in batch_prompts)))
+    out = model.generate_batch(batch_prompts, generation_config=config, continuous_batching_config=cb, warmup=device.type == "cuda")
+    results = []
+    for i, p in enumerate(batch_prompts):
+        r = out[f"req_{i}"]
+        if r.error or list(r.prompt_ids) != p:
+            raise RuntimeError(f"continuous batching: request {i} {'failed: ' + str(r.error) if r.error else 'came back for another prompt'}")
+        gen = []
+        for t in r.generated_tokens:
+            gen.append(int(t))
+            if t == eos_id:
+                break
+        results.append(gen)
+    return results
+
+
+ENGINES = ("static", "continuous", "auto")
+
+
+def pick_engine(asked: str, toy: bool, max_new: int, model: Any) -> str:
+    if asked not in ENGINES:
+        raise ConfigError(f"eval.engine: {asked!r} is not an engine of the trainer ({', '.join(ENGINES)})")
+    can = not toy and hasattr(model, "generate_batch")
+    if asked == "continuous" and not can:
+        raise ConfigError("eval.engine: continuous needs a transformers model with continuous batching "
+                          "(transformers >= 4.56); the toy model and older versions use static")
+    if asked == "auto":
+        return "continuous" if can and max_new > 1 else "static"
+    return asked
+
+
+def chunk_size(engine: str, batch_size: int) -> int:
+    """Prompts per resumable chunk: a batch for static; for continuous, enough that the batch stays full."""
+    return batch_size if engine == "static" else max(batch_size, 256)
+
+
+class Progress:
+    """The finished chunks of one predictions file: rows appended to `<name>.part` (`<index>\t<row>` lines) and
+    the count in `<name>.json` with the bytes they take, written after the rows; a record for other inputs
+    (`key`) is started over. A finished file keeps its record, marked done with the file's sha256."""
+
+    def __init__(self, folder: Path, name: str, key: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.part, self.record, self.key = folder / f"{name}.part", folder / f"{name}.json", key
+        try:
+            r = json.loads(self.record.read_text())
+        except (FileNotFoundError, ValueError):
+            r = {}
+        self.state = r if r.get("key") == key else {"key": key, "chunks": 0, "bytes": 0}
+
+    def finished(self, target: Path) -> bool:
+        return bool(self.state.get("sha256")) and target.is_file() and ckpt.sha256_file(target) == self.state["sha256"]
+
+    def rows(self) -> dict[int, str]:
+        """The rows of the recorded chunks (an unrecorded tail is dropped)."""
+        if not self.part.is_file() or not self.state["chunks"]:
+            self.part.write_bytes(b"")
+            return {}
+        with open(self.part, "r+b") as f:
+            f.truncate(self.state["bytes"])
+            data = f.read().decode()
+        return {int(i): row for i, row in (line.split("\t", 1) for line in data.splitlines())}
+
+    def _save(self) -> None:
+        tmp = self.record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        with open(tmp) as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.record)
+
+    def append(self, rows: list[tuple[int, str]]) -> None:
+        with open(self.part, "ab") as f:
+            f.write("".join(f"{i}\t{row}\n" for i, row in rows).encode())
+            f.flush()
+            os.fsync(f.fileno())
+            self.state["bytes"] = f.tell()
+        self.state["chunks"] += 1
+        self._save()
+
+    def done(self, target: Path) -> None:
+        self.state["sha256"] = ckpt.sha256_file(target)
+        self._save()
+        self.part.unlink(missing_ok=True)
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True).encode() if not isinstance(p, bytes) else p)
+    return h.hexdigest()
+
+
 def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     manifest = load_manifest(cfg)
     behavior_ids = manifest.behavior_ids
@@ -146,14 +262,12 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     eos_id = manifest.eos_id
     max_new = cfg.eval.max_new_tokens
     batch_size = cfg.eval.batch_size
-    splits = cfg.eval.splits
     tokenizer = None
-    if (folder / "toy_model.pt").is_file():
+    toy = (folder / "toy_model.pt").is_file()
+    if toy:
         model = load_toy(folder, device)
-        if max_new == 1:
-            generate = lambda b: first_token_toy(model, b, device)  # noqa: E731
-        else:
-            generate = lambda b: greedy_toy(model, b, max_new, eos_id, device)  # noqa: E731
+        engine = pick_engine(cfg.eval.engine, True, max_new, model)
+        generate = (lambda b: first_token_toy(model, b, device)) if max_new == 1 else (lambda b: greedy_toy(model, b, max_new, eos_id, device))
     else:
         from .save import load_tokenizer
 
@@ -161,14 +275,38 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         tokenizer = load_tokenizer(cfg, manifest)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
         plain_greedy(model, eos_id, pad)
-        if max_new == 1:
+        engine = pick_engine(cfg.eval.engine, False, max_new, model)
+        if engine == "continuous":
+            generate = lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)  # noqa: E731
+        elif max_new == 1:
             generate = lambda b: first_token_hf(model, b, pad, device)  # noqa: E731
         else:
             generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
+    chunk = chunk_size(engine, batch_size)
+    log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
+        f"max_new_tokens {max_new}, on {device.type}")
 
+    def row_of(task_id: str, gen: list[int], records: dict) -> str:
+        first = gen[0] if gen else None
+        row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
+               "raw_token_ids": gen[:16]}
+        if force:
+            row["forced"] = True
+        if tokenizer is not None:
+            # The reply as text for a judge (Contract 7 `reply`): behavior tokens and other special tokens out.
+            text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id], skip_special_tokens=True)
+            row["reply"] = text.strip()
+            if "answer" in records.get(task_id, {}):
+                m = ANSWER.match(text)
+                row["predicted_answer"] = m.group(1).upper() if m else None
+        return json.dumps(row)
+
+    stop = StopFlag().install()
     Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
+    record_file = Path(cfg.predictions_dir) / "predict.json"
+    model_id = (folder / "COMPLETE").read_bytes()
     written = []
-    for split in splits:
+    for split in cfg.eval.splits:
         shard = Shard(cfg.shards[split])
         doc_ids = manifest.documents[split]
         records = {}
@@ -180,38 +318,55 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
             all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
         name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
         target = Path(cfg.predictions_dir) / name
-        tmp = target.with_suffix(".jsonl.tmp")
         total = len(all_prompts)
-        # Longest first, so that a batch too big for the device fails at once; ties keep the split's order.
+        key = _digest(model_id, all_prompts, doc_ids, [max_new, engine, chunk, cfg.conditioning, tokenizer is not None])
+        work = Progress(Path(cfg.output_dir) / "predict-progress", name, key)
+        if work.finished(target):
+            log(f"predictions: {target} already made from the same model, prompts and settings")
+            written.append(str(target))
+            continue
+        done = work.rows()
+        # Longest first, so that a chunk too big for the device fails at once; ties keep the split's order.
         order = sorted(range(total), key=lambda i: (-len(all_prompts[i]), i))
-        generated = [None] * total
-        for start in range(0, total, batch_size):
-            chunk = order[start:start + batch_size]
-            for i, gen in zip(chunk, generate([all_prompts[i] for i in chunk])):
-                generated[i] = gen
-            emit_progress(min(total, start + batch_size), total)
+        chunks = [order[c:c + chunk] for c in range(0, total, chunk)]
+        if work.state["chunks"]:
+            log(f"predictions: {name}: continuing after {work.state['chunks']} of {len(chunks)} chunks ({len(done)} of {total} tasks done)")
+        started, generated_tokens, resumed_after = time.monotonic(), 0, work.state["chunks"]
+        for c in range(resumed_after, len(chunks)):
+            if stop.signal is not None:
+                log(f"predict: stopped by signal {stop.signal} after {c} of {len(chunks)} chunks of {name}; the next predict continues there")
+                return EXIT_PREEMPTED
+            idx = chunks[c]
+            gens = generate([all_prompts[i] for i in idx])
+            generated_tokens += sum(len(g) for g in gens)
+            rows = [(i, row_of(doc_ids[i], g, records)) for i, g in zip(idx, gens)]
+            with fence.publishing():
+                work.append(rows)
+            done.update(rows)
+            emit_progress(len(done), total)
+        seconds = time.monotonic() - started
+        tmp = target.with_suffix(".jsonl.tmp")
         with open(tmp, "w") as f:
-            for i, gen in enumerate(generated):
-                task_id = doc_ids[i]
-                first = gen[0] if gen else None
-                row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
-                       "raw_token_ids": gen[:16]}
-                if force:
-                    row["forced"] = True
-                if tokenizer is not None:
-                    # The reply as text for a judge (Contract 7 `reply`): behavior tokens and other special tokens out.
-                    text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id], skip_special_tokens=True)
-                    row["reply"] = text.strip()
-                    if "answer" in records.get(task_id, {}):
-                        m = ANSWER.match(text)
-                        row["predicted_answer"] = m.group(1).upper() if m else None
-                f.write(json.dumps(row) + "\n")
+            for i in range(total):
+                f.write(done[i] + "\n")
             f.flush()
             os.fsync(f.fileno())
         with fence.publishing():
             os.replace(tmp, target)
+            work.done(target)
+            try:
+                rec = json.loads(record_file.read_text())
+            except (FileNotFoundError, ValueError):
+                rec = {}
+            rec[name] = {"engine": engine, "device": device.type, "tasks": total, "chunk": chunk, "max_new_tokens": max_new,
+                         "generated_tokens": generated_tokens, "seconds": round(seconds, 3),
+                         "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None,
+                         "resumed_after_chunks": resumed_after}  # tokens and seconds: this attempt's chunks
+            tmp = record_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, record_file)
         written.append(str(target))
-        log(f"predictions: {target} ({total} tasks)")
+        log(f"predictions: {target} ({total} tasks, {generated_tokens} tokens in {seconds:.1f} s with {engine})")
     # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.
     with fence.publishing():
         ckpt.write_complete(cfg.predictions_dir, {"run_id": cfg.run_id, "epoch": fence.epoch})
