@@ -38,6 +38,7 @@ STEPS=(
   "gpu-tests|100|$PY -m pytest -v -rs -p no:cacheprovider tests/test_gpu.py tests/test_attention.py"
   "qwen-7b-shape|150|$PY -m pytest -v -s -rs -p no:cacheprovider tests/test_hf.py -k qwen_7b_shape"
   "throughput|150|$PY bench/throughput.py --compile --json \$OUT_DIR/throughput.json"
+  "predict-bench|150|$PY bench/predict.py --json \$OUT_DIR/predict.json"
   "hf-tests|120|$PY -m pytest -v -rs -p no:cacheprovider tests/test_hf.py -k 'not qwen_7b_shape'"
   "fsdp2|180|$PY -m pytest -v -s -rs -p no:cacheprovider tests/test_gpu_fsdp.py"
 )
@@ -140,7 +141,7 @@ for step in "${STEPS[@]}"; do
     echo
     echo '```'
     # pytest's per-test lines and summary, the benchmark's table and findings, and every error line
-    grep -E 'PASSED|FAILED|SKIPPED|ERROR|XFAIL|passed|failed|skipped|^\||^E |Error|error:|7B-shaped|FSDP2,|packed loss|throughput:|losses' "$log" | tail -60
+    grep -E 'PASSED|FAILED|SKIPPED|ERROR|XFAIL|passed|failed|skipped|^\||^E |Error|error:|7B-shaped|FSDP2,|packed loss|throughput:|losses|predict bench|continuous|static ' "$log" | tail -60
     echo '```'
     if [ "$result" != pass ]; then
       # what was running when it failed or ran out of time

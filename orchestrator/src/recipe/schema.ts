@@ -149,7 +149,8 @@ export const evalSchema = z.strictObject({
   /**
    * How predict decodes: `static` (length-sorted left-padded batches of batch_size), `continuous` (transformers'
    * continuous batching with paged attention: finished replies leave the batch, no padding), `auto` (continuous for
-   * a transformers model when replies are longer than one token, else static). predictions/predict.json says which ran.
+   * a transformers model on a GPU when replies are longer than one token, else static). predictions/predict.json
+   * says which ran, with its tokens/s.
    */
   engine: z.enum(['auto', 'static', 'continuous']).default('auto'),
 });

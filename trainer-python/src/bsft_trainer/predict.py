@@ -7,8 +7,8 @@ shards, so prompts are exactly what training saw. The predicted behavior is the 
 Engines (`eval.engine`): `static` sorts prompts by length into batches of `eval.batch_size`, left-padded, each
 decoded by `generate` until its longest reply ends; `continuous` hands a chunk of prompts to transformers' continuous
 batching (`generate_batch`, paged attention): finished replies leave the batch and waiting prompts take their place,
-without padding; `auto` takes `continuous` for a transformers model when replies are longer than one token (the
-bench, trainer-python/bench/predict.py, measures both) and `static` otherwise. Decoding is plain greedy whatever
+without padding; `auto` takes `continuous` for a transformers model on a GPU when replies are longer than one token, `static`
+otherwise (trainer-python/bench/predict.py measures both: on a CPU continuous is the slower). Decoding is plain greedy whatever
 the model folder's generation_config.json says (no repetition penalty, no sampling), and with
 `eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the first token.
 
@@ -176,7 +176,7 @@ def greedy_continuous(model: Any, batch_prompts: list[list[int]], max_new: int, 
 ENGINES = ("static", "continuous", "auto")
 
 
-def pick_engine(asked: str, toy: bool, max_new: int, model: Any) -> str:
+def pick_engine(asked: str, toy: bool, max_new: int, model: Any, device: torch.device) -> str:
     if asked not in ENGINES:
         raise ConfigError(f"eval.engine: {asked!r} is not an engine of the trainer ({', '.join(ENGINES)})")
     can = not toy and hasattr(model, "generate_batch")
@@ -184,7 +184,9 @@ def pick_engine(asked: str, toy: bool, max_new: int, model: Any) -> str:
         raise ConfigError("eval.engine: continuous needs a transformers model with continuous batching "
                           "(transformers >= 4.56); the toy model and older versions use static")
     if asked == "auto":
-        return "continuous" if can and max_new > 1 else "static"
+        # Measured with trainer-python/bench/predict.py: on a CPU continuous batching is slower (0.86x static, tiny
+        # model); it is the engine for a GPU, where padding and waiting for the longest reply waste the most.
+        return "continuous" if can and max_new > 1 and device.type == "cuda" else "static"
     return asked
 
 
@@ -266,7 +268,7 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     toy = (folder / "toy_model.pt").is_file()
     if toy:
         model = load_toy(folder, device)
-        engine = pick_engine(cfg.eval.engine, True, max_new, model)
+        engine = pick_engine(cfg.eval.engine, True, max_new, model, device)
         generate = (lambda b: first_token_toy(model, b, device)) if max_new == 1 else (lambda b: greedy_toy(model, b, max_new, eos_id, device))
     else:
         from .save import load_tokenizer
@@ -275,7 +277,7 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         tokenizer = load_tokenizer(cfg, manifest)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
         plain_greedy(model, eos_id, pad)
-        engine = pick_engine(cfg.eval.engine, False, max_new, model)
+        engine = pick_engine(cfg.eval.engine, False, max_new, model, device)
         if engine == "continuous":
             generate = lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)  # noqa: E731
         elif max_new == 1:
