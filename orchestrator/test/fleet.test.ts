@@ -102,13 +102,23 @@ describe('bsft reproduce', () => {
     for (const name of ['paper-behaviorsft-lora', 'paper-behaviorsft-full', 'paper-standard-sft', 'paper-instructed']) {
       expect(shown.stdout).toMatch(new RegExp(`^# ${name}-[0-9a-f]{8} \\(`, 'm'));
     }
-    expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours/);
+    expect(res.stdout).toMatch(/total: \d+\.\d\d GPU hours \(training \d+\.\d\d, prediction and judging \d+\.\d\d; scoring runs on a CPU\)/);
     expect(res.stdout).toContain('9,037 tok/s measured on one H200');
+    // Prediction is counted: BehaviorSFT predicts the test split chosen and forced to each behavior (4 files of 61 tasks),
+    // the baselines once; its rate is said to be an estimate.
+    expect(res.stdout).toMatch(/^paper-behaviorsft-lora-[0-9a-f]{8}\s+4\s+244\s+[\d,]+\s+62,464\s+-\s+\d+\.\d\d\s+-$/m);
+    expect(res.stdout).toMatch(/^paper-standard-sft-[0-9a-f]{8}\s+1\s+61\s+[\d,]+\s+15,616\s/m);
+    expect(res.stdout).toContain('predict at 1,000 generated tok/s per GPU: an ESTIMATE, not measured here');
     const overridden = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000', '--json']);
     const plan = JSON.parse(overridden.stdout);
     expect(plan.runs.map((r: Record<string, string>) => r['tok/s'])).toEqual(['1,000', '1,000', '1,000', '1,000']);
     expect(plan.recipes).toHaveLength(4);
     expect(plan.gpu_hours).toBeGreaterThan(0);
+    expect(plan.gpu_hours).toBeCloseTo(plan.gpu_hours_train + plan.gpu_hours_predict, 1);
+    expect(plan.predict_rate).toEqual({ tokens_per_s: 1000, measured: false, given: false });
+    const fast = JSON.parse((await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--predict-tokens-per-s', '100000', '--json'])).stdout);
+    expect(fast.predict_rate).toEqual({ tokens_per_s: 100000, measured: false, given: true });
+    expect(fast.gpu_hours_predict).toBeLessThan(plan.gpu_hours_predict);
     const data = path.join(dir, 'bench');
     mkdirSync(data);
     copyFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'), path.join(data, 'part-1.jsonl'));

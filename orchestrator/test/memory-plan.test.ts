@@ -99,3 +99,22 @@ describe('GPU memory plan of a recipe (weights, gradients, optimizer, activation
     expect(res.stderr).not.toMatch(/build|dataset/i);
   });
 });
+
+describe('the GPU hours of prediction (bsft reproduce --dry-run)', () => {
+  it('counts every predictions file, the replies at max_new_tokens and a model judge, at the paper scale', async () => {
+    const { predictPlan } = await import('../src/recipe/predict-plan.js');
+    const r = paper('behaviorsft-lora');
+    // BehaviorBench's test split at the paper's scale: about 14,000 tasks, 600 prompt tokens and a 100-token reply each.
+    const test = { documents: 14_000, tokens: 14_000 * 700, loss_tokens: 14_000 * 100 };
+    const m = { lengths: { test } } as never;
+    const p = predictPlan(r, m, { trainTokS: 9000, decodeTokS: 1000 });
+    expect(r.eval.force).toEqual(['reactive', 'proactive', 'restraint']);
+    expect(p).toMatchObject({ files: 4, prompts: 56_000, promptTokens: 56_000 * 600, maxGenerated: 56_000 * 256, judged: 0 });
+    expect(p.hours.predict).toBeCloseTo((56_000 * 600) / 27_000 / 3600 + (56_000 * 256) / 1000 / 3600, 9); // ~4.3 h at 1,000 tok/s
+    // A run without tokens, judged by a local model: every chosen reply and the gold replies, each label's line scored.
+    const sft = { ...r, data: { ...r.data, conditioning: 'none' as const }, judge: { kind: 'model' as const, model: 'm', dtype: 'auto' as const, batch_size: 8, prompt_version: 'v1' as const, also_token_runs: false } };
+    const q = predictPlan(sft, m, { trainTokS: 9000, decodeTokS: 1000 });
+    expect(q).toMatchObject({ files: 1, prompts: 14_000, judged: 28_000, judgeTokens: 28_000 * (600 + 256) * 3 });
+    expect(q.hours.judge).toBeCloseTo((28_000 * 856 * 3) / 27_000 / 3600, 9);
+  });
+});

@@ -379,7 +379,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'reproduce',
     summary: 'submit the paper set (BehaviorSFT LoRA and full, standard SFT, instructed), watch them, end with the report',
-    usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run [--show-recipes]] [--tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR] [--json]',
+    usage: 'bsft reproduce (--data FILE... | --sample) [--preset paper-qwen2.5-7b] [--dry-run [--show-recipes]] [--tokens-per-s N] [--predict-tokens-per-s N] [--set path=value] [--allow DIR] [--out DIR] [--json]',
     details:
       '--dry-run writes nothing: it builds the datasets in a temporary folder to count tokens (then removes it), prints the\n' +
       'runs, their memory plan and the estimated GPU hours (--show-recipes: their resolved recipes too), LoRA at\n' +
@@ -394,6 +394,7 @@ export const COMMANDS: CommandSpec[] = [
       'dry-run': { type: 'boolean' },
       'show-recipes': { type: 'boolean' },
       'tokens-per-s': { type: 'string' },
+      'predict-tokens-per-s': { type: 'string' },
       out: { type: 'string' },
   },
     optionHelp: { json: 'with --dry-run: print the plan (runs, GPU hours, resolved recipes) as JSON',
@@ -404,6 +405,7 @@ export const COMMANDS: CommandSpec[] = [
       'dry-run': 'print the runs, their memory plan and GPU-hour estimates; write and submit nothing',
       'show-recipes': 'with --dry-run: print each run\'s resolved recipe too',
       'tokens-per-s': 'training throughput for the estimate, real tokens per second per GPU',
+      'predict-tokens-per-s': 'predict throughput for the estimate, generated tokens per second per GPU (default: an estimate, said so)',
       out: 'report folder (default runs/reproduce-<preset>)',
   },
     positionals: [0, 0],

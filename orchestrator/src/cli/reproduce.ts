@@ -17,6 +17,7 @@ import { scoreRun } from '../score/run-scores.js';
 import { pullMeta } from '../store/meta.js';
 import { openStore } from '../store/store.js';
 import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
+import { ESTIMATED_DECODE_TOK_S, predictPlan } from '../recipe/predict-plan.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
@@ -49,6 +50,8 @@ export const reproduce: CommandImpl = {
     const recipes = preset.recipes.map((f) => resolveFromArgs(f, { ...values, set: [...((values.set as string[] | undefined) ?? []), ...tasks] }));
     const rate = values['tokens-per-s'] !== undefined ? Number(values['tokens-per-s']) : undefined;
     if (rate !== undefined && !(rate > 0)) throw new UsageError('--tokens-per-s must be a positive number');
+    const decodeRate = values['predict-tokens-per-s'] !== undefined ? Number(values['predict-tokens-per-s']) : undefined;
+    if (decodeRate !== undefined && !(decodeRate > 0)) throw new UsageError('--predict-tokens-per-s must be a positive number');
 
     // One dataset build for the set: runs with the same data section (LoRA and full) share it by dataset hash, and
     // the queued build jobs find it done. A dry run builds in a temporary folder, only to count tokens, and removes it.
@@ -62,7 +65,7 @@ export const reproduce: CommandImpl = {
         manifests.push(res.manifest);
         out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
       }
-      if (dryRun) return dryRunPlan(recipes, manifests, { presetName, rate, json, showRecipes: values['show-recipes'] === true, out, print });
+      if (dryRun) return dryRunPlan(recipes, manifests, { presetName, rate, decodeRate, json, showRecipes: values['show-recipes'] === true, out, print });
     } finally {
       if (scratch) rmSync(scratch, { recursive: true, force: true });
     }
@@ -73,6 +76,8 @@ export const reproduce: CommandImpl = {
 interface PlanOptions {
   presetName: string;
   rate: number | undefined;
+  /** Generated tokens/s of predict, when given (--predict-tokens-per-s). */
+  decodeRate: number | undefined;
   json: boolean;
   showRecipes: boolean;
   out: (line: string) => void;
@@ -80,29 +85,45 @@ interface PlanOptions {
 }
 
 /** The dry run's plan: the runs, their training tokens and GPU hours, the memory plan; resolved recipes on request. */
-function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetName, rate, json, showRecipes, out, print }: PlanOptions): number {
+function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetName, rate, decodeRate, json, showRecipes, out, print }: PlanOptions): number {
   const preset = PRESETS[presetName]!;
   out(`\n${preset.label}: ${recipes.length} runs\n`);
   const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
-  let total = 0;
+  const predictRows = [['run', 'prediction files', 'prompts', 'prompt tokens', 'generated tokens (at most)', 'model judge: replies', 'predict GPU hours', 'judge GPU hours']];
+  const decode = decodeRate ?? ESTIMATED_DECODE_TOK_S;
+  let train = 0;
+  let predict = 0;
   for (const [i, r] of recipes.entries()) {
     const manifest = manifests[i]!;
     const tokens = trainTokens(r, manifest.lengths.train.tokens);
     const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
     // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
     const hours = tokens / tokS / 3600;
-    total += hours;
+    train += hours;
     rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
+    const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode });
+    predict += p.hours.predict + p.hours.judge;
+    predictRows.push([r.run_id, String(p.files), p.prompts.toLocaleString('en'), Math.round(p.promptTokens).toLocaleString('en'), p.maxGenerated.toLocaleString('en'),
+      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
   }
+  const total = train + predict;
+  const decodeNote = decodeRate === undefined
+    ? `predict at ${ESTIMATED_DECODE_TOK_S.toLocaleString('en')} generated tok/s per GPU: an ESTIMATE, not measured here (measure yours: python trainer-python/bench/predict.py on the GPU, or a run's predictions/predict.json; then --predict-tokens-per-s)`
+    : `predict at ${decodeRate.toLocaleString('en')} generated tok/s as given`;
   if (json) {
     const [head, ...body] = rows;
+    const [phead, ...pbody] = predictRows;
     const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
-    print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))), memory,
-      gpu_hours: +total.toFixed(2), recipes }, null, 2));
+    print(JSON.stringify({ preset: presetName, label: preset.label, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
+      predict: pbody.map((row) => Object.fromEntries(phead!.map((h, i) => [h, row[i]]))), predict_rate: { tokens_per_s: decode, measured: false, given: decodeRate !== undefined },
+      memory, gpu_hours: +total.toFixed(2), gpu_hours_train: +train.toFixed(2), gpu_hours_predict: +predict.toFixed(2), recipes }, null, 2));
     return EXIT.ok;
   }
   out(table(rows).join('\n'));
-  out(`\ntotal: ${total.toFixed(2)} GPU hours (training only; predict and scoring add little)`);
+  out('\nprediction (every eval split, chosen and forced; replies up to eval.max_new_tokens) and a model judge:');
+  out(table(predictRows).join('\n'));
+  out(`\ntotal: ${total.toFixed(2)} GPU hours (training ${train.toFixed(2)}, prediction and judging ${predict.toFixed(2)}; scoring runs on a CPU)`);
+  out(decodeNote);
   out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
   out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
   for (const line of PLAN_LEGEND) out(line);
