@@ -86,4 +86,30 @@ describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
     expect(String(res.stderr)).toMatch(/bsft run: stopped \(kept: checkpoint step \d+\)/);
     expect(checkpointsOf(dir).length).toBe(1);
   }, limit(240_000));
+
+  it('SIGTERM during predict: the chunk in hand finishes, bsft says what is kept, and the same command continues there', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-stop-'));
+    // Long replies one prompt at a time: 61 chunks, about a second each on the toy model.
+    writeFileSync(path.join(dir, 'r.yaml'), `extends: ${path.join(FIXTURES, 'recipes', 'toy-run.yaml')}\nname: stop-predict\neval: { max_new_tokens: 100, batch_size: 1 }\n`);
+    const args = [BSFT, 'run', path.join(dir, 'r.yaml'), '--allow', ROOT];
+    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+    const child = execa(process.execPath, args, { cwd: dir, reject: false, env });
+    let stderr = '';
+    await new Promise<void>((resolve) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if ((stderr.match(/"event":"progress"/g) ?? []).length >= 2) resolve();
+      });
+    });
+    process.kill(child.pid!, 'SIGTERM');
+    const res = await child;
+    expect(res.exitCode).toBe(143);
+    const kept = /bsft run: stopped \(kept: checkpoint step 3, (\d+) chunk\(s\) of test\.jsonl\)/.exec(String(res.stderr));
+    expect(kept, String(res.stderr).slice(-2000)).not.toBeNull();
+    // The trainer's own lines are debug logs of bsft run.
+    const again = await execa(process.execPath, args, { cwd: dir, reject: false, env: { ...env, BSFT_LOG_LEVEL: 'debug' } });
+    expect(again.exitCode, String(again.stderr).slice(-2000)).toBe(0);
+    expect(String(again.stderr)).toContain(`continuing after ${kept![1]} of 61 chunks`);
+    expect(String(again.stdout)).toMatch(/train +skipped/);
+  }, limit(300_000));
 });

@@ -1,3 +1,4 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
 import { LocalHost } from '../run/local-host.js';
@@ -16,7 +17,18 @@ const say = (line: string) => process.stderr.write(`bsft run: ${line}\n`);
 /** What a stopped run keeps: its newest complete checkpoint, if any. */
 async function keptCheckpoint(runDir: string): Promise<string> {
   const [newest] = await localCheckpoints(path.join(runDir, 'checkpoints'));
-  return newest === undefined ? 'no checkpoint yet' : `checkpoint step ${newest}`;
+  const kept = [newest === undefined ? 'no checkpoint yet' : `checkpoint step ${newest}`];
+  // A predict stopped mid-way keeps its finished chunks (trainer-python predict.py, predict-progress/).
+  const progress = path.join(runDir, 'predict-progress');
+  for (const f of existsSync(progress) ? readdirSync(progress).filter((x) => x.endsWith('.jsonl.json')).sort() : []) {
+    try {
+      const r = JSON.parse(readFileSync(path.join(progress, f), 'utf8')) as { chunks: number; sha256?: string };
+      if (!r.sha256 && r.chunks > 0) kept.push(`${r.chunks} chunk(s) of ${f.slice(0, -'.json'.length)}`);
+    } catch {
+      // being written: not worth a word
+    }
+  }
+  return kept.join(', ');
 }
 
 export const run: CommandImpl = {
@@ -31,7 +43,7 @@ export const run: CommandImpl = {
     const onSignal = (signal: keyof typeof SIGNAL_EXIT) => {
       if (!stoppedBy) {
         stoppedBy = signal;
-        say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint (up to ${recipe.train.preempt_grace_s}s); press Ctrl-C again to stop at once.`);
+        say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint, or predict the chunk in hand (up to ${recipe.train.preempt_grace_s}s); press Ctrl-C again to stop at once.`);
         graceful.abort();
       } else if (!atOnce.signal.aborted) {
         say('stopping at once.');
