@@ -56,6 +56,12 @@ describe('judge prompt and answers', () => {
     expect(m[1]!.content).toContain('[user] Dr. Lee: INR 4.8');
     expect(m[1]!.content).toContain('Reply to grade:\nHold warfarin.');
     expect(m[1]!.content).not.toContain('<|behavior');
+    // v2: the last message set apart, and the decision procedure; the same answer line and reply section.
+    const v2 = judgeMessages({ data: { behaviors: BEHAVIORS } } as never,
+      [{ role: 'user', content: 'Dr. Lee: INR 4.8' }, { role: 'user', content: 'Nurse Kim: Continue warfarin?' }], '<|behavior:proactive|>Hold warfarin.', 'v2');
+    expect(v2[0]!.content).toContain('1. What does the last message before the reply ask of the assistant');
+    expect(v2[0]!.content).toContain('label: <reactive|proactive|restraint>');
+    expect(v2[1]!.content).toBe('Conversation so far:\n[user] Dr. Lee: INR 4.8\n\nLast message before the reply:\n[user] Nurse Kim: Continue warfarin?\n\nReply to grade:\nHold warfarin.\n\nWhich behavior is the reply?');
   });
 
   it('parses a strict label line or a JSON label; anything else names no behavior', () => {
@@ -123,6 +129,20 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(server.requests.length).toBe(before);
     expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ requested: 0, cached: 90 });
     expect((await bsft(['judge', runDir], { env })).stdout).toMatch(/already judged/);
+
+    // Another prompt version asks every reply again (the cache keys on it), and the labels record it.
+    const recipeFile = path.join(runDir, 'recipe.json');
+    const v1Recipe = readFileSync(recipeFile, 'utf8');
+    writeFileSync(recipeFile, JSON.stringify({ ...JSON.parse(v1Recipe), judge: judge({ prompt_version: 'v2' }) }));
+    const v2 = await bsft(['judge', runDir], { env });
+    expect(v2.code, v2.stderr).toBe(0);
+    expect(server.requests.length - before).toBe(82 + 1); // + the endpoint's model list
+    expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ prompt_version: 'v2', requested: 82, cached: 8 });
+    expect(server.chatRequests().at(-1)!.body!.messages[1].content).toContain('Last message before the reply:');
+    expect(readFileSync(path.join(runDir, 'judge', 'test.jsonl'), 'utf8')).toContain('"prompt_version":"v2"');
+    writeFileSync(recipeFile, v1Recipe);
+    expect((await bsft(['judge', runDir], { env })).code).toBe(0); // back to v1: its labels are still in the cache
+    expect(JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8'))).toMatchObject({ prompt_version: 'v1', requested: 0, cached: 90 });
 
     // A token run beside it in one report: both on the same behavior scale, with where their labels come from.
     const tokenRun = path.join(root, 'runs', 'token-0123abcd');

@@ -142,7 +142,7 @@ export async function runJudge(recipe: ResolvedRecipe, runDir: string, log: Logg
   const todo = new Map<string, JudgeRequest>();
   files.forEach((f, fi) => f.requests.forEach((r, i) => {
     const key = keyed[fi]![i]!;
-    if (!cache.has(key) && !todo.has(key)) todo.set(key, { key, messages: judgeMessages(recipe, r.context, r.reply) });
+    if (!cache.has(key) && !todo.has(key)) todo.set(key, { key, messages: judgeMessages(recipe, r.context, r.reply, settings.prompt_version) });
   }));
   const total = keyed.reduce((n, k) => n + k.length, 0);
   const summary: JudgeSummary = { kind: settings.kind, model: settings.model, prompt_version: settings.prompt_version, files: {}, requested: todo.size, cached: total - todo.size, tokens: 0 };

@@ -180,7 +180,8 @@ const queueSchema = z.strictObject({
 });
 
 /** Versions of the judge prompt (judge/prompt.ts); each label records the version that asked for it. */
-export const JUDGE_PROMPT_VERSIONS = ['v1'] as const;
+export const JUDGE_PROMPT_VERSIONS = ['v1', 'v2'] as const;
+export type JudgePromptVersion = (typeof JUDGE_PROMPT_VERSIONS)[number];
 
 const judgeCommon = {
   prompt_version: z.enum(JUDGE_PROMPT_VERSIONS).default('v1'),
