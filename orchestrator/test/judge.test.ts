@@ -341,6 +341,27 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
 });
 
 describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge command, tiny random Qwen2 model)', () => {
+  it("bsft run with recipes/models' tiny model as the judge: build, train, predict, judge and score end to end", async () => {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-judge-tiny-'));
+    // Paths relative to the recipe, as the model's: a config without weights is a seeded random model (a test judge).
+    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
+      '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50',
+      '--set', 'judge={kind: model, model: ./models/qwen2.5-tiny, tokenizer: ./models/qwen2.5-tokenizer, dtype: float32, batch_size: 16}'],
+    { env: { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' } });
+    expect(res.code, res.stderr.slice(-3000)).toBe(0);
+    const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
+    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
+    const score = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    expect(score.label_source).toEqual({ token: 0, judge: score.n_tasks, none: 0 });
+    expect(score.judge).toMatchObject({ model: path.join(ROOT, 'recipes', 'models', 'qwen2.5-tiny'), prompt_version: 'v1', validity: { n: score.n_tasks } });
+    expect(readFileSync(path.join(runDir, 'recipe.json'), 'utf8')).toContain(path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer'));
+    // A judge folder that does not exist is the recipe's problem, named with its path.
+    const missing = await bsft(['validate', 'recipes/smoke.yaml', '--no-data', '--set', 'judge={kind: model, model: ./models/nope}']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr + missing.stdout).toMatch(/judge\.model: no config\.json in .*models\/nope/);
+  }, limit(300_000));
+
   it('labels every reply through the trainer, deterministically; scoring and the cache work as with an endpoint', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'bsft-judge-model-'));
     const modelDir = path.join(root, 'judge-model');

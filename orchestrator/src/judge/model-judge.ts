@@ -32,8 +32,8 @@ export class ModelJudge implements Judge {
     const dir = path.join(this.ctx.runDir, 'judge');
     const files = { requests: path.join(dir, 'model-requests.jsonl'), out: path.join(dir, 'model-answers.jsonl'), config: path.join(dir, 'model-judge.json') };
     writeFileSync(files.requests, requests.map((r) => `${JSON.stringify({ key: r.key, messages: r.messages })}\n`).join(''));
-    const { model, revision, dtype, batch_size } = this.settings;
-    writeFileSync(files.config, `${JSON.stringify({ requests: files.requests, out: files.out, model, revision: revision ?? null, dtype, batch_size, labels: this.behaviors }, null, 2)}\n`);
+    const { model, tokenizer, revision, dtype, batch_size } = this.settings;
+    writeFileSync(files.config, `${JSON.stringify({ requests: files.requests, out: files.out, model, tokenizer: tokenizer ?? null, revision: revision ?? null, dtype, batch_size, labels: this.behaviors }, null, 2)}\n`);
     try {
       checkTrainerRun('judge', await this.ctx.host.trainer(this.ctx, 'judge', files.config, []));
       for (const line of readFileSync(files.out, 'utf8').split('\n')) {

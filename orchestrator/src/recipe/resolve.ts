@@ -87,6 +87,20 @@ export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRe
     problem(['model', model.tokenizer ? 'tokenizer' : 'name_or_path'], `no tokenizer.json in ${tokenizer}`);
   }
 
+  // A local model as the judge: its folder (and its tokenizer's) relative to the recipe, as the model's are.
+  let judge = recipe.judge;
+  if (judge?.kind === 'model') {
+    judge = { ...judge };
+    if (isLocalPath(judge.model)) {
+      judge.model = local(['judge', 'model'], judge.model);
+      if (!options.allowMissing && !existsSync(path.join(judge.model, 'config.json'))) problem(['judge', 'model'], `no config.json in ${judge.model}`);
+    }
+    if (judge.tokenizer && isLocalPath(judge.tokenizer)) {
+      judge.tokenizer = local(['judge', 'tokenizer'], judge.tokenizer);
+      if (!options.allowMissing && !existsSync(path.join(judge.tokenizer, 'tokenizer.json'))) problem(['judge', 'tokenizer'], `no tokenizer.json in ${judge.tokenizer}`);
+    }
+  }
+
   const taskFiles = new Set<string>();
   recipe.data.tasks.forEach((pattern, i) => {
     const before = problems.length;
@@ -118,6 +132,7 @@ export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRe
   return {
     ...recipe,
     model,
+    ...(judge ? { judge } : {}),
     store,
     run_id: runId(recipe, portable),
     recipe_file: abs,

@@ -214,8 +214,13 @@ export const judgeSchema = z.discriminatedUnion('kind', [
   }),
   z.strictObject({
     kind: z.literal('model'),
-    /** A Hub id or a local folder of a chat model (its tokenizer must have a chat template). */
+    /**
+     * A Hub id or a local folder of a chat model (its tokenizer must have a chat template). A local folder with a
+     * config.json and no weights gives a model of random weights (seeded): a test judge, as recipes/models' tiny one.
+     */
     model: z.string().min(1),
+    /** Where the judge's tokenizer (with its chat template) comes from, when not from `model`. */
+    tokenizer: z.string().min(1).optional(),
     revision: z.string().min(1).optional(),
     dtype: z.enum(['auto', 'bfloat16', 'float16', 'float32']).default('auto'),
     /** Prompts per forward pass (each with every label's answer line). */
