@@ -103,6 +103,16 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('./chat.js')).chat,
   },
   {
+    name: 'export',
+    summary: "write the folder a serving engine (vLLM, SGLang) loads: the run's model merged, its tokenizer with the behavior tokens",
+    usage: 'bsft export <run-id | run dir> [--out DIR] [--dir runs]',
+    details: 'Then serve it and predict through it with eval.engine: openai (the command prints both command lines).',
+    options: { out: { type: 'string' }, dir: { type: 'string' } },
+    optionHelp: { out: 'output folder (default runs/<run-id>/export)', dir: 'runs folder for run ids (default ./runs)' },
+    positionals: [1, 1],
+    load: async () => (await import('./export.js')).exportRun,
+  },
+  {
     name: 'dataset build',
     defaultRecipe: true,
     summary: 'build the behavior-token dataset of a recipe into runs/<run-id>/dataset/',

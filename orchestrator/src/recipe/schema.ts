@@ -152,7 +152,20 @@ export const evalSchema = z.strictObject({
    * a transformers model on a GPU when replies are longer than one token, else static). predictions/predict.json
    * says which ran, with its tokens/s.
    */
-  engine: z.enum(['auto', 'static', 'continuous']).default('auto'),
+  engine: z.enum(['auto', 'static', 'continuous', 'openai']).default('auto'),
+  /**
+   * `engine: openai`: a serving engine (vLLM, SGLang) serving the run's exported model (`bsft export`) behind an
+   * OpenAI-compatible completions endpoint; prompts go as the dataset's token IDs. Its key only from the environment
+   * (BSFT_PREDICT_API_KEY).
+   */
+  endpoint: z.strictObject({
+    base_url: z.url(),
+    /** The name the server serves the model under (vllm serve … --served-model-name). */
+    model: z.string().min(1),
+    max_concurrency: positiveInt.max(4096).default(64),
+    timeout_s: z.number().positive().max(7200).default(600),
+    max_retries: nonNegativeInt.max(20).default(4),
+  }).optional(),
 });
 
 const storeSchema = z.strictObject({
@@ -303,6 +316,9 @@ export const recipeSchema = z
           message: `unknown behavior "${forced}" (behaviors: ${behaviors.join(', ')})`,
         });
       }
+    }
+    if (recipe.eval.engine === 'openai' && !recipe.eval.endpoint) {
+      ctx.addIssue({ code: 'custom', path: ['eval', 'endpoint'], message: 'engine openai needs eval.endpoint ({base_url, model}): the server that serves the exported model (bsft export)' });
     }
     if (recipe.eval.force.length > 0 && recipe.data.conditioning !== 'token') {
       ctx.addIssue({

@@ -20,7 +20,7 @@ export function secretKeyMessage(key: string): string | undefined {
 const SECRET_VALUES: [RegExp, string][] = [
   [/\bhf_[A-Za-z0-9]{20,}\b/, 'looks like a Hugging Face token: set HF_TOKEN in the environment instead'],
   [/\brediss?:\/\/[^\s/@]*:[^\s/@]+@/, 'holds a Redis password: set REDIS_URL in the environment instead'],
-  [/\bhttps?:\/\/[^\s/@]+@/, 'holds credentials in the URL: remove them (a judge endpoint\'s key goes in BSFT_JUDGE_API_KEY, the Hub\'s token in HF_TOKEN)'],
+  [/\bhttps?:\/\/[^\s/@]+@/, 'holds credentials in the URL: remove them (a judge endpoint\'s key goes in BSFT_JUDGE_API_KEY, a prediction endpoint\'s in BSFT_PREDICT_API_KEY, the Hub\'s token in HF_TOKEN)'],
 ];
 
 /** Paths of string values that look like secrets, with what to do instead. */
@@ -46,3 +46,5 @@ export function redactUrl(url: string): string {
 
 /** The environment variable a judge endpoint's API key comes from: never a recipe, job data or a log. */
 export const JUDGE_KEY_ENV = 'BSFT_JUDGE_API_KEY';
+/** The key of a prediction endpoint (eval.engine: openai), read only from the environment. */
+export const PREDICT_KEY_ENV = 'BSFT_PREDICT_API_KEY';

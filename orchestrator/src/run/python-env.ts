@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import { JUDGE_KEY_ENV } from '../recipe/secrets.js';
+import { JUDGE_KEY_ENV, PREDICT_KEY_ENV } from '../recipe/secrets.js';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 
 export { PACKAGE_ROOT };
@@ -53,7 +53,7 @@ export function trainerPythonPath(): string {
 
 /** Variables that hold secrets no Python child of bsft uses: the judge endpoint's key (the judge that calls an
  * endpoint runs in Node) and the queue's Redis URL (its password). The Hub token and trackers' keys stay. */
-const NOT_FOR_PYTHON = [JUDGE_KEY_ENV, 'REDIS_URL'];
+const NOT_FOR_PYTHON = [JUDGE_KEY_ENV, PREDICT_KEY_ENV, 'REDIS_URL'];
 
 /** The environment of a Python child (trainer, predict, judge, a probe): this process's, less NOT_FOR_PYTHON. */
 export function pythonEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { predictViaEndpoint } from '../predict/endpoint-predict.js';
 import { stampMatches, writeStamp } from './settings-stamp.js';
 import type { RunContext, Step } from './step.js';
 import { checkTrainerRun } from './trainer-outcome.js';
@@ -33,7 +34,8 @@ export const predictStep: Step = {
   summary: 'generate predictions on the eval splits (python -m bsft_trainer predict)',
   inputs: ['dataset', 'final'],
   outputs: ['predictions'],
-  unavailable: (ctx) => ctx.host.trainerUnavailable(ctx.recipe),
+  // A serving engine (eval.engine: openai) needs no trainer here: this process asks the endpoint.
+  unavailable: async (ctx) => (ctx.recipe.eval.engine === 'openai' ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
   async done(ctx) {
     return (
       stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
@@ -41,7 +43,15 @@ export const predictStep: Step = {
     );
   },
   async run(ctx) {
-    for (const args of predictArgs(ctx.recipe)) await runTrainerStep(ctx, 'predict', args);
+    for (const args of predictArgs(ctx.recipe)) {
+      if (ctx.recipe.eval.engine !== 'openai') await runTrainerStep(ctx, 'predict', args);
+      else {
+        for (const split of ctx.recipe.eval.splits) {
+          const r = await predictViaEndpoint(ctx.recipe, ctx.runDir, split, args[1] ?? null, ctx.log, ctx.signal);
+          ctx.log.info({ file: path.relative(ctx.runDir, r.file), tasks: r.tasks, tokens: r.generatedTokens, tokens_per_s: Math.round(r.generatedTokens / Math.max(r.seconds, 1e-3)) }, 'predictions from the endpoint');
+        }
+      }
+    }
     writeStamp(predictStamp(ctx), predictSettings(ctx));
   },
 };

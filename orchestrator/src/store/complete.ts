@@ -60,7 +60,7 @@ export async function completeForPush(dir: string, rel: string): Promise<Complet
 }
 
 /** Writes COMPLETE: the hashes of every file there now. */
-async function writeComplete(dir: string, extra: Record<string, unknown> = {}): Promise<CompleteFile> {
+export async function writeComplete(dir: string, extra: Record<string, unknown> = {}): Promise<CompleteFile> {
   const files: Record<string, string> = {};
   for (const f of listFiles(dir)) files[f] = await sha256File(path.join(dir, f));
   const complete = { files, ...extra };

@@ -10,7 +10,7 @@ export type FakeAnswer = string | { status: number; body?: string; headers?: Rec
  * wait, or fail. Every request is recorded.
  */
 export class FakeOpenAI {
-  readonly requests: { method: string; path: string; body?: { model: string; messages: { role: string; content: string }[]; response_format?: unknown } }[] = [];
+  readonly requests: { method: string; path: string; body?: { model: string; messages: { role: string; content: string }[]; response_format?: unknown; prompt?: number[]; [k: string]: unknown } }[] = [];
   /** Served model names. */
   models = ['judge-model'];
   /** The bearer key it accepts (undefined: any, or none). */
@@ -20,6 +20,11 @@ export class FakeOpenAI {
   rejectResponseFormat = false;
   /** Decides the answer of each chat request (default: a label line naming "reactive"). */
   answer: (user: string, constrained: boolean) => FakeAnswer = (_u, constrained) => (constrained ? '{"label": "reactive"}' : 'label: reactive');
+  /**
+   * Decides each completions request (`POST /v1/completions`, prompts as token IDs, as vLLM serves them): the
+   * generated token IDs and text, or an HTTP failure. Token IDs come back as vLLM's `token_id:N` strings.
+   */
+  complete: (prompt: number[], body: Record<string, unknown>) => { ids: number[]; text: string } | { status: number } = () => ({ ids: [151645], text: '' });
   private server?: Server;
   url = '';
 
@@ -72,6 +77,16 @@ export class FakeOpenAI {
         id: `chatcmpl-${this.requests.length}`, object: 'chat.completion', created: 0, model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: a }, finish_reason: 'stop' }],
         usage: { prompt_tokens: Math.ceil(user.length / 4), completion_tokens: 5, total_tokens: Math.ceil(user.length / 4) + 5 },
+      });
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/completions') {
+      if (!this.models.includes(body.model)) return this.send(res, 404, { error: { message: `The model ${body.model} does not exist`, type: 'invalid_request_error' } });
+      const a = this.complete(body.prompt, body);
+      if ('status' in a) return this.send(res, a.status, { error: { message: `failure ${a.status}` } });
+      return this.send(res, 200, {
+        id: `cmpl-${this.requests.length}`, object: 'text_completion', created: 0, model: body.model,
+        choices: [{ index: 0, text: a.text, finish_reason: 'stop', logprobs: { tokens: a.ids.map((i) => `token_id:${i}`), token_logprobs: a.ids.map(() => 0), top_logprobs: null, text_offset: a.ids.map(() => 0) } }],
+        usage: { prompt_tokens: body.prompt.length, completion_tokens: a.ids.length, total_tokens: body.prompt.length + a.ids.length },
       });
     }
     this.send(res, 404, { error: { message: `no route ${req.method} ${url.pathname}` } });

@@ -26,6 +26,14 @@ def run(cfg: Config, fence: NoFence, out: str | None = None) -> int:
     tokenizer = load_tokenizer(cfg, manifest)
     target = Path(out) if out else Path(cfg.output_dir) / "merged"
 
+    # Greedy and nothing else, as predict decodes: a serving engine takes its defaults from this file
+    # (vllm serve --generation-config auto), and the base model's asks for sampling and a repetition penalty.
+    from transformers import GenerationConfig
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else manifest.eos_id
+    model.generation_config = GenerationConfig(do_sample=False, eos_token_id=manifest.eos_id, pad_token_id=pad,
+                                               max_new_tokens=cfg.eval.max_new_tokens)
+
     def write(tmp):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -1,0 +1,191 @@
+import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { BsftError, InputError } from '../errors.js';
+import { readSafetensors } from '../dataset/safetensors.js';
+import type { Manifest } from '../dataset/manifest.js';
+import { keepAliveFetch } from '../judge/http-fetch.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
+import { writeComplete } from '../store/complete.js';
+import { mapPool } from '../util/pool.js';
+import { sha256 } from '../util/sha256.js';
+import type { Logger } from '../log.js';
+
+/** A prediction endpoint that cannot be used as configured (key, model, URL): not worth retrying. */
+export class EndpointSetupError extends InputError {}
+/** A prediction endpoint that did not answer (down, overloaded): the step is retried. */
+export class EndpointUnavailableError extends BsftError {}
+
+type Endpoint = NonNullable<ResolvedRecipe['eval']['endpoint']>;
+
+/** Contract 7's `predicted_answer`: the option letter a reply starts with (as the trainer's predict reads it). */
+const ANSWER = /^\W*\(?([A-Ea-e])[).:\s]/;
+
+/** Each document's token IDs up to its first predicted token: the prompt training saw (Contract 3). */
+export function shardPrompts(file: string): number[][] {
+  const { tensors } = readSafetensors(file);
+  const ids = tensors.input_ids as Int32Array;
+  const mask = tensors.loss_mask as Uint8Array;
+  const offsets = tensors.doc_offsets as BigInt64Array;
+  const out: number[][] = [];
+  for (let d = 0; d + 1 < offsets.length; d++) {
+    const start = Number(offsets[d]);
+    const end = Number(offsets[d + 1]);
+    let first = start;
+    while (first < end && mask[first] === 0) first++;
+    out.push(Array.from(ids.subarray(start, first)));
+  }
+  return out;
+}
+
+/** A completion's token IDs: vLLM's `token_id:N` strings (return_tokens_as_token_ids), or behavior tokens by their text. */
+export function completionIds(tokens: string[] | undefined, tokenIds: Record<string, number>): number[] | null {
+  if (!tokens) return null;
+  const out: number[] = [];
+  for (const t of tokens) {
+    const m = /^token_id:(\d+)$/.exec(t);
+    if (m) out.push(Number(m[1]));
+    else if (t in tokenIds) out.push(tokenIds[t]!);
+    else return out.length ? out : null;
+  }
+  return out;
+}
+
+export interface EndpointPredictResult {
+  file: string;
+  tasks: number;
+  generatedTokens: number;
+  seconds: number;
+}
+
+/**
+ * Predictions through a serving engine's OpenAI-compatible completions endpoint (vLLM, SGLang) serving the run's
+ * exported model: each prompt goes as the dataset's token IDs, greedy, `max_tokens` = eval.max_new_tokens, with
+ * its tokens' IDs asked back; the behavior is the first generated token's ID checked against the manifest. Rows are
+ * appended to predict-progress/ as they come, so a stopped predict asks only what is missing; the file is written
+ * whole in the split's order.
+ */
+export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string, split: string, force: string | null, log: Logger, signal?: AbortSignal): Promise<EndpointPredictResult> {
+  const endpoint: Endpoint = recipe.eval.endpoint!;
+  const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')) as Manifest & { behavior_ids: Record<string, number>; eos_id: number };
+  const byId = new Map(Object.entries(manifest.behavior_ids).map(([b, id]) => [id, b]));
+  const tokenIds = Object.fromEntries(Object.entries(recipe.data.behaviors).map(([b, s]) => [s.token, manifest.behavior_ids[b]!]));
+  const docIds = manifest.documents[split as keyof Manifest['documents']] as string[];
+  let prompts = shardPrompts(path.join(runDir, 'dataset', `${split}.tokens.safetensors`));
+  if (force) prompts = prompts.map((p) => [...p, manifest.behavior_ids[force]!]);
+  const answers = new Set<string>();
+  const messages = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
+  if (existsSync(messages)) for (const l of readFileSync(messages, 'utf8').split('\n')) if (l && JSON.parse(l).answer !== undefined) answers.add(JSON.parse(l).id);
+
+  const name = `${split}${force ? `.forced-${force}` : ''}.jsonl`;
+  const progressDir = path.join(runDir, 'predict-progress');
+  mkdirSync(progressDir, { recursive: true });
+  const part = path.join(progressDir, `${name}.endpoint`);
+  const keyFile = `${part}.json`;
+  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, sha256(JSON.stringify(prompts))]));
+  const done = new Map<number, string>();
+  if (existsSync(keyFile) && JSON.parse(readFileSync(keyFile, 'utf8')).key === key && existsSync(part)) {
+    // Complete lines only: one cut short by a kill was never counted.
+    for (const line of readFileSync(part, 'utf8').split('\n').slice(0, -1)) {
+      const tab = line.indexOf('\t');
+      done.set(Number(line.slice(0, tab)), line.slice(tab + 1));
+    }
+    if (done.size) log.info({ file: name, done: done.size, total: prompts.length }, 'predict: continuing where the last attempt stopped');
+  } else {
+    writeFileSync(part, '');
+    writeFileSync(keyFile, JSON.stringify({ key }));
+  }
+
+  const where = `prediction endpoint ${redactUrl(endpoint.base_url)}`;
+  const client = new OpenAI({
+    baseURL: endpoint.base_url, apiKey: process.env[PREDICT_KEY_ENV] || 'no-key', timeout: endpoint.timeout_s * 1000, maxRetries: endpoint.max_retries,
+    logLevel: 'off', fetch: keepAliveFetch(endpoint.max_concurrency),
+  });
+  const failure = (e: unknown, doing: string): Error => {
+    if (e instanceof OpenAI.AuthenticationError || e instanceof OpenAI.PermissionDeniedError) return new EndpointSetupError(`${where} refused the key (${e.status}) while ${doing}: set ${PREDICT_KEY_ENV} to a key it accepts`);
+    if (e instanceof OpenAI.NotFoundError) return new EndpointSetupError(`${where}: not found (404) while ${doing}; is base_url the API root (…/v1)?`);
+    if (e instanceof OpenAI.BadRequestError) return new EndpointSetupError(`${where} refused the request (400) while ${doing}: ${e.message}`);
+    if (e instanceof OpenAI.APIError) return new EndpointUnavailableError(`${where} answered ${e.status ?? 'an error'} while ${doing}, after ${endpoint.max_retries} retries`);
+    return e as Error;
+  };
+  try {
+    const served: string[] = [];
+    for await (const m of client.models.list()) served.push(m.id);
+    if (!served.includes(endpoint.model)) throw new EndpointSetupError(`${where} does not serve model "${endpoint.model}" (it serves: ${served.slice(0, 10).join(', ') || 'none'}); serve the run's export: bsft export ${path.basename(runDir)}`);
+  } catch (e) {
+    throw e instanceof BsftError ? e : failure(e, 'listing its models');
+  }
+
+  const before = done.size;
+  const started = Date.now();
+  let generated = 0;
+  let unsynced = 0;
+  const fd = openSync(part, 'a');
+  try {
+    const todo = prompts.map((_, i) => i).filter((i) => !done.has(i));
+    // A failure stops new requests; the ones in flight finish and are kept, then the failure is thrown.
+    let failed: Error | undefined;
+    await mapPool(todo, endpoint.max_concurrency, async (i) => {
+      if (signal?.aborted || failed) return;
+      try {
+        await one(i);
+      } catch (e) {
+        failed ??= e as Error;
+      }
+    });
+    fsyncSync(fd);
+    if (failed) throw failed;
+  } finally {
+    closeSync(fd);
+  }
+
+  /** Asks for one prompt's completion and appends its row. */
+  async function one(i: number): Promise<void> {
+    let res;
+    try {
+      // vLLM's extensions: token IDs back as `token_id:N`, special tokens (the behavior's) kept out of the text.
+      res = await client.completions.create({
+        model: endpoint.model, prompt: prompts[i]!, max_tokens: recipe.eval.max_new_tokens, temperature: 0, logprobs: 0,
+        return_tokens_as_token_ids: true, skip_special_tokens: true,
+      } as OpenAI.CompletionCreateParamsNonStreaming);
+    } catch (e) {
+      throw failure(e, 'predicting');
+    }
+    const choice = res.choices?.[0];
+    const ids = completionIds(choice?.logprobs?.tokens ?? undefined, tokenIds);
+    if (!ids) throw new EndpointSetupError(`${where} gave no token IDs of its completion: serve with vLLM or SGLang, which return them (return_tokens_as_token_ids)`);
+    generated += ids.length;
+    const first = ids[0];
+    let text = choice?.text ?? '';
+    for (const t of Object.keys(tokenIds)) text = text.split(t).join('');
+    const row: Record<string, unknown> = {
+      id: docIds[i], predicted_behavior: recipe.data.conditioning === 'token' ? (force ?? (first !== undefined ? byId.get(first) ?? null : null)) : null,
+      raw_token_ids: ids.slice(0, 16),
+    };
+    if (force) row.forced = true;
+    row.reply = text.trim();
+    if (answers.has(docIds[i]!)) row.predicted_answer = ANSWER.exec(text)?.[1]?.toUpperCase() ?? null;
+    const line = JSON.stringify(row);
+    appendFileSync(fd, `${i}\t${line}\n`);
+    if (++unsynced >= 64) {
+      fsyncSync(fd);
+      unsynced = 0;
+    }
+    done.set(i, line);
+  }
+
+  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${done.size} of ${prompts.length} prompts of ${name}; the next predict continues there`);
+  const seconds = (Date.now() - started) / 1000;
+  const target = path.join(runDir, 'predictions', name);
+  mkdirSync(path.dirname(target), { recursive: true });
+  writeFileSync(`${target}.tmp`, prompts.map((_, i) => `${done.get(i)}\n`).join(''));
+  renameSync(`${target}.tmp`, target);
+  const recordFile = path.join(runDir, 'predictions', 'predict.json');
+  const record = existsSync(recordFile) ? JSON.parse(readFileSync(recordFile, 'utf8')) : {};
+  record[name] = { engine: 'openai', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, tasks: prompts.length, max_new_tokens: recipe.eval.max_new_tokens,
+    generated_tokens: generated, seconds: +seconds.toFixed(3), tokens_per_s: seconds > 0 ? +(generated / seconds).toFixed(1) : null, resumed_after_prompts: before };
+  writeFileSync(recordFile, `${JSON.stringify(record, null, 1)}\n`);
+  await writeComplete(path.join(runDir, 'predictions'));
+  return { file: target, tasks: prompts.length, generatedTokens: generated, seconds };
+}

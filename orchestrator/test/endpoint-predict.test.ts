@@ -1,0 +1,112 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shardPrompts } from '../src/predict/endpoint-predict.js';
+import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
+import { FakeOpenAI } from './helpers/fake-openai.js';
+import { pythonWith, torchPython } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
+
+/** Issue 28: predictions through a serving engine's OpenAI-compatible completions endpoint (vLLM, SGLang). */
+const py = torchPython();
+const pyHF = pythonWith(['torch', 'transformers', 'peft']);
+const KEY = 'sk-predict-SECRET-0123456789';
+
+describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'s completions route)', () => {
+  const server = new FakeOpenAI();
+  const root = mkdtempSync(path.join(tmpdir(), 'bsft-endpoint-'));
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+
+  it('sends each prompt as the dataset\'s token IDs, reads the behavior from the first generated token ID, and continues after a failure without asking again', async () => {
+    // A toy run, trained: its dataset is what the server is asked about.
+    const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
+    const train = await bsft(['run', path.join(FIXTURES, 'recipes', 'toy-run.yaml'), '--allow', root, '--set', `store.path=${root}`], { env });
+    expect(train.code, train.stderr.slice(-2000)).toBe(0);
+    const runDir = path.join(root, readdirSync(root).find((d) => d.startsWith('toy-run-'))!);
+    const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
+    const prompts = shardPrompts(path.join(runDir, 'dataset', 'test.tokens.safetensors'));
+    const docs = readFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(prompts).toHaveLength(docs.length);
+    expect(prompts.every((p) => p[0] === 151644 && p.at(-1) === 198)).toBe(true); // <|im_start|> … "assistant\n"
+    // The server answers each prompt with its gold behavior's token, then text; forced prompts end in the forced token.
+    const gold = new Map(prompts.map((p, i) => [p.join(','), docs[i].behavior as string]));
+    server.models = ['toy-served'];
+    server.key = KEY;
+    let failAfter = 25;
+    server.complete = (prompt, body) => {
+      expect(body).toMatchObject({ model: 'toy-served', temperature: 0, max_tokens: 2, return_tokens_as_token_ids: true });
+      if (failAfter-- <= 0) return { status: 503 };
+      const behavior = gold.get(prompt.join(','))!;
+      return { ids: [manifest.behavior_ids[behavior], 9906, 151645], text: 'Hello' };
+    };
+    // The recipe's per-run settings: the engine and its endpoint (the key only from the environment).
+    const recipeFile = path.join(runDir, 'recipe.json');
+    const recipe = JSON.parse(readFileSync(recipeFile, 'utf8'));
+    writeFileSync(recipeFile, JSON.stringify({ ...recipe, eval: { ...recipe.eval, engine: 'openai', endpoint: { base_url: server.url, model: 'toy-served', max_concurrency: 4, timeout_s: 10, max_retries: 0 } } }));
+    const penv = { ...env, BSFT_PREDICT_API_KEY: KEY };
+    const failed = await bsft(['predict', runDir], { env: penv });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/prediction endpoint http:\/\/127\.0\.0\.1:\d+\/v1 answered 503 while predicting, after 0 retries/);
+    expect(failed.stderr).not.toContain(KEY);
+    const asked = server.requests.filter((r) => r.path === '/v1/completions').length;
+    failAfter = Infinity;
+    const ok = await bsft(['predict', runDir], { env: penv });
+    expect(ok.code, ok.stderr.slice(-2000)).toBe(0);
+    expect(ok.stderr).toMatch(/predict: continuing where the last attempt stopped/);
+    const second = server.requests.filter((r) => r.path === '/v1/completions').length - asked;
+    expect(second).toBe(prompts.length - 25); // only the prompts not answered before (25 answered, then 503s)
+    const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.map((r) => r.id)).toEqual(manifest.documents.test);
+    expect(rows.every((r, i) => r.predicted_behavior === docs[i].behavior && r.reply === 'Hello' && r.raw_token_ids.length === 3)).toBe(true);
+    expect(JSON.parse(readFileSync(path.join(runDir, 'predictions', 'predict.json'), 'utf8'))['test.jsonl']).toMatchObject({ engine: 'openai', model: 'toy-served', tasks: prompts.length, generated_tokens: 3 * (prompts.length - 25) });
+    expect(existsSync(path.join(runDir, 'predictions', 'COMPLETE'))).toBe(true);
+    const score = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
+    expect(score.overall.macro_f1.value).toBe(1);
+    // A model the server does not serve, or a wrong key: said at once, before any prompt.
+    server.models = ['other'];
+    const wrong = await bsft(['predict', runDir], { env: penv });
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/does not serve model "toy-served" \(it serves: other\); serve the run's export: bsft export/);
+    server.models = ['toy-served'];
+    expect((await bsft(['predict', runDir], { env: { ...penv, BSFT_PREDICT_API_KEY: 'wrong' } })).stderr).toMatch(/refused the key \(401\).*BSFT_PREDICT_API_KEY/);
+  }, limit(300_000));
+
+  it('a recipe with engine openai and no endpoint is refused with its path', async () => {
+    const res = await bsft(['validate', 'recipes/smoke.yaml', '--no-data', '--set', 'eval.engine=openai']);
+    expect(res.code).toBe(2);
+    expect(res.stderr + res.stdout).toMatch(/eval\.endpoint: engine openai needs eval\.endpoint/);
+    const secret = await bsft(['validate', 'recipes/smoke.yaml', '--no-data', '--set', 'eval.engine=openai', '--set', 'eval.endpoint={base_url: "http://u:sk-1@h:8000/v1", model: m}']);
+    expect(secret.stderr + secret.stdout).toMatch(/BSFT_PREDICT_API_KEY/);
+  });
+});
+
+describe.skipIf(!pyHF)('bsft export (tiny Qwen2 LoRA run)', () => {
+  it('writes the folder a serving engine loads: merged weights, the tokenizer with the behavior tokens, a greedy generation config', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-export-'));
+    const env = { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'warn' };
+    const train = await bsft(['run', 'recipes/smoke.yaml', '--allow', root, '--set', `store.path=${root}`, '--set', 'train.method=lora', '--set', 'train.max_steps=2', '--set', 'eval.bootstrap=20'], { env });
+    expect(train.code, train.stderr.slice(-2000)).toBe(0);
+    const runDir = path.join(root, readdirSync(root).find((d) => d.startsWith('smoke-'))!);
+    const res = await bsft(['export', runDir, '--out', path.join(root, 'served')], { env });
+    expect(res.code, res.stderr.slice(-2000)).toBe(0);
+    const runId = path.basename(runDir);
+    expect(res.stdout).toContain(`vllm serve ${path.join(root, 'served')} --served-model-name ${runId} --max-model-len 1028 --generation-config auto`);
+    const served = path.join(root, 'served');
+    expect(JSON.parse(readFileSync(path.join(served, 'generation_config.json'), 'utf8'))).toMatchObject({ do_sample: false, eos_token_id: 151645, max_new_tokens: 4 });
+    // transformers loads it without peft, and its tokenizer knows the behavior tokens as the dataset's IDs.
+    const check = execFileSync(pyHF!, ['-c', [
+      'import json, sys, transformers',
+      `m = transformers.AutoModelForCausalLM.from_pretrained(${JSON.stringify(served)})`,
+      `t = transformers.AutoTokenizer.from_pretrained(${JSON.stringify(served)})`,
+      'print(json.dumps({"peft": hasattr(m, "peft_config"), "ids": t.convert_tokens_to_ids(["<|behavior:reactive|>", "<|behavior:proactive|>", "<|behavior:restraint|>"])}))',
+    ].join('\n')], { encoding: 'utf8' });
+    const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
+    expect(JSON.parse(check.trim().split('\n').at(-1)!)).toEqual({ peft: false, ids: ['reactive', 'proactive', 'restraint'].map((b) => manifest.behavior_ids[b]) });
+    expect(existsSync(path.join(served, 'COMPLETE'))).toBe(true);
+  }, limit(300_000));
+});
+
+void ROOT;
