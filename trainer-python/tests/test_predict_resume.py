@@ -71,6 +71,7 @@ def test_a_killed_predict_continues_at_its_next_chunk_with_the_same_bytes(fresh)
     # Done once: a further predict with the same model, prompts and settings leaves the file as it is.
     code, _, err = _finish(trainer("predict", cfg))
     assert code == 0 and "already made from the same model, prompts and settings" in err
+    assert "to make: nothing" in err  # the model is not even loaded
     assert (run_dir / "predictions" / "test.jsonl").read_bytes() == straight
 
 

@@ -176,16 +176,26 @@ def greedy_continuous(model: Any, batch_prompts: list[list[int]], max_new: int, 
 ENGINES = ("static", "continuous", "auto")
 
 
-def pick_engine(asked: str, toy: bool, max_new: int, model: Any, device: torch.device) -> str:
+def continuous_available() -> bool:
+    """Whether this transformers has continuous batching (generate_batch, transformers >= 4.56)."""
+    try:
+        from transformers import GenerationMixin
+    except ImportError:
+        return False
+    return hasattr(GenerationMixin, "generate_batch")
+
+
+def pick_engine(asked: str, can: bool, max_new: int, device: torch.device) -> str:
+    """The engine of a predict; `can`: the model is a transformers one and continuous batching is there."""
     if asked not in ENGINES:
         raise ConfigError(f"eval.engine: {asked!r} is not an engine of the trainer ({', '.join(ENGINES)})")
-    can = not toy and hasattr(model, "generate_batch")
     if asked == "continuous" and not can:
         raise ConfigError("eval.engine: continuous needs a transformers model with continuous batching "
                           "(transformers >= 4.56); the toy model and older versions use static")
     if asked == "auto":
         # Measured with trainer-python/bench/predict.py: on a CPU continuous batching is slower (0.86x static, tiny
-        # model); it is the engine for a GPU, where padding and waiting for the longest reply waste the most.
+        # model, 200-3,000-token prompts); it is the engine for a GPU, where padding and waiting for the longest
+        # reply waste the most.
         return "continuous" if can and max_new > 1 and device.type == "cuda" else "static"
     return asked
 
@@ -263,30 +273,43 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     device = pick_device()
     eos_id = manifest.eos_id
     max_new = cfg.eval.max_new_tokens
-    batch_size = cfg.eval.batch_size
-    tokenizer = None
     toy = (folder / "toy_model.pt").is_file()
-    if toy:
+    engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), max_new, device)
+    chunk = chunk_size(engine, cfg.eval.batch_size)
+    model_id = (folder / "COMPLETE").read_bytes()
+
+    # Each predictions file's prompts and progress first: files already made need no model.
+    plans = []
+    for split in cfg.eval.splits:
+        all_prompts = prompts(Shard(cfg.shards[split]))
+        if force is not None:
+            all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
+        name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
+        doc_ids = manifest.documents[split]
+        key = _digest(model_id, all_prompts, doc_ids, [max_new, engine, chunk, cfg.conditioning, not toy])
+        plans.append((split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
+    pending = [name for _, name, _, _, work in plans if not work.finished(Path(cfg.predictions_dir) / name)]
+
+    tokenizer = None
+    generate = None
+    if pending and toy:
         model = load_toy(folder, device)
-        engine = pick_engine(cfg.eval.engine, True, max_new, model, device)
         generate = (lambda b: first_token_toy(model, b, device)) if max_new == 1 else (lambda b: greedy_toy(model, b, max_new, eos_id, device))
-    else:
+    elif pending:
         from .save import load_tokenizer
 
         model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
         tokenizer = load_tokenizer(cfg, manifest)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
         plain_greedy(model, eos_id, pad)
-        engine = pick_engine(cfg.eval.engine, False, max_new, model, device)
         if engine == "continuous":
             generate = lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)  # noqa: E731
         elif max_new == 1:
             generate = lambda b: first_token_hf(model, b, pad, device)  # noqa: E731
         else:
             generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
-    chunk = chunk_size(engine, batch_size)
     log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
-        f"max_new_tokens {max_new}, on {device.type}")
+        f"max_new_tokens {max_new}, on {device.type}; to make: {', '.join(pending) or 'nothing'}")
 
     def row_of(task_id: str, gen: list[int], records: dict) -> str:
         first = gen[0] if gen else None
@@ -306,27 +329,18 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     stop = StopFlag().install()
     Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
     record_file = Path(cfg.predictions_dir) / "predict.json"
-    model_id = (folder / "COMPLETE").read_bytes()
     written = []
-    for split in cfg.eval.splits:
-        shard = Shard(cfg.shards[split])
-        doc_ids = manifest.documents[split]
+    for split, name, all_prompts, doc_ids, work in plans:
+        target = Path(cfg.predictions_dir) / name
+        total = len(all_prompts)
+        if name not in pending:
+            log(f"predictions: {target} already made from the same model, prompts and settings")
+            written.append(str(target))
+            continue
         records = {}
         if cfg.messages.get(split) and Path(cfg.messages[split]).is_file():
             with open(cfg.messages[split]) as f:
                 records = {r["id"]: r for r in map(json.loads, f)}
-        all_prompts = prompts(shard)
-        if force is not None:
-            all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
-        name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
-        target = Path(cfg.predictions_dir) / name
-        total = len(all_prompts)
-        key = _digest(model_id, all_prompts, doc_ids, [max_new, engine, chunk, cfg.conditioning, tokenizer is not None])
-        work = Progress(Path(cfg.output_dir) / "predict-progress", name, key)
-        if work.finished(target):
-            log(f"predictions: {target} already made from the same model, prompts and settings")
-            written.append(str(target))
-            continue
         done = work.rows()
         # Longest first, so that a chunk too big for the device fails at once; ties keep the split's order.
         order = sorted(range(total), key=lambda i: (-len(all_prompts[i]), i))
