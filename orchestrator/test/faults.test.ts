@@ -298,9 +298,10 @@ describe('workers trust no job data', () => {
       hub: { ...valid, recipe: { ...valid.recipe, store: { ...valid.recipe.store, kind: 'hub', repo: 'me/evil', hub_url: `http://127.0.0.1:${port}` } } },
       // A judge endpoint the worker's owner did not name: its judge key must not go there.
       judge: { ...valid, recipe: { ...valid.recipe, judge: { kind: 'openai', base_url: `http://127.0.0.1:${port}/v1`, model: 'm', max_concurrency: 1, timeout_s: 5, max_retries: 0, prompt_version: 'v1', also_token_runs: false } } },
+      predict: { ...valid, recipe: { ...valid.recipe, eval: { ...valid.recipe.eval, engine: 'openai', endpoint: { base_url: `http://127.0.0.1:${port}/v1`, model: 'm', max_concurrency: 1, timeout_s: 5, max_retries: 0 } } } },
       garbage: { run_id: runId, recipe: { name: 'x' } },
     };
-    const env2 = queueEnv({ HF_TOKEN: 'hf_secretTOKENabcdefghijklmnopqrstuv', BSFT_JUDGE_API_KEY: 'sk-judge-secret', BSFT_JUDGE_ENDPOINTS: 'https://judge.example.org/v1' });
+    const env2 = queueEnv({ HF_TOKEN: 'hf_secretTOKENabcdefghijklmnopqrstuv', BSFT_JUDGE_API_KEY: 'sk-judge-secret', BSFT_PREDICT_API_KEY: 'sk-predict-secret', BSFT_JUDGE_ENDPOINTS: 'https://judge.example.org/v1' });
     await withRunQueues(env2, async (q) => {
       const build = new Queue('bsft-build', { connection: q.connection, prefix: env2.BSFT_QUEUE_PREFIX! });
       for (const [id, data] of Object.entries(hostile)) await build.add('build', data, { jobId: id });
@@ -331,7 +332,8 @@ describe('workers trust no job data', () => {
     expect(reasons.passwd!.reason).toMatch(/recipe\.task_files\.0: \/etc\/passwd is outside this worker's workspace/);
     expect(reasons.passwd!.reason).not.toContain('root:');
     expect(reasons.hub!.reason).toMatch(/recipe\.store\.hub_url: http:\/\/127\.0\.0\.1:\d+ is not an endpoint this worker allows \(https:\/\/huggingface\.co\)/);
-    expect(reasons.judge!.reason).toMatch(/recipe\.judge\.base_url: http:\/\/127\.0\.0\.1:\d+\/v1 is not a judge endpoint this worker sends its BSFT_JUDGE_API_KEY to \(https:\/\/judge\.example\.org\/v1\)/);
+    expect(reasons.judge!.reason).toMatch(/recipe\.judge\.base_url: http:\/\/127\.0\.0\.1:\d+\/v1 is not an endpoint this worker sends its BSFT_JUDGE_API_KEY to \(https:\/\/judge\.example\.org\/v1\)/);
+    expect(reasons.predict!.reason).toMatch(/recipe\.eval\.endpoint\.base_url: http:\/\/127\.0\.0\.1:\d+\/v1 is not an endpoint this worker sends its BSFT_PREDICT_API_KEY to \(https:\/\/judge\.example\.org\/v1\)/);
     expect(reasons.garbage!.reason).toMatch(/^job data refused: .*(run_dir|submitted_at)/);
     // Failed at once, unrecoverably, naming the problem without quoting the text.
     expect(reasons.notjson!.reason).toBe('job data refused: job data is not valid JSON (31 bytes, the error at character 27)');
