@@ -48,6 +48,17 @@ const byFirstWord = (user: string, constrained: boolean) => {
   return constrained ? JSON.stringify({ label }) : `label: ${label}`;
 };
 
+/** `bsft run recipes/smoke.yaml` into `runs` without tokens, 3 steps, with `judge`: all five steps done; the run folder and its test score. */
+async function judgedSmokeRun(runs: string, judge: string, env: Record<string, string>) {
+  const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
+    '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50', '--set', `judge=${judge}`], { env });
+  expect(res.code, res.stderr.slice(-3000)).toBe(0);
+  const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
+  const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+  expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
+  return { res, runDir, score: JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8')) };
+}
+
 describe('judge prompt and answers', () => {
   it('builds the prompt from the recipe\'s behaviors, the context with speaker names, and the reply without tokens', () => {
     const m = judgeMessages({ data: { behaviors: BEHAVIORS } } as never, [{ role: 'user', content: 'Dr. Lee: INR 4.8' }], '<|behavior:proactive|>Hold warfarin.');
@@ -325,14 +336,7 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
       const label = known.get(conversation) ?? 'reactive';
       return constrained ? JSON.stringify({ label }) : `label: ${label}`;
     };
-    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
-      '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50',
-      '--set', `judge={kind: openai, base_url: "${server.url}", model: judge-model, max_concurrency: 8}`], { env: { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' } });
-    expect(res.code, res.stderr.slice(-3000)).toBe(0);
-    const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
-    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
-    expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
-    const score = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    const { res, score } = await judgedSmokeRun(runs, `{kind: openai, base_url: "${server.url}", model: judge-model, max_concurrency: 8}`, { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' });
     expect(score.label_source).toEqual({ token: 0, judge: score.n_tasks, none: 0 });
     expect(score.overall.macro_f1.value).toBe(1); // this judge answers from the conversation: every label right
     expect(score.judge).toMatchObject({ model: 'judge-model', prompt_version: 'v1', validity: { n: score.n_tasks, kappa: { value: 1 } } });
@@ -342,17 +346,9 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
 
 describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge command, tiny random Qwen2 model)', () => {
   it("bsft run with recipes/models' tiny model as the judge: build, train, predict, judge and score end to end", async () => {
-    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-judge-tiny-'));
     // Paths relative to the recipe, as the model's: a config without weights is a seeded random model (a test judge).
-    const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
-      '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50',
-      '--set', 'judge={kind: model, model: ./models/qwen2.5-tiny, tokenizer: ./models/qwen2.5-tokenizer, dtype: float32, batch_size: 16}'],
-    { env: { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' } });
-    expect(res.code, res.stderr.slice(-3000)).toBe(0);
-    const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
-    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
-    expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
-    const score = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    const { runDir, score } = await judgedSmokeRun(mkdtempSync(path.join(tmpdir(), 'bsft-judge-tiny-')), '{kind: model, model: ./models/qwen2.5-tiny, tokenizer: ./models/qwen2.5-tokenizer, dtype: float32, batch_size: 16}',
+      { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' });
     expect(score.label_source).toEqual({ token: 0, judge: score.n_tasks, none: 0 });
     expect(score.judge).toMatchObject({ model: path.join(ROOT, 'recipes', 'models', 'qwen2.5-tiny'), prompt_version: 'v1', validity: { n: score.n_tasks } });
     expect(readFileSync(path.join(runDir, 'recipe.json'), 'utf8')).toContain(path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer'));

@@ -83,25 +83,23 @@ def vary_reply_lengths(model, prompts, max_new, device) -> list[int]:
     return lengths(scale)
 
 
-def static(model, prompts, max_new, eos, batch, device):
+def in_chunks(prompts, n, decode):
+    """Predict's order (longest first) in chunks of n prompts, each decoded by `decode`; replies in prompt order."""
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    out = [None] * len(prompts)
-    for s in range(0, len(order), batch):
-        idx = order[s:s + batch]
-        for i, g in zip(idx, greedy_hf(model, [prompts[i] for i in idx], max_new, eos, PAD, device)):
-            out[i] = g
-    return out
-
-
-def continuous(model, prompts, max_new, eos, batch, device):
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    n = chunk_size("continuous", batch)
     out = [None] * len(prompts)
     for s in range(0, len(order), n):
         idx = order[s:s + n]
-        for i, g in zip(idx, greedy_continuous(model, [prompts[i] for i in idx], max_new, eos, PAD, device)):
+        for i, g in zip(idx, decode([prompts[i] for i in idx])):
             out[i] = g
     return out
+
+
+def static(model, prompts, max_new, eos, batch, device):
+    return in_chunks(prompts, batch, lambda b: greedy_hf(model, b, max_new, eos, PAD, device))
+
+
+def continuous(model, prompts, max_new, eos, batch, device):
+    return in_chunks(prompts, chunk_size("continuous", batch), lambda b: greedy_continuous(model, b, max_new, eos, PAD, device))
 
 
 def main(argv=None) -> int:
