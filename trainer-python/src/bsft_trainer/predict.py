@@ -8,7 +8,7 @@ Engines (`eval.engine`): `static` sorts prompts by length into batches of `eval.
 decoded by `generate` until its longest reply ends; `continuous` hands a chunk of prompts to transformers' continuous
 batching (`generate_batch`, paged attention): finished replies leave the batch and waiting prompts take their place,
 without padding; `auto` takes `continuous` for a transformers model on a GPU when replies are longer than one token, `static`
-otherwise (trainer-python/bench/predict.py measures both: on a CPU continuous is the slower). Decoding is plain greedy whatever
+otherwise (trainer-python/bench/predict.py measures both: on a CPU, at long prompts, continuous is the slower). Decoding is plain greedy whatever
 the model folder's generation_config.json says (no repetition penalty, no sampling), and with
 `eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the first token.
 
@@ -193,7 +193,7 @@ def pick_engine(asked: str, can: bool, max_new: int, device: torch.device) -> st
         raise ConfigError("eval.engine: continuous needs a transformers model with continuous batching "
                           "(transformers >= 4.56); the toy model and older versions use static")
     if asked == "auto":
-        # Measured with trainer-python/bench/predict.py: on a CPU continuous batching is slower (0.86x static, tiny
+        # Measured with trainer-python/bench/predict.py: on a CPU continuous batching is slower (0.29x static, tiny
         # model, 200-3,000-token prompts); it is the engine for a GPU, where padding and waiting for the longest
         # reply waste the most.
         return "continuous" if can and max_new > 1 and device.type == "cuda" else "static"
