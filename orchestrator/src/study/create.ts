@@ -110,7 +110,7 @@ async function readRun(dir: string, split: string): Promise<RunData> {
   if (!replies.size) {
     throw new InputError(`${path.relative(process.cwd(), predFile) || predFile}: no reply text (predictions made with eval.max_new_tokens: 1?); raters need whole replies: predict with --set eval.max_new_tokens=256`);
   }
-  return { run: { run_id: recipe.run_id, label: runLabel(recipe as never), dir }, recipe, replies };
+  return { run: { run_id: recipe.run_id, label: runLabel(recipe), dir }, recipe, replies };
 }
 
 /**
@@ -137,14 +137,18 @@ export async function createStudy(o: CreateOptions): Promise<Created> {
   if (problems.length) throw new DataError(problems);
   if (!tasks.length) throw new InputError(`no task of split ${o.split} was predicted with a reply by every run`);
   const group = (t: (typeof tasks)[number]) => t.behavior ?? source.recipe.data.categories[t.category] ?? '-';
+  const stratumOf = (t: (typeof tasks)[number]) => (o.stratify === 'group' ? group(t) : t.category);
 
   const rng = new Rng(o.seed);
   const n = Math.min(o.n, tasks.length);
   let sampled: typeof tasks;
   if (o.stratify) {
-    const key = o.stratify === 'group' ? group : (t: (typeof tasks)[number]) => t.category;
     const buckets = new Map<string, typeof tasks>();
-    for (const t of tasks) buckets.set(key(t), [...(buckets.get(key(t)) ?? []), t]);
+    for (const t of tasks) {
+      const k = stratumOf(t);
+      if (!buckets.has(k)) buckets.set(k, []);
+      buckets.get(k)!.push(t);
+    }
     const quota = allocate(Object.fromEntries([...buckets].map(([k, v]) => [k, v.length])), n);
     sampled = rng.shuffle([...buckets.keys()].sort().flatMap((k) => rng.shuffle([...buckets.get(k)!]).slice(0, quota[k])));
   } else {
@@ -174,7 +178,7 @@ export async function createStudy(o: CreateOptions): Promise<Created> {
     }
   }
   const strata: Record<string, number> = {};
-  for (const t of sampled) strata[o.stratify === 'group' ? group(t) : t.category] = (strata[o.stratify === 'group' ? group(t) : t.category] ?? 0) + 1;
+  for (const t of sampled) strata[stratumOf(t)] = (strata[stratumOf(t)] ?? 0) + 1;
 
   const study: Study = {
     format: STUDY_FORMAT,
