@@ -46,6 +46,15 @@ async function expectQueuedRunLike(local: string, runId: string, args: (runs: st
           const c = JSON.parse(readFileSync(path.join(dir, r), 'utf8'));
           out[r] = JSON.stringify({ ...c, files: { ...c.files, 'metrics.jsonl': c.files['metrics.jsonl'] ? '(history)' : undefined } });
         }
+        else if (r === 'predictions/predict.json') {
+          // the engine and what it made; its seconds and tokens/s are the machine's
+          const rec = JSON.parse(readFileSync(path.join(dir, r), 'utf8')) as Record<string, Record<string, unknown>>;
+          out[r] = JSON.stringify(Object.fromEntries(Object.entries(rec).map(([f, { seconds: _s, tokens_per_s: _t, ...rest }]) => [f, rest])));
+        }
+        else if (r === 'predictions/COMPLETE') {
+          const c = JSON.parse(readFileSync(path.join(dir, r), 'utf8'));
+          out[r] = JSON.stringify({ ...c, files: { ...c.files, 'predict.json': '(times)' } });
+        }
         else if (r.endsWith('metrics.jsonl')) {
           // the same steps and values; times, rates and memory are the machine's
           const lines = readFileSync(path.join(dir, r), 'utf8').trim().split('\n').map((l) => JSON.parse(l));

@@ -54,6 +54,7 @@ def _violations(sch, path):
 def test_every_bound_and_enum_of_the_schema_is_enforced(tmp_path):
     good = json.loads(make_run(tmp_path).read_text())
     good["memory_plan"] = {"gpus": 1, "peak_bytes": [3e9, 2e9, 1e9]}  # optional: present, so that its bounds are tried
+    good["eval"]["endpoint"] = {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "max_concurrency": 4, "timeout_s": 60, "max_retries": 1}
     assert C.parse(good).train.adam_betas == (0.9, 0.95) and C.parse(good).memory_plan.peak_bytes == [3e9, 2e9, 1e9]
     cases = list(_violations(TRAIN, ""))
     assert ("train.lr", 1.5) in cases  # the bound the trainer once lacked

@@ -70,7 +70,8 @@ class EvalConfig:
     batch_size: int
     force: list
     bootstrap: int
-    engine: str = "auto"
+    engine: str
+    endpoint: Optional[dict] = None  # engine openai: the orchestrator predicts through it, not the trainer
 
 
 @dataclass(frozen=True)
