@@ -2,7 +2,7 @@ import OpenAI from 'openai';
 import { JudgeSetupError, JudgeUnavailableError } from '../errors.js';
 import type { OpenAIJudgeSettings } from '../recipe/schema.js';
 import { JUDGE_KEY_ENV, redactUrl } from '../recipe/secrets.js';
-import { keepAliveFetch } from './http-fetch.js';
+import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import { parseLabel, type ChatMessage } from './prompt.js';
 import type { Judge, JudgeRequest } from './run-judge.js';
 import { mapPool } from '../util/pool.js';
@@ -26,7 +26,7 @@ export interface Judgment {
  */
 export class OpenAIJudge implements Judge {
   readonly showsProgress = false;
-  private readonly client: OpenAI;
+  private readonly api: OpenAIEndpoint;
   private constrained = true;
   readonly endpoint: string;
 
@@ -36,25 +36,12 @@ export class OpenAIJudge implements Judge {
     apiKey = process.env[JUDGE_KEY_ENV],
   ) {
     this.endpoint = redactUrl(settings.base_url);
-    // logLevel off: the client would format every request's details for its debug log (a share of its CPU time).
-    this.client = new OpenAI({
-      baseURL: settings.base_url, apiKey: apiKey || 'no-key', timeout: settings.timeout_s * 1000, maxRetries: settings.max_retries, logLevel: 'off',
-      fetch: keepAliveFetch(settings.max_concurrency),
-    });
+    this.api = new OpenAIEndpoint(settings, 'judge endpoint', JUDGE_KEY_ENV, { setup: JudgeSetupError, unavailable: JudgeUnavailableError }, apiKey);
   }
 
   /** Fails before any work when the key is refused or the endpoint does not serve the model. */
-  async check(): Promise<void> {
-    let served: string[];
-    try {
-      served = [];
-      for await (const m of this.client.models.list()) served.push(m.id);
-    } catch (e) {
-      throw this.failure(e, 'listing its models');
-    }
-    if (!served.includes(this.settings.model)) {
-      throw new JudgeSetupError(`judge endpoint ${this.endpoint} does not serve model "${this.settings.model}" (it serves: ${served.slice(0, 10).join(', ') || 'none'})`);
-    }
+  check(): Promise<void> {
+    return this.api.checkServesModel();
   }
 
   /** `max_concurrency` requests in flight. */
@@ -84,7 +71,7 @@ export class OpenAIJudge implements Judge {
     };
     const constrained = this.constrained; // requests in flight when the server first refuses were all constrained
     try {
-      const res = await this.client.chat.completions.create(constrained ? { ...body, response_format: schema } : body);
+      const res = await this.api.client.chat.completions.create(constrained ? { ...body, response_format: schema } : body);
       const text = res?.choices?.[0]?.message?.content;
       return { text: typeof text === 'string' ? text : '', tokens: res?.usage?.total_tokens ?? 0 };
     } catch (e) {
@@ -95,20 +82,7 @@ export class OpenAIJudge implements Judge {
       }
       // A body that is not the API's JSON is a malformed answer, not a failure of the run.
       if (e instanceof SyntaxError) return { text: '', tokens: 0 };
-      throw this.failure(e, 'judging a reply');
+      throw this.api.failure(e, 'judging a reply');
     }
-  }
-
-  private failure(e: unknown, doing: string): Error {
-    const where = `judge endpoint ${this.endpoint}`;
-    if (e instanceof OpenAI.AuthenticationError || e instanceof OpenAI.PermissionDeniedError) {
-      return new JudgeSetupError(`${where} refused the key (${e.status}) while ${doing}: set ${JUDGE_KEY_ENV} to a key it accepts`);
-    }
-    if (e instanceof OpenAI.NotFoundError) return new JudgeSetupError(`${where}: not found (404) while ${doing}; is base_url the API root (…/v1)?`);
-    if (e instanceof OpenAI.APIConnectionError) {
-      return new JudgeUnavailableError(`${where} unreachable while ${doing} after ${this.settings.max_retries} retries (${e instanceof OpenAI.APIConnectionTimeoutError ? 'timed out' : 'connection failed'})`);
-    }
-    if (e instanceof OpenAI.APIError) return new JudgeUnavailableError(`${where} answered ${e.status ?? 'an error'} while ${doing}, after ${this.settings.max_retries} retries`);
-    return e as Error;
   }
 }

@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { BsftError, InputError } from '../errors.js';
 import { readSafetensors } from '../dataset/safetensors.js';
 import type { Manifest } from '../dataset/manifest.js';
-import { keepAliveFetch } from '../judge/http-fetch.js';
+import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
 import { writeComplete } from '../store/complete.js';
@@ -97,25 +97,11 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     writeFileSync(keyFile, JSON.stringify({ key }));
   }
 
-  const where = `prediction endpoint ${redactUrl(endpoint.base_url)}`;
-  const client = new OpenAI({
-    baseURL: endpoint.base_url, apiKey: process.env[PREDICT_KEY_ENV] || 'no-key', timeout: endpoint.timeout_s * 1000, maxRetries: endpoint.max_retries,
-    logLevel: 'off', fetch: keepAliveFetch(endpoint.max_concurrency),
-  });
-  const failure = (e: unknown, doing: string): Error => {
-    if (e instanceof OpenAI.AuthenticationError || e instanceof OpenAI.PermissionDeniedError) return new EndpointSetupError(`${where} refused the key (${e.status}) while ${doing}: set ${PREDICT_KEY_ENV} to a key it accepts`);
-    if (e instanceof OpenAI.NotFoundError) return new EndpointSetupError(`${where}: not found (404) while ${doing}; is base_url the API root (…/v1)?`);
-    if (e instanceof OpenAI.BadRequestError) return new EndpointSetupError(`${where} refused the request (400) while ${doing}: ${e.message}`);
-    if (e instanceof OpenAI.APIError) return new EndpointUnavailableError(`${where} answered ${e.status ?? 'an error'} while ${doing}, after ${endpoint.max_retries} retries`);
-    return e as Error;
-  };
-  try {
-    const served: string[] = [];
-    for await (const m of client.models.list()) served.push(m.id);
-    if (!served.includes(endpoint.model)) throw new EndpointSetupError(`${where} does not serve model "${endpoint.model}" (it serves: ${served.slice(0, 10).join(', ') || 'none'}); serve the run's export: bsft export ${path.basename(runDir)}`);
-  } catch (e) {
-    throw e instanceof BsftError ? e : failure(e, 'listing its models');
-  }
+  const api = new OpenAIEndpoint(endpoint, 'prediction endpoint', PREDICT_KEY_ENV, { setup: EndpointSetupError, unavailable: EndpointUnavailableError });
+  await api.checkServesModel(`; serve the run's export: bsft export ${path.basename(runDir)}`);
+  // A request the server refuses (400: a parameter it does not take) will not pass by retrying.
+  const failure = (e: unknown, doing: string): Error =>
+    e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while ${doing}: ${e.message}`) : api.failure(e, doing);
 
   const before = done.size;
   const started = Date.now();
@@ -145,7 +131,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     let res;
     try {
       // vLLM's extensions: token IDs back as `token_id:N`, special tokens (the behavior's) kept out of the text.
-      res = await client.completions.create({
+      res = await api.client.completions.create({
         model: endpoint.model, prompt: prompts[i]!, max_tokens: recipe.eval.max_new_tokens, temperature: 0, logprobs: 0,
         return_tokens_as_token_ids: true, skip_special_tokens: true,
       } as OpenAI.CompletionCreateParamsNonStreaming);
@@ -154,7 +140,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     }
     const choice = res.choices?.[0];
     const ids = completionIds(choice?.logprobs?.tokens ?? undefined, tokenIds);
-    if (!ids) throw new EndpointSetupError(`${where} gave no token IDs of its completion: serve with vLLM or SGLang, which return them (return_tokens_as_token_ids)`);
+    if (!ids) throw new EndpointSetupError(`${api.where} gave no token IDs of its completion: serve with vLLM or SGLang, which return them (return_tokens_as_token_ids)`);
     generated += ids.length;
     const first = ids[0];
     let text = choice?.text ?? '';

@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 
 /**
- * A `fetch` for the judge's OpenAI client over Node's http/https with a keep-alive agent of `sockets` connections,
+ * A `fetch` for the OpenAI client of a judge or predict endpoint over Node's http/https with a keep-alive agent of `sockets` connections,
  * the whole response buffered (a judge's answers are small). At a judge's request rates the global fetch's stream
  * machinery costs more CPU than the requests themselves (bench:judge); this keeps the orchestrator out of the way.
  */
