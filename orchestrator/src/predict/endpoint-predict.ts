@@ -3,13 +3,13 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { BsftError, InputError } from '../errors.js';
 import { readSafetensors } from '../dataset/safetensors.js';
-import type { Manifest } from '../dataset/manifest.js';
+import { readManifest, type Manifest } from '../dataset/manifest.js';
 import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
 import { writeComplete } from '../store/complete.js';
 import { mapPool } from '../util/pool.js';
-import { sha256 } from '../util/sha256.js';
+import { sha256, sha256File } from '../util/sha256.js';
 import type { Logger } from '../log.js';
 
 /** A prediction endpoint that cannot be used as configured (key, model, URL): not worth retrying. */
@@ -68,22 +68,30 @@ export interface EndpointPredictResult {
  */
 export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string, split: string, force: string | null, log: Logger, signal?: AbortSignal): Promise<EndpointPredictResult> {
   const endpoint: Endpoint = recipe.eval.endpoint!;
-  const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')) as Manifest & { behavior_ids: Record<string, number>; eos_id: number };
+  const manifest = readManifest(path.join(runDir, 'dataset'));
+  if (!manifest) throw new InputError(`no dataset manifest in ${path.join(runDir, 'dataset')}`);
   const byId = new Map(Object.entries(manifest.behavior_ids).map(([b, id]) => [id, b]));
   const tokenIds = Object.fromEntries(Object.entries(recipe.data.behaviors).map(([b, s]) => [s.token, manifest.behavior_ids[b]!]));
   const docIds = manifest.documents[split as keyof Manifest['documents']] as string[];
-  let prompts = shardPrompts(path.join(runDir, 'dataset', `${split}.tokens.safetensors`));
+  const shard = path.join(runDir, 'dataset', `${split}.tokens.safetensors`);
+  let prompts = shardPrompts(shard);
   if (force) prompts = prompts.map((p) => [...p, manifest.behavior_ids[force]!]);
   const answers = new Set<string>();
   const messages = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
-  if (existsSync(messages)) for (const l of readFileSync(messages, 'utf8').split('\n')) if (l && JSON.parse(l).answer !== undefined) answers.add(JSON.parse(l).id);
+  if (existsSync(messages)) {
+    for (const l of readFileSync(messages, 'utf8').split('\n')) {
+      const d = l ? (JSON.parse(l) as { id: string; answer?: string }) : undefined;
+      if (d?.answer !== undefined) answers.add(d.id);
+    }
+  }
 
   const name = `${split}${force ? `.forced-${force}` : ''}.jsonl`;
   const progressDir = path.join(runDir, 'predict-progress');
   mkdirSync(progressDir, { recursive: true });
   const part = path.join(progressDir, `${name}.endpoint`);
   const keyFile = `${part}.json`;
-  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, sha256(JSON.stringify(prompts))]));
+  // The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
+  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force]));
   const done = new Map<number, string>();
   if (existsSync(keyFile) && JSON.parse(readFileSync(keyFile, 'utf8')).key === key && existsSync(part)) {
     // Complete lines only: one cut short by a kill was never counted.

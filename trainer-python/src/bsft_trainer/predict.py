@@ -286,7 +286,8 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
             all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
         name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
         doc_ids = manifest.documents[split]
-        key = _digest(model_id, all_prompts, doc_ids, [max_new, engine, chunk, cfg.conditioning, not toy])
+        # The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
+        key = _digest(model_id, ckpt.sha256_file(cfg.shards[split]), force, doc_ids, [max_new, engine, chunk, cfg.conditioning, not toy])
         plans.append((split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
     pending = [name for _, name, _, _, work in plans if not work.finished(Path(cfg.predictions_dir) / name)]
 
