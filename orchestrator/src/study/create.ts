@@ -6,6 +6,7 @@ import { DataError, type DataProblem } from '../dataset/data-error.js';
 import { instructionPrompt } from '../dataset/condition.js';
 import { readJsonl } from '../dataset/jsonl.js';
 import { InputError } from '../errors.js';
+import { stripBehaviorTokens } from '../judge/prompt.js';
 import { readRunRecipe } from '../run/run-dir.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { readGold, readPredictions } from '../score/inputs.js';
@@ -58,13 +59,6 @@ function turns(messages: { role: string; content: string }[], recipe: ResolvedRe
     const s = x.role === 'system' ? null : SPEAKER.exec(x.content);
     return s ? { role: x.role, name: s[1]!, content: x.content.slice(s[0].length) } : { role: x.role, content: x.content };
   });
-}
-
-/** The reply as a rater reads it: no behavior token of any compared run (the reply's behavior shows only in its text). */
-function blindReply(text: string, tokens: string[]): string {
-  let t = text;
-  for (const tok of tokens) t = t.split(tok).join('');
-  return t.trim();
 }
 
 /** Shares of n by largest remainder: every stratum's count is floor or ceil of its share, and they sum to n. */
@@ -155,6 +149,7 @@ export async function createStudy(o: CreateOptions): Promise<Created> {
     sampled = rng.shuffle([...tasks]).slice(0, n);
   }
 
+  // The reply as a rater reads it: no behavior token of any compared run (its behavior shows only in its text).
   const tokens = [...new Set(runs.flatMap((r) => Object.values(r.recipe.data.behaviors).map((b) => b.token)))];
   const items: Item[] = [];
   const key: KeyEntry[] = [];
@@ -172,7 +167,7 @@ export async function createStudy(o: CreateOptions): Promise<Created> {
         const a = rng.next() < 0.5 ? i : j;
         const b = a === i ? j : i;
         const item = itemId();
-        items.push({ item, conversation, A: blindReply(runs[a]!.replies.get(t.id)!, tokens), B: blindReply(runs[b]!.replies.get(t.id)!, tokens) });
+        items.push({ item, conversation, A: stripBehaviorTokens(runs[a]!.replies.get(t.id)!, tokens), B: stripBehaviorTokens(runs[b]!.replies.get(t.id)!, tokens) });
         key.push({ item, task_id: t.id, case_id: t.case_id, category: t.category, group: group(t), runs: [i, j], a });
       }
     }

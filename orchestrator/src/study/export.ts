@@ -2,10 +2,9 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { ratingPage, type OfflineData } from './page.js';
+import { ratingPage, raterView } from './page.js';
 import { toRating } from './rating-input.js';
 import { latestRatings, RatingsLog, readRatingsLog } from './ratings-log.js';
-import { raterOrder } from './raters.js';
 import { readItems, readKey, readRaters, readStudy, studyFile, writeWhole, type Rating } from './study-files.js';
 
 /** One exported rating: the pair unblinded (which run was A), answers as shown and as the run they favour. */
@@ -67,14 +66,10 @@ export function offlineForm(dir: string, rater: string): string {
   const study = readStudy(dir);
   if (!readRaters(dir).some((r) => r.name === rater)) throw new InputError(`no rater ${rater} in study ${study.name} (add one with: bsft study add-rater ${study.name} ${rater})`);
   const items = readItems(dir);
-  const answered: OfflineData['answered'] = {};
-  for (const r of latestRatings(readRatingsLog(studyFile(dir, 'ratings.log')))) if (r.rater === rater) answered[r.item] = { answers: r.answers, comment: r.comment };
   return ratingPage({
     study_id: study.id,
     rater,
-    rubric: { instructions: study.rubric.instructions, questions: study.rubric.questions, comment: study.rubric.comment },
-    order: raterOrder(items.map((i) => i.item), study.seed, rater),
-    answered,
+    ...raterView(study, items.map((i) => i.item), latestRatings(readRatingsLog(studyFile(dir, 'ratings.log'))), rater),
     items: Object.fromEntries(items.map((i) => [i.item, i])),
   });
 }

@@ -1,4 +1,5 @@
-import type { Item } from './study-files.js';
+import { raterOrder } from './raters.js';
+import type { Item, Rating, Study } from './study-files.js';
 import type { Rubric } from './rubric.js';
 
 /** What the page is given: nothing of the blinding key (no run, method, task or study name). */
@@ -8,6 +9,14 @@ export interface RaterView {
   order: string[];
   /** This rater's own answers so far, by pair. */
   answered: Record<string, { answers: Record<string, string>; comment: string }>;
+}
+
+/** What one rater's page is given: the rubric's text, their order of the pairs, their own answers (`latest` ratings). */
+export function raterView(study: Study, items: string[], latest: Rating[], rater: string): RaterView {
+  const answered: RaterView['answered'] = {};
+  for (const r of latest) if (r.rater === rater) answered[r.item] = { answers: r.answers, comment: r.comment };
+  const { instructions, questions, comment } = study.rubric;
+  return { rubric: { instructions, questions, comment }, order: raterOrder(items, study.seed, rater), answered };
 }
 
 /** An offline form carries its pairs and the ids that let `bsft study import` take its ratings back. */

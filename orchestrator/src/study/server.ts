@@ -1,10 +1,10 @@
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from '../log.js';
-import { ratingPage, type RaterView } from './page.js';
+import { ratingPage, raterView } from './page.js';
 import { toRating } from './rating-input.js';
 import { RatingsLog } from './ratings-log.js';
-import { raterOf, raterOrder } from './raters.js';
+import { raterOf } from './raters.js';
 import { readItems, readStudy, studyFile, type Item, type Rater } from './study-files.js';
 
 export interface StudyServer {
@@ -47,19 +47,13 @@ export async function serveStudy(dir: string, opts: { host: string; port: number
     if (!r) res.status(404).json({ problems: ['this link is not valid (ask for a new one)'] });
     return r;
   };
-  const view = (r: Rater): RaterView => {
-    const answered: RaterView['answered'] = {};
-    for (const x of log.latest()) if (x.rater === r.name) answered[x.item] = { answers: x.answers, comment: x.comment };
-    return { rubric: { instructions: study.rubric.instructions, questions: study.rubric.questions, comment: study.rubric.comment }, order: raterOrder(ids, study.seed, r.name), answered };
-  };
-
   app.get('/r/:token', (req, res) => {
     if (!raterOf(dir, String(req.params.token))) res.status(404).type('text').send('This link is not valid. Ask the study organiser for a new one.\n');
     else res.type('html').send(page);
   });
   app.get('/api/r/:token/state', (req, res) => {
     const r = rater(req, res);
-    if (r) res.json(view(r));
+    if (r) res.json(raterView(study, ids, log.latest(), r.name));
   });
   app.get('/api/r/:token/items/:item', (req, res) => {
     if (!rater(req, res)) return;
