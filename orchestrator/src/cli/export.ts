@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { pythonEnv, trainerPython, trainerUnavailable } from '../run/python-env.js';
 import { trainerConfig } from '../run/trainer-config.js';
+import { parseEvent } from '../worker/trainer-events.js';
 import { EXIT, type CommandImpl } from './command.js';
 
 /**
@@ -30,8 +31,8 @@ export const exportRun: CommandImpl = {
         reject: false, extendEnv: false, env: pythonEnv({ PYTHONUNBUFFERED: '1' }), stderr: 'inherit',
       });
       if (res.exitCode !== 0) {
-        const error = String(res.stdout).split('\n').map((l) => { try { return JSON.parse(l); } catch { return null; } }).find((e) => e?.event === 'error');
-        throw new UsageError(`export of ${recipe.run_id} failed (exit ${res.exitCode}): ${error?.message ?? 'see the trainer output above'}`);
+        const error = String(res.stdout).split('\n').map(parseEvent).find((e) => e?.event === 'error');
+        throw new UsageError(`export of ${recipe.run_id} failed (exit ${res.exitCode}): ${error?.event === 'error' ? error.message : 'see the trainer output above'}`);
       }
     } finally {
       rmSync(scratch, { recursive: true, force: true });

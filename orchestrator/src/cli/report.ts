@@ -19,9 +19,7 @@ export const reportCommand: CommandImpl = {
     const dirs = runs.length ? runs.map((r) => findRunDir(r)) : study!.runs.map((r) => r.dir);
     const scored = [];
     for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed }));
-    const studyResult = studyDir && study
-      ? studyStats(study, readKey(studyDir), latestRatings(readRatingsLog(studyFile(studyDir, 'ratings.log'))), resamples, seed)
-      : null;
+    const studyResult = studyDir ? studyStats(study!, readKey(studyDir), latestRatings(readRatingsLog(studyFile(studyDir, 'ratings.log'))), resamples, seed) : null;
     const comparison = compare(scored, resamples, seed, studyResult);
     const written = writeReport(path.resolve(values.out as string), comparison);
     if (values.json) {

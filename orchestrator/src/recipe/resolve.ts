@@ -72,34 +72,27 @@ export function resolveRecipe(file: string, options: ResolveOptions): ResolvedRe
     return p;
   };
 
+  /** A model or tokenizer folder written in the recipe: a local one resolved, with `needs` checked in it; a Hub id as it is. */
+  const folder = (at: (string | number)[], written: string, needs: 'config.json' | 'tokenizer.json'): string => {
+    if (!isLocalPath(written)) return written;
+    const p = local(at, written);
+    if (!options.allowMissing && !existsSync(path.join(p, needs))) problem(at, `no ${needs} in ${p}`);
+    return p;
+  };
+
   const model = { ...recipe.model };
-  if (isLocalPath(model.name_or_path)) {
-    model.name_or_path = local(['model', 'name_or_path'], model.name_or_path);
-    if (!options.allowMissing && !existsSync(path.join(model.name_or_path, 'config.json'))) {
-      problem(['model', 'name_or_path'], `no config.json in ${model.name_or_path}`);
-    }
-  }
-  let tokenizer = model.tokenizer ?? model.name_or_path;
-  if (model.tokenizer && isLocalPath(model.tokenizer)) {
-    tokenizer = model.tokenizer = local(['model', 'tokenizer'], model.tokenizer);
-  }
-  if (path.isAbsolute(tokenizer) && !options.allowMissing && !existsSync(path.join(tokenizer, 'tokenizer.json'))) {
-    problem(['model', model.tokenizer ? 'tokenizer' : 'name_or_path'], `no tokenizer.json in ${tokenizer}`);
+  model.name_or_path = folder(['model', 'name_or_path'], model.name_or_path, 'config.json');
+  if (model.tokenizer) model.tokenizer = folder(['model', 'tokenizer'], model.tokenizer, 'tokenizer.json');
+  const tokenizer = model.tokenizer ?? model.name_or_path;
+  // Without its own tokenizer, a local model's folder must hold one too.
+  if (!model.tokenizer && path.isAbsolute(tokenizer) && !options.allowMissing && !existsSync(path.join(tokenizer, 'tokenizer.json'))) {
+    problem(['model', 'name_or_path'], `no tokenizer.json in ${tokenizer}`);
   }
 
   // A local model as the judge: its folder (and its tokenizer's) relative to the recipe, as the model's are.
-  let judge = recipe.judge;
-  if (judge?.kind === 'model') {
-    judge = { ...judge };
-    if (isLocalPath(judge.model)) {
-      judge.model = local(['judge', 'model'], judge.model);
-      if (!options.allowMissing && !existsSync(path.join(judge.model, 'config.json'))) problem(['judge', 'model'], `no config.json in ${judge.model}`);
-    }
-    if (judge.tokenizer && isLocalPath(judge.tokenizer)) {
-      judge.tokenizer = local(['judge', 'tokenizer'], judge.tokenizer);
-      if (!options.allowMissing && !existsSync(path.join(judge.tokenizer, 'tokenizer.json'))) problem(['judge', 'tokenizer'], `no tokenizer.json in ${judge.tokenizer}`);
-    }
-  }
+  const judge = recipe.judge?.kind === 'model'
+    ? { ...recipe.judge, model: folder(['judge', 'model'], recipe.judge.model, 'config.json'), ...(recipe.judge.tokenizer ? { tokenizer: folder(['judge', 'tokenizer'], recipe.judge.tokenizer, 'tokenizer.json') } : {}) }
+    : recipe.judge;
 
   const taskFiles = new Set<string>();
   recipe.data.tasks.forEach((pattern, i) => {
