@@ -101,6 +101,16 @@ def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.de
     return [[int(t)] for t in (last @ model.lm_head.weight.t()).argmax(-1).tolist()]
 
 
+def until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    """A reply's tokens up to and with its first end token (what follows is padding or nothing)."""
+    out = []
+    for t in tokens:
+        out.append(int(t))
+        if t == eos_id:
+            break
+    return out
+
+
 def left_padded(batch_prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in batch_prompts)
     ids = torch.full((len(batch_prompts), width), pad_id, dtype=torch.long)
@@ -134,15 +144,7 @@ def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: 
     ids, mask = left_padded(batch_prompts, pad_id)
     width = ids.shape[1]
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new)
-    results = []
-    for row in out[:, width:].tolist():
-        gen = []
-        for t in row:
-            gen.append(t)
-            if t == eos_id:
-                break
-        results.append(gen)
-    return results
+    return [until_eos(row, eos_id) for row in out[:, width:].tolist()]
 
 
 @torch.no_grad()
@@ -164,12 +166,7 @@ def greedy_continuous(model: Any, batch_prompts: list[list[int]], max_new: int, 
         r = out[f"req_{i}"]
         if r.error or list(r.prompt_ids) != p:
             raise RuntimeError(f"continuous batching: request {i} {'failed: ' + str(r.error) if r.error else 'came back for another prompt'}")
-        gen = []
-        for t in r.generated_tokens:
-            gen.append(int(t))
-            if t == eos_id:
-                break
-        results.append(gen)
+        results.append(until_eos(r.generated_tokens, eos_id))
     return results
 
 
