@@ -131,7 +131,8 @@ export function metricsOf(m: Float64Array | number[], K: number): PointMetrics {
   };
 }
 
-function percentile(sorted: Float64Array, q: number): number {
+/** The q-quantile of sorted values, interpolated linearly (q = 0.5: the median); NaN for none. */
+export function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return NaN;
   const pos = q * (sorted.length - 1);
   const lo = Math.floor(pos);

@@ -33,7 +33,7 @@ export function agreementRows(s: StudyResult): string[][] {
 }
 
 export function raterRows(s: StudyResult): string[][] {
-  return [['rater', 'ratings', 'median seconds per pair'], ...s.raters.map((r) => [r.name, String(r.ratings), r.median_s === null ? '-' : r.median_s.toFixed(1)])];
+  return [['rater', 'ratings', 'median seconds per pair'], ...s.raters.map((r) => [r.name, String(r.ratings), r.median_s.toFixed(1)])];
 }
 
 export function positionLine(s: StudyResult): string {

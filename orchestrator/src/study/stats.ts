@@ -1,5 +1,5 @@
 import { agreement, type Agreement } from '../score/agreement.js';
-import { interval, type Estimate } from '../score/metrics.js';
+import { interval, percentile, type Estimate } from '../score/metrics.js';
 import { Rng } from '../util/rng.js';
 import { ANSWERS } from './rubric.js';
 import type { KeyEntry, Rating, Study } from './study-files.js';
@@ -33,7 +33,7 @@ export interface StudyResult {
   items: number;
   rated_items: number;
   ratings: number;
-  raters: { name: string; ratings: number; median_s: number | null }[];
+  raters: { name: string; ratings: number; median_s: number }[];
   resamples: number;
   pairs: PairResult[];
   /**
@@ -261,7 +261,6 @@ export function studyStats(study: Study, key: KeyEntry[], ratings: Rating[], res
   };
   const decided = rows.filter((r) => r.shown[0] !== 2);
   const raterNames = [...raters.keys()];
-  const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : null; };
   return {
     format: 'bsft-study-report-v1',
     name: study.name,
@@ -274,8 +273,7 @@ export function studyStats(study: Study, key: KeyEntry[], ratings: Rating[], res
     ratings: rows.length,
     raters: raterNames.map((name) => {
       const mine = ratings.filter((r) => r.rater === name && byItem.has(r.item));
-      const m = median(mine.map((r) => r.ms / 1000));
-      return { name, ratings: mine.length, median_s: m };
+      return { name, ratings: mine.length, median_s: percentile(Float64Array.from(mine, (r) => r.ms / 1000).sort(), 0.5) };
     }),
     resamples: B,
     pairs: pairsOf.map(([i, j], p) => ({
