@@ -3,9 +3,9 @@ import { findRunDir } from '../run/run-dir.js';
 import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
 import { UsageError } from '../errors.js';
-import { latestRatings, readRatingsLog } from '../study/ratings-log.js';
+import { studyRatings } from '../study/ratings-log.js';
 import { studyStats } from '../study/stats.js';
-import { findStudy, readKey, readStudy, studyFile } from '../study/study-files.js';
+import { findStudy, readKey, readStudy } from '../study/study-files.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
 
 export const reportCommand: CommandImpl = {
@@ -19,7 +19,7 @@ export const reportCommand: CommandImpl = {
     const dirs = runs.length ? runs.map((r) => findRunDir(r)) : study!.runs.map((r) => r.dir);
     const scored = [];
     for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed }));
-    const studyResult = studyDir ? studyStats(study!, readKey(studyDir), latestRatings(readRatingsLog(studyFile(studyDir, 'ratings.log'))), resamples, seed) : null;
+    const studyResult = studyDir ? studyStats(study!, readKey(studyDir), studyRatings(studyDir), resamples, seed) : null;
     const comparison = compare(scored, resamples, seed, studyResult);
     const written = writeReport(path.resolve(values.out as string), comparison);
     if (values.json) {

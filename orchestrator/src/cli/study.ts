@@ -5,7 +5,7 @@ import { withLock } from '../util/file-lock.js';
 import { table } from '../util/table.js';
 import { createStudy } from '../study/create.js';
 import { exportStudy, importRatings } from '../study/export.js';
-import { latestRatings, readRatingsLog } from '../study/ratings-log.js';
+import { studyRatings } from '../study/ratings-log.js';
 import { addRater } from '../study/raters.js';
 import { DEFAULT_RUBRIC, loadRubric } from '../study/rubric.js';
 import { serveStudy } from '../study/server.js';
@@ -102,7 +102,7 @@ export const studyExport: CommandImpl = {
     const dir = findStudy(name!, studiesDir(values));
     const outDir = path.resolve((values.out as string | undefined) ?? path.join(dir, 'export'));
     const files = exportStudy(dir, outDir, (values.form as string[] | undefined) ?? []);
-    const ratings = latestRatings(readRatingsLog(studyFile(dir, 'ratings.log')));
+    const ratings = studyRatings(dir);
     out(`${ratings.length} rating(s) of ${readKey(dir).length} pairs exported`);
     for (const f of files) out(`written: ${path.relative(process.cwd(), f) || f}`);
     if (values.form) out('an offline form keeps answers in its browser; its "Download my ratings" file goes back with: bsft study import <study> <file>');

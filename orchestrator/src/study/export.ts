@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { ratingPage, raterView } from './page.js';
 import { toRating } from './rating-input.js';
-import { latestRatings, RatingsLog, readRatingsLog } from './ratings-log.js';
+import { RatingsLog, studyRatings } from './ratings-log.js';
 import { readItems, readKey, readRaters, readStudy, studyFile, writeWhole, type Rating } from './study-files.js';
 
 /** One exported rating: the pair unblinded (which run was A), answers as shown and as the run they favour. */
@@ -32,7 +32,7 @@ export function exportRows(dir: string): ExportRow[] {
   const study = readStudy(dir);
   const key = new Map(readKey(dir).map((k) => [k.item, k]));
   const rows: ExportRow[] = [];
-  for (const r of latestRatings(readRatingsLog(studyFile(dir, 'ratings.log')))) {
+  for (const r of studyRatings(dir)) {
     const k = key.get(r.item);
     if (!k) continue;
     const [i, j] = k.runs;
@@ -69,7 +69,7 @@ export function offlineForm(dir: string, rater: string): string {
   return ratingPage({
     study_id: study.id,
     rater,
-    ...raterView(study, items.map((i) => i.item), latestRatings(readRatingsLog(studyFile(dir, 'ratings.log'))), rater),
+    ...raterView(study, items.map((i) => i.item), studyRatings(dir), rater),
     items: Object.fromEntries(items.map((i) => [i.item, i])),
   });
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { InputError } from '../errors.js';
-import type { Rating } from './study-files.js';
+import { studyFile, type Rating } from './study-files.js';
 
 /**
  * The ratings of a study: an append-only log, one record per line, `<json>\t<first 16 hex of its sha256>`. A rating
@@ -53,6 +53,11 @@ export function latestRatings(all: Rating[]): Rating[] {
   const latest = new Map<string, Rating>();
   for (const r of all) latest.set(`${r.rater}\0${r.item}`, r);
   return [...latest.values()];
+}
+
+/** The ratings that count in a study folder, read only. */
+export function studyRatings(dir: string): Rating[] {
+  return latestRatings(readRatingsLog(studyFile(dir, 'ratings.log')));
 }
 
 export class RatingsLog {
