@@ -45,17 +45,18 @@ export class RunQueues {
     for (const s of STAGES) if (jobs[s]) stages[s] = await jobs[s]!.getState().then((st) => (st === 'prioritized' ? 'waiting' : st));
     const cancelled = (await this.connection.exists(keys.cancelled(runId))) === 1;
     const failed = STAGES.find((s) => stages[s] === 'failed');
-    // A train job a worker delayed for want of GPUs (process-job.ts): waiting, not retrying.
-    const waitingFor = stages.train === 'delayed' ? jobs.train?.data.waiting_for : undefined;
+    // A train job a worker delayed for want of GPUs (process-job.ts): waiting, not retrying. Every few seconds a
+    // worker takes it back to look again (active for a moment); it clears waiting_for before it starts a trainer.
+    const waitingFor = stages.train === 'delayed' || stages.train === 'active' ? jobs.train?.data.waiting_for : undefined;
     let state: RunState = 'waiting';
     const anyActive = STAGES.some((s) => stages[s] === 'active');
     if (stages.score === 'completed') state = 'completed';
     else if (failed) state = cancelled ? 'cancelled' : 'failed';
     else if (cancelled && !anyActive) state = 'cancelled';
     else if (stages.score === 'active') state = 'scoring';
+    else if (waitingFor) state = 'waiting';
     else if (stages.train === 'active') state = 'training';
     else if (stages.build === 'active') state = 'building';
-    else if (waitingFor) state = 'waiting';
     else if (stages.train === 'delayed' || stages.build === 'delayed') state = 'retrying';
     const train = jobs.train;
     const any = (jobs.score ?? jobs.train ?? jobs.build)!;
