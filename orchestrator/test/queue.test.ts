@@ -47,6 +47,18 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     expect(status.stdout).toMatch(new RegExp(`${runId}\\s+completed\\s+score\\s+\\[#{10}\\]\\s+100%\\s+1/1\\s+-\\s+-\\s+-\\s+-\\s+\\S+\\s+\\d+s`));
   });
 
+  it('bsft worker --log-level warn: the build and score children it starts log at its level too', async () => {
+    const env = queueEnv(); // BSFT_LOG_LEVEL: info there; the flag wins, also in the worker's children
+    const { runId } = await submitRun(env);
+    const w = worker('ok', env, ['--log-level', 'warn']);
+    expect((await waitForRun(env, runId, (v) => ['completed', 'failed'].includes(v.state))).state).toBe('completed');
+    const logs = await bsft(['logs', runId], { env });
+    expect(logs.stdout).toMatch(/\[build\] .*"event":"dataset"/); // the build ran in a child of this worker
+    const levels = w.stderr.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l).level as number);
+    expect(w.stderr.join('\n')).not.toMatch(/dataset built|worker ready/);
+    expect(levels.every((n) => n >= 40), w.stderr.join('\n')).toBe(true);
+  });
+
   it('a crashing trainer is retried with backoff, then fails after its attempts', async () => {
     const env = queueEnv();
     const { runId } = await submitRun(env);

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fork, type ChildProcess } from 'node:child_process';
 import { DiskFullError, OffloadError } from '../errors.js';
+import type { LogLevel } from '../log-levels.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 
@@ -38,7 +39,8 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 export class OffloadPool {
   private readonly waiting: ChildProcess[] = [];
 
-  constructor(private readonly idle = 2) {}
+  /** `level`: the worker's log level, which the children log at (`bsft worker --log-level`, not only BSFT_LOG_LEVEL). */
+  constructor(private readonly idle = 2, private readonly level?: LogLevel) {}
 
   /** Runs `task` in a warm child; resolves with its result and the time the work itself took in the child. */
   run(task: Extract<OffloadTask, { kind: 'build' }>, signal?: AbortSignal): Promise<Offloaded<BuildSummary>>;
@@ -46,7 +48,7 @@ export class OffloadPool {
   run(task: OffloadTask, signal?: AbortSignal): Promise<Offloaded<unknown>> {
     let child = this.waiting.pop();
     while (child && !(child.connected && child.exitCode === null && child.signalCode === null)) child = this.waiting.pop();
-    child ??= start();
+    child ??= start(this.level);
     child.ref();
     child.channel?.ref();
     return new Promise((resolve, reject) => {
@@ -85,11 +87,12 @@ export class OffloadPool {
   }
 }
 
-function start(): ChildProcess {
+function start(level?: LogLevel): ChildProcess {
   // setpriv sets the parent-death signal, then execs Node with the child's arguments (the IPC channel's fd and
   // NODE_CHANNEL_FD pass through the exec).
   const dieWithUs = SETPRIV ? { execPath: SETPRIV, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...process.execArgv] } : {};
-  const child = fork(new URL('./offload-child.js', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', ...dieWithUs });
+  const child = fork(new URL('./offload-child.js', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', ...dieWithUs,
+    ...(level ? { env: { ...process.env, BSFT_LOG_LEVEL: level } } : {}) });
   child.on('error', () => undefined); // reported through `exit`
   return child;
 }

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import type { MinimalJob } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Logger } from '../log.js';
+import type { Logger, LogLevel } from '../log.js';
 import { RedisWatch, workerConnection } from '../queue/connection.js';
 import type { RunJobData } from '../queue/job-data.js';
 import { keys, queueName, queuePrefix, type Stage } from '../queue/names.js';
@@ -68,7 +68,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let shuttingDown = false;
   let resumeTimer: NodeJS.Timeout | undefined;
   // As many warm children as build and score jobs can run at once: none is started afresh in the steady state.
-  const offload = new OffloadPool(OFFLOAD_CONCURRENCY * opts.queues.filter((q) => q !== 'train').length);
+  const offload = new OffloadPool(OFFLOAD_CONCURRENCY * opts.queues.filter((q) => q !== 'train').length, log.level as LogLevel);
 
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
