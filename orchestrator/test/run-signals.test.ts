@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -52,6 +52,14 @@ describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
     expect(readdirSync(path.join(dir, 'runs'))[0]).toMatch(/^ctrlc-/);
     expect(res.code).toBe(130);
     expect(checkpointsOf(dir).length).toBe(1);
+    // The user's own stop, in the run's record and in bsft runs: how far it got, and how it was stopped.
+    const runDir = path.join(dir, 'runs', readdirSync(path.join(dir, 'runs'))[0]!);
+    const train = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.find((s: { step: string }) => s.step === 'train');
+    expect(train).toMatchObject({ state: 'stopped', message: 'stopped by Ctrl-C' });
+    const step = Number(checkpointsOf(dir)[0]!.replace('step-', ''));
+    const runs = execFileSync(process.execPath, [BSFT, 'runs', '--dir', path.join(dir, 'runs')], { encoding: 'utf8', env: { ...process.env, REDIS_URL: 'redis://127.0.0.1:1' } });
+    expect(runs).toMatch(new RegExp(`trained ${step} of 400 steps \\(checkpoint ${step}\\), stopped by Ctrl-C`));
+    expect(runs).not.toMatch(/predicted|preempted/);
   }, limit(240_000));
 
   it('a second Ctrl-C stops at once and says what is lost', () => {

@@ -11,7 +11,7 @@ import { queueEnv, submitRun } from './helpers/queue.js';
 const resolved = async () => JSON.parse((await bsft(['show', 'recipes/smoke.yaml', '--json'])).stdout);
 
 /** A run folder as the steps leave it, up to `stage`. */
-async function runFolder(runs: string, runId: string, stage: 'built' | 'stopped' | 'scored'): Promise<string> {
+async function runFolder(runs: string, runId: string, stage: 'built' | 'stopped' | 'ctrl-c' | 'scored'): Promise<string> {
   const dir = path.join(runs, runId);
   mkdirSync(path.join(dir, 'dataset'), { recursive: true });
   writeFileSync(path.join(dir, 'recipe.json'), JSON.stringify({ ...(await resolved()), run_id: runId, name: runId.split('-')[0] }));
@@ -22,6 +22,12 @@ async function runFolder(runs: string, runId: string, stage: 'built' | 'stopped'
     writeFileSync(path.join(dir, 'checkpoints', 'step-000040', 'COMPLETE'), '{}');
     writeFileSync(path.join(dir, 'metrics.jsonl'), [41, 42].map((step) => JSON.stringify({ kind: 'step', step, loss: 1, lr: 1e-4 })).join('\n') + '\n');
     writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ steps: [{ step: 'build', state: 'done' }, { step: 'train', state: 'failed', message: 'interrupted\nmore' }] }));
+  }
+  if (stage === 'ctrl-c') { // bsft run stopped by its user during train: an empty predictions/ is not a prediction
+    mkdirSync(path.join(dir, 'checkpoints', 'step-000056'), { recursive: true });
+    writeFileSync(path.join(dir, 'checkpoints', 'step-000056', 'COMPLETE'), '{}');
+    mkdirSync(path.join(dir, 'predictions'));
+    writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ steps: [{ step: 'build', state: 'done' }, { step: 'train', state: 'stopped', message: 'stopped by Ctrl-C' }] }));
   }
   if (stage === 'scored') {
     mkdirSync(path.join(dir, 'score'), { recursive: true });
@@ -36,6 +42,7 @@ describe('bsft runs and bsft rm', () => {
     await runFolder(runs, 'a-11111111', 'built');
     await runFolder(runs, 'b-22222222', 'stopped');
     await runFolder(runs, 'c-33333333', 'scored');
+    await runFolder(runs, 'd-44444444', 'ctrl-c');
     mkdirSync(path.join(runs, '_datasets')); // shared builds are not runs
     const res = await bsft(['runs', '--dir', runs], { env: { REDIS_URL: 'redis://127.0.0.1:1' } }); // no Redis needed
     expect(res.code, res.stderr).toBe(0);
@@ -43,9 +50,10 @@ describe('bsft runs and bsft rm', () => {
     expect(res.stdout).toMatch(/a-11111111 +full +token +built +- +3\.0 MiB/);
     expect(res.stdout).toMatch(/b-22222222 +full +token +stopped at train \(trained 42 of \d+ steps \(checkpoint 40\)\) +- +3\.0 MiB .* interrupted$/m);
     expect(res.stdout).toMatch(/c-33333333 +full +token +scored +91\.9 +3\.0 MiB/);
+    expect(res.stdout).toMatch(/d-44444444 +full +token +trained 56 of \d+ steps \(checkpoint 56\), stopped by Ctrl-C +- +3\.0 MiB +\S+ \S+ *$/m);
     expect(res.stdout).not.toContain('_datasets');
     const json = JSON.parse((await bsft(['runs', '--dir', runs, '--json'])).stdout);
-    expect(json.map((r: { run_id: string }) => r.run_id).sort()).toEqual(['a-11111111', 'b-22222222', 'c-33333333']);
+    expect(json.map((r: { run_id: string }) => r.run_id).sort()).toEqual(['a-11111111', 'b-22222222', 'c-33333333', 'd-44444444']);
     expect(json.find((r: { run_id: string }) => r.run_id === 'c-33333333')).toMatchObject({ progress: 'scored', macro_f1: 0.919, bytes: expect.any(Number) });
   });
 

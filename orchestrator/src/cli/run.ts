@@ -44,7 +44,7 @@ export const run: CommandImpl = {
       if (!stoppedBy) {
         stoppedBy = signal;
         say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint, or predict the chunk in hand (up to ${recipe.train.preempt_grace_s}s); press Ctrl-C again to stop at once.`);
-        graceful.abort();
+        graceful.abort(`stopped by ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'}`); // the run's record says so (run.json, bsft runs)
       } else if (!atOnce.signal.aborted) {
         say('stopping at once.');
         atOnce.abort();

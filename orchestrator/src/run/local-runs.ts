@@ -12,7 +12,10 @@ export interface LocalRun {
   name: string;
   method: string;
   conditioning: string;
-  /** built / trained N of M steps / trained / predicted / judged / scored, or `stopped at <step>` with the reason. */
+  /**
+   * built / trained N of M steps / trained / predicted / judged / scored; after a failure `stopped at <step> (...)`
+   * with the reason; after the user's own stop `<how far>, stopped by Ctrl-C` (or SIGTERM).
+   */
   progress: string;
   reason?: string;
   /** The first eval split's macro-F1 (0..1), once scored. */
@@ -56,6 +59,9 @@ function newestCheckpoint(dir: string): number | undefined {
   return steps.length ? Math.max(...steps) : undefined;
 }
 
+/** A file of `dir` whose name ends with `suffix`. */
+const hasFile = (dir: string, suffix: string) => existsSync(dir) && readdirSync(dir).some((n) => n.endsWith(suffix));
+
 /** How far a run folder got, from what its steps left (run.json's records say why one stopped). */
 export function describeRun(dir: string): LocalRun | undefined {
   const recipe = readRunRecipe(dir);
@@ -63,14 +69,14 @@ export function describeRun(dir: string): LocalRun | undefined {
   const splits = recipe.eval?.splits ?? ['test'];
   const scores = splits.map((s) => readJson(path.join(dir, 'score', `${s}.json`)));
   const steps: StepRecord[] = readJson(path.join(dir, 'run.json'))?.steps ?? [];
-  const stopped = steps.find((s) => s.state === 'failed' || s.state === 'unavailable');
+  const stopped = steps.find((s) => s.state === 'failed' || s.state === 'unavailable' || s.state === 'stopped');
   const trainedSteps = readMetrics(dir).filter((m) => m.kind === 'step').reduce((a, m) => Math.max(a, m.step), 0);
   const ck = newestCheckpoint(dir);
   const total = recipe.train.max_steps;
   let progress: string;
   if (scores.every(Boolean)) progress = 'scored';
-  else if (existsSync(path.join(dir, 'judge'))) progress = 'judged';
-  else if (existsSync(path.join(dir, 'predictions'))) progress = 'predicted';
+  else if (existsSync(path.join(dir, 'judge', 'summary.json'))) progress = 'judged';
+  else if (hasFile(path.join(dir, 'predictions'), '.jsonl')) progress = 'predicted'; // a folder alone is not
   else if (existsSync(path.join(dir, 'final', 'COMPLETE'))) progress = 'trained';
   else if (trainedSteps > 0 || ck !== undefined) {
     const done = Math.max(trainedSteps, ck ?? 0);
@@ -85,8 +91,9 @@ export function describeRun(dir: string): LocalRun | undefined {
     name: recipe.name,
     method: recipe.train.method,
     conditioning: recipe.data.conditioning,
-    progress: stopped && progress !== 'scored' ? `stopped at ${stopped.step} (${progress})` : progress,
-    ...(stopped && progress !== 'scored' && stopped.message ? { reason: stopped.message.split('\n')[0]! } : {}),
+    progress: !stopped || progress === 'scored' ? progress
+      : stopped.state === 'stopped' ? `${progress}, ${stopped.message ?? 'stopped'}` : `stopped at ${stopped.step} (${progress})`,
+    ...(stopped && stopped.state !== 'stopped' && progress !== 'scored' && stopped.message ? { reason: stopped.message.split('\n')[0]! } : {}),
     ...(typeof f1 === 'number' ? { macro_f1: f1 } : {}),
     bytes,
     changed_at: new Date(mtimeMs).toISOString(),

@@ -4,7 +4,8 @@ import { StepUnavailableError, type RunContext, type Step, type StepName } from 
 
 export interface StepRecord {
   step: StepName;
-  state: 'skipped' | 'done' | 'unavailable' | 'failed';
+  /** stopped: the user stopped it (Ctrl-C, SIGTERM to `bsft run`); the message says how. */
+  state: 'skipped' | 'done' | 'unavailable' | 'failed' | 'stopped';
   seconds?: number;
   message?: string;
 }
@@ -73,7 +74,9 @@ export async function runSteps(steps: Step[], ctx: RunContext, opts: { force?: b
         rmSync(created, { recursive: true, force: true });
         throw e;
       }
-      records.push({ step: step.name, state: 'failed', message: (e as Error).message });
+      // A stop the caller asked for, with its words (`bsft run`: "stopped by Ctrl-C"), is not a failure.
+      const asked = ctx.signal.aborted && typeof ctx.signal.reason === 'string' ? ctx.signal.reason : undefined;
+      records.push(asked ? { step: step.name, state: 'stopped', message: asked } : { step: step.name, state: 'failed', message: (e as Error).message });
       record(ctx, records);
       throw e;
     }
