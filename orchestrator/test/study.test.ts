@@ -232,6 +232,7 @@ describe('a study in headless Chromium', () => {
         const B = (await p.locator('#reply-B .text').textContent())!;
         await p.keyboard.press(A.length > B.length ? 'a' : A.length < B.length ? 'b' : 't');
       } else await p.keyboard.press(['a', 'b', 't'][k % 3]!);
+      if (k === 1) expect(await p.locator('#status').textContent()).toBe(''); // an answer on the next pair: no "saved" beside it
       for (const key of who === 0 ? ['t', '1', '2'] : ['3', 'b', 'a']) await p.keyboard.press(key);
       if (k === 4) {
         await p.keyboard.press('c');
@@ -247,6 +248,7 @@ describe('a study in headless Chromium', () => {
       for (let k = 0; k < 10; k++) {
         await rate(a.page, 0, k);
         await rated(a.page, k + 1);
+        if (k === 0) expect(await a.page.locator('#status').textContent()).toMatch(/^Pair \d+ saved\.$/); // which pair
         await rate(b.page, 1, k);
         await rated(b.page, k + 1);
       }
@@ -305,6 +307,12 @@ describe('a study in headless Chromium', () => {
     const html = await openPage(`file://${path.join(report, 'report.html')}`);
     try {
       await html.page.locator('#study [data-chart="study"]').waitFor();
+      // A stacked bar per question, drawn (width > 0 in the page): first preferred + tie + second preferred = the whole bar.
+      for (const q of ['overall', 'realism', 'proactivity', 'restraint']) {
+        const widths = await html.page.locator(`#study [data-chart="study"] rect.mark[data-question="${q}"]`).evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
+        expect(widths.length).toBeGreaterThan(0);
+        expect(widths.reduce((a, b) => a + b, 0)).toBeCloseTo(420, 0);
+      }
       expect(await html.page.locator('#study table').count()).toBeGreaterThanOrEqual(4);
       expect(html.errors).toEqual([]);
     } finally {

@@ -234,27 +234,32 @@ function steeringChart(c: Comparison): string {
 }
 
 /** The study's overall preference per pair of runs: one stacked bar each (first run preferred, tie, second preferred). */
+/** Stacked bars, one per pair of runs and question: first run preferred, tie, second preferred (shares of ratings). */
 function preferenceChart(s: StudyResult): string {
-  const q = s.questions[0]!.id;
-  const left = 320;
+  const left = 360;
   const width = 420;
-  const rowH = 26;
+  const rowH = 24;
   const parts: string[] = [];
-  s.pairs.forEach((p, i) => {
-    const x = p.questions[q]!;
-    const y = 10 + i * rowH;
-    parts.push(`<text x="${left - 8}" y="${y + 14}" text-anchor="end" font-size="11">${esc(`${p.a} vs ${p.b}`)}</text>`);
-    let at = left;
-    for (const [name, e, fill] of [['first preferred', x.win, '#2b6cb0'], ['tie', x.tie, '#a0aec0'], ['second preferred', x.loss, '#ed8936']] as const) {
-      if (!Number.isFinite(e.value)) continue;
-      const w = e.value * width;
-      parts.push(`<rect class="mark" x="${at.toFixed(1)}" y="${y}" width="${Math.max(0, w).toFixed(1)}" height="18" fill="${fill}"><title>${esc(`${p.a} vs ${p.b}: ${name} ${pct(e.value)}%${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`)}</title></rect>`);
-      if (w > 28) parts.push(`<text x="${(at + w / 2).toFixed(1)}" y="${y + 13}" text-anchor="middle" font-size="10" fill="#fff">${pct(e.value)}</text>`);
-      at += w;
+  let y = 10;
+  for (const p of s.pairs) {
+    parts.push(`<text x="4" y="${y + 13}" font-size="11" font-weight="bold">${esc(`${p.a} vs ${p.b}`)}</text>`);
+    y += 20;
+    for (const q of s.questions) {
+      const x = p.questions[q.id]!;
+      parts.push(`<text x="${left - 8}" y="${y + 13}" text-anchor="end" font-size="11">${esc(q.id)} (${x.n})</text>`);
+      let at = left;
+      for (const [name, e, fill] of [['first preferred', x.win, '#2b6cb0'], ['tie', x.tie, '#a0aec0'], ['second preferred', x.loss, '#ed8936']] as const) {
+        if (!Number.isFinite(e.value)) continue;
+        const w = e.value * width;
+        parts.push(`<rect class="mark" data-question="${esc(q.id)}" x="${at.toFixed(1)}" y="${y}" width="${Math.max(0, w).toFixed(1)}" height="18" fill="${fill}"><title>${esc(`${p.a} vs ${p.b}, ${q.id}: ${name} ${pct(e.value)}%${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`)}</title></rect>`);
+        if (w > 28) parts.push(`<text x="${(at + w / 2).toFixed(1)}" y="${y + 13}" text-anchor="middle" font-size="10" fill="#fff">${pct(e.value)}</text>`);
+        at += w;
+      }
+      y += rowH;
     }
-  });
-  const legend = `<text x="${left}" y="${14 + s.pairs.length * rowH}" font-size="11"><tspan fill="#2b6cb0">■ first run preferred</tspan>  <tspan fill="#718096">■ tie</tspan>  <tspan fill="#dd6b20">■ second run preferred</tspan></text>`;
-  return `<figure><svg class="chart" data-chart="study" xmlns="http://www.w3.org/2000/svg" width="${left + width + 20}" height="${24 + s.pairs.length * rowH}" role="img" aria-label="overall preference per pair of runs">${parts.join('')}${legend}</svg><figcaption>overall preference (${esc(s.questions[0]!.text)}), share of ratings</figcaption></figure>`;
+  }
+  const legend = `<text x="${left}" y="${y + 14}" font-size="11"><tspan fill="#2b6cb0">■ first run preferred</tspan>  <tspan fill="#718096">■ tie</tspan>  <tspan fill="#dd6b20">■ second run preferred</tspan></text>`;
+  return `<figure><svg class="chart" data-chart="study" xmlns="http://www.w3.org/2000/svg" width="${left + width + 20}" height="${y + 24}" role="img" aria-label="preference per pair of runs and question">${parts.join('')}${legend}</svg><figcaption>preference per pair of runs and question, share of ratings (ratings in brackets; hover a bar for its 95% interval)</figcaption></figure>`;
 }
 
 const tableHtml = (r: string[][], cls = '') =>
@@ -288,7 +293,7 @@ ${c.runs.some((r) => r.judge) ? `<h2>Labels and the judge</h2><p>Runs without be
 ${tableHtml(categoryRows(c))}
 <figure>${categoryChart(c)}<figcaption>grouped by the behavior each category calls for; whiskers: 95% intervals</figcaption></figure>
 <h2>Conventions</h2><ul>${c.conventions.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>
-${c.study ? `<section id="study">${studySection(c.study, (r) => [tableHtml(r)], (h) => `<h2>${esc(h)}</h2>`, (p) => `<p>${esc(p)}</p>`).join('\n')}${preferenceChart(c.study)}</section>` : ''}
+${c.study ? `<section id="study">${studySection(c.study, (r) => [tableHtml(r)], (h) => `<h2>${esc(h)}</h2>`, (p) => `<p>${esc(p)}</p>`, preferenceChart).join('\n')}</section>` : ''}
 </body></html>
 `;
 }

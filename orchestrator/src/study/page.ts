@@ -229,6 +229,7 @@ function drawQuestions() {
 }
 
 function answer(v) {
+  if ($('status').className === 'saved') status('', false);
   const qs = view.rubric.questions;
   answers[qs[current].id] = v;
   const next = qs.findIndex((q, qi) => qi > current && !answers[q.id]);
@@ -265,11 +266,13 @@ async function save() {
       }
     }
     answered[item.item] = { answers: rating.answers, comment: rating.comment };
+    const savedPair = index + 1;
     const next = order.findIndex((id, i) => i > index && !answered[id]);
     const wrap = order.findIndex((id) => !answered[id]);
     if (next < 0 && wrap < 0) showDone();
     else await show(next >= 0 ? next : wrap);
-    status('Saved.', false);
+    // Names the pair that was saved, and goes as soon as this pair is answered: never "saved" beside unsaved answers.
+    status('Pair ' + savedPair + ' saved.', false);
     $('status').className = 'saved';
   } finally {
     saving = false;

@@ -56,9 +56,10 @@ export const studyConventions = (s: StudyResult) => [
 
 type Render = (rows: string[][]) => string[];
 
-/** The study section in any of the report's forms, given how that form draws a table and a heading. */
-export function studySection(s: StudyResult, table: Render, heading: (text: string) => string, para: (text: string) => string): string[] {
-  const out = [heading('Blind pairwise study'), para(studyHeadline(s)), ...table(preferenceRows(s))];
+/** The study section in any of the report's forms, given how that form draws a table and a heading (and a chart of the preferences, where it draws one). */
+export function studySection(s: StudyResult, table: Render, heading: (text: string) => string, para: (text: string) => string,
+  chart?: (s: StudyResult) => string): string[] {
+  const out = [heading('Blind pairwise study'), para(studyHeadline(s)), ...table(preferenceRows(s)), ...(chart ? [chart(s)] : [])];
   if (s.pairs.some((p) => Object.keys(p.groups).length)) out.push(heading('Overall preference by the behavior the task calls for'), ...table(groupRows(s)));
   if (s.bradley_terry) out.push(heading('Ranking (Bradley–Terry, overall preference)'), ...table(rankingRows(s)));
   out.push(heading('Agreement between raters'), ...table(agreementRows(s)), para(positionLine(s)), heading('Raters'), ...table(raterRows(s)));
