@@ -108,6 +108,10 @@ describe('bsft reproduce', () => {
     // the baselines once; its rate is said to be an estimate.
     expect(res.stdout).toMatch(/^paper-behaviorsft-lora-[0-9a-f]{8}\s+4\s+244\s+[\d,]+\s+62,464\s+-\s+\d+\.\d\d\s+-$/m);
     expect(res.stdout).toMatch(/^paper-standard-sft-[0-9a-f]{8}\s+1\s+61\s+[\d,]+\s+15,616\s/m);
+    // The shards' own prompts: the same conversations as the standard SFT's, chosen once and forced three times
+    // (each forced prompt holds its behavior token).
+    const promptTokens = (run: string) => Number(new RegExp(`^${run}-[0-9a-f]{8}\\s+\\d+\\s+\\d+\\s+([\\d,]+)`, 'm').exec(res.stdout)![1]!.replaceAll(',', ''));
+    expect(promptTokens('paper-behaviorsft-lora')).toBe(4 * promptTokens('paper-standard-sft') + 3 * 61);
     expect(res.stdout).toContain('predict at 1,000 generated tok/s per GPU: an ESTIMATE, not measured here');
     const overridden = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--tokens-per-s', '1000', '--json']);
     const plan = JSON.parse(overridden.stdout);

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { checkFits, fits, gpusNeeded, memoryPlan, modelShape, recomputeToFit } from '../src/recipe/memory-plan.js';
 import { trainerConfig } from '../src/run/trainer-config.js';
 import { RecipeError } from '../src/recipe/recipe-error.js';
@@ -116,5 +117,24 @@ describe('the GPU hours of prediction (bsft reproduce --dry-run)', () => {
     const q = predictPlan(sft, m, { trainTokS: 9000, decodeTokS: 1000 });
     expect(q).toMatchObject({ files: 1, prompts: 14_000, judged: 28_000, judgeTokens: 28_000 * (600 + 256) * 3 });
     expect(q.hours.judge).toBeCloseTo((28_000 * 856 * 3) / 27_000 / 3600, 9);
+  });
+
+  it("counts the shard's own prompts: up to each first loss token, plus the behavior token of a forced prompt", async () => {
+    const { predictPlan } = await import('../src/recipe/predict-plan.js');
+    const { shardPromptTokens } = await import('../src/dataset/shard-prompts.js');
+    const { writeSafetensors } = await import('../src/dataset/safetensors.js');
+    // Two documents as the template writes them: prompt, reply (loss: behavior token .. <|im_end|>), then "\n" (no loss).
+    const docs = [{ prompt: 5, reply: 3 }, { prompt: 7, reply: 2 }];
+    const mask = docs.flatMap((d) => [...Array(d.prompt).fill(0), ...Array(d.reply).fill(1), 0]);
+    const offsets = docs.reduce((o, d) => [...o, o.at(-1)! + d.prompt + d.reply + 1], [0]);
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-prompts-')), 'test.tokens.safetensors');
+    writeSafetensors(file, [['input_ids', Int32Array.from(mask, (_, i) => 100 + i)], ['loss_mask', Uint8Array.from(mask)], ['doc_offsets', BigInt64Array.from(offsets, BigInt)]]);
+    expect(shardPromptTokens(file)).toBe(12);
+    const r = paper('behaviorsft-lora'); // chosen + forced to each of 3 behaviors
+    const m = { lengths: { test: { documents: 2, tokens: mask.length, loss_tokens: 5 } } } as never;
+    const p = predictPlan(r, m, { trainTokS: 9000, decodeTokS: 1000 }, (split) => (split === 'test' ? shardPromptTokens(file) : undefined));
+    expect(p.promptTokens).toBe(12 + 3 * (12 + 2));
+    // The manifest alone counted each document's end of line and no behavior token: 4 x 14.
+    expect(predictPlan(r, m, { trainTokS: 9000, decodeTokS: 1000 }).promptTokens).toBe(4 * 14);
   });
 });

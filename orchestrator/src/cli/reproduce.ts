@@ -1,10 +1,11 @@
 import { UsageError } from '../errors.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { buildDataset } from '../dataset/build.js';
 import type { Manifest } from '../dataset/manifest.js';
+import { shardPromptTokens } from '../dataset/shard-prompts.js';
 import { submitRun } from '../queue/submit.js';
 import type { RunView } from '../queue/runs.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -65,7 +66,7 @@ export const reproduce: CommandImpl = {
         manifests.push(res.manifest);
         out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
       }
-      if (dryRun) return dryRunPlan(recipes, manifests, { presetName, rate, decodeRate, json, showRecipes: values['show-recipes'] === true, out, print });
+      if (dryRun) return dryRunPlan(recipes, manifests, { presetName, rate, decodeRate, json, showRecipes: values['show-recipes'] === true, out, print, runsDir: () => scratch! });
     } finally {
       if (scratch) rmSync(scratch, { recursive: true, force: true });
     }
@@ -82,10 +83,12 @@ interface PlanOptions {
   showRecipes: boolean;
   out: (line: string) => void;
   print: (line: string) => void;
+  /** Where each run's dataset was built (its shards give the exact prompt tokens). */
+  runsDir: (r: ResolvedRecipe) => string;
 }
 
 /** The dry run's plan: the runs, their training tokens and GPU hours, the memory plan; resolved recipes on request. */
-function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetName, rate, decodeRate, json, showRecipes, out, print }: PlanOptions): number {
+function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetName, rate, decodeRate, json, showRecipes, out, print, runsDir }: PlanOptions): number {
   const preset = PRESETS[presetName]!;
   out(`\n${preset.label}: ${recipes.length} runs\n`);
   const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
@@ -101,7 +104,8 @@ function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetNa
     const hours = tokens / tokS / 3600;
     train += hours;
     rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
-    const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode });
+    const shard = (split: string) => path.join(datasetDir(path.join(runsDir(r), r.run_id)), `${split}.tokens.safetensors`);
+    const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode }, (split) => (existsSync(shard(split)) ? shardPromptTokens(shard(split)) : undefined));
     predict += p.hours.predict + p.hours.judge;
     predictRows.push([r.run_id, String(p.files), p.prompts.toLocaleString('en'), Math.round(p.promptTokens).toLocaleString('en'), p.maxGenerated.toLocaleString('en'),
       r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);

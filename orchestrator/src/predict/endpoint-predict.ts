@@ -2,7 +2,7 @@ import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, 
 import path from 'node:path';
 import OpenAI from 'openai';
 import { BsftError, InputError } from '../errors.js';
-import { readSafetensors } from '../dataset/safetensors.js';
+import { shardPromptSpans } from '../dataset/shard-prompts.js';
 import { readManifest, type Manifest } from '../dataset/manifest.js';
 import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
@@ -24,19 +24,8 @@ const ANSWER = /^\W*\(?([A-Ea-e])[).:\s]/;
 
 /** Each document's token IDs up to its first predicted token: the prompt training saw (Contract 3). */
 export function shardPrompts(file: string): number[][] {
-  const { tensors } = readSafetensors(file);
-  const ids = tensors.input_ids as Int32Array;
-  const mask = tensors.loss_mask as Uint8Array;
-  const offsets = tensors.doc_offsets as BigInt64Array;
-  const out: number[][] = [];
-  for (let d = 0; d + 1 < offsets.length; d++) {
-    const start = Number(offsets[d]);
-    const end = Number(offsets[d + 1]);
-    let first = start;
-    while (first < end && mask[first] === 0) first++;
-    out.push(Array.from(ids.subarray(start, first)));
-  }
-  return out;
+  const { ids, spans } = shardPromptSpans(file);
+  return spans.map(([start, end]) => Array.from(ids.subarray(start, end)));
 }
 
 /** A completion's token IDs: vLLM's `token_id:N` strings (return_tokens_as_token_ids), or behavior tokens by their text. */

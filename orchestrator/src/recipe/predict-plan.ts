@@ -31,7 +31,9 @@ export interface PredictPlan {
  * manifest: prompt tokens at the prefill rate, and max_new_tokens for every reply at the decode rate (an upper
  * bound: replies that end early cost less).
  */
-export function predictPlan(r: ResolvedRecipe, m: Manifest, rates: { trainTokS: number; decodeTokS: number }): PredictPlan {
+export function predictPlan(r: ResolvedRecipe, m: Manifest, rates: { trainTokS: number; decodeTokS: number },
+  /** split -> the prompt tokens of its documents, read from its shard (shardPromptTokens); else estimated from the manifest. */
+  promptTokensOf?: (split: string) => number | undefined): PredictPlan {
   const forced = r.data.conditioning === 'token' ? r.eval.force.length : 0;
   const files = r.eval.splits.length * (1 + forced);
   let prompts = 0;
@@ -40,8 +42,10 @@ export function predictPlan(r: ResolvedRecipe, m: Manifest, rates: { trainTokS: 
     const l = m.lengths[s as keyof Manifest['lengths']];
     if (!l) continue;
     prompts += l.documents * (1 + forced);
-    // A document is its prompt and its reply; the reply is what the loss covers.
-    promptTokens += (l.tokens - l.loss_tokens) * (1 + forced);
+    // The shard's own prompts; a forced prompt also holds its behavior token. Without the shard: a document is its
+    // prompt and its reply, the reply what the loss covers (this counts the template's end of line after the reply).
+    const own = promptTokensOf?.(s);
+    promptTokens += own !== undefined ? own * (1 + forced) + l.documents * forced : (l.tokens - l.loss_tokens) * (1 + forced);
   }
   const maxGenerated = prompts * r.eval.max_new_tokens;
   // A model judge labels every reply no token labels (all replies of a run without tokens, the forced ones, and the
