@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,12 +56,15 @@ describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'
     const ok = await bsft(['predict', runDir], { env: penv });
     expect(ok.code, ok.stderr.slice(-2000)).toBe(0);
     expect(ok.stderr).toMatch(/predict: continuing where the last attempt stopped/);
+    expect(ok.stderr).toMatch(/step predict: generate predictions on the eval splits \(eval\.engine openai: http:\/\/127\.0\.0\.1:\d+\/v1, model toy-served\)/);
+    expect(ok.stderr).not.toContain('bsft_trainer predict'); // no trainer runs here
     const second = server.requests.filter((r) => r.path === '/v1/completions').length - asked;
     expect(second).toBe(prompts.length - 25); // only the prompts not answered before (25 answered, then 503s)
     const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(rows.map((r) => r.id)).toEqual(manifest.documents.test);
     expect(rows.every((r, i) => r.predicted_behavior === docs[i].behavior && r.reply === 'Hello' && r.raw_token_ids.length === 3)).toBe(true);
-    expect(JSON.parse(readFileSync(path.join(runDir, 'predictions', 'predict.json'), 'utf8'))['test.jsonl']).toMatchObject({ engine: 'openai', model: 'toy-served', tasks: prompts.length, generated_tokens: 3 * (prompts.length - 25) });
+    expect(JSON.parse(readFileSync(path.join(runDir, 'predictions', 'predict.json'), 'utf8'))['test.jsonl']).toMatchObject({ engine: 'openai', model: 'toy-served', tasks: prompts.length,
+      generated_tokens: 3 * prompts.length, generated_tokens_this_attempt: 3 * (prompts.length - 25), resumed_after_prompts: 25 }); // both attempts' rows
     expect(existsSync(path.join(runDir, 'predictions', 'COMPLETE'))).toBe(true);
     const score = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
     expect(score.overall.macro_f1.value).toBe(1);
@@ -107,6 +110,33 @@ describe.skipIf(!pyHF)('bsft export (tiny Qwen2 LoRA run)', () => {
     expect(JSON.parse(check.trim().split('\n').at(-1)!)).toEqual({ peft: false, ids: ['reactive', 'proactive', 'restraint'].map((b) => manifest.behavior_ids[b]) });
     expect(existsSync(path.join(served, 'COMPLETE'))).toBe(true);
   }, limit(300_000));
+});
+
+describe('which predictions a change of eval.engine keeps (predict step)', () => {
+  it("the trainer's engines keep each other's predictions and say so; an endpoint's model makes them again, and back", async () => {
+    const { predictStep } = await import('../src/run/steps.js');
+    const { resolveRecipe } = await import('../src/recipe/resolve.js');
+    const { pino } = await import('pino');
+    const runDir = mkdtempSync(path.join(tmpdir(), 'bsft-engine-'));
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+    const ctx = (set: string[]) => ({ recipe: resolveRecipe(path.join(ROOT, 'recipes', 'smoke.yaml'), { policy: { workspace: ROOT, allow: [] }, set }), runDir, log }) as never;
+    const endpoint = ['eval.engine=openai', `eval.endpoint={base_url: "http://127.0.0.1:9/v1", model: served}`];
+    const pred = path.join(runDir, 'predictions');
+    mkdirSync(pred);
+    const made = ctx(['eval.engine=static']);
+    for (const f of ['test.jsonl', 'test.forced-reactive.jsonl', 'test.forced-proactive.jsonl', 'test.forced-restraint.jsonl']) writeFileSync(path.join(pred, f), '');
+    writeFileSync(path.join(pred, 'predict.json'), JSON.stringify({ 'test.jsonl': { engine: 'static' } }));
+    const { writeStamp } = await import('../src/run/settings-stamp.js');
+    writeStamp(path.join(pred, 'settings.json'), { max_new_tokens: (made as { recipe: { eval: { max_new_tokens: number } } }).recipe.eval.max_new_tokens });
+    expect(await predictStep.done(made)).toBe(true);
+    expect(await predictStep.done(ctx(['eval.engine=continuous']))).toBe(true);
+    expect(lines.join('')).toMatch(/predictions made with engine static are kept for eval.engine continuous/);
+    expect(await predictStep.done(ctx(endpoint))).toBe(false); // another model serves them: made again
+    writeStamp(path.join(pred, 'settings.json'), { max_new_tokens: (made as { recipe: { eval: { max_new_tokens: number } } }).recipe.eval.max_new_tokens, source: { engine: 'openai', base_url: 'http://127.0.0.1:9/v1', model: 'served' } });
+    expect(await predictStep.done(ctx(endpoint))).toBe(true);
+    expect(await predictStep.done(ctx(['eval.engine=static']))).toBe(false); // and back
+  });
 });
 
 void ROOT;

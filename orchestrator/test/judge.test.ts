@@ -302,6 +302,16 @@ describe('bsft judge against an OpenAI-compatible endpoint (local server)', () =
     expect(down.stderr).not.toContain(KEY);
     expect(existsSync(path.join(root, 'runs', 'none-0123abcd', 'judge', 'test.jsonl'))).toBe(false); // nothing partial as final
 
+    // A redirect is the endpoint's address to fix, not a failure that may pass: never followed (the key stays with
+    // the address the recipe names), never retried, said with where it points.
+    const redirects = server.chatRequests().length;
+    server.answer = () => ({ status: 307, headers: { location: 'https://elsewhere.example/v1/chat/completions' } });
+    const moved = await bsft(['judge', noTokenRun(root, judge())], { env });
+    expect(moved.code).toBe(2);
+    expect(moved.stderr).toMatch(/judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1 answered 307 \(a redirect to https:\/\/elsewhere\.example\/v1\/chat\/completions\) while judging a reply: set base_url to the address it points to/);
+    expect(moved.stderr).not.toMatch(/retries/);
+    expect(server.chatRequests().length - redirects).toBeLessThanOrEqual(8); // one per request in flight, none asked again
+
     // A request slower than timeout_s: a timeout, retried, then the same retryable failure.
     server.answer = byFirstWord;
     server.delayMs = 1500;

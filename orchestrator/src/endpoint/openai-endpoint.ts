@@ -66,6 +66,11 @@ export class OpenAIEndpoint {
     if (e instanceof OpenAI.APIConnectionError) {
       return new unavailable(`${this.where} unreachable while ${doing} after ${this.settings.max_retries} retries (${e instanceof OpenAI.APIConnectionTimeoutError ? 'timed out' : 'connection failed'})`);
     }
+    if (e instanceof OpenAI.APIError && e.status !== undefined && e.status >= 300 && e.status < 400) {
+      // Not followed: the key would go to an address the recipe does not name. Not retried: it will not pass.
+      const to = e.headers?.get('location');
+      return new setup(`${this.where} answered ${e.status}${to ? ` (a redirect to ${redactUrl(to)})` : ' (a redirect)'} while ${doing}: set base_url to the address it points to`);
+    }
     if (e instanceof OpenAI.APIError) return new unavailable(`${this.where} answered ${e.status ?? 'an error'} while ${doing}, after ${this.settings.max_retries} retries`);
     return e as Error;
   }

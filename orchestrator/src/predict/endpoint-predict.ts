@@ -82,11 +82,18 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
   // The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
   const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force]));
   const done = new Map<number, string>();
+  // Generated tokens of every row (earlier attempts' too): a progress line is `index<TAB>tokens<TAB>row`.
+  const tokensOf = new Map<number, number>();
   if (existsSync(keyFile) && JSON.parse(readFileSync(keyFile, 'utf8')).key === key && existsSync(part)) {
     // Complete lines only: one cut short by a kill was never counted.
     for (const line of readFileSync(part, 'utf8').split('\n').slice(0, -1)) {
-      const tab = line.indexOf('\t');
-      done.set(Number(line.slice(0, tab)), line.slice(tab + 1));
+      const [index, tokens, ...row] = line.split('\t');
+      const i = Number(index);
+      if (tokens!.startsWith('{')) done.set(i, [tokens, ...row].join('\t')); // a line of an older bsft: no count
+      else {
+        done.set(i, row.join('\t'));
+        tokensOf.set(i, Number(tokens));
+      }
     }
     if (done.size) log.info({ file: name, done: done.size, total: prompts.length }, 'predict: continuing where the last attempt stopped');
   } else {
@@ -150,7 +157,8 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     row.reply = text.trim();
     if (answers.has(docIds[i]!)) row.predicted_answer = ANSWER.exec(text)?.[1]?.toUpperCase() ?? null;
     const line = JSON.stringify(row);
-    appendFileSync(fd, `${i}\t${line}\n`);
+    appendFileSync(fd, `${i}\t${ids.length}\t${line}\n`);
+    tokensOf.set(i, ids.length);
     if (++unsynced >= 64) {
       fsyncSync(fd);
       unsynced = 0;
@@ -166,8 +174,11 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
   renameSync(`${target}.tmp`, target);
   const recordFile = path.join(runDir, 'predictions', 'predict.json');
   const record = existsSync(recordFile) ? JSON.parse(readFileSync(recordFile, 'utf8')) : {};
+  // generated_tokens: the whole file's (every attempt's rows); the rate: this attempt's tokens over its seconds.
+  const total = [...tokensOf.values()].reduce((a, b) => a + b, 0);
   record[name] = { engine: 'openai', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, tasks: prompts.length, max_new_tokens: recipe.eval.max_new_tokens,
-    generated_tokens: generated, seconds: +seconds.toFixed(3), tokens_per_s: seconds > 0 ? +(generated / seconds).toFixed(1) : null, resumed_after_prompts: before };
+    generated_tokens: total, ...(tokensOf.size < prompts.length ? { generated_tokens_counted_rows: tokensOf.size } : {}),
+    generated_tokens_this_attempt: generated, seconds: +seconds.toFixed(3), tokens_per_s: seconds > 0 ? +(generated / seconds).toFixed(1) : null, resumed_after_prompts: before };
   writeFileSync(recordFile, `${JSON.stringify(record, null, 1)}\n`);
   await writeComplete(path.join(runDir, 'predictions'));
   return { file: target, tasks: prompts.length, generatedTokens: generated, seconds };

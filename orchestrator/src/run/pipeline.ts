@@ -63,7 +63,7 @@ export async function runSteps(steps: Step[], ctx: RunContext, opts: { force?: b
       record(ctx, records);
       throw new StepUnavailableError(step.name, reason);
     }
-    ctx.log.info({ step: step.name }, `step ${step.name}: ${step.summary}`);
+    ctx.log.info({ step: step.name }, `step ${step.name}: ${typeof step.summary === 'string' ? step.summary : step.summary(ctx.recipe)}`);
     const started = performance.now();
     try {
       await ctx.host.pull(ctx, step.inputs);

@@ -24,7 +24,8 @@ export interface RunContext {
  */
 export interface Step {
   name: StepName;
-  summary: string;
+  /** What the step does, as the log says when it starts (it may depend on the recipe: predict's engine). */
+  summary: string | ((recipe: RunContext['recipe']) => string);
   /** Store folders the step reads (pulled first where this machine lacks them) and writes (pushed after it). */
   inputs: StoreFolder[];
   outputs: StoreFolder[];

@@ -1,6 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { predictViaEndpoint } from '../predict/endpoint-predict.js';
+import { redactUrl } from '../recipe/secrets.js';
 import { stampMatches, writeStamp } from './settings-stamp.js';
 import type { RunContext, Step } from './step.js';
 import { checkTrainerRun } from './trainer-outcome.js';
@@ -25,22 +26,46 @@ export const trainStep: Step = {
   run: (ctx) => runTrainerStep(ctx, 'train', ctx.recipe.resources.gpus > 1 ? ['--nproc-per-node', String(ctx.recipe.resources.gpus)] : []),
 };
 
-/** The eval settings predictions depend on: new ones make predict run again for the same training. */
-const predictSettings = (ctx: RunContext) => ({ max_new_tokens: ctx.recipe.eval.max_new_tokens });
+/**
+ * The eval settings predictions depend on: new ones make predict run again for the same training. The trainer's
+ * engines (static, continuous, auto) give the same greedy tokens of the same model, so a change among them keeps the
+ * predictions (and says so); an endpoint's model (eval.engine openai) is another source: predictions are made again.
+ */
+const predictSettings = (ctx: RunContext) => {
+  const e = ctx.recipe.eval;
+  return e.engine === 'openai' ? { max_new_tokens: e.max_new_tokens, source: { engine: 'openai', base_url: redactUrl(e.endpoint!.base_url), model: e.endpoint!.model } }
+    : { max_new_tokens: e.max_new_tokens };
+};
+
+/** Says so when predictions made by one of the trainer's engines are kept for another (predictions/predict.json). */
+function sayKeptEngine(ctx: RunContext): void {
+  const e = ctx.recipe.eval.engine;
+  if (e === 'openai') return;
+  let made: string[] = [];
+  try {
+    made = Object.values(JSON.parse(readFileSync(path.join(ctx.runDir, 'predictions', 'predict.json'), 'utf8')) as Record<string, { engine?: string }>)
+      .map((f) => f.engine ?? '').filter((x) => x && x !== e && !(e === 'auto'));
+  } catch {
+    return;
+  }
+  if (made.length) ctx.log.info({ made_with: [...new Set(made)], engine: e }, `predictions made with engine ${[...new Set(made)].join(', ')} are kept for eval.engine ${e}: the trainer's engines give the same greedy tokens (delete the run's predictions/ to make them again)`);
+}
 const predictStamp = (ctx: RunContext) => path.join(ctx.runDir, 'predictions', 'settings.json');
 
 export const predictStep: Step = {
   name: 'predict',
-  summary: 'generate predictions on the eval splits (python -m bsft_trainer predict)',
+  summary: (recipe) => (recipe.eval.engine === 'openai'
+    ? `generate predictions on the eval splits (eval.engine openai: ${redactUrl(recipe.eval.endpoint?.base_url ?? '')}, model ${recipe.eval.endpoint?.model})`
+    : `generate predictions on the eval splits (python -m bsft_trainer predict, engine ${recipe.eval.engine})`),
   inputs: ['dataset', 'final'],
   outputs: ['predictions'],
   // A serving engine (eval.engine: openai) needs no trainer here: this process asks the endpoint.
   unavailable: async (ctx) => (ctx.recipe.eval.engine === 'openai' ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
   async done(ctx) {
-    return (
-      stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
-      predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))))
-    );
+    const done = stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
+      predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))));
+    if (done) sayKeptEngine(ctx);
+    return done;
   },
   async run(ctx) {
     for (const args of predictArgs(ctx.recipe)) {
