@@ -334,7 +334,9 @@ export async function buildDataset(recipe: ResolvedRecipe, outDir: string, log: 
   // the second waits and then finds the dataset up to date.
   const onWait = (holder: LockHolder, lockFile: string) =>
     log.info({ dir: outDir, holder }, `waiting for the build of ${holder.host}:${holder.pid} (${lockFile}; remove it if that process is gone)`);
-  return withLock(outDir, () => buildLocked(recipe, outDir, log, cacheDir), { onWait });
+  const onTakeOver = (holder: LockHolder | undefined, lockFile: string) =>
+    log.warn({ dir: outDir, holder }, holder ? `took over ${lockFile}: the build of ${holder.host}:${holder.pid} that held it is gone` : `took over ${lockFile}: left empty by a process killed as it took it`);
+  return withLock(outDir, () => buildLocked(recipe, outDir, log, cacheDir), { onWait, onTakeOver });
 }
 
 async function buildLocked(recipe: ResolvedRecipe, outDir: string, log: Logger, cacheDir?: string): Promise<BuildResult> {

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { diskFullError, isDiskFull } from './disk-full.js';
@@ -48,7 +48,20 @@ function readHolder(lockFile: string): LockHolder | undefined {
 export interface LockOptions {
   /** Called once when the lock is held by someone else, with the holder. */
   onWait?: (holder: LockHolder, lockFile: string) => void;
+  /** Called when a lock left by a process that is gone is taken over (holder undefined: an empty lock file). */
+  onTakeOver?: (holder: LockHolder | undefined, lockFile: string) => void;
   pollMs?: number;
+}
+
+/** A lock file that stays empty or unreadable this long was left by a process killed while writing it. */
+const UNREADABLE_STALE_MS = 10_000;
+
+function ageMs(file: string): number | undefined {
+  try {
+    return Date.now() - statSync(file).mtimeMs;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Runs `fn` while holding the lock of `target` (`<target>.lock`); the lock file is removed afterwards. */
@@ -77,7 +90,17 @@ export async function withLock<T>(target: string, fn: () => Promise<T>, opts: Lo
     if (holder && holder.host === me.host && !alive(holder)) {
       // Left by a process of this machine that is gone: take it over, unless it changed hands since we read it.
       const again = readHolder(lockFile);
-      if (again && again.pid === holder.pid && again.since === holder.since) rmSync(lockFile, { force: true });
+      if (again && again.pid === holder.pid && again.since === holder.since) {
+        rmSync(lockFile, { force: true });
+        opts.onTakeOver?.(holder, lockFile);
+      }
+      continue;
+    }
+    const age = holder ? undefined : ageMs(lockFile);
+    if (!holder && age !== undefined && age > UNREADABLE_STALE_MS) {
+      // Created and never written: its process was killed between the two (a writer fills it at once).
+      rmSync(lockFile, { force: true });
+      opts.onTakeOver?.(undefined, lockFile);
       continue;
     }
     if (holder && !told) {
