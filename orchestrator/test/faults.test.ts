@@ -228,6 +228,7 @@ describe('a build or scoring child lives as long as its job', () => {
       await goneWithin(child2, 'bsft cancel');
       const cancelled = await waitForRun(env, run, (v) => v.state === 'cancelled' || v.state === 'failed', 30_000);
       expect(cancelled.state).toBe('cancelled');
+      expect(w2.stderr.join('\n')).toContain('cancel requested: stopping the dataset build (nothing of it is kept)'); // not "the trainer"
 
       // 3. Redis goes away for 6 s: the worker cannot confirm the job is still its own, so the child stops within
       // the lease (0.35 x the 2 s lock, + 1 s); the job runs again once Redis is back, and its build completes.

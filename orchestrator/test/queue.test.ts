@@ -108,6 +108,8 @@ describe('queue: submit, work, exit-code mapping (fixture trainers, real Redis)'
     const paused = () => full.stderr.some((l) => l.includes("this machine's disk is full: taking no new job for 600 s"));
     for (let i = 0; i < 600 && !paused(); i++) await new Promise((r) => setTimeout(r, 100));
     expect(paused()).toBe(true);
+    // The worker's own log says how the trainer ended.
+    expect(full.stderr.join('\n')).toMatch(/"exit":74.*"msg":"trainer train ended: exit 74 \(disk-full/);
     worker('ok', env, ['--name', 'roomy']);
     const v = await waitForRun(env, runId, (x) => ['completed', 'failed'].includes(x.state));
     expect(v.state, v.failedReason).toBe('completed');

@@ -48,7 +48,8 @@ export interface JobContext {
   /** This machine's disk is full: the worker takes no new job for a while, so that another worker takes this one. */
   diskFull(message: string): void;
   /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
-  active: Map<string, (reason: StopReason) => void>;
+  /** What each run's job runs now: how to stop it, and what that is (for the log). */
+  active: Map<string, { stop: (reason: StopReason) => void; doing: string }>;
   shuttingDown(): boolean;
 }
 
@@ -126,7 +127,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
     ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
     silenceMs: ctx.silenceMs,
-    onActive: (stop) => (stop ? ctx.active.set(runId, stop) : ctx.active.delete(runId)),
+    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(runId, { stop, doing }) : ctx.active.delete(runId)),
     shuttingDown: ctx.shuttingDown,
     ownsRun: async () => true,
     offload: ctx.offload,

@@ -27,7 +27,8 @@ export interface QueueHostOptions {
   /** A trainer that emits no event for this long is stopped and the attempt fails (retryable). */
   silenceMs: number;
   /** Registers the trainer's stop function while it runs (for cancel, shutdown and a lost lock). */
-  onActive(stop: ((reason: StopReason) => void) | undefined): void;
+  /** `stop` ends what the job runs now, `doing` says what that is in the log ("the trainer after a checkpoint"). */
+  onActive(stop: ((reason: StopReason) => void) | undefined, doing?: string): void;
   shuttingDown(): boolean;
   /** The job's lease: its trainer (heartbeats on its stdin) and its offload child run only while it holds. */
   lease?: Lease;
@@ -76,7 +77,7 @@ export class QueueHost implements RunHost {
       // The job is no longer ours: nothing the trainer writes now can be published (fencing), so no checkpoint.
       if (reason === 'lost-lock') killer.abort();
       else controller.abort();
-    });
+    }, `the ${command === 'train' ? 'trainer after a checkpoint' : `trainer's ${command}`}`);
     const watchdog = setInterval(() => {
       if (Date.now() - lastEvent > opts.silenceMs) {
         stopReason ??= 'silent';
@@ -134,6 +135,11 @@ export class QueueHost implements RunHost {
         },
       });
       if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
+      // How the trainer ended, in the worker's own log (exit 74: this machine's disk is full; 75: preempted; ...).
+      const ended = { run_id: ctx.recipe.run_id, command, exit: res.exitCode, signal: res.signal, outcome: res.outcome, ...(stopReason ? { stop: stopReason } : {}) };
+      const how = `trainer ${command} ended: ${res.signal ?? `exit ${res.exitCode}`} (${res.outcome}${stopReason ? `, ${stopReason}` : ''})`;
+      if (res.outcome === 'done') opts.log.info(ended, how);
+      else opts.log.warn(ended, how);
       if (res.outcome === 'preempted' || stopReason === 'shutdown') await this.drainPushes();
       if (stopReason === 'cancel') await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       shown.bar.finish(res.outcome === 'done' ? '' : `stopped (${stopReason ?? res.outcome})`);
@@ -182,14 +188,14 @@ export class QueueHost implements RunHost {
    * A task in the offload child, for as long as this job is ours: cancel, shutdown and a lost lock stop the child
    * (as they stop a trainer), and the step then ends as a stopped trainer's does.
    */
-  private async offloaded<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async offloaded<T>(what: 'build' | 'score', run: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const controller = new AbortController();
     let reason: StopReason | undefined;
     const stop = (r: StopReason) => {
       reason ??= r;
       controller.abort();
     };
-    this.opts.onActive(stop);
+    this.opts.onActive(stop, what === 'build' ? 'the dataset build (nothing of it is kept)' : 'the scoring');
     // Redis unreachable: the worker cannot tell whether it still owns the job, so the child stops within the lease.
     const unwatch = this.opts.lease ? watchLease(this.opts.lease, () => undefined, () => stop('lost-lock')) : () => undefined;
     try {
@@ -210,7 +216,7 @@ export class QueueHost implements RunHost {
     this.progress({ stage: 'build', phase: 'starting', done: 0, total: 1 }, pending, true);
     // Runs of one submission that share their data section share one build (by dataset hash).
     const cacheDir = path.join(path.dirname(path.dirname(outDir)), '_datasets');
-    const { value: res, workMs } = await this.offloaded((signal) => this.opts.offload.run({ kind: 'build', recipe, outDir, cacheDir }, signal));
+    const { value: res, workMs } = await this.offloaded('build', (signal) => this.opts.offload.run({ kind: 'build', recipe, outDir, cacheDir }, signal));
     this.result.work_ms = Math.round(workMs);
     this.result.dataset_hash = res.dataset_hash;
     this.progress({ stage: 'build', phase: 'done', done: 1, total: 1 }, pending, true);
@@ -221,7 +227,7 @@ export class QueueHost implements RunHost {
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const pending: Promise<unknown>[] = [];
     this.progress({ stage: 'score', phase: 'starting', done: 0, total: splits.length }, pending, true);
-    const { value: scores, workMs } = await this.offloaded((signal) => this.opts.offload.run({ kind: 'score', runDir, splits }, signal));
+    const { value: scores, workMs } = await this.offloaded('score', (signal) => this.opts.offload.run({ kind: 'score', runDir, splits }, signal));
     this.result.work_ms = Math.round(workMs);
     this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
     await Promise.allSettled(pending);

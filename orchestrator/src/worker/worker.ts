@@ -64,7 +64,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const redis = new RedisWatch(log);
   const connection = workerConnection(undefined, redis);
   const subscriber = workerConnection(undefined, redis);
-  const active = new Map<string, (reason: StopReason) => void>();
+  const active: JobContext['active'] = new Map();
   let shuttingDown = false;
   let resumeTimer: NodeJS.Timeout | undefined;
   // As many warm children as build and score jobs can run at once: none is started afresh in the steady state.
@@ -73,10 +73,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
   subscriber.on('message', (_channel, runId: string) => {
-    const stop = active.get(runId);
-    if (stop) {
-      log.info({ run_id: runId }, 'cancel requested: stopping the trainer after a checkpoint');
-      stop('cancel');
+    const now = active.get(runId);
+    if (now) {
+      log.info({ run_id: runId }, `cancel requested: stopping ${now.doing}`);
+      now.stop('cancel');
     }
   });
 
@@ -136,7 +136,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     w.on('lockRenewalFailed', (jobIds) => {
       for (const id of jobIds) {
         log.warn({ stage, run_id: id }, 'lost the job lock: stopping its trainer');
-        active.get(id)?.('lost-lock');
+        active.get(id)?.stop('lost-lock');
       }
     });
     w.on('stalled', (jobId) => log.warn({ stage, run_id: jobId }, 'job stalled (its worker died); back to waiting'));
@@ -152,7 +152,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       shuttingDown = true;
       clearTimeout(resumeTimer);
       log.info({ active: [...active.keys()] }, 'shutting down: stopping trainers after a checkpoint');
-      for (const stop of active.values()) stop('shutdown');
+      for (const now of active.values()) now.stop('shutdown');
       await Promise.all(workers.map((w) => w.close()));
       offload.close();
       await subscriber.quit().catch(() => undefined);
