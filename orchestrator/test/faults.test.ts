@@ -246,6 +246,34 @@ describe('a build or scoring child lives as long as its job', () => {
     expect(most).toBe(1);
   }, limit(420_000));
 
+  it('a frozen worker (SIGSTOP, as a paused VM): its build child stops within the lease, publishing nothing, and another worker builds the run', async () => {
+    const tasks = bigTasks(60);
+    const env = queueEnv({ REDIS_URL: redis.url });
+    const { args, runs } = testRecipeArgs(['train.max_steps=2', 'name=frozen']);
+    const sub = await bsft(['submit', ...args, '--allow', path.dirname(tasks), '--set', `data.tasks=["${tasks}"]`], { env });
+    const runId = /submitted run (\S+)/.exec(sub.stdout)![1]!;
+    const w1 = worker('ok', env);
+    let child: number | undefined;
+    await until(() => (child = processesWith(BUILD_CHILD)[0]) !== undefined, limit(60_000), 'no build child started');
+    await sleep(2000); // reading or tokenizing the 37,800 tasks
+    w1.proc.kill('SIGSTOP');
+    frozen.push(w1.proc.pid!);
+    const t0 = Date.now();
+    await until(() => !processesWith(BUILD_CHILD).includes(child!), limit(30_000), `build child ${child} still running with its worker frozen`);
+    const took = Date.now() - t0;
+    console.log(`worker frozen: its build child stopped ${took} ms later`);
+    // The lease is 0.35 x the 2 s lock, and a second of grace: well before another worker may take the job.
+    expect(took).toBeLessThan(limit(4000));
+    const dataset = path.join(runs, runId, 'dataset');
+    expect(existsSync(`${dataset}.tmp-${child}`)).toBe(false); // nothing half-written left
+    expect(existsSync(`${dataset}.lock`)).toBe(false);
+    expect(existsSync(path.join(dataset, 'manifest.json'))).toBe(false); // nothing published
+    const w2 = worker('ok', env);
+    const done = await waitForRun(env, runId, (v) => ['completed', 'failed', 'cancelled'].includes(v.state), 240_000);
+    expect(done.state, done.failedReason).toBe('completed');
+    expect(w2.stderr.join('\n')).not.toMatch(/waiting for the build of|took over/); // no lock of the frozen one's was left
+  }, limit(360_000));
+
   it('keeps its children warm: one child process builds and scores run after run (no process start per job)', async () => {
     const env = queueEnv({ REDIS_URL: redis.url });
     const runs = [(await submitRun(env, ['train.max_steps=2', 'name=warm-a'])).runId, (await submitRun(env, ['train.max_steps=2', 'name=warm-b', 'data.seed=3'])).runId];

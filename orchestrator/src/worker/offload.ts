@@ -17,9 +17,28 @@ import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
  * with the worker, by the kernel (`setpriv --pdeathsig`, util-linux) where that is installed, else when it sees its
  * IPC channel close.
  */
-export type OffloadTask =
+export type OffloadTask = (
   | { kind: 'build'; recipe: ResolvedRecipe; outDir: string; cacheDir: string }
-  | { kind: 'score'; runDir: string; splits: string[] };
+  | { kind: 'score'; runDir: string; splits: string[] }
+) & {
+  /**
+   * The job's lease (as a trainer's, lease.py): the child works only while heartbeats come, each stamped with the
+   * monotonic time of the worker's check; none for `lease_ms` (+ a second) and it stops without publishing. A frozen
+   * or partitioned worker cannot let its child build on while another worker retakes the job.
+   */
+  lease_ms?: number;
+};
+
+/** A heartbeat to a child: the monotonic time (ms, this machine's clock) at which the worker confirmed the job is its own. */
+export interface OffloadHeartbeat {
+  heartbeat: number;
+}
+
+/** How a task's caller sends the child heartbeats: `onBeat` hands it the function that sends one. */
+export interface ChildLease {
+  ms: number;
+  onBeat(send: (checkedAt: number) => void): void;
+}
 
 /** What a child answers; `work_ms`: the task's own time in the child (for the queue benchmark's overhead figure). */
 export type OffloadReply = { ok: true; result: unknown; work_ms: number } | { ok: false; message: string; exitCode: number; diskFull?: boolean };
@@ -43,9 +62,9 @@ export class OffloadPool {
   constructor(private readonly idle = 2, private readonly level?: LogLevel) {}
 
   /** Runs `task` in a warm child; resolves with its result and the time the work itself took in the child. */
-  run(task: Extract<OffloadTask, { kind: 'build' }>, signal?: AbortSignal): Promise<Offloaded<BuildSummary>>;
-  run(task: Extract<OffloadTask, { kind: 'score' }>, signal?: AbortSignal): Promise<Offloaded<ScoreSummary>>;
-  run(task: OffloadTask, signal?: AbortSignal): Promise<Offloaded<unknown>> {
+  run(task: Extract<OffloadTask, { kind: 'build' }>, signal?: AbortSignal, lease?: ChildLease): Promise<Offloaded<BuildSummary>>;
+  run(task: Extract<OffloadTask, { kind: 'score' }>, signal?: AbortSignal, lease?: ChildLease): Promise<Offloaded<ScoreSummary>>;
+  run(task: OffloadTask, signal?: AbortSignal, lease?: ChildLease): Promise<Offloaded<unknown>> {
     let child = this.waiting.pop();
     while (child && !(child.connected && child.exitCode === null && child.signalCode === null)) child = this.waiting.pop();
     child ??= start(this.level);
@@ -53,7 +72,9 @@ export class OffloadPool {
     child.channel?.ref();
     return new Promise((resolve, reject) => {
       const stop = () => child.kill('SIGKILL');
+      let settled = false;
       const done = (settle: () => void, keep: boolean) => {
+        settled = true;
         signal?.removeEventListener('abort', stop);
         child.off('message', onMessage);
         child.off('exit', onExit);
@@ -77,7 +98,10 @@ export class OffloadPool {
       child.on('exit', onExit);
       if (signal?.aborted) stop();
       else signal?.addEventListener('abort', stop, { once: true });
-      child.send(task);
+      lease?.onBeat((checkedAt) => {
+        if (!settled && child.connected) child.send({ heartbeat: checkedAt } satisfies OffloadHeartbeat);
+      });
+      child.send(lease ? { ...task, lease_ms: lease.ms } : task);
     });
   }
 

@@ -10,7 +10,7 @@ import type { Store } from '../store/store.js';
 import { BackgroundPusher, pruneRemote, pullFolders, pushFolders } from '../store/sync.js';
 import { logJobEvent } from './job-log.js';
 import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
-import { OffloadStopped, type OffloadPool } from './offload.js';
+import { OffloadStopped, type ChildLease, type OffloadPool } from './offload.js';
 import { CancelledError, OffloadError, PreemptedError } from '../errors.js';
 import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
 import { runTrainer } from './trainer-process.js';
@@ -188,7 +188,7 @@ export class QueueHost implements RunHost {
    * A task in the offload child, for as long as this job is ours: cancel, shutdown and a lost lock stop the child
    * (as they stop a trainer), and the step then ends as a stopped trainer's does.
    */
-  private async offloaded<T>(what: 'build' | 'score', run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async offloaded<T>(what: 'build' | 'score', run: (signal: AbortSignal, lease?: ChildLease) => Promise<T>): Promise<T> {
     const controller = new AbortController();
     let reason: StopReason | undefined;
     const stop = (r: StopReason) => {
@@ -197,9 +197,12 @@ export class QueueHost implements RunHost {
     };
     this.opts.onActive(stop, what === 'build' ? 'the dataset build (nothing of it is kept)' : 'the scoring');
     // Redis unreachable: the worker cannot tell whether it still owns the job, so the child stops within the lease.
-    const unwatch = this.opts.lease ? watchLease(this.opts.lease, () => undefined, () => stop('lost-lock')) : () => undefined;
+    // Each confirmation is also the child's heartbeat (its own lease, when this process is frozen or cut off).
+    let beat: ((checkedAt: number) => void) | undefined;
+    const unwatch = this.opts.lease ? watchLease(this.opts.lease, (checkedAt) => beat?.(checkedAt), () => stop('lost-lock')) : () => undefined;
+    const childLease = this.opts.lease ? { ms: this.opts.lease.ms, onBeat: (send: (checkedAt: number) => void) => (beat = send) } : undefined;
     try {
-      return await run(controller.signal);
+      return await run(controller.signal, childLease);
     } catch (e) {
       if (!(e instanceof OffloadStopped)) throw e;
       if (reason === 'cancel') throw new CancelledError();
@@ -216,7 +219,7 @@ export class QueueHost implements RunHost {
     this.progress({ stage: 'build', phase: 'starting', done: 0, total: 1 }, pending, true);
     // Runs of one submission that share their data section share one build (by dataset hash).
     const cacheDir = path.join(path.dirname(path.dirname(outDir)), '_datasets');
-    const { value: res, workMs } = await this.offloaded('build', (signal) => this.opts.offload.run({ kind: 'build', recipe, outDir, cacheDir }, signal));
+    const { value: res, workMs } = await this.offloaded('build', (signal, lease) => this.opts.offload.run({ kind: 'build', recipe, outDir, cacheDir }, signal, lease));
     this.result.work_ms = Math.round(workMs);
     this.result.dataset_hash = res.dataset_hash;
     this.progress({ stage: 'build', phase: 'done', done: 1, total: 1 }, pending, true);
@@ -227,7 +230,7 @@ export class QueueHost implements RunHost {
   async scoreSplits(runDir: string, splits: string[]): Promise<ScoreSummary> {
     const pending: Promise<unknown>[] = [];
     this.progress({ stage: 'score', phase: 'starting', done: 0, total: splits.length }, pending, true);
-    const { value: scores, workMs } = await this.offloaded('score', (signal) => this.opts.offload.run({ kind: 'score', runDir, splits }, signal));
+    const { value: scores, workMs } = await this.offloaded('score', (signal, lease) => this.opts.offload.run({ kind: 'score', runDir, splits }, signal, lease));
     this.result.work_ms = Math.round(workMs);
     this.progress({ stage: 'score', phase: 'done', done: splits.length, total: splits.length }, pending, true);
     await Promise.allSettled(pending);
