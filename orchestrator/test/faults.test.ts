@@ -143,6 +143,46 @@ describe('no CPU work on the worker event loop', () => {
     const logs = (await bsft(['logs', b], { env })).stdout;
     expect(logs.match(/"event":"dataset"/g)?.length).toBe(1);
   });
+
+  it("the build step's up-to-date check (on the worker's loop) never holds the loop as loading the tokenizer does", async () => {
+    const { resolveRecipe } = await import('../src/recipe/resolve.js');
+    const { buildDataset, datasetUpToDate } = await import('../src/dataset/build.js');
+    const { loadChatTokenizer } = await import('../src/dataset/tokenizer.js');
+    const { pino } = await import('pino');
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-uptodate-'));
+    const recipe = resolveRecipe(path.join(ROOT, 'recipes', 'smoke.yaml'), { policy: { workspace: ROOT, allow: [runs] } });
+    const out = path.join(runs, 'dataset');
+    await buildDataset(recipe, out, pino({ level: 'silent' }));
+    /** The longest the event loop went without running a 5 ms timer while `work` ran. */
+    async function longestHold(work: () => Promise<unknown>): Promise<number> {
+      let last = performance.now();
+      let longest = 0;
+      const timer = setInterval(() => {
+        const now = performance.now();
+        longest = Math.max(longest, now - last);
+        last = now;
+      }, 5);
+      await new Promise((r) => setTimeout(r, 20));
+      last = performance.now();
+      await work();
+      longest = Math.max(longest, performance.now() - last);
+      clearInterval(timer);
+      return longest;
+    }
+    // Loading the tokenizer (what the check did before): one block of the loop, measured here as the baseline.
+    const loading = await longestHold(async () => loadChatTokenizer(recipe.tokenizer, ['<|x:a|>', '<|x:b|>']));
+    const check = await longestHold(async () => expect(await datasetUpToDate(recipe, out)).toBe(true));
+    console.log(`longest hold of the loop: up-to-date check ${check.toFixed(0)} ms; loading the tokenizer ${loading.toFixed(0)} ms`);
+    expect(check).toBeLessThan(loading / 3);
+  });
+});
+
+describe('what a lost lock says', () => {
+  it('that the queue runs the job again only while attempts remain', async () => {
+    const { lostLockMessage } = await import('../src/worker/queue-host.js');
+    expect(lostLockMessage({ id: 'r-1', attemptsMade: 0, opts: { attempts: 3 } }, 7000)).toMatch(/could not confirm its lock on the job for 7\.0 s .*; the queue runs the job again \(attempt 2 of 3\)$/);
+    expect(lostLockMessage({ id: 'r-1', attemptsMade: 0, opts: { attempts: 1 } }, 7000)).toMatch(/that was its last attempt \(1 of 1\): the run fails; bsft retry r-1 runs it again$/);
+  });
 });
 
 /** Live (not zombie) processes whose command line holds `part`. */

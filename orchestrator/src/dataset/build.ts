@@ -20,7 +20,7 @@ import { tokenizeConversations, type TokenizedDoc } from './render.js';
 import { writeSafetensorsFrom } from './safetensors.js';
 import { assignSplits, CaseStrata } from './split.js';
 import type { SourcedTask, TaskLabels } from './task.js';
-import { loadChatTokenizer } from './tokenizer.js';
+import { loadChatTokenizer, tokenizerHash } from './tokenizer.js';
 
 /**
  * One line of `<split>.messages.jsonl`, written so that outside trainers put the loss where bsft does (the final
@@ -73,9 +73,17 @@ function linkTree(from: string, to: string): void {
 
 /** What a build of `recipe` would be: its tokenizer, inputs, options and the dataset hash they give. */
 async function planDataset(recipe: ResolvedRecipe) {
-  const data = recipe.data;
-  const tokens = Object.values(data.behaviors).map((b) => b.token);
+  const tokens = Object.values(recipe.data.behaviors).map((b) => b.token);
   const tok = loadChatTokenizer(recipe.tokenizer, tokens);
+  return { tok, ...(await datasetIdentity(recipe, tok.hash)) };
+}
+
+/**
+ * The task files' hashes, the options and the dataset hash of a recipe, given its tokenizer's hash (the sha256 of
+ * tokenizer.json and tokenizer_config.json: tokenizerHash reads it from the files without loading the tokenizer).
+ */
+async function datasetIdentity(recipe: ResolvedRecipe, tokenizer: string) {
+  const data = recipe.data;
   const inputs = await Promise.all(
     recipe.task_files.map(async (f) => ({ file: path.basename(f), sha256: await sha256File(f), bytes: statSync(f).size })),
   );
@@ -89,15 +97,21 @@ async function planDataset(recipe: ResolvedRecipe) {
     instruction: data.conditioning === 'instruction' ? data.instruction : null,
   };
   const datasetHash = createHash('sha256')
-    .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer: tok.hash, descriptions: data.behaviors }))
+    .update(canonicalJson({ format: DATASET_FORMAT, inputs: inputs.map((i) => i.sha256), options, tokenizer, descriptions: data.behaviors }))
     .digest('hex');
-  return { tok, inputs, options, datasetHash };
+  return { inputs, options, datasetHash };
 }
 
-/** True when `outDir` already holds the dataset this recipe builds (same hash): the build would do nothing. */
+/**
+ * True when `outDir` already holds the dataset this recipe builds (same hash): the build would do nothing. Cheap and
+ * never blocking for long, as a worker's job runs it on the event loop that renews its job locks: the files are
+ * hashed as streams and the tokenizer is not loaded (parsing Qwen's 7 MB tokenizer held a loaded 2-core machine's
+ * loop for seconds, long enough for the lease to lapse and a big build to be stopped as if its lock were lost).
+ */
 export async function datasetUpToDate(recipe: ResolvedRecipe, outDir: string): Promise<boolean> {
   const existing = readManifest(outDir);
-  return existing !== undefined && existing.dataset_hash === (await planDataset(recipe)).datasetHash;
+  if (existing === undefined) return false;
+  return existing.dataset_hash === (await datasetIdentity(recipe, await tokenizerHash(recipe.tokenizer))).datasetHash;
 }
 
 type Tok = Awaited<ReturnType<typeof planDataset>>['tok'];

@@ -1,6 +1,6 @@
 import { TokenizerError } from '../errors.js';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { ChatTemplate } from './chat-template.js';
@@ -94,6 +94,19 @@ export function loadChatTokenizer(dir: string, newTokens: string[]): ChatTokeniz
     cache.set(key, tok);
   }
   return tok;
+}
+
+/** The `hash` loadChatTokenizer gives `dir`'s tokenizer, from its files alone (streamed: no parse, no long block). */
+export async function tokenizerHash(dir: string): Promise<string> {
+  const hash = createHash('sha256');
+  try {
+    for (const name of ['tokenizer.json', 'tokenizer_config.json']) {
+      for await (const chunk of createReadStream(path.join(dir, name))) hash.update(chunk as Buffer);
+    }
+  } catch (e) {
+    throw new TokenizerError(`cannot read the tokenizer in ${dir}: ${(e as Error).message}`);
+  }
+  return hash.digest('hex');
 }
 
 function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {

@@ -11,6 +11,8 @@ export interface TrainerRun extends TrainerResult {
   stopReason?: StopReason;
   /** With stopReason 'silent': how long the trainer had been silent. */
   silenceMs?: number;
+  /** With a lost lock or lease: why, and what happens next (the job's attempts: lostLockMessage). */
+  lostLock?: string;
 }
 
 /** Folders of a run in its store that steps read and write: `dataset`, `meta`, `checkpoints`, `final`, `predictions`, `score`. */

@@ -16,10 +16,11 @@ export function checkTrainerRun(command: TrainerCommand, run: TrainerRun): void 
   }
   if (run.outcome === 'disk-full') throw new DiskFullError(`trainer ${command}: ${run.error?.message ?? 'no space left on the disk of the run'}`);
   if (run.outcome === 'preempted' || run.stopReason === 'shutdown') throw new PreemptedError(run.stopReason === 'shutdown' ? 'worker shutdown' : 'preempted');
+  const next = run.lostLock ?? 'the job runs again from its newest checkpoint if attempts remain';
   if (run.outcome === 'lease-lost') {
-    throw new TrainerFailedError(`trainer ${command} stopped: its lease ran out (this worker could not confirm it still holds the job) or a newer attempt owns the run; the job runs again from its newest checkpoint`);
+    throw new TrainerFailedError(`trainer ${command} stopped: its lease ran out (this worker could not confirm it still holds the job) or a newer attempt owns the run; ${next}`);
   }
-  if (run.stopReason === 'lost-lock') throw new TrainerFailedError('the job lock was lost (Redis unreachable too long): stopped the trainer; the job runs again from its newest checkpoint');
+  if (run.stopReason === 'lost-lock') throw new TrainerFailedError(`trainer ${command} stopped: ${next}`);
   if (run.stopReason === 'silent') throw new TrainerFailedError(`trainer ${command} emitted no event for ${Math.round((run.silenceMs ?? 0) / 1000)} s and was stopped`);
   const why = run.error ? `${run.error.kind}: ${run.error.message}` : run.outcome === 'done' ? 'exited 0 without a done event' : run.stderrTail.slice(-5).join(' | ');
   throw new TrainerFailedError(`trainer ${command} failed (exit ${run.exitCode ?? run.signal}): ${why}`);

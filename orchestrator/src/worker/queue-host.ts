@@ -41,6 +41,19 @@ export interface QueueHostOptions {
 }
 
 /**
+ * Why a job's child was stopped when its lease lapsed, and what happens next, true to the job's attempts: the queue
+ * runs it again only while attempts remain.
+ */
+export function lostLockMessage(job: Pick<Job, 'attemptsMade' | 'opts' | 'id'>, leaseMs: number | undefined): string {
+  const attempts = job.opts.attempts ?? 1;
+  const attempt = job.attemptsMade + 1;
+  const why = `this worker could not confirm its lock on the job for ${leaseMs !== undefined ? `${(leaseMs / 1000).toFixed(1)} s` : 'its lease'} (Redis unreachable or too slow to answer, or this process too busy to renew it), so it stopped the work`;
+  return attempt < attempts
+    ? `${why}; the queue runs the job again (attempt ${attempt + 1} of ${attempts})`
+    : `${why}; that was its last attempt (${attempt} of ${attempts}): the run fails; bsft retry ${job.id} runs it again`;
+}
+
+/**
  * A queue worker running the steps of one BullMQ job: the trainer on the job's lease and epoch with its events
  * as job progress and job logs (checkpoints pushed to a hub store in the background), builds and scoring in a
  * child process (offload.ts) so that lock renewal never stalls, and notes in the job's log.
@@ -143,7 +156,8 @@ export class QueueHost implements RunHost {
       if (res.outcome === 'preempted' || stopReason === 'shutdown') await this.drainPushes();
       if (stopReason === 'cancel') await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       shown.bar.finish(res.outcome === 'done' ? '' : `stopped (${stopReason ?? res.outcome})`);
-      return { ...res, ...(stopReason ? { stopReason } : {}), ...(stopReason === 'silent' ? { silenceMs: opts.silenceMs } : {}) };
+      return { ...res, ...(stopReason ? { stopReason } : {}), ...(stopReason === 'silent' ? { silenceMs: opts.silenceMs } : {}),
+        ...(stopReason === 'lost-lock' || res.outcome === 'lease-lost' ? { lostLock: `${lostLockMessage(job, opts.lease?.ms)}; it resumes from its newest checkpoint` } : {}) };
     } finally {
       clearInterval(watchdog);
       opts.onActive(undefined);
@@ -207,7 +221,7 @@ export class QueueHost implements RunHost {
       if (!(e instanceof OffloadStopped)) throw e;
       if (reason === 'cancel') throw new CancelledError();
       if (reason === 'shutdown') throw new PreemptedError('worker shutdown');
-      throw new OffloadError(`${e.message}: the job lock was lost (Redis unreachable too long); the job runs again`);
+      throw new OffloadError(`${e.message}: ${lostLockMessage(this.job, this.opts.lease?.ms)}`);
     } finally {
       unwatch();
       this.opts.onActive(undefined);
