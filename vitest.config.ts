@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import SlowestReporter from './orchestrator/test/helpers/slowest-reporter.js';
 import { limit, TIME_SCALE } from './orchestrator/test/helpers/time-scale.js';
 
 // Every limit of the suite follows the machine (helpers/time-scale.ts); said once, so that a slow run is explained.
@@ -11,5 +12,7 @@ export default defineConfig({
     hookTimeout: limit(60_000),
     // Integration tests share one Redis and spawn CLI subprocesses: keep files serial on a 2-core machine.
     fileParallelism: false,
+    // Each file and its slow tests as they finish; the slowest 15 and any test over the budget at the end.
+    reporters: ['default', new SlowestReporter()],
   },
 });
