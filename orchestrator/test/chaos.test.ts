@@ -162,7 +162,8 @@ describe.skipIf(!py)('chaos: the real trainer (toy model) while its worker is ki
         expect(Date.now() - killed, `round ${i} (kill at ${killAt})`).toBeLessThan(2000);
         await w.exited;
       }
-      const last = startWorkerProc('', env, ['--name', 'real-last']);
+      // The run then completes on a worker whose trainers import at their own pace (the kills are over).
+      const last = startWorkerProc('', { ...env, BSFT_SLOW_IMPORT: '' }, ['--name', 'real-last']);
       workers.push(last);
       const done = await waitForRun(env, runId!, (v) => ['completed', 'failed'].includes(v.state), 240_000);
       expect(done.state, done.failedReason).toBe('completed');
