@@ -24,8 +24,8 @@ TINY = ROOT / "recipes" / "models" / "qwen2.5-tiny"
 pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")]
 
 
-def _run(tmp, eval_splits=("test",), **train):
-    return make_run(tmp, qwen=True, model_dir=TINY, tokenizer=TOKENIZER,
+def _run(tmp, eval_splits=("test",), reply_tokens=4, **train):
+    return make_run(tmp, qwen=True, model_dir=TINY, tokenizer=TOKENIZER, reply_tokens=reply_tokens,
                     train={"method": "lora", "lr": 1e-2, "max_steps": 60, "checkpoint_every": 20, "batch_tokens": 512,
                            "grad_accum": 1, **train},
                     eval_={"max_new_tokens": 2, "splits": list(eval_splits)})
@@ -125,6 +125,12 @@ def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
     assert tok.convert_tokens_to_ids("<|behavior:proactive|>") == 151666
     rows = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(tmp_path / "final" / "behavior_rows.safetensors"))
     assert torch.allclose(model.get_input_embeddings().weight[151666], rows["embed"][1].to(model.dtype))
+    # Every file follows the umask, as the rest of the run does (safetensors writes its files 0600).
+    from bsft_trainer.checkpoint import umask
+
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+             for folder in (merged, tmp_path / "final") for p in folder.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask())}, modes
 
 
 def test_pretrained_weights_load_from_a_folder_and_from_a_hub_id_in_the_offline_cache(tmp_path):

@@ -190,6 +190,19 @@ class HashingFile:
         self.close()
 
 
+def umask() -> int:
+    """This process's umask (read from /proc where it can: setting it to read it back is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def write_tmp(final: str | Path, write_files: Callable[[Path], dict | None]) -> tuple[Path, dict[str, str]]:
     """Writes `<final>.tmp/` with `write_files` and fsyncs every file. Returns the folder and the sha256 of every
     file: those `write_files` returns (hashed while it wrote them, HashingFile) are not read again."""
@@ -203,8 +216,11 @@ def write_tmp(final: str | Path, write_files: Callable[[Path], dict | None]) -> 
         known = write_files(tmp)
         known = known if isinstance(known, dict) else {}
         files = {}
+        mode = 0o666 & ~umask()
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
+                if p.stat().st_mode & 0o777 != mode:  # a writer's private temp file (safetensors: 0600) follows the umask
+                    p.chmod(mode)
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
                 if _listed(p):
