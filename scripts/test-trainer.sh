@@ -7,8 +7,8 @@ for py in "${BSFT_PYTHON:-}" ../.venv/bin/python /usr/bin/python3 python3; do
   [ -n "$py" ] || continue
   if "$py" -c 'import torch, numpy, pytest' 2>/dev/null; then
     echo "trainer tests with $py (torch $("$py" -c 'import torch; print(torch.__version__)'))"
-    # -v: each test's name as it runs (some take minutes on a busy CPU); the slowest ten at the end.
-    exec "$py" -m pytest -v -rs --durations=10 tests "$@"
+    # -v: each test's name as it runs; the slowest 15 at the end, and every test over the budget (conftest.py).
+    exec "$py" -m pytest -v -rs --durations=15 tests "$@"
   fi
 done
 echo "test-trainer: no Python with torch, numpy and pytest found (Debian: apt-get install python3-torch python3-pytest)" >&2

@@ -45,9 +45,11 @@ EOS = 259
 HEADER = [1, 2, 3]  # stands for <|im_start|>assistant\n
 
 
-def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10, cue=0):
+def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=None, vocab_low=10, cue=0,
+              reply_tokens=4):
     """Synthetic conversations: random context tokens, the assistant header, then a reply that starts with the
-    behavior token and follows a learnable rule (behavior determined by the first context token)."""
+    behavior token and follows a learnable rule (behavior determined by the first context token), `reply_tokens`
+    tokens after it, then the end token."""
     behaviors = behaviors or BEHAVIORS
     eos = EOS if eos is None else eos
     header = header or HEADER
@@ -62,7 +64,7 @@ def make_docs(n, seed, min_len=8, max_len=40, behaviors=None, eos=None, header=N
         if cue == -1:
             ctx[-1] = vocab_low + int(ctx[-1]) % 3
         behavior = names[int(ctx[cue]) % 3]
-        reply = [behaviors[behavior]] + [vocab_low + (int(ctx[cue]) + k) % 200 for k in range(4)] + [eos]
+        reply = [behaviors[behavior]] + [vocab_low + (int(ctx[cue]) + k) % 200 for k in range(reply_tokens)] + [eos]
         ids = [int(x) for x in ctx] + list(header) + reply + [4]
         mask = [0] * (ctx_len + len(header)) + [1] * len(reply) + [0]
         docs.append((ids, mask))
@@ -75,9 +77,10 @@ QWEN = {"behaviors": {"reactive": 151665, "proactive": 151666, "restraint": 1516
 
 
 def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_dir=None, tokenizer=None, qwen=False,
-             context=(8, 40)):
+             context=(8, 40), reply_tokens=4):
     """A run folder with a dataset, a model (the toy one unless model_dir) and train.json; returns the config path.
-    `context`: the range of context lengths (tokens before the reply) of the documents."""
+    `context`: the range of context lengths (tokens before the reply) of the documents; `reply_tokens`: tokens of
+    each reply after its behavior token."""
     tmp = Path(tmp)
     ids_kw = QWEN if qwen else {}
     behavior_ids = QWEN["behaviors"] if qwen else BEHAVIORS
@@ -85,7 +88,7 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
     ds.mkdir(parents=True, exist_ok=True)
     documents = {}
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1), ("test", n_val, seed + 2)):
-        docs, ids = make_docs(n, s, min_len=context[0], max_len=context[1], **ids_kw)
+        docs, ids = make_docs(n, s, min_len=context[0], max_len=context[1], reply_tokens=reply_tokens, **ids_kw)
         write_shard(ds / f"{split}.tokens.safetensors", docs)
         documents[split] = ids
     (ds / "manifest.json").write_text(json.dumps(manifest_for(behavior_ids, QWEN["eos"] if qwen else EOS, documents)))
@@ -118,8 +121,17 @@ def make_run(tmp, n_train=96, n_val=12, train=None, eval_=None, seed=0, model_di
 
 
 def trainer(command, config, *extra, env=None, **kwargs):
+    """`python -m bsft_trainer <command> --config <config> ...` with pipes for stdin (when asked), stdout, stderr.
+    A plain start is a child of the warm trainer (warm_trainer.py: the imports done once per session); a start with
+    its own environment, other Popen arguments, or BSFT_TEST_COLD_TRAINER=1 is a fresh interpreter."""
+    argv = [command, "--config", str(config), *extra]
+    warm = env is None and set(kwargs) <= {"stdin"} and kwargs.get("stdin", subprocess.PIPE) == subprocess.PIPE
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "bsft_trainer", command, "--config", str(config), *extra],
+    if warm and os.environ.get("BSFT_TEST_COLD_TRAINER") != "1":
+        from warm_trainer import WarmProcess
+
+        return WarmProcess(argv, env, stdin=kwargs.get("stdin"))
+    return subprocess.Popen([sys.executable, "-m", "bsft_trainer", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
@@ -187,3 +199,21 @@ def assert_checkpointing_changes_nothing(config_for):
     assert len(runs[True]) == len(runs[False]) > 0
     for (la, ga), (lb, gb) in zip(runs[False], runs[True]):
         assert lb == pytest.approx(la, rel=1e-6) and gb == pytest.approx(ga, rel=1e-5)
+
+
+TEST_BUDGET_S = 60  # a test over this on an idle 2-core machine (stretched by the suite's time scale) is named
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After --durations' slowest list: every test over the budget, so that a test that grows is seen in the run
+    that made it grow (as the orchestrator's suite does)."""
+    budget = limit(TEST_BUDGET_S)
+    over = []
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "when", None) == "call" and getattr(r, "duration", 0) > budget:
+                over.append((r.duration, r.nodeid))
+    if over:
+        terminalreporter.write_sep("-", f"{len(over)} test(s) over the budget of {budget:.0f} s")
+        for seconds, name in sorted(over, reverse=True):
+            terminalreporter.write_line(f"{seconds:8.1f} s  {name}")

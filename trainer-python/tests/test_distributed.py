@@ -190,7 +190,8 @@ def test_the_launcher_exit_code_follows_the_ranks():
 
 @pytest.mark.hf
 @pytest.mark.skipif(not HAVE_HF, reason="needs transformers, peft and safetensors")
-@pytest.mark.parametrize("method,recompute", [("full", False), ("lora", False), ("lora", True)])
+# LoRA without recomputation on two ranks is the LoRA resume test's (1->2->2->1 ranks against one process).
+@pytest.mark.parametrize("method,recompute", [("full", False), ("lora", True)])
 def test_tiny_qwen2_on_two_ranks_matches_one_process(tmp_path, method, recompute):
     from safetensors.torch import load_file
     from test_hf import TINY, TOKENIZER
@@ -239,10 +240,11 @@ def test_a_lora_run_resumes_1_to_2_to_2_to_1_ranks_as_a_straight_run(tmp_path):
     process, each continuing the straight run's steps."""
     from safetensors.torch import load_file
 
-    code, straight, err = _finish(trainer("train", _tiny_qwen(tmp_path / "straight", "lora", 2, max_steps=16)))
+    code, straight, err = _finish(trainer("train", _tiny_qwen(tmp_path / "straight", "lora", 2, max_steps=12)))
     assert code == 0, err
-    cfg = _tiny_qwen(tmp_path / "run", "lora", 2, max_steps=16)
+    cfg = _tiny_qwen(tmp_path / "run", "lora", 2, max_steps=12)
     seen, resumed_from, stopped_at = {}, [], [0]
+    # Each attempt trains 2-3 steps: enough for a checkpoint to be written, resumed and continued.
     for ranks, stop_at in ((1, 2), (2, 5), (2, 8), (1, None)):
         _set_accum(cfg, 2 // ranks)
         extra = ("--nproc-per-node", "2") if ranks == 2 else ()
@@ -257,7 +259,7 @@ def test_a_lora_run_resumes_1_to_2_to_2_to_1_ranks_as_a_straight_run(tmp_path):
             assert newest.name == ckpt.step_dir_name(stopped_at[-1]) and ckpt.is_sharded(newest) == (ranks == 2 or stop_at > 2)
         resumed_from.append(events[0]["resumed_from_step"])
         seen.update(_steps(events))
-    assert resumed_from == stopped_at and stopped_at[-1] < 16, stopped_at
+    assert resumed_from == stopped_at and stopped_at[-1] < 12, stopped_at
     _same_steps(_steps(straight), seen)
     for name in ("adapter_model.safetensors", "behavior_rows.safetensors"):
         _same_weights(load_file(tmp_path / "straight" / "final" / name), load_file(tmp_path / "run" / "final" / name))

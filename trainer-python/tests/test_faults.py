@@ -129,7 +129,7 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
     """SIGTERM when the last step's event arrives, while the final evaluation (a large val split: seconds) would
     follow: the trainer does not evaluate nor write final/ then, but writes the last step's checkpoint and exits 75 at
     once; the next attempt trains nothing, evaluates and writes final/."""
-    cfg = make_run(tmp_path, n_val=20000, train={"max_steps": 12, "checkpoint_every": 100})
+    cfg = make_run(tmp_path, n_val=8000, train={"max_steps": 12, "checkpoint_every": 100})
     p = trainer("train", cfg)
     seen = []
     for line in p.stdout:
