@@ -50,10 +50,14 @@ process.on('message', (message: OffloadTask | OffloadHeartbeat) => {
   const started = performance.now();
   if (task.lease_ms) {
     const ms = task.lease_ms;
-    lease = { ms, stamp: monotonicMs(), timer: setInterval(() => {
-      const silent = monotonicMs() - lease!.stamp;
+    // Checked after this turn's I/O (setImmediate): a build that held the loop for a while has heartbeats waiting in
+    // the channel, and a timer runs before they are read.
+    const check = () => {
+      if (!lease) return;
+      const silent = monotonicMs() - lease.stamp;
       if (silent > ms + LAPSE_GRACE_MS) lapse(task, silent);
-    }, Math.max(50, Math.floor(ms / 4))) };
+    };
+    lease = { ms, stamp: monotonicMs(), timer: setInterval(() => setImmediate(check), Math.max(50, Math.floor(ms / 4))) };
   }
   const settle = () => {
     if (lease) clearInterval(lease.timer);
