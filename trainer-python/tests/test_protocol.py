@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bsft_trainer import checkpoint as ckpt
-from conftest import SRC, assert_checkpointing_changes_nothing, events_of, limit, make_run, sigterm_at, trainer
+from conftest import SRC, assert_checkpointing_changes_nothing, events_of, limit, main_with, make_run, sigterm_at, trainer
 
 
 def _finish(p, timeout=limit(300)):
@@ -170,3 +170,18 @@ def test_predict_reads_the_first_token_from_one_forward_pass_when_only_the_behav
     assert [r["id"] for r in runs[1]] == [r["id"] for r in runs[3]]
     assert [r["raw_token_ids"] for r in runs[1]] == [r["raw_token_ids"][:1] for r in runs[3]]
     assert [r["predicted_behavior"] for r in runs[1]] == [r["predicted_behavior"] for r in runs[3]]
+
+
+def test_a_checkpoint_slower_than_half_the_stop_grace_says_what_grace_to_set(run_dir):
+    """A stop writes a checkpoint within train.preempt_grace_s; one that takes over half of it is warned about, with
+    the grace that keeps a margin of twice its time (a save slowed to 0.7 s here, the grace 1 s)."""
+    cfg = make_run(run_dir, train={"max_steps": 4, "checkpoint_every": 2, "preempt_grace_s": 1})
+    prelude = ("import time\nimport bsft_trainer.checkpoint as c\n_save = c.save\n"
+               "def slow(*a, **k):\n    time.sleep(0.7)\n    return _save(*a, **k)\nc.save = slow\n")
+    code, events, err = main_with(prelude, "train", cfg)
+    assert code == 0, err
+    saves = [e["save_s"] for e in events if e["event"] == "checkpoint"]
+    assert saves and all(s >= 0.7 for s in saves), saves
+    assert "more than half of train.preempt_grace_s (1 s)" in err and "set train.preempt_grace_s to at least 2" in err, err
+    code, _, err = main_with("", "train", make_run(run_dir / "quick", train={"max_steps": 4, "checkpoint_every": 2}))
+    assert code == 0 and "preempt_grace_s" not in err  # a 30 s grace and a quick save: nothing to say

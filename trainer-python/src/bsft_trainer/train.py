@@ -355,6 +355,13 @@ class Checkpoints:
         if self.world.main:
             ckpt.prune(self.cfg.checkpoints_dir, self.cfg.train.keep_checkpoints)
             emit_checkpoint(step, str(path), size, seconds)
+            grace = self.cfg.train.preempt_grace_s
+            if seconds > grace / 2:
+                # A stop (preemption, Ctrl-C, cancel) writes one of these within the grace, on a machine that may be as
+                # busy as now: keep a margin of twice the time this one took.
+                log(f"warning: checkpoint {step} took {seconds:.1f} s, more than half of train.preempt_grace_s ({grace} s): "
+                    f"a stop could be cut short before its checkpoint is written; set train.preempt_grace_s to at least "
+                    f"{int(2 * seconds) + 1}")
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
