@@ -38,6 +38,18 @@ if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
 fi
 export REDIS_URL
 
+# npm ci (only when node_modules does not match the lockfile: it deletes and reinstalls everything) runs while pip
+# installs the trainer's packages below; its output is printed when it is done.
+stamp=node_modules/.bsft-lock.sha256
+npm_pid=
+npm_log=$(mktemp)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$(sha256sum package-lock.json)" ]; then
+  echo "ci: node_modules matches package-lock.json; skipping npm ci"
+else
+  npm ci --no-audit --no-fund > "$npm_log" 2>&1 &
+  npm_pid=$!
+fi
+
 # The trainer's full suite needs torch + transformers + peft (+ tensorboard, whose event files a test reads back):
 # install them into .venv where pip can reach them;
 # elsewhere Debian's python3-torch runs the CPU suite and the transformers tests are reported as skipped.
@@ -60,12 +72,12 @@ fi
 echo "ci: shellcheck"
 shellcheck scripts/*.sh .ci/run
 
-# npm ci only when node_modules does not match the lockfile (it deletes and reinstalls everything).
-stamp=node_modules/.bsft-lock.sha256
-if [ "$(cat "$stamp" 2>/dev/null)" = "$(sha256sum package-lock.json)" ]; then
-  echo "ci: node_modules matches package-lock.json; skipping npm ci"
-else
-  npm ci --no-audit --no-fund
+if [ -n "$npm_pid" ]; then
+  npm_ok=0
+  wait "$npm_pid" || npm_ok=$?
+  cat "$npm_log"
+  if [ "$npm_ok" != 0 ]; then echo "ci: npm ci failed (exit $npm_ok)" >&2; exit "$npm_ok"; fi
   sha256sum package-lock.json > "$stamp"
 fi
+rm -f "$npm_log"
 npm test
