@@ -174,6 +174,32 @@ def test_when_the_launchers_lease_ends_every_rank_ends_with_it(tmp_path):
     p.stderr.close()
 
 
+def test_a_relaunch_asked_just_before_torchrun_exits_is_not_lost(tmp_path, monkeypatch):
+    """A rank asks for a relaunch with every layer recomputed and torchrun ends within the launcher's poll interval
+    (a fake torchrun writes both ranks' reports and exits at once): the request is read from the final reports, so
+    the ranks are started again instead of the attempt failing."""
+    import sys
+
+    from bsft_trainer import events, launch
+
+    starts, real_popen = [], subprocess.Popen
+
+    def fake_torchrun(cmd, **kwargs):
+        starts.append(cmd)
+        rank_dir = cmd[cmd.index("--rank-dir") + 1]
+        script = (f"from pathlib import Path\nfrom bsft_trainer.launch import record_exit\nd = Path({rank_dir!r})\n"
+                  "record_exit(d, 0, 0, 1, ('oom', 'out of memory'), 'recompute_all')\nrecord_exit(d, 1, 1, 1, ('internal', 'peer gone'))\n")
+        return real_popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(SRC)},
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", fake_torchrun)
+    monkeypatch.setattr(events, "_events", open(os.devnull, "w"))
+    for trial in range(5):  # the request must never be lost, whatever the timing
+        code, failure, relaunch = launch._run_ranks("train.json", str(tmp_path), 2, 1, [], [], {})
+        assert relaunch == "recompute_all", (trial, code, failure)
+    assert len(starts) == 5
+
+
 def test_the_launcher_exit_code_follows_the_ranks():
     ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"rank": 1, "exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
     assert combined_exit({0: ok, 1: ok}, 2) == (0, None)

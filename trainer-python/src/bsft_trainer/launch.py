@@ -186,6 +186,9 @@ def _run_ranks(config: str, output_dir: str, nproc: int, epoch: int, extra: list
                     pass
         time.sleep(0.1)
     reports = read_reports(rank_dir, nproc)
+    # A request written just before torchrun ended (within one poll) is read from the final reports, not lost.
+    if relaunch is None:
+        relaunch = next((r["relaunch"] for r in reports.values() if r.get("relaunch")), None)
     ranks["child"] = None
     code, failure = combined_exit(reports, nproc)
     log(f"ranks done: exit {code} (torchrun exited {child.returncode})")
