@@ -26,8 +26,10 @@ export interface QueueHostOptions {
   gpus?: string;
   /** A trainer that emits no event for this long is stopped and the attempt fails (retryable). */
   silenceMs: number;
-  /** Registers the trainer's stop function while it runs (for cancel, shutdown and a lost lock). */
-  /** `stop` ends what the job runs now, `doing` says what that is in the log ("the trainer after a checkpoint"). */
+  /**
+   * Registers what the job runs now while it runs (for cancel, shutdown and a lost lock): `stop` ends it, `doing`
+   * says what it is in the log ("the trainer after a checkpoint").
+   */
   onActive(stop: ((reason: StopReason) => void) | undefined, doing?: string): void;
   shuttingDown(): boolean;
   /** The job's lease: its trainer (heartbeats on its stdin) and its offload child run only while it holds. */
@@ -124,7 +126,7 @@ export class QueueHost implements RunHost {
       }
       // The job log keeps the loss history too, thinned to about 50 steps an attempt (every step is in metrics.jsonl).
       const logged = e.event === 'step' ? e.step % Math.max(1, Math.ceil(total / 50)) === 0 || e.step === total : e.event !== 'progress';
-      if (logged) pending.push(logJobEvent(job, { ...e, phase: command }));
+      if (logged) pending.push(e.event === 'error' ? this.logIfOurs({ ...e, phase: command }) : logJobEvent(job, { ...e, phase: command }));
       if (e.event === 'checkpoint') this.pushCheckpoint(ctx, e.step, e.path);
       if (e.event === 'done' && command === 'train') this.result.final_path = e.final_path;
     };
@@ -163,6 +165,16 @@ export class QueueHost implements RunHost {
       opts.onActive(undefined);
       await Promise.allSettled(pending);
     }
+  }
+
+  /**
+   * A trainer's error, in the job's log only while this attempt owns the run: a stale attempt's (a newer epoch took
+   * the run while this one was frozen or cut off) goes to this worker's log, as the job's log is the newer attempt's,
+   * which may have completed.
+   */
+  private async logIfOurs(record: Record<string, unknown>): Promise<void> {
+    if (await this.opts.ownsRun().catch(() => false)) await logJobEvent(this.job, record);
+    else this.opts.log.warn({ run_id: this.job.id, stale_epoch: this.opts.epoch, trainer: record }, "a stale attempt's trainer error, kept out of the job's log");
   }
 
   private lastProgress = 0;
