@@ -162,7 +162,10 @@ class StepEvents:
         if not self.world.main:
             return
         now = memory_now_gib(self.device)
-        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem, mem_alloc_gib=None if now is None else round(now, 3))
+        if now is not None:  # the peak since start is at least what is in use now (the two are read at different moments)
+            now = round(now, 3)
+            mem = max(mem, now)
+        emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem, mem_alloc_gib=now)
         if self.metrics is not None:
             self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
 
