@@ -18,7 +18,7 @@ describe('messages for runs already submitted', () => {
 
   it('a failed training resumes from its checkpoint; cancelled, completed and queued runs say so', () => {
     expect(alreadySubmitted('r-1', view('failed', { build: 'completed', train: 'failed' }))).toContain('training resumes from its newest checkpoint: bsft retry r-1');
-    expect(alreadySubmitted('r-1', view('cancelled', {}))).toBe('run r-1 was cancelled; bring it back with: bsft retry r-1');
+    expect(alreadySubmitted('r-1', view('cancelled', {}))).toBe('run r-1 was cancelled; bring it back with: bsft retry r-1 (or start it afresh: bsft rm r-1, then submit)');
     expect(alreadySubmitted('r-1', view('completed', {}))).toBe('run r-1 has already completed; its results: bsft report r-1');
     expect(alreadySubmitted('r-1', view('training', { train: 'active' }))).toBe('run r-1 is already in the queue (training); nothing to do. Watch it with: bsft watch r-1');
   });

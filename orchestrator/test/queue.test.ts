@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { tmpdir } from 'node:os';
 import { openPage } from './helpers/browser.js';
 import { bsft } from './helpers/cli.js';
-import { queueEnv, startWorkerProc, stop, submitRun, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { queueEnv, startWorkerProc, stop, submitRun, testRecipeArgs, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
 import { limit } from './helpers/time-scale.js';
 
 const workers: WorkerProc[] = [];
@@ -172,8 +172,10 @@ describe('worker shutdown, cancel and retry', () => {
     await waitForRun(env, runId, (v) => trainStep(v) >= 2);
     const res = await bsft(['cancel', runId], { env });
     expect(res.stdout).toMatch(/cancel sent for run .* \(1 worker\(s\) listening\)/);
-    expect(res.stdout).toMatch(new RegExp(`run ${runId}: cancelled`));
+    expect(res.stdout).toMatch(new RegExp(`run ${runId}: cancelled\n  bsft retry ${runId} resumes it; bsft rm ${runId} removes it \\(folder and queued jobs\\)`));
     expect(res.code).toBe(0);
+    // The score job waits on the cancelled train job (BullMQ's waiting-children), for bsft retry.
+    expect((await waitForRun(env, runId, () => true)).stages).toMatchObject({ train: 'failed', score: 'waiting-children' });
     const ck = path.join(runs, runId, 'checkpoints');
     expect(existsSync(ck)).toBe(true);
     const status = await bsft(['status'], { env });
@@ -182,6 +184,34 @@ describe('worker shutdown, cancel and retry', () => {
     expect(retried.stdout).toMatch(new RegExp(`run ${runId}: train back in the queue; training resumes from its newest checkpoint`));
     const done = await waitForRun(env, runId, (v) => v.state === 'completed', 60_000);
     expect(done.state).toBe('completed');
+  });
+
+  it('rm of a cancelled run removes its queued jobs (a run only in the queue too): the same run can be submitted afresh', async () => {
+    const env = queueEnv();
+    const { args, runs } = testRecipeArgs();
+    const submit = async () => /submitted run (\S+)/.exec((await bsft(['submit', ...args], { env })).stdout)?.[1];
+    const runId = (await submit())!;
+    const cancelled = await bsft(['cancel', runId, '--no-wait'], { env });
+    expect(cancelled.code).toBe(0);
+    expect((await waitForRun(env, runId, () => true)).state).toBe('cancelled');
+    // Another run, running: refused, untouched.
+    const other = await submitRun(env, ['train.seed=7']);
+    const refused = await bsft(['rm', other.runId, '--yes', '--dir', runs], { env });
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toMatch(new RegExp(`${other.runId}: not removed, its queued job is waiting \\(bsft cancel ${other.runId} first\\)`));
+    // No folder yet (no worker built it): the run is only in the queue.
+    const res = await bsft(['rm', runId, '--yes', '--dir', runs], { env });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.stdout).toMatch(new RegExp(`${runId}  no local folder  \\(queued: cancelled\\)`));
+    expect(res.stdout).toMatch(new RegExp(`${runId}: removed its queued jobs \\(build, train, score\\); submitting it again starts it afresh`));
+    expect(await withRunQueues(env, async (q) => Object.keys(await q.jobs(runId)))).toEqual([]);
+    expect(await withRunQueues(env, (q) => q.view(other.runId))).toMatchObject({ state: 'waiting' });
+    expect(await submit()).toBe(runId);
+    // The cancel mark went with it: the fresh run is waiting, not cancelled (a worker would fail it at once).
+    expect(await withRunQueues(env, (q) => q.view(runId))).toMatchObject({ state: 'waiting', stages: { build: 'waiting', score: 'waiting-children' } });
+    const gone = await bsft(['rm', 'no-such-run', '--yes', '--dir', runs], { env });
+    expect(gone.code).toBe(2);
+    expect(gone.stderr).toMatch(/no-such-run: not a run folder, nor a run in the queue/);
   });
 
   it('watch follows the run live and ends with its outcome', async () => {

@@ -26,6 +26,8 @@ export const cancel: CommandImpl = {
         const v = await q.view(runId!);
         if (!v || v.state === 'cancelled' || v.state === 'failed' || v.state === 'completed') {
           out(`run ${runId}: ${v?.state ?? 'cancelled'}`);
+          // Its later stages stay in the queue, waiting on the stopped one (BullMQ's waiting-children).
+          if (v && v.state !== 'completed') out(`  bsft retry ${runId} resumes it; bsft rm ${runId} removes it (folder and queued jobs)`);
           return EXIT.ok;
         }
         await sleep(250);

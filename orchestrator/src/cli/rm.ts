@@ -1,9 +1,9 @@
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { UsageError } from '../errors.js';
+import { RunNotFoundError, UsageError } from '../errors.js';
 import { producerConnection } from '../queue/connection.js';
-import { RunQueues } from '../queue/runs.js';
+import { RunQueues, type RunView } from '../queue/runs.js';
 import { describeRun, processesUsing, type LocalRun } from '../run/local-runs.js';
 import { findRunDir } from '../run/run-dir.js';
 import { formatBytes } from '../util/format-bytes.js';
@@ -11,24 +11,29 @@ import { EXIT, type CommandImpl } from './command.js';
 
 const ENDED = ['completed', 'failed', 'cancelled'];
 
-/** Why a run folder must stay: a live process of this machine works in it, or its queued job has not ended. */
-async function inUse(run: LocalRun, queue: RunQueues | undefined): Promise<string | undefined> {
-  const procs = processesUsing(run.dir);
+/** What `bsft rm` was given: a local run folder, a run in the queue, or both. */
+interface Target {
+  runId: string;
+  run?: LocalRun;
+  queued?: RunView;
+}
+
+/** Why a run must stay: a live process of this machine works in its folder, or its queued job has not ended. */
+function inUse(t: Target): string | undefined {
+  const procs = t.run ? processesUsing(t.run.dir) : [];
   if (procs.length) return `in use by ${procs.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}`;
-  const view = queue ? await queue.view(run.run_id) : undefined;
-  if (view && !ENDED.includes(view.state)) return `its queued job is ${view.state} (bsft cancel ${run.run_id} first)`;
+  if (t.queued && !ENDED.includes(t.queued.state)) return `its queued job is ${t.queued.state} (bsft cancel ${t.runId} first)`;
   return undefined;
 }
 
-/** `bsft rm <run…>`: removes run folders (asks first unless --yes), never one that a process or a queued job uses. */
+/**
+ * `bsft rm <run…>`: removes run folders and the ended runs' jobs in the queue (a cancelled or failed run's later
+ * stages wait there for `bsft retry`; once removed, the same run can be submitted afresh). Asks first unless --yes;
+ * never touches a run that a process or a worker is working on.
+ */
 export const rm: CommandImpl = {
   async run(args, values, { out }) {
     const runsDir = path.resolve((values.dir as string | undefined) ?? 'runs');
-    const targets = args.map((a) => {
-      const run = describeRun(findRunDir(a, runsDir));
-      if (!run) throw new UsageError(`${a}: not a run folder`);
-      return run;
-    });
     // The queue is asked where it answers; without Redis, local runs are still removed (and we say so).
     let redis: Awaited<ReturnType<typeof producerConnection>> | undefined;
     try {
@@ -38,29 +43,55 @@ export const rm: CommandImpl = {
     }
     const queue = redis ? new RunQueues(redis) : undefined;
     try {
+      const targets: Target[] = [];
+      for (const a of args) {
+        let run: LocalRun | undefined;
+        try {
+          run = describeRun(findRunDir(a, runsDir));
+        } catch (e) {
+          if (!(e instanceof RunNotFoundError)) throw e;
+        }
+        const runId = run?.run_id ?? a;
+        const queued = queue ? await queue.view(runId) : undefined;
+        if (!run && !queued) throw new UsageError(`${a}: not a run folder${queue ? ', nor a run in the queue' : ''}`);
+        targets.push({ runId, ...(run ? { run } : {}), ...(queued ? { queued } : {}) });
+      }
       const refused: string[] = [];
-      const removable: LocalRun[] = [];
-      for (const run of targets) {
-        const why = await inUse(run, queue);
-        if (why) refused.push(`${run.run_id}: not removed, ${why}`);
-        else removable.push(run);
+      const removable: Target[] = [];
+      for (const t of targets) {
+        const why = inUse(t);
+        if (why) refused.push(`${t.runId}: not removed, ${why}`);
+        else removable.push(t);
       }
       for (const line of refused) out(line);
       if (!removable.length) return refused.length ? EXIT.failure : EXIT.ok;
-      const total = removable.reduce((a, r) => a + r.bytes, 0);
-      for (const r of removable) out(`${r.run_id}  ${r.progress}  ${formatBytes(r.bytes)}  ${r.dir}`);
+      const folders = removable.filter((t) => t.run).map((t) => t.run!);
+      const queued = removable.filter((t) => t.queued);
+      const total = folders.reduce((a, r) => a + r.bytes, 0);
+      for (const t of removable) {
+        const where = t.run ? `${t.run.progress}  ${formatBytes(t.run.bytes)}  ${t.run.dir}` : 'no local folder';
+        out(`${t.runId}  ${where}${t.queued ? `  (queued: ${t.queued.state})` : ''}`);
+      }
       if (values.yes !== true) {
         if (!process.stdin.isTTY) throw new UsageError('not a terminal: add --yes to remove without asking');
+        const what = [
+          ...(folders.length ? [`${folders.length} run folder(s), ${formatBytes(total)}`] : []),
+          ...(queued.length ? [`the queued jobs of ${queued.length} run(s)`] : []),
+        ].join(' and ');
         const rl = createInterface({ input: process.stdin, output: process.stdout });
-        const answer = await rl.question(`remove ${removable.length} run folder(s), ${formatBytes(total)}? [y/N] `);
+        const answer = await rl.question(`remove ${what}? [y/N] `);
         rl.close();
         if (!/^y(es)?$/i.test(answer.trim())) {
           out('nothing removed');
           return EXIT.failure;
         }
       }
-      for (const r of removable) rmSync(r.dir, { recursive: true, force: true });
-      out(`removed ${removable.length} run folder(s), freed ${formatBytes(total)}`);
+      for (const r of folders) rmSync(r.dir, { recursive: true, force: true });
+      if (folders.length) out(`removed ${folders.length} run folder(s), freed ${formatBytes(total)}`);
+      for (const t of queued) {
+        const stages = await queue!.remove(t.runId);
+        out(`${t.runId}: removed its queued jobs (${stages.join(', ')}); submitting it again starts it afresh`);
+      }
       return refused.length ? EXIT.failure : EXIT.ok;
     } finally {
       await queue?.close();

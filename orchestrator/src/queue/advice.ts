@@ -12,7 +12,7 @@ export function alreadySubmitted(runId: string, view: RunView | undefined): stri
       );
     }
     case 'cancelled':
-      return `run ${runId} was cancelled; bring it back with: bsft retry ${runId}`;
+      return `run ${runId} was cancelled; bring it back with: bsft retry ${runId} (or start it afresh: bsft rm ${runId}, then submit)`;
     case 'completed':
       return `run ${runId} has already completed; its results: bsft report ${runId}`;
     default:

@@ -1,0 +1,1 @@
+"""Checkpoints: atomic step checkpoints, sharded (DCP) checkpoints, the final save, Hub downloads."""

@@ -1,0 +1,1 @@
+"""Inference: predictions, chat, the final model's loading, the model judge."""

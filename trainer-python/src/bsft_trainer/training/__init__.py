@@ -1,0 +1,1 @@
+"""Training: the loop, the loss, precision, schedule, packing, memory, attention, metrics."""
