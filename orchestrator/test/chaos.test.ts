@@ -124,7 +124,7 @@ describe.skipIf(!py)('chaos: the real trainer (toy model) while its worker is ki
     // Every trainer process holds the interpreter lock 4 s in `import torch` and 3 s in the model's import (its load),
     // so that the lease's watchdog thread cannot run there: only the kernel (lifeline.py) can end it in time.
     const env = queueEnv({
-      REDIS_URL: redis.url, BSFT_PYTHON: py!, PYTHONPATH: SLOW_IMPORT, BSFT_SLOW_IMPORT: 'torch:4,bsft_trainer.toy:3',
+      REDIS_URL: redis.url, BSFT_PYTHON: py!, PYTHONPATH: SLOW_IMPORT, BSFT_SLOW_IMPORT: 'torch:4,bsft_trainer.modeling.toy:3',
       BSFT_SLOW_IMPORT_LOG: importLog,
     });
     const sub = await bsft(['submit', path.join(FIXTURES, 'recipes', 'toy-run.yaml'), '--allow', runs, '--set', `store.path=${runs}`,
@@ -144,7 +144,7 @@ describe.skipIf(!py)('chaos: the real trainer (toy model) while its worker is ki
       } else overlapSince = undefined;
     }, 100);
 
-    const inModelLoad = (pid: number) => existsSync(importLog) && readFileSync(importLog, 'utf8').includes(` ${pid} bsft_trainer.toy `);
+    const inModelLoad = (pid: number) => existsSync(importLog) && readFileSync(importLog, 'utf8').includes(` ${pid} bsft_trainer.modeling.toy `);
     try {
       for (const [i, killAt] of [200, 1000, 3000, 'model load'].entries()) {
         const w = startWorkerProc('', env, ['--name', `real-${i}`]);

@@ -174,7 +174,7 @@ describe('dataset build', () => {
     const check = `
 import json, sys
 sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'trainer-python', 'src'))})
-from bsft_trainer.contract import problems, schema
+from bsft_trainer.data.contract import problems, schema
 print(json.dumps([problems(json.load(open(sys.argv[1])), schema("manifest")), problems(json.loads(sys.argv[2]), schema("train"))]))
 `;
     const out = execFileSync('python3', ['-c', check, path.join(dir, 'manifest.json'), JSON.stringify(config)], { encoding: 'utf8' });

@@ -162,8 +162,8 @@ describe.skipIf(!py)('bsft run with the real trainer on the bsft-toy model (CPU)
     const dir = path.join(runs, readdirSync(runs)[0]!, 'dataset');
     const script = [
       'import json, sys',
-      'from bsft_trainer.shards import Shard',
-      'from bsft_trainer.packing import make_batch, IGNORE',
+      'from bsft_trainer.data.shards import Shard',
+      'from bsft_trainer.training.packing import make_batch, IGNORE',
       'm = json.load(open(sys.argv[1] + "/manifest.json"))',
       'out = {}',
       'for split in ("train", "val", "test"):',

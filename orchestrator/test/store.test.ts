@@ -167,8 +167,8 @@ describe('COMPLETE: one procedure on both sides', () => {
     const script = `
 import sys, pathlib
 sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'trainer-python', 'src'))})
-from bsft_trainer import checkpoint as ckpt
-from bsft_trainer.fence import NoFence
+from bsft_trainer.checkpoints import checkpoint as ckpt
+from bsft_trainer.process.fence import NoFence
 root = pathlib.Path(sys.argv[2])
 if sys.argv[1] == "write":
     def files(d):

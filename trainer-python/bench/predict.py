@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "trainer-python" / "src"))
 
-from bsft_trainer.predict import chunk_size, greedy_continuous, greedy_hf, plain_greedy  # noqa: E402
+from bsft_trainer.inference.predict import chunk_size, greedy_continuous, greedy_hf, plain_greedy  # noqa: E402
 
 SHAPES = {"7b": ROOT / "recipes" / "models" / "qwen2.5-7b-shape", "tiny": ROOT / "recipes" / "models" / "qwen2.5-tiny"}
 PAD = 151643
@@ -51,7 +51,7 @@ def vary_reply_lengths(model, prompts, max_new, device) -> list[int]:
     """Points the end token's output row in a random direction d and scales it so that, on the probe prompts, the
     median reply stops near max_new / 2: a step ends when scale * (h . d) beats every other logit. The tokens before a
     stop do not change, so one probe without an end gives the stop of every scale. Returns the probe's lengths."""
-    from bsft_trainer.predict import left_padded
+    from bsft_trainer.inference.predict import left_padded
 
     ids, mask = left_padded(prompts, PAD)
     head = model.get_output_embeddings().weight

@@ -33,11 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "trainer-python" / "src"))
 
-from bsft_trainer import config as config_mod  # noqa: E402
-from bsft_trainer import events, synthetic, train  # noqa: E402
-from bsft_trainer.fence import NoFence  # noqa: E402
-from bsft_trainer.packing import DataOrder  # noqa: E402
-from bsft_trainer.shards import Shard  # noqa: E402
+from bsft_trainer.data import config as config_mod  # noqa: E402
+from bsft_trainer.process import events  # noqa: E402
+from bsft_trainer.data import synthetic  # noqa: E402
+from bsft_trainer.training import train  # noqa: E402
+from bsft_trainer.process.fence import NoFence  # noqa: E402
+from bsft_trainer.training.packing import DataOrder  # noqa: E402
+from bsft_trainer.data.shards import Shard  # noqa: E402
 
 SHAPES = {"7b": ROOT / "recipes" / "models" / "qwen2.5-7b-shape", "tiny": ROOT / "recipes" / "models" / "qwen2.5-tiny"}
 BEHAVIORS = {"reactive": 151665, "proactive": 151666, "restraint": 151667}
@@ -136,9 +138,9 @@ def run_bsft(args, run_dir: Path, docs, model_dir: Path, device: torch.device, c
 
 def check_packing(args, docs, model_dir: Path, device: torch.device) -> float:
     """Relative difference between one packed batch's loss and the sum of its documents' losses run alone."""
-    from bsft_trainer.model import build
-    from bsft_trainer.loss import chunked_ce_sum
-    from bsft_trainer.packing import make_batch
+    from bsft_trainer.modeling.model import build
+    from bsft_trainer.training.loss import chunked_ce_sum
+    from bsft_trainer.training.packing import make_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = synthetic.write_run(tmp, {"train": docs[:8], "val": [], "test": []}, BEHAVIORS, EOS, {

@@ -13,8 +13,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from bsft_trainer.contract import schema  # noqa: E402
-from bsft_trainer.synthetic import manifest_for, with_defaults, write_shard  # noqa: E402,F401 - tests import them from here
+from bsft_trainer.data.contract import schema  # noqa: E402
+from bsft_trainer.data.synthetic import manifest_for, with_defaults, write_shard  # noqa: E402,F401 - tests import them from here
 
 
 

@@ -6,7 +6,7 @@ import inspect
 import pytest
 import torch
 
-from bsft_trainer.attention import packed_attention, varlen_attention
+from bsft_trainer.training.attention import packed_attention, varlen_attention
 
 CU = torch.tensor([0, 5, 6, 13, 20])
 HQ, HKV, D = 4, 2, 8

@@ -8,9 +8,9 @@ import typing
 
 import pytest
 
-from bsft_trainer import config as C
-from bsft_trainer import events
-from bsft_trainer.contract import problems, schema
+from bsft_trainer.data import config as C
+from bsft_trainer.process import events
+from bsft_trainer.data.contract import problems, schema
 from conftest import make_run
 
 TRAIN = schema("train")

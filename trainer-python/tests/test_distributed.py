@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsft_trainer import checkpoint as ckpt
-from bsft_trainer.distributed import available
-from bsft_trainer.launch import combined_exit
+from bsft_trainer.checkpoints import checkpoint as ckpt
+from bsft_trainer.parallel.distributed import available
+from bsft_trainer.parallel.launch import combined_exit
 from conftest import SRC, events_of, limit, make_run, sigterm_at, trainer, wait_gone
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -180,14 +180,15 @@ def test_a_relaunch_asked_just_before_torchrun_exits_is_not_lost(tmp_path, monke
     the ranks are started again instead of the attempt failing."""
     import sys
 
-    from bsft_trainer import events, launch
+    from bsft_trainer.process import events
+    from bsft_trainer.parallel import launch
 
     starts, real_popen = [], subprocess.Popen
 
     def fake_torchrun(cmd, **kwargs):
         starts.append(cmd)
         rank_dir = cmd[cmd.index("--rank-dir") + 1]
-        script = (f"from pathlib import Path\nfrom bsft_trainer.launch import record_exit\nd = Path({rank_dir!r})\n"
+        script = (f"from pathlib import Path\nfrom bsft_trainer.parallel.launch import record_exit\nd = Path({rank_dir!r})\n"
                   "record_exit(d, 0, 0, 1, ('oom', 'out of memory'), 'recompute_all')\nrecord_exit(d, 1, 1, 1, ('internal', 'peer gone'))\n")
         return real_popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(SRC)},
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bsft_trainer import checkpoint as ckpt
-from bsft_trainer.fence import Fence, Fenced, NoFence
-from bsft_trainer.lease import EXIT_LEASE_LOST
+from bsft_trainer.checkpoints import checkpoint as ckpt
+from bsft_trainer.process.fence import Fence, Fenced, NoFence
+from bsft_trainer.process.lease import EXIT_LEASE_LOST
 from conftest import SRC, events_of, gone, limit, make_run, sigterm_at, trainer, wait_gone
 
 
@@ -223,13 +223,13 @@ def test_a_trainer_whose_worker_died_before_it_started_exits_at_once(tmp_path):
 def test_a_launchers_ranks_die_with_it_even_inside_an_import_that_holds_the_interpreter_lock(tmp_path):
     """The launcher (train --nproc-per-node 2) is killed while its ranks import their torch-side module with the
     interpreter lock held for 20 s: torchrun's agent and both ranks are gone within 2 s."""
-    from bsft_trainer.distributed import available
+    from bsft_trainer.parallel.distributed import available
 
     if available() is not None:
         pytest.skip(str(available()))
     cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
-    # Only the ranks import bsft_trainer.distributed (the launcher never imports torch).
-    env, log = _slow_env(tmp_path, "bsft_trainer.distributed:20")
+    # Only the ranks import bsft_trainer.parallel.distributed (the launcher never imports torch).
+    env, log = _slow_env(tmp_path, "bsft_trainer.parallel.distributed:20")
     w, launcher = _stand_in_worker(cfg, env, ["--nproc-per-node", "2"])
     started = lambda: log.is_file() and len(log.read_text().splitlines()) == 2  # noqa: E731 - both ranks inside
     assert _wait_for(started, 120), "the ranks never reached the import"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsft_trainer import synthetic
+from bsft_trainer.data import synthetic
 from conftest import events_of, limit, trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def _tiny_run(tmp, **train):
 
 
 def test_varlen_flash_attention_is_document_masked_in_bf16():
-    from bsft_trainer import attention
+    from bsft_trainer.training import attention
 
     assert attention._varlen_attn is not None, f"torch {torch.__version__} has no torch.nn.attention.varlen"
     torch.manual_seed(0)
@@ -47,12 +47,12 @@ def test_varlen_flash_attention_is_document_masked_in_bf16():
 
 @needs_hf
 def test_packed_bf16_loss_equals_the_documents_run_alone(tmp_path):
-    from bsft_trainer import config as config_mod
-    from bsft_trainer.fence import NoFence
-    from bsft_trainer.loss import chunked_ce_sum
-    from bsft_trainer.model import build
-    from bsft_trainer.packing import make_batch
-    from bsft_trainer.shards import Shard
+    from bsft_trainer.data import config as config_mod
+    from bsft_trainer.process.fence import NoFence
+    from bsft_trainer.training.loss import chunked_ce_sum
+    from bsft_trainer.modeling.model import build
+    from bsft_trainer.training.packing import make_batch
+    from bsft_trainer.data.shards import Shard
 
     cfg = config_mod.load(str(_tiny_run(tmp_path)))
     tm = build(cfg, config_mod.load_manifest(cfg), torch.device("cuda"), NoFence(), keep_base=False)
@@ -72,13 +72,13 @@ def test_packed_bf16_loss_equals_the_documents_run_alone(tmp_path):
 def test_a_training_step_needs_no_host_synchronisation(tmp_path):
     """After the first step (optimizer states allocated), forward, backward, clipping and the optimizer step queue
     work without waiting for the device: torch's sync debug mode raises on any synchronising call."""
-    from bsft_trainer import config as config_mod
-    from bsft_trainer.fence import NoFence
-    from bsft_trainer.model import build
-    from bsft_trainer.packing import DataOrder
-    from bsft_trainer.precision import MasterWeights
-    from bsft_trainer.shards import Shard
-    from bsft_trainer.train import forward_backward
+    from bsft_trainer.data import config as config_mod
+    from bsft_trainer.process.fence import NoFence
+    from bsft_trainer.modeling.model import build
+    from bsft_trainer.training.packing import DataOrder
+    from bsft_trainer.training.precision import MasterWeights
+    from bsft_trainer.data.shards import Shard
+    from bsft_trainer.training.train import forward_backward
 
     cfg = config_mod.load(str(_tiny_run(tmp_path)))
     device = torch.device("cuda")

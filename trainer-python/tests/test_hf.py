@@ -72,7 +72,7 @@ def test_lora_run_learns_the_rule_and_only_new_rows_change(tmp_path):
 
 def _train_behaviors(run_dir):
     """Gold behavior of each train document, read back from its first predicted token."""
-    from bsft_trainer.shards import Shard
+    from bsft_trainer.data.shards import Shard
 
     by_id = {v: k for k, v in QWEN["behaviors"].items()}
     shard = Shard(run_dir / "dataset" / "train.tokens.safetensors")
@@ -126,7 +126,7 @@ def test_merge_gives_a_plain_model_with_the_behavior_tokens(tmp_path):
     rows = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(tmp_path / "final" / "behavior_rows.safetensors"))
     assert torch.allclose(model.get_input_embeddings().weight[151666], rows["embed"][1].to(model.dtype))
     # Every file follows the umask, as the rest of the run does (safetensors writes its files 0600).
-    from bsft_trainer.checkpoint import umask
+    from bsft_trainer.checkpoints.checkpoint import umask
 
     modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
              for folder in (merged, tmp_path / "final") for p in folder.rglob("*") if p.is_file()}
@@ -265,9 +265,9 @@ def _safetensors_keys(folder):
 
 def _build_in_process(tmp, dtype, tied=False, compute_dtype="model"):
     """The LoRA model the trainer builds for a run of the tiny model (optionally with tied embeddings)."""
-    from bsft_trainer import config as config_mod
-    from bsft_trainer.fence import Fence
-    from bsft_trainer.model import build
+    from bsft_trainer.data import config as config_mod
+    from bsft_trainer.process.fence import Fence
+    from bsft_trainer.modeling.model import build
 
     model_dir = TINY
     if tied:
@@ -290,7 +290,7 @@ def _build_in_process(tmp, dtype, tied=False, compute_dtype="model"):
 def test_lora_adapters_compute_in_the_model_dtype_with_fp32_masters(tmp_path):
     """peft's default upcasts bf16 adapters to fp32, and with them every wrapped layer's input; bsft keeps them in
     the model's dtype and gives the optimizer fp32 copies instead."""
-    from bsft_trainer.precision import MasterWeights
+    from bsft_trainer.training.precision import MasterWeights
 
     tm, _ = _build_in_process(tmp_path / "bf16", "bfloat16")
     lora = {n: p for n, p in tm.named_trainable() if "lora_" in n}
@@ -298,8 +298,8 @@ def test_lora_adapters_compute_in_the_model_dtype_with_fp32_masters(tmp_path):
     seen = []
     module = next(m for n, m in tm.hf_model.named_modules() if n.endswith("q_proj.lora_A.default"))
     module.register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
-    from bsft_trainer.packing import make_batch
-    from bsft_trainer.shards import Shard
+    from bsft_trainer.training.packing import make_batch
+    from bsft_trainer.data.shards import Shard
 
     batch = make_batch(Shard(tmp_path / "bf16" / "dataset" / "train.tokens.safetensors"), [0, 1])
     tm.hidden(batch)
@@ -411,8 +411,8 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
 
     # `chat` (bsft chat's model side) streams the tokens predict's greedy decoding gives, a token at a time with the
     # key/value cache, on the same merged LoRA model; a forced behavior is its token at the end of the prompt.
-    from bsft_trainer.predict import prompts
-    from bsft_trainer.shards import Shard
+    from bsft_trainer.inference.predict import prompts
+    from bsft_trainer.data.shards import Shard
 
     shard_prompts = prompts(Shard(str(tmp_path / "run" / "dataset" / "test.tokens.safetensors")))[:4]
     lines = "".join(json.dumps({"prompt": p, "max_new_tokens": 6}) + "\n" for p in shard_prompts)
@@ -435,9 +435,9 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
 def test_lora_in_the_model_dtype_gives_the_fp32_adapter_loss_and_gradients(tmp_path):
     """compute_dtype model (bf16 adapters) against peft's fp32 adapters, on the same bf16 model and batch: the
     loss and the adapters' gradients agree to bf16 precision."""
-    from bsft_trainer.loss import chunked_ce_sum
-    from bsft_trainer.packing import make_batch
-    from bsft_trainer.shards import Shard
+    from bsft_trainer.training.loss import chunked_ce_sum
+    from bsft_trainer.training.packing import make_batch
+    from bsft_trainer.data.shards import Shard
 
     results = {}
     for compute in ("model", "float32"):

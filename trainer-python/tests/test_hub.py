@@ -1,8 +1,8 @@
 """Hub load failures: the ones a retry cannot fix exit 2 with advice; an unreachable Hub stays retryable."""
 import pytest
 
-from bsft_trainer.events import EXIT_FAILED, EXIT_INVALID
-from bsft_trainer.hub import from_hub
+from bsft_trainer.process.events import EXIT_FAILED, EXIT_INVALID
+from bsft_trainer.checkpoints.hub import from_hub
 
 
 # Stand-ins named and related like huggingface_hub's errors (transformers raises OSError from them).

@@ -91,8 +91,8 @@ def test_a_model_without_a_chat_template_is_a_config_error(tmp_path):
 def test_judge_requests_are_split_at_newlines_only_read_as_utf8_and_a_bad_line_names_its_file(tmp_path):
     """Reply text may hold line separators that JSON leaves unescaped (U+2028, U+2029, U+0085) and that
     str.splitlines() would cut at; a bad line is blamed on the requests file and its line, not on the config."""
-    from bsft_trainer.events import ConfigError
-    from bsft_trainer.judge import read_jsonl
+    from bsft_trainer.process.events import ConfigError
+    from bsft_trainer.inference.judge import read_jsonl
 
     odd = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg\x1dh\x1ei"
     rows = [{"key": "k0", "messages": [{"role": "user", "content": odd}]}, {"key": "k1", "messages": []}]

@@ -2,11 +2,11 @@ import pytest
 from types import SimpleNamespace
 import torch
 
-from bsft_trainer.loss import chunked_ce_sum, reference_ce_sum
-from bsft_trainer.packing import make_batch
-from bsft_trainer.shards import Shard
-from bsft_trainer.token_rows import TokenRows, init_rows_in_place, row_sources
-from bsft_trainer.toy import ToyLM
+from bsft_trainer.training.loss import chunked_ce_sum, reference_ce_sum
+from bsft_trainer.training.packing import make_batch
+from bsft_trainer.data.shards import Shard
+from bsft_trainer.modeling.token_rows import TokenRows, init_rows_in_place, row_sources
+from bsft_trainer.modeling.toy import ToyLM
 from conftest import VOCAB, make_docs, write_shard
 
 CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -98,7 +98,7 @@ def test_token_init_description_starts_each_row_from_its_description_tokens():
 
 
 def test_token_init_description_needs_descriptions_below_the_new_ids():
-    from bsft_trainer.events import DataError
+    from bsft_trainer.process.events import DataError
 
     ids = {"reactive": 256, "proactive": 257, "restraint": 258}
     for descriptions, message in (

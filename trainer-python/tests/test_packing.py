@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from bsft_trainer.packing import IGNORE, DataOrder, make_batch, plan_epoch
-from bsft_trainer.shards import Shard
+from bsft_trainer.training.packing import IGNORE, DataOrder, make_batch, plan_epoch
+from bsft_trainer.data.shards import Shard
 from conftest import make_docs, write_shard
 
 
@@ -45,7 +45,7 @@ def test_data_order_resumes_the_same_sequence(tmp_path):
 def test_shard_rejects_bad_files(tmp_path):
     import pytest
 
-    from bsft_trainer.events import DataError
+    from bsft_trainer.process.events import DataError
 
     (tmp_path / "bad").write_bytes(b"\x01")
     with pytest.raises(DataError):

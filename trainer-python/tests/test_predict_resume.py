@@ -41,7 +41,7 @@ def fresh(trained):
 # Replaces the toy decoder with one that runs `then` after its `after`-th chunk.
 HOOK = """
 import os, signal
-import bsft_trainer.predict as p
+import bsft_trainer.inference.predict as p
 real, calls = p.greedy_toy, [0]
 def hooked(*a, **k):
     out = real(*a, **k)

@@ -6,7 +6,7 @@ import sys
 
 from pathlib import Path
 
-from bsft_trainer import checkpoint as ckpt
+from bsft_trainer.checkpoints import checkpoint as ckpt
 from conftest import SRC, assert_checkpointing_changes_nothing, events_of, limit, main_with, make_run, sigterm_at, trainer
 
 
@@ -80,8 +80,8 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_in_use(tmp_path):
     script = f"""
 import sys, time
 sys.path.insert(0, {str(SRC)!r})
-from bsft_trainer import checkpoint as ckpt
-from bsft_trainer.fence import NoFence
+from bsft_trainer.checkpoints import checkpoint as ckpt
+from bsft_trainer.process.fence import NoFence
 ckpt.save({str(tmp_path)!r}, 1, lambda d: (d / "w.bin").write_bytes(b"one"), NoFence())
 def slow(d):
     (d / "w.bin").write_bytes(b"two" * 1000)
@@ -176,7 +176,7 @@ def test_a_checkpoint_slower_than_half_the_stop_grace_says_what_grace_to_set(run
     """A stop writes a checkpoint within train.preempt_grace_s; one that takes over half of it is warned about, with
     the grace that keeps a margin of twice its time (a save slowed to 0.7 s here, the grace 1 s)."""
     cfg = make_run(run_dir, train={"max_steps": 4, "checkpoint_every": 2, "preempt_grace_s": 1})
-    prelude = ("import time\nimport bsft_trainer.checkpoint as c\n_save = c.save\n"
+    prelude = ("import time\nimport bsft_trainer.checkpoints.checkpoint as c\n_save = c.save\n"
                "def slow(*a, **k):\n    time.sleep(0.7)\n    return _save(*a, **k)\nc.save = slow\n")
     code, events, err = main_with(prelude, "train", cfg)
     assert code == 0, err

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsft_trainer import config as config_mod
-from bsft_trainer import memory, train
-from bsft_trainer.fence import Fence
-from bsft_trainer.precision import CompensatedAdamW, MasterWeights
+from bsft_trainer.data import config as config_mod
+from bsft_trainer.training import memory, train
+from bsft_trainer.process.fence import Fence
+from bsft_trainer.training.precision import CompensatedAdamW, MasterWeights
 from conftest import events_of, main_with, make_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +108,7 @@ def test_auto_checkpointing_follows_the_memory_plan_before_step_1(tmp_path, caps
 def test_the_trainers_auto_decision_is_the_plans(tmp_path):
     """memory.planned_recompute and the orchestrator's recomputeToFit (recipe/memory-plan.ts) on the same cases
     (orchestrator/test/fixtures/recompute-cases.json, which the orchestrator's suite checks too)."""
-    from bsft_trainer.config import MemoryPlan
+    from bsft_trainer.data.config import MemoryPlan
 
     cases = json.loads((ROOT / "orchestrator" / "test" / "fixtures" / "recompute-cases.json").read_text())
     assert len(cases) >= 4
@@ -212,7 +212,7 @@ def test_compensated_bf16_adamw_keeps_small_updates_without_fp32_copies():
 def test_cuda_out_of_memory_is_a_config_error_naming_what_to_change(tmp_path):
     cfg = make_run(tmp_path, train={"batch_tokens": 256})
     code, events, err = main_with(
-        "import torch\nfrom bsft_trainer import train\n"
+        "import torch\nfrom bsft_trainer.training import train\n"
         "def run(*a, **k):\n    raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 9.00 GiB')\n"
         "train.run = run", "train", cfg)
     assert code == 2, err

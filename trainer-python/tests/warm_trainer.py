@@ -33,12 +33,13 @@ _address: str | None = None
 
 def _serve(address: str) -> None:
     """The warm process: imports once, then forks a child per request until its parent (pytest) goes."""
-    from bsft_trainer import lifeline
+    from bsft_trainer.process import lifeline
 
     lifeline.die_with_parent()
     import torch  # noqa: F401
     import bsft_trainer.__main__ as entry
-    for name in ("config", "train", "predict", "merge", "chat", "judge", "launch", "checkpoint", "model", "metrics"):
+    for name in ("data.config", "training.train", "inference.predict", "modeling.merge", "inference.chat", "inference.judge",
+                 "parallel.launch", "checkpoints.checkpoint", "modeling.model", "training.metrics"):
         try:
             __import__(f"bsft_trainer.{name}")
         except ImportError:  # transformers/peft missing: those modules import at use
@@ -93,7 +94,7 @@ def _child(entry, request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from bsft_trainer import lifeline
+        from bsft_trainer.process import lifeline
 
         lifeline.hold()
         sys.argv = ["bsft_trainer", *request["argv"]]

@@ -13,7 +13,7 @@ this same program under torchrun (distributed.py).
 """
 from __future__ import annotations
 
-from .lifeline import hold
+from .process.lifeline import hold
 
 hold()  # first: the kernel kills this process when its parent dies, even inside an import (lifeline.py)
 
@@ -22,8 +22,8 @@ import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from . import lease  # noqa: E402
-from .events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log  # noqa: E402
+from .process import lease  # noqa: E402
+from .process.events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log  # noqa: E402
 
 
 def out_of_memory_message(error: BaseException, cfg) -> str:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # set by launch.py when it starts the ranks again after a first step that ran out of memory (train.Recompute)
     parser.add_argument("--recompute-all", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from .launch import launched_by_torchrun
+    from .parallel.launch import launched_by_torchrun
 
     if launched_by_torchrun():
         return rank_main(args)
@@ -62,33 +62,33 @@ def main(argv: list[str] | None = None) -> int:
     cfg = None
     try:
         if args.command == "judge":  # a judge's own config: no run, nothing to fence
-            from .judge import run as judge
+            from .inference.judge import run as judge
 
             return judge(args.config)
-        from .config import load
-        from .fence import Fence, NoFence
+        from .data.config import load
+        from .process.fence import Fence, NoFence
 
         cfg = load(args.config)
         if args.command == "merge":
-            from .merge import run as merge
+            from .modeling.merge import run as merge
 
             return merge(cfg, NoFence(), out=args.out)
         if args.command == "chat":  # reads the final model only, writes nothing: no fence
-            from .chat import run as chat
+            from .inference.chat import run as chat
 
             return chat(cfg)
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         log(f"attempt epoch {fence.epoch}")
         if args.command == "train" and args.nproc_per_node > 1:
-            from .launch import supervise
+            from .parallel.launch import supervise
 
             return supervise(str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch, args.lease_s)
         if args.command == "train":
-            from .train import run
+            from .training.train import run
 
             return run(cfg, fence, world=world_for(cfg))
-        from .predict import run as predict
+        from .inference.predict import run as predict
 
         return predict(cfg, fence, force=args.force)
     except Exception as e:  # noqa: BLE001 - every failure must become an event
@@ -99,14 +99,14 @@ def report_failure(e: Exception, cfg, who: str = "") -> tuple[int, str, str]:
     """Emits the `error` event of a failure and logs it; returns (exit code, kind, message). A TrainerError carries
     its kind and code; a full disk is `disk` (exit 74); a GPU out of memory is a config error naming what to change;
     anything else is internal."""
-    from .checkpoint import DiskFullError, _disk_full
+    from .checkpoints.checkpoint import DiskFullError, _disk_full
 
     if not isinstance(e, TrainerError) and _disk_full(e):  # any write of the run (metrics, predictions, EPOCH)
         e = DiskFullError(getattr(e, "filename", None) or (cfg.output_dir if cfg is not None else "."))
     if isinstance(e, TrainerError):
         code, kind, message = e.exit_code, e.kind, str(e)
     else:
-        from .memory import is_oom
+        from .training.memory import is_oom
 
         traceback.print_exc(file=sys.stderr)
         oom = is_oom(e)
@@ -121,8 +121,8 @@ def report_failure(e: Exception, cfg, who: str = "") -> tuple[int, str, str]:
 def world_for(cfg):
     """A process without torchrun: a world of one, made a process group of one when the run's newest checkpoint is
     sharded (written by several ranks), so that it resumes on one GPU."""
-    from . import checkpoint as ckpt
-    from .distributed import World, solo
+    from .checkpoints import checkpoint as ckpt
+    from .parallel.distributed import World, solo
 
     newest = ckpt.latest_complete(cfg.checkpoints_dir)
     if newest is not None and ckpt.is_sharded(newest):
@@ -136,7 +136,7 @@ def rank_main(args) -> int:
     its pid and exit code for the launcher."""
     import os
 
-    from .launch import record_exit, record_start
+    from .parallel.launch import record_exit, record_start
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     rank_dir = Path(args.rank_dir) if args.rank_dir else None
@@ -147,9 +147,9 @@ def rank_main(args) -> int:
     try:
         if args.command != "train":
             raise TrainerError("config", f"{args.command} runs in one process, not under torchrun")
-        from .config import load
-        from .distributed import available, from_torchrun
-        from .fence import Fence
+        from .data.config import load
+        from .parallel.distributed import available, from_torchrun
+        from .process.fence import Fence
 
         problem = available()
         if problem:
@@ -158,7 +158,7 @@ def rank_main(args) -> int:
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         world = from_torchrun()
-        from .train import RelaunchWithRecompute, run
+        from .training.train import RelaunchWithRecompute, run
 
         try:
             code = run(cfg, fence, world=world, recompute_all=args.recompute_all)

@@ -14,7 +14,7 @@ import os
 if "LOCAL_RANK" in os.environ and os.environ.get("BSFT_FAKE_MEMORY"):
     import torch
 
-    from bsft_trainer import memory, train
+    from bsft_trainer.training import memory, train
 
     spec = json.loads(os.environ["BSFT_FAKE_MEMORY"])
     rank = int(os.environ["RANK"])

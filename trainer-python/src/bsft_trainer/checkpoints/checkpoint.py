@@ -17,11 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
-from .events import EXIT_DISK_FULL, TrainerError, log
+from ..process.events import EXIT_DISK_FULL, TrainerError, log
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
-    from .fence import Fence, NoFence
+    from ..process.fence import Fence, NoFence
 
 COMPLETE = "COMPLETE"
 # A sharded checkpoint (several ranks, sharded_checkpoint.py) keeps its weights and optimizer states here.

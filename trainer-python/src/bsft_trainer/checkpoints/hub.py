@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .events import ConfigError, TrainerError
+from ..process.events import ConfigError, TrainerError
 from collections.abc import Callable
 from typing import Any, TypeVar
 T = TypeVar("T")

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .events import TrainerError
+from ..process.events import TrainerError
 from .hub import from_hub
 from typing import Any
-from .config import Config, Manifest
-from .fence import Fence
+from ..data.config import Config, Manifest
+from ..process.fence import Fence
 
 
 def behavior_tokens_in_id_order(manifest: Manifest) -> list[str]:
@@ -76,7 +76,7 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
     fp32, as a sharded run writes it (the model's own adapter weights are their bf16 rounding)."""
     gathered = None
     if world is not None and world.sharded:
-        from .model import resolve_dtype
+        from ..modeling.model import resolve_dtype
 
         gathered = full_state(tm, resolve_dtype(cfg.model.dtype, world.device()))
         if gathered is None:

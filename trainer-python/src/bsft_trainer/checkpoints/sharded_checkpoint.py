@@ -33,8 +33,8 @@ from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from . import checkpoint as ckpt
-from .distributed import World
-from .events import log
+from ..parallel.distributed import World
+from ..process.events import log
 
 DCP_DIR = ckpt.DCP_DIR
 STATE = "trainer_state.pt"

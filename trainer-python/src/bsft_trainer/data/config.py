@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .contract import problems, schema
-from .events import ConfigError, DataError
+from ..process.events import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from .events import DataError
+from ..process.events import DataError
 
 _DTYPES = {"I32": np.int32, "U8": np.uint8, "I64": np.int64}
 _EXPECTED = {"input_ids": "I32", "loss_mask": "U8", "doc_offsets": "I64"}

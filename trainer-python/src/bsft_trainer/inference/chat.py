@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import sys
 
-from .config import Config, load_manifest
-from .events import EXIT_DONE, ConfigError, _emit, log
-from .inference import final_metadata, load_hf_merged, load_toy
-from .model import resolve_dtype
+from ..data.config import Config, load_manifest
+from ..process.events import EXIT_DONE, ConfigError, _emit, log
+from .final_model import final_metadata, load_hf_merged, load_toy
+from ..modeling.model import resolve_dtype
 from .predict import stream_hf, stream_toy
-from .train import pick_device
+from ..training.train import pick_device
 
 
 def run(cfg: Config) -> int:

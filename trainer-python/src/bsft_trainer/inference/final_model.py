@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .events import ConfigError
-from .hub import from_hub
-from .toy import ToyLM
+from ..process.events import ConfigError
+from ..checkpoints.hub import from_hub
+from ..modeling.toy import ToyLM
 from typing import Any
-from .config import Config
+from ..data.config import Config
 
 
 def final_metadata(cfg: Config) -> tuple[Path, dict]:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .events import EXIT_DONE, ConfigError, emit_done, emit_progress, log
-from .hub import from_hub
-from .model import resolve_dtype
-from .train import pick_device
+from ..process.events import EXIT_DONE, ConfigError, emit_done, emit_progress, log
+from ..checkpoints.hub import from_hub
+from ..modeling.model import resolve_dtype
+from ..training.train import pick_device
 
 
 def label_logprobs(model, prompts: list[list[int]], answers: list[list[int]], pad_id: int, device) -> torch.Tensor:

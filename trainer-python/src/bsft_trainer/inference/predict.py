@@ -30,16 +30,16 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import load_manifest
-from .events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, emit_done, emit_progress, log
-from .inference import final_metadata, load_hf_merged, load_toy
-from .model import resolve_dtype
-from .shards import Shard
-from .train import StopFlag, pick_device
+from ..checkpoints import checkpoint as ckpt
+from ..data.config import load_manifest
+from ..process.events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, emit_done, emit_progress, log
+from .final_model import final_metadata, load_hf_merged, load_toy
+from ..modeling.model import resolve_dtype
+from ..data.shards import Shard
+from ..training.train import StopFlag, pick_device
 from typing import Any, Iterator
-from .config import Config
-from .fence import Fence
+from ..data.config import Config
+from ..process.fence import Fence
 
 ANSWER = re.compile(r"^\W*\(?([A-Ea-e])[\).:\s]")
 
@@ -57,7 +57,7 @@ def prompts(shard: Shard) -> list[list[int]]:
 @torch.no_grad()
 def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device) -> Iterator[int]:
     """Greedy decoding of the toy model, a token at a time (it has no cache: each step reads the whole sequence)."""
-    from .packing import Batch
+    from ..training.packing import Batch
 
     ids = list(prompt)
     for _ in range(max_new):
@@ -90,7 +90,7 @@ def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id:
 @torch.no_grad()
 def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> list[list[int]]:
     """One packed forward pass over the batch: each prompt's next token (= greedy_toy with max_new 1)."""
-    from .packing import Batch
+    from ..training.packing import Batch
 
     ids = torch.tensor([t for p in batch_prompts for t in p], device=device)
     ends = torch.tensor([len(p) for p in batch_prompts]).cumsum(0)
@@ -294,7 +294,7 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         model = load_toy(folder, device)
         generate = (lambda b: first_token_toy(model, b, device)) if max_new == 1 else (lambda b: greedy_toy(model, b, max_new, eos_id, device))
     elif pending:
-        from .save import load_tokenizer
+        from ..checkpoints.save import load_tokenizer
 
         model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
         tokenizer = load_tokenizer(cfg, manifest)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import checkpoint as ckpt
-from .config import load_manifest
-from .events import EXIT_DONE, ConfigError, emit_done
-from .inference import final_metadata, load_hf_merged
+from ..checkpoints import checkpoint as ckpt
+from ..data.config import load_manifest
+from ..process.events import EXIT_DONE, ConfigError, emit_done
+from ..inference.final_model import final_metadata, load_hf_merged
 from .model import resolve_dtype
-from .save import load_tokenizer
-from .train import pick_device
-from .fence import NoFence
-from .config import Config
+from ..checkpoints.save import load_tokenizer
+from ..training.train import pick_device
+from ..process.fence import NoFence
+from ..data.config import Config
 
 
 def run(cfg: Config, fence: NoFence, out: str | None = None) -> int:

@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from .attention import packed_attention
-from .events import ConfigError, log
-from .hub import from_hub
+from ..checkpoints import checkpoint as ckpt
+from ..training.attention import packed_attention
+from ..process.events import ConfigError, log
+from ..checkpoints.hub import from_hub
 from .token_rows import TokenRows, init_rows_in_place, row_sources
 from .toy import ToyLM
 from typing import Any
-from .config import Config, Manifest
-from .fence import Fence
+from ..data.config import Config, Manifest
+from ..process.fence import Fence
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 ATTN_NAME = "bsft_packed"
@@ -75,7 +75,7 @@ class TrainModel:
         container.loss_fn = self._loss_sum
 
     def _loss_sum(self, batch):
-        from .loss import chunked_ce_sum
+        from ..training.loss import chunked_ce_sum
 
         weight, rows = self.output()  # read inside the root's forward: the gathered parameters when sharded
         return chunked_ce_sum(self.hidden(batch), batch.labels, weight, rows, index=batch.loss_index)
@@ -99,7 +99,7 @@ class TrainModel:
         return self._out.weight, (self.rows.output() if self.rows is not None else None)
 
     def logits(self, batch):
-        from .loss import output_logits
+        from ..training.loss import output_logits
 
         weight, new_rows = self.output()
         return output_logits(self.hidden(batch), weight, new_rows)

@@ -15,7 +15,7 @@ from torch import nn
 from torch import Tensor
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
-    from .config import Manifest
+    from ..data.config import Manifest
 
 
 def initial_rows(weight: Tensor, first: int, n: int, sources: list[list[int]] | None = None) -> Tensor:
@@ -36,7 +36,7 @@ def row_sources(init: str, manifest: Manifest) -> list[list[int]] | None:
     """Per behavior ID (ascending), the token IDs its row starts from; None for `init: mean`."""
     if init == "mean":
         return None
-    from .events import DataError
+    from ..process.events import DataError
 
     descriptions = manifest.behavior_descriptions
     if not descriptions:

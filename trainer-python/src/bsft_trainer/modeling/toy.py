@@ -10,7 +10,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .attention import packed_attention
+from ..training.attention import packed_attention
 from torch import Tensor
 
 

@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import lease, lifeline
-from .events import EXIT_DISK_FULL, EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
+from ..process import lease, lifeline
+from ..process.events import EXIT_DISK_FULL, EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
 
 RANKS_DIR = "ranks"
 # torchrun sets these in every rank's environment.

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .events import ConfigError
+from ..process.events import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from .shards import Shard
+from ..data.shards import Shard
 
 IGNORE = -100
 

@@ -22,20 +22,20 @@ import time
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from ..checkpoints import checkpoint as ckpt
 from . import memory
-from .config import load_manifest
-from .events import EXIT_DONE, EXIT_INVALID, EXIT_PREEMPTED, ConfigError, DataError, TrainerError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
+from ..data.config import load_manifest
+from ..process.events import EXIT_DONE, EXIT_INVALID, EXIT_PREEMPTED, ConfigError, DataError, TrainerError, emit_checkpoint, emit_done, emit_eval, emit_start, emit_step, log
 from .packing import DataOrder, make_batch, plan_epoch
 from .schedule import lr_factor
-from .shards import Shard
+from ..data.shards import Shard
 from pathlib import Path
 from typing import Any
-from .config import Config
-from .fence import Fence
+from ..data.config import Config
+from ..process.fence import Fence
 from .metrics import METRICS_FILE, Metrics
 from .precision import CompensatedAdamW, MasterWeights
-from .distributed import World, full_value
+from ..parallel.distributed import World, full_value
 
 
 class StopFlag:
@@ -196,7 +196,7 @@ class Recompute:
     `all_layers` (a sharded run started again after such a step): every layer from the start."""
 
     def __init__(self, cfg: Config, tm: Any, device: torch.device, world: World, all_layers: bool = False):
-        from .model import set_recompute
+        from ..modeling.model import set_recompute
 
         self.tm, self.world, self._set = tm, world, set_recompute
         self.n_layers = len(tm.layers)
@@ -313,7 +313,7 @@ class Checkpoints:
         state = {"scheduler": opt.scheduler.state_dict(), "data": self.data.state_dict(), "step": step, "world_size": world.size}
         history = Path(cfg.output_dir) / METRICS_FILE
         if world.sharded:
-            from . import sharded_checkpoint as sharded  # torch.distributed.checkpoint: imported only when sharded
+            from ..checkpoints import sharded_checkpoint as sharded  # torch.distributed.checkpoint: imported only when sharded
 
             self.pending = sharded.begin(cfg.checkpoints_dir, step, world, self.tm.container, opt.optimizer, state, rng_state(),
                                          history, background)
@@ -339,7 +339,7 @@ class Checkpoints:
         """At a step boundary, on every rank: publishes the background checkpoint once every rank has written it."""
         if self.pending is None:
             return
-        from . import sharded_checkpoint as sharded
+        from ..checkpoints import sharded_checkpoint as sharded
 
         if sharded.all_written(self.pending, self.world):
             self.wait()
@@ -348,7 +348,7 @@ class Checkpoints:
         """Every rank: waits for the background checkpoint, if any, and publishes it."""
         if self.pending is None:
             return
-        from . import sharded_checkpoint as sharded
+        from ..checkpoints import sharded_checkpoint as sharded
 
         save, self.pending = self.pending, None
         path, size, seconds = sharded.finish(save, self.world, self.fence, self.cfg.run_id)
@@ -378,13 +378,13 @@ def load_checkpoint(path: Path, world: World, tm: Any, opt: Optimizer, data: Dat
     if ckpt.is_sharded(path):
         if not world.sharded:
             raise ValueError("a sharded checkpoint needs a sharded model")
-        from . import sharded_checkpoint as sharded
+        from ..checkpoints import sharded_checkpoint as sharded
 
         state, rng = sharded.load(path, world, tm.container, opt.optimizer)
     else:
         files = read_checkpoint(path)
         if world.sharded:
-            from . import sharded_checkpoint as sharded
+            from ..checkpoints import sharded_checkpoint as sharded
 
             sharded.load_plain(files, opt.masters.names, opt.group_names, tm.container, opt.optimizer)
         else:
@@ -464,7 +464,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
 
     seed_everything(cfg.train.seed)
     metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
-    from .model import build as build_model, compile_layers, resolve_dtype
+    from ..modeling.model import build as build_model, compile_layers, resolve_dtype
 
     tm = build_model(cfg, manifest, device, fence, keep_base=publish and world.main, sharded=world.sharded)
     n_layers = len(tm.layers)
@@ -473,7 +473,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         compile_layers(tm)
         log(f"torch.compile: each of the {n_layers} decoder layers (regional)")
     if world.sharded:
-        from .sharding import shard
+        from ..parallel.sharding import shard
 
         shard(tm, resolve_dtype(cfg.model.dtype, device), cfg.train.cpu_offload)
         log(f"FSDP2: {n_layers} decoder layers and the root sharded over {world.size} rank(s)"
@@ -576,7 +576,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     if stopping():
         log(f"stop requested after the last step: its checkpoint is written, final/ is the next attempt's; exiting {EXIT_PREEMPTED}")
         return EXIT_PREEMPTED
-    from .save import save_final
+    from ..checkpoints.save import save_final
 
     final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state())
     if world.main:
