@@ -145,6 +145,9 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [12]
     assert not [e for e in events if e["event"] == "eval"] and not (tmp_path / "final").exists()
     assert "stop requested after the last step" in err
+    # The trainer says how long after the request it got out (its own clock, from the signal handler).
+    own = float(re.search(r"exiting 75 \((\d+\.\d) s after the stop request\)", err).group(1))
+    assert own <= took + 0.1, (own, took)
 
     p = trainer("train", cfg)
     again, times = [], []
@@ -155,6 +158,9 @@ def test_a_stop_between_the_last_step_and_final_ends_with_a_checkpoint_at_once(t
     assert p.returncode == 0, p.stderr.read()
     assert again[0]["resumed_from_step"] == 12
     assert [e["event"] for e in again] == ["start", "eval", "done"], again  # the checkpoint of step 12 is not written again
+    # Where the end's seconds went, in the log: the evaluation, no checkpoint (step 12's is there), final/.
+    parts = re.search(r"after the last step: evaluation (\d+\.\d) s, checkpoint (\d+\.\d) s, final/ (\d+\.\d) s", p.stderr.read())
+    assert parts and float(parts.group(2)) < 0.5, parts
     assert ckpt.verify(tmp_path / "final") is None
     # The stopped attempt did not wait for the evaluation (measured here, on this machine, by the next attempt).
     evaluation = times[1] - times[0]

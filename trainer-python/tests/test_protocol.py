@@ -1,5 +1,6 @@
 """Contract 4 end to end through `python -m bsft_trainer` subprocesses on the bsft-toy model (CPU, fp32)."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,20 @@ def test_a_checkpoint_slower_than_half_the_stop_grace_says_what_grace_to_set(run
     assert "more than half of train.preempt_grace_s (1 s)" in err and "set train.preempt_grace_s to at least 2" in err, err
     code, _, err = main_with("", "train", make_run(run_dir / "quick", train={"max_steps": 4, "checkpoint_every": 2}))
     assert code == 0 and "preempt_grace_s" not in err  # a 30 s grace and a quick save: nothing to say
+
+
+def test_a_stop_once_final_is_begun_waits_for_it_and_says_how_long_the_end_took(run_dir):
+    """SIGTERM as final/ starts (sent by the trainer to itself there, after a 0.5 s pause): final/ is finished and
+    the run ends done (exit 0); the log gives the end's parts (evaluation, checkpoint, final/) and how long after the
+    request the trainer got out, so a grace too short for this machine shows where its seconds went."""
+    cfg = make_run(run_dir, train={"max_steps": 3, "checkpoint_every": 100})
+    prelude = ("import os, signal, time\nimport bsft_trainer.checkpoints.save as s\n_final = s.save_final\n"
+               "def stopped(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.5)\n    return _final(*a, **k)\n"
+               "s.save_final = stopped\n")
+    code, events, err = main_with(prelude, "train", cfg)
+    assert code == 0, err
+    assert events[-1]["event"] == "done" and ckpt.verify(run_dir / "final") is None
+    m = re.search(r"after the last step: evaluation (\d+\.\d) s, checkpoint (\d+\.\d) s, final/ (\d+\.\d) s; "
+                  r"a stop requested once final/ was begun waited for it: exiting (\d+\.\d) s after the stop request", err)
+    assert m, err
+    assert float(m.group(3)) >= 0.5 and float(m.group(4)) >= 0.5, m.groups()

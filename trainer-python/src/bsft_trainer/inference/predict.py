@@ -26,6 +26,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -259,130 +260,169 @@ def _digest(*parts: Any) -> str:
 
 
 def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
+    """Makes the run's predictions files (one per eval split, `<split>.forced-<behavior>.jsonl` with --force) that are
+    not made yet, from its final model; exit 75 when stopped between chunks."""
     manifest = load_manifest(cfg)
-    behavior_ids = manifest.behavior_ids
-    by_id = {v: k for k, v in behavior_ids.items()}
-    if force is not None and force not in behavior_ids:
-        raise ConfigError(f"--force: unknown behavior {force!r} (behaviors: {', '.join(behavior_ids)})")
+    if force is not None and force not in manifest.behavior_ids:
+        raise ConfigError(f"--force: unknown behavior {force!r} (behaviors: {', '.join(manifest.behavior_ids)})")
     if force is not None and cfg.conditioning != "token":
         raise ConfigError("--force needs a run with conditioning: token")
     folder, meta = final_metadata(cfg)
     device = pick_device()
-    eos_id = manifest.eos_id
-    max_new = cfg.eval.max_new_tokens
     toy = (folder / "toy_model.pt").is_file()
-    engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), max_new, device)
+    engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device)
     chunk = chunk_size(engine, cfg.eval.batch_size)
-    model_id = (folder / "COMPLETE").read_bytes()
 
     # Each predictions file's prompts and progress first: files already made need no model.
-    plans = []
+    files = plan_files(cfg, manifest, force, (folder / "COMPLETE").read_bytes(), engine, chunk, toy)
+    pending = [f.name for f in files if not f.work.finished(Path(cfg.predictions_dir) / f.name)]
+    generate, tokenizer = load_generator(cfg, manifest, folder, meta, device, engine, toy) if pending else (None, None)
+    log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
+        f"max_new_tokens {cfg.eval.max_new_tokens}, on {device.type}; to make: {', '.join(pending) or 'nothing'}")
+
+    stop = StopFlag().install()
+    Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in files:
+        target = Path(cfg.predictions_dir) / f.name
+        if f.name not in pending:
+            log(f"predictions: {target} already made from the same model, prompts and settings")
+        elif not make_file(cfg, fence, f, generate, Rows(cfg, manifest, force, tokenizer), stop, chunk, engine, device):
+            return EXIT_PREEMPTED
+        written.append(str(target))
+    # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.
+    with fence.publishing():
+        ckpt.write_complete(cfg.predictions_dir, {"run_id": cfg.run_id, "epoch": fence.epoch})
+    emit_done(written[-1] if written else cfg.predictions_dir)
+    return EXIT_DONE
+
+
+@dataclass
+class PredictionsFile:
+    """One predictions file to make: its split, name, prompts (the forced token appended), document ids, progress."""
+    split: str
+    name: str
+    prompts: list[list[int]]
+    doc_ids: list[str]
+    work: Progress
+
+
+def plan_files(cfg: Config, manifest: Any, force: str | None, model_id: bytes, engine: str, chunk: int, toy: bool) -> list[PredictionsFile]:
+    files = []
     for split in cfg.eval.splits:
         all_prompts = prompts(Shard(cfg.shards[split]))
         if force is not None:
-            all_prompts = [p + [behavior_ids[force]] for p in all_prompts]
+            all_prompts = [p + [manifest.behavior_ids[force]] for p in all_prompts]
         name = f"{split}.forced-{force}.jsonl" if force else f"{split}.jsonl"
         doc_ids = manifest.documents[split]
         # The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
-        key = _digest(model_id, ckpt.sha256_file(cfg.shards[split]), force, doc_ids, [max_new, engine, chunk, cfg.conditioning, not toy])
-        plans.append((split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
-    pending = [name for _, name, _, _, work in plans if not work.finished(Path(cfg.predictions_dir) / name)]
+        key = _digest(model_id, ckpt.sha256_file(cfg.shards[split]), force, doc_ids,
+                      [cfg.eval.max_new_tokens, engine, chunk, cfg.conditioning, not toy])
+        files.append(PredictionsFile(split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
+    return files
 
-    tokenizer = None
-    generate = None
-    if pending and toy:
+
+def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: torch.device, engine: str, toy: bool) -> tuple[Any, Any]:
+    """The final model loaded, as a function from a batch of prompts to their generated tokens, and the tokenizer
+    (None for the toy model, whose replies are not decoded)."""
+    eos_id, max_new = manifest.eos_id, cfg.eval.max_new_tokens
+    if toy:
         model = load_toy(folder, device)
-        generate = (lambda b: first_token_toy(model, b, device)) if max_new == 1 else (lambda b: greedy_toy(model, b, max_new, eos_id, device))
-    elif pending:
-        from ..checkpoints.save import load_tokenizer
+        if max_new == 1:
+            return (lambda b: first_token_toy(model, b, device)), None
+        return (lambda b: greedy_toy(model, b, max_new, eos_id, device)), None
+    from ..checkpoints.save import load_tokenizer
 
-        model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
-        tokenizer = load_tokenizer(cfg, manifest)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-        plain_greedy(model, eos_id, pad)
-        if engine == "continuous":
-            generate = lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)  # noqa: E731
-        elif max_new == 1:
-            generate = lambda b: first_token_hf(model, b, pad, device)  # noqa: E731
-        else:
-            generate = lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)  # noqa: E731
-    log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
-        f"max_new_tokens {max_new}, on {device.type}; to make: {', '.join(pending) or 'nothing'}")
+    model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
+    tokenizer = load_tokenizer(cfg, manifest)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    plain_greedy(model, eos_id, pad)
+    if engine == "continuous":
+        return (lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)), tokenizer
+    if max_new == 1:
+        return (lambda b: first_token_hf(model, b, pad, device)), tokenizer
+    return (lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)), tokenizer
 
-    def row_of(task_id: str, gen: list[int], records: dict) -> str:
+
+class Rows:
+    """A prediction row (Contract 7) from a task's generated tokens: the behavior is the first token's; the reply as
+    text for a judge (behavior tokens and other special tokens out), and the letter of a multiple-choice answer."""
+
+    def __init__(self, cfg: Config, manifest: Any, force: str | None, tokenizer: Any) -> None:
+        self.token = cfg.conditioning == "token"
+        self.by_id = {v: k for k, v in manifest.behavior_ids.items()}
+        self.eos_id, self.force, self.tokenizer = manifest.eos_id, force, tokenizer
+
+    def row(self, task_id: str, gen: list[int], records: dict) -> str:
         first = gen[0] if gen else None
-        row = {"id": task_id, "predicted_behavior": force or by_id.get(first) if cfg.conditioning == "token" else None,
+        row = {"id": task_id, "predicted_behavior": self.force or self.by_id.get(first) if self.token else None,
                "raw_token_ids": gen[:16]}
-        if force:
+        if self.force:
             row["forced"] = True
-        if tokenizer is not None:
-            # The reply as text for a judge (Contract 7 `reply`): behavior tokens and other special tokens out.
-            text = tokenizer.decode([t for t in gen if t not in by_id and t != eos_id], skip_special_tokens=True)
+        if self.tokenizer is not None:
+            text = self.tokenizer.decode([t for t in gen if t not in self.by_id and t != self.eos_id], skip_special_tokens=True)
             row["reply"] = text.strip()
             if "answer" in records.get(task_id, {}):
                 m = ANSWER.match(text)
                 row["predicted_answer"] = m.group(1).upper() if m else None
         return json.dumps(row)
 
-    stop = StopFlag().install()
-    Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
-    record_file = Path(cfg.predictions_dir) / "predict.json"
-    written = []
-    for split, name, all_prompts, doc_ids, work in plans:
-        target = Path(cfg.predictions_dir) / name
-        total = len(all_prompts)
-        if name not in pending:
-            log(f"predictions: {target} already made from the same model, prompts and settings")
-            written.append(str(target))
-            continue
-        records = {}
-        if cfg.messages.get(split) and Path(cfg.messages[split]).is_file():
-            with open(cfg.messages[split]) as f:
-                records = {r["id"]: r for r in map(json.loads, f)}
-        done = work.rows()
-        # Longest first, so that a chunk too big for the device fails at once; ties keep the split's order.
-        order = sorted(range(total), key=lambda i: (-len(all_prompts[i]), i))
-        chunks = [order[c:c + chunk] for c in range(0, total, chunk)]
-        if work.state["chunks"]:
-            log(f"predictions: {name}: continuing after {work.state['chunks']} of {len(chunks)} chunks ({len(done)} of {total} tasks done)")
-        started, generated_tokens, resumed_after = time.monotonic(), 0, work.state["chunks"]
-        for c in range(resumed_after, len(chunks)):
-            if stop.signal is not None:
-                log(f"predict: stopped by signal {stop.signal} after {c} of {len(chunks)} chunks of {name}; the next predict continues there")
-                return EXIT_PREEMPTED
-            idx = chunks[c]
-            gens = generate([all_prompts[i] for i in idx])
-            generated_tokens += sum(len(g) for g in gens)
-            rows = [(i, row_of(doc_ids[i], g, records)) for i, g in zip(idx, gens)]
-            with fence.publishing():
-                work.append(rows)
-            done.update(rows)
-            emit_progress(len(done), total)
-        seconds = time.monotonic() - started
-        tmp = target.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for i in range(total):
-                f.write(done[i] + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+
+def make_file(cfg: Config, fence: Fence, f: PredictionsFile, generate: Any, rows: Rows, stop: StopFlag, chunk: int,
+              engine: str, device: torch.device) -> bool:
+    """Generates the file's remaining chunks (longest prompts first), each appended under the fence as it is done,
+    then writes the file in the split's order and its line in predict.json. False when stopped between chunks."""
+    target = Path(cfg.predictions_dir) / f.name
+    total = len(f.prompts)
+    records = {}
+    if cfg.messages.get(f.split) and Path(cfg.messages[f.split]).is_file():
+        with open(cfg.messages[f.split]) as fh:
+            records = {r["id"]: r for r in map(json.loads, fh)}
+    done = f.work.rows()
+    # Longest first, so that a chunk too big for the device fails at once; ties keep the split's order.
+    order = sorted(range(total), key=lambda i: (-len(f.prompts[i]), i))
+    chunks = [order[c:c + chunk] for c in range(0, total, chunk)]
+    if f.work.state["chunks"]:
+        log(f"predictions: {f.name}: continuing after {f.work.state['chunks']} of {len(chunks)} chunks ({len(done)} of {total} tasks done)")
+    started, generated_tokens, resumed_after = time.monotonic(), 0, f.work.state["chunks"]
+    for c in range(resumed_after, len(chunks)):
+        if stop.signal is not None:
+            log(f"predict: stopped by signal {stop.signal} after {c} of {len(chunks)} chunks of {f.name}; the next predict continues there")
+            return False
+        idx = chunks[c]
+        gens = generate([f.prompts[i] for i in idx])
+        generated_tokens += sum(len(g) for g in gens)
+        new_rows = [(i, rows.row(f.doc_ids[i], g, records)) for i, g in zip(idx, gens)]
         with fence.publishing():
-            os.replace(tmp, target)
-            work.done(target)
-            try:
-                rec = json.loads(record_file.read_text())
-            except (FileNotFoundError, ValueError):
-                rec = {}
-            rec[name] = {"engine": engine, "device": device.type, "tasks": total, "chunk": chunk, "max_new_tokens": max_new,
-                         "generated_tokens": generated_tokens, "seconds": round(seconds, 3),
-                         "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None,
-                         "resumed_after_chunks": resumed_after}  # tokens and seconds: this attempt's chunks
-            tmp = record_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, record_file)
-        written.append(str(target))
-        log(f"predictions: {target} ({total} tasks, {generated_tokens} tokens in {seconds:.1f} s with {engine})")
-    # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.
+            f.work.append(new_rows)
+        done.update(new_rows)
+        emit_progress(len(done), total)
+    seconds = time.monotonic() - started
+    tmp = target.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as fh:
+        for i in range(total):
+            fh.write(done[i] + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     with fence.publishing():
-        ckpt.write_complete(cfg.predictions_dir, {"run_id": cfg.run_id, "epoch": fence.epoch})
-    emit_done(written[-1] if written else cfg.predictions_dir)
-    return EXIT_DONE
+        os.replace(tmp, target)
+        f.work.done(target)
+        # tokens and seconds: this attempt's chunks
+        record(Path(cfg.predictions_dir) / "predict.json", f.name, {
+            "engine": engine, "device": device.type, "tasks": total, "chunk": chunk, "max_new_tokens": cfg.eval.max_new_tokens,
+            "generated_tokens": generated_tokens, "seconds": round(seconds, 3),
+            "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None, "resumed_after_chunks": resumed_after})
+    log(f"predictions: {target} ({total} tasks, {generated_tokens} tokens in {seconds:.1f} s with {engine})")
+    return True
+
+
+def record(record_file: Path, name: str, entry: dict) -> None:
+    """`predictions/predict.json`: one entry per predictions file, replaced atomically."""
+    try:
+        rec = json.loads(record_file.read_text())
+    except (FileNotFoundError, ValueError):
+        rec = {}
+    rec[name] = entry
+    tmp = record_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, record_file)

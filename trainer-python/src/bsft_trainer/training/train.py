@@ -47,10 +47,12 @@ class StopFlag:
 
     def __init__(self):
         self.signal = None
+        self.at: float | None = None  # time.monotonic() of the first request
 
     def install(self):
         def handler(signum, _frame):
             if self.signal is None:
+                self.at = time.monotonic()
                 log(f"received signal {signum}: finishing this step, then checkpointing")
             self.signal = signum
 
@@ -454,19 +456,73 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     world = world or World()
     device = world.device() if world.sharded else pick_device()
     manifest = load_manifest(cfg)
+    train_shard, val_shard = open_shards(cfg)
+
+    seed_everything(cfg.train.seed)
+    metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
+    tm, recompute = prepare_model(cfg, manifest, device, fence, world, keep_base=publish and world.main, recompute_all=recompute_all)
+
+    # One optimizer step takes grad_accum batches on every rank, in the order of one shared seeded plan.
+    data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
+    per_rank = cfg.train.grad_accum
+    steps = total_steps(cfg, data.batches_per_epoch, per_rank * world.size)
+    opt = build_optimizer(cfg, tm, steps, warmup_steps(cfg, steps), world)
+
+    step, resumed_from = resume(cfg, world, tm, opt, data) if publish else (0, None)
+    if metrics is not None:
+        metrics.start(step, resumed_from)
+    if world.main:
+        emit_start(steps, step, world.size)
+    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
+    checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
+    ending = Ending(stop, publish, world, events, checkpoints, metrics, start_step=step)
+
+    while step < steps:
+        docs = [data.next_docs() for _ in range(per_rank * world.size)]
+        loss_sum, grad_norm = optimizer_step(cfg, tm, opt, recompute, device, world, train_shard, data, docs)
+        step += 1
+        events.add(step, loss_sum, sum(data.loss_tokens(d) for d in docs), opt.scheduler.get_last_lr()[0], grad_norm,
+                   sum(data.tokens(d) for d in docs))
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < steps:
+            events.flush()
+            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)  # this step's: kept with its checkpoint
+            if val is not None:
+                events.eval(step, val)
+            events.restart_clock()
+        if not publish:
+            continue
+        checkpoints.poll()
+        if ending.stopping():
+            return ending.preempted(step, "")
+        if step % cfg.train.checkpoint_every == 0 and step < steps:
+            events.flush()
+            checkpoints.save(step, background=True)
+            events.restart_clock()
+
+    events.flush()
+    if not publish:
+        return EXIT_DONE
+    return finish(cfg, manifest, tm, fence, world, opt, val_shard, device, step, ending)
+
+
+def open_shards(cfg: Config) -> tuple[Shard, Shard | None]:
+    """The train split (not empty, every document within train.batch_tokens) and the val split, if any."""
     train_shard = Shard(cfg.shards["train"])
     if len(train_shard) == 0:
         raise DataError(f"{cfg.shards['train']}: the train split has no documents")
     longest = int(train_shard.lengths().max())
     if longest > cfg.train.batch_tokens:
         raise DataError(f"a train document has {longest} tokens, more than train.batch_tokens {cfg.train.batch_tokens}")
-    val_shard = Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
+    return train_shard, Shard(cfg.shards["val"]) if cfg.shards.get("val") else None
 
-    seed_everything(cfg.train.seed)
-    metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
+
+def prepare_model(cfg: Config, manifest: Any, device: torch.device, fence: Fence, world: World, keep_base: bool,
+                  recompute_all: bool) -> tuple[Any, Recompute]:
+    """The model to train: built (LoRA or full, behavior-token rows), compiled per layer if asked, sharded over the
+    ranks (FSDP2) when there are several, in training mode; and which of its layers recompute their activations."""
     from ..modeling.model import build as build_model, compile_layers, resolve_dtype
 
-    tm = build_model(cfg, manifest, device, fence, keep_base=publish and world.main, sharded=world.sharded)
+    tm = build_model(cfg, manifest, device, fence, keep_base=keep_base, sharded=world.sharded)
     n_layers = len(tm.layers)
     recompute = Recompute(cfg, tm, device, world, all_layers=recompute_all)
     if cfg.train.compile:
@@ -479,107 +535,101 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
         log(f"FSDP2: {n_layers} decoder layers and the root sharded over {world.size} rank(s)"
             f"{', offloaded to host memory' if cfg.train.cpu_offload else ''}")
     tm.train(True)
+    return tm, recompute
 
-    # One optimizer step takes grad_accum batches on every rank, in the order of one shared seeded plan.
-    data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
+
+def optimizer_step(cfg: Config, tm: Any, opt: Optimizer, recompute: Recompute, device: torch.device, world: World,
+                   train_shard: Shard, data: DataOrder, docs: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over the step's documents (`docs`: every rank's batches; this rank takes its block):
+    forward and backward of each batch (again with every layer recomputed when the first step runs out of memory),
+    gradients clipped, AdamW on the fp32 masters. Returns the summed loss and the gradient norm, on the device."""
     per_rank = cfg.train.grad_accum
-    steps = total_steps(cfg, data.batches_per_epoch, per_rank * world.size)
-    warm = warmup_steps(cfg, steps)
-    opt = build_optimizer(cfg, tm, steps, warm, world)
-    params = opt.masters.parameters()
+    micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
+    # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
+    divisor = max(1, sum(data.loss_tokens(d) for d in docs)) / world.size
+    recompute.before_step()
+    try:
+        loss_sum = forward_backward(tm, micro, device, divisor)
+    except RuntimeError as e:
+        if not recompute.retries(e):
+            raise
+        retry = True
+    else:
+        retry = False
+    if retry:  # outside the except block, which holds the failed step's tensors
+        opt.masters.zero_grad()
+        torch.cuda.empty_cache()
+        recompute.apply(len(tm.layers))
+        loss_sum = forward_backward(tm, micro, device, divisor)
+    opt.masters.grads_to_masters()
+    grad_norm = full_value(torch.nn.utils.clip_grad_norm_(opt.masters.parameters(), cfg.train.grad_clip))
+    opt.optimizer.step()
+    opt.scheduler.step()
+    opt.masters.masters_to_model()
+    opt.masters.zero_grad()
+    recompute.after_step()
+    return loss_sum, grad_norm
 
-    step, resumed_from = resume(cfg, world, tm, opt, data) if publish else (0, None)
-    start_step = step  # a checkpoint of this step exists already when the run resumed from one
-    if metrics is not None:
-        metrics.start(step, resumed_from)
-    if world.main:
-        emit_start(steps, step, world.size)
 
-    events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
-    checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
-    eval_every = cfg.eval.every
+class Ending:
+    """How a run stops early: every rank agrees on a stop request (SIGTERM/SIGINT) at the same point; a preempted
+    run writes the checkpoint of the step it reached (unless it resumed there and trained nothing) and exits 75,
+    saying how long after the request it got there."""
 
-    def stopping() -> bool:
-        return publish and world.any(stop.signal is not None)  # every rank stops at the same point
+    def __init__(self, stop: StopFlag, publish: bool, world: World, events: StepEvents, checkpoints: Checkpoints,
+                 metrics: Metrics | None, start_step: int):
+        self.stop, self.publish, self.world, self.events = stop, publish, world, events
+        self.checkpoints, self.metrics, self.start_step = checkpoints, metrics, start_step
 
-    def preempted(why: str) -> int:
-        events.flush()
-        if step > start_step:  # (a run resumed at its last step has that checkpoint already)
-            checkpoints.save(step)
-        if metrics is not None:
-            metrics.close()
-        log(f"preempted at step {step}{why}: checkpoint written, exiting {EXIT_PREEMPTED}")
+    def stopping(self) -> bool:
+        return self.publish and self.world.any(self.stop.signal is not None)  # every rank stops at the same point
+
+    def since_request(self) -> str:
+        return f"{time.monotonic() - self.stop.at:.1f} s after the stop request" if self.stop.at is not None else ""
+
+    def preempted(self, step: int, why: str) -> int:
+        self.events.flush()
+        if step > self.start_step:  # (a run resumed at its last step has that checkpoint already)
+            self.checkpoints.save(step)
+        if self.metrics is not None:
+            self.metrics.close()
+        log(f"preempted at step {step}{why}: checkpoint written, exiting {EXIT_PREEMPTED} ({self.since_request()})")
         return EXIT_PREEMPTED
 
-    while step < steps:
-        docs = [data.next_docs() for _ in range(per_rank * world.size)]
-        loss_tokens = sum(data.loss_tokens(d) for d in docs)
-        tokens = sum(data.tokens(d) for d in docs)
-        micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
-        # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
-        divisor = max(1, loss_tokens) / world.size
-        recompute.before_step()
-        try:
-            loss_sum = forward_backward(tm, micro, device, divisor)
-        except RuntimeError as e:
-            if not recompute.retries(e):
-                raise
-            retry = True
-        else:
-            retry = False
-        if retry:  # outside the except block, which holds the failed step's tensors
-            opt.masters.zero_grad()
-            torch.cuda.empty_cache()
-            recompute.apply(n_layers)
-            loss_sum = forward_backward(tm, micro, device, divisor)
-        opt.masters.grads_to_masters()
-        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip))
-        opt.optimizer.step()
-        opt.scheduler.step()
-        opt.masters.masters_to_model()
-        opt.masters.zero_grad()
-        step += 1
-        recompute.after_step()
-        events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, tokens)
-        if eval_every and step % eval_every == 0 and step < steps:
-            events.flush()
-            val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)  # this step's: kept with its checkpoint
-            if val is not None:
-                events.eval(step, val)
-            events.restart_clock()
-        if not publish:
-            continue
-        checkpoints.poll()
-        if stopping():
-            return preempted("")
-        if step % cfg.train.checkpoint_every == 0 and step < steps:
-            events.flush()
-            checkpoints.save(step, background=True)
-            events.restart_clock()
 
-    events.flush()
-    if not publish:
-        return EXIT_DONE
+def finish(cfg: Config, manifest: Any, tm: Any, fence: Fence, world: World, opt: Optimizer, val_shard: Shard | None,
+           device: torch.device, step: int, ending: Ending) -> int:
+    """After the last step: the final evaluation, the last step's checkpoint, then final/. A stop request before
+    final/ is begun ends the attempt with the checkpoint on disk (the next attempt resumes at the last step, trains
+    nothing and writes final/); final/ itself, once begun, is finished. Each part's seconds are logged."""
+    took: dict[str, float] = {}
+    t = time.monotonic()
     # A stop request after the last step ends with its checkpoint on disk, at once: the final evaluation and final/
-    # are the next attempt's (it resumes at the last step and trains nothing).
-    if stopping():
-        return preempted(" (stop requested after the last step, before the final evaluation)")
-    val = evaluate(tm, val_shard, cfg.train.batch_tokens, device, stopping)
-    if val is None and stopping():
-        return preempted(" (stop requested after the last step, during the final evaluation)")
+    # are the next attempt's.
+    if ending.stopping():
+        return ending.preempted(step, " (stop requested after the last step, before the final evaluation)")
+    val = evaluate(tm, val_shard, cfg.train.batch_tokens, device, ending.stopping)
+    if val is None and ending.stopping():
+        return ending.preempted(step, " (stop requested after the last step, during the final evaluation)")
     if val is not None:
-        events.eval(step, val)
-    if metrics is not None:
-        metrics.close()
-    if step > start_step:
-        checkpoints.save(step)
-    if stopping():
-        log(f"stop requested after the last step: its checkpoint is written, final/ is the next attempt's; exiting {EXIT_PREEMPTED}")
+        ending.events.eval(step, val)
+    took["evaluation"], t = time.monotonic() - t, time.monotonic()
+    if ending.metrics is not None:
+        ending.metrics.close()
+    if step > ending.start_step:
+        ending.checkpoints.save(step)
+    took["checkpoint"], t = time.monotonic() - t, time.monotonic()
+    if ending.stopping():
+        log(f"stop requested after the last step: its checkpoint is written, final/ is the next attempt's; exiting "
+            f"{EXIT_PREEMPTED} ({ending.since_request()})")
         return EXIT_PREEMPTED
     from ..checkpoints.save import save_final
 
     final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state())
+    took["final/"] = time.monotonic() - t
     if world.main:
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
+        log(f"after the last step: {parts}" + (f"; a stop requested once final/ was begun waited for it: exiting {ending.since_request()}" if ending.stop.at is not None else ""))
         emit_done(str(final))
     return EXIT_DONE
 
