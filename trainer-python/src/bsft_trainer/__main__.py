@@ -18,12 +18,13 @@ from .process.lifeline import hold
 hold()  # first: the kernel kills this process when its parent dies, even inside an import (lifeline.py)
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .process import lease  # noqa: E402
-from .process.events import EXIT_FAILED, EXIT_INVALID, TrainerError, claim_stdout, emit_error, log  # noqa: E402
+from .process.events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, TrainerError, claim_stdout, emit_error, log  # noqa: E402
 
 
 def out_of_memory_message(error: BaseException, cfg) -> str:
@@ -134,8 +135,6 @@ def world_for(cfg):
 def rank_main(args) -> int:
     """One rank of a sharded run, started by torchrun (launch.py): only rank 0 writes events; every rank records
     its pid and exit code for the launcher."""
-    import os
-
     from .parallel.launch import record_exit, record_start
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
@@ -176,5 +175,18 @@ def rank_main(args) -> int:
     return code
 
 
+def exit_now(code: int) -> None:
+    """Ends the process with `code`. A command that ended done (0) or stopped after a checkpoint (75) has closed and
+    synced all it wrote (checkpoints, final/, predictions, metrics, trackers; the fence's lock goes with the process):
+    it exits without the interpreter's teardown of torch and its modules, which took 1.1 s after `done` on an idle
+    2-core machine and 38.7 s at load 45 (measured), time a stop's grace would pay. A failure exits normally, so that
+    what it left open (a tracker's run) is closed by its own exit handlers."""
+    if code in (EXIT_DONE, EXIT_PREEMPTED):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

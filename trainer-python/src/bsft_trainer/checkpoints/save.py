@@ -17,6 +17,7 @@ import torch
 from . import checkpoint as ckpt
 from ..process.events import TrainerError
 from .hub import from_hub
+from collections.abc import Callable
 from typing import Any
 from ..data.config import Config, Manifest
 from ..process.fence import Fence
@@ -69,11 +70,22 @@ def full_state(tm: Any, dtype: torch.dtype) -> dict | None:
     return {k: (v.to(dtype) if v.is_floating_point() and k.startswith("base.") and k not in masters else v) for k, v in sd.items()}
 
 
-def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: Any = None, masters: dict | None = None) -> Path | None:
+class FinalAbandoned(Exception):
+    """A stop was requested while final/ was being written: its temporary folder is gone, final/ is the next
+    attempt's (it resumes at the last step's checkpoint and writes it)."""
+
+
+def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: Any = None, masters: dict | None = None,
+               stopping: Callable[[], bool] = lambda: False) -> Path | None:
     """The final model, consolidated (a plain folder whatever the number of ranks that trained it). Sharded: every
     rank takes part in gathering the weights; rank 0 writes and returns the path, the others None. `masters`: one
     process's fp32 master weights by name (precision.MasterWeights.state): a LoRA adapter is written from them, in
-    fp32, as a sharded run writes it (the model's own adapter weights are their bf16 rounding)."""
+    fp32, as a sharded run writes it (the model's own adapter weights are their bf16 rounding). `stopping`: asked
+    between the parts (weights, base/, tokenizer); true → FinalAbandoned, so that a stop waits for one part at most."""
+
+    def check(part: str) -> None:
+        if stopping():
+            raise FinalAbandoned(part)
     gathered = None
     if world is not None and world.sharded:
         from ..modeling.model import resolve_dtype
@@ -90,15 +102,18 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
         if tm.kind == "toy":
             torch.save(base_sd if base_sd is not None else tm.container.base.state_dict(), folder / "toy_model.pt")
             (folder / "config.json").write_text(json.dumps(tm.container.base.config, indent=1))
+            check("the weights")
         else:
             from safetensors.torch import save_file
 
             tm.hf_model.save_pretrained(folder, **({"state_dict": base_sd} if base_sd is not None else {}))
+            check("the weights")
             if getattr(tm, "base_dir", None) is not None:
                 problem = ckpt.verify(tm.base_dir)
                 if problem:
                     raise TrainerError("internal", f"{tm.base_dir}: {problem}; the base model cannot go into final/")
                 shutil.copytree(tm.base_dir, folder / "base", ignore=shutil.ignore_patterns(ckpt.COMPLETE))
+                check("base/")
             if tm.rows is not None:
                 # Tied embeddings: `out` is `embed` (one set of rows); both names are written, as separate tensors.
                 embed = gathered["rows.embed"] if gathered is not None else tm.rows.embed
@@ -106,6 +121,7 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
                 save_file({"embed": embed.detach().cpu().clone(), "lm_head": out.detach().cpu().clone(),
                            "ids": torch.arange(tm.rows.first, tm.rows.first + tm.rows.n)}, str(folder / "behavior_rows.safetensors"))
             load_tokenizer(cfg, manifest).save_pretrained(folder)
+            check("the tokenizer")
         (folder / "bsft.json").write_text(json.dumps(metadata(cfg, manifest, tm), indent=1, sort_keys=True))
 
     path = ckpt.save_atomic(Path(cfg.final_dir), write, fence, {"run_id": cfg.run_id})

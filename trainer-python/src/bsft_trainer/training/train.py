@@ -585,7 +585,7 @@ class Ending:
         return self.publish and self.world.any(self.stop.signal is not None)  # every rank stops at the same point
 
     def since_request(self) -> str:
-        return f"{time.monotonic() - self.stop.at:.1f} s after the stop request" if self.stop.at is not None else ""
+        return f"{time.monotonic() - self.stop.at:.1f} s after the stop request was handled" if self.stop.at is not None else ""
 
     def preempted(self, step: int, why: str) -> int:
         self.events.flush()
@@ -599,9 +599,10 @@ class Ending:
 
 def finish(cfg: Config, manifest: Any, tm: Any, fence: Fence, world: World, opt: Optimizer, val_shard: Shard | None,
            device: torch.device, step: int, ending: Ending) -> int:
-    """After the last step: the final evaluation, the last step's checkpoint, then final/. A stop request before
-    final/ is begun ends the attempt with the checkpoint on disk (the next attempt resumes at the last step, trains
-    nothing and writes final/); final/ itself, once begun, is finished. Each part's seconds are logged."""
+    """After the last step: the final evaluation, the last step's checkpoint, then final/. A stop request ends the
+    attempt with the checkpoint on disk (the next attempt resumes at the last step, trains nothing and writes
+    final/): at once before final/, after the part of final/ in hand while it is written (one process). Each part's
+    seconds are logged."""
     took: dict[str, float] = {}
     t = time.monotonic()
     # A stop request after the last step ends with its checkpoint on disk, at once: the final evaluation and final/
@@ -623,13 +624,25 @@ def finish(cfg: Config, manifest: Any, tm: Any, fence: Fence, world: World, opt:
         log(f"stop requested after the last step: its checkpoint is written, final/ is the next attempt's; exiting "
             f"{EXIT_PREEMPTED} ({ending.since_request()})")
         return EXIT_PREEMPTED
-    from ..checkpoints.save import save_final
+    from ..checkpoints.save import FinalAbandoned, save_final
 
-    final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state())
+    try:
+        # One process asks between final/'s parts (a sharded run's ranks cannot: rank 0 writes while the others wait).
+        final = save_final(cfg, manifest, tm, fence, world, masters=opt.masters.state(),
+                           stopping=(lambda: False) if world.sharded else ending.stopping)
+    except FinalAbandoned as e:
+        log(f"stop requested while final/ was written (after {e}): left to the next attempt, which resumes at the last "
+            f"step and writes it; exiting {EXIT_PREEMPTED} ({ending.since_request()})")
+        return EXIT_PREEMPTED
     took["final/"] = time.monotonic() - t
+    grace = cfg.train.preempt_grace_s
+    if world.main and took["final/"] > grace / 2:
+        # A stop once final/ is begun waits for it (as for a checkpoint, keep twice its time as a margin).
+        log(f"warning: final/ took {took['final/']:.1f} s, more than half of train.preempt_grace_s ({grace} s): a stop "
+            f"while it is written could be cut short; set train.preempt_grace_s to at least {int(2 * took['final/']) + 1}")
     if world.main:
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
-        log(f"after the last step: {parts}" + (f"; a stop requested once final/ was begun waited for it: exiting {ending.since_request()}" if ending.stop.at is not None else ""))
+        log(f"after the last step: {parts}" + (f"; a stop requested during final/'s last part waited for it: exiting {ending.since_request()}" if ending.stop.at is not None else ""))
         emit_done(str(final))
     return EXIT_DONE
 
