@@ -186,15 +186,22 @@ def _wait_for(predicate, timeout):
 
 
 def _stand_in_worker(cfg, env, extra=()):
-    """A process that starts the trainer as a worker does (its pid in BSFT_PARENT_PID, a lease on stdin) and
-    prints the trainer's pid."""
+    """A process that starts the trainer as a worker does (its pid in BSFT_PARENT_PID, a lease on stdin renewed every
+    second, an empty line meaning "now") and prints the trainer's pid. Without the heartbeats the lease would end the
+    trainer 5 s in, before a loaded machine has it where the test wants it."""
     code = f"""
 import os, subprocess, sys, time
 env = {{**{env!r}, "BSFT_PARENT_PID": str(os.getpid())}}
 p = subprocess.Popen([sys.executable, "-m", "bsft_trainer", "train", "--config", {str(cfg)!r}, "--lease-s", "5", *{list(extra)!r}],
                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 print(p.pid, flush=True)
-time.sleep(600)
+for _ in range(600):
+    try:
+        p.stdin.write(b"\\n")
+        p.stdin.flush()
+    except OSError:
+        pass
+    time.sleep(1)
 """
     w = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     return w, int(w.stdout.readline())
@@ -206,7 +213,7 @@ def test_a_trainer_dies_with_its_worker_even_inside_an_import_that_holds_the_int
     cfg = make_run(tmp_path, train={"max_steps": 100000, "checkpoint_every": 1000})
     env, log = _slow_env(tmp_path, "torch:20")
     w, pid = _stand_in_worker(cfg, env)
-    assert _wait_for(lambda: log.is_file() and str(pid) in log.read_text(), 60), "the trainer never reached the import"
+    assert _wait_for(lambda: log.is_file() and str(pid) in log.read_text(), limit(60)), "the trainer never reached the import"
     time.sleep(0.5)
     w.kill()
     killed = time.monotonic()
@@ -238,7 +245,7 @@ def test_a_launchers_ranks_die_with_it_even_inside_an_import_that_holds_the_inte
     env, log = _slow_env(tmp_path, "bsft_trainer.parallel.distributed:20")
     w, launcher = _stand_in_worker(cfg, env, ["--nproc-per-node", "2"])
     started = lambda: log.is_file() and len(log.read_text().splitlines()) == 2  # noqa: E731 - both ranks inside
-    assert _wait_for(started, 120), "the ranks never reached the import"
+    assert _wait_for(started, limit(120)), f"the ranks never reached the import: {log.read_text() if log.is_file() else 'no import'}"
     others = [pid for pid in _pids_with(str(cfg)) if pid not in (launcher, w.pid)]  # torchrun's agent and the ranks
     assert len(others) == 3, others
     time.sleep(0.5)
