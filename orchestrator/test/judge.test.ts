@@ -48,14 +48,24 @@ const byFirstWord = (user: string, constrained: boolean) => {
   return constrained ? JSON.stringify({ label }) : `label: ${label}`;
 };
 
-/** `bsft run recipes/smoke.yaml` into `runs` without tokens, 3 steps, with `judge`: all five steps done; the run folder and its test score. */
-async function judgedSmokeRun(runs: string, judge: string, env: Record<string, string>) {
+/**
+ * A trained no-token smoke run's folder (the first end-to-end judge test's), for the other judge of the next test:
+ * the judge is a per-run setting, so the same command with another judge reuses build, train and predict.
+ */
+let trainedRuns: string | undefined;
+
+/**
+ * `bsft run recipes/smoke.yaml` into `runs` without tokens, 3 steps, with `judge`: all five steps done (or, in a
+ * folder where that run was trained with another judge, build, train and predict skipped); the run folder and its
+ * test score.
+ */
+async function judgedSmokeRun(runs: string, judge: string, env: Record<string, string>, trained = false) {
   const res = await bsft(['run', 'recipes/smoke.yaml', '--allow', runs, '--set', `store.path=${runs}`, '--set', 'data.conditioning=none',
     '--set', 'train.max_steps=3', '--set', 'eval.bootstrap=50', '--set', `judge=${judge}`], { env });
   expect(res.code, res.stderr.slice(-3000)).toBe(0);
   const runDir = path.join(runs, readdirSync(runs).find((d) => d.startsWith('smoke-'))!);
   const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
-  expect(steps).toEqual(['build:done', 'train:done', 'predict:done', 'judge:done', 'score:done']);
+  expect(steps).toEqual([...(trained ? ['build:skipped', 'train:skipped', 'predict:skipped'] : ['build:done', 'train:done', 'predict:done']), 'judge:done', 'score:done']);
   return { res, runDir, score: JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8')) };
 }
 
@@ -351,14 +361,16 @@ describe.skipIf(!pyHF)('bsft run with a judge (real trainer, tiny Qwen2 model, C
     expect(score.overall.macro_f1.value).toBe(1); // this judge answers from the conversation: every label right
     expect(score.judge).toMatchObject({ model: 'judge-model', prompt_version: 'v1', validity: { n: score.n_tasks, kappa: { value: 1 } } });
     expect(res.stdout).toMatch(/judge judge-model \(prompt v1\) on the \d+ gold replies/);
+    trainedRuns = runs;
   }, limit(300_000));
 });
 
 describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge command, tiny random Qwen2 model)', () => {
-  it("bsft run with recipes/models' tiny model as the judge: build, train, predict, judge and score end to end", async () => {
+  it("bsft run with recipes/models' tiny model as the judge: the judge step through the trainer, then score", async () => {
     // Paths relative to the recipe, as the model's: a config without weights is a seeded random model (a test judge).
-    const { runDir, score } = await judgedSmokeRun(mkdtempSync(path.join(tmpdir(), 'bsft-judge-tiny-')), '{kind: model, model: ./models/qwen2.5-tiny, tokenizer: ./models/qwen2.5-tokenizer, dtype: float32, batch_size: 16}',
-      { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' });
+    // The run the test before trained (with an endpoint as its judge), judged again by the model; alone, a new run.
+    const { runDir, score } = await judgedSmokeRun(trainedRuns ?? mkdtempSync(path.join(tmpdir(), 'bsft-judge-tiny-')), '{kind: model, model: ./models/qwen2.5-tiny, tokenizer: ./models/qwen2.5-tokenizer, dtype: float32, batch_size: 16}',
+      { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' }, trainedRuns !== undefined);
     expect(score.label_source).toEqual({ token: 0, judge: score.n_tasks, none: 0 });
     expect(score.judge).toMatchObject({ model: path.join(ROOT, 'recipes', 'models', 'qwen2.5-tiny'), prompt_version: 'v1', validity: { n: score.n_tasks } });
     expect(readFileSync(path.join(runDir, 'recipe.json'), 'utf8')).toContain(path.join(ROOT, 'recipes', 'models', 'qwen2.5-tokenizer'));
