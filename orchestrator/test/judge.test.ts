@@ -4,7 +4,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { judgeMessages, parseLabel } from '../src/judge/prompt.js';
 import { agreement } from '../src/score/agreement.js';
-import { execFileSync } from 'node:child_process';
 import { bsft, ROOT } from './helpers/cli.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { pythonWith } from './helpers/python.js';
@@ -382,17 +381,11 @@ describe.skipIf(!pyHF)('a local model as the judge (kind: model; trainer judge c
 
   it('labels every reply through the trainer, deterministically; scoring and the cache work as with an endpoint', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'bsft-judge-model-'));
-    const modelDir = path.join(root, 'judge-model');
-    execFileSync(pyHF!, ['-c', [
-      'import shutil, sys, pathlib, torch, transformers',
-      'torch.manual_seed(5)',
-      `src = pathlib.Path(${JSON.stringify(path.join(ROOT, 'recipes', 'models'))})`,
-      `out = pathlib.Path(${JSON.stringify(modelDir)})`,
-      'transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(src / "qwen2.5-tiny")).save_pretrained(out)',
-      '[shutil.copy(f, out / f.name) for f in (src / "qwen2.5-tokenizer").iterdir()]',
-    ].join('\n')]);
+    // The tiny model's folder holds a config and no weights: a seeded random model, the same at every load.
+    const models = path.join(ROOT, 'recipes', 'models');
     const env = { BSFT_PYTHON: pyHF!, BSFT_LOG_LEVEL: 'info' };
-    const runDir = noTokenRun(root, { kind: 'model', model: modelDir, dtype: 'float32', batch_size: 8, prompt_version: 'v1', also_token_runs: false });
+    const runDir = noTokenRun(root, { kind: 'model', model: path.join(models, 'qwen2.5-tiny'), tokenizer: path.join(models, 'qwen2.5-tokenizer'),
+      dtype: 'float32', batch_size: 8, prompt_version: 'v1', also_token_runs: false });
     const res = await bsft(['judge', runDir], { env });
     expect(res.code, res.stderr.slice(-2000)).toBe(0);
     expect(res.stderr).toMatch(/"event":"progress","done":\d+,"total":82/); // the trainer's events, each distinct reply once
