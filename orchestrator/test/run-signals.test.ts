@@ -97,8 +97,8 @@ describe.skipIf(!py)('stopping bsft run (toy model on the CPU)', () => {
 
   it('SIGTERM during predict: the chunk in hand finishes, bsft says what is kept, and the same command continues there', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-stop-'));
-    // Long replies one prompt at a time: 61 chunks, about a second each on the toy model.
-    writeFileSync(path.join(dir, 'r.yaml'), `extends: ${path.join(FIXTURES, 'recipes', 'toy-run.yaml')}\nname: stop-predict\neval: { max_new_tokens: 100, batch_size: 1 }\n`);
+    // Replies one prompt at a time: 61 chunks, each long enough (25 tokens) to be in hand when the signal comes.
+    writeFileSync(path.join(dir, 'r.yaml'), `extends: ${path.join(FIXTURES, 'recipes', 'toy-run.yaml')}\nname: stop-predict\neval: { max_new_tokens: 25, batch_size: 1 }\n`);
     const args = [BSFT, 'run', path.join(dir, 'r.yaml'), '--allow', ROOT];
     const env = { BSFT_PYTHON: py!, BSFT_LOG_LEVEL: 'info' };
     const child = execa(process.execPath, args, { cwd: dir, reject: false, env });
