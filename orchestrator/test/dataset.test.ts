@@ -12,7 +12,7 @@ import { manifestSchema, type Manifest } from '../src/dataset/manifest.js';
 import { tokenizeConversation } from '../src/dataset/render.js';
 import { readSafetensors } from '../src/dataset/safetensors.js';
 import { assignSplits } from '../src/dataset/split.js';
-import { loadChatTokenizer } from '../src/dataset/tokenizer.js';
+import { loadChatTokenizer, tokenizerHash } from '../src/dataset/tokenizer.js';
 import { resolveRecipe, type ResolvedRecipe } from '../src/recipe/resolve.js';
 import { DEFAULT_BEHAVIORS, SPLITS } from '../src/recipe/schema.js';
 import { trainerConfig, trainerConfigSchema } from '../src/run/trainer-config.js';
@@ -47,6 +47,11 @@ beforeAll(() => {
 });
 
 describe('tokenizer and chat template', () => {
+  it("tokenizerHash (streamed from the files, for the up-to-date check) is the loaded tokenizer's hash", async () => {
+    expect(await tokenizerHash(TOKENIZER)).toBe(tok.hash);
+    expect(tok.hash).toMatch(/^[0-9a-f]{64}$/);
+  });
+
   it('gives the official Qwen2.5 IDs for all 51 golden strings', async () => {
     const golden = JSON.parse(readFileSync(path.join(FIXTURES, 'golden_tokens.qwen2.5.json'), 'utf8')) as { text: string; ids: number[] }[];
     expect(golden).toHaveLength(51);

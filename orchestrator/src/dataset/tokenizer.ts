@@ -96,11 +96,14 @@ export function loadChatTokenizer(dir: string, newTokens: string[]): ChatTokeniz
   return tok;
 }
 
+/** The files a tokenizer's `hash` covers, in this order: one definition for the loader and tokenizerHash. */
+const HASHED_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
+
 /** The `hash` loadChatTokenizer gives `dir`'s tokenizer, from its files alone (streamed: no parse, no long block). */
 export async function tokenizerHash(dir: string): Promise<string> {
   const hash = createHash('sha256');
   try {
-    for (const name of ['tokenizer.json', 'tokenizer_config.json']) {
+    for (const name of HASHED_FILES) {
       for await (const chunk of createReadStream(path.join(dir, name))) hash.update(chunk as Buffer);
     }
   } catch (e) {
@@ -113,8 +116,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
   let tokenizerText: string;
   let configText: string;
   try {
-    tokenizerText = readFileSync(path.join(dir, 'tokenizer.json'), 'utf8');
-    configText = readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8');
+    [tokenizerText, configText] = HASHED_FILES.map((name) => readFileSync(path.join(dir, name), 'utf8')) as [string, string];
   } catch (e) {
     throw new TokenizerError(`cannot read the tokenizer in ${dir}: ${(e as Error).message}`);
   }
@@ -180,7 +182,7 @@ function readChatTokenizer(dir: string, newTokens: string[]): ChatTokenizer {
       ...(templateFile ? { 'chat_template.jinja': template } : {}),
     }),
     controlTokens: json.added_tokens.filter((t) => t.special).map((t) => t.content),
-    hash: createHash('sha256').update(tokenizerText).update(configText).digest('hex'),
+    hash: createHash('sha256').update(tokenizerText).update(configText).digest('hex'), // HASHED_FILES' order
     baseSize,
     eosId,
   };
