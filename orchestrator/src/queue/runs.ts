@@ -81,15 +81,15 @@ export class RunQueues {
   /**
    * Removes an ended run's jobs from the queues (`bsft rm`): the score job with its children (train, build), each
    * stage's job where it stands alone, the run's cancel mark and its submit mark, so the same run id can be submitted
-   * afresh at once. The
-   * fencing epoch stays (it only grows). Returns the stages removed. A job a worker holds cannot be removed: BullMQ
-   * refuses it, and so does this (the run has not ended).
+   * afresh at once. The fencing epoch stays (it only grows). Returns the stages removed. A job a worker holds cannot
+   * be removed: BullMQ refuses it, and so does this (the run has not ended).
    */
   async remove(runId: string): Promise<Stage[]> {
     const jobs = await this.jobs(runId);
     const removed = STAGES.filter((s) => jobs[s]);
     for (const s of [...STAGES].reverse()) {
-      // removeChildren: the parent takes its children in the other queues along (BullMQ's flow removal).
+      // removeChildren: the parent takes its children in the other queues along (BullMQ's flow removal), so each
+      // stage is looked up again: a child is usually gone by its turn.
       const job = await this.queues[s].getJob(runId);
       if (job) await job.remove({ removeChildren: true });
     }

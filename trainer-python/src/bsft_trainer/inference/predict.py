@@ -282,12 +282,13 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
 
     stop = StopFlag().install()
     Path(cfg.predictions_dir).mkdir(parents=True, exist_ok=True)
+    rows = Rows(cfg, manifest, force, tokenizer)
     written = []
     for f in files:
         target = Path(cfg.predictions_dir) / f.name
         if f.name not in pending:
             log(f"predictions: {target} already made from the same model, prompts and settings")
-        elif not make_file(cfg, fence, f, generate, Rows(cfg, manifest, force, tokenizer), stop, chunk, engine, device):
+        elif not make_file(cfg, fence, f, generate, rows, stop, chunk, engine, device):
             return EXIT_PREEMPTED
         written.append(str(target))
     # The folder's COMPLETE (every prediction file there, this attempt's epoch), as for checkpoints.

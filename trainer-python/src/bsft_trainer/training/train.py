@@ -360,13 +360,17 @@ class Checkpoints:
         if self.world.main:
             ckpt.prune(self.cfg.checkpoints_dir, self.cfg.train.keep_checkpoints)
             emit_checkpoint(step, str(path), size, seconds)
-            grace = self.cfg.train.preempt_grace_s
-            if seconds > grace / 2:
-                # A stop (preemption, Ctrl-C, cancel) writes one of these within the grace, on a machine that may be as
-                # busy as now: keep a margin of twice the time this one took.
-                log(f"warning: checkpoint {step} took {seconds:.1f} s, more than half of train.preempt_grace_s ({grace} s): "
-                    f"a stop could be cut short before its checkpoint is written; set train.preempt_grace_s to at least "
-                    f"{int(2 * seconds) + 1}")
+            warn_over_half_grace(self.cfg, f"checkpoint {step}", seconds, "a stop could be cut short before its checkpoint is written")
+
+
+def warn_over_half_grace(cfg: Config, what: str, seconds: float, risk: str) -> None:
+    """A stop (preemption, Ctrl-C, cancel) waits for a checkpoint, or the part of final/ in hand, within
+    train.preempt_grace_s, on a machine that may be as busy as now: one that took over half of it is warned about,
+    with the grace that keeps a margin of twice its time."""
+    grace = cfg.train.preempt_grace_s
+    if seconds > grace / 2:
+        log(f"warning: {what} took {seconds:.1f} s, more than half of train.preempt_grace_s ({grace} s): {risk}; "
+            f"set train.preempt_grace_s to at least {int(2 * seconds) + 1}")
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
@@ -479,10 +483,10 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
 
     while step < steps:
         docs = [data.next_docs() for _ in range(per_rank * world.size)]
-        loss_sum, grad_norm = optimizer_step(cfg, tm, opt, recompute, device, world, train_shard, data, docs)
+        loss_tokens = sum(data.loss_tokens(d) for d in docs)
+        loss_sum, grad_norm = optimizer_step(cfg, tm, opt, recompute, device, world, train_shard, docs, loss_tokens)
         step += 1
-        events.add(step, loss_sum, sum(data.loss_tokens(d) for d in docs), opt.scheduler.get_last_lr()[0], grad_norm,
-                   sum(data.tokens(d) for d in docs))
+        events.add(step, loss_sum, loss_tokens, opt.scheduler.get_last_lr()[0], grad_norm, sum(data.tokens(d) for d in docs))
         if cfg.eval.every and step % cfg.eval.every == 0 and step < steps:
             events.flush()
             val = evaluate(tm, val_shard, cfg.train.batch_tokens, device)  # this step's: kept with its checkpoint
@@ -539,14 +543,15 @@ def prepare_model(cfg: Config, manifest: Any, device: torch.device, fence: Fence
 
 
 def optimizer_step(cfg: Config, tm: Any, opt: Optimizer, recompute: Recompute, device: torch.device, world: World,
-                   train_shard: Shard, data: DataOrder, docs: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over the step's documents (`docs`: every rank's batches; this rank takes its block):
-    forward and backward of each batch (again with every layer recomputed when the first step runs out of memory),
-    gradients clipped, AdamW on the fp32 masters. Returns the summed loss and the gradient norm, on the device."""
+                   train_shard: Shard, docs: list, loss_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over the step's documents (`docs`: every rank's batches, `loss_tokens` in all; this rank
+    takes its block): forward and backward of each batch (again with every layer recomputed when the first step runs
+    out of memory), gradients clipped, AdamW on the fp32 masters. Returns the summed loss and the gradient norm, on
+    the device."""
     per_rank = cfg.train.grad_accum
     micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
     # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
-    divisor = max(1, sum(data.loss_tokens(d) for d in docs)) / world.size
+    divisor = max(1, loss_tokens) / world.size
     recompute.before_step()
     try:
         loss_sum = forward_backward(tm, micro, device, divisor)
@@ -635,12 +640,8 @@ def finish(cfg: Config, manifest: Any, tm: Any, fence: Fence, world: World, opt:
             f"step and writes it; exiting {EXIT_PREEMPTED} ({ending.since_request()})")
         return EXIT_PREEMPTED
     took["final/"] = time.monotonic() - t
-    grace = cfg.train.preempt_grace_s
-    if world.main and took["final/"] > grace / 2:
-        # A stop once final/ is begun waits for it (as for a checkpoint, keep twice its time as a margin).
-        log(f"warning: final/ took {took['final/']:.1f} s, more than half of train.preempt_grace_s ({grace} s): a stop "
-            f"while it is written could be cut short; set train.preempt_grace_s to at least {int(2 * took['final/']) + 1}")
     if world.main:
+        warn_over_half_grace(cfg, "final/", took["final/"], "a stop while it is written could be cut short")
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
         log(f"after the last step: {parts}" + (f"; a stop requested during final/'s last part waited for it: exiting {ending.since_request()}" if ending.stop.at is not None else ""))
         emit_done(str(final))
