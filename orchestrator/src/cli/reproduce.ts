@@ -128,7 +128,7 @@ function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { presetNa
   out(table(predictRows).join('\n'));
   out(`\ntotal: ${total.toFixed(2)} GPU hours (training ${train.toFixed(2)}, prediction and judging ${predict.toFixed(2)}; scoring runs on a CPU)`);
   out(decodeNote);
-  out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GPUs@80GB/141GB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
+  out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GiB as the trainer logs them; GPUs@80GiB/141GiB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
   out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
   for (const line of PLAN_LEGEND) out(line);
   out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);

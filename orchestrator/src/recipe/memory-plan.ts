@@ -40,18 +40,57 @@ export function modelShape(recipe: ResolvedRecipe): ModelShape | undefined {
   return need.every((k) => typeof config[k] === 'number') ? (config as unknown as ModelShape) : undefined;
 }
 
-const GB = 1e9;
-/** Activations saved per token and decoder layer without recomputation, in bf16 elements: 12 x hidden + 6.6 x
- * intermediate, calibrated on Qwen2.5-7B packed at 8k tokens (../shared/GPU-NOTES.md: 92 GB peak, LoRA). */
-const ACT_HIDDEN = 12;
-const ACT_INTERMEDIATE = 6.6;
+/** The plan's one unit, the trainer's (memory.py `gib`): GiB, as a device reports its memory. */
+const GIB = 2 ** 30;
+
+/** How a recipe trains, as far as what a layer keeps for backward goes (trainer-python/bench/saved_activations.py
+ * METHODS, the same names). */
+export type SavedVariant = 'full' | 'lora' | 'lora-no-dropout' | 'lora-float32' | 'lora-float32-no-dropout';
+
+/**
+ * Bytes one decoder layer keeps for backward per token, without recomputation: coefficients of the hidden size, the
+ * MLP's intermediate size, the key/value width (key/value heads x head size), the attention heads (the attention
+ * kernel's fp32 log-sum-exp) and the LoRA rank, plus a constant. Measured, not calibrated: one layer built as the
+ * trainer builds it (bf16; LoRA on all linear layers), a forward under autograd's saved-tensor hooks, each storage
+ * counted once, with the GPU's attention kernel (varlen flash: q, k, v, output, log-sum-exp) and dropout (a bool
+ * mask) (trainer-python/bench/saved_activations.py). The formula gives the measured bytes exactly at the shapes of
+ * Qwen2.5-0.5B, 7B and 32B (at 7B: full 225,400; LoRA 280,408; without dropout 211,288; peft's fp32 adapters
+ * 361,528), and the orchestrator's suite measures the 7B shape again against it. LoRA on fewer than all linear
+ * layers keeps less: the formula is then an upper bound.
+ */
+export const SAVED_BYTES: Record<SavedVariant, { hidden: number; intermediate: number; kv: number; heads: number; rank: number; constant: number }> = {
+  full: { hidden: 20, intermediate: 8, kv: 4, heads: 4, rank: 0, constant: 8 },
+  lora: { hidden: 30, intermediate: 9, kv: 4, heads: 4, rank: 14, constant: 8 },
+  'lora-no-dropout': { hidden: 16, intermediate: 8, kv: 4, heads: 4, rank: 14, constant: 8 },
+  'lora-float32': { hidden: 42, intermediate: 11, kv: 4, heads: 4, rank: 28, constant: 8 },
+  'lora-float32-no-dropout': { hidden: 36, intermediate: 10, kv: 4, heads: 4, rank: 28, constant: 8 },
+};
+
+/** Which of SAVED_BYTES a recipe's training is. */
+export function savedVariant(train: ResolvedRecipe['train']): SavedVariant {
+  if (train.method === 'full') return 'full';
+  const dtype = train.lora.compute_dtype === 'float32' ? '-float32' : '';
+  return `lora${dtype}${train.lora.dropout > 0 ? '' : '-no-dropout'}` as SavedVariant;
+}
+
+/** Bytes one decoder layer of `shape` keeps for backward per token when it trains as `train` says (SAVED_BYTES). */
+export function savedBytesPerToken(shape: ModelShape, train: ResolvedRecipe['train']): number {
+  const c = SAVED_BYTES[savedVariant(train)];
+  const rank = train.method === 'lora' ? train.lora.r : 0;
+  return c.hidden * shape.hidden_size + c.intermediate * shape.intermediate_size + c.kv * kvWidth(shape) +
+    c.heads * shape.num_attention_heads + c.rank * rank + c.constant;
+}
 /** Positions of the loss computed at once (trainer loss.py): their fp32 logits are the loss's working memory. */
 const LOSS_CHUNK = 4096;
 /** Share of a card a plan may use (allocator fragmentation, CUDA context); the trainer's `auto` budget is the same
  * share of the memory its process can have (trainer-python memory.py BUDGET_SHARE). */
 export const USABLE_SHARE = 0.9;
-/** The cards the plan is shown for: 80 GB (H100, A100 80GB) and 141 GB (H200). */
+/** The cards the plan is shown for, in GiB as the device reports its memory (`resources.gpu_memory_gb` is in the
+ * same unit): 80 (H100, A100 80GB) and 141 (H200). */
 export const CARDS_GB = [80, 141];
+
+/** Bytes of a card of `gb` (`resources.gpu_memory_gb`): GiB, the unit the trainer reads its device's memory in. */
+export const cardBytes = (gb: number) => gb * GIB;
 
 /** What a step needs besides the saved activations (bytes per GPU), each term where the trainer allocates it. */
 export interface WorkingMemory {
@@ -175,7 +214,7 @@ function planBase(recipe: ResolvedRecipe, shape: ModelShape, gpus: number): Plan
   return {
     params, trainable, gpus: n, weights, gradients, optimizer, optimizer_step: optimizerStep, layout,
     working_parts: parts, working_base: Object.values(parts).reduce((a, b) => a + b, 0), layers: shape.num_hidden_layers,
-    per_token_layer: 2 * (ACT_HIDDEN * h + ACT_INTERMEDIATE * shape.intermediate_size), per_token_recomputed: 2 * h, tokens,
+    per_token_layer: savedBytesPerToken(shape, t), per_token_recomputed: 2 * h, tokens,
   };
 }
 
@@ -210,7 +249,7 @@ export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = Mat
   const b = planBase(recipe, shape, gpus);
   const mode = recipe.train.activation_checkpointing;
   const recomputed = mode === true ? b.layers : mode === false ? 0
-    : recomputeToFit(peakByRecomputed(recipe, shape, gpus), USABLE_SHARE * cardGb * GB);
+    : recomputeToFit(peakByRecomputed(recipe, shape, gpus), USABLE_SHARE * cardBytes(cardGb));
   return withRecompute(b, recomputed);
 }
 
@@ -223,7 +262,7 @@ export function trainerMemoryPlan(recipe: ResolvedRecipe): { gpus: number; peak_
 }
 
 export function fits(plan: MemoryPlan, cardGb: number): boolean {
-  return plan.total <= USABLE_SHARE * cardGb * GB;
+  return plan.total <= USABLE_SHARE * cardBytes(cardGb);
 }
 
 /** The fewest GPUs (1, 2, 4, 8, ... 64) on which the recipe fits cards of `cardGb`, undefined when none. */
@@ -232,7 +271,8 @@ export function gpusNeeded(recipe: ResolvedRecipe, shape: ModelShape, cardGb: nu
   return undefined;
 }
 
-export const gb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
+/** Bytes in the plan's unit (GiB), as the trainer logs them. */
+export const gib = (bytes: number) => `${(bytes / GIB).toFixed(1)} GiB`;
 
 /** The plan as table rows (one per recipe). */
 export function planRow(recipe: ResolvedRecipe): string[] {
@@ -240,13 +280,13 @@ export function planRow(recipe: ResolvedRecipe): string[] {
   if (!shape) return [recipe.run_id, `${recipe.resources.gpus}`, 'unknown model shape', ...PLAN_COLUMNS.slice(3).map(() => '')];
   const p = memoryPlan(recipe, shape);
   const need = CARDS_GB.map((c) => gpusNeeded(recipe, shape, c));
-  return [recipe.run_id, String(p.gpus), `${(p.params / 1e9).toFixed(2)} B`, gb(p.weights), gb(p.gradients), gb(p.optimizer),
-    `${gb(p.activations)} (recompute ${p.recomputed}/${p.layers})`, gb(p.working), gb(p.optimizer_step), gb(p.total),
+  return [recipe.run_id, String(p.gpus), `${(p.params / 1e9).toFixed(2)} B`, gib(p.weights), gib(p.gradients), gib(p.optimizer),
+    `${gib(p.activations)} (recompute ${p.recomputed}/${p.layers})`, gib(p.working), gib(p.optimizer_step), gib(p.total),
     ...need.map((n) => (n ? String(n) : '>64'))];
 }
 
 export const PLAN_COLUMNS = ['run', 'gpus', 'params', 'weights/GPU', 'grads/GPU', 'optimizer/GPU', 'activations/GPU', 'working/GPU',
-  'optimizer step/GPU', 'total/GPU', ...CARDS_GB.map((c) => `GPUs@${c}GB`)];
+  'optimizer step/GPU', 'total/GPU', ...CARDS_GB.map((c) => `GPUs@${c}GiB`)];
 
 /** What the working and optimizer-step columns hold, in words (printed under the plan). */
 export const PLAN_LEGEND = [
@@ -275,9 +315,9 @@ export function checkFits(recipe: ResolvedRecipe): void {
     ? '; or train.master_weights: bf16_compensated on one card of 141 GB' : '';
   throw new RecipeError([{
     path: 'resources.gpus',
-    message: `${recipe.run_id} needs about ${gb(plan.total)} per GPU on ${plan.gpus} GPU(s) (${plan.layout}: weights ${gb(plan.weights)}, ` +
-      `gradients ${gb(plan.gradients)}, optimizer ${gb(plan.optimizer)}, activations ${gb(plan.activations)} with ${plan.recomputed} of ` +
-      `${plan.layers} layers recomputed, working ${gb(plan.working)}), more than ${USABLE_SHARE * 100}% of ` +
+    message: `${recipe.run_id} needs about ${gib(plan.total)} per GPU on ${plan.gpus} GPU(s) (${plan.layout}: weights ${gib(plan.weights)}, ` +
+      `gradients ${gib(plan.gradients)}, optimizer ${gib(plan.optimizer)}, activations ${gib(plan.activations)} with ${plan.recomputed} of ` +
+      `${plan.layers} layers recomputed, working ${gib(plan.working)}), more than ${USABLE_SHARE * 100}% of ` +
       `resources.gpu_memory_gb (${card}); ${need ? `set resources.gpus: ${need}` : 'no GPU count up to 64 fits'}${single}`,
   }]);
 }

@@ -248,7 +248,8 @@ export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])
 const resourcesSchema = z.strictObject({
   /** GPUs of one run: more than 1 trains with FSDP2 across them (torchrun); 0 runs on the CPU. */
   gpus: nonNegativeInt.default(1),
-  /** Memory of one of those GPUs (GB): a recipe whose memory plan does not fit is refused before it is queued. */
+  /** Memory of one of those GPUs in GiB, as the device reports it (an "80 GB" H100 reports about 85e9 bytes, 79 GiB):
+   * a recipe whose memory plan does not fit is refused before it is queued. */
   gpu_memory_gb: z.number().positive().default(80),
 });
 
