@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shardPrompts } from '../src/predict/endpoint-predict.js';
+import { behaviorScores, shardPrompts } from '../src/predict/endpoint-predict.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 import { FakeOpenAI } from './helpers/fake-openai.js';
 import { pythonWith, torchPython } from './helpers/python.js';
@@ -13,6 +13,20 @@ import { limit } from './helpers/time-scale.js';
 const py = torchPython();
 const pyHF = pythonWith(['torch', 'transformers', 'peft']);
 const KEY = 'sk-predict-SECRET-0123456789';
+
+describe('the behavior probabilities of an endpoint\'s completion (issue 37)', () => {
+  const ids = { reactive: 151665, proactive: 151666, restraint: 151667 };
+  const tokens = { '<|behavior:reactive|>': 151665, '<|behavior:proactive|>': 151666, '<|behavior:restraint|>': 151667 };
+  it('reads them from the first position\'s top log-probabilities, by token ID or by the token\'s text, and says which were not returned', () => {
+    expect(behaviorScores(null, ids, tokens)).toBeUndefined();
+    const all = behaviorScores({ 'token_id:151665': Math.log(0.5), '<|behavior:proactive|>': Math.log(0.3), 'token_id:151667': Math.log(0.1), 'token_id:9906': Math.log(0.1) }, ids, tokens)!;
+    expect(all.behavior_logprobs).toEqual({ reactive: +Math.log(0.5).toFixed(6), proactive: +Math.log(0.3).toFixed(6), restraint: +Math.log(0.1).toFixed(6) });
+    expect(all.behavior_probs).toEqual({ reactive: 0.555556, proactive: 0.333333, restraint: 0.111111 }); // 0.5, 0.3, 0.1 over 0.9
+    const some = behaviorScores({ 'token_id:151666': -0.2, 'token_id:9906': -1.8 }, ids, tokens)!;
+    expect(some).toEqual({ behavior_logprobs: { reactive: null, proactive: -0.2, restraint: null }, behavior_probs: { reactive: null, proactive: 1, restraint: null } });
+    expect(behaviorScores({ 'token_id:9906': -0.01 }, ids, tokens)!.behavior_probs).toEqual({ reactive: null, proactive: null, restraint: null });
+  });
+});
 
 describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'s completions route)', () => {
   const server = new FakeOpenAI();
@@ -36,11 +50,16 @@ describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'
     server.models = ['toy-served'];
     server.key = KEY;
     let failAfter = 25;
+    // Its first position's top log-probabilities: the gold behavior -0.1, the next behavior -2.5, a plain token, and
+    // the third behavior not among them.
+    const names = Object.keys(manifest.behavior_ids);
+    const next = (b: string) => names[(names.indexOf(b) + 1) % names.length]!;
     server.complete = (prompt, body) => {
-      expect(body).toMatchObject({ model: 'toy-served', temperature: 0, max_tokens: 2, return_tokens_as_token_ids: true });
+      expect(body).toMatchObject({ model: 'toy-served', temperature: 0, max_tokens: 2, return_tokens_as_token_ids: true, logprobs: 20 });
       if (failAfter-- <= 0) return { status: 503 };
       const behavior = gold.get(prompt.join(','))!;
-      return { ids: [manifest.behavior_ids[behavior], 9906, 151645], text: 'Hello' };
+      return { ids: [manifest.behavior_ids[behavior], 9906, 151645], text: 'Hello',
+        top: { [manifest.behavior_ids[behavior]]: -0.1, 9906: -1.9, [manifest.behavior_ids[next(behavior)]]: -2.5 } };
     };
     // The recipe's per-run settings: the engine and its endpoint (the key only from the environment).
     const recipeFile = path.join(runDir, 'recipe.json');
@@ -63,6 +82,15 @@ describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'
     const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(rows.map((r) => r.id)).toEqual(manifest.documents.test);
     expect(rows.every((r, i) => r.predicted_behavior === docs[i].behavior && r.reply === 'Hello' && r.raw_token_ids.length === 3)).toBe(true);
+    const p = Math.exp(-0.1) / (Math.exp(-0.1) + Math.exp(-2.5));
+    for (const [i, r] of rows.entries()) {
+      const b = docs[i].behavior as string;
+      const third = names.find((n) => n !== b && n !== next(b))!;
+      expect(r.behavior_logprobs).toEqual({ [b]: -0.1, [next(b)]: -2.5, [third]: null });
+      expect(r.behavior_probs[b]).toBeCloseTo(p, 6);
+      expect(r.behavior_probs[next(b)]).toBeCloseTo(1 - p, 6);
+      expect(r.behavior_probs[third]).toBeNull();
+    }
     expect(JSON.parse(readFileSync(path.join(runDir, 'predictions', 'predict.json'), 'utf8'))['test.jsonl']).toMatchObject({ engine: 'openai', model: 'toy-served', tasks: prompts.length,
       generated_tokens: 3 * prompts.length, generated_tokens_this_attempt: 3 * (prompts.length - 25), resumed_after_prompts: 25 }); // both attempts' rows
     expect(existsSync(path.join(runDir, 'predictions', 'COMPLETE'))).toBe(true);

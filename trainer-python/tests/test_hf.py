@@ -355,6 +355,20 @@ def test_tied_embeddings_keep_one_set_of_behavior_rows_through_merge(tmp_path):
     assert not torch.allclose(base.get_input_embeddings().weight[ids], rows["embed"])  # they trained
 
 
+def _without_probs(rows):
+    return [{k: v for k, v in r.items() if k not in ("behavior_probs", "behavior_logprobs")} for r in rows]
+
+
+def _same_probs(rows, reference, tol):
+    """Asserts that `rows` carry the behavior probabilities of `reference` within `tol`; returns them without."""
+    assert len(rows) == len(reference)
+    for a, b in zip(rows, reference):
+        for field in ("behavior_probs", "behavior_logprobs"):
+            assert list(a[field]) == list(b[field]), (a, b)
+            assert all(abs(a[field][n] - b[field][n]) <= tol for n in a[field]), (field, a[field], b[field])
+    return _without_probs(rows)
+
+
 def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_asked(tmp_path):
     """A base model whose generation_config.json asks for a repetition penalty gives the same predictions as
     without it; `max_new_tokens: 1` reads the first token from one forward pass, with the same result as
@@ -394,9 +408,14 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     assert record()["engine"] == "static"
     # Continuous batching (paged attention, no padding): the same greedy tokens, the behavior still the first one;
     # `auto` takes it on a GPU when replies are longer than one token, and static on a CPU (where it is faster).
-    assert predict(6, engine="continuous") == without
+    # The behavior tokens' probabilities at the first position come from generate's logits (static), from one more
+    # forward pass (continuous) or from the pass that reads the first token (max_new_tokens 1): the same numbers,
+    # within 1e-5 (fp32 on a CPU; the last digits depend on how the batch was padded).
+    continuous = predict(6, engine="continuous")
+    assert _same_probs(continuous, without, 1e-5) == _without_probs(without)
     assert record()["engine"] == "continuous" and record()["generated_tokens"] == sum(len(r["raw_token_ids"]) for r in without)
-    assert predict(6, engine="auto") == without and record()["engine"] == ("continuous" if torch.cuda.is_available() else "static")
+    assert _same_probs(predict(6, engine="auto"), without, 1e-5) == _without_probs(without)
+    assert record()["engine"] == ("continuous" if torch.cuda.is_available() else "static")
     assert any(len(set(r["raw_token_ids"])) < len(r["raw_token_ids"]) for r in without)  # repeats the penalty would stop
     first = predict(1, engine="auto")
     assert record()["engine"] == "static"  # one forward pass reads the first token
@@ -404,6 +423,9 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     assert [r["id"] for r in first] == manifest["documents"]["test"]
     assert [r["raw_token_ids"] for r in first] == [r["raw_token_ids"][:1] for r in without]
     assert [r["predicted_behavior"] for r in first] == [r["predicted_behavior"] for r in without]
+    _same_probs(first, without, 1e-5)
+    for r in without:
+        assert abs(sum(r["behavior_probs"].values()) - 1) < 1e-5 and all(v < 0 for v in r["behavior_logprobs"].values())
     # Each row carries its reply as text for a judge, without behavior tokens or other special tokens.
     tok = transformers.AutoTokenizer.from_pretrained(TOKENIZER)
     for r in without:

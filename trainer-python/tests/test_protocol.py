@@ -137,11 +137,41 @@ def test_predict_writes_contract_7_predictions_from_the_first_generated_token(ru
     by_id = {v: k for k, v in manifest["behavior_ids"].items()}
     for r in rows:
         assert r["predicted_behavior"] == by_id.get(r["raw_token_ids"][0])
+    _check_behavior_probs(run_dir, rows, manifest)
     code, _, err = _finish(trainer("predict", cfg, "--force", "proactive"))
     assert code == 0, err
     forced = [json.loads(line) for line in (run_dir / "predictions" / "test.forced-proactive.jsonl").read_text().splitlines()]
     assert all(r["forced"] and r["predicted_behavior"] == "proactive" for r in forced)
+    # A forced prompt ends with its behavior token: no choice was made, no probabilities are kept.
+    assert not any("behavior_probs" in r or "behavior_logprobs" in r for r in forced)
     assert _finish(trainer("predict", cfg, "--force", "bold"))[0] == 2
+
+
+def _check_behavior_probs(run_dir, rows, manifest):
+    """Each row's behavior log-probabilities and renormalised probabilities against a computation of its own: the
+    final toy model run on each prompt alone (not packed with others), log p = logit - logsumexp(logits)."""
+    import torch
+
+    from bsft_trainer.data.shards import Shard
+    from bsft_trainer.inference.final_model import load_toy
+    from bsft_trainer.inference.predict import prompts
+
+    model = load_toy(run_dir / "final", torch.device("cpu"))
+    names = list(manifest["behavior_ids"])
+    ids = [manifest["behavior_ids"][n] for n in names]
+    for r, prompt in zip(rows, prompts(Shard(run_dir / "dataset" / "test.tokens.safetensors"))):
+        x = torch.tensor(prompt)
+        with torch.no_grad():
+            h = model.hidden(model.embed_tokens(x), torch.arange(len(prompt)), torch.tensor([0, len(prompt)], dtype=torch.int32), len(prompt))
+            logits = (h[-1] @ model.lm_head.weight.t()).double()
+        lp = logits[ids] - torch.logsumexp(logits, 0)
+        renorm = lp.exp() / lp.exp().sum()
+        assert list(r["behavior_logprobs"]) == names and list(r["behavior_probs"]) == names
+        for n, a, b in zip(names, lp.tolist(), renorm.tolist()):
+            assert abs(r["behavior_logprobs"][n] - a) < 2e-6 and abs(r["behavior_probs"][n] - b) < 2e-6, (r, n, a, b)
+        assert abs(sum(r["behavior_probs"].values()) - 1) < 1e-5
+        if r["predicted_behavior"] is not None:  # greedy chose a behavior token: the likeliest of them
+            assert max(r["behavior_probs"], key=r["behavior_probs"].get) == r["predicted_behavior"]
 
 
 def test_predict_before_training_is_a_config_error(run_dir):
@@ -171,6 +201,7 @@ def test_predict_reads_the_first_token_from_one_forward_pass_when_only_the_behav
     assert [r["id"] for r in runs[1]] == [r["id"] for r in runs[3]]
     assert [r["raw_token_ids"] for r in runs[1]] == [r["raw_token_ids"][:1] for r in runs[3]]
     assert [r["predicted_behavior"] for r in runs[1]] == [r["predicted_behavior"] for r in runs[3]]
+    assert [r["behavior_probs"] for r in runs[1]] == [r["behavior_probs"] for r in runs[3]]
 
 
 def test_a_checkpoint_slower_than_half_the_stop_grace_says_what_grace_to_set(run_dir):

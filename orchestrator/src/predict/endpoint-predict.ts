@@ -41,6 +41,36 @@ export function completionIds(tokens: string[] | undefined, tokenIds: Record<str
   return out;
 }
 
+/** How many log-probabilities per position a completion is asked for: vLLM's default cap (`--max-logprobs` 20). */
+export const TOP_LOGPROBS = 20;
+
+/**
+ * The behavior tokens' log-probabilities at a completion's first position, from its `top_logprobs` (keys are
+ * `token_id:N` with return_tokens_as_token_ids, or a behavior token's text), and the same renormalised over the
+ * behavior tokens: a behavior not among the returned ones is null in both (its probability is below the last
+ * returned one's), and the others are renormalised over those returned; undefined when the server returned none.
+ */
+export function behaviorScores(top: Record<string, number> | null | undefined, behaviorIds: Record<string, number>,
+  tokenIds: Record<string, number>): { behavior_logprobs: Record<string, number | null>; behavior_probs: Record<string, number | null> } | undefined {
+  if (!top) return undefined;
+  const byId = new Map<number, number>();
+  for (const [key, lp] of Object.entries(top)) {
+    const m = /^token_id:(\d+)$/.exec(key);
+    const id = m ? Number(m[1]) : tokenIds[key];
+    if (id !== undefined) byId.set(id, lp);
+  }
+  const logprobs = Object.fromEntries(Object.entries(behaviorIds).map(([b, id]) => [b, byId.get(id) ?? null]));
+  const present = Object.values(logprobs).filter((v): v is number => v !== null);
+  // exp(lp - max) / sum: the renormalised probabilities without underflow.
+  const max = Math.max(...present);
+  const sum = present.reduce((a, lp) => a + Math.exp(lp - max), 0);
+  const round = (v: number) => Math.round(v * 1e6) / 1e6;
+  return {
+    behavior_logprobs: Object.fromEntries(Object.entries(logprobs).map(([b, lp]) => [b, lp === null ? null : round(lp)])),
+    behavior_probs: Object.fromEntries(Object.entries(logprobs).map(([b, lp]) => [b, lp === null ? null : round(Math.exp(lp - max) / sum)])),
+  };
+}
+
 export interface EndpointPredictResult {
   file: string;
   tasks: number;
@@ -74,13 +104,15 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     }
   }
 
+  // A token run's own choice (not a forced prompt, which ends with its behavior token) keeps its probabilities.
+  const scored = recipe.data.conditioning === 'token' && !force;
   const name = `${split}${force ? `.forced-${force}` : ''}.jsonl`;
   const progressDir = path.join(runDir, 'predict-progress');
   mkdirSync(progressDir, { recursive: true });
   const part = path.join(progressDir, `${name}.endpoint`);
   const keyFile = `${part}.json`;
   // The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
-  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force]));
+  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force, 'behavior-probs-v1']));
   const done = new Map<number, string>();
   // Generated tokens of every row (earlier attempts' too): a progress line is `index<TAB>tokens<TAB>row`.
   const tokensOf = new Map<number, number>();
@@ -136,7 +168,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     try {
       // vLLM's extensions: token IDs back as `token_id:N`, special tokens (the behavior's) kept out of the text.
       res = await api.client.completions.create({
-        model: endpoint.model, prompt: prompts[i]!, max_tokens: recipe.eval.max_new_tokens, temperature: 0, logprobs: 0,
+        model: endpoint.model, prompt: prompts[i]!, max_tokens: recipe.eval.max_new_tokens, temperature: 0, logprobs: scored ? TOP_LOGPROBS : 0,
         return_tokens_as_token_ids: true, skip_special_tokens: true,
       } as OpenAI.CompletionCreateParamsNonStreaming);
     } catch (e) {
@@ -154,6 +186,8 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
       raw_token_ids: ids.slice(0, 16),
     };
     if (force) row.forced = true;
+    const scores = scored ? behaviorScores(choice?.logprobs?.top_logprobs?.[0], manifest!.behavior_ids, tokenIds) : undefined;
+    if (scores) Object.assign(row, scores);
     row.reply = text.trim();
     if (answers.has(docIds[i]!)) row.predicted_answer = ANSWER.exec(text)?.[1]?.toUpperCase() ?? null;
     const line = JSON.stringify(row);

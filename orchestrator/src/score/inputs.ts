@@ -17,6 +17,11 @@ export const predictionSchema = z.object({
   raw_token_ids: z.array(z.number().int()).optional(),
   /** The generated reply as text, special tokens (behavior tokens too) left out: what a judge reads. */
   reply: z.string().optional(),
+  /** A token run's own choice (not forced): each behavior token's log-probability at the first generated position,
+   * over the whole vocabulary; null where an endpoint did not return it (not among its top log-probabilities). */
+  behavior_logprobs: z.record(z.string(), z.number().nullable()).optional(),
+  /** The same, renormalised over the behavior tokens (over those returned, where some were not). */
+  behavior_probs: z.record(z.string(), z.number().nullable()).optional(),
 });
 export type Prediction = z.infer<typeof predictionSchema>;
 

@@ -22,9 +22,11 @@ export class FakeOpenAI {
   answer: (user: string, constrained: boolean) => FakeAnswer = (_u, constrained) => (constrained ? '{"label": "reactive"}' : 'label: reactive');
   /**
    * Decides each completions request (`POST /v1/completions`, prompts as token IDs, as vLLM serves them): the
-   * generated token IDs and text, or an HTTP failure. Token IDs come back as vLLM's `token_id:N` strings.
+   * generated token IDs and text, and (`top`, token ID → log-probability) the first position's top log-probabilities
+   * when the request asks for them (`logprobs` > 0; the others positions' are empty), or an HTTP failure. Token IDs
+   * come back as vLLM's `token_id:N` strings, as keys of `top_logprobs` too.
    */
-  complete: (prompt: number[], body: Record<string, unknown>) => { ids: number[]; text: string } | { status: number } = () => ({ ids: [151645], text: '' });
+  complete: (prompt: number[], body: Record<string, unknown>) => { ids: number[]; text: string; top?: Record<number, number> } | { status: number } = () => ({ ids: [151645], text: '' });
   private server?: Server;
   url = '';
 
@@ -85,7 +87,9 @@ export class FakeOpenAI {
       if ('status' in a) return this.send(res, a.status, { error: { message: `failure ${a.status}` } });
       return this.send(res, 200, {
         id: `cmpl-${this.requests.length}`, object: 'text_completion', created: 0, model: body.model,
-        choices: [{ index: 0, text: a.text, finish_reason: 'stop', logprobs: { tokens: a.ids.map((i) => `token_id:${i}`), token_logprobs: a.ids.map(() => 0), top_logprobs: null, text_offset: a.ids.map(() => 0) } }],
+        choices: [{ index: 0, text: a.text, finish_reason: 'stop', logprobs: { tokens: a.ids.map((i) => `token_id:${i}`), token_logprobs: a.ids.map(() => 0),
+          top_logprobs: body.logprobs > 0 && a.top ? a.ids.map((_, k) => (k === 0 ? Object.fromEntries(Object.entries(a.top!).slice(0, body.logprobs).map(([id, lp]) => [`token_id:${id}`, lp])) : {})) : null,
+          text_offset: a.ids.map(() => 0) } }],
         usage: { prompt_tokens: body.prompt.length, completion_tokens: a.ids.length, total_tokens: body.prompt.length + a.ids.length },
       });
     }

@@ -12,6 +12,10 @@ otherwise (trainer-python/bench/predict.py measures both: on a CPU, at long prom
 the model folder's generation_config.json says (no repetition penalty, no sampling), and with
 `eval.max_new_tokens: 1` (only the behavior is wanted) one forward pass per batch reads the first token.
 
+Each row of a token run (not forced) also keeps how close its decision was: `behavior_logprobs`, the log-probability
+of each behavior token at the first generated position over the whole vocabulary (fp32 log-softmax of the model's
+logits there), and `behavior_probs`, those renormalised over the behavior tokens alone; both rounded to 6 decimals.
+
 Resumable: the work goes in chunks (a batch, or a continuous chunk of prompts); each finished chunk's rows are
 appended to `<output_dir>/predict-progress/<file>.part` and its count to `<file>.json`, under the run's fence. A
 predict that is killed or preempted (SIGTERM: the chunk in hand finishes, exit 75) continues at the next chunk, and a
@@ -89,17 +93,19 @@ def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id:
 
 
 @torch.no_grad()
-def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> list[list[int]]:
-    """One packed forward pass over the batch: each prompt's next token (= greedy_toy with max_new 1)."""
-    from ..training.packing import Batch
-
+def first_logits_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> torch.Tensor:
+    """One packed forward pass over the batch: the logits [B, V] of each prompt's next token."""
     ids = torch.tensor([t for p in batch_prompts for t in p], device=device)
     ends = torch.tensor([len(p) for p in batch_prompts]).cumsum(0)
     cu = torch.cat([torch.zeros(1, dtype=torch.long), ends]).to(torch.int32)
     positions = torch.cat([torch.arange(len(p)) for p in batch_prompts]).to(device)
     h = model.hidden(model.embed_tokens(ids), positions, cu.to(device), max(len(p) for p in batch_prompts))
-    last = h[(ends - 1).to(device)]
-    return [[int(t)] for t in (last @ model.lm_head.weight.t()).argmax(-1).tolist()]
+    return h[(ends - 1).to(device)] @ model.lm_head.weight.t()
+
+
+def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> list[list[int]]:
+    """Each prompt's next token from one forward pass (= greedy_toy with max_new 1)."""
+    return [[int(t)] for t in first_logits_toy(model, batch_prompts, device).argmax(-1).tolist()]
 
 
 def until_eos(tokens: list[int], eos_id: int) -> list[int]:
@@ -131,21 +137,33 @@ def plain_greedy(model: Any, eos_id: int, pad_id: int) -> None:
 
 
 @torch.no_grad()
-def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, device: torch.device) -> list[list[int]]:
-    """One forward pass over the left-padded batch: each prompt's next token (what `generate` picks first)."""
+def first_logits_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+    """One forward pass over the left-padded batch: the logits [B, V] of each prompt's next token."""
     ids, mask = left_padded(batch_prompts, pad_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding does not shift positions
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   use_cache=False, logits_to_keep=1).logits
-    return [[int(t)] for t in logits[:, -1].argmax(-1).tolist()]
+    return model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                 use_cache=False, logits_to_keep=1).logits[:, -1]
+
+
+def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, device: torch.device) -> list[list[int]]:
+    """Each prompt's next token from one forward pass (what `generate` picks first)."""
+    return [[int(t)] for t in first_logits_hf(model, batch_prompts, pad_id, device).argmax(-1).tolist()]
 
 
 @torch.no_grad()
-def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
+def greedy_hf_scored(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int,
+                     device: torch.device) -> tuple[list[list[int]], torch.Tensor]:
+    """Greedy replies of a left-padded batch from `generate`, and the logits [B, V] of their first position (the
+    model's raw logits, as `generate` returns them)."""
     ids, mask = left_padded(batch_prompts, pad_id)
     width = ids.shape[1]
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new)
-    return [until_eos(row, eos_id) for row in out[:, width:].tolist()]
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
+                         output_logits=True, return_dict_in_generate=True)
+    return [until_eos(row, eos_id) for row in out.sequences[:, width:].tolist()], out.logits[0]
+
+
+def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
+    return greedy_hf_scored(model, batch_prompts, max_new, eos_id, pad_id, device)[0]
 
 
 @torch.no_grad()
@@ -276,7 +294,10 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     # Each predictions file's prompts and progress first: files already made need no model.
     files = plan_files(cfg, manifest, force, (folder / "COMPLETE").read_bytes(), engine, chunk, toy)
     pending = [f.name for f in files if not f.work.finished(Path(cfg.predictions_dir) / f.name)]
-    generate, tokenizer = load_generator(cfg, manifest, folder, meta, device, engine, toy) if pending else (None, None)
+    # The behavior tokens' probabilities at the first generated position: a token run's own choice (a forced prompt
+    # already ends with its behavior token).
+    scored = cfg.conditioning == "token" and force is None
+    generate, tokenizer = load_generator(cfg, manifest, folder, meta, device, engine, toy, scored) if pending else (None, None)
     log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
         f"max_new_tokens {cfg.eval.max_new_tokens}, on {device.type}; to make: {', '.join(pending) or 'nothing'}")
 
@@ -318,31 +339,49 @@ def plan_files(cfg: Config, manifest: Any, force: str | None, model_id: bytes, e
         doc_ids = manifest.documents[split]
         # The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
         key = _digest(model_id, ckpt.sha256_file(cfg.shards[split]), force, doc_ids,
-                      [cfg.eval.max_new_tokens, engine, chunk, cfg.conditioning, not toy])
+                      [cfg.eval.max_new_tokens, engine, chunk, cfg.conditioning, not toy, "behavior-probs-v1"])
         files.append(PredictionsFile(split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
     return files
 
 
-def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: torch.device, engine: str, toy: bool) -> tuple[Any, Any]:
-    """The final model loaded, as a function from a batch of prompts to their generated tokens, and the tokenizer
-    (None for the toy model, whose replies are not decoded)."""
+def behavior_scores(logits: torch.Tensor, ids: list[int]) -> list[tuple[list[float], list[float]]]:
+    """Per prompt, from the logits [B, V] of its first generated position: the log-probability of each behavior token
+    (`ids`) over the whole vocabulary, and the behavior tokens' probabilities renormalised over them alone."""
+    lp = torch.log_softmax(logits.float(), dim=-1)[:, ids]
+    return list(zip(lp.tolist(), torch.softmax(lp, dim=-1).tolist()))
+
+
+def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: torch.device, engine: str, toy: bool,
+                   scored: bool) -> tuple[Any, Any]:
+    """The final model loaded, as a function from a batch of prompts to their generated tokens and (`scored`) the
+    logits [B, V] of their first generated position, else None; and the tokenizer (None for the toy model, whose
+    replies are not decoded). The logits come from the pass that picks the first token (one forward pass; `generate`'s
+    own), except for continuous batching, whose first positions are read by one more forward pass over the prompts,
+    `eval.batch_size` at a time."""
     eos_id, max_new = manifest.eos_id, cfg.eval.max_new_tokens
+
+    def tokens_of(logits):
+        return [[int(t)] for t in logits.argmax(-1).tolist()]
+
     if toy:
         model = load_toy(folder, device)
         if max_new == 1:
-            return (lambda b: first_token_toy(model, b, device)), None
-        return (lambda b: greedy_toy(model, b, max_new, eos_id, device)), None
+            return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_toy(model, b, device))), None
+        return (lambda b: (greedy_toy(model, b, max_new, eos_id, device), first_logits_toy(model, b, device) if scored else None)), None
     from ..checkpoints.save import load_tokenizer
 
     model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
     tokenizer = load_tokenizer(cfg, manifest)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     plain_greedy(model, eos_id, pad)
+    size = cfg.eval.batch_size
     if engine == "continuous":
-        return (lambda b: greedy_continuous(model, b, max_new, eos_id, pad, device)), tokenizer
+        def first_logits(b):
+            return torch.cat([first_logits_hf(model, b[i:i + size], pad, device) for i in range(0, len(b), size)]) if scored else None
+        return (lambda b: (greedy_continuous(model, b, max_new, eos_id, pad, device), first_logits(b))), tokenizer
     if max_new == 1:
-        return (lambda b: first_token_hf(model, b, pad, device)), tokenizer
-    return (lambda b: greedy_hf(model, b, max_new, eos_id, pad, device)), tokenizer
+        return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_hf(model, b, pad, device))), tokenizer
+    return (lambda b: greedy_hf_scored(model, b, max_new, eos_id, pad, device)), tokenizer
 
 
 class Rows:
@@ -353,13 +392,19 @@ class Rows:
         self.token = cfg.conditioning == "token"
         self.by_id = {v: k for k, v in manifest.behavior_ids.items()}
         self.eos_id, self.force, self.tokenizer = manifest.eos_id, force, tokenizer
+        self.names = list(manifest.behavior_ids)
+        self.ids = [manifest.behavior_ids[n] for n in self.names]
 
-    def row(self, task_id: str, gen: list[int], records: dict) -> str:
+    def row(self, task_id: str, gen: list[int], records: dict, scores: tuple[list[float], list[float]] | None = None) -> str:
         first = gen[0] if gen else None
         row = {"id": task_id, "predicted_behavior": self.force or self.by_id.get(first) if self.token else None,
                "raw_token_ids": gen[:16]}
         if self.force:
             row["forced"] = True
+        if scores is not None:
+            logprobs, probs = scores
+            row["behavior_logprobs"] = {n: round(v, 6) for n, v in zip(self.names, logprobs)}
+            row["behavior_probs"] = {n: round(v, 6) for n, v in zip(self.names, probs)}
         if self.tokenizer is not None:
             text = self.tokenizer.decode([t for t in gen if t not in self.by_id and t != self.eos_id], skip_special_tokens=True)
             row["reply"] = text.strip()
@@ -391,9 +436,10 @@ def make_file(cfg: Config, fence: Fence, f: PredictionsFile, generate: Any, rows
             log(f"predict: stopped by signal {stop.signal} after {c} of {len(chunks)} chunks of {f.name}; the next predict continues there")
             return False
         idx = chunks[c]
-        gens = generate([f.prompts[i] for i in idx])
+        gens, first_logits = generate([f.prompts[i] for i in idx])
+        scores = behavior_scores(first_logits, rows.ids) if first_logits is not None else [None] * len(idx)
         generated_tokens += sum(len(g) for g in gens)
-        new_rows = [(i, rows.row(f.doc_ids[i], g, records)) for i, g in zip(idx, gens)]
+        new_rows = [(i, rows.row(f.doc_ids[i], g, records, sc)) for i, g, sc in zip(idx, gens, scores)]
         with fence.publishing():
             f.work.append(new_rows)
         done.update(new_rows)
