@@ -268,11 +268,11 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'predict',
     summary: "make a run's predictions on its eval splits with its final model (python -m bsft_trainer predict)",
-    usage: 'bsft predict <run>',
+    usage: 'bsft predict <run> [--split val]...',
     details: 'A run is a run folder or a run id under ./runs; it needs final/ (bsft run, or bsft pull <run> --final).\n' +
       'Writes predictions/<split>.jsonl (and <split>.forced-<behavior>.jsonl for eval.force); then: bsft score <run>.',
-    options: {},
-    optionHelp: {},
+    options: { split: { type: 'string', multiple: true } },
+    optionHelp: { split: 'split(s) to predict (default: the recipe\'s eval.splits); val for bsft balance' },
     positionals: [1, 1],
     load: async () => (await import('./predict.js')).predict,
   },
@@ -313,6 +313,29 @@ export const COMMANDS: CommandSpec[] = [
   },
     positionals: [1, 1],
     load: async () => (await import('./score.js')).scoreCommand,
+  },
+  {
+    name: 'balance',
+    summary: 'choose how proactive a token run is: sweep offsets on its behavior tokens on validation, report test at the chosen point',
+    usage: 'bsft balance <run> [--max-missed 0.05] [--range 8] [--step 0.25] [--bootstrap 1000] [--seed 42] [--json]',
+    details: 'Reads predictions/val.jsonl and test.jsonl (bsft predict <run> --split val --split test) with their behavior\n' +
+      'log-probabilities. An offset per behavior (reactive keeps 0) is added to its log-probability; the grid covers\n' +
+      '-range..range. The rule (default: the highest macro-F1; --max-missed: the highest macro-F1 that misses at most\n' +
+      'that share of the tasks that call for intervention) chooses on the validation split only; the test split is\n' +
+      'scored at the default and at the chosen point. Writes <run>/balance.json.',
+    options: { 'max-missed': { type: 'string' }, rule: { type: 'string' }, range: { type: 'string' }, step: { type: 'string' },
+      bootstrap: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } },
+    optionHelp: {
+      'max-missed': 'the most missed intervention allowed (share of the proactive tasks, e.g. 0.05)',
+      rule: 'max-macro-f1 (the default rule)',
+      range: 'largest offset, in nats (default 8)',
+      step: 'grid step (default 0.25)',
+      bootstrap: 'case resamples for the intervals (default: the recipe\'s eval.bootstrap)',
+      seed: 'bootstrap seed (default: the recipe\'s train.seed)',
+      json: 'print balance.json',
+    },
+    positionals: [1, 1],
+    load: async () => (await import('./balance.js')).balanceCommand,
   },
   {
     name: 'report',

@@ -5,11 +5,16 @@ import { runSteps } from '../run/pipeline.js';
 import { predictStep } from '../run/steps.js';
 import { predictArgs, predictionsFile } from '../run/trainer-config.js';
 import { EXIT, type CommandImpl } from './command.js';
+import { UsageError } from '../errors.js';
 
 export const predict: CommandImpl = {
-  async run([target], _values, { log, out }) {
+  async run([target], values, { log, out }) {
     const runDir = findRunDir(target!);
-    const recipe = readRunRecipe(runDir)!;
+    const saved = readRunRecipe(runDir)!;
+    // --split: other splits than the recipe's eval.splits (val for bsft balance); the run's recipe is not changed.
+    const splits = values.split as ('train' | 'val' | 'test')[] | undefined;
+    for (const s of splits ?? []) if (!['train', 'val', 'test'].includes(s)) throw new UsageError(`--split ${s}: the splits are train, val and test`);
+    const recipe = splits ? { ...saved, eval: { ...saved.eval, splits } } : saved;
     const controller = new AbortController();
     const stop = () => controller.abort();
     process.on('SIGINT', stop);
