@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { balance, type BalanceTasks, choose, decide, gridValues, metricsAt, sweep } from '../src/score/balance.js';
+import { balance, type BalanceTasks, choose, decide, gridValues, logitBias, metricsAt, sweep } from '../src/score/balance.js';
 import { bsft, FIXTURES } from './helpers/cli.js';
 import { torchPython } from './helpers/python.js';
 import { limit } from './helpers/time-scale.js';
@@ -101,6 +101,11 @@ describe('bsft balance: the operating point of a token run (synthetic log-probab
     expect(r.curve.map((c) => c.offset)).toEqual(values);
     for (const c of r.curve) expect(c.macro_f1.value).toBeCloseTo(byHand(t, c.offset).macro, 12);
     expect(balance(t, test, opts)).toEqual(r); // deterministic: same seed, same intervals
+  });
+
+  it('a point is a logit_bias on the behavior tokens\' IDs, the zero offsets left out', () => {
+    expect(logitBias({ reactive: 0, proactive: 1.25, restraint: -0.5 }, { reactive: 151665, proactive: 151666, restraint: 151667 }))
+      .toEqual({ 151666: 1.25, 151667: -0.5 });
   });
 
   it('a bound no point meets is refused, naming the least missed intervention within the range', () => {

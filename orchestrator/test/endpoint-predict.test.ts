@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { behaviorScores, shardPrompts } from '../src/predict/endpoint-predict.js';
+import { logitBias } from '../src/score/balance.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
 import { FakeOpenAI } from './helpers/fake-openai.js';
 import { pythonWith, torchPython } from './helpers/python.js';
@@ -121,6 +122,10 @@ describe.skipIf(!pyHF)('bsft export (tiny Qwen2 LoRA run)', () => {
     const train = await bsft(['run', 'recipes/smoke.yaml', '--allow', root, '--set', `store.path=${root}`, '--set', 'train.method=lora', '--set', 'train.max_steps=2', '--set', 'eval.bootstrap=20'], { env });
     expect(train.code, train.stderr.slice(-2000)).toBe(0);
     const runDir = path.join(root, readdirSync(root).find((d) => d.startsWith('smoke-'))!);
+    // An operating point (bsft balance on the val split's predictions) goes beside the exported model.
+    expect((await bsft(['predict', runDir, '--split', 'val'], { env })).code).toBe(0);
+    const balanced = await bsft(['balance', runDir, '--bootstrap', '20'], { env });
+    expect(balanced.code, balanced.stderr).toBe(0);
     const res = await bsft(['export', runDir, '--out', path.join(root, 'served')], { env });
     expect(res.code, res.stderr.slice(-2000)).toBe(0);
     const runId = path.basename(runDir);
@@ -137,6 +142,11 @@ describe.skipIf(!pyHF)('bsft export (tiny Qwen2 LoRA run)', () => {
     const manifest = JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8'));
     expect(JSON.parse(check.trim().split('\n').at(-1)!)).toEqual({ peft: false, ids: ['reactive', 'proactive', 'restraint'].map((b) => manifest.behavior_ids[b]) });
     expect(existsSync(path.join(served, 'COMPLETE'))).toBe(true);
+    const point = JSON.parse(readFileSync(path.join(runDir, 'balance.json'), 'utf8'));
+    const offsets = JSON.parse(readFileSync(path.join(served, 'behavior_offsets.json'), 'utf8'));
+    expect(offsets).toMatchObject({ offsets: point.offsets, token_ids: manifest.behavior_ids, logit_bias: logitBias(point.offsets, manifest.behavior_ids), split: 'val' });
+    expect(res.stdout).toContain(`"logit_bias": ${JSON.stringify(offsets.logit_bias)}`);
+    expect(res.stdout).toMatch(/curl http:\/\/<host>:8000\/v1\/completions .*"logit_bias"/);
   }, limit(300_000));
 });
 

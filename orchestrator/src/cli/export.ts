@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { pythonEnv, trainerPython, trainerUnavailable } from '../run/python-env.js';
 import { trainerConfig } from '../run/trainer-config.js';
+import { logitBias, readOperatingPoint } from '../score/balance.js';
 import { parseEvent } from '../worker/trainer-events.js';
 import { EXIT, type CommandImpl } from './command.js';
 
@@ -44,6 +45,19 @@ export const exportRun: CommandImpl = {
     out(`  vllm serve ${target} --served-model-name ${recipe.run_id} --max-model-len ${len} --generation-config auto`);
     out('and predict through it:');
     out(`  bsft predict ${arg} with the recipe's  eval: { engine: openai, endpoint: { base_url: http://<host>:8000/v1, model: ${recipe.run_id} } }`);
+    const point = readOperatingPoint(runDir);
+    if (point) {
+      // The operating point beside the model: a serving engine applies it as logit_bias on the behavior tokens.
+      const ids = (JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')) as { behavior_ids: Record<string, number> }).behavior_ids;
+      const bias = logitBias(point.offsets, ids);
+      writeFileSync(path.join(target, 'behavior_offsets.json'), `${JSON.stringify({
+        offsets: point.offsets, token_ids: ids, logit_bias: bias, rule: point.rule.text, split: point.split, date: point.date,
+        applies: 'add each offset to its behavior token\'s logit (OpenAI logit_bias); the answering behavior keeps 0',
+      }, null, 1)}\n`);
+      out(`its operating point (bsft balance: ${point.rule.text}, chosen on ${point.split}) is in behavior_offsets.json; a server applies it per request as`);
+      out(`  "logit_bias": ${JSON.stringify(bias)}`);
+      out(`  e.g. curl http://<host>:8000/v1/completions -H 'Content-Type: application/json' -d '${JSON.stringify({ model: recipe.run_id, prompt: '<the conversation as the dataset renders it>', max_tokens: recipe.eval.max_new_tokens, temperature: 0, logit_bias: bias })}'`);
+    }
     return EXIT.ok;
   },
 };

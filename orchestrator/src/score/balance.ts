@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { interval, metricsOf } from './metrics.js';
 import type { GoldTask, Prediction } from './inputs.js';
 import { Rng } from '../util/rng.js';
@@ -303,4 +305,18 @@ export function balance(val: BalanceTasks, test: BalanceTasks | null, opts: Bala
     test: test ? { tasks: test.gold.length, default: at(test, zero), chosen: at(test, chosen.offsets) } : null,
     curve,
   };
+}
+
+/** A run's stored operating point (`<run>/balance.json`, written by bsft balance), or undefined. */
+export function readOperatingPoint(runDir: string): BalanceResult | undefined {
+  const file = path.join(runDir, 'balance.json');
+  if (!existsSync(file)) return undefined;
+  const r = JSON.parse(readFileSync(file, 'utf8')) as BalanceResult;
+  if (r.format !== 'bsft-balance-v1') throw new BalanceInputError(`${file}: not a bsft balance file (format ${String(r.format)})`);
+  return r;
+}
+
+/** The offsets as an OpenAI-style `logit_bias` (token ID as a string -> bias), the zero ones left out. */
+export function logitBias(offsets: Record<string, number>, behaviorIds: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(offsets).filter(([, v]) => v !== 0).map(([b, v]) => [String(behaviorIds[b]), v]));
 }
