@@ -143,5 +143,12 @@ describe.skipIf(!py)('bsft balance on a trained toy run', () => {
     const strict = await bsft(['balance', runDir, '--max-missed', '0', '--json', '--bootstrap', '20'], { env });
     expect(strict.code, strict.stderr).toBe(0);
     expect(JSON.parse(strict.stdout).val.chosen.missed_intervention.value).toBe(0);
+    // bsft predict --balanced applies the stored point (the strict one now) and the record says so.
+    const offsets = Object.fromEntries(Object.entries(JSON.parse(strict.stdout).offsets as Record<string, number>).filter(([, v]) => v !== 0));
+    const applied = await bsft(['predict', runDir, '--balanced', '--split', 'test'], { env });
+    expect(applied.code, applied.stderr.slice(-2000)).toBe(0);
+    expect(applied.stdout).toMatch(/applying the operating point of bsft balance \(the highest macro-F1 with missed intervention at most 0\.0%, chosen on val/);
+    const record = JSON.parse(readFileSync(path.join(runDir, 'predictions', 'predict.json'), 'utf8'))['test.jsonl'];
+    expect(record.behavior_offsets).toEqual(Object.keys(offsets).length ? offsets : undefined);
   }, limit(240_000));
 });

@@ -97,6 +97,15 @@ describe.skipIf(!py)('eval.engine: openai (a local server that implements vLLM\'
     expect(existsSync(path.join(runDir, 'predictions', 'COMPLETE'))).toBe(true);
     const score = JSON.parse((await bsft(['score', runDir, '--json'], { env })).stdout);
     expect(score.overall.macro_f1.value).toBe(1);
+    // An operating point goes to the server as logit_bias on the behavior token's ID, and the predictions are made again.
+    const withPoint = JSON.parse(readFileSync(recipeFile, 'utf8'));
+    writeFileSync(recipeFile, JSON.stringify({ ...withPoint, eval: { ...withPoint.eval, behavior_offsets: { proactive: 1.5, restraint: 0 } } }));
+    const sent = server.requests.length;
+    expect((await bsft(['predict', runDir], { env: penv })).code).toBe(0);
+    const biased = server.requests.slice(sent).filter((r) => r.path === '/v1/completions');
+    expect(biased).toHaveLength(prompts.length);
+    expect(biased.every((r) => JSON.stringify(r.body!.logit_bias) === JSON.stringify({ [manifest.behavior_ids.proactive]: 1.5 }))).toBe(true);
+    writeFileSync(recipeFile, JSON.stringify(withPoint));
     // A model the server does not serve, or a wrong key: said at once, before any prompt.
     server.models = ['other'];
     const wrong = await bsft(['predict', runDir], { env: penv });

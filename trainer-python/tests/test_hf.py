@@ -355,6 +355,13 @@ def test_tied_embeddings_keep_one_set_of_behavior_rows_through_merge(tmp_path):
     assert not torch.allclose(base.get_input_embeddings().weight[ids], rows["embed"])  # they trained
 
 
+def _with_engine(cfg, engine):
+    c = json.loads(cfg.read_text())
+    c["eval"]["engine"] = engine
+    cfg.write_text(json.dumps(c))
+    return cfg
+
+
 def _without_probs(rows):
     return [{k: v for k, v in r.items() if k not in ("behavior_probs", "behavior_logprobs")} for r in rows]
 
@@ -426,6 +433,20 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     _same_probs(first, without, 1e-5)
     for r in without:
         assert abs(sum(r["behavior_probs"].values()) - 1) < 1e-5 and all(v < 0 for v in r["behavior_logprobs"].values())
+    # An operating point through generate (a logits processor at every position): +40 on proactive is more than any
+    # logit gap of this random model, so every reply starts with it; the recorded probabilities stay the model's own.
+    c = json.loads(cfg.read_text())
+    c["eval"]["behavior_offsets"] = {"proactive": 40.0}
+    cfg.write_text(json.dumps(c))
+    shifted = predict(6)
+    pid = manifest["behavior_ids"]["proactive"]
+    assert all(r["raw_token_ids"][0] == pid and r["predicted_behavior"] == "proactive" for r in shifted)
+    _same_probs(shifted, without, 1e-5)
+    code, events, _ = _finish(trainer("predict", _with_engine(cfg, "continuous")))
+    assert code == 2 and "behavior_offsets" in events[-1]["message"]
+    c["eval"]["behavior_offsets"] = {}
+    c["eval"]["engine"] = "static"
+    cfg.write_text(json.dumps(c))
     # Each row carries its reply as text for a judge, without behavior tokens or other special tokens.
     tok = transformers.AutoTokenizer.from_pretrained(TOKENIZER)
     for r in without:

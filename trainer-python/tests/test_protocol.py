@@ -147,9 +147,9 @@ def test_predict_writes_contract_7_predictions_from_the_first_generated_token(ru
     assert _finish(trainer("predict", cfg, "--force", "bold"))[0] == 2
 
 
-def _check_behavior_probs(run_dir, rows, manifest):
-    """Each row's behavior log-probabilities and renormalised probabilities against a computation of its own: the
-    final toy model run on each prompt alone (not packed with others), log p = logit - logsumexp(logits)."""
+def _toy_first_logits(run_dir, split="test"):
+    """The final toy model's logits (float64) at each prompt's first generated position, each prompt run alone (not
+    packed with others, as predict does)."""
     import torch
 
     from bsft_trainer.data.shards import Shard
@@ -157,13 +157,23 @@ def _check_behavior_probs(run_dir, rows, manifest):
     from bsft_trainer.inference.predict import prompts
 
     model = load_toy(run_dir / "final", torch.device("cpu"))
-    names = list(manifest["behavior_ids"])
-    ids = [manifest["behavior_ids"][n] for n in names]
-    for r, prompt in zip(rows, prompts(Shard(run_dir / "dataset" / "test.tokens.safetensors"))):
+    out = []
+    for prompt in prompts(Shard(run_dir / "dataset" / f"{split}.tokens.safetensors")):
         x = torch.tensor(prompt)
         with torch.no_grad():
             h = model.hidden(model.embed_tokens(x), torch.arange(len(prompt)), torch.tensor([0, len(prompt)], dtype=torch.int32), len(prompt))
-            logits = (h[-1] @ model.lm_head.weight.t()).double()
+            out.append((h[-1] @ model.lm_head.weight.t()).double())
+    return out
+
+
+def _check_behavior_probs(run_dir, rows, manifest):
+    """Each row's behavior log-probabilities and renormalised probabilities against a computation of its own:
+    log p = logit - logsumexp(logits) of the toy model run on each prompt alone."""
+    import torch
+
+    names = list(manifest["behavior_ids"])
+    ids = [manifest["behavior_ids"][n] for n in names]
+    for r, logits in zip(rows, _toy_first_logits(run_dir)):
         lp = logits[ids] - torch.logsumexp(logits, 0)
         renorm = lp.exp() / lp.exp().sum()
         assert list(r["behavior_logprobs"]) == names and list(r["behavior_probs"]) == names
@@ -172,6 +182,44 @@ def _check_behavior_probs(run_dir, rows, manifest):
         assert abs(sum(r["behavior_probs"].values()) - 1) < 1e-5
         if r["predicted_behavior"] is not None:  # greedy chose a behavior token: the likeliest of them
             assert max(r["behavior_probs"], key=r["behavior_probs"].get) == r["predicted_behavior"]
+
+
+def test_an_operating_point_changes_the_first_token_as_the_arithmetic_says(run_dir):
+    """eval.behavior_offsets (bsft predict --balanced) adds each behavior's offset to its token's logit: the first
+    token is the argmax of the logits plus the offsets, computed here on the model itself; the recorded
+    probabilities stay the model's own, and predict.json names the point."""
+    import torch
+
+    cfg = make_run(run_dir, train={"max_steps": 20})
+    assert _finish(trainer("train", cfg))[0] == 0
+    assert _finish(trainer("predict", cfg))[0] == 0
+    read = lambda: [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]  # noqa: E731
+    plain = read()
+    manifest = json.loads((run_dir / "dataset" / "manifest.json").read_text())
+    # A proactive offset halfway between two prompts' margins (proactive logit - the best other one), of the sign
+    # that moves the choice of about half of them.
+    p = manifest["behavior_ids"]["proactive"]
+    margins = sorted(float(l[p] - torch.cat([l[:p], l[p + 1:]]).max()) for l in _toy_first_logits(run_dir))
+    k = len(margins) // 2
+    assert margins[k - 1] < margins[k], margins
+    offsets = {"proactive": round(-(margins[k - 1] + margins[k]) / 2, 6), "restraint": -1.5}
+    c = json.loads(cfg.read_text())
+    c["eval"]["behavior_offsets"] = offsets
+    cfg.write_text(json.dumps(c))
+    code, _, err = _finish(trainer("predict", cfg))
+    assert code == 0, err
+    assert "operating point" in err
+    shifted = read()
+    expected = []
+    for logits in _toy_first_logits(run_dir):
+        for b, v in offsets.items():
+            logits[manifest["behavior_ids"][b]] += v
+        expected.append(int(logits.argmax()))
+    assert [r["raw_token_ids"][0] for r in shifted] == expected
+    assert [r["raw_token_ids"][0] for r in shifted] != [r["raw_token_ids"][0] for r in plain]  # the point matters here
+    assert [r["behavior_logprobs"] for r in shifted] == [r["behavior_logprobs"] for r in plain]
+    record = json.loads((run_dir / "predictions" / "predict.json").read_text())["test.jsonl"]
+    assert record["behavior_offsets"] == offsets
 
 
 def test_predict_before_training_is_a_config_error(run_dir):

@@ -268,11 +268,12 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'predict',
     summary: "make a run's predictions on its eval splits with its final model (python -m bsft_trainer predict)",
-    usage: 'bsft predict <run> [--split val]...',
+    usage: 'bsft predict <run> [--split val]... [--balanced]',
     details: 'A run is a run folder or a run id under ./runs; it needs final/ (bsft run, or bsft pull <run> --final).\n' +
       'Writes predictions/<split>.jsonl (and <split>.forced-<behavior>.jsonl for eval.force); then: bsft score <run>.',
-    options: { split: { type: 'string', multiple: true } },
-    optionHelp: { split: 'split(s) to predict (default: the recipe\'s eval.splits); val for bsft balance' },
+    options: { split: { type: 'string', multiple: true }, balanced: { type: 'boolean' } },
+    optionHelp: { split: 'split(s) to predict (default: the recipe\'s eval.splits); val for bsft balance',
+      balanced: 'apply the run\'s operating point (balance.json from bsft balance) to the behavior tokens\' logits' },
     positionals: [1, 1],
     load: async () => (await import('./predict.js')).predict,
   },

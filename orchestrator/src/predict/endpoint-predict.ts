@@ -8,6 +8,7 @@ import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
 import { writeComplete } from '../store/complete.js';
+import { logitBias } from '../score/balance.js';
 import { mapPool } from '../util/pool.js';
 import { sha256, sha256File } from '../util/sha256.js';
 import type { Logger } from '../log.js';
@@ -106,13 +107,15 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
 
   // A token run's own choice (not a forced prompt, which ends with its behavior token) keeps its probabilities.
   const scored = recipe.data.conditioning === 'token' && !force;
+  // An operating point (eval.behavior_offsets) goes to the server as logit_bias on the behavior tokens' IDs.
+  const bias = logitBias(recipe.eval.behavior_offsets ?? {}, manifest.behavior_ids); // ?? {}: a run recorded before offsets existed
   const name = `${split}${force ? `.forced-${force}` : ''}.jsonl`;
   const progressDir = path.join(runDir, 'predict-progress');
   mkdirSync(progressDir, { recursive: true });
   const part = path.join(progressDir, `${name}.endpoint`);
   const keyFile = `${part}.json`;
   // The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
-  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force, 'behavior-probs-v1']));
+  const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force, 'behavior-probs-v1', bias]));
   const done = new Map<number, string>();
   // Generated tokens of every row (earlier attempts' too): a progress line is `index<TAB>tokens<TAB>row`.
   const tokensOf = new Map<number, number>();
@@ -169,6 +172,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
       // vLLM's extensions: token IDs back as `token_id:N`, special tokens (the behavior's) kept out of the text.
       res = await api.client.completions.create({
         model: endpoint.model, prompt: prompts[i]!, max_tokens: recipe.eval.max_new_tokens, temperature: 0, logprobs: scored ? TOP_LOGPROBS : 0,
+        ...(Object.keys(bias).length ? { logit_bias: bias } : {}),
         return_tokens_as_token_ids: true, skip_special_tokens: true,
       } as OpenAI.CompletionCreateParamsNonStreaming);
     } catch (e) {

@@ -166,6 +166,11 @@ export const evalSchema = z.strictObject({
     timeout_s: z.number().positive().max(7200).default(600),
     max_retries: nonNegativeInt.max(20).default(4),
   }).optional(),
+  /**
+   * An operating point: an offset per behavior added to its token's logit when predicting (bsft balance chooses one
+   * on the validation split; bsft predict --balanced applies the run's). The behavior that answers keeps 0.
+   */
+  behavior_offsets: z.record(z.string(), z.number().min(-100).max(100)).default({}),
 });
 
 const storeSchema = z.strictObject({
@@ -317,6 +322,12 @@ export const recipeSchema = z
           message: `unknown behavior "${forced}" (behaviors: ${behaviors.join(', ')})`,
         });
       }
+    }
+    for (const b of Object.keys(recipe.eval.behavior_offsets)) {
+      if (!behaviors.includes(b)) ctx.addIssue({ code: 'custom', path: ['eval', 'behavior_offsets', b], message: `unknown behavior "${b}" (behaviors: ${behaviors.join(', ')})` });
+    }
+    if (Object.keys(recipe.eval.behavior_offsets).length > 0 && recipe.data.conditioning !== 'token') {
+      ctx.addIssue({ code: 'custom', path: ['eval', 'behavior_offsets'], message: `offsets on behavior tokens need data.conditioning "token", got "${recipe.data.conditioning}"` });
     }
     if (recipe.eval.engine === 'openai' && !recipe.eval.endpoint) {
       ctx.addIssue({ code: 'custom', path: ['eval', 'endpoint'], message: 'engine openai needs eval.endpoint ({base_url, model}): the server that serves the exported model (bsft export)' });

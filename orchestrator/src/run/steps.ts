@@ -33,8 +33,11 @@ export const trainStep: Step = {
  */
 const predictSettings = (ctx: RunContext) => {
   const e = ctx.recipe.eval;
-  return e.engine === 'openai' ? { max_new_tokens: e.max_new_tokens, source: { engine: 'openai', base_url: redactUrl(e.endpoint!.base_url), model: e.endpoint!.model } }
-    : { max_new_tokens: e.max_new_tokens };
+  // An operating point changes the replies: predictions made at another one are made again (?? {}: a run recorded
+  // before offsets existed).
+  const offsets = Object.values(e.behavior_offsets ?? {}).some((v) => v !== 0) ? { behavior_offsets: e.behavior_offsets } : {};
+  return e.engine === 'openai' ? { max_new_tokens: e.max_new_tokens, ...offsets, source: { engine: 'openai', base_url: redactUrl(e.endpoint!.base_url), model: e.endpoint!.model } }
+    : { max_new_tokens: e.max_new_tokens, ...offsets };
 };
 
 /** Says so when predictions made by one of the trainer's engines are kept for another (predictions/predict.json). */

@@ -72,6 +72,8 @@ class EvalConfig:
     bootstrap: int
     engine: str
     endpoint: Optional[dict] = None  # engine openai: the orchestrator predicts through it, not the trainer
+    # An operating point (bsft balance): behavior name -> offset added to its token's logit when predicting.
+    behavior_offsets: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

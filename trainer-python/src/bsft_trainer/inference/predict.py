@@ -59,8 +59,20 @@ def prompts(shard: Shard) -> list[list[int]]:
     return out
 
 
+def biased(logits: torch.Tensor, bias: dict[int, float] | None) -> torch.Tensor:
+    """`logits` [..., V] with `bias` (token ID -> offset) added, as a server's logit_bias adds it; the same tensor
+    when there is none."""
+    if not bias:
+        return logits
+    out = logits.clone()
+    for token, offset in bias.items():
+        out[..., token] += offset
+    return out
+
+
 @torch.no_grad()
-def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device) -> Iterator[int]:
+def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device,
+               bias: dict[int, float] | None = None) -> Iterator[int]:
     """Greedy decoding of the toy model, a token at a time (it has no cache: each step reads the whole sequence)."""
     from ..training.packing import Batch
 
@@ -69,7 +81,7 @@ def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device:
         t = torch.tensor(ids, device=device)
         batch = Batch(t, t, torch.arange(len(ids), device=device), torch.tensor([0, len(ids)], dtype=torch.int32), len(ids), [0], 0)
         h = model.hidden(model.embed_tokens(batch.input_ids), batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
-        nxt = int((h[-1] @ model.lm_head.weight.t()).argmax())
+        nxt = int(biased(h[-1] @ model.lm_head.weight.t(), bias).argmax())
         yield nxt
         if nxt == eos_id:
             return
@@ -88,8 +100,9 @@ def stream_hf(model: Any, prompt: list[int], max_new: int, eos_id: int, device: 
         out = model(input_ids=torch.tensor([[nxt]], device=device), past_key_values=out.past_key_values, use_cache=True)
 
 
-def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, device: torch.device) -> list[list[int]]:
-    return [list(stream_toy(model, p, max_new, eos_id, device)) for p in batch_prompts]
+def greedy_toy(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, device: torch.device,
+               bias: dict[int, float] | None = None) -> list[list[int]]:
+    return [list(stream_toy(model, p, max_new, eos_id, device, bias)) for p in batch_prompts]
 
 
 @torch.no_grad()
@@ -150,15 +163,27 @@ def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, devi
     return [[int(t)] for t in first_logits_hf(model, batch_prompts, pad_id, device).argmax(-1).tolist()]
 
 
+def _bias_processor(bias: dict[int, float]) -> Any:
+    """A transformers LogitsProcessor adding `bias` at every generated position (what logit_bias does)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Bias(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return biased(scores, bias)
+
+    return LogitsProcessorList([Bias()])
+
+
 @torch.no_grad()
 def greedy_hf_scored(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int,
-                     device: torch.device) -> tuple[list[list[int]], torch.Tensor]:
-    """Greedy replies of a left-padded batch from `generate`, and the logits [B, V] of their first position (the
-    model's raw logits, as `generate` returns them)."""
+                     device: torch.device, bias: dict[int, float] | None = None) -> tuple[list[list[int]], torch.Tensor]:
+    """Greedy replies of a left-padded batch from `generate` (with `bias` added to the logits at every position),
+    and the logits [B, V] of their first position (the model's own, before any bias, as `generate` returns them)."""
     ids, mask = left_padded(batch_prompts, pad_id)
     width = ids.shape[1]
+    extra = {"logits_processor": _bias_processor(bias)} if bias else {}
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
-                         output_logits=True, return_dict_in_generate=True)
+                         output_logits=True, return_dict_in_generate=True, **extra)
     return [until_eos(row, eos_id) for row in out.sequences[:, width:].tolist()], out.logits[0]
 
 
@@ -201,10 +226,16 @@ def continuous_available() -> bool:
     return hasattr(GenerationMixin, "generate_batch")
 
 
-def pick_engine(asked: str, can: bool, max_new: int, device: torch.device) -> str:
-    """The engine of a predict; `can`: the model is a transformers one and continuous batching is there."""
+def pick_engine(asked: str, can: bool, max_new: int, device: torch.device, offsets: bool = False) -> str:
+    """The engine of a predict; `can`: the model is a transformers one and continuous batching is there; `offsets`:
+    an operating point is applied (static only: continuous batching takes no logits processor)."""
     if asked not in ENGINES:
         raise ConfigError(f"eval.engine: {asked!r} is not an engine of the trainer ({', '.join(ENGINES)})")
+    if offsets:
+        if asked == "continuous":
+            raise ConfigError("eval.behavior_offsets: an operating point is applied by the static engine (continuous batching "
+                              "takes no logits processor); set eval.engine: static or auto")
+        return "static"
     if asked == "continuous" and not can:
         raise ConfigError("eval.engine: continuous needs a transformers model with continuous batching "
                           "(transformers >= 4.56); the toy model and older versions use static")
@@ -288,16 +319,19 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     folder, meta = final_metadata(cfg)
     device = pick_device()
     toy = (folder / "toy_model.pt").is_file()
-    engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device)
+    offsets = {b: v for b, v in cfg.eval.behavior_offsets.items() if v}
+    engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device, bool(offsets))
     chunk = chunk_size(engine, cfg.eval.batch_size)
 
     # Each predictions file's prompts and progress first: files already made need no model.
-    files = plan_files(cfg, manifest, force, (folder / "COMPLETE").read_bytes(), engine, chunk, toy)
+    files = plan_files(cfg, manifest, force, (folder / "COMPLETE").read_bytes(), engine, chunk, toy, offsets)
     pending = [f.name for f in files if not f.work.finished(Path(cfg.predictions_dir) / f.name)]
     # The behavior tokens' probabilities at the first generated position: a token run's own choice (a forced prompt
     # already ends with its behavior token).
     scored = cfg.conditioning == "token" and force is None
     generate, tokenizer = load_generator(cfg, manifest, folder, meta, device, engine, toy, scored) if pending else (None, None)
+    if offsets:
+        log(f"predict: the operating point {offsets} is added to the behavior tokens' logits (eval.behavior_offsets)")
     log(f"predict: engine {engine} ({'asked' if cfg.eval.engine == engine else 'auto'}), {chunk} prompts per chunk, "
         f"max_new_tokens {cfg.eval.max_new_tokens}, on {device.type}; to make: {', '.join(pending) or 'nothing'}")
 
@@ -329,7 +363,8 @@ class PredictionsFile:
     work: Progress
 
 
-def plan_files(cfg: Config, manifest: Any, force: str | None, model_id: bytes, engine: str, chunk: int, toy: bool) -> list[PredictionsFile]:
+def plan_files(cfg: Config, manifest: Any, force: str | None, model_id: bytes, engine: str, chunk: int, toy: bool,
+               offsets: dict | None = None) -> list[PredictionsFile]:
     files = []
     for split in cfg.eval.splits:
         all_prompts = prompts(Shard(cfg.shards[split]))
@@ -339,7 +374,7 @@ def plan_files(cfg: Config, manifest: Any, force: str | None, model_id: bytes, e
         doc_ids = manifest.documents[split]
         # The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
         key = _digest(model_id, ckpt.sha256_file(cfg.shards[split]), force, doc_ids,
-                      [cfg.eval.max_new_tokens, engine, chunk, cfg.conditioning, not toy, "behavior-probs-v1"])
+                      [cfg.eval.max_new_tokens, engine, chunk, cfg.conditioning, not toy, "behavior-probs-v1", sorted((offsets or {}).items())])
         files.append(PredictionsFile(split, name, all_prompts, doc_ids, Progress(Path(cfg.output_dir) / "predict-progress", name, key)))
     return files
 
@@ -359,15 +394,16 @@ def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: 
     own), except for continuous batching, whose first positions are read by one more forward pass over the prompts,
     `eval.batch_size` at a time."""
     eos_id, max_new = manifest.eos_id, cfg.eval.max_new_tokens
+    bias = behavior_bias(cfg, manifest)
 
     def tokens_of(logits):
-        return [[int(t)] for t in logits.argmax(-1).tolist()]
+        return [[int(t)] for t in biased(logits, bias).argmax(-1).tolist()]
 
     if toy:
         model = load_toy(folder, device)
         if max_new == 1:
             return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_toy(model, b, device))), None
-        return (lambda b: (greedy_toy(model, b, max_new, eos_id, device), first_logits_toy(model, b, device) if scored else None)), None
+        return (lambda b: (greedy_toy(model, b, max_new, eos_id, device, bias), first_logits_toy(model, b, device) if scored else None)), None
     from ..checkpoints.save import load_tokenizer
 
     model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
@@ -381,7 +417,12 @@ def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: 
         return (lambda b: (greedy_continuous(model, b, max_new, eos_id, pad, device), first_logits(b))), tokenizer
     if max_new == 1:
         return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_hf(model, b, pad, device))), tokenizer
-    return (lambda b: greedy_hf_scored(model, b, max_new, eos_id, pad, device)), tokenizer
+    return (lambda b: greedy_hf_scored(model, b, max_new, eos_id, pad, device, bias)), tokenizer
+
+
+def behavior_bias(cfg: Config, manifest: Any) -> dict[int, float]:
+    """`eval.behavior_offsets` as token ID -> offset (the zero ones left out)."""
+    return {manifest.behavior_ids[b]: float(v) for b, v in cfg.eval.behavior_offsets.items() if v}
 
 
 class Rows:
@@ -458,7 +499,8 @@ def make_file(cfg: Config, fence: Fence, f: PredictionsFile, generate: Any, rows
         record(Path(cfg.predictions_dir) / "predict.json", f.name, {
             "engine": engine, "device": device.type, "tasks": total, "chunk": chunk, "max_new_tokens": cfg.eval.max_new_tokens,
             "generated_tokens": generated_tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None, "resumed_after_chunks": resumed_after})
+            "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None, "resumed_after_chunks": resumed_after,
+            **({"behavior_offsets": {b: v for b, v in cfg.eval.behavior_offsets.items() if v}} if any(cfg.eval.behavior_offsets.values()) else {})})
     log(f"predictions: {target} ({total} tasks, {generated_tokens} tokens in {seconds:.1f} s with {engine})")
     return True
 
