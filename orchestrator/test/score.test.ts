@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { GoldTask, Prediction } from '../src/score/inputs.js';
 import { metricsOf, score } from '../src/score/metrics.js';
 import { lossAxisTop } from '../src/score/report-html.js';
+import { balance, type BalanceTasks } from '../src/score/balance.js';
 import { Rng } from '../src/util/rng.js';
 import { openPage } from './helpers/browser.js';
 import { bsft, ROOT } from './helpers/cli.js';
@@ -207,9 +208,24 @@ describe('bsft score and bsft report', () => {
     const a = fakeRun('behaviorsft', 'token', 0.9, 1, { history: true, forced: true });
     const b = fakeRun('standard-sft', 'none', 0.6, 2);
     const c = fakeRun('instructed', 'instruction', 0.5, 3);
+    // Two runs with an operating point (bsft balance on 300 synthetic validation tasks leaning to answering).
+    for (const [k, run] of [a, b].entries()) {
+      const rng = new Rng(40 + k);
+      const n = 300;
+      const t: BalanceTasks = { behaviors: B, gold: new Int32Array(n), caseOf: Int32Array.from({ length: n }, (_, i) => i >> 1), cases: n / 2, logprobs: new Float64Array(n * 3) };
+      for (let i = 0; i < n; i++) {
+        t.gold[i] = i % 3;
+        const l = B.map((_, j) => rng.next() + (j === i % 3 ? 1 : 0) - (j === 1 ? 0.8 + k : 0));
+        const lse = Math.log(l.reduce((s, v) => s + Math.exp(v), 0));
+        for (let j = 0; j < 3; j++) t.logprobs[i * 3 + j] = l[j]! - lse;
+      }
+      writeFileSync(path.join(run, 'balance.json'), JSON.stringify(balance(t, t, { rule: { kind: 'max-macro-f1' }, range: 4, step: 0.5, resamples: 50, seed: 1 })));
+    }
     const out = path.join(dir, 'report');
     const res = await bsft(['report', a, b, c, '--out', out, '--bootstrap', '200']);
     expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/operating points \(bsft balance; chosen on val, 95% CI\):\n\s+run\s+offsets/);
+    expect(res.stdout).toMatch(/behaviorsft \(token, lora\)\s+proactive \+[\d.]+.*the highest macro-F1\s+test \(300\)/);
     expect(res.stdout).toMatch(/paper: BehaviorSFT, Qwen2\.5-7B-Instruct \(published\) \(NOT COMPARABLE\)\s+97\.3/);
     expect(res.stdout).toContain('96.5 (standard SFT 95.0)'); // the paper's proactive F1, and what standard SFT got
     expect(res.stdout).toMatch(/majority baseline \(always \w+\)\s+\d+\.\d/);
@@ -260,6 +276,13 @@ describe('bsft score and bsft report', () => {
       expect(of('confusion')).toHaveLength(3);
       expect(of('categories')[0]).toMatchObject({ marks: 3 * 6, legend: 3, whiskers: 3 * 6 });
       for (const c of charts) expect(c.marks, `${c.chart} has content`).toBeGreaterThan(0);
+      // The operating points: both balanced runs on one trade-off chart (curve, default circle, chosen square each)
+      // and on the macro-F1 chart (curve, chosen square each).
+      expect(of('balance')[0]).toMatchObject({ marks: 2 * 3, legend: 2 + 2 });
+      expect(of('balance-f1')[0]).toMatchObject({ marks: 2 * 2, legend: 2 });
+      expect(await page.locator('svg[data-chart="balance"] rect.point-chosen title').first().textContent()).toMatch(/chosen \(reactive 0, proactive [\d.]+, restraint -?[\d.]+\): missed [\d.]+%/);
+      expect(report.runs[0].balance.offsets.proactive).toBeGreaterThan(0);
+      expect(report.runs[2].balance).toBeNull();
       // Categories are grouped under their behavior; the note says why the paper row is not comparable.
       expect(await page.locator('svg[data-chart="categories"] text.group').allTextContents()).toEqual(['reactive', 'proactive', 'restraint']);
       expect(await page.locator('p.note').textContent()).toMatch(/not comparable/);

@@ -2,7 +2,7 @@ import { pct } from './format.js';
 import type { Estimate } from './metrics.js';
 import type { StudyResult } from '../study/stats.js';
 import { studySection } from '../study/report-section.js';
-import { categoryRows, deltaRows, forcedBehaviors, judgeRows, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
+import { balanceRows, categoryRows, deltaRows, forcedBehaviors, judgeRows, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
 
 /**
  * The HTML form of a report: one self-contained page (inline SVG, no scripts, no network). Every chart is an
@@ -155,6 +155,63 @@ function curveChart(r: ComparedRun): string {
     '</svg>';
 }
 
+/**
+ * The proactivity trade-off of every balanced run on one chart (bsft balance, validation split): missed
+ * intervention against needless intervention along the proactive offset, the default point (offsets 0) a circle,
+ * the chosen point a square; hover a point for its offset and figures.
+ */
+function tradeoffChart(c: Comparison): string {
+  const runs = c.runs.map((r, j) => ({ r, j })).filter(({ r }) => r.balance);
+  const [left, right, width, height] = [56, 20, 460, 320];
+  const lg = legend([...runs.map(({ r, j }) => ({ label: r.label, colour: colour(j) })),
+    { label: 'default (offsets 0)', colour: '#1a202c', shape: 'dot' as const }, { label: 'chosen point', colour: '#1a202c' }], left, 6, width - left - right);
+  const top = lg.height + 12;
+  const bottom = height - 36;
+  const x = (v: number) => left + v * (width - left - right);
+  const y = (v: number) => bottom - v * (bottom - top);
+  const grid = [0, 0.25, 0.5, 0.75, 1].map((t) => `<line x1="${f(x(0))}" y1="${f(y(t))}" x2="${f(x(1))}" y2="${f(y(t))}" stroke="#e2e8f0"/>` +
+    `<text x="${left - 6}" y="${f(y(t) + 4)}" text-anchor="end" font-size="10">${t * 100}%</text>` +
+    `<text x="${f(x(t))}" y="${bottom + 14}" text-anchor="middle" font-size="10">${t * 100}%</text>`).join('');
+  const parts = runs.map(({ r, j }) => {
+    const b = r.balance!;
+    const path = b.curve.map((p, i) => `${i === 0 ? 'M' : 'L'}${f(x(p.over_intervention.value))},${f(y(p.missed_intervention.value))}`).join('');
+    const zero = b.curve.find((p) => p.offset === 0);
+    const tip = (name: string, m: { over_intervention: { value: number }; missed_intervention: { value: number }; macro_f1: { value: number } }) =>
+      `${esc(r.label)}, ${name}: missed ${f(100 * m.missed_intervention.value)}%, needless ${f(100 * m.over_intervention.value)}%, macro-F1 ${f(100 * m.macro_f1.value)}`;
+    const chosen = b.val.chosen;
+    return `<path class="mark" d="${path}" fill="none" stroke="${colour(j)}" stroke-width="1.6"><title>${esc(r.label)}: along the proactive offset ${b.curve[0]!.offset} to ${b.curve.at(-1)!.offset}</title></path>` +
+      (zero ? `<circle class="mark point-default" cx="${f(x(zero.over_intervention.value))}" cy="${f(y(zero.missed_intervention.value))}" r="4.5" fill="${colour(j)}"><title>${tip('default', b.val.default)}</title></circle>` : '') +
+      `<rect class="mark point-chosen" x="${f(x(chosen.over_intervention.value) - 5)}" y="${f(y(chosen.missed_intervention.value) - 5)}" width="10" height="10" fill="none" stroke="${colour(j)}" stroke-width="2"><title>${tip(`chosen (${Object.entries(b.offsets).map(([k, v]) => `${k} ${v}`).join(', ')})`, chosen)}</title></rect>`;
+  });
+  return `<svg class="chart" data-chart="balance" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="missed against needless intervention along the proactive offset">` +
+    `${lg.svg}${grid}<text x="${(left + width - right) / 2}" y="${height - 8}" text-anchor="middle" font-size="11">needless intervention (proactive where not needed)</text>` +
+    `<text x="12" y="${(top + bottom) / 2}" transform="rotate(-90 12 ${(top + bottom) / 2})" text-anchor="middle" font-size="11">missed intervention</text>${parts.join('')}</svg>`;
+}
+
+/** Macro-F1 (validation) along the proactive offset for every balanced run, the chosen offset marked. */
+function balanceF1Chart(c: Comparison): string {
+  const runs = c.runs.map((r, j) => ({ r, j })).filter(({ r }) => r.balance);
+  const [left, right, width, height] = [56, 20, 460, 260];
+  const lg = legend(runs.map(({ r, j }) => ({ label: r.label, colour: colour(j) })), left, 6, width - left - right);
+  const top = lg.height + 12;
+  const bottom = height - 36;
+  const offsets = runs.flatMap(({ r }) => r.balance!.curve.map((p) => p.offset));
+  const [o0, o1] = [Math.min(...offsets), Math.max(...offsets, Math.min(...offsets) + 1)];
+  const x = (v: number) => left + ((v - o0) / (o1 - o0)) * (width - left - right);
+  const y = (v: number) => bottom - v * (bottom - top);
+  const grid = [0, 0.5, 1].map((t) => `<line x1="${left}" y1="${f(y(t))}" x2="${width - right}" y2="${f(y(t))}" stroke="#e2e8f0"/><text x="${left - 6}" y="${f(y(t) + 4)}" text-anchor="end" font-size="10">${t * 100}</text>`).join('') +
+    [o0, 0, o1].map((o) => `<text x="${f(x(o))}" y="${bottom + 14}" text-anchor="middle" font-size="10">${o}</text>`).join('');
+  const parts = runs.map(({ r, j }) => {
+    const b = r.balance!;
+    const p = b.offsets.proactive ?? 0;
+    const at = b.curve.find((q) => q.offset === p);
+    return `<path class="mark" d="${b.curve.map((q, i) => `${i === 0 ? 'M' : 'L'}${f(x(q.offset))},${f(y(q.macro_f1.value))}`).join('')}" fill="none" stroke="${colour(j)}" stroke-width="1.6"><title>${esc(r.label)}: validation macro-F1 along the proactive offset</title></path>` +
+      (at ? `<rect class="mark point-chosen" x="${f(x(p) - 5)}" y="${f(y(at.macro_f1.value) - 5)}" width="10" height="10" fill="none" stroke="${colour(j)}" stroke-width="2"><title>${esc(r.label)}: chosen, proactive ${p}: macro-F1 ${f(100 * at.macro_f1.value)}</title></rect>` : '');
+  });
+  return `<svg class="chart" data-chart="balance-f1" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="validation macro-F1 along the proactive offset">` +
+    `${lg.svg}${grid}<text x="${(left + width - right) / 2}" y="${height - 8}" text-anchor="middle" font-size="11">offset on the proactive token (nats; the other offsets at the chosen point's)</text>${parts.join('')}</svg>`;
+}
+
 /** Confusion counts (rows gold, columns predicted): green on the diagonal (right), red off it (wrong). */
 function heatmap(r: ComparedRun, behaviors: string[]): string {
   const cols = [...behaviors, 'none'];
@@ -287,6 +344,7 @@ ${tableHtml(metaRows(c), 'meta')}
 ${curves.length ? `<h2>Training curves</h2><div class="charts">${curves.map((r) => `<figure>${curveChart(r)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>` : ''}
 ${steering ? `<h2>Steering</h2>${tableHtml(steeringRows(c))}<figure>${steeringChart(c)}<figcaption>share of forced-token replies whose behavior is the forced one</figcaption></figure>` : ''}
 ${c.runs.some((r) => r.judge) ? `<h2>Labels and the judge</h2><p>Runs without behavior tokens are labelled by a judge model; its accuracy and Cohen's kappa on the gold replies say how far to trust those labels.</p>${tableHtml(judgeRows(c))}` : ''}
+${c.runs.some((r) => r.balance) ? `<h2>Operating points</h2><p>How proactive each run is, chosen on the validation split by bsft balance: an offset on the behavior tokens moves every close call the same way. Left: along the offset on the proactive token, the share of conversations needing an intervention that did not get one (missed) against the share where the model stepped in needlessly; circle: the model as trained; square: the chosen point. The table gives both points on validation and test with 95% intervals.</p>${tableHtml(balanceRows(c))}<div class="charts"><figure>${tradeoffChart(c)}<figcaption>missed against needless intervention (validation)</figcaption></figure><figure>${balanceF1Chart(c)}<figcaption>macro-F1 along the proactive offset (validation)</figcaption></figure></div>` : ''}
 <h2>Confusion matrices</h2>
 <div class="charts">${c.runs.map((r) => `<figure>${heatmap(r, c.behaviors)}<figcaption>${esc(r.label)}</figcaption></figure>`).join('')}</div>
 <h2>Accuracy per category</h2>

@@ -2,6 +2,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { table } from '../util/table.js';
 import { notComparable } from './benchmark-release.js';
+import { readOperatingPoint, type BalanceResult } from './balance.js';
 import { est, kappa, pct } from './format.js';
 import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
@@ -35,6 +36,8 @@ export interface ComparedRun {
   /** Where the labels come from (first token or judge), and the judge's validity when one gave labels. */
   label_source: ScoreReport['label_source'] | null;
   judge: ScoreReport['judge'] | null;
+  /** Its operating point (bsft balance: balance.json), or null. */
+  balance: BalanceResult | null;
 }
 
 export interface Comparison {
@@ -85,6 +88,7 @@ export function compare(runs: Scored[], resamples: number, seed: number, study: 
       steering: Object.fromEntries(Object.entries(r.report.forced).map(([b, f]) => [b, { n: f.n, judged: f.judged, accuracy: f.steering_accuracy }])),
       label_source: r.report.label_source ?? null,
       judge: r.report.judge ?? null,
+      balance: r.dir ? readOperatingPoint(r.dir) ?? null : null,
     };
   });
   return {
@@ -185,6 +189,25 @@ export function judgeRows(c: Comparison): string[][] {
 }
 
 const judged = (c: Comparison) => c.runs.some((r) => r.judge);
+const balanced = (c: Comparison) => c.runs.some((r) => r.balance);
+
+/** Each balanced run's operating point: the offsets, the rule, and macro-F1 / missed / over-intervention at the
+ * default and the chosen point on val (where it was chosen) and test. */
+export function balanceRows(c: Comparison): string[][] {
+  const fig = (e: { value: number; ci: [number, number] }) => est(e);
+  const rows = [['run', 'offsets', 'rule', 'split', 'macro-F1 default', 'macro-F1 chosen', 'missed default', 'missed chosen', 'over default', 'over chosen']];
+  for (const r of c.runs) {
+    const b = r.balance;
+    if (!b) continue;
+    const offsets = Object.entries(b.offsets).filter(([, v]) => v !== 0).map(([k, v]) => `${k} ${v > 0 ? '+' : ''}${v}`).join(', ') || 'none';
+    for (const [split, part] of [['val', b.val], ['test', b.test]] as const) {
+      if (!part) continue;
+      rows.push([r.label, offsets, b.rule.text, `${split} (${part.tasks})`, fig(part.default.macro_f1), fig(part.chosen.macro_f1),
+        fig(part.default.missed_intervention), fig(part.chosen.missed_intervention), fig(part.default.over_intervention), fig(part.chosen.over_intervention)]);
+    }
+  }
+  return rows;
+}
 
 export function formatComparison(c: Comparison): string[] {
   const out = table(scoreRows(c));
@@ -192,6 +215,7 @@ export function formatComparison(c: Comparison): string[] {
   if (c.deltas.length) out.push('', `deltas versus ${c.deltas[0]!.versus} (paired case bootstrap, 95% CI):`, ...table(deltaRows(c)).map((l) => `  ${l}`));
   if (forcedBehaviors(c).length) out.push('', 'steering accuracy (reply behavior == forced behavior, judged replies):', ...table(steeringRows(c)).map((l) => `  ${l}`));
   if (judged(c)) out.push('', 'labels and the judge (95% CI):', ...table(judgeRows(c)).map((l) => `  ${l}`));
+  if (balanced(c)) out.push('', 'operating points (bsft balance; chosen on val, 95% CI):', ...table(balanceRows(c), [1, 2, 3]).map((l) => `  ${l}`));
   out.push('', ...table(metaRows(c)));
   if (c.study) out.push(...studySection(c.study, (r) => ['', ...table(r).map((l) => `  ${l}`)], (h) => `\n${h}:`, (p) => `\n  ${p}`));
   return out;
@@ -204,6 +228,7 @@ export function markdown(c: Comparison): string {
   if (c.deltas.length) parts.push('', `## Deltas versus ${c.deltas[0]!.versus}`, '', md(deltaRows(c)));
   if (forcedBehaviors(c).length) parts.push('', '## Steering accuracy', '', md(steeringRows(c)));
   if (judged(c)) parts.push('', '## Labels and the judge', '', md(judgeRows(c)));
+  if (balanced(c)) parts.push('', '## Operating points (bsft balance)', '', md(balanceRows(c)));
   parts.push('', '## Accuracy per category', '', md(categoryRows(c)));
   parts.push('', '## Runs', '', md(metaRows(c)));
   if (c.study) parts.push(...studySection(c.study, (r) => ['', md(r)], (h) => `\n## ${h}`, (p) => `\n${p}`));
