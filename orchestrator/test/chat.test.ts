@@ -41,10 +41,20 @@ describe.skipIf(!py)('bsft chat (toy model on the CPU, at a pseudo-terminal)', (
     expect(res.code, res.output).toBe(0);
     // the forced reply says so; the free one shows the behavior its first token chose
     expect(res.output).toMatch(/What should we do now\?\r*\n\[proactive, forced\] [\s\S]*?\n\(\d tokens, [\d.]+ tok\/s\)/);
-    expect(res.output).toMatch(/Potassium came back at 6\.9\r*\n\[(reactive|proactive|restraint|no behavior token)\] [\s\S]*?\n\(\d tokens/);
+    // A free reply also shows how sure the model was: the three behavior tokens' probabilities at its first position.
+    const free = /Potassium came back at 6\.9\r*\n\[(reactive|proactive|restraint|no behavior token) \| reactive (\d\.\d\d) proactive (\d\.\d\d) restraint (\d\.\d\d)\] [\s\S]*?\n\(\d tokens/.exec(res.output);
+    expect(free, res.output).not.toBeNull();
+    expect(Math.abs(Number(free![2]) + Number(free![3]) + Number(free![4]) - 1)).toBeLessThanOrEqual(0.02);
     expect(res.output).toContain('(speaking as Dr. Patel)');
     expect(res.output).toContain('one of reactive, proactive, restraint');
     expect(readdirSync(runDir).sort()).toEqual(before); // chat writes nothing into the run
+
+    // An offset of +100 on the proactive token's logit: every free reply steps in, and chat says the point it applies.
+    const shifted = atTerminal([['ready on cpu', 'Potassium came back at 6.9'], ['tok/s)', '/quit']], ['chat', runDir, '--max-new-tokens', '2', '--offset', 'proactive=100'], env);
+    expect(shifted.code, shifted.output).toBe(0);
+    expect(shifted.output).toContain('(operating point: proactive +100 on the behavior tokens\' logits)');
+    expect(shifted.output).toMatch(/Potassium came back at 6\.9\r*\n\[proactive \| /);
+    expect((await bsft(['chat', runDir, '--offset', 'bold=1'], { env })).stderr).toMatch(/--offset bold=1: expected behavior=number/);
 
     const untrained = await bsft(['chat', path.join(runs, 'nope')], { env });
     expect(untrained.code).toBe(2);

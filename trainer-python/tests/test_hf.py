@@ -474,6 +474,13 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
             replies.append(current)
             current = []
     assert replies == [r["raw_token_ids"] for r in without[:4]]
+    # Asked for them ("scored"), chat first gives the behavior tokens' probabilities, predict's numbers.
+    p = trainer("chat", cfg, stdin=subprocess.PIPE)
+    out, err = p.communicate(json.dumps({"prompt": shard_prompts[0], "max_new_tokens": 2, "scored": True}) + "\n", timeout=limit(600))
+    assert p.returncode == 0, err
+    scored = [e for e in events_of(out) if e["event"] == "behavior"]
+    assert len(scored) == 1 and _same_probs([{"behavior_probs": scored[0]["probs"], "behavior_logprobs": scored[0]["logprobs"]}],
+                                           [without[0]], 1e-5)
 
 
 def test_lora_in_the_model_dtype_gives_the_fp32_adapter_loss_and_gradients(tmp_path):

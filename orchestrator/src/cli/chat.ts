@@ -8,6 +8,7 @@ import { readManifest } from '../dataset/manifest.js';
 import type { Turn } from '../dataset/task.js';
 import { loadChatTokenizer } from '../dataset/tokenizer.js';
 import { UsageError } from '../errors.js';
+import { readOperatingPoint } from '../score/balance.js';
 import { pythonEnv, trainerPython, trainerUnavailable } from '../run/python-env.js';
 import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { datasetDir, trainerConfig } from '../run/trainer-config.js';
@@ -21,7 +22,24 @@ const HELP = [
   '/help, /quit        (Ctrl-D quits too)',
 ];
 
-type ChatEvent = { event: 'ready'; device: string } | { event: 'token'; id: number } | { event: 'end'; reason: string; tokens: number };
+type ChatEvent = { event: 'ready'; device: string } | { event: 'token'; id: number } | { event: 'end'; reason: string; tokens: number } |
+  { event: 'behavior'; probs: Record<string, number>; logprobs: Record<string, number> };
+
+/** --offset behavior=x (repeatable) and --balanced (the run's balance.json) as one set of offsets. */
+function chatOffsets(values: Record<string, unknown>, runDir: string, behaviors: string[]): Record<string, number> {
+  const offsets: Record<string, number> = {};
+  if (values.balanced) {
+    const point = readOperatingPoint(runDir);
+    if (!point) throw new UsageError(`no operating point for this run yet (balance.json): choose one with bsft balance ${runDir}`);
+    Object.assign(offsets, point.offsets);
+  }
+  for (const spec of (values.offset as string[] | undefined) ?? []) {
+    const m = /^([^=]+)=(-?[\d.]+(?:e-?\d+)?)$/.exec(spec);
+    if (!m || !behaviors.includes(m[1]!) || !Number.isFinite(Number(m[2]))) throw new UsageError(`--offset ${spec}: expected behavior=number, one of ${behaviors.join(', ')}`);
+    offsets[m[1]!] = Number(m[2]);
+  }
+  return offsets;
+}
 
 /**
  * `bsft chat <run>`: talk to a run's final model at a terminal, as `llamafactory-cli chat` does. Prompts are
@@ -41,6 +59,8 @@ export const chat: CommandImpl = {
     const behaviors = Object.fromEntries(Object.entries(recipe.data.behaviors).map(([name, b]) => [manifest.behavior_tokens[b.token]!, name]));
     const tok = loadChatTokenizer(recipe.tokenizer, Object.entries(manifest.behavior_tokens).sort((a, b) => a[1] - b[1]).map(([t]) => t));
     const spec: ConditioningSpec = { mode: recipe.data.conditioning, behaviors: recipe.data.behaviors, instruction: recipe.data.instruction };
+    const offsets = chatOffsets(values, runDir, Object.keys(recipe.data.behaviors));
+    if (Object.values(offsets).some((v) => v !== 0) && recipe.data.conditioning !== 'token') throw new UsageError('offsets need a run trained with behavior tokens');
 
     // The trainer's config in a temporary folder: the run folder is only read.
     const scratch = mkdtempSync(path.join(tmpdir(), 'bsft-chat-'));
@@ -81,6 +101,8 @@ export const chat: CommandImpl = {
       out(`loading ${recipe.run_id} (${recipe.train.method}, conditioning ${recipe.data.conditioning}) ...`);
       const ready = await next();
       out(`ready on ${ready.event === 'ready' ? ready.device : '?'}. ${HELP[0]}; /help for commands.`);
+      const shifted = Object.entries(offsets).filter(([, v]) => v !== 0);
+      if (shifted.length) out(`(operating point: ${shifted.map(([b, v]) => `${b} ${v > 0 ? '+' : ''}${v}`).join(', ')} on the behavior tokens' logits)`);
       let turns: Turn[] = [];
       let speaker: string | undefined;
       let force: string | undefined;
@@ -127,7 +149,10 @@ export const chat: CommandImpl = {
         }
         const forcedId = force ? manifest.behavior_tokens[recipe.data.behaviors[force]!.token]! : undefined;
         if (forcedId !== undefined) ids.push(forcedId);
-        child.stdin!.write(`${JSON.stringify({ prompt: ids, max_new_tokens: maxNew })}\n`);
+        // The behavior tokens' probabilities of a free reply (a forced one has its token already).
+        const scored = recipe.data.conditioning === 'token' && !force;
+        child.stdin!.write(`${JSON.stringify({ prompt: ids, max_new_tokens: maxNew, scored, offsets })}\n`);
+        let probs: Record<string, number> | undefined;
         const reply: number[] = [];
         let shown = '';
         let first = true;
@@ -139,11 +164,13 @@ export const chat: CommandImpl = {
             generated = e.tokens;
             break;
           }
+          if (e.event === 'behavior') probs = e.probs;
           if (e.event !== 'token') continue;
           if (first && recipe.data.conditioning === 'token') {
-            // The behavior: the forced one, else the first generated token (predict's rule).
+            // The behavior: the forced one, else the first generated token (predict's rule), with how sure the model was.
             const chosen = force ?? behaviors[e.id];
-            write(`[${chosen ?? 'no behavior token'}${force ? ', forced' : ''}] `);
+            const how = probs ? ` | ${Object.entries(probs).map(([b, p]) => `${b} ${p.toFixed(2)}`).join(' ')}` : '';
+            write(`[${chosen ?? 'no behavior token'}${force ? ', forced' : ''}${how}] `);
           }
           first = false;
           if (behaviors[e.id] !== undefined || e.id === manifest.eos_id) continue;

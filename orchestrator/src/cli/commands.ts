@@ -94,13 +94,14 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'chat',
-    summary: "talk to a run's trained model at a terminal: each reply shows the behavior it chose; /force steers it",
-    usage: 'bsft chat <run-id | run dir> [--max-new-tokens 256] [--dir runs]',
+    summary: "talk to a run's trained model at a terminal: each reply shows the behavior it chose and how sure it was; /force steers it",
+    usage: 'bsft chat <run-id | run dir> [--max-new-tokens 256] [--dir runs] [--balanced] [--offset behavior=x]...',
     details: 'Prompts are rendered as the run\'s dataset was (chat template, speakers\' names, the instruction of instruction runs);\n' +
       'replies are greedy, as predict decodes, and stream token by token. In the conversation: /force <behavior> steers the\n' +
       'next reply with its token (the paper\'s steering), /as <name> speaks as another participant, /reset, /help, /quit.',
-    options: { 'max-new-tokens': { type: 'string' }, dir: { type: 'string' } },
-    optionHelp: { 'max-new-tokens': 'longest reply in tokens (default 256)', dir: 'runs folder for run ids (default ./runs)' },
+    options: { 'max-new-tokens': { type: 'string' }, dir: { type: 'string' }, balanced: { type: 'boolean' }, offset: { type: 'string', multiple: true } },
+    optionHelp: { 'max-new-tokens': 'longest reply in tokens (default 256)', dir: 'runs folder for run ids (default ./runs)',
+      balanced: 'apply the run\'s operating point (balance.json from bsft balance)', offset: 'an offset on a behavior token\'s logit, e.g. --offset proactive=1.5' },
     positionals: [1, 1],
     load: async () => (await import('./chat.js')).chat,
   },

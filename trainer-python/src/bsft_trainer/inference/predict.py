@@ -89,11 +89,12 @@ def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device:
 
 
 @torch.no_grad()
-def stream_hf(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device) -> Iterator[int]:
+def stream_hf(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device,
+              bias: dict[int, float] | None = None) -> Iterator[int]:
     """Greedy decoding with the key/value cache, a token at a time (`bsft chat`): the tokens `generate` gives."""
     out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
     for _ in range(max_new):
-        nxt = int(out.logits[0, -1].argmax())
+        nxt = int(biased(out.logits[0, -1], bias).argmax())
         yield nxt
         if nxt == eos_id:
             return
