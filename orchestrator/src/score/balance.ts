@@ -45,6 +45,7 @@ export function balanceTasks(gold: GoldTask[], predictions: Prediction[], behavi
   const missing: string[] = [];
   gold.forEach((task, i) => {
     t.gold[i] = behaviors.indexOf(task.behavior);
+    if (t.gold[i] < 0) throw new BalanceInputError(`${where}: task ${task.id}: gold behavior "${task.behavior}" is not one of ${behaviors.join(', ')}`);
     if (!cases.has(task.case_id)) cases.set(task.case_id, cases.size);
     t.caseOf[i] = cases.get(task.case_id)!;
     const lp = byId.get(task.id)?.behavior_logprobs;
