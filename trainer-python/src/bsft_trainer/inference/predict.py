@@ -164,28 +164,37 @@ def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, devi
     return [[int(t)] for t in first_logits_hf(model, batch_prompts, pad_id, device).argmax(-1).tolist()]
 
 
-def _bias_processor(bias: dict[int, float]) -> Any:
-    """A transformers LogitsProcessor adding `bias` at every generated position (what logit_bias does)."""
+def _processors(bias: dict[int, float] | None) -> tuple[Any, dict]:
+    """transformers LogitsProcessors for `generate`: the first keeps the logits of the first generated position as
+    the model gave them (only those: `output_logits` would keep every position's, B x steps x V floats), the second
+    adds `bias` at every position (what logit_bias does). Returns the list and the dict the first fills."""
     from transformers import LogitsProcessor, LogitsProcessorList
+
+    kept: dict = {}
+
+    class KeepFirst(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            kept.setdefault("first", scores.detach().float().clone())
+            return scores
 
     class Bias(LogitsProcessor):
         def __call__(self, input_ids, scores):
             return biased(scores, bias)
 
-    return LogitsProcessorList([Bias()])
+    return LogitsProcessorList([KeepFirst(), *([Bias()] if bias else [])]), kept
 
 
 @torch.no_grad()
 def greedy_hf_scored(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int,
                      device: torch.device, bias: dict[int, float] | None = None) -> tuple[list[list[int]], torch.Tensor]:
     """Greedy replies of a left-padded batch from `generate` (with `bias` added to the logits at every position),
-    and the logits [B, V] of their first position (the model's own, before any bias, as `generate` returns them)."""
+    and the logits [B, V] of their first position (the model's own, before any bias)."""
     ids, mask = left_padded(batch_prompts, pad_id)
     width = ids.shape[1]
-    extra = {"logits_processor": _bias_processor(bias)} if bias else {}
+    processors, kept = _processors(bias)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
-                         output_logits=True, return_dict_in_generate=True, **extra)
-    return [until_eos(row, eos_id) for row in out.sequences[:, width:].tolist()], out.logits[0]
+                         logits_processor=processors)
+    return [until_eos(row, eos_id) for row in out[:, width:].tolist()], kept["first"]
 
 
 def greedy_hf(model: Any, batch_prompts: list[list[int]], max_new: int, eos_id: int, pad_id: int, device: torch.device) -> list[list[int]]:
