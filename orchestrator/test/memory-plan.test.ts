@@ -106,6 +106,24 @@ describe('GPU memory plan of a recipe (weights, gradients, optimizer, activation
   });
 });
 
+describe('past 7B: the plan for Qwen2.5-32B and 72B (issue 38)', () => {
+  it('knows their shapes (the published parameter counts) and says how many 80 GiB and 141 GiB cards each recipe needs', () => {
+    const on = (name: string, model: string) => resolveRecipe(path.join(ROOT, 'recipes', 'paper', `${name}.yaml`),
+      { policy: { workspace: ROOT, allow: [] }, set: [`model.name_or_path=${model}`], allowMissing: true });
+    const need = (name: string, model: string) => { const r = on(name, model); return [gpusNeeded(r, modelShape(r)!, 80), gpusNeeded(r, modelShape(r)!, 141)]; };
+    expect(memoryPlan(on('behaviorsft-lora', 'Qwen/Qwen2.5-32B-Instruct'), modelShape(on('behaviorsft-lora', 'Qwen/Qwen2.5-32B-Instruct'))!).params / 1e9).toBeCloseTo(32.76, 2);
+    expect(memoryPlan(on('behaviorsft-lora', 'Qwen/Qwen2.5-72B-Instruct'), modelShape(on('behaviorsft-lora', 'Qwen/Qwen2.5-72B-Instruct'))!).params / 1e9).toBeCloseTo(72.71, 2);
+    // 16,384 tokens a GPU step, as the paper recipes: the bf16 32B base (61 GiB) leaves too little of one 80 GiB card.
+    expect(need('behaviorsft-lora', 'Qwen/Qwen2.5-32B-Instruct')).toEqual([4, 1]);
+    expect(need('behaviorsft-full', 'Qwen/Qwen2.5-32B-Instruct')).toEqual([16, 8]);
+    expect(need('behaviorsft-lora', 'Qwen/Qwen2.5-72B-Instruct')).toEqual([16, 4]);
+    // Full 72B at 16k tokens a GPU: on 64 cards of 80 GiB the shards are 17 GiB, but every layer's kept input (26 GiB
+    // with all 80 recomputed) and the unsharded working memory (30 GiB: the gathered root and layers, the loss's fp32
+    // logits and output-weight gradient) still come to 72.7 GiB, over 90% of the card; 16 x 141 GiB fit.
+    expect(need('behaviorsft-full', 'Qwen/Qwen2.5-72B-Instruct')).toEqual([undefined, 16]);
+  });
+});
+
 const pyHF = pythonWith(['torch', 'transformers', 'peft']);
 
 describe('the activations a decoder layer keeps for backward (issue 38: measured, not calibrated)', () => {

@@ -27,6 +27,10 @@ export interface ModelShape {
 const BUNDLED_SHAPES: Record<string, string> = {
   'Qwen/Qwen2.5-7B-Instruct': 'recipes/models/qwen2.5-7b-shape/config.json',
   'Qwen/Qwen2.5-7B': 'recipes/models/qwen2.5-7b-shape/config.json',
+  'Qwen/Qwen2.5-32B-Instruct': 'recipes/models/qwen2.5-32b-shape/config.json',
+  'Qwen/Qwen2.5-32B': 'recipes/models/qwen2.5-32b-shape/config.json',
+  'Qwen/Qwen2.5-72B-Instruct': 'recipes/models/qwen2.5-72b-shape/config.json',
+  'Qwen/Qwen2.5-72B': 'recipes/models/qwen2.5-72b-shape/config.json',
 };
 
 /** The model's shape (config.json of a local folder or a bundled one), overrides applied; undefined when unknown. */
