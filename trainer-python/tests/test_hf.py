@@ -479,7 +479,7 @@ def test_predict_is_plain_greedy_sorted_into_batches_and_first_token_only_when_a
     out, err = p.communicate(json.dumps({"prompt": shard_prompts[0], "max_new_tokens": 2, "scored": True}) + "\n", timeout=limit(600))
     assert p.returncode == 0, err
     scored = [e for e in events_of(out) if e["event"] == "behavior"]
-    assert len(scored) == 1 and _same_probs([{"behavior_probs": scored[0]["probs"], "behavior_logprobs": scored[0]["logprobs"]}],
+    assert len(scored) == 1 and _same_probs([{"behavior_probs": scored[0]["behavior_probs"], "behavior_logprobs": scored[0]["behavior_logprobs"]}],
                                            [without[0]], 1e-5)
 
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { findRunDir } from '../run/run-dir.js';
-import { balance, type PointReport, type BalanceResult, type BalanceRule, type BalanceTasks, balanceTasks, BalanceInputError } from '../score/balance.js';
+import { balance, offsetsText, type PointReport, type BalanceResult, type BalanceRule, type BalanceTasks, balanceTasks, BalanceInputError } from '../score/balance.js';
 import { pct } from '../score/format.js';
 import { readGold, readPredictions } from '../score/inputs.js';
 import { runRecipe } from '../score/run-scores.js';
@@ -32,7 +32,7 @@ const cell = (m: PointReport, key: 'macro_f1' | 'missed_intervention' | 'over_in
 
 /** The operating point against the default, on validation and test, as table lines. */
 export function balanceLines(r: BalanceResult): string[] {
-  const offsets = Object.entries(r.offsets).filter(([, v]) => v !== 0).map(([b, v]) => `${b} ${v > 0 ? '+' : ''}${v}`).join(', ') || 'none';
+  const offsets = offsetsText(r.offsets) || 'none';
   const rows = [['split', 'point', 'macro-F1', 'missed intervention', 'over-intervention', ...r.behaviors.map((b) => `recall ${b}`)]];
   for (const [split, part] of [['val', r.val], ['test', r.test]] as const) {
     if (!part) continue;

@@ -8,7 +8,7 @@ import { readManifest } from '../dataset/manifest.js';
 import type { Turn } from '../dataset/task.js';
 import { loadChatTokenizer } from '../dataset/tokenizer.js';
 import { UsageError } from '../errors.js';
-import { readOperatingPoint } from '../score/balance.js';
+import { offsetsText, readOperatingPoint } from '../score/balance.js';
 import { pythonEnv, trainerPython, trainerUnavailable } from '../run/python-env.js';
 import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { datasetDir, trainerConfig } from '../run/trainer-config.js';
@@ -23,7 +23,7 @@ const HELP = [
 ];
 
 type ChatEvent = { event: 'ready'; device: string } | { event: 'token'; id: number } | { event: 'end'; reason: string; tokens: number } |
-  { event: 'behavior'; probs: Record<string, number>; logprobs: Record<string, number> };
+  { event: 'behavior'; behavior_probs: Record<string, number>; behavior_logprobs: Record<string, number> };
 
 /** --offset behavior=x (repeatable) and --balanced (the run's balance.json) as one set of offsets. */
 function chatOffsets(values: Record<string, unknown>, runDir: string, behaviors: string[]): Record<string, number> {
@@ -60,7 +60,7 @@ export const chat: CommandImpl = {
     const tok = loadChatTokenizer(recipe.tokenizer, Object.entries(manifest.behavior_tokens).sort((a, b) => a[1] - b[1]).map(([t]) => t));
     const spec: ConditioningSpec = { mode: recipe.data.conditioning, behaviors: recipe.data.behaviors, instruction: recipe.data.instruction };
     const offsets = chatOffsets(values, runDir, Object.keys(recipe.data.behaviors));
-    if (Object.values(offsets).some((v) => v !== 0) && recipe.data.conditioning !== 'token') throw new UsageError('offsets need a run trained with behavior tokens');
+    if (offsetsText(offsets) && recipe.data.conditioning !== 'token') throw new UsageError('offsets need a run trained with behavior tokens');
 
     // The trainer's config in a temporary folder: the run folder is only read.
     const scratch = mkdtempSync(path.join(tmpdir(), 'bsft-chat-'));
@@ -101,8 +101,8 @@ export const chat: CommandImpl = {
       out(`loading ${recipe.run_id} (${recipe.train.method}, conditioning ${recipe.data.conditioning}) ...`);
       const ready = await next();
       out(`ready on ${ready.event === 'ready' ? ready.device : '?'}. ${HELP[0]}; /help for commands.`);
-      const shifted = Object.entries(offsets).filter(([, v]) => v !== 0);
-      if (shifted.length) out(`(operating point: ${shifted.map(([b, v]) => `${b} ${v > 0 ? '+' : ''}${v}`).join(', ')} on the behavior tokens' logits)`);
+      const point = offsetsText(offsets);
+      if (point) out(`(operating point: ${point} on the behavior tokens' logits)`);
       let turns: Turn[] = [];
       let speaker: string | undefined;
       let force: string | undefined;
@@ -164,7 +164,7 @@ export const chat: CommandImpl = {
             generated = e.tokens;
             break;
           }
-          if (e.event === 'behavior') probs = e.probs;
+          if (e.event === 'behavior') probs = e.behavior_probs;
           if (e.event !== 'token') continue;
           if (first && recipe.data.conditioning === 'token') {
             // The behavior: the forced one, else the first generated token (predict's rule), with how sure the model was.

@@ -7,6 +7,7 @@ import { findRunDir, readRunRecipe } from '../run/run-dir.js';
 import { pythonEnv, trainerPython, trainerUnavailable } from '../run/python-env.js';
 import { trainerConfig } from '../run/trainer-config.js';
 import { logitBias, readOperatingPoint } from '../score/balance.js';
+import { readManifest } from '../dataset/manifest.js';
 import { parseEvent } from '../worker/trainer-events.js';
 import { EXIT, type CommandImpl } from './command.js';
 
@@ -48,7 +49,7 @@ export const exportRun: CommandImpl = {
     const point = readOperatingPoint(runDir);
     if (point) {
       // The operating point beside the model: a serving engine applies it as logit_bias on the behavior tokens.
-      const ids = (JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')) as { behavior_ids: Record<string, number> }).behavior_ids;
+      const ids = readManifest(path.join(runDir, 'dataset'))!.behavior_ids;
       const bias = logitBias(point.offsets, ids);
       writeFileSync(path.join(target, 'behavior_offsets.json'), `${JSON.stringify({
         offsets: point.offsets, token_ids: ids, logit_bias: bias, rule: point.rule.text, split: point.split, date: point.date,

@@ -6,15 +6,16 @@ import { predictStep } from '../run/steps.js';
 import { predictArgs, predictionsFile } from '../run/trainer-config.js';
 import { EXIT, type CommandImpl } from './command.js';
 import { UsageError } from '../errors.js';
-import { readOperatingPoint } from '../score/balance.js';
+import { offsetsText, readOperatingPoint } from '../score/balance.js';
+import { SPLITS, type SplitName } from '../recipe/schema.js';
 
 export const predict: CommandImpl = {
   async run([target], values, { log, out }) {
     const runDir = findRunDir(target!);
     const saved = readRunRecipe(runDir)!;
     // --split: other splits than the recipe's eval.splits (val for bsft balance); the run's recipe is not changed.
-    const splits = values.split as ('train' | 'val' | 'test')[] | undefined;
-    for (const s of splits ?? []) if (!['train', 'val', 'test'].includes(s)) throw new UsageError(`--split ${s}: the splits are train, val and test`);
+    const splits = values.split as SplitName[] | undefined;
+    for (const s of splits ?? []) if (!SPLITS.includes(s)) throw new UsageError(`--split ${s}: the splits are ${SPLITS.join(', ')}`);
     let recipe = splits ? { ...saved, eval: { ...saved.eval, splits } } : saved;
     if (values.balanced) {
       // The run's operating point (bsft balance) on the behavior tokens' logits; the run's recipe is not changed.
@@ -22,7 +23,7 @@ export const predict: CommandImpl = {
       if (!point) throw new UsageError(`run ${path.basename(runDir)} has no operating point yet (balance.json): choose one with bsft balance ${target}`);
       const offsets = Object.fromEntries(Object.entries(point.offsets).filter(([, v]) => v !== 0));
       out(`applying the operating point of bsft balance (${point.rule.text}, chosen on ${point.split} ${point.date.slice(0, 10)}): ` +
-        `${Object.entries(offsets).map(([b, v]) => `${b} ${v > 0 ? '+' : ''}${v}`).join(', ') || 'no offsets (the default)'}`);
+        `${offsetsText(offsets) || 'no offsets (the default)'}`);
       recipe = { ...recipe, eval: { ...recipe.eval, behavior_offsets: offsets } };
     }
     const controller = new AbortController();

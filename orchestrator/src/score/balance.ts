@@ -138,15 +138,11 @@ export interface BalanceIntervals {
 }
 
 /**
- * Percentile intervals (95%) of macro-F1, over- and missed intervention at `offsets`, resampling whole cases:
+ * Percentile intervals (95%) of macro-F1, over- and missed intervention of the decisions `pred` (whose figures are
+ * `point`), resampling whole cases:
  * each resample draws as many cases as there are, with replacement, and adds up their tasks' confusion cells.
  */
-export function intervalsAt(t: BalanceTasks, offsets: ArrayLike<number>, resamples: number, seed: number): BalanceIntervals {
-  return intervalsOf(t, decide(t, offsets), resamples, seed);
-}
-
-/** intervalsAt for the decisions `pred`. */
-function intervalsOf(t: BalanceTasks, pred: Int32Array, resamples: number, seed: number): BalanceIntervals {
+function intervalsOf(t: BalanceTasks, pred: Int32Array, resamples: number, seed: number, point: BalanceMetrics): BalanceIntervals {
   const K = t.behaviors.length;
   // Each case's tasks as confusion cells, cases contiguous (CSR).
   const start = new Int32Array(t.cases + 1);
@@ -171,7 +167,6 @@ function intervalsOf(t: BalanceTasks, pred: Int32Array, resamples: number, seed:
     over[r] = x.over_intervention;
     missed[r] = x.missed_intervention;
   }
-  const point = metricsOfCounts(counts(t, pred), t.behaviors);
   return {
     macro_f1: { value: point.macro_f1, ci: interval(f1) },
     over_intervention: { value: point.over_intervention, ci: interval(over) },
@@ -281,7 +276,11 @@ export function balance(val: BalanceTasks, test: BalanceTasks | null, opts: Bala
       `(the least missed intervention there: ${(100 * least).toFixed(1)}%)`);
   }
   const zero = behaviors.map(() => 0);
-  const at = (t: BalanceTasks, o: number[]): PointReport => ({ ...metricsAt(t, o), ...intervalsAt(t, o, opts.resamples, opts.seed) });
+  const at = (t: BalanceTasks, o: number[]): PointReport => {
+    const pred = decide(t, o);
+    const m = metricsOfCounts(counts(t, pred), behaviors);
+    return { ...m, ...intervalsOf(t, pred, opts.resamples, opts.seed, m) };
+  };
   const p = behaviors.indexOf(INTERVENES);
   // Along the curve, neighbouring offsets often decide every task alike (far from 0 all of them saturate): such a
   // point takes its neighbour's figures instead of resampling again (the same decisions, the same seed).
@@ -290,7 +289,9 @@ export function balance(val: BalanceTasks, test: BalanceTasks | null, opts: Bala
     const o = [...chosen.offsets];
     o[p] = v;
     const pred = decide(val, o);
-    if (!last || pred.some((x, i) => x !== last!.pred[i])) last = { pred, figures: intervalsOf(val, pred, opts.resamples, opts.seed) };
+    if (!last || pred.some((x, i) => x !== last!.pred[i])) {
+      last = { pred, figures: intervalsOf(val, pred, opts.resamples, opts.seed, metricsOfCounts(counts(val, pred), behaviors)) };
+    }
     return { offset: v, ...last.figures };
   });
   return {
@@ -315,6 +316,11 @@ export function readOperatingPoint(runDir: string): BalanceResult | undefined {
   const r = JSON.parse(readFileSync(file, 'utf8')) as BalanceResult;
   if (r.format !== 'bsft-balance-v1') throw new BalanceInputError(`${file}: not a bsft balance file (format ${String(r.format)})`);
   return r;
+}
+
+/** The non-zero offsets of a point, for people: `proactive +1.25, restraint -0.5` ('' when none). */
+export function offsetsText(offsets: Record<string, number>): string {
+  return Object.entries(offsets).filter(([, v]) => v !== 0).map(([b, v]) => `${b} ${v > 0 ? '+' : ''}${v}`).join(', ');
 }
 
 /** The offsets as an OpenAI-style `logit_bias` (token ID as a string -> bias), the zero ones left out. */

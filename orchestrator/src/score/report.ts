@@ -2,7 +2,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { table } from '../util/table.js';
 import { notComparable } from './benchmark-release.js';
-import { readOperatingPoint, type BalanceResult } from './balance.js';
+import { offsetsText, readOperatingPoint, type BalanceResult } from './balance.js';
 import { est, kappa, pct } from './format.js';
 import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
@@ -199,7 +199,7 @@ export function balanceRows(c: Comparison): string[][] {
   for (const r of c.runs) {
     const b = r.balance;
     if (!b) continue;
-    const offsets = Object.entries(b.offsets).filter(([, v]) => v !== 0).map(([k, v]) => `${k} ${v > 0 ? '+' : ''}${v}`).join(', ') || 'none';
+    const offsets = offsetsText(b.offsets) || 'none';
     for (const [split, part] of [['val', b.val], ['test', b.test]] as const) {
       if (!part) continue;
       rows.push([r.label, offsets, b.rule.text, `${split} (${part.tasks})`, fig(part.default.macro_f1), fig(part.chosen.macro_f1),

@@ -42,7 +42,7 @@ from .final_model import final_metadata, load_hf_merged, load_toy
 from ..modeling.model import resolve_dtype
 from ..data.shards import Shard
 from ..training.train import StopFlag, pick_device
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from ..data.config import Config
 from ..process.fence import Fence
 
@@ -72,16 +72,20 @@ def biased(logits: torch.Tensor, bias: dict[int, float] | None) -> torch.Tensor:
 
 @torch.no_grad()
 def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device,
-               bias: dict[int, float] | None = None) -> Iterator[int]:
-    """Greedy decoding of the toy model, a token at a time (it has no cache: each step reads the whole sequence)."""
+               bias: dict[int, float] | None = None, on_first: Callable[[torch.Tensor], None] | None = None) -> Iterator[int]:
+    """Greedy decoding of the toy model, a token at a time (it has no cache: each step reads the whole sequence).
+    `on_first` receives the first position's logits [V] as the model gave them (before `bias`)."""
     from ..training.packing import Batch
 
     ids = list(prompt)
-    for _ in range(max_new):
+    for step in range(max_new):
         t = torch.tensor(ids, device=device)
         batch = Batch(t, t, torch.arange(len(ids), device=device), torch.tensor([0, len(ids)], dtype=torch.int32), len(ids), [0], 0)
         h = model.hidden(model.embed_tokens(batch.input_ids), batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
-        nxt = int(biased(h[-1] @ model.lm_head.weight.t(), bias).argmax())
+        logits = h[-1] @ model.lm_head.weight.t()
+        if step == 0 and on_first is not None:
+            on_first(logits)
+        nxt = int(biased(logits, bias).argmax())
         yield nxt
         if nxt == eos_id:
             return
@@ -90,9 +94,12 @@ def stream_toy(model: Any, prompt: list[int], max_new: int, eos_id: int, device:
 
 @torch.no_grad()
 def stream_hf(model: Any, prompt: list[int], max_new: int, eos_id: int, device: torch.device,
-              bias: dict[int, float] | None = None) -> Iterator[int]:
-    """Greedy decoding with the key/value cache, a token at a time (`bsft chat`): the tokens `generate` gives."""
+              bias: dict[int, float] | None = None, on_first: Callable[[torch.Tensor], None] | None = None) -> Iterator[int]:
+    """Greedy decoding with the key/value cache, a token at a time (`bsft chat`): the tokens `generate` gives.
+    `on_first` receives the first position's logits [V] as the model gave them (before `bias`)."""
     out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
+    if on_first is not None:
+        on_first(out.logits[0, -1])
     for _ in range(max_new):
         nxt = int(biased(out.logits[0, -1], bias).argmax())
         yield nxt
@@ -115,11 +122,6 @@ def first_logits_toy(model: Any, batch_prompts: list[list[int]], device: torch.d
     positions = torch.cat([torch.arange(len(p)) for p in batch_prompts]).to(device)
     h = model.hidden(model.embed_tokens(ids), positions, cu.to(device), max(len(p) for p in batch_prompts))
     return h[(ends - 1).to(device)] @ model.lm_head.weight.t()
-
-
-def first_token_toy(model: Any, batch_prompts: list[list[int]], device: torch.device) -> list[list[int]]:
-    """Each prompt's next token from one forward pass (= greedy_toy with max_new 1)."""
-    return [[int(t)] for t in first_logits_toy(model, batch_prompts, device).argmax(-1).tolist()]
 
 
 def until_eos(tokens: list[int], eos_id: int) -> list[int]:
@@ -157,11 +159,6 @@ def first_logits_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, dev
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding does not shift positions
     return model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                  use_cache=False, logits_to_keep=1).logits[:, -1]
-
-
-def first_token_hf(model: Any, batch_prompts: list[list[int]], pad_id: int, device: torch.device) -> list[list[int]]:
-    """Each prompt's next token from one forward pass (what `generate` picks first)."""
-    return [[int(t)] for t in first_logits_hf(model, batch_prompts, pad_id, device).argmax(-1).tolist()]
 
 
 def _processors(bias: dict[int, float] | None) -> tuple[Any, dict]:
@@ -329,7 +326,7 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
     folder, meta = final_metadata(cfg)
     device = pick_device()
     toy = (folder / "toy_model.pt").is_file()
-    offsets = {b: v for b, v in cfg.eval.behavior_offsets.items() if v}
+    offsets = nonzero_offsets(cfg.eval.behavior_offsets)
     engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device, bool(offsets))
     chunk = chunk_size(engine, cfg.eval.batch_size)
 
@@ -404,35 +401,56 @@ def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: 
     own), except for continuous batching, whose first positions are read by one more forward pass over the prompts,
     `eval.batch_size` at a time."""
     eos_id, max_new = manifest.eos_id, cfg.eval.max_new_tokens
-    bias = behavior_bias(cfg, manifest)
+    bias = behavior_bias(cfg.eval.behavior_offsets, manifest.behavior_ids)
 
-    def tokens_of(logits):
-        return [[int(t)] for t in biased(logits, bias).argmax(-1).tolist()]
+    def first_token(first_logits):
+        """A batch's first tokens from one forward pass's logits (`max_new_tokens: 1`)."""
+        def generate(b):
+            logits = first_logits(b)
+            return [[int(t)] for t in biased(logits, bias).argmax(-1).tolist()], logits if scored else None
+        return generate
 
     if toy:
         model = load_toy(folder, device)
         if max_new == 1:
-            return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_toy(model, b, device))), None
-        return (lambda b: (greedy_toy(model, b, max_new, eos_id, device, bias), first_logits_toy(model, b, device) if scored else None)), None
+            return first_token(lambda b: first_logits_toy(model, b, device)), None
+
+        def greedy(b):
+            return greedy_toy(model, b, max_new, eos_id, device, bias), first_logits_toy(model, b, device) if scored else None
+        return greedy, None
     from ..checkpoints.save import load_tokenizer
 
     model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))
     tokenizer = load_tokenizer(cfg, manifest)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     plain_greedy(model, eos_id, pad)
-    size = cfg.eval.batch_size
     if engine == "continuous":
-        def first_logits(b):
-            return torch.cat([first_logits_hf(model, b[i:i + size], pad, device) for i in range(0, len(b), size)]) if scored else None
-        return (lambda b: (greedy_continuous(model, b, max_new, eos_id, pad, device), first_logits(b))), tokenizer
+        size = cfg.eval.batch_size
+
+        def continuous(b):
+            logits = torch.cat([first_logits_hf(model, b[i:i + size], pad, device) for i in range(0, len(b), size)]) if scored else None
+            return greedy_continuous(model, b, max_new, eos_id, pad, device), logits
+        return continuous, tokenizer
     if max_new == 1:
-        return (lambda b: (lambda x: (tokens_of(x), x if scored else None))(first_logits_hf(model, b, pad, device))), tokenizer
+        return first_token(lambda b: first_logits_hf(model, b, pad, device)), tokenizer
     return (lambda b: greedy_hf_scored(model, b, max_new, eos_id, pad, device, bias)), tokenizer
 
 
-def behavior_bias(cfg: Config, manifest: Any) -> dict[int, float]:
-    """`eval.behavior_offsets` as token ID -> offset (the zero ones left out)."""
-    return {manifest.behavior_ids[b]: float(v) for b, v in cfg.eval.behavior_offsets.items() if v}
+def nonzero_offsets(offsets: dict | None) -> dict[str, float]:
+    """An operating point (behavior -> offset) without its zero offsets."""
+    return {b: float(v) for b, v in (offsets or {}).items() if v}
+
+
+def behavior_bias(offsets: dict | None, behavior_ids: dict[str, int]) -> dict[int, float]:
+    """An operating point as token ID -> offset (the zero ones left out)."""
+    return {behavior_ids[b]: v for b, v in nonzero_offsets(offsets).items()}
+
+
+def behavior_fields(names: list[str], scores: tuple[list[float], list[float]]) -> dict:
+    """A prediction's `behavior_logprobs` and `behavior_probs` (Contract 7) from `behavior_scores`, by behavior name."""
+    logprobs, probs = scores
+    return {"behavior_logprobs": {n: round(v, 6) for n, v in zip(names, logprobs)},
+            "behavior_probs": {n: round(v, 6) for n, v in zip(names, probs)}}
 
 
 class Rows:
@@ -453,9 +471,7 @@ class Rows:
         if self.force:
             row["forced"] = True
         if scores is not None:
-            logprobs, probs = scores
-            row["behavior_logprobs"] = {n: round(v, 6) for n, v in zip(self.names, logprobs)}
-            row["behavior_probs"] = {n: round(v, 6) for n, v in zip(self.names, probs)}
+            row.update(behavior_fields(self.names, scores))
         if self.tokenizer is not None:
             text = self.tokenizer.decode([t for t in gen if t not in self.by_id and t != self.eos_id], skip_special_tokens=True)
             row["reply"] = text.strip()
@@ -510,7 +526,7 @@ def make_file(cfg: Config, fence: Fence, f: PredictionsFile, generate: Any, rows
             "engine": engine, "device": device.type, "tasks": total, "chunk": chunk, "max_new_tokens": cfg.eval.max_new_tokens,
             "generated_tokens": generated_tokens, "seconds": round(seconds, 3),
             "tokens_per_s": round(generated_tokens / seconds, 1) if seconds > 0 else None, "resumed_after_chunks": resumed_after,
-            **({"behavior_offsets": {b: v for b, v in cfg.eval.behavior_offsets.items() if v}} if any(cfg.eval.behavior_offsets.values()) else {})})
+            **({"behavior_offsets": offsets} if (offsets := nonzero_offsets(cfg.eval.behavior_offsets)) else {})})
     log(f"predictions: {target} ({total} tasks, {generated_tokens} tokens in {seconds:.1f} s with {engine})")
     return True
 
