@@ -1,0 +1,86 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import type { Manifest } from '../dataset/manifest.js';
+import { shardPromptTokens } from '../dataset/shard-prompts.js';
+import { PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
+import { ESTIMATED_DECODE_TOK_S, predictPlan } from '../recipe/predict-plan.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { datasetDir } from '../run/trainer-config.js';
+import { table } from '../util/table.js';
+import { EXIT } from './command.js';
+import { MEASURED_LORA_TOK_S } from './presets.js';
+
+/** The plan of a set of runs before anything is queued (bsft reproduce --dry-run, bsft sweep --dry-run). */
+
+export function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
+  if (recipe.train.epochs !== undefined) return tokensPerEpoch * recipe.train.epochs;
+  return recipe.train.max_steps! * recipe.train.batch_tokens * recipe.train.grad_accum;
+}
+
+export interface PlanOptions {
+  /** What the plan is of (a preset's label, a sweep's name). */
+  title: string;
+  /** What the JSON form says first about it. */
+  jsonHead: Record<string, unknown>;
+  rate: number | undefined;
+  /** Generated tokens/s of predict, when given (--predict-tokens-per-s). */
+  decodeRate: number | undefined;
+  json: boolean;
+  showRecipes: boolean;
+  out: (line: string) => void;
+  print: (line: string) => void;
+  /** Where each run's dataset was built (its shards give the exact prompt tokens). */
+  runsDir: (r: ResolvedRecipe) => string;
+}
+
+/** The dry run's plan: the runs, their training tokens and GPU hours, the memory plan; resolved recipes on request. */
+export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { title, jsonHead, rate, decodeRate, json, showRecipes, out, print, runsDir }: PlanOptions): number {
+  out(`\n${title}: ${recipes.length} runs\n`);
+  const rows = [['run', 'method', 'conditioning', 'train tokens/epoch', 'train tokens', 'tok/s', 'GPU hours']];
+  const predictRows = [['run', 'prediction files', 'prompts', 'prompt tokens', 'generated tokens (at most)', 'model judge: replies', 'predict GPU hours', 'judge GPU hours']];
+  const decode = decodeRate ?? ESTIMATED_DECODE_TOK_S;
+  let train = 0;
+  let predict = 0;
+  for (const [i, r] of recipes.entries()) {
+    const manifest = manifests[i]!;
+    const tokens = trainTokens(r, manifest.lengths.train.tokens);
+    const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
+    // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
+    const hours = tokens / tokS / 3600;
+    train += hours;
+    rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
+    const shard = (split: string) => path.join(datasetDir(path.join(runsDir(r), r.run_id)), `${split}.tokens.safetensors`);
+    const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode }, (split) => (existsSync(shard(split)) ? shardPromptTokens(shard(split)) : undefined));
+    predict += p.hours.predict + p.hours.judge;
+    predictRows.push([r.run_id, String(p.files), p.prompts.toLocaleString('en'), Math.round(p.promptTokens).toLocaleString('en'), p.maxGenerated.toLocaleString('en'),
+      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
+  }
+  const total = train + predict;
+  const decodeNote = decodeRate === undefined
+    ? `predict at ${ESTIMATED_DECODE_TOK_S.toLocaleString('en')} generated tok/s per GPU: an ESTIMATE, not measured here (measure yours: python trainer-python/bench/predict.py on the GPU, or a run's predictions/predict.json; then --predict-tokens-per-s)`
+    : `predict at ${decodeRate.toLocaleString('en')} generated tok/s as given`;
+  if (json) {
+    const [head, ...body] = rows;
+    const [phead, ...pbody] = predictRows;
+    const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
+    print(JSON.stringify({ ...jsonHead, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
+      predict: pbody.map((row) => Object.fromEntries(phead!.map((h, i) => [h, row[i]]))), predict_rate: { tokens_per_s: decode, measured: false, given: decodeRate !== undefined },
+      memory, gpu_hours: +total.toFixed(2), gpu_hours_train: +train.toFixed(2), gpu_hours_predict: +predict.toFixed(2), recipes }, null, 2));
+    return EXIT.ok;
+  }
+  out(table(rows).join('\n'));
+  out('\nprediction (every eval split, chosen and forced; replies up to eval.max_new_tokens) and a model judge:');
+  out(table(predictRows).join('\n'));
+  out(`\ntotal: ${total.toFixed(2)} GPU hours (training ${train.toFixed(2)}, prediction and judging ${predict.toFixed(2)}; scoring runs on a CPU)`);
+  out(decodeNote);
+  out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GiB as the trainer logs them; GPUs@80GiB/141GiB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
+  out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
+  for (const line of PLAN_LEGEND) out(line);
+  out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
+  if (showRecipes) for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
+  else out('\nthe resolved recipes: add --show-recipes (or --json)');
+  out('nothing was written: the datasets were built in a temporary folder to count their tokens, then removed');
+  return EXIT.ok;
+}
+
