@@ -2,18 +2,15 @@ import { UsageError } from '../errors.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { buildDataset } from '../dataset/build.js';
 import { submitRun } from '../queue/submit.js';
 import type { RunView } from '../queue/runs.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import { datasetDir } from '../run/trainer-config.js';
 import { table } from '../util/table.js';
 import { compare, formatComparison, writeReport } from '../score/report.js';
 import { scoreRun } from '../score/run-scores.js';
-import { pullMeta } from '../store/meta.js';
-import { openStore } from '../store/store.js';
+import { pullForScoring } from '../store/meta.js';
 import { PRESETS } from './presets.js';
-import { dryRunPlan } from './run-plan.js';
+import { buildDatasets, dryRunPlan } from './run-plan.js';
 import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
@@ -49,13 +46,7 @@ export const reproduce: CommandImpl = {
     const dryRun = values['dry-run'] === true;
     const scratch = dryRun ? mkdtempSync(path.join(tmpdir(), 'bsft-dry-run-')) : undefined;
     try {
-      const manifests = [];
-      for (const r of recipes) {
-        const runsDir = scratch ?? r.runs_dir;
-        const res = await buildDataset(r, datasetDir(path.join(runsDir, r.run_id)), log, path.join(runsDir, '_datasets'));
-        manifests.push(res.manifest);
-        out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
-      }
+      const manifests = await buildDatasets(recipes, log, out, scratch);
       if (dryRun) return dryRunPlan(recipes, manifests, { title: preset.label, jsonHead: { preset: presetName, label: preset.label }, rate, decodeRate, json, showRecipes: values['show-recipes'] === true, out, print, runsDir: () => scratch! });
     } finally {
       if (scratch) rmSync(scratch, { recursive: true, force: true });
@@ -93,12 +84,7 @@ async function submitAndWatch(recipes: ResolvedRecipe[], presetName: string, out
     const scored = [];
     for (const r of recipes) {
       const runDir = path.join(r.runs_dir, r.run_id);
-      const store = await openStore(r);
-      if (store.kind === 'hub') {
-        // The runs trained elsewhere: bring back what scoring needs (small files, sha256-checked).
-        await pullMeta(store, r.run_id, runDir);
-        for (const rel of ['dataset', 'predictions']) await store.pull(r.run_id, rel, path.join(runDir, rel));
-      }
+      await pullForScoring(r, r.run_id, runDir);
       scored.push(await scoreRun(runDir, r.eval.splits[0]!));
     }
     const resamples = recipes[0]!.eval.bootstrap;

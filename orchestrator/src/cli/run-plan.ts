@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { buildDataset } from '../dataset/build.js';
 import type { Manifest } from '../dataset/manifest.js';
+import type { Logger } from '../log.js';
 import { shardPromptTokens } from '../dataset/shard-prompts.js';
 import { PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
 import { ESTIMATED_DECODE_TOK_S, predictPlan } from '../recipe/predict-plan.js';
@@ -12,6 +14,21 @@ import { EXIT } from './command.js';
 import { MEASURED_LORA_TOK_S } from './presets.js';
 
 /** The plan of a set of runs before anything is queued (bsft reproduce --dry-run, bsft sweep --dry-run). */
+
+/**
+ * Builds the datasets of a set of runs, in their runs folders or in `scratch` (a dry run, only to count tokens): runs
+ * with the same data section share one build by dataset hash, and their queued build jobs find it done.
+ */
+export async function buildDatasets(recipes: ResolvedRecipe[], log: Logger, out: (line: string) => void, scratch?: string): Promise<Manifest[]> {
+  const manifests = [];
+  for (const r of recipes) {
+    const runsDir = scratch ?? r.runs_dir;
+    const res = await buildDataset(r, datasetDir(path.join(runsDir, r.run_id)), log, path.join(runsDir, '_datasets'));
+    manifests.push(res.manifest);
+    out(`dataset of ${r.run_id}: ${res.manifest.dataset_hash.slice(0, 12)}${res.built ? ' (built)' : ' (shared build)'}`);
+  }
+  return manifests;
+}
 
 export function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
   if (recipe.train.epochs !== undefined) return tokensPerEpoch * recipe.train.epochs;

@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
-import type { Store } from './store.js';
+import { openStore, type Store } from './store.js';
 
 /**
  * The `meta` folder of a run in a store: its resolved recipe, so that a machine with nothing of the run (bsft pull,
@@ -26,4 +26,16 @@ export async function pullMeta(store: Store, runId: string, runDir: string): Pro
   const history = path.join(runDir, 'meta', METRICS_FILE);
   if (existsSync(history) && !existsSync(path.join(runDir, METRICS_FILE))) copyFileSync(history, path.join(runDir, METRICS_FILE));
   return true;
+}
+
+/**
+ * A run trained elsewhere and kept on the Hub: brings back what scoring it needs (meta, dataset, predictions; small
+ * files, sha256-checked). A local store holds them where they are already. The parts the store does not hold yet (a
+ * run still training) are left out: scoring then says what is missing.
+ */
+export async function pullForScoring(recipe: Pick<ResolvedRecipe, 'store' | 'runs_dir'>, runId: string, runDir: string): Promise<void> {
+  const store = await openStore(recipe);
+  if (store.kind !== 'hub') return;
+  await pullMeta(store, runId, runDir);
+  for (const rel of ['dataset', 'predictions']) if (await store.has(runId, rel)) await store.pull(runId, rel, path.join(runDir, rel));
 }

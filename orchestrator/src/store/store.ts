@@ -82,7 +82,7 @@ export class LocalStore implements Store {
 }
 
 /** The store of a recipe: local (its runs dir) or a Hugging Face Hub model repo (token from HF_TOKEN). */
-export async function openStore(recipe: ResolvedRecipe): Promise<Store> {
+export async function openStore(recipe: Pick<ResolvedRecipe, 'store' | 'runs_dir'>): Promise<Store> {
   if (recipe.store.kind === 'hub') {
     const { HubStore } = await import('./hub-store.js');
     return new HubStore({ repo: recipe.store.repo!, hubUrl: recipe.store.hub_url, private: recipe.store.private });
