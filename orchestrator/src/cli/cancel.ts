@@ -1,38 +1,60 @@
 import { UsageError } from '../errors.js';
 import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
+import { findQueuedSweep } from '../sweep/sweep-files.js';
+import { stateCounts } from '../sweep/sweep-view.js';
 import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const ENDED = ['completed', 'cancelled', 'failed'];
+
 export const cancel: CommandImpl = {
   async run([runId], values, { out }) {
+    if (!runId === !values.sweep) throw new UsageError('name a run to cancel, or --sweep NAME (every point of a sweep that has not ended)');
     return withQueues(async (q, redis) => {
-      const view = await q.view(runId!);
-      if (!view) throw new UsageError(`no run ${runId} in the queue`);
-      if (view.state === 'completed' || view.state === 'cancelled') {
-        out(`run ${runId} is already ${view.state}`);
-        return EXIT.ok;
-      }
-      await redis.set(keys.cancelled(runId!), new Date().toISOString());
-      const reached = await redis.publish(keys.cancelChannel(), runId!);
-      // An active stage is stopped by its worker (after a checkpoint); a waiting stage fails when a worker takes it.
-      out(`cancel sent for run ${runId} (${reached} worker(s) listening)`);
-      if (values['no-wait']) return EXIT.ok;
-      const grace = (((await q.jobs(runId!)).train?.data.recipe.train.preempt_grace_s ?? 60) + 15) * 1000;
-      const until = Date.now() + grace;
-      while (Date.now() < until) {
-        const v = await q.view(runId!);
-        if (!v || v.state === 'cancelled' || v.state === 'failed' || v.state === 'completed') {
-          out(`run ${runId}: ${v?.state ?? 'cancelled'}`);
-          // Its later stages stay in the queue, waiting on the stopped one (BullMQ's waiting-children).
-          if (v && v.state !== 'completed') out(`  bsft retry ${runId} resumes it; bsft rm ${runId} removes it (folder and queued jobs)`);
+      let ids: string[];
+      if (values.sweep) {
+        const record = await findQueuedSweep(redis, values.sweep as string);
+        const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+        ids = views.filter((v) => v && v.state !== 'completed' && v.state !== 'cancelled').map((v) => v!.runId);
+        out(`sweep ${record.name}: ${stateCounts(views)}; cancelling ${ids.length} point(s)`);
+      } else {
+        const view = await q.view(runId!);
+        if (!view) throw new UsageError(`no run ${runId} in the queue`);
+        if (view.state === 'completed' || view.state === 'cancelled') {
+          out(`run ${runId} is already ${view.state}`);
           return EXIT.ok;
         }
-        await sleep(250);
+        ids = [runId!];
       }
-      out(`run ${runId}: the worker has not confirmed yet; check with bsft status`);
+      let reached = 0;
+      for (const id of ids) {
+        await redis.set(keys.cancelled(id), new Date().toISOString());
+        reached = Math.max(reached, await redis.publish(keys.cancelChannel(), id));
+      }
+      // An active stage is stopped by its worker (after a checkpoint); a waiting stage fails when a worker takes it.
+      for (const id of ids) out(`cancel sent for run ${id} (${reached} worker(s) listening)`);
+      if (values['no-wait'] || !ids.length) return EXIT.ok;
+      let grace = 0;
+      for (const id of ids) grace = Math.max(grace, (await q.jobs(id)).train?.data.recipe.train.preempt_grace_s ?? 60);
+      const until = Date.now() + (grace + 15) * 1000;
+      const pending = new Set(ids);
+      while (pending.size && Date.now() < until) {
+        for (const id of [...pending]) {
+          const v = await q.view(id);
+          if (!v || ENDED.includes(v.state)) {
+            pending.delete(id);
+            out(`run ${id}: ${v?.state ?? 'cancelled'}`);
+            // Its later stages stay in the queue, waiting on the stopped one (BullMQ's waiting-children).
+            if (v && v.state !== 'completed') out(`  bsft retry ${id} resumes it; bsft rm ${id} removes it (folder and queued jobs)`);
+          }
+        }
+        if (pending.size) await sleep(250);
+      }
+      if (!pending.size) return EXIT.ok;
+      out(`${[...pending].map((id) => `run ${id}`).join(', ')}: the worker has not confirmed yet; check with bsft status`);
       return EXIT.failure;
     });
   },

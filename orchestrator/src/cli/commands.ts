@@ -3,6 +3,28 @@ import { VALIDATE_DATA_MAX_BYTES } from '../dataset/limits.js';
 import { recipeOptionHelp, recipeOptions, type CommandSpec } from './command.js';
 import { MEASURED_LORA_TOK_S, PRESETS } from './presets.js';
 
+/** The options that make a sweep (bsft sweep, and bsft run for a sweep in this process). */
+const sweepOptions: CommandSpec['options'] = {
+  grid: { type: 'string', multiple: true },
+  random: { type: 'string' },
+  range: { type: 'string', multiple: true },
+  'log-range': { type: 'string', multiple: true },
+  seed: { type: 'string' },
+  name: { type: 'string' },
+  'max-points': { type: 'string' },
+  yes: { type: 'boolean', short: 'y' },
+};
+const sweepOptionHelp: Record<string, string> = {
+  grid: 'a swept key and its values: --grid train.lr=1e-5,2e-5,5e-5 (repeatable; every combination; values are YAML, [a,b] a list)',
+  random: 'a random search of N points instead of the grid (--grid keys drawn from their values)',
+  range: 'with --random: a key drawn uniformly, --range train.warmup_steps=0:100 (integers when both ends are)',
+  'log-range': 'with --random: a key drawn log-uniformly, --log-range train.lr=1e-5:1e-3',
+  seed: 'the random search\'s seed (default 0)',
+  name: 'the sweep\'s name (default <recipe name>-sweep-<hash of its runs>)',
+  'max-points': 'the most points without --yes (default 20)',
+  yes: 'run a sweep of more than --max-points points',
+};
+
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
 /**
@@ -59,23 +81,25 @@ export const COMMANDS: CommandSpec[] = [
     name: 'run',
     defaultRecipe: true,
     summary: 'run a recipe end to end in this process (build -> train -> predict -> score), no Redis',
-    usage: 'bsft run <recipe> [--set path=value] [--allow DIR]',
+    usage: 'bsft run <recipe | sweep.yaml> [--set path=value] [--allow DIR] [--grid key=a,b]... [--random N --range key=lo:hi]',
     details:
       'Results go to runs/<run-id>/ (store.path when set). Steps already done for the same run id are skipped,\n' +
       'so running the same command again continues where it stopped.\n' +
       'Ctrl-C (or SIGTERM) asks the trainer to finish its step and write a checkpoint (within train.preempt_grace_s),\n' +
-      'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.',
-    options: { ...recipeOptions },
-    optionHelp: { ...recipeOptionHelp },
+      'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.\n' +
+      'With sweep options (or a sweep file), the sweep\'s points run one after another, each a run as above (points\n' +
+      'done before are reused), then they are ranked on the validation split (as bsft report --sweep).',
+    options: { ...recipeOptions, ...sweepOptions },
+    optionHelp: { ...recipeOptionHelp, ...sweepOptionHelp },
     positionals: [1, 1],
     load: async () => (await import('./run.js')).run,
   },
   {
     name: 'runs',
     summary: 'the local runs of a runs folder (no Redis): how far each got, macro-F1, size on disk, last change',
-    usage: 'bsft runs [--dir runs] [--json]',
-    options: { dir: { type: 'string' }, json: { type: 'boolean' } },
-    optionHelp: { dir: 'runs folder (default ./runs)', json: 'print JSON' },
+    usage: 'bsft runs [--dir runs] [--sweep NAME] [--json]',
+    options: { dir: { type: 'string' }, json: { type: 'boolean' }, sweep: { type: 'string' } },
+    optionHelp: { dir: 'runs folder (default ./runs)', json: 'print JSON', sweep: 'the points of a sweep: their values and runs' },
     positionals: [0, 0],
     load: async () => (await import('./runs.js')).runs,
   },
@@ -156,6 +180,21 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('./submit.js')).submit,
   },
   {
+    name: 'sweep',
+    summary: 'queue a sweep: a grid or random search over recipe values, each point a run, compared on validation',
+    usage: 'bsft sweep <recipe | sweep.yaml> --grid key=a,b [--grid key=x,y]... [--random N [--range key=lo:hi] [--log-range key=lo:hi] [--seed S]] [--name NAME] [--priority N] [--dry-run] [--yes]',
+    details:
+      'Every point is a normal run (its own run id: points already submitted or trained are reused), queued with one priority.\n' +
+      'Every point is resolved and checked (recipe, memory plan, a distinct run) before anything is queued. A sweep file is a\n' +
+      'YAML file with a `sweep:` section (recipe, grid, random, ranges, set; README). Each point also predicts the validation\n' +
+      'split, on which bsft report --sweep NAME ranks the points. --dry-run prints the points, their memory plan and GPU hours.',
+    options: { ...recipeOptions, ...sweepOptions, priority: { type: 'string' }, 'dry-run': { type: 'boolean' } },
+    optionHelp: { ...recipeOptionHelp, ...sweepOptionHelp, priority: 'BullMQ priority of every point (default: the recipe\'s queue.priority)',
+      'dry-run': 'print the points, their memory plan and GPU hours; write and queue nothing' },
+    positionals: [1, 1],
+    load: async () => (await import('./sweep.js')).sweep,
+  },
+  {
     name: 'worker',
     summary: 'run a worker daemon: takes build, train and score jobs and runs the trainer for train jobs',
     usage: 'bsft worker [--gpus 0,1] [--queues train,build,score] [--name NAME] [--workdir DIR] [--allow DIR] [--hub-endpoint URL] [--judge-endpoint URL] [--trainer CMD]',
@@ -186,9 +225,9 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'status',
     summary: 'queue counts and a table of runs: state, step/total, loss, tok/s, worker, age',
-    usage: 'bsft status [--limit 20] [--json]',
-    options: { limit: { type: 'string', default: '20' }, json: { type: 'boolean' } },
-    optionHelp: { limit: 'number of runs to list', json: 'print JSON' },
+    usage: 'bsft status [--limit 20] [--sweep NAME] [--json]',
+    options: { limit: { type: 'string', default: '20' }, json: { type: 'boolean' }, sweep: { type: 'string' } },
+    optionHelp: { limit: 'number of runs to list', json: 'print JSON', sweep: 'the points of a sweep: their values and runs' },
     positionals: [0, 0],
     load: async () => (await import('./status.js')).status,
   },
@@ -213,10 +252,10 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'cancel',
     summary: 'cancel a run: the worker holding it stops the trainer with a final checkpoint; the run is marked cancelled',
-    usage: 'bsft cancel <run-id> [--no-wait]',
-    options: { 'no-wait': { type: 'boolean' } },
-    optionHelp: { 'no-wait': 'return once the cancel is sent, without waiting for the trainer to stop' },
-    positionals: [1, 1],
+    usage: 'bsft cancel <run-id> | --sweep NAME [--no-wait]',
+    options: { 'no-wait': { type: 'boolean' }, sweep: { type: 'string' } },
+    optionHelp: { 'no-wait': 'return once the cancel is sent, without waiting for the trainer to stop', sweep: 'cancel every point of a sweep that has not ended' },
+    positionals: [0, 1],
     load: async () => (await import('./cancel.js')).cancel,
   },
   {
@@ -342,12 +381,14 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'report',
     summary: 'compare runs side by side (deltas with intervals, the paper\'s figures) as a table, JSON, Markdown and HTML',
-    usage: 'bsft report <run...> [--study NAME] [--split test] [--out DIR] [--bootstrap 1000] [--seed 42] [--json]',
+    usage: 'bsft report <run...> [--study NAME] [--split test] [--out DIR] [--bootstrap 1000] [--seed 42] [--json] | --sweep NAME [--runs-dir runs]',
     details: 'The first run is the baseline of the deltas. Writes report.json, report.md and report.html (self-contained, SVG charts) to --out.\n' +
       "--study adds a blind pairwise study's results (win / tie / loss with intervals, ranking, rater agreement, position\n" +
-      "bias); without runs, the study's runs are reported.",
+      "bias); without runs, the study's runs are reported.\n" +
+      '--sweep ranks a sweep\'s points on the validation split (never test), shows each swept value\'s effect, names the best\n' +
+      'point with the command that trains it again and scores its test split only; writes sweep.json, sweep.md, sweep.html.',
     options: { json: { type: 'boolean' }, split: { type: 'string', default: 'test' }, out: { type: 'string', default: 'report' }, bootstrap: { type: 'string', default: '1000' }, seed: { type: 'string', default: '42' },
-      study: { type: 'string' }, 'studies-dir': { type: 'string' } },
+      study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' } },
     optionHelp: { json: 'print the comparison as JSON (the files are written too)',
       split: 'split to compare',
       out: 'output folder',
@@ -355,6 +396,8 @@ export const COMMANDS: CommandSpec[] = [
       seed: 'bootstrap seed',
       study: 'a study (name under --studies-dir, or its folder) whose ratings to add',
       'studies-dir': 'folder of studies (default ./studies)',
+      sweep: 'a sweep (bsft sweep / bsft run --grid) to rank',
+      'runs-dir': 'the runs folder that holds the sweep (default ./runs; its store.path)',
   },
     positionals: [0, Infinity],
     load: async () => (await import('./report.js')).reportCommand,

@@ -6,6 +6,8 @@ import { UsageError } from '../errors.js';
 import { studyRatings } from '../study/ratings-log.js';
 import { studyStats } from '../study/stats.js';
 import { findStudy, readKey, readStudy } from '../study/study-files.js';
+import { readSweep } from '../sweep/sweep-files.js';
+import { formatSweepReport, sweepReport, writeSweepReport } from '../sweep/sweep-report.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
 
 export const reportCommand: CommandImpl = {
@@ -13,6 +15,18 @@ export const reportCommand: CommandImpl = {
     const split = values.split as string;
     const resamples = intOption(values, 'bootstrap')!;
     const seed = intOption(values, 'seed')!;
+    if (values.sweep) {
+      if (runs.length || values.study) throw new UsageError('--sweep reports a sweep\'s own points: name no runs and no --study beside it');
+      const record = readSweep(path.resolve((values['runs-dir'] as string | undefined) ?? 'runs'), values.sweep as string);
+      const report = await sweepReport(record, { resamples, seed });
+      const written = writeSweepReport(path.resolve(values.out as string), report);
+      if (values.json) out(JSON.stringify(report, null, 2));
+      else {
+        out(formatSweepReport(report).join('\n'));
+        out(`\nwritten: ${written.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
+      }
+      return EXIT.ok;
+    }
     const studyDir = values.study ? findStudy(values.study as string, (values['studies-dir'] as string | undefined) ?? 'studies') : null;
     const study = studyDir ? readStudy(studyDir) : null;
     if (!runs.length && !study) throw new UsageError('name the runs to compare, or --study NAME (whose runs are compared)');

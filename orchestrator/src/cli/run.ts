@@ -4,7 +4,15 @@ import { STEPS } from '../run/all-steps.js';
 import { LocalHost } from '../run/local-host.js';
 import { runSteps } from '../run/pipeline.js';
 import { localCheckpoints } from '../store/sync.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
+import { BsftError } from '../errors.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { pointText } from '../sweep/points.js';
+import { isSweep } from '../sweep/spec.js';
+import { checkSameSweep, readSweep, sweepFile, writeSweep } from '../sweep/sweep-files.js';
+import { formatSweepReport, sweepReport } from '../sweep/sweep-report.js';
+import { EXIT, type CommandContext, type CommandImpl, type OptionValues } from './command.js';
+import { prepareSweep } from '../sweep/prepare.js';
+import { sweepTitle } from '../sweep/sweep-view.js';
 import { checkFits } from '../recipe/memory-plan.js';
 import { resolveFromArgs } from './recipe-args.js';
 import { thisCommand } from '../util/shell-quote.js';
@@ -31,45 +39,110 @@ async function keptCheckpoint(runDir: string): Promise<string> {
   return kept.join(', ');
 }
 
-export const run: CommandImpl = {
-  async run([file], values, { log, out }) {
-    const recipe = resolveFromArgs(file!, values);
-    checkFits(recipe);
-    const runDir = path.join(recipe.runs_dir, recipe.run_id);
-    const graceful = new AbortController();
-    const atOnce = new AbortController();
-    let stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
+/**
+ * Ctrl-C and SIGTERM while runs go on in this process: the first asks the trainer to finish its step and write a
+ * checkpoint (or predict the chunk in hand), the second stops at once.
+ */
+class Stopper {
+  readonly graceful = new AbortController();
+  readonly atOnce = new AbortController();
+  stoppedBy: keyof typeof SIGNAL_EXIT | undefined;
+  /** The grace of the run going on now. */
+  grace = 0;
+  private readonly onInt = () => this.onSignal('SIGINT');
+  private readonly onTerm = () => this.onSignal('SIGTERM');
+
+  constructor() {
     // `on`, not `once`: a listener must stay in place, or execa's exit handler would end the process at once.
-    const onSignal = (signal: keyof typeof SIGNAL_EXIT) => {
-      if (!stoppedBy) {
-        stoppedBy = signal;
-        say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint, or predict the chunk in hand (up to ${recipe.train.preempt_grace_s}s); press Ctrl-C again to stop at once.`);
-        graceful.abort(`stopped by ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'}`); // the run's record says so (run.json, bsft runs)
-      } else if (!atOnce.signal.aborted) {
-        say('stopping at once.');
-        atOnce.abort();
-      }
-    };
-    const onInt = () => onSignal('SIGINT');
-    const onTerm = () => onSignal('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-    out(`run ${recipe.run_id} -> ${path.relative(process.cwd(), runDir) || runDir}`);
+    process.on('SIGINT', this.onInt);
+    process.on('SIGTERM', this.onTerm);
+  }
+
+  private onSignal(signal: keyof typeof SIGNAL_EXIT) {
+    if (!this.stoppedBy) {
+      this.stoppedBy = signal;
+      say(`${signal}: stopping. The trainer finishes its step and writes a checkpoint, or predict the chunk in hand (up to ${this.grace}s); press Ctrl-C again to stop at once.`);
+      this.graceful.abort(`stopped by ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'}`); // the run's record says so (run.json, bsft runs)
+    } else if (!this.atOnce.signal.aborted) {
+      say('stopping at once.');
+      this.atOnce.abort();
+    }
+  }
+
+  close() {
+    process.off('SIGINT', this.onInt);
+    process.off('SIGTERM', this.onTerm);
+  }
+}
+
+/** Runs one recipe's steps; after a stop, says what was kept and returns the signal's exit code. */
+async function runOne(recipe: ResolvedRecipe, stopper: Stopper, { log, out }: CommandContext): Promise<number> {
+  const runDir = path.join(recipe.runs_dir, recipe.run_id);
+  stopper.grace = recipe.train.preempt_grace_s;
+  out(`run ${recipe.run_id} -> ${path.relative(process.cwd(), runDir) || runDir}`);
+  try {
+    const records = await runSteps(STEPS, { recipe, runDir, log, signal: stopper.graceful.signal, kill: stopper.atOnce.signal, host: new LocalHost(log, out) });
+    for (const r of records) out(`  ${r.step.padEnd(8)} ${r.state}${r.seconds !== undefined ? ` (${r.seconds}s)` : ''}`);
+    out(`run ${recipe.run_id}: finished`);
+    return EXIT.ok;
+  } catch (e) {
+    if (!stopper.stoppedBy) throw e;
+    const kept = await keptCheckpoint(runDir);
+    if (stopper.atOnce.signal.aborted) say(`stopped at once: the training since the last checkpoint is lost (kept: ${kept}).`);
+    else say(`stopped (kept: ${kept}).`);
+    say(`run the same command again to continue: ${thisCommand()}`);
+    return SIGNAL_EXIT[stopper.stoppedBy];
+  }
+}
+
+/**
+ * A sweep in this process: its points one after another, each a normal run (steps already done are skipped, so
+ * points trained before are reused); a point that fails does not stop the others. Then the points ranked on the
+ * validation split.
+ */
+async function runSweep(file: string, values: OptionValues, ctx: CommandContext, stopper: Stopper): Promise<number> {
+  const { record, recipes, dropped } = prepareSweep(file, values);
+  const existing = existsSync(sweepFile(record.runs_dir, record.name)) ? readSweep(record.runs_dir, record.name) : undefined;
+  checkSameSweep(existing, record);
+  writeSweep(existing ? { ...record, created_at: existing.created_at } : record);
+  ctx.out(`sweep ${record.name}: ${sweepTitle(record)}${dropped ? ` (${dropped} drawn twice, kept once)` : ''}, one after another in this process`);
+  const failed: string[] = [];
+  for (const [i, recipe] of recipes.entries()) {
+    const point = record.points[i]!;
+    ctx.out(`\npoint ${point.index}/${record.points.length}: ${pointText(point.values)}`);
     try {
-      const records = await runSteps(STEPS, { recipe, runDir, log, signal: graceful.signal, kill: atOnce.signal, host: new LocalHost(log, out) });
-      for (const r of records) out(`  ${r.step.padEnd(8)} ${r.state}${r.seconds !== undefined ? ` (${r.seconds}s)` : ''}`);
-      out(`run ${recipe.run_id}: finished`);
-      return EXIT.ok;
+      const code = await runOne(recipe, stopper, ctx);
+      if (code !== EXIT.ok) {
+        say(`sweep ${record.name} stopped at point ${point.index}; the same command goes on where it stopped`);
+        return code;
+      }
     } catch (e) {
-      if (!stoppedBy) throw e;
-      const kept = await keptCheckpoint(runDir);
-      if (atOnce.signal.aborted) say(`stopped at once: the training since the last checkpoint is lost (kept: ${kept}).`);
-      else say(`stopped (kept: ${kept}).`);
-      say(`run the same command again to continue: ${thisCommand()}`);
-      return SIGNAL_EXIT[stoppedBy];
+      if (!(e instanceof BsftError)) throw e;
+      failed.push(`point ${point.index} (${recipe.run_id}): ${e.message.split('\n')[0]}`);
+      ctx.out(`point ${point.index} failed: ${e.message.split('\n')[0]}; going on with the next point`);
+    }
+  }
+  ctx.out('');
+  const report = await sweepReport(record, {});
+  for (const l of formatSweepReport(report)) ctx.out(l);
+  if (failed.length) {
+    ctx.out(`\n${failed.length} point(s) failed:`);
+    for (const f of failed) ctx.out(`  ${f}`);
+    return EXIT.failure;
+  }
+  return EXIT.ok;
+}
+
+export const run: CommandImpl = {
+  async run([file], values, ctx) {
+    const sweeping = isSweep(file!, values);
+    const recipe = sweeping ? undefined : resolveFromArgs(file!, values);
+    if (recipe) checkFits(recipe);
+    const stopper = new Stopper();
+    try {
+      return recipe ? await runOne(recipe, stopper, ctx) : await runSweep(file!, values, ctx, stopper);
     } finally {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      stopper.close();
     }
   },
 };

@@ -1,5 +1,8 @@
 import { STAGES, queueName } from '../queue/names.js';
-import type { RunView } from '../queue/runs.js';
+import type { Redis } from 'ioredis';
+import type { RunQueues, RunView } from '../queue/runs.js';
+import { findQueuedSweep, queuedSweep, queuedSweeps } from '../sweep/sweep-files.js';
+import { pointRows, stateCounts, sweepTitle } from '../sweep/sweep-view.js';
 import { percentOf, type JobProgress } from '../queue/job-data.js';
 import { formatDuration, formatGib } from '../util/progress.js';
 import { table } from '../util/table.js';
@@ -53,10 +56,26 @@ export function runRow(v: RunView, now = Date.now()): string[] {
   ];
 }
 
+/** `bsft status --sweep NAME`: the sweep's points, each with its values and its run's row. */
+async function sweepStatus(q: RunQueues, redis: Redis, name: string, json: boolean, out: (line: string) => void): Promise<number> {
+  const record = await findQueuedSweep(redis, name);
+  const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+  if (json) {
+    out(JSON.stringify({ sweep: record, runs: views.map((v, i) => v ?? { runId: record.points[i]!.run_id, state: 'not queued' }) }, null, 2));
+    return EXIT.ok;
+  }
+  const byId = new Map(views.filter((v): v is RunView => !!v).map((v) => [v.runId, v]));
+  out(`sweep ${record.name}: ${sweepTitle(record)}; ${stateCounts(views)}`);
+  const cols = RUN_COLUMNS.slice(1);
+  for (const l of pointRows(record, { head: cols, cells: (id) => { const v = byId.get(id); return v ? runRow(v).slice(1) : ['not queued', ...cols.slice(1).map(() => '-')]; } })) out(l);
+  return EXIT.ok;
+}
+
 export const status: CommandImpl = {
   async run(_args, values, { out }) {
     const limit = intOption(values, 'limit')!;
-    return withQueues(async (q) => {
+    return withQueues(async (q, redis) => {
+      if (values.sweep) return sweepStatus(q, redis, values.sweep as string, values.json === true, out);
       const counts = Object.fromEntries(
         await Promise.all(STAGES.map(async (s) => [s, await q.queues[s].getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'waiting-children', 'completed', 'failed')])),
       ) as Record<string, Record<string, number>>;
@@ -72,6 +91,19 @@ export const status: CommandImpl = {
       out('');
       if (views.length === 0) out('no runs');
       else out(table([RUN_COLUMNS, ...views.map((v) => runRow(v))], RUN_TEXT_COLUMNS).join('\n'));
+      const sweeps = await queuedSweeps(redis);
+      if (sweeps.length) {
+        out('');
+        const rows = [['sweep', 'points', 'states', 'created']];
+        for (const name of sweeps) {
+          const record = await queuedSweep(redis, name);
+          if (!record) continue;
+          const pointViews = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+          rows.push([name, String(record.points.length), stateCounts(pointViews), record.created_at.slice(0, 16).replace('T', ' ')]);
+        }
+        out(table(rows, [2, 3]).join('\n'));
+        out('a sweep\'s points: bsft status --sweep NAME');
+      }
       return EXIT.ok;
     });
   },

@@ -19,4 +19,8 @@ export const keys = {
   epoch: (runId: string) => `${queuePrefix()}:bsft:epoch:${runId}`,
   /** Held (SET NX) for a moment by the one `bsft submit` that creates a run, so concurrent submits agree. */
   submitting: (runId: string) => `${queuePrefix()}:bsft:submitting:${runId}`,
+  /** A queued sweep's record (JSON): its points and their run ids. */
+  sweep: (name: string) => `${queuePrefix()}:bsft:sweep:${name}`,
+  /** Sorted set of the queued sweeps' names, scored by creation time. */
+  sweeps: () => `${queuePrefix()}:bsft:sweeps`,
 };

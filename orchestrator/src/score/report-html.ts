@@ -9,7 +9,7 @@ import { balanceRows, categoryRows, deltaRows, forcedBehaviors, judgeRows, metaR
  * `<svg class="chart">` whose data marks carry class "mark", so a test can tell an empty chart from a drawn one.
  */
 
-const esc = (s: string) => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
+export const esc = (s: string) => s.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
 const PALETTE = ['#2b6cb0', '#c05621', '#2f855a', '#6b46c1', '#b83280', '#4a5568'];
 const colour = (j: number) => PALETTE[j % PALETTE.length]!;
 const f = (v: number) => (Math.round(v * 10) / 10).toString();
@@ -319,21 +319,24 @@ function preferenceChart(s: StudyResult): string {
   return `<figure><svg class="chart" data-chart="study" xmlns="http://www.w3.org/2000/svg" width="${left + width + 20}" height="${y + 24}" role="img" aria-label="preference per pair of runs and question">${parts.join('')}${legend}</svg><figcaption>preference per pair of runs and question, share of ratings (ratings in brackets; hover a bar for its 95% interval)</figcaption></figure>`;
 }
 
-const tableHtml = (r: string[][], cls = '') =>
+export const tableHtml = (r: string[][], cls = '') =>
   `<table${cls ? ` class="${cls}"` : ''}><thead><tr>${r[0]!.map((x) => `<th>${esc(x)}</th>`).join('')}</tr></thead><tbody>${r.slice(1).map((row) => `<tr>${row.map((x) => `<td>${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+
+/** The page style of every report page. */
+export const STYLE = `<style>
+body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:24px;color:#1a202c;max-width:1200px}
+table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #cbd5e0;padding:4px 8px;font-size:13px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#edf2f7;white-space:nowrap}.charts{display:flex;flex-wrap:wrap;gap:24px}
+table.meta td{text-align:left}figure{margin:0}figcaption{font-size:12px;color:#4a5568}
+.note{background:#fffbea;border-left:4px solid #d69e2e;padding:6px 10px}
+</style>`;
 
 export function html(c: Comparison): string {
   const steering = forcedBehaviors(c).length && c.runs.some((r) => Object.values(r.steering).some((s) => s.accuracy !== null));
   const curves = c.runs.filter((r) => r.curve);
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BehaviorBench report</title>
-<style>
-body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:24px;color:#1a202c;max-width:1200px}
-table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #cbd5e0;padding:4px 8px;font-size:13px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#edf2f7;white-space:nowrap}.charts{display:flex;flex-wrap:wrap;gap:24px}
-table.meta td{text-align:left}figure{margin:0}figcaption{font-size:12px;color:#4a5568}
-.note{background:#fffbea;border-left:4px solid #d69e2e;padding:6px 10px}
-</style></head><body>
+${STYLE}</head><body>
 <h1>BehaviorBench report</h1>
 ${tableHtml(scoreRows(c))}
 ${c.reference_not_comparable ? `<p class="note"><strong>Paper row not comparable:</strong> ${esc(c.reference_not_comparable)}.</p>` : ''}
