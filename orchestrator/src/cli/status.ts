@@ -91,7 +91,7 @@ export const status: CommandImpl = {
       out('');
       if (views.length === 0) out('no runs');
       else out(table([RUN_COLUMNS, ...views.map((v) => runRow(v))], RUN_TEXT_COLUMNS).join('\n'));
-      const sweeps = await queuedSweeps(redis);
+      const sweeps = await queuedSweeps(redis, 10); // the newest ten; bsft status --sweep NAME for any
       if (sweeps.length) {
         out('');
         const rows = [['sweep', 'points', 'states', 'created']];

@@ -32,7 +32,9 @@ export const sweep: CommandImpl = {
       return EXIT.ok;
     }
     return withQueues(async (q, redis) => {
-      checkSameSweep(await queuedSweep(redis, record.name), record);
+      const existing = await queuedSweep(redis, record.name);
+      checkSameSweep(existing, record);
+      if (existing) record.created_at = existing.created_at;
       // The record first: a submit stopped half-way is finished by the same command, and bsft status shows it meanwhile.
       await saveQueuedSweep(redis, record);
       writeSweep(record);
