@@ -195,7 +195,7 @@ describe('a sweep through the queue (fixture trainers)', () => {
     const out = path.join(runs, 'sweep-report');
     const rep = await bsft(['report', '--sweep', 'lr-steps', '--runs-dir', runs, '--out', out, '--bootstrap', '200'], { env });
     expect(rep.code, rep.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(path.join(out, 'sweep.json'), 'utf8'));
+    const report = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
     // The ranking and the figures, against macro-F1 computed here from each point's validation files.
     const expected = record.points.map((p: { index: number; run_id: string }) => ({ index: p.index, f1: macroF1(path.join(runs, p.run_id), 'val') }))
       .sort((a: { f1: number; index: number }, b: { f1: number; index: number }) => b.f1 - a.f1 || a.index - b.index);
@@ -242,6 +242,38 @@ describe('a sweep through the queue (fixture trainers)', () => {
   }, limit(120_000));
 });
 
+describe('a sweep when its worker dies', () => {
+  it('a worker killed with SIGKILL mid-sweep loses nothing: another finishes every point, resuming the one it held', async () => {
+    const env = queueEnv({ FIXTURE_STEP_MS: '150' });
+    const { args } = testRecipeArgs(['train.max_steps=12', 'train.checkpoint_every=3']);
+    const sub = await bsft(['sweep', ...args, '--grid', 'train.lr=1e-3,2e-3,3e-3', '--name', 'lost'], { env });
+    expect(sub.code, sub.stderr).toBe(0);
+    const ids: string[] = JSON.parse((await bsft(['status', '--sweep', 'lost', '--json'], { env })).stdout).sweep.points.map((p: { run_id: string }) => p.run_id);
+    const first = startWorkerProc('ok', env);
+    let held: string;
+    try {
+      await first.ready;
+      held = await Promise.any(ids.map((id) => waitForRun(env, id, (v) => v.state === 'training' && (v.progress?.done ?? 0) >= 5, 60_000).then(() => id)));
+    } finally {
+      await stop(first, 'SIGKILL');
+    }
+    const second = startWorkerProc('ok', env);
+    try {
+      await second.ready;
+      for (const id of ids) expect((await waitForRun(env, id, (v) => ['completed', 'failed'].includes(v.state), 120_000)).state, id).toBe('completed');
+    } finally {
+      await stop(second);
+    }
+    const listed = await bsft(['status', '--sweep', 'lost'], { env });
+    expect(listed.stdout).toContain('; 3 completed');
+    // The held point went on from its checkpoint (step 3 or later), not from the start.
+    const logs = await bsft(['logs', held!], { env });
+    const resumed = [...logs.stdout.matchAll(/"resumed_from_step":(\d+)/g)].map((m) => Number(m[1]));
+    expect(resumed[0]).toBe(0);
+    expect(resumed.at(-1)).toBeGreaterThanOrEqual(3);
+  }, limit(180_000));
+});
+
 describe.skipIf(!py)('a 2×2 sweep of the toy model with the real trainer', () => {
   it('through a worker, then locally with bsft run: every point is reused (no step runs again) and the points are ranked', async () => {
     const runs = mkdtempSync(path.join(tmpdir(), 'bsft-sweep-toy-'));
@@ -272,7 +304,7 @@ describe.skipIf(!py)('a 2×2 sweep of the toy model with the real trainer', () =
   }, limit(480_000));
 });
 
-describe.skipIf(!CHROMIUM)('sweep.html in Chromium', () => {
+describe.skipIf(!CHROMIUM)('a sweep\'s report.html in Chromium', () => {
   it('draws one chart per swept key with a mark per scored point, the best as a square, and the commands', async () => {
     const env = queueEnv();
     const { args, runs } = testRecipeArgs();
@@ -289,7 +321,7 @@ describe.skipIf(!CHROMIUM)('sweep.html in Chromium', () => {
     const out = path.join(runs, 'rep');
     const rep = await bsft(['report', '--sweep', 'html', '--runs-dir', runs, '--out', out, '--bootstrap', '100'], { env });
     expect(rep.code, rep.stderr).toBe(0);
-    const { page, errors, close } = await openPage(pathToFileURL(path.join(out, 'sweep.html')).href);
+    const { page, errors, close } = await openPage(pathToFileURL(path.join(out, 'report.html')).href);
     try {
       const charts = await page.$$eval('svg[data-chart="sweep-effect"]', (svgs) => svgs.map((s) => ({
         key: s.getAttribute('data-key'), marks: s.querySelectorAll('.mark').length, best: s.querySelectorAll('.mark.best').length,

@@ -386,12 +386,13 @@ export const COMMANDS: CommandSpec[] = [
       "--study adds a blind pairwise study's results (win / tie / loss with intervals, ranking, rater agreement, position\n" +
       "bias); without runs, the study's runs are reported.\n" +
       '--sweep ranks a sweep\'s points on the validation split (never test), shows each swept value\'s effect, names the best\n' +
-      'point with the command that trains it again and scores its test split only; writes sweep.json, sweep.md, sweep.html.',
+      'point with the command that trains it again and scores its test split only; writes report.json, report.md, report.html\n' +
+      'into --out (default report/<sweep name>).',
     options: { json: { type: 'boolean' }, split: { type: 'string', default: 'test' }, out: { type: 'string', default: 'report' }, bootstrap: { type: 'string', default: '1000' }, seed: { type: 'string', default: '42' },
       study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' } },
     optionHelp: { json: 'print the comparison as JSON (the files are written too)',
       split: 'split to compare',
-      out: 'output folder',
+      out: 'output folder (default report; with --sweep, report/<sweep name>)',
       bootstrap: 'bootstrap resamples',
       seed: 'bootstrap seed',
       study: 'a study (name under --studies-dir, or its folder) whose ratings to add',

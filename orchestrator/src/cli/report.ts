@@ -19,7 +19,8 @@ export const reportCommand: CommandImpl = {
       if (runs.length || values.study) throw new UsageError('--sweep reports a sweep\'s own points: name no runs and no --study beside it');
       const record = readSweep(path.resolve((values['runs-dir'] as string | undefined) ?? 'runs'), values.sweep as string);
       const report = await sweepReport(record, { resamples, seed });
-      const written = writeSweepReport(path.resolve(values.out as string), report);
+      // Beside a comparison of runs, not over it: a sweep's report has a folder of its own unless --out says otherwise.
+      const written = writeSweepReport(path.resolve(values.out === 'report' ? path.join('report', record.name) : (values.out as string)), report);
       if (values.json) out(JSON.stringify(report, null, 2));
       else {
         out(formatSweepReport(report).join('\n'));

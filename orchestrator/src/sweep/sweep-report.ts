@@ -218,13 +218,13 @@ export function formatSweepReport(r: SweepReport): string[] {
   return out;
 }
 
-/** Writes sweep.json, sweep.md and sweep.html into `dir` (each whole: written beside, then renamed). */
+/** Writes report.json, report.md and report.html into `dir` (each whole: written beside, then renamed). */
 export function writeSweepReport(dir: string, r: SweepReport): string[] {
   mkdirSync(dir, { recursive: true });
   const files: [string, string][] = [
-    ['sweep.json', `${JSON.stringify(r, null, 2)}\n`],
-    ['sweep.md', `# Sweep ${r.sweep}\n\n\`\`\`\n${formatSweepReport(r).join('\n')}\n\`\`\`\n`],
-    ['sweep.html', sweepHtml(r)],
+    ['report.json', `${JSON.stringify(r, null, 2)}\n`],
+    ['report.md', `# Sweep ${r.sweep}\n\n\`\`\`\n${formatSweepReport(r).join('\n')}\n\`\`\`\n`],
+    ['report.html', sweepHtml(r)],
   ];
   for (const [name, text] of files) {
     writeFileSync(path.join(dir, `${name}.tmp`), text);
