@@ -344,8 +344,12 @@ export const COMMANDS: CommandSpec[] = [
       bootstrap: { type: 'string' },
       seed: { type: 'string' },
       json: { type: 'boolean' },
+      'hard-subset': { type: 'string' },
+      'hard-dir': { type: 'string' },
   },
     optionHelp: {
+      'hard-subset': 'also score a derived Hard subset (bsft hard-subset): its name or file',
+      'hard-dir': 'folder of Hard subsets (default ./hard-subsets)',
       tasks: 'gold task files (Contract 1 JSONL) for a predictions file',
       split: 'split(s) of a run to score (default: the recipe\'s eval.splits)',
       bootstrap: 'bootstrap resamples (default: the recipe\'s eval.bootstrap, or 1000)',
@@ -389,7 +393,8 @@ export const COMMANDS: CommandSpec[] = [
       'point with the command that trains it again and scores its test split only; writes report.json, report.md, report.html\n' +
       'into --out (default report/<sweep name>).',
     options: { json: { type: 'boolean' }, split: { type: 'string', default: 'test' }, out: { type: 'string', default: 'report' }, bootstrap: { type: 'string', default: '1000' }, seed: { type: 'string', default: '42' },
-      study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' } },
+      study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' },
+      'hard-subset': { type: 'string' }, 'hard-dir': { type: 'string' } },
     optionHelp: { json: 'print the comparison as JSON (the files are written too)',
       split: 'split to compare',
       out: 'output folder (default report; with --sweep, report/<sweep name>)',
@@ -398,10 +403,27 @@ export const COMMANDS: CommandSpec[] = [
       study: 'a study (name under --studies-dir, or its folder) whose ratings to add',
       'studies-dir': 'folder of studies (default ./studies)',
       sweep: 'a sweep (bsft sweep / bsft run --grid) to rank',
+      'hard-subset': 'add a column for a derived Hard subset (bsft hard-subset): its name or file',
+      'hard-dir': 'folder of Hard subsets (default ./hard-subsets)',
       'runs-dir': 'the runs folder that holds the sweep (default ./runs; its store.path)',
   },
     positionals: [0, Infinity],
     load: async () => (await import('./report.js')).reportCommand,
+  },
+  {
+    name: 'hard-subset',
+    summary: 'derive a Hard subset: the tasks of a split that most of a chosen set of strong runs get wrong',
+    usage: 'bsft hard-subset <name> --runs A B C [--max-correct K | --max-share 0.5] [--split test] [--hard-dir hard-subsets]',
+    details: 'A task is in the subset when at most K of the N runs choose its gold behavior (a task without a prediction\n' +
+      'counts as wrong); --max-share S sets K = floor(S x N), 0.5 by default. The runs must be scored on the same tasks.\n' +
+      'Writes <hard-dir>/<name>.json: the task ids with their provenance (runs, rule, date); bsft score and bsft report\n' +
+      'take it with --hard-subset NAME, beside the tasks\' own hard flag.',
+    options: { runs: { type: 'string', multiple: true }, 'max-correct': { type: 'string' }, 'max-share': { type: 'string' }, split: { type: 'string', default: 'test' }, 'hard-dir': { type: 'string' } },
+    optionHelp: { runs: 'the runs (ids or folders) whose shared failures make the subset', 'max-correct': 'the most runs that may get a task right for it to be hard',
+      'max-share': 'the same as a share of the runs (default 0.5)', split: 'the split to derive it on', 'hard-dir': 'where subsets are kept (default ./hard-subsets)' },
+    variadic: ['runs'],
+    positionals: [1, 1],
+    load: async () => (await import('./hard-subset.js')).hardSubset,
   },
   {
     name: 'study create',

@@ -8,7 +8,9 @@ import { studyStats } from '../study/stats.js';
 import { findStudy, readKey, readStudy } from '../study/study-files.js';
 import { readSweep } from '../sweep/sweep-files.js';
 import { formatSweepReport, sweepReport, writeSweepReport } from '../sweep/sweep-report.js';
+import { readHardSubset } from '../score/hard-subset.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
+import { hardDir } from './hard-subset.js';
 
 export const reportCommand: CommandImpl = {
   async run(runs, values, { out }) {
@@ -32,8 +34,10 @@ export const reportCommand: CommandImpl = {
     const study = studyDir ? readStudy(studyDir) : null;
     if (!runs.length && !study) throw new UsageError('name the runs to compare, or --study NAME (whose runs are compared)');
     const dirs = runs.length ? runs.map((r) => findRunDir(r)) : study!.runs.map((r) => r.dir);
+    const subset = values['hard-subset'] ? readHardSubset(values['hard-subset'] as string, hardDir(values)) : undefined;
+    if (subset && subset.split !== split) throw new UsageError(`Hard subset ${subset.name} was derived on the ${subset.split} split: report --split ${subset.split}`);
     const scored = [];
-    for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed }));
+    for (const d of dirs) scored.push(await scoreRun(d, split, { resamples, seed, ...(subset ? { subset: { name: subset.name, ids: subset.ids } } : {}) }));
     const studyResult = studyDir ? studyStats(study!, readKey(studyDir), studyRatings(studyDir), resamples, seed) : null;
     const comparison = compare(scored, resamples, seed, studyResult);
     const written = writeReport(path.resolve(values.out as string), comparison);

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { findRunDir } from '../run/run-dir.js';
 import { formatScore } from '../score/format.js';
 import { runRecipe, scoreFile, scoreRun } from '../score/run-scores.js';
+import { readHardSubset } from '../score/hard-subset.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
+import { hardDir } from './hard-subset.js';
 
 export const scoreCommand: CommandImpl = {
   async run([target], values, { out }) {
@@ -23,11 +25,14 @@ export const scoreCommand: CommandImpl = {
       out(values.json ? JSON.stringify(s.report, null, 2) : formatScore(s.label, s.report).join('\n'));
       return EXIT.ok;
     }
+    const subset = values['hard-subset'] ? readHardSubset(values['hard-subset'] as string, hardDir(values)) : undefined;
     const runDir = findRunDir(target!);
     const splits = (values.split as string[] | undefined) ?? runRecipe(runDir).eval.splits;
+    if (subset && !splits.includes(subset.split)) throw new UsageError(`Hard subset ${subset.name} was derived on the ${subset.split} split: score --split ${subset.split}`);
     const reports = [];
     for (const split of splits) {
-      const s = await scoreRun(runDir, split, { ...(resamples !== undefined ? { resamples } : {}), ...(seed !== undefined ? { seed } : {}) });
+      const s = await scoreRun(runDir, split, { ...(resamples !== undefined ? { resamples } : {}), ...(seed !== undefined ? { seed } : {}),
+        ...(subset && subset.split === split ? { subset: { name: subset.name, ids: subset.ids } } : {}) });
       reports.push(s.report);
       if (!values.json) out([...formatScore(s.label, s.report), `  written: ${path.relative(process.cwd(), path.join(runDir, 'score', `${split}.json`))}`, ''].join('\n'));
     }

@@ -37,6 +37,7 @@ export function formatScore(label: string, r: ScoreReport): string[] {
     ...Object.entries(r.per_group).map(([g, s]) => [`group ${g}`, g, String(s.n), est(s.accuracy), pct(s.macro_f1)]),
   ]).map((l) => `  ${l}`));
   if (r.hard) out.push('', `  hard subset (${r.hard.n}): macro-F1 ${est(r.hard.macro_f1)}, accuracy ${est(r.hard.accuracy)}`);
+  if (r.hard_subset) out.push(`${r.hard ? '' : '\n'}  Hard subset ${r.hard_subset.name} (${r.hard_subset.n} tasks): macro-F1 ${est(r.hard_subset.macro_f1)}, accuracy ${est(r.hard_subset.accuracy)}`);
   if (r.answers) out.push(`  answer accuracy (${r.answers.n} tasks with an answer): ${est(r.answers.accuracy)}`);
   for (const [b, f] of Object.entries(r.forced)) {
     out.push(`  forced ${b}: ${f.n} replies; steering accuracy ${f.steering_accuracy === null ? `n/a (${f.judged} judged)` : `${pct(f.steering_accuracy)} of ${f.judged} judged`}` +

@@ -1,3 +1,4 @@
+import { ScoreInputError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import type { Agreement } from './agreement.js';
 import type { GoldTask, Prediction } from './inputs.js';
@@ -269,6 +270,8 @@ export interface ScoreReport {
   per_category: Record<string, GroupScore>;
   per_group: Record<string, GroupScore>;
   hard: Summary | null;
+  /** A derived Hard subset (bsft hard-subset; --hard-subset): its name and the tasks of it in this split. */
+  hard_subset?: (Summary & { name: string }) | null;
   answers: { n: number; accuracy: Estimate } | null;
   forced: Record<string, { n: number; judged: number; steering_accuracy: number | null; answer_accuracy: number | null }>;
   /** What always answering the split's most common gold behavior scores: the floor a model must clear. */
@@ -290,6 +293,8 @@ export interface ScoreOptions {
   resamples: number;
   seed: number;
   split?: string;
+  /** A derived Hard subset to score as well (its task ids). */
+  subset?: { name: string; ids: string[] };
 }
 
 /** Scores the chosen-behavior predictions of a run (and, separately, its forced-token predictions). */
@@ -327,6 +332,16 @@ export function score(gold: GoldTask[], chosen: Prediction[], forced: Prediction
 
   const hardTasks = all.filter((i) => gold[i]!.hard);
   const hard = hardTasks.length ? summary(enc, hardTasks, opts.resamples > 0 ? bootstrap(enc, hardTasks, opts.resamples, opts.seed + 1) : undefined) : null;
+
+  let hardSubset: ScoreReport['hard_subset'];
+  if (opts.subset) {
+    const want = new Set(opts.subset.ids);
+    const tasks = all.filter((i) => want.has(gold[i]!.id));
+    if (tasks.length !== want.size) {
+      throw new ScoreInputError(`Hard subset ${opts.subset.name}: ${want.size - tasks.length} of its ${want.size} tasks are not in this split${opts.split ? ` (${opts.split})` : ''}: it was derived on other tasks`);
+    }
+    hardSubset = tasks.length ? { name: opts.subset.name, ...summary(enc, tasks, opts.resamples > 0 ? bootstrap(enc, tasks, opts.resamples, opts.seed + 2) : undefined) } : null;
+  }
 
   const withAnswer = gold.filter((t) => t.answer !== undefined);
   const answerCorrect = (t: GoldTask, p?: Prediction) =>
@@ -393,6 +408,7 @@ export function score(gold: GoldTask[], chosen: Prediction[], forced: Prediction
     per_category,
     per_group,
     hard,
+    ...(hardSubset !== undefined ? { hard_subset: hardSubset } : {}),
     answers,
     forced: forcedOut,
     majority: { behavior: behaviors[top]!, macro_f1: constant.macroF1, accuracy: constant.accuracy },

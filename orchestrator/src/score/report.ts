@@ -29,6 +29,8 @@ export interface ComparedRun {
   per_class_f1: Record<string, Estimate>;
   per_category: Record<string, Estimate>;
   hard_macro_f1: Estimate | null;
+  /** A derived Hard subset's macro-F1 (--hard-subset), or null. */
+  hard_subset: { name: string; n: number; macro_f1: Estimate } | null;
   answer_accuracy: Estimate | null;
   confusion: number[][];
   /** Forced-token predictions: forced behavior -> how often the reply's behavior matched it. */
@@ -83,6 +85,7 @@ export function compare(runs: Scored[], resamples: number, seed: number, study: 
       per_class_f1: Object.fromEntries(Object.entries(r.report.overall.per_class).map(([b, c]) => [b, c.f1])),
       per_category: Object.fromEntries(Object.entries(r.report.per_category).map(([c, s]) => [c, s.accuracy])),
       hard_macro_f1: r.report.hard?.macro_f1 ?? null,
+      hard_subset: r.report.hard_subset ? { name: r.report.hard_subset.name, n: r.report.hard_subset.n, macro_f1: r.report.hard_subset.macro_f1 } : null,
       answer_accuracy: r.report.answers?.accuracy ?? null,
       confusion: r.report.overall.confusion,
       steering: Object.fromEntries(Object.entries(r.report.forced).map(([b, f]) => [b, { n: f.n, judged: f.judged, accuracy: f.steering_accuracy }])),
@@ -125,11 +128,13 @@ const sign = (e: Estimate) => `${e.value >= 0 ? '+' : ''}${pct(e.value)}${e.ci ?
 
 /** The tables of a report, shared by its terminal, Markdown and HTML forms (first row: header). */
 export function scoreRows(c: Comparison): string[][] {
+  const subset = c.runs.find((r) => r.hard_subset)?.hard_subset;
   return [
-    ['run', 'macro-F1 [95% CI]', 'accuracy', ...c.behaviors.map((b) => `${b} F1`), 'hard macro-F1'],
-    ...c.runs.map((r) => [r.label, est(r.macro_f1), est(r.accuracy), ...c.behaviors.map((b) => pct(r.per_class_f1[b]?.value ?? NaN)), r.hard_macro_f1 ? pct(r.hard_macro_f1.value) : '-']),
-    [`majority baseline (always ${c.majority.behavior})`, pct(c.majority.macro_f1), pct(c.majority.accuracy), ...c.behaviors.map((b) => (b === c.majority.behavior ? pct((2 * c.majority.accuracy) / (1 + c.majority.accuracy)) : '0.0')), '-'],
-    [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.behaviorsft)} (standard SFT ${pct(c.reference.proactive_f1.standard_sft)})` : '-')), '-'],
+    ['run', 'macro-F1 [95% CI]', 'accuracy', ...c.behaviors.map((b) => `${b} F1`), 'hard macro-F1', ...(subset ? [`Hard subset ${subset.name} (${subset.n}) macro-F1 [95% CI]`] : [])],
+    ...c.runs.map((r) => [r.label, est(r.macro_f1), est(r.accuracy), ...c.behaviors.map((b) => pct(r.per_class_f1[b]?.value ?? NaN)), r.hard_macro_f1 ? pct(r.hard_macro_f1.value) : '-',
+      ...(subset ? [r.hard_subset ? est(r.hard_subset.macro_f1) : '-'] : [])]),
+    [`majority baseline (always ${c.majority.behavior})`, pct(c.majority.macro_f1), pct(c.majority.accuracy), ...c.behaviors.map((b) => (b === c.majority.behavior ? pct((2 * c.majority.accuracy) / (1 + c.majority.accuracy)) : '0.0')), '-', ...(subset ? ['-'] : [])],
+    [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, pct(c.reference.macro_f1), '-', ...c.behaviors.map((b) => (b === 'proactive' ? `${pct(c.reference.proactive_f1.behaviorsft)} (standard SFT ${pct(c.reference.proactive_f1.standard_sft)})` : '-')), '-', ...(subset ? ['-'] : [])],
   ];
 }
 

@@ -37,8 +37,11 @@ export function runLabel(recipe: RunRecipe): string {
   return `${recipe.name} (${recipe.data.conditioning}, ${recipe.train.method})`;
 }
 
-/** Scores one split of a run folder (gold from its dataset, predictions from predictions/) and writes score/<split>.json. */
-export async function scoreRun(runDir: string, split: string, opts: Partial<ScoreOptions> = {}): Promise<Scored> {
+/**
+ * Scores one split of a run folder (gold from its dataset, predictions from predictions/) and writes score/<split>.json
+ * (unless `write` is false: a look that must not replace the run's own score).
+ */
+export async function scoreRun(runDir: string, split: string, opts: Partial<ScoreOptions> = {}, { write = true } = {}): Promise<Scored> {
   const recipe = runRecipe(runDir);
   const behaviors = Object.keys(recipe.data.behaviors);
   const goldFile = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
@@ -63,7 +66,7 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
     const labels = await readJudgments(runDir, path.basename(f));
     forced.push((await readPredictions(f, goldMap, behaviors)).map((p) => (labels?.has(p.id) ? { ...p, judged_behavior: labels.get(p.id)!.judged_behavior } : p)));
   }
-  const full: ScoreOptions = { resamples: opts.resamples ?? recipe.eval.bootstrap, seed: opts.seed ?? recipe.train.seed, split };
+  const full: ScoreOptions = { resamples: opts.resamples ?? recipe.eval.bootstrap, seed: opts.seed ?? recipe.train.seed, split, ...(opts.subset ? { subset: opts.subset } : {}) };
   const report = score(gold, chosen, forced, behaviors, full);
   report.label_source = source;
   const onGold = await readJudgments(runDir, goldFileName(split));
@@ -82,11 +85,13 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
         : null,
     };
   }
-  const outDir = path.join(runDir, 'score');
-  mkdirSync(outDir, { recursive: true });
-  const tmp = path.join(outDir, `${split}.json.tmp`);
-  writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`);
-  renameSync(tmp, path.join(outDir, `${split}.json`));
+  if (write) {
+    const outDir = path.join(runDir, 'score');
+    mkdirSync(outDir, { recursive: true });
+    const tmp = path.join(outDir, `${split}.json.tmp`);
+    writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`);
+    renameSync(tmp, path.join(outDir, `${split}.json`));
+  }
   return { label: runLabel(recipe), dir: runDir, report, gold, encoded: encode(gold, new Map(chosen.map((p) => [p.id, p])), behaviors) };
 }
 
