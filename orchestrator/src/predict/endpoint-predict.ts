@@ -1,4 +1,4 @@
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { BsftError, InputError } from '../errors.js';
@@ -7,11 +7,10 @@ import { readManifest, type Manifest } from '../dataset/manifest.js';
 import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
-import { writeComplete } from '../store/complete.js';
 import { logitBias } from '../score/balance.js';
-import { mapPool } from '../util/pool.js';
 import { sha256, sha256File } from '../util/sha256.js';
 import type { Logger } from '../log.js';
+import { EndpointProgress } from './endpoint-progress.js';
 
 /** A prediction endpoint that cannot be used as configured (key, model, URL): not worth retrying. */
 export class EndpointSetupError extends InputError {}
@@ -110,31 +109,9 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
   // An operating point (eval.behavior_offsets) goes to the server as logit_bias on the behavior tokens' IDs.
   const bias = logitBias(recipe.eval.behavior_offsets ?? {}, manifest.behavior_ids); // ?? {}: a run recorded before offsets existed
   const name = `${split}${force ? `.forced-${force}` : ''}.jsonl`;
-  const progressDir = path.join(runDir, 'predict-progress');
-  mkdirSync(progressDir, { recursive: true });
-  const part = path.join(progressDir, `${name}.endpoint`);
-  const keyFile = `${part}.json`;
   // The prompts are the shard's (and the forced token): its bytes name them without serialising every prompt.
   const key = sha256(JSON.stringify([endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.data.conditioning, await sha256File(shard), force, 'behavior-probs-v1', bias]));
-  const done = new Map<number, string>();
-  // Generated tokens of every row (earlier attempts' too): a progress line is `index<TAB>tokens<TAB>row`.
-  const tokensOf = new Map<number, number>();
-  if (existsSync(keyFile) && JSON.parse(readFileSync(keyFile, 'utf8')).key === key && existsSync(part)) {
-    // Complete lines only: one cut short by a kill was never counted.
-    for (const line of readFileSync(part, 'utf8').split('\n').slice(0, -1)) {
-      const [index, tokens, ...row] = line.split('\t');
-      const i = Number(index);
-      if (tokens!.startsWith('{')) done.set(i, [tokens, ...row].join('\t')); // a line of an older bsft: no count
-      else {
-        done.set(i, row.join('\t'));
-        tokensOf.set(i, Number(tokens));
-      }
-    }
-    if (done.size) log.info({ file: name, done: done.size, total: prompts.length }, 'predict: continuing where the last attempt stopped');
-  } else {
-    writeFileSync(part, '');
-    writeFileSync(keyFile, JSON.stringify({ key }));
-  }
+  const progress = new EndpointProgress(runDir, name, key, prompts.length, log);
 
   const api = new OpenAIEndpoint(endpoint, 'prediction endpoint', PREDICT_KEY_ENV, { setup: EndpointSetupError, unavailable: EndpointUnavailableError });
   await api.checkServesModel(`; serve the run's export: bsft export ${path.basename(runDir)}`);
@@ -142,28 +119,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
   const failure = (e: unknown, doing: string): Error =>
     e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while ${doing}: ${e.message}`) : api.failure(e, doing);
 
-  const before = done.size;
-  const started = Date.now();
-  let generated = 0;
-  let unsynced = 0;
-  const fd = openSync(part, 'a');
-  try {
-    const todo = prompts.map((_, i) => i).filter((i) => !done.has(i));
-    // A failure stops new requests; the ones in flight finish and are kept, then the failure is thrown.
-    let failed: Error | undefined;
-    await mapPool(todo, endpoint.max_concurrency, async (i) => {
-      if (signal?.aborted || failed) return;
-      try {
-        await one(i);
-      } catch (e) {
-        failed ??= e as Error;
-      }
-    });
-    fsyncSync(fd);
-    if (failed) throw failed;
-  } finally {
-    closeSync(fd);
-  }
+  await progress.each(endpoint.max_concurrency, signal, one);
 
   /** Asks for one prompt's completion and appends its row. */
   async function one(i: number): Promise<void> {
@@ -181,7 +137,6 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     const choice = res.choices?.[0];
     const ids = completionIds(choice?.logprobs?.tokens ?? undefined, tokenIds);
     if (!ids) throw new EndpointSetupError(`${api.where} gave no token IDs of its completion: serve with vLLM or SGLang, which return them (return_tokens_as_token_ids)`);
-    generated += ids.length;
     const first = ids[0];
     let text = choice?.text ?? '';
     for (const t of Object.keys(tokenIds)) text = text.split(t).join('');
@@ -194,30 +149,10 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
     if (scores) Object.assign(row, scores);
     row.reply = text.trim();
     if (answers.has(docIds[i]!)) row.predicted_answer = ANSWER.exec(text)?.[1]?.toUpperCase() ?? null;
-    const line = JSON.stringify(row);
-    appendFileSync(fd, `${i}\t${ids.length}\t${line}\n`);
-    tokensOf.set(i, ids.length);
-    if (++unsynced >= 64) {
-      fsyncSync(fd);
-      unsynced = 0;
-    }
-    done.set(i, line);
+    progress.add(i, ids.length, JSON.stringify(row));
   }
 
-  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${done.size} of ${prompts.length} prompts of ${name}; the next predict continues there`);
-  const seconds = (Date.now() - started) / 1000;
-  const target = path.join(runDir, 'predictions', name);
-  mkdirSync(path.dirname(target), { recursive: true });
-  writeFileSync(`${target}.tmp`, prompts.map((_, i) => `${done.get(i)}\n`).join(''));
-  renameSync(`${target}.tmp`, target);
-  const recordFile = path.join(runDir, 'predictions', 'predict.json');
-  const record = existsSync(recordFile) ? JSON.parse(readFileSync(recordFile, 'utf8')) : {};
-  // generated_tokens: the whole file's (every attempt's rows); the rate: this attempt's tokens over its seconds.
-  const total = [...tokensOf.values()].reduce((a, b) => a + b, 0);
-  record[name] = { engine: 'openai', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, tasks: prompts.length, max_new_tokens: recipe.eval.max_new_tokens,
-    generated_tokens: total, ...(tokensOf.size < prompts.length ? { generated_tokens_counted_rows: tokensOf.size } : {}),
-    generated_tokens_this_attempt: generated, seconds: +seconds.toFixed(3), tokens_per_s: seconds > 0 ? +(generated / seconds).toFixed(1) : null, resumed_after_prompts: before };
-  writeFileSync(recordFile, `${JSON.stringify(record, null, 1)}\n`);
-  await writeComplete(path.join(runDir, 'predictions'));
-  return { file: target, tasks: prompts.length, generatedTokens: generated, seconds };
+  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${progress.done.size} of ${prompts.length} prompts of ${name}; the next predict continues there`);
+  const file = await progress.finish({ engine: 'openai', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, max_new_tokens: recipe.eval.max_new_tokens });
+  return { file, tasks: prompts.length, generatedTokens: progress.generated, seconds: progress.seconds };
 }
