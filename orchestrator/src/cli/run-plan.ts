@@ -31,6 +31,7 @@ export async function buildDatasets(recipes: ResolvedRecipe[], log: Logger, out:
 }
 
 export function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): number {
+  if (recipe.train.method === 'none') return 0;
   if (recipe.train.epochs !== undefined) return tokensPerEpoch * recipe.train.epochs;
   return recipe.train.max_steps! * recipe.train.batch_tokens * recipe.train.grad_accum;
 }

@@ -20,7 +20,7 @@ export class EndpointUnavailableError extends BsftError {}
 type Endpoint = NonNullable<ResolvedRecipe['eval']['endpoint']>;
 
 /** Contract 7's `predicted_answer`: the option letter a reply starts with (as the trainer's predict reads it). */
-const ANSWER = /^\W*\(?([A-Ea-e])[).:\s]/;
+export const ANSWER = /^\W*\(?([A-Ea-e])[).:\s]/;
 
 /** Each document's token IDs up to its first predicted token: the prompt training saw (Contract 3). */
 export function shardPrompts(file: string): number[][] {

@@ -309,6 +309,7 @@ export const PLAN_LEGEND = [
  * error, exit 2, is then the answer).
  */
 export function checkFits(recipe: ResolvedRecipe): void {
+  if (recipe.train.method === 'none') return; // nothing trained here: the model is served elsewhere
   const shape = modelShape(recipe);
   if (!shape || recipe.resources.gpus < 1) return;
   const card = recipe.resources.gpu_memory_gb;

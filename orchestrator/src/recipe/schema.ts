@@ -91,9 +91,14 @@ export const loraSchema = z.strictObject({
 });
 
 export const trainSchema = z.strictObject({
-  method: z.enum(['lora', 'full']).default('lora'),
+  /**
+   * `lora` or `full` fine-tuning; `none` trains nothing: the model is evaluated as it ships (zero-shot, conditioning
+   * `none`, or `instruction` with the behaviors described), through a chat endpoint (eval.engine: openai-chat).
+   */
+  method: z.enum(['lora', 'full', 'none']).default('lora'),
   lora: loraSchema.default(loraSchema.parse({})),
-  lr: z.number().positive().max(1),
+  /** Peak learning rate (required unless method is none). */
+  lr: z.number().positive().max(1).optional(),
   schedule: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
   warmup_steps: nonNegativeInt.optional(),
   warmup_ratio: fraction.optional(),
@@ -152,11 +157,16 @@ export const evalSchema = z.strictObject({
    * a transformers model on a GPU when replies are longer than one token, else static). predictions/predict.json
    * says which ran, with its tokens/s.
    */
-  engine: z.enum(['auto', 'static', 'continuous', 'openai']).default('auto'),
+  engine: z.enum(['auto', 'static', 'continuous', 'openai', 'openai-chat']).default('auto'),
   /**
    * `engine: openai`: a serving engine (vLLM, SGLang) serving the run's exported model (`bsft export`) behind an
    * OpenAI-compatible completions endpoint; prompts go as the dataset's token IDs. Its key only from the environment
    * (BSFT_PREDICT_API_KEY).
+   */
+  /*
+   * `engine: openai-chat`: any OpenAI-compatible chat-completions endpoint (vLLM or SGLang serving any model, a hosted
+   * API): each task's conversation goes as the messages the dataset build renders (speakers' names in the content, the
+   * instruction as the system message), greedy; the reply's behavior comes from the judge. Same `endpoint` settings.
    */
   endpoint: z.strictObject({
     base_url: z.url(),
@@ -171,6 +181,11 @@ export const evalSchema = z.strictObject({
    * on the validation split; bsft predict --balanced applies the run's). The behavior that answers keeps 0.
    */
   behavior_offsets: z.record(z.string(), z.number().min(-100).max(100)).default({}),
+  /**
+   * The instruction asks each reply to start with its behavior as a tag (`[proactive] ...`): the tag is read into
+   * `tagged_behavior` (null when a reply has none: a miss) and scored beside the judge's label, with their agreement.
+   */
+  reply_tag: z.boolean().default(false),
 });
 
 const storeSchema = z.strictObject({
@@ -332,6 +347,23 @@ export const recipeSchema = z
     if (recipe.eval.engine === 'openai' && !recipe.eval.endpoint) {
       ctx.addIssue({ code: 'custom', path: ['eval', 'endpoint'], message: 'engine openai needs eval.endpoint ({base_url, model}): the server that serves the exported model (bsft export)' });
     }
+    if (recipe.eval.engine === 'openai-chat') {
+      if (!recipe.eval.endpoint) ctx.addIssue({ code: 'custom', path: ['eval', 'endpoint'], message: 'engine openai-chat needs eval.endpoint ({base_url, model}): the chat endpoint that serves the model (vllm serve, a hosted API)' });
+      if (recipe.data.conditioning === 'token') {
+        ctx.addIssue({ code: 'custom', path: ['eval', 'engine'], message: 'engine openai-chat sends messages, not token IDs: a token run\'s behavior tokens need engine openai (completions with the dataset\'s token IDs) on its exported model' });
+      }
+      if (Object.keys(recipe.eval.behavior_offsets).length > 0) ctx.addIssue({ code: 'custom', path: ['eval', 'behavior_offsets'], message: 'engine openai-chat has no behavior tokens to put offsets on' });
+    }
+    if (recipe.train.method !== 'none' && recipe.train.lr === undefined) ctx.addIssue({ code: 'custom', path: ['train', 'lr'], message: `expected a number: the peak learning rate of ${recipe.train.method} fine-tuning` });
+    if (recipe.train.method === 'none') {
+      if (recipe.eval.engine !== 'openai-chat') {
+        ctx.addIssue({ code: 'custom', path: ['eval', 'engine'], message: `train.method none evaluates a model as it ships through a chat endpoint: set eval.engine openai-chat and eval.endpoint ({base_url, model}), e.g. vllm serve ${recipe.model.name_or_path} (engine ${recipe.eval.engine} loads a trained run's final model)` });
+      }
+      if (recipe.data.conditioning === 'token') ctx.addIssue({ code: 'custom', path: ['data', 'conditioning'], message: 'train.method none: a model as it ships knows no behavior tokens; use conditioning none (zero-shot) or instruction (the behaviors described)' });
+    }
+    if (recipe.eval.reply_tag && recipe.data.conditioning !== 'instruction') {
+      ctx.addIssue({ code: 'custom', path: ['eval', 'reply_tag'], message: `a reply tag is asked for by the instruction: it needs data.conditioning "instruction", got "${recipe.data.conditioning}"` });
+    }
     if (recipe.eval.force.length > 0 && recipe.data.conditioning !== 'token') {
       ctx.addIssue({
         code: 'custom',
@@ -350,13 +382,13 @@ export const recipeSchema = z
     if (train <= 0) {
       ctx.addIssue({ code: 'custom', path: ['data', 'splits', 'train'], message: 'the train split cannot be empty' });
     }
-    if ((recipe.train.epochs === undefined) === (recipe.train.max_steps === undefined)) {
+    if (recipe.train.method !== 'none' && (recipe.train.epochs === undefined) === (recipe.train.max_steps === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['train'], message: 'set exactly one of epochs and max_steps' });
     }
     if (recipe.train.warmup_steps !== undefined && recipe.train.warmup_ratio !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['train'], message: 'set at most one of warmup_steps and warmup_ratio' });
     }
-    if (recipe.train.batch_tokens < recipe.data.max_seq_len) {
+    if (recipe.train.method !== 'none' && recipe.train.batch_tokens < recipe.data.max_seq_len) {
       ctx.addIssue({
         code: 'custom',
         path: ['train', 'batch_tokens'],

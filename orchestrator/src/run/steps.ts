@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { predictViaChat } from '../predict/chat-predict.js';
 import { predictViaEndpoint } from '../predict/endpoint-predict.js';
 import { redactUrl } from '../recipe/secrets.js';
 import { stampMatches, writeStamp } from './settings-stamp.js';
@@ -20,7 +21,8 @@ export const trainStep: Step = {
   outputs: ['final', 'meta'], // meta: the recipe and, now, the metrics history
   unavailable: (ctx) => ctx.host.trainerUnavailable(ctx.recipe),
   async done(ctx) {
-    return existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
+    // train.method none: nothing to train, the model is evaluated as it ships (through its chat endpoint).
+    return ctx.recipe.train.method === 'none' || existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
   },
   // Several GPUs: the trainer starts one rank per GPU with torchrun (trainer-python launch.py).
   run: (ctx) => runTrainerStep(ctx, 'train', ctx.recipe.resources.gpus > 1 ? ['--nproc-per-node', String(ctx.recipe.resources.gpus)] : []),
@@ -36,6 +38,7 @@ const predictSettings = (ctx: RunContext) => {
   // An operating point changes the replies: predictions made at another one are made again (?? {}: a run recorded
   // before offsets existed).
   const offsets = Object.values(e.behavior_offsets ?? {}).some((v) => v !== 0) ? { behavior_offsets: e.behavior_offsets } : {};
+  if (e.engine === 'openai-chat') return { max_new_tokens: e.max_new_tokens, reply_tag: e.reply_tag, source: { engine: 'openai-chat', base_url: redactUrl(e.endpoint!.base_url), model: e.endpoint!.model } };
   return e.engine === 'openai' ? { max_new_tokens: e.max_new_tokens, ...offsets, source: { engine: 'openai', base_url: redactUrl(e.endpoint!.base_url), model: e.endpoint!.model } }
     : { max_new_tokens: e.max_new_tokens, ...offsets };
 };
@@ -43,7 +46,7 @@ const predictSettings = (ctx: RunContext) => {
 /** Says so when predictions made by one of the trainer's engines are kept for another (predictions/predict.json). */
 function sayKeptEngine(ctx: RunContext): void {
   const e = ctx.recipe.eval.engine;
-  if (e === 'openai') return;
+  if (e === 'openai' || e === 'openai-chat') return;
   let made: string[] = [];
   try {
     made = Object.values(JSON.parse(readFileSync(path.join(ctx.runDir, 'predictions', 'predict.json'), 'utf8')) as Record<string, { engine?: string }>)
@@ -53,17 +56,19 @@ function sayKeptEngine(ctx: RunContext): void {
   }
   if (made.length) ctx.log.info({ made_with: [...new Set(made)], engine: e }, `predictions made with engine ${[...new Set(made)].join(', ')} are kept for eval.engine ${e}: the trainer's engines give the same greedy tokens (delete the run's predictions/ to make them again)`);
 }
+/** Predictions asked of an endpoint by this process, not made by the trainer. */
+const viaEndpoint = (ctx: RunContext) => ctx.recipe.eval.engine === 'openai' || ctx.recipe.eval.engine === 'openai-chat';
 const predictStamp = (ctx: RunContext) => path.join(ctx.runDir, 'predictions', 'settings.json');
 
 export const predictStep: Step = {
   name: 'predict',
-  summary: (recipe) => (recipe.eval.engine === 'openai'
-    ? `generate predictions on the eval splits (eval.engine openai: ${redactUrl(recipe.eval.endpoint?.base_url ?? '')}, model ${recipe.eval.endpoint?.model})`
+  summary: (recipe) => (recipe.eval.engine === 'openai' || recipe.eval.engine === 'openai-chat'
+    ? `generate predictions on the eval splits (eval.engine ${recipe.eval.engine}: ${redactUrl(recipe.eval.endpoint?.base_url ?? '')}, model ${recipe.eval.endpoint?.model})`
     : `generate predictions on the eval splits (python -m bsft_trainer predict, engine ${recipe.eval.engine})`),
   inputs: ['dataset', 'final'],
   outputs: ['predictions'],
-  // A serving engine (eval.engine: openai) needs no trainer here: this process asks the endpoint.
-  unavailable: async (ctx) => (ctx.recipe.eval.engine === 'openai' ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
+  // A serving engine (eval.engine: openai, openai-chat) needs no trainer here: this process asks the endpoint.
+  unavailable: async (ctx) => (viaEndpoint(ctx) ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
   async done(ctx) {
     const done = stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
       predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))));
@@ -72,10 +77,11 @@ export const predictStep: Step = {
   },
   async run(ctx) {
     for (const args of predictArgs(ctx.recipe)) {
-      if (ctx.recipe.eval.engine !== 'openai') await runTrainerStep(ctx, 'predict', args);
+      if (!viaEndpoint(ctx)) await runTrainerStep(ctx, 'predict', args);
       else {
         for (const split of ctx.recipe.eval.splits) {
-          const r = await predictViaEndpoint(ctx.recipe, ctx.runDir, split, args[1] ?? null, ctx.log, ctx.signal);
+          const r = ctx.recipe.eval.engine === 'openai-chat' ? await predictViaChat(ctx.recipe, ctx.runDir, split, ctx.log, ctx.signal)
+            : await predictViaEndpoint(ctx.recipe, ctx.runDir, split, args[1] ?? null, ctx.log, ctx.signal);
           ctx.log.info({ file: path.relative(ctx.runDir, r.file), tasks: r.tasks, tokens: r.generatedTokens, tokens_per_s: Math.round(r.generatedTokens / Math.max(r.seconds, 1e-3)) }, 'predictions from the endpoint');
         }
       }

@@ -16,6 +16,11 @@ export function formatScore(label: string, r: ScoreReport): string[] {
     `   -> ${r.overall.macro_f1.value > r.majority.macro_f1 ? `${pct(r.overall.macro_f1.value - r.majority.macro_f1)} points above it` : 'not above it'}`);
   const src = r.label_source;
   if (src && (src.judge > 0 || r.judge)) out.push(`  labels: ${src.token} from the first token, ${src.judge} from the judge, ${src.none} without one`);
+  if (r.tag) {
+    out.push(`  reply tags (eval.reply_tag): macro-F1 ${est(r.tag.macro_f1)}   accuracy ${est(r.tag.accuracy)}` +
+      `${r.tag.untagged ? `   ${r.tag.untagged} repl${r.tag.untagged === 1 ? 'y' : 'ies'} without a tag, counted wrong` : ''}` +
+      `${r.tag.judge_agreement ? `; tag vs judge on ${r.tag.judge_agreement.n} replies: agreement ${est(r.tag.judge_agreement.accuracy)}, Cohen's kappa ${kappa(r.tag.judge_agreement.kappa)}` : ''}`);
+  }
   if (r.judge) {
     const j = r.judge;
     out.push(`  judge ${j.model} (prompt ${j.prompt_version}) on the ${j.validity.n} gold replies: accuracy ${est(j.validity.accuracy)}, Cohen's kappa ${kappa(j.validity.kappa)}` +

@@ -14,6 +14,8 @@ export const predictionSchema = z.object({
   forced: z.boolean().optional(),
   /** Forced runs: the behavior a judge assigned to the generated reply, when one was run. */
   judged_behavior: z.string().nullable().optional(),
+  /** eval.reply_tag: the behavior the reply's own tag names (`[proactive] ...`); null for a reply without one. */
+  tagged_behavior: z.string().nullable().optional(),
   raw_token_ids: z.array(z.number().int()).optional(),
   /** The generated reply as text, special tokens (behavior tokens too) left out: what a judge reads. */
   reply: z.string().optional(),
@@ -71,7 +73,7 @@ export async function readPredictions(file: string, gold: Map<string, GoldTask>,
     if (!gold.has(p.id)) problem('id', `unknown task id "${p.id}"`);
     else if (seen.has(p.id)) problem('id', `duplicate prediction for "${p.id}" (first at line ${seen.get(p.id)})`);
     else {
-      for (const field of ['predicted_behavior', 'judged_behavior'] as const) {
+      for (const field of ['predicted_behavior', 'judged_behavior', 'tagged_behavior'] as const) {
         const v = p[field];
         if (v != null && !labels.has(v)) problem(field, `unknown label "${v}" (behaviors: ${behaviors.join(', ')})`);
       }

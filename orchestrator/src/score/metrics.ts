@@ -270,6 +270,11 @@ export interface ScoreReport {
   per_category: Record<string, GroupScore>;
   per_group: Record<string, GroupScore>;
   hard: Summary | null;
+  /**
+   * eval.reply_tag: the behaviors the replies' own tags name, scored against the gold (a reply without a tag counts
+   * wrong) and against the judge's labels.
+   */
+  tag?: { untagged: number; macro_f1: Estimate; accuracy: Estimate; judge_agreement: Agreement | null };
   /** A derived Hard subset (bsft hard-subset; --hard-subset): its name and the tasks of it in this split. */
   hard_subset?: (Summary & { name: string }) | null;
   answers: { n: number; accuracy: Estimate } | null;

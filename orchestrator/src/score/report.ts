@@ -144,7 +144,7 @@ export function metaRows(c: Comparison): string[][] {
     ...c.runs.map((r) => {
       const m = r.meta;
       if (!m) return [r.label, '-', '-', '-', '-', '-', '-', '-', '-'];
-      return [r.label, m.run_id, m.base_model, m.method, m.conditioning, `${m.steps ?? '-'} (${m.length})`, `${m.lr} ${m.schedule}`,
+      return [r.label, m.run_id, m.base_model, m.method, m.conditioning, `${m.steps ?? '-'} (${m.length})`, m.lr === null ? '-' : `${m.lr} ${m.schedule}`,
         m.date ? m.date.slice(0, 16).replace('T', ' ') : '-', m.dataset_hash ? `${m.tasks} tasks, ${m.dataset_hash.slice(0, 12)}` : '-'];
     }),
   ];

@@ -13,7 +13,8 @@ export interface RunMeta {
   steps: number | null;
   /** What the recipe asked for: `max_steps N` or `epochs N`. */
   length: string;
-  lr: number;
+  /** null: nothing trained (train.method none). */
+  lr: number | null;
   schedule: string;
   /** When training started (the first metrics.jsonl line), else when the run folder last changed: ISO 8601. */
   date: string | null;
@@ -83,8 +84,8 @@ export function runMeta(runDir: string, metrics = readMetrics(runDir)): RunMeta 
     method: recipe.train.method,
     conditioning: recipe.data.conditioning,
     steps: steps.length ? steps[steps.length - 1]!.step : null,
-    length: recipe.train.max_steps !== undefined ? `max_steps ${recipe.train.max_steps}` : `epochs ${recipe.train.epochs}`,
-    lr: recipe.train.lr,
+    length: recipe.train.method === 'none' ? 'not trained' : recipe.train.max_steps !== undefined ? `max_steps ${recipe.train.max_steps}` : `epochs ${recipe.train.epochs}`,
+    lr: recipe.train.lr ?? null,
     schedule: recipe.train.schedule,
     date: first ? new Date(first.time * 1000).toISOString() : (status?.updated_at ?? null),
     dataset_hash: manifest?.dataset_hash ?? null,

@@ -66,9 +66,23 @@ export async function scoreRun(runDir: string, split: string, opts: Partial<Scor
     const labels = await readJudgments(runDir, path.basename(f));
     forced.push((await readPredictions(f, goldMap, behaviors)).map((p) => (labels?.has(p.id) ? { ...p, judged_behavior: labels.get(p.id)!.judged_behavior } : p)));
   }
+  const tagged = read.some((p) => p.tagged_behavior !== undefined);
   const full: ScoreOptions = { resamples: opts.resamples ?? recipe.eval.bootstrap, seed: opts.seed ?? recipe.train.seed, split, ...(opts.subset ? { subset: opts.subset } : {}) };
   const report = score(gold, chosen, forced, behaviors, full);
   report.label_source = source;
+  if (tagged) {
+    // The tags scored as if they were the predictions (none: wrong), and against the judge's labels where it gave one.
+    const byTag = score(gold, read.map((p) => ({ ...p, predicted_behavior: p.tagged_behavior ?? null })), [], behaviors, { resamples: full.resamples, seed: full.seed });
+    const withJudge = read.filter((p) => judged?.get(p.id)?.judged_behavior != null);
+    report.tag = {
+      untagged: read.filter((p) => p.tagged_behavior == null).length + (gold.length - read.length),
+      macro_f1: byTag.overall.macro_f1,
+      accuracy: byTag.overall.accuracy,
+      judge_agreement: withJudge.length
+        ? agreement(withJudge.map((p) => ({ a: judged!.get(p.id)!.judged_behavior!, b: p.tagged_behavior ?? null, case_id: goldMap.get(p.id)!.case_id })), behaviors, full.resamples, full.seed)
+        : null,
+    };
+  }
   const onGold = await readJudgments(runDir, goldFileName(split));
   if (onGold) {
     const settings = JSON.parse(readFileSync(path.join(runDir, 'judge', 'summary.json'), 'utf8')) as { model: string; prompt_version: string };

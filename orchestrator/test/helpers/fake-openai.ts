@@ -18,8 +18,8 @@ export class FakeOpenAI {
   delayMs = 0;
   /** Answer 400 to any request that asks for a response format (as servers without structured output do). */
   rejectResponseFormat = false;
-  /** Decides the answer of each chat request (default: a label line naming "reactive"). */
-  answer: (user: string, constrained: boolean) => FakeAnswer = (_u, constrained) => (constrained ? '{"label": "reactive"}' : 'label: reactive');
+  /** Decides the answer of each chat request (default: a label line naming "reactive"); `body` is the whole request. */
+  answer: (user: string, constrained: boolean, body: { model: string; messages: { role: string; content: string }[]; [k: string]: unknown }) => FakeAnswer = (_u, constrained) => (constrained ? '{"label": "reactive"}' : 'label: reactive');
   /**
    * Decides each completions request (`POST /v1/completions`, prompts as token IDs, as vLLM serves them): the
    * generated token IDs and text, and (`top`, token ID → log-probability) the first position's top log-probabilities
@@ -73,7 +73,7 @@ export class FakeOpenAI {
       if (!this.models.includes(body.model)) return this.send(res, 404, { error: { message: `The model ${body.model} does not exist`, type: 'invalid_request_error' } });
       if (body.response_format && this.rejectResponseFormat) return this.send(res, 400, { error: { message: 'response_format is not supported', type: 'invalid_request_error' } });
       const user = body.messages.find((m: { role: string }) => m.role === 'user')?.content ?? '';
-      const a = this.answer(user, !!body.response_format);
+      const a = this.answer(user, !!body.response_format, body);
       if (typeof a !== 'string') return this.send(res, a.status, a.body ?? { error: { message: `failure ${a.status}` } }, a.headers);
       return this.send(res, 200, {
         id: `chatcmpl-${this.requests.length}`, object: 'chat.completion', created: 0, model: body.model,

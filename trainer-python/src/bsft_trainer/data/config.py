@@ -26,9 +26,8 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str
+    method: str  # lora, full; none (nothing trained: evaluated through a chat endpoint by the orchestrator)
     lora: LoraConfig
-    lr: float
     schedule: str
     batch_tokens: int
     grad_accum: int
@@ -46,6 +45,7 @@ class TrainConfig:
     keep_checkpoints: int
     preempt_grace_s: int
     seed: int
+    lr: Optional[float] = None  # None only with method none
     warmup_steps: Optional[int] = None
     warmup_ratio: Optional[float] = None
     epochs: Optional[float] = None
@@ -71,6 +71,8 @@ class EvalConfig:
     force: list
     bootstrap: int
     engine: str
+    # engine openai-chat: the instruction asks for a `[behavior]` tag, read by the orchestrator (not the trainer).
+    reply_tag: bool
     endpoint: Optional[dict] = None  # engine openai: the orchestrator predicts through it, not the trainer
     # An operating point (bsft balance): behavior name -> offset added to its token's logit when predicting.
     behavior_offsets: dict = dataclasses.field(default_factory=dict)
@@ -167,6 +169,11 @@ def _build(cls: type, values: dict) -> Any:
 def parse(d: Any) -> Config:
     """A Config from train.json's parsed content; ConfigError naming every problem by its path."""
     found = problems(d, schema("train"))
+    if not found and d["train"]["method"] == "none":
+        # A model evaluated as it ships: the orchestrator asks its chat endpoint; the trainer has nothing to do.
+        found.append("train.method: none (nothing trained; predictions come from eval.endpoint through the orchestrator)")
+    if not found and d["train"].get("lr") is None:
+        found.append("train.lr: required")
     if not found and (d["train"].get("epochs") is None) == (d["train"].get("max_steps") is None):
         found.append("train: set exactly one of epochs and max_steps")
     if found:

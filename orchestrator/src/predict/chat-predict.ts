@@ -1,0 +1,89 @@
+import { createReadStream, existsSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import OpenAI from 'openai';
+import type { Message } from '../dataset/condition.js';
+import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
+import { InputError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ResolvedRecipe } from '../recipe/resolve.js';
+import { PREDICT_KEY_ENV, redactUrl } from '../recipe/secrets.js';
+import { sha256, sha256File } from '../util/sha256.js';
+import { EndpointProgress } from './endpoint-progress.js';
+import { ANSWER, EndpointSetupError, EndpointUnavailableError, type EndpointPredictResult } from './endpoint-predict.js';
+
+/** One task as a chat endpoint is asked it: its id, the messages the dataset build rendered, whether it has an answer. */
+interface ChatTask {
+  id: string;
+  messages: Message[];
+  answer: boolean;
+}
+
+/** The prompts of a split: `prompt` of each line of `<split>.messages.jsonl` (Contract 3), in the split's order. */
+export async function chatTasks(file: string): Promise<ChatTask[]> {
+  if (!existsSync(file)) throw new InputError(`no dataset split file ${file}: build the dataset first`);
+  const out: ChatTask[] = [];
+  for await (const line of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
+    if (!line) continue;
+    const r = JSON.parse(line) as { id: string; prompt: Message[]; answer?: string };
+    out.push({ id: r.id, messages: r.prompt, answer: r.answer !== undefined });
+  }
+  return out;
+}
+
+/**
+ * `[proactive] ...` at the start of a reply: the behavior its tag names, and the reply without the tag (what the
+ * judge reads); null when the reply has no tag of a known behavior (a miss, counted wrong for the tag's score).
+ */
+export function readTag(reply: string, behaviors: string[]): { behavior: string | null; rest: string } {
+  const m = /^\s*[[(]\s*([A-Za-z_-]+)\s*[\])]\s*:?\s*/.exec(reply);
+  const named = m ? behaviors.find((b) => b.toLowerCase() === m[1]!.toLowerCase()) : undefined;
+  return named ? { behavior: named, rest: reply.slice(m![0].length) } : { behavior: null, rest: reply };
+}
+
+/**
+ * Predictions through an OpenAI-compatible chat-completions endpoint (eval.engine: openai-chat): each task's
+ * conversation goes as the messages the dataset build rendered (speakers' names in the content, the instruction as
+ * the system message; `prompt` of `<split>.messages.jsonl`), greedy (temperature 0), `max_tokens` eval.max_new_tokens.
+ * The reply's behavior is left to the judge (predicted_behavior null); with eval.reply_tag, its tag is read into
+ * `tagged_behavior`. Rows are kept as they come (predict-progress/), so a stopped predict asks only what is missing.
+ * 429 (after its Retry-After), 5xx, timeouts and lost connections are retried with backoff (eval.endpoint.max_retries),
+ * eval.endpoint.max_concurrency requests at a time.
+ */
+export async function predictViaChat(recipe: ResolvedRecipe, runDir: string, split: string, log: Logger, signal?: AbortSignal): Promise<EndpointPredictResult> {
+  const endpoint = recipe.eval.endpoint!;
+  const file = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
+  const tasks = await chatTasks(file);
+  const behaviors = Object.keys(recipe.data.behaviors);
+  const name = `${split}.jsonl`;
+  const key = sha256(JSON.stringify(['chat-v1', endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.eval.reply_tag, await sha256File(file)]));
+  const progress = new EndpointProgress(runDir, name, key, tasks.length, log);
+
+  const api = new OpenAIEndpoint(endpoint, 'chat endpoint', PREDICT_KEY_ENV, { setup: EndpointSetupError, unavailable: EndpointUnavailableError });
+  await api.checkServesModel('; eval.endpoint.model names the model as the server lists it (GET /v1/models)');
+  const failure = (e: unknown): Error =>
+    e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while predicting: ${e.message}`) : api.failure(e, 'predicting');
+
+  await progress.each(endpoint.max_concurrency, signal, async (i) => {
+    const t = tasks[i]!;
+    let res;
+    try {
+      res = await api.client.chat.completions.create({ model: endpoint.model, messages: t.messages, max_tokens: recipe.eval.max_new_tokens, temperature: 0 });
+    } catch (e) {
+      throw failure(e);
+    }
+    const text = (res.choices?.[0]?.message?.content ?? '').trim();
+    const row: Record<string, unknown> = { id: t.id, predicted_behavior: null };
+    if (recipe.eval.reply_tag) {
+      const tag = readTag(text, behaviors);
+      row.tagged_behavior = tag.behavior;
+      row.reply = tag.rest.trim();
+    } else row.reply = text;
+    if (t.answer) row.predicted_answer = ANSWER.exec(row.reply as string)?.[1]?.toUpperCase() ?? null;
+    progress.add(i, res.usage?.completion_tokens ?? 0, JSON.stringify(row));
+  });
+
+  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${progress.done.size} of ${tasks.length} tasks of ${name}; the next predict continues there`);
+  const written = await progress.finish({ engine: 'openai-chat', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, max_new_tokens: recipe.eval.max_new_tokens });
+  return { file: written, tasks: tasks.length, generatedTokens: progress.generated, seconds: progress.seconds };
+}

@@ -1,0 +1,227 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bsft, BSFT, ROOT } from './helpers/cli.js';
+import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
+import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
+import { limit } from './helpers/time-scale.js';
+
+const KEY = 'sk-test-chat-eval-4f9a1c';
+const BEHAVIORS = ['reactive', 'proactive', 'restraint'];
+const INSTRUCTION = 'You are a clinical assistant in a care-team conversation. Behaviors:\n{behaviors}\nStart your reply with the behavior in brackets, e.g. [proactive].';
+
+/** The rule the fake model answers by (the test knows it): a behavior from the last message's length; some replies untagged. */
+const ruleBehavior = (last: string) => BEHAVIORS[last.length % 3]!;
+const untagged = (last: string) => last.length % 7 === 0;
+const lastOf = (messages: { content: string }[]) => messages.at(-1)!.content;
+const hashOf = (messages: unknown) => createHash('sha256').update(JSON.stringify(messages)).digest('hex');
+
+/** One fake server for predictions (model "served-model") and the judge (model "judge-model"). */
+function fakeServer(): FakeOpenAI {
+  const fake = new FakeOpenAI();
+  fake.models = ['served-model', 'judge-model'];
+  fake.key = KEY;
+  const tries = new Map<string, number>();
+  fake.answer = (user, constrained, body) => {
+    if (body.model === 'judge-model') {
+      // The judge labels the behavior the reply says it takes ("I would <behavior> here").
+      const b = /I would (\w+) here/.exec(replyOf(user))?.[1] ?? 'reactive';
+      return constrained ? JSON.stringify({ label: b }) : `label: ${b}`;
+    }
+    const h = hashOf(body.messages);
+    const n = (tries.get(h) ?? 0) + 1;
+    tries.set(h, n);
+    const last = lastOf(body.messages);
+    // Some first attempts fail: 429 with Retry-After, or 503; the client retries them.
+    if (n === 1 && last.length % 11 === 0) return { status: 429, headers: { 'retry-after': '0' } };
+    if (n === 1 && last.length % 13 === 0) return { status: 503 };
+    const b = ruleBehavior(last);
+    return `${untagged(last) ? '' : `[${b}] `}I would ${b} here.`;
+  };
+  return fake;
+}
+
+function recipe(dir: string, url: string, extra = ''): string {
+  const file = path.join(dir, 'eval.yaml');
+  writeFileSync(file, `extends: ${path.join(ROOT, 'recipes', 'smoke.yaml')}
+name: eval-chat
+data:
+  conditioning: instruction
+  max_seq_len: 32768
+  instruction: ${JSON.stringify(INSTRUCTION)}
+train: { method: none }
+eval:
+  engine: openai-chat
+  endpoint: { base_url: ${url}, model: served-model, max_concurrency: 4, max_retries: 3, timeout_s: 20 }
+  reply_tag: true
+  splits: [test]
+  max_new_tokens: 64
+  bootstrap: 50
+judge: { kind: openai, base_url: ${url}, model: judge-model, max_concurrency: 4 }
+store: { path: ${dir}/runs }
+${extra}`);
+  return file;
+}
+
+/** The messages each test task should be sent, rendered here from the task file and the recipe's behaviors. */
+function expectedMessages(runDir: string): Map<string, { role: string; content: string }[]> {
+  const resolved = JSON.parse(readFileSync(path.join(runDir, 'recipe.json'), 'utf8'));
+  const system = INSTRUCTION.replace('{behaviors}', Object.entries(resolved.data.behaviors as Record<string, { description: string }>).map(([b, d]) => `- ${b}: ${d.description}`).join('\n'));
+  const ids = new Set(JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')).documents.test as string[]);
+  const out = new Map<string, { role: string; content: string }[]>();
+  for (const line of readFileSync(path.join(ROOT, 'recipes', 'data', 'behaviorbench-sample.jsonl'), 'utf8').split('\n').filter(Boolean)) {
+    const t = JSON.parse(line) as { id: string; context: { role: string; name?: string; content: string }[] };
+    if (!ids.has(t.id)) continue;
+    const turns = t.context.map((c) => ({ role: c.role, content: c.name ? `${c.name}: ${c.content}` : c.content }));
+    out.set(t.id, turns[0]?.role === 'system' ? [{ role: 'system', content: `${system}\n\n${turns[0].content}` }, ...turns.slice(1)] : [{ role: 'system', content: system }, ...turns]);
+  }
+  return out;
+}
+
+/** Every file under `dir` that contains `needle`. */
+function filesWith(dir: string, needle: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = path.join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (readFileSync(p).includes(needle)) found.push(p);
+    }
+  };
+  walk(dir);
+  return found;
+}
+
+describe('BehaviorBench for a model as it ships, through a chat endpoint (train.method none)', () => {
+  const fake = fakeServer();
+  beforeAll(() => fake.start());
+  afterAll(() => fake.stop());
+  const env = { BSFT_PREDICT_API_KEY: KEY, BSFT_JUDGE_API_KEY: KEY };
+
+  it('sends each task as the messages rendered here, retries 429 and 503, reads the tags, and scores the judge\'s labels', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-eval-'));
+    const res = await bsft(['run', recipe(dir, fake.url), '--allow', dir], { env });
+    expect(res.code, res.stderr.slice(-3000)).toBe(0);
+    const runDir = path.join(dir, 'runs', readdirSync(path.join(dir, 'runs')).find((d) => d.startsWith('eval-chat-'))!);
+    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    expect(steps).toEqual(['build:done', 'train:skipped', 'predict:done', 'judge:done', 'score:done']);
+    expect(existsSync(path.join(runDir, 'final'))).toBe(false);
+
+    // Every request: exactly the messages of one task as rendered here, greedy, the recipe's max_tokens.
+    const expected = expectedMessages(runDir);
+    const byHash = new Map([...expected].map(([id, m]) => [hashOf(m), id]));
+    const asked = fake.chatRequests().filter((r) => r.body!.model === 'served-model');
+    for (const r of asked) {
+      expect(byHash.has(hashOf(r.body!.messages)), JSON.stringify(r.body!.messages).slice(0, 300)).toBe(true);
+      expect(r.body).toMatchObject({ temperature: 0, max_tokens: 64 });
+    }
+    const answered = new Set(asked.map((r) => byHash.get(hashOf(r.body!.messages))));
+    expect(answered.size).toBe(expected.size);
+    const retried = [...expected.values()].filter((m) => lastOf(m).length % 11 === 0 || lastOf(m).length % 13 === 0).length;
+    expect(retried).toBeGreaterThan(0);
+    expect(asked.length).toBe(expected.size + retried); // each failed first attempt asked once more
+
+    const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.map((r) => r.id)).toEqual(JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')).documents.test); // the split's order
+    for (const r of rows) {
+      const last = lastOf(expected.get(r.id)!);
+      expect(r.predicted_behavior).toBeNull();
+      expect(r.tagged_behavior).toBe(untagged(last) ? null : ruleBehavior(last));
+      expect(r.reply).toBe(`I would ${ruleBehavior(last)} here.`); // the tag is not shown to the judge
+    }
+    // Scored: the judge's labels (the rule's behavior) against the gold, computed here.
+    const gold = new Map(readFileSync(path.join(runDir, 'dataset', 'test.messages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((g) => [g.id, g.behavior as string]));
+    const f1 = (pred: (id: string) => string | null) => BEHAVIORS.map((b) => {
+      const ids = [...gold.keys()];
+      const tp = ids.filter((id) => gold.get(id) === b && pred(id) === b).length;
+      const fp = ids.filter((id) => gold.get(id) !== b && pred(id) === b).length;
+      const fn = ids.filter((id) => gold.get(id) === b && pred(id) !== b).length;
+      return tp ? (2 * tp) / (2 * tp + fp + fn) : 0;
+    }).reduce((a, b) => a + b, 0) / 3;
+    const score = JSON.parse(readFileSync(path.join(runDir, 'score', 'test.json'), 'utf8'));
+    expect(score.label_source).toEqual({ token: 0, judge: expected.size, none: 0 });
+    expect(score.overall.macro_f1.value).toBeCloseTo(f1((id) => ruleBehavior(lastOf(expected.get(id)!))), 12);
+    const nUntagged = rows.filter((r) => r.tagged_behavior === null).length;
+    expect(nUntagged).toBeGreaterThan(0);
+    expect(score.tag.untagged).toBe(nUntagged);
+    expect(score.tag.macro_f1.value).toBeCloseTo(f1((id) => rows.find((r) => r.id === id).tagged_behavior), 12);
+    expect(score.tag.judge_agreement.accuracy.value).toBeCloseTo((expected.size - nUntagged) / expected.size, 12);
+    expect(res.stdout).toMatch(/reply tags \(eval\.reply_tag\): macro-F1 [\d.]+ .* repl(y|ies) without a tag, counted wrong; tag vs judge on \d+ replies/);
+
+    // The key: sent to the server, never written or logged.
+    expect(filesWith(dir, KEY)).toEqual([]);
+    expect(res.stdout + res.stderr).not.toContain(KEY);
+  }, limit(120_000));
+
+  it('kill -9 mid-evaluation, then the same command: only the missing prompts are asked, and the file is the same as an uninterrupted run\'s', async () => {
+    const whole = mkdtempSync(path.join(tmpdir(), 'bsft-chat-whole-'));
+    expect((await bsft(['run', recipe(whole, fake.url), '--allow', whole], { env })).code).toBe(0);
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-kill-'));
+    const file = recipe(dir, fake.url);
+    fake.delayMs = 60;
+    const before = fake.chatRequests().length;
+    const child = spawn(process.execPath, [BSFT, 'run', file, '--allow', dir], { cwd: ROOT, env: { ...process.env, ...env }, stdio: 'ignore' });
+    const progress = () => {
+      const runs = path.join(dir, 'runs');
+      const run = existsSync(runs) ? readdirSync(runs).find((d) => d.startsWith('eval-chat-')) : undefined;
+      const p = run ? path.join(runs, run, 'predict-progress', 'test.jsonl.endpoint') : '';
+      return p && existsSync(p) ? readFileSync(p, 'utf8').split('\n').length - 1 : 0;
+    };
+    const until = Date.now() + limit(60_000);
+    while (progress() < 12 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    fake.delayMs = 0;
+    const kept = progress();
+    expect(kept).toBeGreaterThanOrEqual(12);
+    const firstAsked = fake.chatRequests().slice(before).filter((r) => r.body!.model === 'served-model').length;
+    const mark = fake.chatRequests().length;
+    const again = await bsft(['run', file, '--allow', dir], { env });
+    expect(again.code, again.stderr.slice(-2000)).toBe(0);
+    const runDir = path.join(dir, 'runs', readdirSync(path.join(dir, 'runs')).find((d) => d.startsWith('eval-chat-'))!);
+    const total = expectedMessages(runDir).size;
+    const asked = fake.chatRequests().slice(mark).filter((r) => r.body!.model === 'served-model');
+    const keptIds = new Set(readFileSync(path.join(runDir, 'predict-progress', 'test.jsonl.endpoint'), 'utf8').split('\n').slice(0, kept).map((l) => JSON.parse(l.split('\t').slice(2).join('\t')).id));
+    const askedTasks = new Set(asked.map((r) => hashOf(r.body!.messages)));
+    expect(askedTasks.size).toBe(total - keptIds.size); // none of the kept ones asked again
+    expect(firstAsked).toBeGreaterThanOrEqual(kept);
+    const wholeRun = path.join(whole, 'runs', readdirSync(path.join(whole, 'runs')).find((d) => d.startsWith('eval-chat-'))!);
+    expect(readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8')).toBe(readFileSync(path.join(wholeRun, 'predictions', 'test.jsonl'), 'utf8'));
+  }, limit(180_000));
+
+  it('through the queue: a worker evaluates it (no trainer started), its key allowed for that endpoint only', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-queue-'));
+    const qenv = { ...queueEnv({ BSFT_ALLOW_PATHS: dir }), ...env };
+    const sub = await bsft(['submit', recipe(dir, fake.url), '--allow', dir], { env: qenv });
+    const runId = /submitted run (\S+)/.exec(sub.stdout)?.[1];
+    expect(runId, sub.stderr).toBeTruthy();
+    // The worker allows this endpoint for its keys (--judge-endpoint); job-policy tests cover a refusal.
+    const dump = path.join(dir, 'trainer-env.json');
+    const worker = startWorkerProc('ok', { ...qenv, FIXTURE_ENV_DUMP: dump }, ['--judge-endpoint', fake.url]);
+    try {
+      await worker.ready;
+      const done = await waitForRun(qenv, runId!, (v) => ['completed', 'failed'].includes(v.state), 120_000);
+      expect(done.state, JSON.stringify(done)).toBe('completed');
+    } finally {
+      await stop(worker);
+    }
+    expect(existsSync(dump)).toBe(false); // no trainer process was started for a model evaluated through its endpoint
+    const score = JSON.parse(readFileSync(path.join(dir, 'runs', runId!, 'score', 'test.json'), 'utf8'));
+    expect(score.label_source.judge).toBe(score.n_tasks);
+    expect(filesWith(dir, KEY)).toEqual([]);
+  }, limit(120_000));
+
+  it('refuses what cannot work, naming the field', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-bad-'));
+    const bad = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'data.conditioning=token', '--set', 'eval.engine=static']);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout + bad.stderr).toMatch(/eval\.engine: train\.method none evaluates a model as it ships through a chat endpoint/);
+    expect(bad.stdout + bad.stderr).toMatch(/data\.conditioning: train\.method none: a model as it ships knows no behavior tokens/);
+    expect(bad.stdout + bad.stderr).toMatch(/eval\.reply_tag: a reply tag is asked for by the instruction/);
+    const lr = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'train.method=lora', '--set', 'train.lr=null']);
+    expect(lr.stdout + lr.stderr).toMatch(/train\.lr: expected a number: the peak learning rate of lora fine-tuning/);
+  });
+});
