@@ -19,16 +19,26 @@ interface ChatTask {
   answer: boolean;
 }
 
-/** The prompts of a split: `prompt` of each line of `<split>.messages.jsonl` (Contract 3), in the split's order. */
-export async function chatTasks(file: string): Promise<ChatTask[]> {
+/**
+ * The prompts of a split, read as they are asked: `prompt` of each line of `<split>.messages.jsonl` (Contract 3) with
+ * its index, in the split's order (memory holds the requests in flight, not the split).
+ */
+export async function* chatTasks(file: string): AsyncGenerator<[number, ChatTask]> {
   if (!existsSync(file)) throw new InputError(`no dataset split file ${file}: build the dataset first`);
-  const out: ChatTask[] = [];
+  let i = 0;
   for await (const line of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
     if (!line) continue;
     const r = JSON.parse(line) as { id: string; prompt: Message[]; answer?: string };
-    out.push({ id: r.id, messages: r.prompt, answer: r.answer !== undefined });
+    yield [i++, { id: r.id, messages: r.prompt, answer: r.answer !== undefined }];
   }
-  return out;
+}
+
+/** Lines of a file (its tasks), counted without keeping them. */
+async function countLines(file: string): Promise<number> {
+  if (!existsSync(file)) throw new InputError(`no dataset split file ${file}: build the dataset first`);
+  let n = 0;
+  for await (const line of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) if (line) n++;
+  return n;
 }
 
 /**
@@ -53,19 +63,18 @@ export function readTag(reply: string, behaviors: string[]): { behavior: string 
 export async function predictViaChat(recipe: ResolvedRecipe, runDir: string, split: string, log: Logger, signal?: AbortSignal): Promise<EndpointPredictResult> {
   const endpoint = recipe.eval.endpoint!;
   const file = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
-  const tasks = await chatTasks(file);
+  const total = await countLines(file);
   const behaviors = Object.keys(recipe.data.behaviors);
   const name = `${split}.jsonl`;
   const key = sha256(JSON.stringify(['chat-v1', endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.eval.reply_tag, await sha256File(file)]));
-  const progress = new EndpointProgress(runDir, name, key, tasks.length, log);
+  const progress = new EndpointProgress(runDir, name, key, total, log);
 
   const api = new OpenAIEndpoint(endpoint, 'chat endpoint', PREDICT_KEY_ENV, { setup: EndpointSetupError, unavailable: EndpointUnavailableError });
   await api.checkServesModel('; eval.endpoint.model names the model as the server lists it (GET /v1/models)');
   const failure = (e: unknown): Error =>
     e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while predicting: ${e.message}`) : api.failure(e, 'predicting');
 
-  await progress.each(endpoint.max_concurrency, signal, async (i) => {
-    const t = tasks[i]!;
+  await progress.each(chatTasks(file), endpoint.max_concurrency, signal, async (i, t) => {
     let res;
     try {
       res = await api.client.chat.completions.create({ model: endpoint.model, messages: t.messages, max_tokens: recipe.eval.max_new_tokens, temperature: 0 });
@@ -83,7 +92,7 @@ export async function predictViaChat(recipe: ResolvedRecipe, runDir: string, spl
     progress.add(i, res.usage?.completion_tokens ?? 0, JSON.stringify(row));
   });
 
-  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${progress.done.size} of ${tasks.length} tasks of ${name}; the next predict continues there`);
+  if (signal?.aborted) throw new EndpointUnavailableError(`predict stopped by a signal after ${progress.done.size} of ${total} tasks of ${name}; the next predict continues there`);
   const written = await progress.finish({ engine: 'openai-chat', endpoint: redactUrl(endpoint.base_url), model: endpoint.model, max_new_tokens: recipe.eval.max_new_tokens });
-  return { file: written, tasks: tasks.length, generatedTokens: progress.generated, seconds: progress.seconds };
+  return { file: written, tasks: total, generatedTokens: progress.generated, seconds: progress.seconds };
 }

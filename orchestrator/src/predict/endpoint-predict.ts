@@ -119,7 +119,7 @@ export async function predictViaEndpoint(recipe: ResolvedRecipe, runDir: string,
   const failure = (e: unknown, doing: string): Error =>
     e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while ${doing}: ${e.message}`) : api.failure(e, doing);
 
-  await progress.each(endpoint.max_concurrency, signal, one);
+  await progress.each(prompts.map((p, i) => [i, p] as [number, number[]]), endpoint.max_concurrency, signal, one);
 
   /** Asks for one prompt's completion and appends its row. */
   async function one(i: number): Promise<void> {

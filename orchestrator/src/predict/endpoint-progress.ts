@@ -2,7 +2,7 @@ import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, 
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { writeComplete } from '../store/complete.js';
-import { mapPool } from '../util/pool.js';
+import { forEachPool } from '../util/pool.js';
 
 /**
  * The rows of one predictions file asked of an endpoint, kept as they come in predict-progress/<name>.endpoint (a
@@ -48,26 +48,23 @@ export class EndpointProgress {
   }
 
   /**
-   * Runs `one` for every row not made yet, `concurrency` at a time; a failure stops new requests, the ones in flight
-   * finish and are kept, then the failure is thrown. A signal stops new requests too.
+   * Runs `one` for every row not made yet (`items`: index and what to ask, in order; an async iterable reads a file as
+   * it goes), `concurrency` at a time; a failure stops new requests, the ones in flight finish and are kept, then the
+   * failure is thrown. A signal stops new requests too.
    */
-  async each(concurrency: number, signal: AbortSignal | undefined, one: (i: number) => Promise<void>): Promise<void> {
+  async each<T>(items: AsyncIterable<[number, T]> | Iterable<[number, T]>, concurrency: number, signal: AbortSignal | undefined, one: (i: number, item: T) => Promise<void>): Promise<void> {
     this.fd = openSync(this.part, 'a');
     try {
-      const todo = Array.from({ length: this.total }, (_, i) => i).filter((i) => !this.done.has(i));
-      let failed: Error | undefined;
-      await mapPool(todo, concurrency, async (i) => {
-        if (signal?.aborted || failed) return;
-        try {
-          await one(i);
-        } catch (e) {
-          failed ??= e as Error;
-        }
+      await forEachPool(items, concurrency, async ([i, item]) => {
+        if (signal?.aborted || this.done.has(i)) return;
+        await one(i, item);
       });
-      fsyncSync(this.fd);
-      if (failed) throw failed;
     } finally {
-      closeSync(this.fd);
+      try {
+        fsyncSync(this.fd);
+      } finally {
+        closeSync(this.fd);
+      }
     }
   }
 
