@@ -4,7 +4,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFile
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pathToFileURL } from 'node:url';
+import { CHROMIUM, openPage } from './helpers/browser.js';
 import { bsft, BSFT, ROOT } from './helpers/cli.js';
+import { sampleTasks, studyRun } from './helpers/study-runs.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
 import { limit } from './helpers/time-scale.js';
@@ -223,5 +226,48 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(bad.stdout + bad.stderr).toMatch(/eval\.reply_tag: a reply tag is asked for by the instruction/);
     const lr = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'train.method=lora', '--set', 'train.lr=null']);
     expect(lr.stdout + lr.stderr).toMatch(/train\.lr: expected a number: the peak learning rate of lora fine-tuning/);
+  });
+});
+
+describe('one report for trained runs and models evaluated as they ship', () => {
+  /** A run folder whose predictions get the tasks `wrong` picks wrong (the next behavior). */
+  function scoredRun(root: string, name: string, conditioning: 'token' | 'instruction', method: string, wrong: (i: number) => boolean): string {
+    const tasks = sampleTasks(60);
+    const dir = studyRun(root, name, conditioning, method, tasks, () => 'reply');
+    writeFileSync(path.join(dir, 'predictions', 'test.jsonl'), tasks.map((t, i) => {
+      const b = wrong(i) ? BEHAVIORS[(BEHAVIORS.indexOf(t.behavior) + 1) % 3]! : t.behavior;
+      return JSON.stringify({ id: t.id, predicted_behavior: b, reply: 'reply' });
+    }).join('\n'));
+    return dir;
+  }
+
+  it('the leaderboard orders every row and the paper\'s by macro-F1 and says which were trained; report.html draws it (Chromium)', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-board-'));
+    const base = scoredRun(root, 'qwen-base', 'instruction', 'none', (i) => i % 2 === 0);
+    const tuned = scoredRun(root, 'behaviorsft', 'token', 'lora', (i) => i % 10 === 0);
+    const other = scoredRun(root, 'other-model', 'instruction', 'none', (i) => i % 3 === 0);
+    const out = path.join(root, 'rep');
+    const res = await bsft(['report', base, other, tuned, '--leaderboard', '--out', out, '--bootstrap', '50']);
+    expect(res.code, res.stderr).toBe(0);
+    const board = res.stdout.slice(0, res.stdout.indexOf('\n\n')).split('\n').slice(2).map((l) => l.trim());
+    expect(board.map((l) => l.split(/\s{2,}/).slice(0, 3))).toEqual([
+      ['1', 'paper: BehaviorSFT, Qwen2.5-7B-Instruct (published) (NOT COMPARABLE)', 'yes (published)'], // runs on the bundled sample
+      ['2', 'behaviorsft (token, lora)', 'yes (lora)'],
+      ['3', 'other-model (instruction, not trained)', 'no (as shipped)'],
+      ['4', 'qwen-base (instruction, not trained)', 'no (as shipped)'],
+    ]);
+    const md = readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(md).toContain('## Leaderboard');
+    if (!CHROMIUM) return;
+    const { page, errors, close } = await openPage(pathToFileURL(path.join(out, 'report.html')).href);
+    try {
+      const bars = await page.$$eval('svg[data-chart="leaderboard"] .mark', (els) => els.map((e) => ({ kind: e.getAttribute('class')!.split(' ').at(-1), title: e.querySelector('title')!.textContent, y: Number(e.getAttribute('y')), w: Number(e.getAttribute('width')) })));
+      expect(bars.map((b) => b.kind)).toEqual(['paper', 'trained', 'shipped', 'shipped']);
+      expect(bars.every((b, i) => i === 0 || (b.y > bars[i - 1]!.y && b.w <= bars[i - 1]!.w))).toBe(true);
+      expect(bars[1]!.title).toMatch(/^behaviorsft \(token, lora\): macro-F1 [\d.]+ \[[\d.]+, [\d.]+\]$/);
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
   });
 });

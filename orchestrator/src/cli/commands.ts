@@ -393,7 +393,7 @@ export const COMMANDS: CommandSpec[] = [
       'point with the command that trains it again and scores its test split only; writes report.json, report.md, report.html\n' +
       'into --out (default report/<sweep name>).',
     options: { json: { type: 'boolean' }, split: { type: 'string', default: 'test' }, out: { type: 'string', default: 'report' }, bootstrap: { type: 'string', default: '1000' }, seed: { type: 'string', default: '42' },
-      study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' },
+      study: { type: 'string' }, 'studies-dir': { type: 'string' }, sweep: { type: 'string' }, 'runs-dir': { type: 'string' }, leaderboard: { type: 'boolean' },
       'hard-subset': { type: 'string' }, 'hard-dir': { type: 'string' } },
     optionHelp: { json: 'print the comparison as JSON (the files are written too)',
       split: 'split to compare',
@@ -403,6 +403,7 @@ export const COMMANDS: CommandSpec[] = [
       study: 'a study (name under --studies-dir, or its folder) whose ratings to add',
       'studies-dir': 'folder of studies (default ./studies)',
       sweep: 'a sweep (bsft sweep / bsft run --grid) to rank',
+      leaderboard: 'print the leaderboard first: every run, model and the paper\'s row by macro-F1, trained or not',
       'hard-subset': 'add a column for a derived Hard subset (bsft hard-subset): its name or file',
       'hard-dir': 'folder of Hard subsets (default ./hard-subsets)',
       'runs-dir': 'the runs folder that holds the sweep (default ./runs; its store.path)',

@@ -45,7 +45,7 @@ export const reportCommand: CommandImpl = {
       out(JSON.stringify(comparison, null, 2));
       return EXIT.ok;
     }
-    out(formatComparison(comparison).join('\n'));
+    out(formatComparison(comparison, { leaderboard: values.leaderboard === true }).join('\n'));
     out(`\nwritten: ${written.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
     return EXIT.ok;
   },

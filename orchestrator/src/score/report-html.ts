@@ -2,7 +2,7 @@ import { pct } from './format.js';
 import type { Estimate } from './metrics.js';
 import type { StudyResult } from '../study/stats.js';
 import { studySection } from '../study/report-section.js';
-import { balanceRows, categoryRows, deltaRows, forcedBehaviors, judgeRows, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
+import { balanceRows, categoryRows, deltaRows, forcedBehaviors, judgeRows, leaderboardRows, metaRows, scoreRows, steeringRows, type ComparedRun, type Comparison } from './report.js';
 
 /**
  * The HTML form of a report: one self-contained page (inline SVG, no scripts, no network). Every chart is an
@@ -322,6 +322,33 @@ function preferenceChart(s: StudyResult): string {
 export const tableHtml = (r: string[][], cls = '') =>
   `<table${cls ? ` class="${cls}"` : ''}><thead><tr>${r[0]!.map((x) => `<th>${esc(x)}</th>`).join('')}</tr></thead><tbody>${r.slice(1).map((row) => `<tr>${row.map((x) => `<td>${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
 
+/**
+ * The leaderboard as horizontal bars, highest macro-F1 first: trained runs in one colour, models evaluated as they
+ * ship in another, the paper's published figure in grey; whiskers: 95% intervals.
+ */
+function leaderboardChart(c: Comparison): string {
+  const rows = [
+    ...c.runs.map((r) => ({ label: r.label, e: r.macro_f1, kind: !r.meta ? 'file' : r.meta.method === 'none' ? 'shipped' : 'trained' })),
+    { label: c.reference.label, e: { value: c.reference.macro_f1 } as Estimate, kind: 'paper' },
+  ].sort((a, b) => b.e.value - a.e.value);
+  const fill = { trained: '#2b6cb0', shipped: '#c05621', file: '#4a5568', paper: '#a0aec0' } as Record<string, string>;
+  const left = 300;
+  const width = 760;
+  const scale = width - left - 60;
+  const lg = legend([{ label: 'trained (bsft)', colour: fill.trained! }, { label: 'evaluated as it ships', colour: fill.shipped! }, { label: 'published', colour: fill.paper! }], left, 6, width - left);
+  const top = lg.height + 12;
+  const parts = [0, 0.25, 0.5, 0.75, 1].map((v) => `<line x1="${f(left + v * scale)}" y1="${top}" x2="${f(left + v * scale)}" y2="${top + rows.length * 24}" stroke="#e2e8f0"/><text x="${f(left + v * scale)}" y="${top + rows.length * 24 + 14}" text-anchor="middle" font-size="10">${v * 100}</text>`);
+  rows.forEach((r, i) => {
+    const y = top + i * 24 + 4;
+    const ci = r.e.ci ? ` [${pct(r.e.ci[0])}, ${pct(r.e.ci[1])}]` : '';
+    parts.push(`<text x="${left - 8}" y="${y + 12}" text-anchor="end" font-size="11">${esc(r.label.length > 46 ? `${r.label.slice(0, 45)}…` : r.label)}</text>`);
+    parts.push(`<rect class="mark bar ${r.kind}" x="${left}" y="${y}" width="${f(Math.max(1, r.e.value * scale))}" height="16" fill="${fill[r.kind]}"><title>${esc(r.label)}: macro-F1 ${pct(r.e.value)}${ci}</title></rect>`);
+    if (r.e.ci) parts.push(`<line class="whisker" x1="${f(left + r.e.ci[0] * scale)}" y1="${y + 8}" x2="${f(left + r.e.ci[1] * scale)}" y2="${y + 8}" stroke="#1a202c"/>`);
+    parts.push(`<text x="${f(left + r.e.value * scale + 6)}" y="${y + 12}" font-size="10">${pct(r.e.value)}</text>`);
+  });
+  return `<svg class="chart" data-chart="leaderboard" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + rows.length * 24 + 24}" role="img" aria-label="leaderboard by macro-F1">${lg.svg}${parts.join('')}</svg>`;
+}
+
 /** The page style of every report page. */
 export const STYLE = `<style>
 body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:24px;color:#1a202c;max-width:1200px}
@@ -341,6 +368,7 @@ ${STYLE}</head><body>
 ${tableHtml(scoreRows(c))}
 ${c.reference_not_comparable ? `<p class="note"><strong>Paper row not comparable:</strong> ${esc(c.reference_not_comparable)}.</p>` : ''}
 <figure>${scoreChart(c)}<figcaption>bars: point estimates; whiskers: 95% case-bootstrap intervals</figcaption></figure>
+${c.runs.length > 1 ? `<h2>Leaderboard</h2>${tableHtml(leaderboardRows(c))}<figure>${leaderboardChart(c)}<figcaption>macro-F1 by model, highest first; whiskers: 95% intervals</figcaption></figure>` : ''}
 ${c.deltas.length ? `<h2>Deltas versus ${esc(c.deltas[0]!.versus)}</h2>${tableHtml(deltaRows(c))}` : ''}
 <h2>Runs</h2>
 ${tableHtml(metaRows(c), 'meta')}

@@ -150,6 +150,26 @@ export function metaRows(c: Comparison): string[][] {
   ];
 }
 
+/** Trained, evaluated as it ships (train.method none), or unknown (a loose predictions file). */
+const trainedText = (r: ComparedRun) => (!r.meta ? '-' : r.meta.method === 'none' ? 'no (as shipped)' : `yes (${r.meta.method})`);
+
+/**
+ * The leaderboard: every run and evaluated model, and the paper's published row, by macro-F1 (highest first), with
+ * whether it was trained, where its labels come from, and the hard columns.
+ */
+export function leaderboardRows(c: Comparison): string[][] {
+  const subset = c.runs.find((r) => r.hard_subset)?.hard_subset;
+  const rows = c.runs.map((r) => ({
+    value: r.macro_f1.value,
+    cells: [r.label, trainedText(r), !r.label_source ? '-' : r.label_source.judge > 0 ? (r.judge ? `judge (kappa ${r.judge.validity.kappa.value.toFixed(2)})` : 'judge') : 'behavior token',
+      est(r.macro_f1), r.hard_macro_f1 ? est(r.hard_macro_f1) : '-', ...(subset ? [r.hard_subset ? est(r.hard_subset.macro_f1) : '-'] : [])],
+  }));
+  rows.push({ value: c.reference.macro_f1, cells: [`${c.reference.label}${c.reference_not_comparable ? ' (NOT COMPARABLE)' : ''}`, 'yes (published)', 'behavior token', pct(c.reference.macro_f1), '-', ...(subset ? ['-'] : [])] });
+  rows.sort((a, b) => b.value - a.value);
+  return [['rank', 'model', 'trained', 'labels', 'macro-F1 [95% CI]', 'hard macro-F1 [95% CI]', ...(subset ? [`Hard subset ${subset.name} [95% CI]`] : [])],
+    ...rows.map((r, i) => [String(i + 1), ...r.cells])];
+}
+
 export function deltaRows(c: Comparison): string[][] {
   return [
     ['run', 'macro-F1', 'accuracy', ...c.behaviors.map((b) => `${b} F1`)],
@@ -214,8 +234,9 @@ export function balanceRows(c: Comparison): string[][] {
   return rows;
 }
 
-export function formatComparison(c: Comparison): string[] {
-  const out = table(scoreRows(c));
+export function formatComparison(c: Comparison, opts: { leaderboard?: boolean } = {}): string[] {
+  const out = opts.leaderboard ? ['leaderboard (by macro-F1):', ...table(leaderboardRows(c), [1, 2, 3]).map((l) => `  ${l}`), ''] : [];
+  out.push(...table(scoreRows(c)));
   if (c.reference_not_comparable) out.push(`note: ${c.reference_not_comparable}`);
   if (c.deltas.length) out.push('', `deltas versus ${c.deltas[0]!.versus} (paired case bootstrap, 95% CI):`, ...table(deltaRows(c)).map((l) => `  ${l}`));
   if (forcedBehaviors(c).length) out.push('', 'steering accuracy (reply behavior == forced behavior, judged replies):', ...table(steeringRows(c)).map((l) => `  ${l}`));
@@ -229,6 +250,7 @@ export function formatComparison(c: Comparison): string[] {
 export function markdown(c: Comparison): string {
   const md = (r: string[][]) => [`| ${r[0]!.join(' | ')} |`, `|${r[0]!.map(() => '---').join('|')}|`, ...r.slice(1).map((x) => `| ${x.join(' | ')} |`)].join('\n');
   const parts = ['# BehaviorBench report', '', md(scoreRows(c))];
+  if (c.runs.length > 1) parts.push('', '## Leaderboard', '', md(leaderboardRows(c)));
   if (c.reference_not_comparable) parts.push('', `**Note:** ${c.reference_not_comparable}.`);
   if (c.deltas.length) parts.push('', `## Deltas versus ${c.deltas[0]!.versus}`, '', md(deltaRows(c)));
   if (forcedBehaviors(c).length) parts.push('', '## Steering accuracy', '', md(steeringRows(c)));

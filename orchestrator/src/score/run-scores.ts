@@ -34,7 +34,7 @@ export function runRecipe(runDir: string): RunRecipe {
 }
 
 export function runLabel(recipe: RunRecipe): string {
-  return `${recipe.name} (${recipe.data.conditioning}, ${recipe.train.method})`;
+  return `${recipe.name} (${recipe.data.conditioning}, ${recipe.train.method === 'none' ? 'not trained' : recipe.train.method})`;
 }
 
 /**
