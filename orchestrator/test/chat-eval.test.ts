@@ -217,6 +217,26 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(filesWith(dir, KEY)).toEqual([]);
   }, limit(120_000));
 
+  it('--dry-run counts the requests and tokens and prices them, writing nothing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-dry-'));
+    const asked = fake.requests.length;
+    const res = await bsft(['run', recipe(dir, fake.url), '--allow', dir, '--dry-run', '--price-in', '0.5', '--price-out', '2'], { env });
+    expect(fake.requests.length).toBe(asked); // nothing asked of the endpoint
+    expect(res.code, res.stderr).toBe(0);
+    const m = /\n +test +(\d+) +([\d,]+) +([\d,]+)\n/.exec(res.stdout);
+    expect(m, res.stdout).toBeTruthy();
+    const [requests, prompt, completion] = m!.slice(1).map((x) => Number(x.replaceAll(',', '')));
+    // the test split of the bundled sample (the same build as a run's), every reply at max_new_tokens
+    const first = fake.chatRequests().filter((r) => r.body!.model === 'served-model');
+    expect(requests).toBe(new Set(first.map((r) => hashOf(r.body!.messages))).size);
+    expect(completion).toBe(requests! * 64);
+    expect(prompt).toBeGreaterThan(requests! * 50);
+    const cost = (prompt! / 1e6) * 0.5 + (completion! / 1e6) * 2;
+    expect(res.stdout).toContain(`at most $${cost.toFixed(2)}`);
+    expect(res.stdout).toMatch(/judge: \d+ replies and \d+ gold replies/);
+    expect(readdirSync(dir)).toEqual(['eval.yaml']);
+  });
+
   it('refuses what cannot work, naming the field', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-bad-'));
     const bad = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'data.conditioning=token', '--set', 'eval.engine=static']);

@@ -89,8 +89,9 @@ export const COMMANDS: CommandSpec[] = [
       'then exits 130 (143); a second Ctrl-C stops at once, losing the training since the last checkpoint.\n' +
       'With sweep options (or a sweep file), the sweep\'s points run one after another, each a run as above (points\n' +
       'done before are reused), then they are ranked on the validation split (as bsft report --sweep).',
-    options: { ...recipeOptions, ...sweepOptions },
-    optionHelp: { ...recipeOptionHelp, ...sweepOptionHelp },
+    options: { ...recipeOptions, ...sweepOptions, 'dry-run': { type: 'boolean' }, 'price-in': { type: 'string' }, 'price-out': { type: 'string' } },
+    optionHelp: { ...recipeOptionHelp, ...sweepOptionHelp, 'dry-run': 'build the dataset in a temporary folder and print the plan: an endpoint\'s requests, tokens and cost, or training and prediction; write nothing',
+      'price-in': 'with --dry-run: USD per million prompt tokens of the endpoint', 'price-out': 'with --dry-run: USD per million completion tokens' },
     positionals: [1, 1],
     load: async () => (await import('./run.js')).run,
   },

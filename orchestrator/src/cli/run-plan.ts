@@ -9,6 +9,7 @@ import { PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memo
 import { ESTIMATED_DECODE_TOK_S, predictPlan } from '../recipe/predict-plan.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { datasetDir } from '../run/trainer-config.js';
+import { redactUrl } from '../recipe/secrets.js';
 import { table } from '../util/table.js';
 import { EXIT } from './command.js';
 import { MEASURED_LORA_TOK_S } from './presets.js';
@@ -102,3 +103,38 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   return EXIT.ok;
 }
 
+
+/**
+ * What evaluating a run through its endpoint asks (train.method none / eval.engine openai-chat): requests per eval
+ * split, their prompt tokens (the dataset's own, counted with the recipe's tokenizer and chat template) and completion
+ * tokens at most, the judge's requests, and with prices (USD per million tokens) what it costs at most.
+ */
+export function endpointPlan(r: ResolvedRecipe, m: Manifest, runDir: string, prices: { input?: number; output?: number }, out: (line: string) => void): number {
+  const e = r.eval.endpoint!;
+  out(`${r.run_id}: ${r.train.method === 'none' ? 'nothing trained; ' : ''}predictions from ${redactUrl(e.base_url)} (model ${e.model}, engine ${r.eval.engine})`);
+  const rows = [['split', 'requests', 'prompt tokens', 'completion tokens (at most)']];
+  let requests = 0;
+  let promptTokens = 0;
+  for (const split of r.eval.splits) {
+    const shard = path.join(datasetDir(runDir), `${split}.tokens.safetensors`);
+    const n = m.lengths[split as keyof Manifest['lengths']]?.documents ?? 0;
+    const tokens = existsSync(shard) ? shardPromptTokens(shard) : 0;
+    requests += n;
+    promptTokens += tokens;
+    rows.push([split, n.toLocaleString('en'), tokens.toLocaleString('en'), (n * r.eval.max_new_tokens).toLocaleString('en')]);
+  }
+  const completion = requests * r.eval.max_new_tokens;
+  if (r.eval.splits.length > 1) rows.push(['all', requests.toLocaleString('en'), promptTokens.toLocaleString('en'), completion.toLocaleString('en')]);
+  out(table(rows).map((l) => `  ${l}`).join('\n'));
+  if (r.judge) {
+    const at = r.judge.kind === 'openai' ? redactUrl(r.judge.base_url) : `model ${r.judge.model} on the worker's GPU`;
+    out(`judge: ${requests.toLocaleString('en')} replies and ${requests.toLocaleString('en')} gold replies (its validity), asked of ${at}; its tokens are not counted here`);
+  } else out('no judge: the replies get no behavior label (add a judge section; README: Judging replies)');
+  out('prompt tokens are counted with the recipe\'s tokenizer and chat template (model.tokenizer): another model\'s tokenizer counts differently');
+  if (prices.input !== undefined || prices.output !== undefined) {
+    const input = (promptTokens / 1e6) * (prices.input ?? 0);
+    const output = (completion / 1e6) * (prices.output ?? 0);
+    out(`cost at $${prices.input ?? 0} / $${prices.output ?? 0} per million prompt / completion tokens: at most $${(input + output).toFixed(2)} (prompts $${input.toFixed(2)}, completions at most $${output.toFixed(2)}), the judge apart`);
+  } else out('prices: --price-in and --price-out (USD per million prompt and completion tokens) give the cost');
+  return EXIT.ok;
+}

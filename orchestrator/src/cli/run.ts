@@ -1,10 +1,12 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
 import { LocalHost } from '../run/local-host.js';
 import { runSteps } from '../run/pipeline.js';
 import { localCheckpoints } from '../store/sync.js';
-import { BsftError } from '../errors.js';
+import { BsftError, UsageError } from '../errors.js';
+import { buildDatasets, dryRunPlan, endpointPlan } from './run-plan.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { pointText } from '../sweep/points.js';
 import { isSweep } from '../sweep/spec.js';
@@ -133,9 +135,39 @@ async function runSweep(file: string, values: OptionValues, ctx: CommandContext,
   return EXIT.ok;
 }
 
+/**
+ * `bsft run --dry-run`: the run's dataset built in a temporary folder (to count its tokens), then its plan: the
+ * requests, tokens and cost of an evaluation through an endpoint, or the training and prediction plan.
+ */
+async function dryRun(recipe: ResolvedRecipe, values: OptionValues, { log, out }: CommandContext): Promise<number> {
+  const price = (name: string) => {
+    if (values[name] === undefined) return undefined;
+    const v = Number(values[name]);
+    if (!(v >= 0)) throw new UsageError(`--${name} must be a number of US dollars per million tokens, e.g. 0.15`);
+    return v;
+  };
+  const scratch = mkdtempSync(path.join(tmpdir(), 'bsft-dry-run-'));
+  try {
+    const [manifest] = await buildDatasets([recipe], log, () => undefined, scratch);
+    const runDir = path.join(scratch, recipe.run_id);
+    if (recipe.eval.engine === 'openai-chat' || recipe.eval.engine === 'openai') endpointPlan(recipe, manifest!, runDir, { input: price('price-in'), output: price('price-out') }, out);
+    else dryRunPlan([recipe], [manifest!], { title: recipe.run_id, jsonHead: {}, rate: undefined, decodeRate: undefined, json: false, showRecipes: false, out, print: out, runsDir: () => scratch });
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  out('nothing was written: the dataset was built in a temporary folder to count its tokens, then removed');
+  return EXIT.ok;
+}
+
 export const run: CommandImpl = {
   async run([file], values, ctx) {
     const sweeping = isSweep(file!, values);
+    if (sweeping && values['dry-run']) throw new UsageError('a sweep\'s plan: bsft sweep ... --dry-run');
+    if (!sweeping && values['dry-run']) {
+      const recipe = resolveFromArgs(file!, values);
+      if (recipe.train.method !== 'none') checkFits(recipe);
+      return dryRun(recipe, values, ctx);
+    }
     const recipe = sweeping ? undefined : resolveFromArgs(file!, values);
     if (recipe) checkFits(recipe);
     const stopper = new Stopper();
