@@ -87,6 +87,19 @@ describe('bsft reproduce', () => {
     expect(both.stderr).toContain('--data and --sample exclude each other');
   });
 
+  it('--with-base adds the base model as it ships, zero-shot and instructed, predicting through its chat endpoint', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-base-'));
+    const res = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`, '--with-base', 'http://gpu-host:8000/v1', '--show-recipes']);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^base-zero-shot-[0-9a-f]{8}\s+none\s+none\s+[\d,]+\s+0\s/m);
+    expect(res.stdout).toMatch(/^base-instructed-[0-9a-f]{8}\s+none\s+instruction\s+[\d,]+\s+0\s/m);
+    expect(res.stdout).toMatch(/^base-instructed-[0-9a-f]{8}\s+1\s+61\s.*endpoint http:\/\/gpu-host:8000\/v1/m);
+    const shown = res.stdout.slice(res.stdout.indexOf('# base-instructed-'));
+    expect(shown).toMatch(/engine: openai-chat\n\s+endpoint:\n\s+base_url: http:\/\/gpu-host:8000\/v1\n\s+model: Qwen\/Qwen2.5-7B-Instruct/);
+    expect(readdirSync(dir)).toEqual([]);
+    expect((await bsft(['reproduce', '--dry-run', '--sample', '--with-base', 'gpu-host'])).stderr).toContain('--with-base: the chat endpoint serving the base model');
+  });
+
   it('--dry-run prints the four runs and GPU-hour estimates and writes nothing; resolved recipes on request; --data sets their task files', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-repro-'));
     const res = await bsft(['reproduce', '--dry-run', '--sample', '--allow', dir, '--set', `store.path=${dir}`]);

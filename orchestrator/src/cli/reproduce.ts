@@ -11,7 +11,7 @@ import { scoreRun } from '../score/run-scores.js';
 import { pullForScoring } from '../store/meta.js';
 import { PRESETS } from './presets.js';
 import { buildDatasets, dryRunPlan } from './run-plan.js';
-import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl } from './command.js';
+import { EXIT, recipeOptionHelp, recipeOptions, type CommandImpl, type OptionValues } from './command.js';
 import { withQueues } from './queue-args.js';
 import { resolveFromArgs } from './recipe-args.js';
 import { RUN_COLUMNS, RUN_TEXT_COLUMNS, runRow } from './status.js';
@@ -35,7 +35,10 @@ export const reproduce: CommandImpl = {
       );
     }
     const tasks = data ? [`data.tasks=${JSON.stringify(data.map((f) => path.resolve(f)))}`] : [];
-    const recipes = preset.recipes.map((f) => resolveFromArgs(f, { ...values, set: [...((values.set as string[] | undefined) ?? []), ...tasks] }));
+    const sets = [...((values.set as string[] | undefined) ?? []), ...tasks];
+    const recipes = preset.recipes.map((f) => resolveFromArgs(f, { ...values, set: sets }));
+    // The base model as it ships, zero-shot and instructed, as the paper compares it: evaluated through its endpoint.
+    if (values['with-base'] !== undefined) recipes.push(...baseRecipes(recipes, values['with-base'] as string, (values['base-model'] as string | undefined), sets, values));
     const rate = values['tokens-per-s'] !== undefined ? Number(values['tokens-per-s']) : undefined;
     if (rate !== undefined && !(rate > 0)) throw new UsageError('--tokens-per-s must be a positive number');
     const decodeRate = values['predict-tokens-per-s'] !== undefined ? Number(values['predict-tokens-per-s']) : undefined;
@@ -54,6 +57,26 @@ export const reproduce: CommandImpl = {
     return submitAndWatch(recipes, presetName, values.out as string | undefined, out);
   },
 };
+
+/**
+ * The preset's base model untrained (train.method none), zero-shot (conditioning none, as the standard-SFT run's
+ * data) and instructed (as the instructed run's), each predicting through the chat endpoint `url` serving it under
+ * `model` (default: the preset's model id). Their replies are labelled by the recipes' judge (--set judge=...).
+ */
+function baseRecipes(preset: ResolvedRecipe[], url: string, model: string | undefined, sets: string[], values: OptionValues): ResolvedRecipe[] {
+  if (!URL.canParse(url)) throw new UsageError(`--with-base: the chat endpoint serving the base model, e.g. http://gpu-host:8000/v1; got "${url}"`);
+  const like = (conditioning: string) => preset.find((r) => r.data.conditioning === conditioning && r.train.method !== 'none');
+  const out: ResolvedRecipe[] = [];
+  for (const [conditioning, name] of [['none', 'zero-shot'], ['instruction', 'instructed']] as const) {
+    const from = like(conditioning);
+    if (!from) continue;
+    const served = model ?? from.model.name_or_path;
+    out.push(resolveFromArgs(from.recipe_file, { ...values, set: [...sets, `name=base-${name}`, 'train.method=none', 'eval.engine=openai-chat', 'eval.force=[]',
+      `eval.endpoint=${JSON.stringify({ base_url: url, model: served })}`] }));
+  }
+  if (!out.length) throw new UsageError('--with-base: the preset has no zero-shot or instructed run to take the data from');
+  return out;
+}
 
 /** Submits the set, follows it until every run ends, scores them and writes the comparison report. */
 async function submitAndWatch(recipes: ResolvedRecipe[], presetName: string, outDir: string | undefined, out: (line: string) => void): Promise<number> {

@@ -71,9 +71,11 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
     rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
     const shard = (split: string) => path.join(datasetDir(path.join(runsDir(r), r.run_id)), `${split}.tokens.safetensors`);
     const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode }, (split) => (existsSync(shard(split)) ? shardPromptTokens(shard(split)) : undefined));
+    // An untrained model served elsewhere (train.method none): its predictions take no GPU hours of this plan.
+    if (r.train.method === 'none') p.hours.predict = 0;
     predict += p.hours.predict + p.hours.judge;
     predictRows.push([r.run_id, String(p.files), p.prompts.toLocaleString('en'), Math.round(p.promptTokens).toLocaleString('en'), p.maxGenerated.toLocaleString('en'),
-      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
+      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', r.train.method === 'none' ? `endpoint ${redactUrl(r.eval.endpoint!.base_url)}` : p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
   }
   const total = train + predict;
   const decodeNote = decodeRate === undefined
@@ -82,7 +84,7 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   if (json) {
     const [head, ...body] = rows;
     const [phead, ...pbody] = predictRows;
-    const memory = recipes.map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
+    const memory = recipes.filter((r) => r.train.method !== 'none').map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
     print(JSON.stringify({ ...jsonHead, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
       predict: pbody.map((row) => Object.fromEntries(phead!.map((h, i) => [h, row[i]]))), predict_rate: { tokens_per_s: decode, measured: false, given: decodeRate !== undefined },
       memory, gpu_hours: +total.toFixed(2), gpu_hours_train: +train.toFixed(2), gpu_hours_predict: +predict.toFixed(2), recipes }, null, 2));
@@ -94,7 +96,7 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   out(`\ntotal: ${total.toFixed(2)} GPU hours (training ${train.toFixed(2)}, prediction and judging ${predict.toFixed(2)}; scoring runs on a CPU)`);
   out(decodeNote);
   out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GiB as the trainer logs them; GPUs@80GiB/141GiB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
-  out(table([PLAN_COLUMNS, ...recipes.map(planRow)]).join('\n'));
+  out(table([PLAN_COLUMNS, ...recipes.filter((r) => r.train.method !== 'none').map(planRow)]).join('\n'));
   for (const line of PLAN_LEGEND) out(line);
   out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
   if (showRecipes) for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
