@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pathToFileURL } from 'node:url';
 import { CHROMIUM, openPage } from './helpers/browser.js';
-import { bsft, BSFT, ROOT } from './helpers/cli.js';
+import { bsft, BSFT, FIXTURES, ROOT } from './helpers/cli.js';
+import { torchPython } from './helpers/python.js';
 import { sampleTasks, studyRun } from './helpers/study-runs.js';
 import { FakeOpenAI, replyOf } from './helpers/fake-openai.js';
 import { queueEnv, startWorkerProc, stop, waitForRun } from './helpers/queue.js';
@@ -239,9 +240,9 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
 
   it('refuses what cannot work, naming the field', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-bad-'));
-    const bad = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'data.conditioning=token', '--set', 'eval.engine=static']);
+    const bad = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'data.conditioning=token', '--set', 'eval.engine=openai']);
     expect(bad.code).toBe(2);
-    expect(bad.stdout + bad.stderr).toMatch(/eval\.engine: train\.method none evaluates a model as it ships through a chat endpoint/);
+    expect(bad.stdout + bad.stderr).toMatch(/eval\.engine: train\.method none: engine openai sends a trained run's token IDs/);
     expect(bad.stdout + bad.stderr).toMatch(/data\.conditioning: train\.method none: a model as it ships knows no behavior tokens/);
     expect(bad.stdout + bad.stderr).toMatch(/eval\.reply_tag: a reply tag is asked for by the instruction/);
     const lr = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'train.method=lora', '--set', 'train.lr=null']);
@@ -290,4 +291,37 @@ describe('one report for trained runs and models evaluated as they ship', () => 
       await close();
     }
   });
+});
+
+describe.skipIf(!torchPython())('a model as it ships, loaded by the trainer (train.method none, the bsft-toy model)', () => {
+  it('bsft run predicts with the untrained model (no training, no final/), and a worker makes the same file', async () => {
+    const py = torchPython()!;
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-untrained-'));
+    const file = path.join(dir, 'zero-shot.yaml');
+    writeFileSync(file, `extends: ${path.join(FIXTURES, 'recipes', 'toy-run.yaml')}\nname: toy-zero-shot\ndata: { conditioning: none }\ntrain: { method: none }\neval: { max_new_tokens: 3 }\n`);
+    const args = [file, '--allow', dir, '--set', `store.path=${dir}/local`];
+    const local = await bsft(['run', ...args], { env: { BSFT_PYTHON: py } });
+    expect(local.code, local.stderr.slice(-2000)).toBe(0);
+    const runId = /run (toy-zero-shot-[0-9a-f]{8}) ->/.exec(local.stdout)![1]!;
+    const runDir = path.join(dir, 'local', runId);
+    const steps = JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`);
+    expect(steps).toEqual(['build:done', 'train:skipped', 'predict:done', 'judge:skipped', 'score:done']);
+    expect(existsSync(path.join(runDir, 'final'))).toBe(false);
+    expect(local.stderr).not.toContain('"event":"step"');
+    const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.map((r) => r.id)).toEqual(JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')).documents.test);
+    expect(rows.every((r) => r.predicted_behavior === null && r.raw_token_ids.length >= 1)).toBe(true);
+
+    const qenv = { ...queueEnv({ BSFT_ALLOW_PATHS: dir }), BSFT_PYTHON: py };
+    const sub = await bsft(['submit', file, '--allow', dir, '--set', `store.path=${dir}/queued`], { env: qenv });
+    expect(sub.stdout).toContain(`submitted run ${runId}`);
+    const worker = startWorkerProc('', qenv);
+    try {
+      await worker.ready;
+      expect((await waitForRun(qenv, runId, (v) => ['completed', 'failed'].includes(v.state), 120_000)).state).toBe('completed');
+    } finally {
+      await stop(worker, 'SIGKILL');
+    }
+    expect(readFileSync(path.join(dir, 'queued', runId, 'predictions', 'test.jsonl'), 'utf8')).toBe(readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8'));
+  }, limit(300_000));
 });

@@ -507,3 +507,42 @@ def test_lora_in_the_model_dtype_gives_the_fp32_adapter_loss_and_gradients(tmp_p
     a = torch.cat([g.flatten() for g in g1.values()])
     b = torch.cat([g2[n].flatten() for n in g1])
     assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
+
+
+@pytest.mark.skipif(not HAVE_HF, reason="needs transformers")
+def test_a_model_as_it_ships_is_predicted_without_training(tmp_path):
+    """train.method none: predict loads the base model itself (no final/, no adapter, no rows of ours) and its
+    replies are its own greedy tokens, checked against a token-by-token argmax loop over the same pretrained
+    weights; training such a run is a config error."""
+    pretrained = tmp_path / "pretrained"
+    torch.manual_seed(3)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(TINY))
+    model.save_pretrained(pretrained)
+    cfg = make_run(tmp_path / "run", qwen=True, model_dir=pretrained, tokenizer=TOKENIZER, n_val=6,
+                   train={"method": "none"}, eval_={"max_new_tokens": 4, "batch_size": 1})
+    c = json.loads(cfg.read_text())
+    c["model"]["init"] = "pretrained"
+    del c["train"]["lr"], c["train"]["max_steps"]
+    cfg.write_text(json.dumps(c))
+    code, events, err = _finish(trainer("train", cfg))
+    assert code == 2 and "nothing to train" in events[-1]["message"]
+    code, _, err = _finish(trainer("predict", cfg))
+    assert code == 0, err
+    assert not (tmp_path / "run" / "final").exists()
+    from bsft_trainer.data.shards import Shard  # noqa: PLC0415
+    from bsft_trainer.inference.predict import prompts  # noqa: PLC0415
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    model.eval()
+    for r, prompt in zip(rows, prompts(Shard(c["dataset"]["shards"]["test"]))):
+        ids = torch.tensor([prompt])
+        out = []
+        with torch.no_grad():
+            for _ in range(4):
+                nxt = int(model(ids).logits[0, -1].argmax())
+                out.append(nxt)
+                if nxt == QWEN["eos"]:
+                    break
+                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        assert r["raw_token_ids"] == out, r["id"]

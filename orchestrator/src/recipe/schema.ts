@@ -93,7 +93,8 @@ export const loraSchema = z.strictObject({
 export const trainSchema = z.strictObject({
   /**
    * `lora` or `full` fine-tuning; `none` trains nothing: the model is evaluated as it ships (zero-shot, conditioning
-   * `none`, or `instruction` with the behaviors described), through a chat endpoint (eval.engine: openai-chat).
+   * `none`, or `instruction` with the behaviors described), through a chat endpoint (eval.engine: openai-chat) or
+   * loaded by the trainer's engines (the Hub id or folder of model.name_or_path).
    */
   method: z.enum(['lora', 'full', 'none']).default('lora'),
   lora: loraSchema.default(loraSchema.parse({})),
@@ -356,8 +357,8 @@ export const recipeSchema = z
     }
     if (recipe.train.method !== 'none' && recipe.train.lr === undefined) ctx.addIssue({ code: 'custom', path: ['train', 'lr'], message: `expected a number: the peak learning rate of ${recipe.train.method} fine-tuning` });
     if (recipe.train.method === 'none') {
-      if (recipe.eval.engine !== 'openai-chat') {
-        ctx.addIssue({ code: 'custom', path: ['eval', 'engine'], message: `train.method none evaluates a model as it ships through a chat endpoint: set eval.engine openai-chat and eval.endpoint ({base_url, model}), e.g. vllm serve ${recipe.model.name_or_path} (engine ${recipe.eval.engine} loads a trained run's final model)` });
+      if (recipe.eval.engine === 'openai') {
+        ctx.addIssue({ code: 'custom', path: ['eval', 'engine'], message: 'train.method none: engine openai sends a trained run\'s token IDs; a model as it ships is asked through engine openai-chat (an endpoint) or the trainer\'s engines (auto, static, continuous)' });
       }
       if (recipe.data.conditioning === 'token') ctx.addIssue({ code: 'custom', path: ['data', 'conditioning'], message: 'train.method none: a model as it ships knows no behavior tokens; use conditioning none (zero-shot) or instruction (the behaviors described)' });
     }

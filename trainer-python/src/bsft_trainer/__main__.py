@@ -24,7 +24,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .process import lease  # noqa: E402
-from .process.events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, TrainerError, claim_stdout, emit_error, log  # noqa: E402
+from .process.events import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, ConfigError, TrainerError, claim_stdout, emit_error, log  # noqa: E402
 
 
 def out_of_memory_message(error: BaseException, cfg) -> str:
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             from .parallel.launch import supervise
 
             return supervise(str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch, args.lease_s)
+        if args.command == "train" and cfg.train.method == "none":
+            raise ConfigError("train.method none: nothing to train (predict evaluates the model as it ships)")
         if args.command == "train":
             from .training.train import run
 

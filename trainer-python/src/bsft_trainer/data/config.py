@@ -26,7 +26,7 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str  # lora, full; none (nothing trained: evaluated through a chat endpoint by the orchestrator)
+    method: str  # lora, full; none (nothing trained: predict evaluates the base model as it ships)
     lora: LoraConfig
     schedule: str
     batch_tokens: int
@@ -169,12 +169,11 @@ def _build(cls: type, values: dict) -> Any:
 def parse(d: Any) -> Config:
     """A Config from train.json's parsed content; ConfigError naming every problem by its path."""
     found = problems(d, schema("train"))
-    if not found and d["train"]["method"] == "none":
-        # A model evaluated as it ships: the orchestrator asks its chat endpoint; the trainer has nothing to do.
-        found.append("train.method: none (nothing trained; predictions come from eval.endpoint through the orchestrator)")
-    if not found and d["train"].get("lr") is None:
+    # train.method none: a model evaluated as it ships (predict loads the base model); nothing to train.
+    training = not found and d["train"]["method"] != "none"
+    if training and d["train"].get("lr") is None:
         found.append("train.lr: required")
-    if not found and (d["train"].get("epochs") is None) == (d["train"].get("max_steps") is None):
+    if training and (d["train"].get("epochs") is None) == (d["train"].get("max_steps") is None):
         found.append("train: set exactly one of epochs and max_steps")
     if found:
         raise ConfigError("; ".join(found))

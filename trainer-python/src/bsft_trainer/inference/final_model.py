@@ -14,17 +14,33 @@ from ..data.config import Config
 
 
 def final_metadata(cfg: Config) -> tuple[Path, dict]:
+    """The final folder and its bsft.json; for train.method none (nothing trained), the model as it ships: no folder
+    of ours, and an identity of the base model (its path or Hub id, revision, init and seed) in place of COMPLETE."""
+    if cfg.train.method == "none":
+        ident = {"method": "none", "model": cfg.model.name_or_path, "revision": cfg.model.revision, "init": cfg.model.init,
+                 "seed": cfg.train.seed, "config_overrides": cfg.model.config_overrides}
+        return Path(cfg.model.name_or_path), {**ident, "model_id": json.dumps(ident, sort_keys=True)}
     folder = Path(cfg.final_dir)
     if not (folder / "COMPLETE").is_file():
         raise ConfigError(f"no finished model in {folder} (train first)")
     return folder, json.loads((folder / "bsft.json").read_text())
 
 
-def load_toy(folder: Path, device: torch.device) -> ToyLM:
+def load_toy(folder: Path, device: torch.device, seed: int | None = None) -> ToyLM:
+    """The toy model of a final folder; with `seed` (train.method none), its random initialisation from that seed."""
     config = json.loads((folder / "config.json").read_text())
+    if seed is not None:
+        torch.manual_seed(seed)
     model = ToyLM(config)
-    model.load_state_dict(torch.load(folder / "toy_model.pt", map_location="cpu"))
+    if seed is None:
+        model.load_state_dict(torch.load(folder / "toy_model.pt", map_location="cpu"))
     return model.to(device).eval()
+
+
+def is_toy_base(cfg: Config) -> bool:
+    """The base model is the bsft-toy test model (train.method none loads it as it is)."""
+    p = Path(cfg.model.name_or_path) / "config.json"
+    return p.is_file() and json.loads(p.read_text()).get("model_type") == "bsft-toy"
 
 
 def load_hf_merged(cfg: Config, folder: Path, meta: dict, device: torch.device, dtype: torch.dtype) -> Any:
@@ -32,6 +48,10 @@ def load_hf_merged(cfg: Config, folder: Path, meta: dict, device: torch.device, 
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
+    if meta["method"] == "none":  # the model as it ships: no adapter, no rows of ours
+        from ..modeling.model import load_hf_model
+
+        return load_hf_model(cfg, device, dtype, "sdpa").eval()
     if meta["method"] == "full":
         return from_hub(str(folder), AutoModelForCausalLM.from_pretrained, dtype=dtype, attn_implementation="sdpa").to(device).eval()
     from peft import PeftModel

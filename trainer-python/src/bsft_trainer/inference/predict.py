@@ -38,7 +38,7 @@ import torch
 from ..checkpoints import checkpoint as ckpt
 from ..data.config import load_manifest
 from ..process.events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, emit_done, emit_progress, log
-from .final_model import final_metadata, load_hf_merged, load_toy
+from .final_model import final_metadata, is_toy_base, load_hf_merged, load_toy
 from ..modeling.model import resolve_dtype
 from ..data.shards import Shard
 from ..training.train import StopFlag, pick_device
@@ -325,13 +325,14 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         raise ConfigError("--force needs a run with conditioning: token")
     folder, meta = final_metadata(cfg)
     device = pick_device()
-    toy = (folder / "toy_model.pt").is_file()
+    toy = is_toy_base(cfg) if meta["method"] == "none" else (folder / "toy_model.pt").is_file()
     offsets = nonzero_offsets(cfg.eval.behavior_offsets)
     engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device, bool(offsets))
     chunk = chunk_size(engine, cfg.eval.batch_size)
 
     # Each predictions file's prompts and progress first: files already made need no model.
-    files = plan_files(cfg, manifest, force, (folder / "COMPLETE").read_bytes(), engine, chunk, toy, offsets)
+    model_id = meta["model_id"].encode() if meta["method"] == "none" else (folder / "COMPLETE").read_bytes()
+    files = plan_files(cfg, manifest, force, model_id, engine, chunk, toy, offsets)
     pending = [f.name for f in files if not f.work.finished(Path(cfg.predictions_dir) / f.name)]
     # The behavior tokens' probabilities at the first generated position: a token run's own choice (a forced prompt
     # already ends with its behavior token).
@@ -411,7 +412,7 @@ def load_generator(cfg: Config, manifest: Any, folder: Path, meta: Any, device: 
         return generate
 
     if toy:
-        model = load_toy(folder, device)
+        model = load_toy(folder, device, cfg.train.seed if meta["method"] == "none" else None)
         if max_new == 1:
             return first_token(lambda b: first_logits_toy(model, b, device)), None
 

@@ -18,6 +18,8 @@ from ..data.config import Config
 
 def run(cfg: Config, fence: NoFence, out: str | None = None) -> int:
     manifest = load_manifest(cfg)
+    if cfg.train.method == "none":
+        raise ConfigError("train.method none: nothing was trained, so there is nothing to merge (serve the base model itself)")
     folder, meta = final_metadata(cfg)
     if (folder / "toy_model.pt").is_file():
         raise ConfigError("merge needs a transformers model; the bsft-toy test model has nothing to merge")
