@@ -85,6 +85,32 @@ function expectedMessages(runDir: string): Map<string, { role: string; content: 
   return out;
 }
 
+/** The processes under `pid` (children, theirs, ...), from /proc. */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      parent.set(Number(p), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (of: number) => { for (const [c, pp] of parent) if (pp === of) { out.push(c); walk(c); } };
+  walk(pid);
+  return out;
+}
+
+/** A process's environment as text ('' when it is gone). */
+function environ(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** Every file under `dir` that contains `needle`. */
 function filesWith(dir: string, needle: string): string[] {
   const found: string[] = [];
@@ -209,6 +235,11 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
       await worker.ready;
       const done = await waitForRun(qenv, runId!, (v) => ['completed', 'failed'].includes(v.state), 120_000);
       expect(done.state, JSON.stringify(done)).toBe('completed');
+      // The worker's children (its build and scoring processes) never hold the endpoint keys.
+      const children = descendants(worker.proc.pid!);
+      expect(children.length).toBeGreaterThan(0);
+      for (const pid of children) expect(environ(pid), `process ${pid}`).not.toContain(KEY);
+      expect(environ(worker.proc.pid!)).toContain(KEY); // the check can see a key where there is one
     } finally {
       await stop(worker);
     }

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { JUDGE_KEY_ENV, PREDICT_KEY_ENV } from '../recipe/secrets.js';
 import { fork, type ChildProcess } from 'node:child_process';
 import { DiskFullError, OffloadError } from '../errors.js';
 import type { LogLevel } from '../log-levels.js';
@@ -115,8 +116,10 @@ function start(level?: LogLevel): ChildProcess {
   // setpriv sets the parent-death signal, then execs Node with the child's arguments (the IPC channel's fd and
   // NODE_CHANNEL_FD pass through the exec).
   const dieWithUs = SETPRIV ? { execPath: SETPRIV, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...process.execArgv] } : {};
-  const child = fork(new URL('./offload-child.js', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', ...dieWithUs,
-    ...(level ? { env: { ...process.env, BSFT_LOG_LEVEL: level } } : {}) });
+  // Builds and scorings ask no endpoint: the endpoint keys stay with the worker.
+  const env: Record<string, string | undefined> = { ...process.env, ...(level ? { BSFT_LOG_LEVEL: level } : {}) };
+  for (const name of [JUDGE_KEY_ENV, PREDICT_KEY_ENV]) delete env[name];
+  const child = fork(new URL('./offload-child.js', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', ...dieWithUs, env });
   child.on('error', () => undefined); // reported through `exit`
   return child;
 }
