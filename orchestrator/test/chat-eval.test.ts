@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -248,6 +248,28 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(score.label_source.judge).toBe(score.n_tasks);
     expect(filesWith(dir, KEY)).toEqual([]);
   }, limit(120_000));
+
+  it('an endpoint that takes max_completion_tokens instead of max_tokens (OpenAI\'s newer models) is asked that way, for predictions and the judge', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-mct-'));
+    for (const model of ['served-model', 'judge-model']) {
+      const mark = fake.chatRequests().length;
+      const sub = path.join(dir, model);
+      mkdirSync(sub);
+      fake.rejectMaxTokensFor = model;
+      try {
+        const res = await bsft(['run', recipe(sub, fake.url), '--allow', dir,
+          '--set', 'eval.endpoint.max_concurrency=1', '--set', 'judge.max_concurrency=1'], { env });
+        expect(res.code, res.stderr.slice(-2000)).toBe(0);
+      } finally {
+        fake.rejectMaxTokensFor = undefined;
+      }
+      const asked = fake.chatRequests().slice(mark).filter((r) => r.body!.model === model);
+      // one refusal, then every request with the other name (the judge asks for 32 tokens, predict for max_new_tokens)
+      expect(asked.filter((r) => r.body!.max_tokens !== undefined).length, model).toBe(1);
+      expect(asked.filter((r) => r.body!.max_completion_tokens !== undefined).length).toBe(asked.length - 1);
+      expect(asked.length).toBeGreaterThan(2);
+    }
+  });
 
   it('--dry-run counts the requests and tokens and prices them, writing nothing', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-dry-'));

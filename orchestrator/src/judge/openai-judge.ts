@@ -63,8 +63,11 @@ export class OpenAIJudge implements Judge {
     return { label: null, raw, status: 'unparseable', tokens };
   }
 
+  /** How the reply's length is asked for: max_tokens, or max_completion_tokens where the server refuses the first. */
+  private lengthParam: 'max_tokens' | 'max_completion_tokens' = 'max_tokens';
+
   private async ask(messages: ChatMessage[]): Promise<{ text: string; tokens: number }> {
-    const body = { model: this.settings.model, messages, temperature: 0, max_tokens: 32 };
+    const body = { model: this.settings.model, messages, temperature: 0, [this.lengthParam]: 32 };
     const schema = {
       type: 'json_schema' as const,
       json_schema: { name: 'behavior', strict: true, schema: { type: 'object', properties: { label: { type: 'string', enum: this.behaviors } }, required: ['label'], additionalProperties: false } },
@@ -75,6 +78,11 @@ export class OpenAIJudge implements Judge {
       const text = res?.choices?.[0]?.message?.content;
       return { text: typeof text === 'string' ? text : '', tokens: res?.usage?.total_tokens ?? 0 };
     } catch (e) {
+      // OpenAI's newer models refuse max_tokens, naming max_completion_tokens: ask that way from now on.
+      if (this.lengthParam === 'max_tokens' && e instanceof OpenAI.BadRequestError && /max_completion_tokens/.test(e.message)) {
+        this.lengthParam = 'max_completion_tokens';
+        return this.ask(messages);
+      }
       // A server without response formats says 400 (or 422): ask in plain text from now on.
       if (constrained && e instanceof OpenAI.APIError && (e.status === 400 || e.status === 422)) {
         this.constrained = false;

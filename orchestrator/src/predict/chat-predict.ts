@@ -74,10 +74,21 @@ export async function predictViaChat(recipe: ResolvedRecipe, runDir: string, spl
   const failure = (e: unknown): Error =>
     e instanceof OpenAI.BadRequestError ? new EndpointSetupError(`${api.where} refused the request (400) while predicting: ${e.message}`) : api.failure(e, 'predicting');
 
+  // OpenAI's newer models take the reply's length as max_completion_tokens and refuse max_tokens (400, naming the
+  // other): asked once that way, every later request uses it.
+  let lengthParam: 'max_tokens' | 'max_completion_tokens' = 'max_tokens';
+  const ask = (messages: Message[]) => api.client.chat.completions.create({ model: endpoint.model, messages, [lengthParam]: recipe.eval.max_new_tokens, temperature: 0 });
   await progress.each(chatTasks(file), endpoint.max_concurrency, signal, async (i, t) => {
     let res;
     try {
-      res = await api.client.chat.completions.create({ model: endpoint.model, messages: t.messages, max_tokens: recipe.eval.max_new_tokens, temperature: 0 });
+      try {
+        res = await ask(t.messages);
+      } catch (e) {
+        if (!(e instanceof OpenAI.BadRequestError && /max_completion_tokens/.test(e.message))) throw e;
+        if (lengthParam === 'max_tokens') log.info({ endpoint: api.where }, 'the endpoint takes max_completion_tokens instead of max_tokens: using it');
+        lengthParam = 'max_completion_tokens';
+        res = await ask(t.messages);
+      }
     } catch (e) {
       throw failure(e);
     }

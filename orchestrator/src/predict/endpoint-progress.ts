@@ -4,6 +4,21 @@ import type { Logger } from '../log.js';
 import { writeComplete } from '../store/complete.js';
 import { forEachPool } from '../util/pool.js';
 
+/** Writes a file whole: beside it, then renamed over it (a kill leaves the old file or the new one). */
+function writeWhole(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+
+/** The key a progress file was made under; undefined when there is none (or it cannot be read). */
+function readKey(file: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { key?: string }).key;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The rows of one predictions file asked of an endpoint, kept as they come in predict-progress/<name>.endpoint (a
  * line `index<TAB>tokens<TAB>row`, fsynced every 64 rows and at the end) under a key naming everything the rows
@@ -28,7 +43,7 @@ export class EndpointProgress {
     mkdirSync(progressDir, { recursive: true });
     this.part = path.join(progressDir, `${name}.endpoint`);
     const keyFile = `${this.part}.json`;
-    if (existsSync(keyFile) && JSON.parse(readFileSync(keyFile, 'utf8')).key === key && existsSync(this.part)) {
+    if (readKey(keyFile) === key && existsSync(this.part)) {
       // Complete lines only: one cut short by a kill was never counted.
       for (const line of readFileSync(this.part, 'utf8').split('\n').slice(0, -1)) {
         const [index, tokens, ...row] = line.split('\t');
@@ -42,7 +57,7 @@ export class EndpointProgress {
       if (this.done.size) log.info({ file: name, done: this.done.size, total }, 'predict: continuing where the last attempt stopped');
     } else {
       writeFileSync(this.part, '');
-      writeFileSync(keyFile, JSON.stringify({ key }));
+      writeWhole(keyFile, JSON.stringify({ key }));
     }
     this.before = this.done.size;
   }
@@ -91,13 +106,18 @@ export class EndpointProgress {
     writeFileSync(`${target}.tmp`, Array.from({ length: this.total }, (_, i) => `${this.done.get(i)}\n`).join(''));
     renameSync(`${target}.tmp`, target);
     const recordFile = path.join(this.runDir, 'predictions', 'predict.json');
-    const record = existsSync(recordFile) ? JSON.parse(readFileSync(recordFile, 'utf8')) : {};
+    let record: Record<string, unknown> = {};
+    try {
+      record = JSON.parse(readFileSync(recordFile, 'utf8'));
+    } catch {
+      // none yet (or one an older bsft left torn): this file's entry starts it
+    }
     // generated_tokens: the whole file's (every attempt's rows); the rate: this attempt's tokens over its seconds.
     const total = [...this.tokensOf.values()].reduce((a, b) => a + b, 0);
     const seconds = this.seconds;
     record[this.name] = { ...entry, tasks: this.total, generated_tokens: total, ...(this.tokensOf.size < this.total ? { generated_tokens_counted_rows: this.tokensOf.size } : {}),
       generated_tokens_this_attempt: this.generated, seconds: +seconds.toFixed(3), tokens_per_s: seconds > 0 ? +(this.generated / seconds).toFixed(1) : null, resumed_after_prompts: this.before };
-    writeFileSync(recordFile, `${JSON.stringify(record, null, 1)}\n`);
+    writeWhole(recordFile, `${JSON.stringify(record, null, 1)}\n`);
     await writeComplete(path.join(this.runDir, 'predictions'));
     return target;
   }

@@ -47,7 +47,8 @@ function draw(r: SweepRange, rng: Rng): number {
     if (!r.log) return r.min + Math.floor(u * (r.max - r.min + 1));
     return Math.min(r.max, Math.floor(Math.exp(Math.log(r.min) + u * (Math.log(r.max + 1) - Math.log(r.min)))));
   }
-  return round4(r.log ? Math.exp(Math.log(r.min) + u * (Math.log(r.max) - Math.log(r.min))) : r.min + u * (r.max - r.min));
+  const x = round4(r.log ? Math.exp(Math.log(r.min) + u * (Math.log(r.max) - Math.log(r.min))) : r.min + u * (r.max - r.min));
+  return Math.min(r.max, Math.max(r.min, x)); // rounding never leaves the range (ends written with more digits)
 }
 
 /** The points of a spec; a point drawn twice by a random search is kept once (`dropped` counts the others). */

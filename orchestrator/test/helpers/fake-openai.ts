@@ -18,6 +18,8 @@ export class FakeOpenAI {
   delayMs = 0;
   /** Answer 400 to any request that asks for a response format (as servers without structured output do). */
   rejectResponseFormat = false;
+  /** Answer 400 to a chat request for this model with max_tokens, naming max_completion_tokens (as OpenAI's newer models do). */
+  rejectMaxTokensFor?: string;
   /** Decides the answer of each chat request (default: a label line naming "reactive"); `body` is the whole request. */
   answer: (user: string, constrained: boolean, body: { model: string; messages: { role: string; content: string }[]; [k: string]: unknown }) => FakeAnswer = (_u, constrained) => (constrained ? '{"label": "reactive"}' : 'label: reactive');
   /**
@@ -72,6 +74,9 @@ export class FakeOpenAI {
     if (req.method === 'POST' && url.pathname === '/v1/chat/completions') {
       if (!this.models.includes(body.model)) return this.send(res, 404, { error: { message: `The model ${body.model} does not exist`, type: 'invalid_request_error' } });
       if (body.response_format && this.rejectResponseFormat) return this.send(res, 400, { error: { message: 'response_format is not supported', type: 'invalid_request_error' } });
+      if (body.max_tokens !== undefined && body.model === this.rejectMaxTokensFor) {
+        return this.send(res, 400, { error: { message: "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", type: 'invalid_request_error', param: 'max_tokens', code: 'unsupported_parameter' } });
+      }
       const user = body.messages.find((m: { role: string }) => m.role === 'user')?.content ?? '';
       const a = this.answer(user, !!body.response_format, body);
       if (typeof a !== 'string') return this.send(res, a.status, a.body ?? { error: { message: `failure ${a.status}` } }, a.headers);
