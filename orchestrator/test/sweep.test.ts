@@ -220,7 +220,7 @@ describe('a sweep through the queue (fixture trainers)', () => {
     expect(local.stdout.match(/scored/g)?.length).toBe(4);
   });
 
-  it('bsft cancel --sweep stops every point: the one training and the ones waiting', async () => {
+  it('bsft cancel --sweep stops every point: the one training and the ones waiting; bsft retry --sweep puts them back', async () => {
     const env = queueEnv({ FIXTURE_STEP_MS: '400' });
     const { args } = testRecipeArgs(['train.max_steps=200']);
     const sub = await bsft(['sweep', ...args, '--grid', 'train.lr=1e-3,2e-3,3e-3', '--name', 'to-cancel'], { env });
@@ -236,6 +236,11 @@ describe('a sweep through the queue (fixture trainers)', () => {
       for (const id of ids) expect((await waitForRun(env, id, () => true)).state).toBe('cancelled');
       const listed = await bsft(['status', '--sweep', 'to-cancel'], { env });
       expect(listed.stdout).toContain('; 3 cancelled');
+      // and resumed as a whole: every point back, the one that trained from its checkpoint
+      const retried = await bsft(['retry', '--sweep', 'to-cancel'], { env });
+      expect(retried.code, retried.stderr).toBe(0);
+      expect(retried.stdout).toContain('retrying 3 point(s)');
+      for (const id of ids) await waitForRun(env, id, (v) => v.state !== 'cancelled' && v.state !== 'failed', 30_000);
     } finally {
       await stop(worker);
     }

@@ -1,6 +1,8 @@
 import { UsageError } from '../errors.js';
 import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
+import type { Redis } from 'ioredis';
+import type { RunQueues, RunView } from '../queue/runs.js';
 import { findQueuedSweep } from '../sweep/sweep-files.js';
 import { stateCounts } from '../sweep/sweep-view.js';
 import { EXIT, type CommandImpl } from './command.js';
@@ -60,22 +62,36 @@ export const cancel: CommandImpl = {
   },
 };
 
+/** Puts a run's failed stages back in the queue and withdraws its cancel; says what each means. */
+async function retryRun(q: RunQueues, redis: Redis, runId: string, out: (line: string) => void): Promise<void> {
+  const jobs = await q.jobs(runId);
+  if (!jobs.score && !jobs.train && !jobs.build) throw new UsageError(`no run ${runId} in the queue`);
+  const wasCancelled = (await redis.del(keys.cancelled(runId))) === 1;
+  const retried: string[] = [];
+  for (const [stage, job] of Object.entries(jobs)) {
+    if ((await job!.getState()) === 'failed') {
+      await job!.retry('failed');
+      retried.push(stage);
+    }
+  }
+  // Each failed stage says what running it again means (a build reads the task files again; training resumes).
+  for (const stage of retried) out(`run ${runId}: ${stage} back in the queue; ${stage === 'build' ? 'it reads the task files again' : retryHint(stage)}`);
+  if (!retried.length) out(wasCancelled ? `run ${runId}: cancel withdrawn; its waiting stages will run` : `run ${runId} has no failed stage`);
+}
+
 export const retry: CommandImpl = {
-  async run([runId], _values, { out }) {
+  async run([runId], values, { out }) {
+    if (!runId === !values.sweep) throw new UsageError('name a run to retry, or --sweep NAME (every failed or cancelled point of a sweep)');
     return withQueues(async (q, redis) => {
-      const jobs = await q.jobs(runId!);
-      if (!jobs.score && !jobs.train && !jobs.build) throw new UsageError(`no run ${runId} in the queue`);
-      const wasCancelled = (await redis.del(keys.cancelled(runId!))) === 1;
-      const retried: string[] = [];
-      for (const [stage, job] of Object.entries(jobs)) {
-        if ((await job!.getState()) === 'failed') {
-          await job!.retry('failed');
-          retried.push(stage);
-        }
+      if (!values.sweep) {
+        await retryRun(q, redis, runId!, out);
+        return EXIT.ok;
       }
-      // Each failed stage says what running it again means (a build reads the task files again; training resumes).
-      for (const stage of retried) out(`run ${runId}: ${stage} back in the queue; ${stage === 'build' ? 'it reads the task files again' : retryHint(stage)}`);
-      if (!retried.length) out(wasCancelled ? `run ${runId}: cancel withdrawn; its waiting stages will run` : `run ${runId} has no failed stage`);
+      const record = await findQueuedSweep(redis, values.sweep as string);
+      const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+      const ended = views.filter((v): v is RunView => !!v && (v.state === 'failed' || v.state === 'cancelled'));
+      out(`sweep ${record.name}: ${stateCounts(views)}; retrying ${ended.length} point(s)`);
+      for (const v of ended) await retryRun(q, redis, v.runId, out);
       return EXIT.ok;
     });
   },

@@ -262,10 +262,10 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'retry',
     summary: 'resume a failed or cancelled run from its newest checkpoint',
-    usage: 'bsft retry <run-id>',
-    options: {},
-    optionHelp: {},
-    positionals: [1, 1],
+    usage: 'bsft retry <run-id> | --sweep NAME',
+    options: { sweep: { type: 'string' } },
+    optionHelp: { sweep: 'every failed or cancelled point of a sweep' },
+    positionals: [0, 1],
     load: async () => (await import('./cancel.js')).retry,
   },
   {
