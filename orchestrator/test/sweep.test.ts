@@ -12,6 +12,9 @@ import { bsft, FIXTURES } from './helpers/cli.js';
 import { torchPython } from './helpers/python.js';
 import { queueEnv, REDIS_URL, startWorkerProc, stop, testRecipeArgs, waitForRun, withRunQueues } from './helpers/queue.js';
 import { limit } from './helpers/time-scale.js';
+import { sampleTasks, studyRun } from './helpers/study-runs.js';
+import { sweepReport, formatSweepReport } from '../src/sweep/sweep-report.js';
+import type { SweepRecord } from '../src/sweep/resolve-sweep.js';
 
 const py = torchPython();
 const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
@@ -202,6 +205,7 @@ describe('a sweep through the queue (fixture trainers)', () => {
     expect(report.points.map((p: { index: number }) => p.index)).toEqual(expected.map((e: { index: number }) => e.index));
     for (const [i, p] of report.points.entries()) expect(p.val.macro_f1.value).toBeCloseTo(expected[i].f1, 12);
     expect(expected[0].f1).toBeGreaterThan(expected[3].f1 + 0.05); // lr 1e-3 is the fixture's best: the ranking is not a tie
+    expect(report.same_tasks).toBe(true);
     const best = report.points[0];
     expect(best.values['train.lr']).toBe(1e-3);
     expect(report.best.index).toBe(best.index);
@@ -346,5 +350,23 @@ describe.skipIf(!CHROMIUM)('a sweep\'s report.html in Chromium', () => {
     } finally {
       await close();
     }
+  });
+});
+
+describe('a sweep whose points were scored on different validation tasks', () => {
+  it('ranks them, pairs none with the best, and says so', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'bsft-sweep-data-'));
+    const points: SweepRecord['points'] = [];
+    for (const [i, from] of [0, 10].entries()) {
+      const dir = studyRun(root, `p${i}-0123abc${i}`, 'token', 'lora', sampleTasks(60 + from).slice(from), () => 'reply');
+      for (const f of ['dataset/test.messages.jsonl', 'predictions/test.jsonl']) writeFileSync(path.join(dir, f.replace('test', 'val')), readFileSync(path.join(dir, f)));
+      points.push({ index: i + 1, values: { 'data.seed': i + 1 }, set: [`data.seed=${i + 1}`], run_id: path.basename(dir) });
+    }
+    const record = { format: 'bsft-sweep-v1', name: 'data', recipe_file: path.join(root, 'r.yaml'), set: [], allow: [], keys: ['data.seed'], spec: { grid: [['data.seed', [1, 2]]], ranges: [] },
+      rank_split: 'val', runs_dir: root, store: { kind: 'local' }, created_at: new Date().toISOString(), points } as unknown as SweepRecord;
+    const report = await sweepReport(record, { resamples: 20, seed: 1 });
+    expect(report.same_tasks).toBe(false);
+    expect(report.points.map((p) => p.delta_vs_best)).toEqual([null, null]);
+    expect(formatSweepReport(report).join('\n')).toContain('the points were scored on different validation tasks');
   });
 });

@@ -3,7 +3,8 @@
  * the paper's scale: 14,000 test prompts (conversations of about 2,000 tokens) against a local server that answers
  * each request after 300–800 ms (uniform), at concurrency 32 and 128. For each: requests/s beside the ideal
  * (concurrency / mean latency), the peak RSS of this process; and the same at 3,500 prompts, to show memory flat in
- * the number of tasks. Each measurement runs in a process of its own (its peak RSS is its own: VmHWM).
+ * the number of tasks. Each measurement runs in a process of its own (its peak RSS is its own: VmHWM), and says
+ * what its heap holds once the run is over (after a full collection).
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -75,14 +76,17 @@ async function measure(url: string, dir: string, concurrency: number): Promise<v
   const r = await predictViaChat(recipe, dir, 'test', createLogger('warn'));
   const s = (performance.now() - t0) / 1000;
   const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  console.log(JSON.stringify({ n: r.tasks, s, peakMib: hwm ? Number(hwm) / 1024 : process.memoryUsage().rss / 1024 / 1024 }));
+  // What the run keeps once it is over (a full collection first): grows with the tasks only if something is held per task.
+  global.gc?.();
+  const retainedMib = process.memoryUsage().heapUsed / 1024 / 1024;
+  console.log(JSON.stringify({ n: r.tasks, s, peakMib: hwm ? Number(hwm) / 1024 : process.memoryUsage().rss / 1024 / 1024, retainedMib }));
 }
 
 /** The measurement in a child process (async: this process serves the requests meanwhile). */
-async function measured(url: string, dir: string, concurrency: number): Promise<{ n: number; s: number; peakMib: number }> {
+async function measured(url: string, dir: string, concurrency: number): Promise<{ n: number; s: number; peakMib: number; retainedMib: number }> {
   rmSync(path.join(dir, 'predict-progress'), { recursive: true, force: true });
   rmSync(path.join(dir, 'predictions'), { recursive: true, force: true });
-  const { stdout: out } = await promisify(execFile)(process.execPath, [fileURLToPath(import.meta.url), 'measure', url, dir, String(concurrency)], { encoding: 'utf8' });
+  const { stdout: out } = await promisify(execFile)(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), 'measure', url, dir, String(concurrency)], { encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').at(-1)!);
 }
 
@@ -94,13 +98,13 @@ async function main(): Promise<void> {
     const small = runDir(root, 3_500);
     const mean = (LATENCY[0]! + LATENCY[1]!) / 2 / 1000;
     console.log(`bench:eval — chat endpoint predictions (eval.engine openai-chat) against a local server answering in ${LATENCY[0]}–${LATENCY[1]} ms`);
-    console.log(`${'prompts'.padStart(8)} ${'concurrency'.padStart(12)} ${'seconds'.padStart(8)} ${'requests/s'.padStart(11)} ${'ideal'.padStart(7)} ${'of ideal'.padStart(9)} ${'peak RSS'.padStart(9)}`);
+    console.log(`${'prompts'.padStart(8)} ${'concurrency'.padStart(12)} ${'seconds'.padStart(8)} ${'requests/s'.padStart(11)} ${'ideal'.padStart(7)} ${'of ideal'.padStart(9)} ${'peak RSS'.padStart(9)} ${'heap after'.padStart(11)}`);
     for (const c of [32, 128]) {
       for (const dir of [small, big]) {
         const m = await measured(srv.url, dir, c);
         const rps = m.n / m.s;
         const ideal = c / mean;
-        console.log(`${m.n.toLocaleString('en').padStart(8)} ${String(c).padStart(12)} ${m.s.toFixed(1).padStart(8)} ${rps.toFixed(1).padStart(11)} ${ideal.toFixed(1).padStart(7)} ${`${((100 * rps) / ideal).toFixed(0)}%`.padStart(9)} ${`${m.peakMib.toFixed(0)} MiB`.padStart(9)}`);
+        console.log(`${m.n.toLocaleString('en').padStart(8)} ${String(c).padStart(12)} ${m.s.toFixed(1).padStart(8)} ${rps.toFixed(1).padStart(11)} ${ideal.toFixed(1).padStart(7)} ${`${((100 * rps) / ideal).toFixed(0)}%`.padStart(9)} ${`${m.peakMib.toFixed(0)} MiB`.padStart(9)} ${`${m.retainedMib.toFixed(1)} MiB`.padStart(11)}`);
       }
     }
   } finally {

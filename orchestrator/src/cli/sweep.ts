@@ -16,8 +16,9 @@ export const sweep: CommandImpl = {
   async run([file], values, { log, out }) {
     const resolved = prepareSweep(file!, values);
     const { record, recipes } = resolved;
-    const priority = intOption(values, 'priority');
-    if (priority !== undefined) record.priority = priority;
+    // One priority for every point: --priority, else the recipe's queue.priority.
+    const priority = intOption(values, 'priority') ?? recipes[0]!.queue.priority;
+    record.priority = priority;
     out(`sweep ${record.name}: ${sweepTitle(record)}; points compared on the validation split${resolved.dropped ? ` (${resolved.dropped} drawn twice, kept once)` : ''}`);
     if (values['dry-run']) {
       for (const l of pointRows(record)) out(`  ${l}`);
@@ -40,7 +41,7 @@ export const sweep: CommandImpl = {
       writeSweep(record);
       const states = new Map<string, string>();
       for (const r of recipes) {
-        const res = await submitRun(r, q.connection, { priority: priority ?? r.queue.priority });
+        const res = await submitRun(r, q.connection, { priority });
         states.set(r.run_id, res.created ? 'submitted' : `already submitted (${res.existingState})`);
       }
       for (const l of pointRows(record, { head: ['queued'], cells: (id) => [states.get(id)!] })) out(`  ${l}`);

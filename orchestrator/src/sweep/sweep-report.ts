@@ -52,6 +52,11 @@ export interface SweepReport {
   rank_split: 'val';
   behaviors: string[];
   bootstrap: { resamples: number; seed: number };
+  /**
+   * Whether every scored point was scored on the same validation tasks. Not so when the sweep changes the data
+   * (data.seed, data.splits, the task files): each point's figure stands, but no difference is paired.
+   */
+  same_tasks: boolean;
   /** Ranked (best first), then the points without a validation score in their order. */
   points: RankedPoint[];
   /** Each swept key: the validation macro-F1 of the points with each of its values. */
@@ -159,6 +164,7 @@ export async function sweepReport(record: SweepRecord, opts: { resamples?: numbe
     rank_split: 'val',
     behaviors: first ? first.report.behaviors : [],
     bootstrap: { resamples, seed },
+    same_tasks: ranked.every(([, s]) => sameTasks(s, first!)),
     points,
     effects,
     best,
@@ -200,6 +206,7 @@ export function formatSweepReport(r: SweepReport): string[] {
     ` 95% case-bootstrap intervals (${r.bootstrap.resamples} resamples)`);
   out.push('');
   out.push(...table(rankRows(r), [...r.keys.map((_, i) => i + 2), rankRows(r)[0]!.length - 1]));
+  if (!r.same_tasks) out.push('note: the points were scored on different validation tasks (the sweep changes the data): each figure stands, none is paired with the best\'s');
   for (const e of r.effects) {
     out.push('');
     out.push(`effect of ${e.key} (validation macro-F1 of the scored points with each value):`);
