@@ -162,7 +162,7 @@ function macroF1(runDir: string, split: string): number {
 }
 
 describe('a sweep through the queue (fixture trainers)', () => {
-  it('queues a 2×2 sweep with one priority, lists it, ranks its points on validation as computed here, and a second submit reuses every point', async () => {
+  it('queues a 2×2 sweep with one priority, lists it, ranks its points on validation as computed here, a second submit reuses every point, and rm --sweep removes it', async () => {
     const env = queueEnv();
     const { args, runs } = testRecipeArgs();
     const sweepArgs = ['sweep', ...args, '--grid', 'train.lr=1e-4,1e-3', '--grid', 'train.max_steps=4,6', '--name', 'lr-steps', '--priority', '3'];
@@ -222,6 +222,16 @@ describe('a sweep through the queue (fixture trainers)', () => {
     const local = await bsft(['runs', '--dir', runs, '--sweep', 'lr-steps'], { env });
     expect(local.stdout).toContain('sweep lr-steps: 4 points');
     expect(local.stdout.match(/scored/g)?.length).toBe(4);
+
+    // bsft rm --sweep: every point's folder and queued jobs, then the record (here and in Redis)
+    const removed = await bsft(['rm', '--sweep', 'lr-steps', '--dir', runs, '--yes'], { env });
+    expect(removed.code, removed.stdout + removed.stderr).toBe(0);
+    expect(removed.stdout).toContain('removed 4 run folder(s)');
+    expect(removed.stdout).toContain('sweep lr-steps: record removed');
+    for (const id of ids) expect(existsSync(path.join(runs, id))).toBe(false);
+    expect(existsSync(path.join(runs, '_sweeps', 'lr-steps.json'))).toBe(false);
+    expect((await bsft(['status', '--sweep', 'lr-steps'], { env })).stderr).toContain('no sweep lr-steps in the queue');
+    expect(await withRunQueues(env, async (q) => Promise.all(ids.map((id) => q.view(id))))).toEqual([undefined, undefined, undefined, undefined]);
   });
 
   it('bsft cancel --sweep stops every point: the one training and the ones waiting; bsft retry --sweep puts them back', async () => {

@@ -107,14 +107,15 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'rm',
     summary: "remove run folders and ended runs' queued jobs and say what that freed; never one a live process or a queued job is using",
-    usage: 'bsft rm <run-id | run dir>... [--yes] [--dir runs]',
+    usage: 'bsft rm <run-id | run dir>... | --sweep NAME [--yes] [--dir runs]',
     details: 'Asks before removing unless --yes. A run whose folder a process of this machine works in (a trainer, bsft run),\n' +
       'or whose queued job has not ended (where Redis answers), is refused: bsft cancel it first. An ended run\'s jobs\n' +
       '(a cancelled or failed run\'s later stages wait in the queue for bsft retry) are removed too, so the same run can be\n' +
-      'submitted afresh; a run only in the queue (no local folder) is removed from the queue.',
-    options: { yes: { type: 'boolean', short: 'y' }, dir: { type: 'string' } },
-    optionHelp: { yes: 'remove without asking', dir: 'runs folder for run ids (default ./runs)' },
-    positionals: [1, Infinity],
+      'submitted afresh; a run only in the queue (no local folder) is removed from the queue. --sweep removes a sweep\'s\n' +
+      'points the same way, then its record once none is left (a point another sweep shares goes too).',
+    options: { yes: { type: 'boolean', short: 'y' }, dir: { type: 'string' }, sweep: { type: 'string' } },
+    optionHelp: { yes: 'remove without asking', dir: 'runs folder for run ids (default ./runs)', sweep: 'every point of a sweep, then its record' },
+    positionals: [0, Infinity],
     load: async () => (await import('./rm.js')).rm,
   },
   {

@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { RunNotFoundError, UsageError } from '../errors.js';
@@ -6,6 +6,7 @@ import { producerConnection } from '../queue/connection.js';
 import { RunQueues, type RunView } from '../queue/runs.js';
 import { describeRun, processesUsing, type LocalRun } from '../run/local-runs.js';
 import { findRunDir } from '../run/run-dir.js';
+import { findQueuedSweep, forgetQueuedSweep, readSweep, sweepFile } from '../sweep/sweep-files.js';
 import { formatBytes } from '../util/format-bytes.js';
 import { EXIT, type CommandImpl } from './command.js';
 
@@ -32,8 +33,10 @@ function inUse(t: Target): string | undefined {
  * never touches a run that a process or a worker is working on.
  */
 export const rm: CommandImpl = {
-  async run(args, values, { out }) {
+  async run(given, values, { out }) {
     const runsDir = path.resolve((values.dir as string | undefined) ?? 'runs');
+    const sweepName = values.sweep as string | undefined;
+    if (!given.length === !sweepName) throw new UsageError('name the runs to remove, or --sweep NAME (its points and its record)');
     // The queue is asked where it answers; without Redis, local runs are still removed (and we say so).
     let redis: Awaited<ReturnType<typeof producerConnection>> | undefined;
     try {
@@ -43,6 +46,10 @@ export const rm: CommandImpl = {
     }
     const queue = redis ? new RunQueues(redis) : undefined;
     try {
+      // A sweep's points: its record here, else the queue's.
+      const sweep = sweepName ? (existsSync(sweepFile(runsDir, sweepName)) ? readSweep(runsDir, sweepName) : redis ? await findQueuedSweep(redis, sweepName) : readSweep(runsDir, sweepName)) : undefined;
+      const args = sweep ? sweep.points.map((p) => p.run_id).filter((id) => existsSync(path.join(runsDir, id))) : given;
+      if (sweep && queue) for (const p of sweep.points) if (!args.includes(p.run_id) && (await queue.view(p.run_id))) args.push(p.run_id);
       const targets: Target[] = [];
       for (const a of args) {
         let run: LocalRun | undefined;
@@ -64,7 +71,17 @@ export const rm: CommandImpl = {
         else removable.push(t);
       }
       for (const line of refused) out(line);
-      if (!removable.length) return refused.length ? EXIT.failure : EXIT.ok;
+      /** The sweep's record goes once none of its points is left behind. */
+      const forgetSweep = async () => {
+        if (!sweep || refused.length) return;
+        rmSync(sweepFile(runsDir, sweep.name), { force: true });
+        if (redis) await forgetQueuedSweep(redis, sweep.name);
+        out(`sweep ${sweep.name}: record removed`);
+      };
+      if (!removable.length) {
+        await forgetSweep();
+        return refused.length ? EXIT.failure : EXIT.ok;
+      }
       const folders = removable.filter((t) => t.run).map((t) => t.run!);
       const queued = removable.filter((t) => t.queued);
       const total = folders.reduce((a, r) => a + r.bytes, 0);
@@ -92,6 +109,7 @@ export const rm: CommandImpl = {
         const stages = await queue!.remove(t.runId);
         out(`${t.runId}: removed its queued jobs (${stages.join(', ')}); submitting it again starts it afresh`);
       }
+      await forgetSweep();
       return refused.length ? EXIT.failure : EXIT.ok;
     } finally {
       await queue?.close();

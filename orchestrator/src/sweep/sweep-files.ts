@@ -54,6 +54,11 @@ export async function queuedSweep(redis: Redis, name: string): Promise<SweepReco
   return text ? (JSON.parse(text) as SweepRecord) : undefined;
 }
 
+/** Removes a queued sweep's record and its name from the list. */
+export async function forgetQueuedSweep(redis: Redis, name: string): Promise<void> {
+  await redis.multi().del(keys.sweep(name)).zrem(keys.sweeps(), name).exec();
+}
+
 /** The queued sweeps' names, newest first. */
 export async function queuedSweeps(redis: Redis, limit = 20): Promise<string[]> {
   return redis.zrevrange(keys.sweeps(), 0, limit - 1);
