@@ -12,7 +12,7 @@ import { pruneRemote, pullNewestCheckpoint } from '../src/store/sync.js';
 import { bsft, ROOT } from './helpers/cli.js';
 import { pythonWith } from './helpers/python.js';
 import { hubDuringTests } from './helpers/fake-hub.js';
-import { queueEnv, startWorkerProc, stop, submitRun, waitForRun, type WorkerProc } from './helpers/queue.js';
+import { queueEnv, startWorkerProc, stop, submitRun, testRecipeArgs, waitForRun, type WorkerProc } from './helpers/queue.js';
 import { limit } from './helpers/time-scale.js';
 
 const silent = pino({ level: 'silent' });
@@ -158,6 +158,34 @@ describe('a run on rented GPUs with a hub store', () => {
     expect(card).toContain('`<|behavior:proactive|>`');
     expect(card).toMatch(/\| test \| \d+\.\d/);
   }, limit(180_000));
+});
+
+describe('a sweep kept on the Hub', () => {
+  it('bsft report --sweep brings back each point\'s dataset and predictions from the store and ranks them', async () => {
+    const repo = 'lab/sweep';
+    const env = queueEnv({ HF_TOKEN: hub.writeToken, HF_ENDPOINT: hub.url });
+    const { args, runs } = testRecipeArgs(['store.kind=hub', `store.repo=${repo}`, `store.hub_url=${hub.url}`]);
+    const sub = await bsft(['sweep', ...args, '--grid', 'train.lr=1e-3,2e-3', '--name', 'on-hub'], { env });
+    expect(sub.code, sub.stderr).toBe(0);
+    const ids: string[] = JSON.parse(readFileSync(path.join(runs, '_sweeps', 'on-hub.json'), 'utf8')).points.map((p: { run_id: string }) => p.run_id);
+    const w = startWorkerProc('ok', env, ['--workdir', mkdtempSync(path.join(tmpdir(), 'bsft-hub-sweep-'))]);
+    try {
+      await w.ready;
+      for (const id of ids) expect((await waitForRun(env, id, (v) => ['completed', 'failed'].includes(v.state), 90_000)).state).toBe('completed');
+    } finally {
+      await stop(w, 'SIGKILL');
+    }
+    // The submitting machine has the record but none of the points' files: they are on the Hub.
+    for (const id of ids) expect(existsSync(path.join(runs, id, 'predictions'))).toBe(false);
+    const out = path.join(runs, 'rep');
+    const rep = await bsft(['report', '--sweep', 'on-hub', '--runs-dir', runs, '--out', out, '--bootstrap', '50'], { env: { HF_TOKEN: hub.readToken } });
+    expect(rep.code, rep.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
+    expect(report.points.map((p: { rank: number | null }) => p.rank)).toEqual([1, 2]);
+    expect(report.points.every((p: { val: { n_tasks: number } }) => p.val.n_tasks > 0)).toBe(true);
+    expect(report.best.test).not.toBeNull();
+    for (const id of ids) expect(existsSync(path.join(runs, id, 'predictions', 'val.jsonl'))).toBe(true);
+  }, limit(120_000));
 });
 
 describe('COMPLETE: one procedure on both sides', () => {
