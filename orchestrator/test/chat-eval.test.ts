@@ -71,7 +71,7 @@ ${extra}`);
 }
 
 /** The messages each test task should be sent, rendered here from the task file and the recipe's behaviors. */
-function expectedMessages(runDir: string): Map<string, { role: string; content: string }[]> {
+function expectedMessages(runDir: string, conditioning: 'instruction' | 'none' = 'instruction'): Map<string, { role: string; content: string }[]> {
   const resolved = JSON.parse(readFileSync(path.join(runDir, 'recipe.json'), 'utf8'));
   const system = INSTRUCTION.replace('{behaviors}', Object.entries(resolved.data.behaviors as Record<string, { description: string }>).map(([b, d]) => `- ${b}: ${d.description}`).join('\n'));
   const ids = new Set(JSON.parse(readFileSync(path.join(runDir, 'dataset', 'manifest.json'), 'utf8')).documents.test as string[]);
@@ -80,7 +80,8 @@ function expectedMessages(runDir: string): Map<string, { role: string; content: 
     const t = JSON.parse(line) as { id: string; context: { role: string; name?: string; content: string }[] };
     if (!ids.has(t.id)) continue;
     const turns = t.context.map((c) => ({ role: c.role, content: c.name ? `${c.name}: ${c.content}` : c.content }));
-    out.set(t.id, turns[0]?.role === 'system' ? [{ role: 'system', content: `${system}\n\n${turns[0].content}` }, ...turns.slice(1)] : [{ role: 'system', content: system }, ...turns]);
+    if (conditioning === 'none') out.set(t.id, turns);
+    else out.set(t.id, turns[0]?.role === 'system' ? [{ role: 'system', content: `${system}\n\n${turns[0].content}` }, ...turns.slice(1)] : [{ role: 'system', content: system }, ...turns]);
   }
   return out;
 }
@@ -185,6 +186,23 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(filesWith(dir, KEY)).toEqual([]);
     expect(res.stdout + res.stderr).not.toContain(KEY);
   }, limit(120_000));
+
+  it('zero-shot (conditioning none): the conversation as it is, no instruction added, no tag read', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-none-'));
+    const mark = fake.chatRequests().length;
+    const res = await bsft(['run', recipe(dir, fake.url), '--allow', dir, '--set', 'data.conditioning=none', '--set', 'eval.reply_tag=false'], { env });
+    expect(res.code, res.stderr.slice(-2000)).toBe(0);
+    const runDir = path.join(dir, 'runs', readdirSync(path.join(dir, 'runs')).find((d) => d.startsWith('eval-chat-'))!);
+    const expected = expectedMessages(runDir, 'none');
+    const byHash = new Map([...expected].map(([id, m]) => [hashOf(m), id]));
+    const asked = fake.chatRequests().slice(mark).filter((r) => r.body!.model === 'served-model');
+    expect(new Set(asked.map((r) => byHash.get(hashOf(r.body!.messages)))).size).toBe(expected.size);
+    expect(asked.every((r) => byHash.has(hashOf(r.body!.messages)))).toBe(true);
+    expect(asked.some((r) => r.body!.messages.some((m) => m.content.includes('Start your reply with the behavior')))).toBe(false); // no instruction
+    const rows = readFileSync(path.join(runDir, 'predictions', 'test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.every((r) => !('tagged_behavior' in r))).toBe(true);
+    expect(rows.some((r) => r.reply.startsWith('['))).toBe(true); // the reply as the model gave it, tag and all
+  });
 
   it('kill -9 mid-evaluation, then the same command: only the missing prompts are asked, and the file is the same as an uninterrupted run\'s', async () => {
     const whole = mkdtempSync(path.join(tmpdir(), 'bsft-chat-whole-'));
