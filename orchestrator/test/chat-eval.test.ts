@@ -299,8 +299,10 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(m, res.stdout).toBeTruthy();
     const [requests, prompt, completion] = m!.slice(1).map((x) => Number(x.replaceAll(',', '')));
     // the test split of the bundled sample (the same build as a run's), every reply at max_new_tokens
-    const first = fake.chatRequests().filter((r) => r.body!.model === 'served-model');
-    expect(requests).toBe(new Set(first.map((r) => hashOf(r.body!.messages))).size);
+    // the test split of the same dataset, built here on its own
+    const built = mkdtempSync(path.join(tmpdir(), 'bsft-chat-dry-ds-'));
+    expect((await bsft(['dataset', 'build', recipe(built, fake.url), '--allow', built, '--out', path.join(built, 'ds')])).code).toBe(0);
+    expect(requests).toBe(JSON.parse(readFileSync(path.join(built, 'ds', 'manifest.json'), 'utf8')).documents.test.length);
     expect(completion).toBe(requests! * 64);
     expect(prompt).toBeGreaterThan(requests! * 50);
     const cost = (prompt! / 1e6) * 0.5 + (completion! / 1e6) * 2;
