@@ -311,6 +311,16 @@ describe('BehaviorBench for a model as it ships, through a chat endpoint (train.
     expect(readdirSync(dir)).toEqual(['eval.yaml']);
   });
 
+  it('--dry-run of a model loaded by the trainer\'s engines (no endpoint) plans its prediction in GPU hours', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bsft-untrained-dry-'));
+    const file = path.join(dir, 'zero-shot.yaml');
+    writeFileSync(file, `extends: ${path.join(ROOT, 'recipes', 'smoke.yaml')}\nname: zero-shot\ndata: { conditioning: none }\ntrain: { method: none }\n`);
+    const res = await bsft(['run', file, '--allow', dir, '--dry-run']);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^zero-shot-[0-9a-f]{8}\s+none\s+none\s+[\d,]+\s+0\s/m); // nothing trained
+    expect(res.stdout).toMatch(/^zero-shot-[0-9a-f]{8}\s+1\s+61\s+[\d,]+\s+[\d,]+\s+-\s+\d+\.\d\d\s+-$/m); // predict GPU hours, not an endpoint
+  });
+
   it('refuses what cannot work, naming the field', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bsft-chat-bad-'));
     const bad = await bsft(['validate', recipe(dir, fake.url), '--allow', dir, '--no-data', '--set', 'data.conditioning=token', '--set', 'eval.engine=openai']);

@@ -71,11 +71,13 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
     rows.push([r.run_id, r.train.method, r.data.conditioning, manifest.lengths.train.tokens.toLocaleString('en'), tokens.toLocaleString('en'), tokS.toLocaleString('en'), hours.toFixed(2)]);
     const shard = (split: string) => path.join(datasetDir(path.join(runsDir(r), r.run_id)), `${split}.tokens.safetensors`);
     const p = predictPlan(r, manifest, { trainTokS: tokS, decodeTokS: decode }, (split) => (existsSync(shard(split)) ? shardPromptTokens(shard(split)) : undefined));
-    // An untrained model served elsewhere (train.method none): its predictions take no GPU hours of this plan.
-    if (r.train.method === 'none') p.hours.predict = 0;
+    // A model asked through a chat endpoint is served elsewhere: its predictions take no GPU hours of this plan (an
+    // untrained model loaded by the trainer's engines takes them as a trained one does).
+    const served = r.eval.engine === 'openai-chat';
+    if (served) p.hours.predict = 0;
     predict += p.hours.predict + p.hours.judge;
     predictRows.push([r.run_id, String(p.files), p.prompts.toLocaleString('en'), Math.round(p.promptTokens).toLocaleString('en'), p.maxGenerated.toLocaleString('en'),
-      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', r.train.method === 'none' ? `endpoint ${redactUrl(r.eval.endpoint!.base_url)}` : p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
+      r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', served ? `endpoint ${redactUrl(r.eval.endpoint!.base_url)}` : p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
   }
   const total = train + predict;
   const decodeNote = decodeRate === undefined
@@ -104,7 +106,6 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   out('nothing was written: the datasets were built in a temporary folder to count their tokens, then removed');
   return EXIT.ok;
 }
-
 
 /**
  * What evaluating a run through its endpoint asks (train.method none / eval.engine openai-chat): requests per eval
