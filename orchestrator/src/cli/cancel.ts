@@ -2,15 +2,13 @@ import { UsageError } from '../errors.js';
 import { retryHint } from '../queue/advice.js';
 import { keys } from '../queue/names.js';
 import type { Redis } from 'ioredis';
-import type { RunQueues, RunView } from '../queue/runs.js';
+import { ENDED_STATES, type RunQueues, type RunView } from '../queue/runs.js';
 import { findQueuedSweep } from '../sweep/sweep-files.js';
-import { stateCounts } from '../sweep/sweep-view.js';
+import { pointViews, stateCounts } from '../sweep/sweep-view.js';
 import { EXIT, type CommandImpl } from './command.js';
 import { withQueues } from './queue-args.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const ENDED = ['completed', 'cancelled', 'failed'];
 
 export const cancel: CommandImpl = {
   async run([runId], values, { out }) {
@@ -19,7 +17,7 @@ export const cancel: CommandImpl = {
       let ids: string[];
       if (values.sweep) {
         const record = await findQueuedSweep(redis, values.sweep as string);
-        const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+        const views = await pointViews(q, record);
         ids = views.filter((v) => v && v.state !== 'completed' && v.state !== 'cancelled').map((v) => v!.runId);
         out(`sweep ${record.name}: ${stateCounts(views)}; cancelling ${ids.length} point(s)`);
       } else {
@@ -46,7 +44,7 @@ export const cancel: CommandImpl = {
       while (pending.size && Date.now() < until) {
         for (const id of [...pending]) {
           const v = await q.view(id);
-          if (!v || ENDED.includes(v.state)) {
+          if (!v || ENDED_STATES.includes(v.state)) {
             pending.delete(id);
             out(`run ${id}: ${v?.state ?? 'cancelled'}`);
             // Its later stages stay in the queue, waiting on the stopped one (BullMQ's waiting-children).
@@ -88,7 +86,7 @@ export const retry: CommandImpl = {
         return EXIT.ok;
       }
       const record = await findQueuedSweep(redis, values.sweep as string);
-      const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+      const views = await pointViews(q, record);
       const ended = views.filter((v): v is RunView => !!v && (v.state === 'failed' || v.state === 'cancelled'));
       out(`sweep ${record.name}: ${stateCounts(views)}; retrying ${ended.length} point(s)`);
       for (const v of ended) await retryRun(q, redis, v.runId, out);

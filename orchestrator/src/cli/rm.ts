@@ -3,14 +3,12 @@ import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { RunNotFoundError, UsageError } from '../errors.js';
 import { producerConnection } from '../queue/connection.js';
-import { RunQueues, type RunView } from '../queue/runs.js';
+import { ENDED_STATES, RunQueues, type RunView } from '../queue/runs.js';
 import { describeRun, processesUsing, type LocalRun } from '../run/local-runs.js';
 import { findRunDir } from '../run/run-dir.js';
 import { findQueuedSweep, forgetQueuedSweep, readSweep, sweepFile } from '../sweep/sweep-files.js';
 import { formatBytes } from '../util/format-bytes.js';
 import { EXIT, type CommandImpl } from './command.js';
-
-const ENDED = ['completed', 'failed', 'cancelled'];
 
 /** What `bsft rm` was given: a local run folder, a run in the queue, or both. */
 interface Target {
@@ -23,7 +21,7 @@ interface Target {
 function inUse(t: Target): string | undefined {
   const procs = t.run ? processesUsing(t.run.dir) : [];
   if (procs.length) return `in use by ${procs.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}`;
-  if (t.queued && !ENDED.includes(t.queued.state)) return `its queued job is ${t.queued.state} (bsft cancel ${t.runId} first)`;
+  if (t.queued && !ENDED_STATES.includes(t.queued.state)) return `its queued job is ${t.queued.state} (bsft cancel ${t.runId} first)`;
   return undefined;
 }
 
@@ -47,7 +45,8 @@ export const rm: CommandImpl = {
     const queue = redis ? new RunQueues(redis) : undefined;
     try {
       // A sweep's points: its record here, else the queue's.
-      const sweep = sweepName ? (existsSync(sweepFile(runsDir, sweepName)) ? readSweep(runsDir, sweepName) : redis ? await findQueuedSweep(redis, sweepName) : readSweep(runsDir, sweepName)) : undefined;
+      const local = sweepName && (existsSync(sweepFile(runsDir, sweepName)) || !redis);
+      const sweep = !sweepName ? undefined : local ? readSweep(runsDir, sweepName) : await findQueuedSweep(redis!, sweepName);
       const args = sweep ? sweep.points.map((p) => p.run_id).filter((id) => existsSync(path.join(runsDir, id))) : given;
       if (sweep && queue) for (const p of sweep.points) if (!args.includes(p.run_id) && (await queue.view(p.run_id))) args.push(p.run_id);
       const targets: Target[] = [];

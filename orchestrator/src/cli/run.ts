@@ -4,13 +4,14 @@ import path from 'node:path';
 import { STEPS } from '../run/all-steps.js';
 import { LocalHost } from '../run/local-host.js';
 import { runSteps } from '../run/pipeline.js';
+import { predictsViaEndpoint } from '../run/steps.js';
 import { localCheckpoints } from '../store/sync.js';
 import { BsftError, UsageError } from '../errors.js';
 import { buildDatasets, dryRunPlan, endpointPlan } from './run-plan.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { pointText } from '../sweep/points.js';
 import { isSweep } from '../sweep/spec.js';
-import { checkSameSweep, readSweep, sweepFile, writeSweep } from '../sweep/sweep-files.js';
+import { readSweep, sameSweep, sweepFile, writeSweep } from '../sweep/sweep-files.js';
 import { formatSweepReport, sweepReport } from '../sweep/sweep-report.js';
 import { EXIT, type CommandContext, type CommandImpl, type OptionValues } from './command.js';
 import { prepareSweep } from '../sweep/prepare.js';
@@ -103,10 +104,10 @@ async function runOne(recipe: ResolvedRecipe, stopper: Stopper, { log, out }: Co
  * validation split.
  */
 async function runSweep(file: string, values: OptionValues, ctx: CommandContext, stopper: Stopper): Promise<number> {
-  const { record, recipes, dropped } = prepareSweep(file, values);
-  const existing = existsSync(sweepFile(record.runs_dir, record.name)) ? readSweep(record.runs_dir, record.name) : undefined;
-  checkSameSweep(existing, record);
-  writeSweep(existing ? { ...record, created_at: existing.created_at } : record);
+  const { record: asked, recipes, dropped } = prepareSweep(file, values);
+  const existing = existsSync(sweepFile(asked.runs_dir, asked.name)) ? readSweep(asked.runs_dir, asked.name) : undefined;
+  const record = sameSweep(existing, asked);
+  writeSweep(record);
   ctx.out(`sweep ${record.name}: ${sweepTitle(record)}${dropped ? ` (${dropped} drawn twice, kept once)` : ''}, one after another in this process`);
   const failed: string[] = [];
   for (const [i, recipe] of recipes.entries()) {
@@ -150,7 +151,7 @@ async function dryRun(recipe: ResolvedRecipe, values: OptionValues, { log, out }
   try {
     const [manifest] = await buildDatasets([recipe], log, () => undefined, scratch);
     const runDir = path.join(scratch, recipe.run_id);
-    if (recipe.eval.engine === 'openai-chat' || recipe.eval.engine === 'openai') endpointPlan(recipe, manifest!, runDir, { input: price('price-in'), output: price('price-out') }, out);
+    if (predictsViaEndpoint(recipe)) endpointPlan(recipe, manifest!, runDir, { input: price('price-in'), output: price('price-out') }, out);
     else dryRunPlan([recipe], [manifest!], { title: recipe.run_id, jsonHead: {}, rate: undefined, decodeRate: undefined, json: false, showRecipes: false, out, print: out, runsDir: () => scratch });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -165,7 +166,7 @@ export const run: CommandImpl = {
     if (sweeping && values['dry-run']) throw new UsageError('a sweep\'s plan: bsft sweep ... --dry-run');
     if (!sweeping && values['dry-run']) {
       const recipe = resolveFromArgs(file!, values);
-      if (recipe.train.method !== 'none') checkFits(recipe);
+      checkFits(recipe);
       return dryRun(recipe, values, ctx);
     }
     const recipe = sweeping ? undefined : resolveFromArgs(file!, values);

@@ -2,7 +2,7 @@ import { STAGES, queueName } from '../queue/names.js';
 import type { Redis } from 'ioredis';
 import type { RunQueues, RunView } from '../queue/runs.js';
 import { findQueuedSweep, queuedSweep, queuedSweeps } from '../sweep/sweep-files.js';
-import { pointRows, stateCounts, sweepTitle } from '../sweep/sweep-view.js';
+import { pointRows, pointViews, stateCounts, sweepTitle } from '../sweep/sweep-view.js';
 import { percentOf, type JobProgress } from '../queue/job-data.js';
 import { formatDuration, formatGib } from '../util/progress.js';
 import { table } from '../util/table.js';
@@ -59,7 +59,7 @@ export function runRow(v: RunView, now = Date.now()): string[] {
 /** `bsft status --sweep NAME`: the sweep's points, each with its values and its run's row. */
 async function sweepStatus(q: RunQueues, redis: Redis, name: string, json: boolean, out: (line: string) => void): Promise<number> {
   const record = await findQueuedSweep(redis, name);
-  const views = await Promise.all(record.points.map((p) => q.view(p.run_id)));
+  const views = await pointViews(q, record);
   if (json) {
     out(JSON.stringify({ sweep: record, runs: views.map((v, i) => v ?? { runId: record.points[i]!.run_id, state: 'not queued' }) }, null, 2));
     return EXIT.ok;
@@ -95,11 +95,13 @@ export const status: CommandImpl = {
       if (sweeps.length) {
         out('');
         const rows = [['sweep', 'points', 'states', 'created']];
+        const seen = new Map(views.map((v) => [v.runId, v]));
         for (const name of sweeps) {
           const record = await queuedSweep(redis, name);
           if (!record) continue;
-          const pointViews = await Promise.all(record.points.map((p) => q.view(p.run_id)));
-          rows.push([name, String(record.points.length), stateCounts(pointViews), record.created_at.slice(0, 16).replace('T', ' ')]);
+          // The runs listed above are not asked for again.
+          const states = await Promise.all(record.points.map((p) => seen.get(p.run_id) ?? q.view(p.run_id)));
+          rows.push([name, String(record.points.length), stateCounts(states), record.created_at.slice(0, 16).replace('T', ' ')]);
         }
         out(table(rows, [2, 3]).join('\n'));
         out('a sweep\'s points: bsft status --sweep NAME');

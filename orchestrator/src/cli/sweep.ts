@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { submitRun } from '../queue/submit.js';
 import { prepareSweep } from '../sweep/prepare.js';
-import { checkSameSweep, queuedSweep, saveQueuedSweep, sweepFile, writeSweep } from '../sweep/sweep-files.js';
+import { queuedSweep, sameSweep, saveQueuedSweep, sweepFile, writeSweep } from '../sweep/sweep-files.js';
 import { pointRows, sweepTitle } from '../sweep/sweep-view.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { EXIT, intOption, type CommandImpl } from './command.js';
@@ -15,7 +15,8 @@ const rel = (p: string) => path.relative(process.cwd(), p) || p;
 export const sweep: CommandImpl = {
   async run([file], values, { log, out }) {
     const resolved = prepareSweep(file!, values);
-    const { record, recipes } = resolved;
+    const { recipes } = resolved;
+    let { record } = resolved;
     // One priority for every point: --priority, else the recipe's queue.priority.
     const priority = intOption(values, 'priority') ?? recipes[0]!.queue.priority;
     record.priority = priority;
@@ -33,9 +34,7 @@ export const sweep: CommandImpl = {
       return EXIT.ok;
     }
     return withQueues(async (q, redis) => {
-      const existing = await queuedSweep(redis, record.name);
-      checkSameSweep(existing, record);
-      if (existing) record.created_at = existing.created_at;
+      record = sameSweep(await queuedSweep(redis, record.name), record);
       // The record first: a submit stopped half-way is finished by the same command, and bsft status shows it meanwhile.
       await saveQueuedSweep(redis, record);
       writeSweep(record);

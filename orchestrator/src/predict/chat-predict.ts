@@ -3,6 +3,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import OpenAI from 'openai';
 import type { Message } from '../dataset/condition.js';
+import { readManifest, type Manifest } from '../dataset/manifest.js';
 import { OpenAIEndpoint } from '../endpoint/openai-endpoint.js';
 import { InputError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -33,14 +34,6 @@ export async function* chatTasks(file: string): AsyncGenerator<[number, ChatTask
   }
 }
 
-/** Lines of a file (its tasks), counted without keeping them. */
-async function countLines(file: string): Promise<number> {
-  if (!existsSync(file)) throw new InputError(`no dataset split file ${file}: build the dataset first`);
-  let n = 0;
-  for await (const line of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) if (line) n++;
-  return n;
-}
-
 /**
  * `[proactive] ...` at the start of a reply: the behavior its tag names, and the reply without the tag (what the
  * judge reads); null when the reply has no tag of a known behavior (a miss, counted wrong for the tag's score).
@@ -63,7 +56,10 @@ export function readTag(reply: string, behaviors: string[]): { behavior: string 
 export async function predictViaChat(recipe: ResolvedRecipe, runDir: string, split: string, log: Logger, signal?: AbortSignal): Promise<EndpointPredictResult> {
   const endpoint = recipe.eval.endpoint!;
   const file = path.join(runDir, 'dataset', `${split}.messages.jsonl`);
-  const total = await countLines(file);
+  // The split's tasks, one line each in its messages.jsonl: counted by the dataset's manifest.
+  const manifest = readManifest(path.join(runDir, 'dataset'));
+  if (!manifest || !existsSync(file)) throw new InputError(`no dataset split ${split} in ${path.join(runDir, 'dataset')}: build the dataset first`);
+  const total = (manifest.documents[split as keyof Manifest['documents']] as string[]).length;
   const behaviors = Object.keys(recipe.data.behaviors);
   const name = `${split}.jsonl`;
   const key = sha256(JSON.stringify(['chat-v1', endpoint.base_url, endpoint.model, recipe.eval.max_new_tokens, recipe.eval.reply_tag, await sha256File(file)]));

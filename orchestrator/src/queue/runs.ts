@@ -6,6 +6,9 @@ import { RunQueue } from './run-job.js';
 
 export type RunState = 'waiting' | 'building' | 'training' | 'scoring' | 'completed' | 'failed' | 'cancelled' | 'retrying';
 
+/** The states a run does not leave by itself (bsft retry takes a failed or cancelled one back). */
+export const ENDED_STATES: readonly RunState[] = ['completed', 'failed', 'cancelled'];
+
 export interface RunView {
   runId: string;
   state: RunState;

@@ -161,13 +161,11 @@ export const evalSchema = z.strictObject({
   engine: z.enum(['auto', 'static', 'continuous', 'openai', 'openai-chat']).default('auto'),
   /**
    * `engine: openai`: a serving engine (vLLM, SGLang) serving the run's exported model (`bsft export`) behind an
-   * OpenAI-compatible completions endpoint; prompts go as the dataset's token IDs. Its key only from the environment
+   * OpenAI-compatible completions endpoint; prompts go as the dataset's token IDs. `engine: openai-chat`: any
+   * OpenAI-compatible chat-completions endpoint (vLLM or SGLang serving any model, a hosted API): each task's
+   * conversation goes as the messages the dataset build renders (speakers' names in the content, the instruction as
+   * the system message), greedy; the reply's behavior comes from the judge. Either key only from the environment
    * (BSFT_PREDICT_API_KEY).
-   */
-  /*
-   * `engine: openai-chat`: any OpenAI-compatible chat-completions endpoint (vLLM or SGLang serving any model, a hosted
-   * API): each task's conversation goes as the messages the dataset build renders (speakers' names in the content, the
-   * instruction as the system message), greedy; the reply's behavior comes from the judge. Same `endpoint` settings.
    */
   endpoint: z.strictObject({
     base_url: z.url(),

@@ -21,7 +21,7 @@ export const trainStep: Step = {
   outputs: ['final', 'meta'], // meta: the recipe and, now, the metrics history
   unavailable: (ctx) => ctx.host.trainerUnavailable(ctx.recipe),
   async done(ctx) {
-    // train.method none: nothing to train, the model is evaluated as it ships (through its chat endpoint).
+    // train.method none: nothing to train, the model is evaluated as it ships (its endpoint, or predict loads it).
     return ctx.recipe.train.method === 'none' || existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
   },
   // Several GPUs: the trainer starts one rank per GPU with torchrun (trainer-python launch.py).
@@ -46,7 +46,7 @@ const predictSettings = (ctx: RunContext) => {
 /** Says so when predictions made by one of the trainer's engines are kept for another (predictions/predict.json). */
 function sayKeptEngine(ctx: RunContext): void {
   const e = ctx.recipe.eval.engine;
-  if (e === 'openai' || e === 'openai-chat') return;
+  if (predictsViaEndpoint(ctx.recipe)) return;
   let made: string[] = [];
   try {
     made = Object.values(JSON.parse(readFileSync(path.join(ctx.runDir, 'predictions', 'predict.json'), 'utf8')) as Record<string, { engine?: string }>)
@@ -56,19 +56,19 @@ function sayKeptEngine(ctx: RunContext): void {
   }
   if (made.length) ctx.log.info({ made_with: [...new Set(made)], engine: e }, `predictions made with engine ${[...new Set(made)].join(', ')} are kept for eval.engine ${e}: the trainer's engines give the same greedy tokens (delete the run's predictions/ to make them again)`);
 }
-/** Predictions asked of an endpoint by this process, not made by the trainer. */
-const viaEndpoint = (ctx: RunContext) => ctx.recipe.eval.engine === 'openai' || ctx.recipe.eval.engine === 'openai-chat';
+/** Predictions asked of an endpoint (eval.engine openai, openai-chat) by this process, not made by the trainer. */
+export const predictsViaEndpoint = (recipe: RunContext['recipe']) => recipe.eval.engine === 'openai' || recipe.eval.engine === 'openai-chat';
 const predictStamp = (ctx: RunContext) => path.join(ctx.runDir, 'predictions', 'settings.json');
 
 export const predictStep: Step = {
   name: 'predict',
-  summary: (recipe) => (recipe.eval.engine === 'openai' || recipe.eval.engine === 'openai-chat'
+  summary: (recipe) => (predictsViaEndpoint(recipe)
     ? `generate predictions on the eval splits (eval.engine ${recipe.eval.engine}: ${redactUrl(recipe.eval.endpoint?.base_url ?? '')}, model ${recipe.eval.endpoint?.model})`
     : `generate predictions on the eval splits (python -m bsft_trainer predict, engine ${recipe.eval.engine})`),
   inputs: ['dataset', 'final'],
   outputs: ['predictions'],
   // A serving engine (eval.engine: openai, openai-chat) needs no trainer here: this process asks the endpoint.
-  unavailable: async (ctx) => (viaEndpoint(ctx) ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
+  unavailable: async (ctx) => (predictsViaEndpoint(ctx.recipe) ? undefined : ctx.host.trainerUnavailable(ctx.recipe)),
   async done(ctx) {
     const done = stampMatches(predictStamp(ctx), predictSettings(ctx)) &&
       predictArgs(ctx.recipe).every((args) => ctx.recipe.eval.splits.every((s) => existsSync(predictionsFile(ctx.runDir, s, args))));
@@ -77,7 +77,7 @@ export const predictStep: Step = {
   },
   async run(ctx) {
     for (const args of predictArgs(ctx.recipe)) {
-      if (!viaEndpoint(ctx)) await runTrainerStep(ctx, 'predict', args);
+      if (!predictsViaEndpoint(ctx.recipe)) await runTrainerStep(ctx, 'predict', args);
       else {
         for (const split of ctx.recipe.eval.splits) {
           const r = ctx.recipe.eval.engine === 'openai-chat' ? await predictViaChat(ctx.recipe, ctx.runDir, split, ctx.log, ctx.signal)

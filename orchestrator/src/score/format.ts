@@ -5,6 +5,8 @@ export const pct = (v: number) => (Number.isFinite(v) ? (100 * v).toFixed(1) : '
 /** A kappa to two decimals, with its interval. */
 export const kappa = (e: Estimate) => `${e.value.toFixed(2)}${e.ci ? ` [${e.ci[0].toFixed(2)}, ${e.ci[1].toFixed(2)}]` : ''}`;
 export const est = (e: Estimate) => `${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
+/** A difference with its sign and interval: `+3.2 [1.0, 5.4]`. */
+export const signedEst = (e: Estimate) => `${e.value >= 0 ? '+' : ''}${est(e)}`;
 
 /** The terminal view of one score. */
 export function formatScore(label: string, r: ScoreReport): string[] {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { table } from '../util/table.js';
 import { notComparable } from './benchmark-release.js';
 import { offsetsText, readOperatingPoint, type BalanceResult } from './balance.js';
-import { est, kappa, pct } from './format.js';
+import { est, kappa, pct, signedEst } from './format.js';
 import { pairedDelta, type Estimate, type ScoreReport } from './metrics.js';
 import { html } from './report-html.js';
 import { readMetrics, runCurve, runMeta, type Curve, type RunMeta } from './run-meta.js';
@@ -61,7 +61,8 @@ export interface Comparison {
   study: StudyResult | null;
 }
 
-function sameTasks(a: Scored, b: Scored): boolean {
+/** Whether two scored runs answer the same tasks in the same order (their cases can be resampled together). */
+export function sameTasks(a: Scored, b: Scored): boolean {
   return a.gold.length === b.gold.length && a.gold.every((t, i) => t.id === b.gold[i]!.id);
 }
 
@@ -124,7 +125,6 @@ export function writeReport(dir: string, c: Comparison): string[] {
   return files.map(([name]) => path.join(dir, name));
 }
 
-const sign = (e: Estimate) => `${e.value >= 0 ? '+' : ''}${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
 
 /** The tables of a report, shared by its terminal, Markdown and HTML forms (first row: header). */
 export function scoreRows(c: Comparison): string[][] {
@@ -173,7 +173,7 @@ export function leaderboardRows(c: Comparison): string[][] {
 export function deltaRows(c: Comparison): string[][] {
   return [
     ['run', 'macro-F1', 'accuracy', ...c.behaviors.map((b) => `${b} F1`)],
-    ...c.deltas.map((d) => [d.label, sign(d.macro_f1), sign(d.accuracy), ...c.behaviors.map((b) => sign(d.per_class_f1[b]!))]),
+    ...c.deltas.map((d) => [d.label, signedEst(d.macro_f1), signedEst(d.accuracy), ...c.behaviors.map((b) => signedEst(d.per_class_f1[b]!))]),
   ];
 }
 

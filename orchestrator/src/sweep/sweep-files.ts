@@ -33,15 +33,16 @@ export function readSweep(runsDir: string, name: string): SweepRecord {
 }
 
 /**
- * A record whose name is taken by other points cannot replace it: the report would mix two sweeps. The same
- * points (the same command again) are the same sweep.
+ * The record to write where one may exist under the name already: the same points (the same command again) are the
+ * same sweep, which keeps its creation time; other points cannot replace it (the report would mix two sweeps).
  */
-export function checkSameSweep(existing: SweepRecord | undefined, record: SweepRecord): void {
-  if (!existing) return;
+export function sameSweep(existing: SweepRecord | undefined, record: SweepRecord): SweepRecord {
+  if (!existing) return record;
   const ids = (r: SweepRecord) => r.points.map((p) => p.run_id).join(',');
   if (ids(existing) !== ids(record)) {
     throw new InputError(`sweep ${record.name} already exists with other points (${existing.points.length} points, created ${existing.created_at}): choose another --name`);
   }
+  return { ...record, created_at: existing.created_at };
 }
 
 /** The record of a queued sweep in Redis (any machine's `bsft status --sweep` reads it) and the list of sweeps. */

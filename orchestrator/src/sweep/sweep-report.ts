@@ -1,7 +1,8 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BsftError, InputError } from '../errors.js';
-import { est, pct } from '../score/format.js';
+import { est, pct, signedEst } from '../score/format.js';
+import { sameTasks } from '../score/report.js';
 import { pairedDelta, type Estimate } from '../score/metrics.js';
 import { scoreRun, type Scored } from '../score/run-scores.js';
 import { pullForScoring } from '../store/meta.js';
@@ -115,7 +116,6 @@ export async function sweepReport(record: SweepRecord, opts: { resamples?: numbe
   const first = ranked[0]?.[1];
   const resamples = opts.resamples ?? first?.report.bootstrap.resamples ?? 1000;
   const seed = opts.seed ?? first?.report.bootstrap.seed ?? 42;
-  const sameTasks = (a: Scored, b: Scored) => a.gold.length === b.gold.length && a.gold.every((t, i) => t.id === b.gold[i]!.id);
   const points: RankedPoint[] = [
     ...ranked.map(([index, s], i): RankedPoint => ({
       index,
@@ -179,7 +179,6 @@ function notYet(e: unknown): string {
   return m;
 }
 
-const signed = (e: Estimate) => `${e.value >= 0 ? '+' : ''}${pct(e.value)}${e.ci ? ` [${pct(e.ci[0])}, ${pct(e.ci[1])}]` : ''}`;
 
 /** The ranking as rows (first row: header), for the terminal, Markdown and HTML. */
 export function rankRows(r: SweepReport): string[][] {
@@ -187,7 +186,7 @@ export function rankRows(r: SweepReport): string[][] {
   return [head, ...r.points.map((p) => [
     p.rank === null ? '-' : String(p.rank), String(p.index), ...r.keys.map((k) => yamlValue(p.values[k])),
     p.val ? est(p.val.macro_f1) : (p.reason ?? '-'),
-    p.delta_vs_best ? signed(p.delta_vs_best) : p.rank === 1 ? 'best' : '-',
+    p.delta_vs_best ? signedEst(p.delta_vs_best) : p.rank === 1 ? 'best' : '-',
     p.val ? pct(p.val.accuracy.value) : '-', ...r.behaviors.map((b) => (p.val ? pct(p.val.per_class_f1[b]?.value ?? NaN) : '-')), p.run_id,
   ])];
 }

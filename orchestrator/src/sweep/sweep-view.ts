@@ -1,4 +1,4 @@
-import type { RunView } from '../queue/runs.js';
+import type { RunQueues, RunView } from '../queue/runs.js';
 import { table } from '../util/table.js';
 import { yamlValue } from './points.js';
 import type { SweepRecord } from './resolve-sweep.js';
@@ -16,6 +16,9 @@ export function pointRows(r: SweepRecord, extra: { head: string[]; cells: (runId
   return table([['#', ...r.keys, 'run', ...extra.head], ...r.points.map((p) => [String(p.index), ...r.keys.map((k) => yamlValue(p.values[k])), p.run_id, ...extra.cells(p.run_id, p.index)])],
     [...r.keys.map((_, i) => i + 1), r.keys.length + 1, ...extra.head.map((_, i) => r.keys.length + 2 + i)]);
 }
+
+/** The queue's view of each point's run (undefined where it is not queued), in the points' order. */
+export const pointViews = (q: RunQueues, r: SweepRecord): Promise<(RunView | undefined)[]> => Promise.all(r.points.map((p) => q.view(p.run_id)));
 
 /** How many of a sweep's runs are in each state, e.g. `2 completed, 1 training, 1 waiting`. */
 export function stateCounts(views: (RunView | undefined)[]): string {

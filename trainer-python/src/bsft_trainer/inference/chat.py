@@ -17,7 +17,7 @@ import sys
 
 from ..data.config import Config, load_manifest
 from ..process.events import EXIT_DONE, ConfigError, _emit, log
-from .final_model import final_metadata, is_toy_base, load_hf_merged, load_toy
+from .final_model import final_metadata, is_toy, load_hf_merged, load_toy
 from ..modeling.model import resolve_dtype
 from .predict import behavior_bias, behavior_fields, behavior_scores, stream_hf, stream_toy
 from ..training.train import pick_device
@@ -34,9 +34,8 @@ def run(cfg: Config) -> int:
     def emit_behavior(logits):
         _emit("behavior", **behavior_fields(names, behavior_scores(logits[None], ids)[0]))
 
-    untrained = meta["method"] == "none"
-    if is_toy_base(cfg) if untrained else (folder / "toy_model.pt").is_file():
-        model = load_toy(folder, device, cfg.train.seed if untrained else None)
+    if is_toy(cfg, folder, meta):
+        model = load_toy(folder, device, cfg.train.seed if meta["method"] == "none" else None)
         stream = lambda p, n, bias, on_first: stream_toy(model, p, n, eos_id, device, bias, on_first)  # noqa: E731
     else:
         model = load_hf_merged(cfg, folder, meta, device, resolve_dtype(cfg.model.dtype, device))

@@ -37,10 +37,13 @@ def load_toy(folder: Path, device: torch.device, seed: int | None = None) -> Toy
     return model.to(device).eval()
 
 
-def is_toy_base(cfg: Config) -> bool:
-    """The base model is the bsft-toy test model (train.method none loads it as it is)."""
-    p = Path(cfg.model.name_or_path) / "config.json"
-    return p.is_file() and json.loads(p.read_text()).get("model_type") == "bsft-toy"
+def is_toy(cfg: Config, folder: Path, meta: dict) -> bool:
+    """The model to load is the bsft-toy test model: the final folder's, or (train.method none) the base model as it is."""
+    if meta["method"] == "none":
+        from ..modeling.model import read_model_config
+
+        return (read_model_config(cfg) or {}).get("model_type") == "bsft-toy"
+    return (folder / "toy_model.pt").is_file()
 
 
 def load_hf_merged(cfg: Config, folder: Path, meta: dict, device: torch.device, dtype: torch.dtype) -> Any:

@@ -38,7 +38,7 @@ import torch
 from ..checkpoints import checkpoint as ckpt
 from ..data.config import load_manifest
 from ..process.events import EXIT_DONE, EXIT_PREEMPTED, ConfigError, emit_done, emit_progress, log
-from .final_model import final_metadata, is_toy_base, load_hf_merged, load_toy
+from .final_model import final_metadata, is_toy, load_hf_merged, load_toy
 from ..modeling.model import resolve_dtype
 from ..data.shards import Shard
 from ..training.train import StopFlag, pick_device
@@ -325,7 +325,7 @@ def run(cfg: Config, fence: Fence, force: str | None = None) -> int:
         raise ConfigError("--force needs a run with conditioning: token")
     folder, meta = final_metadata(cfg)
     device = pick_device()
-    toy = is_toy_base(cfg) if meta["method"] == "none" else (folder / "toy_model.pt").is_file()
+    toy = is_toy(cfg, folder, meta)
     offsets = nonzero_offsets(cfg.eval.behavior_offsets)
     engine = pick_engine(cfg.eval.engine, not toy and continuous_available(), cfg.eval.max_new_tokens, device, bool(offsets))
     chunk = chunk_size(engine, cfg.eval.batch_size)
