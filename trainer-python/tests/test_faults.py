@@ -449,13 +449,13 @@ def test_a_trainer_killed_while_saving_base_leaves_no_base_and_the_next_attempt_
     slow_save = f"""
 import sys, time
 sys.path.insert(0, {str(SRC)!r})
-import transformers
-original = transformers.PreTrainedModel.save_pretrained
-def save_pretrained(self, folder, *a, **k):
-    original(self, folder, *a, **k)
+from bsft_trainer.checkpoints import weight_files
+original = weight_files.write_model_folder
+def write_model_folder(folder, *a, **k):
+    original(folder, *a, **k)
     print("saved into", folder, file=sys.stderr, flush=True)
     time.sleep(600)
-transformers.PreTrainedModel.save_pretrained = save_pretrained
+weight_files.write_model_folder = write_model_folder
 from bsft_trainer.__main__ import main
 sys.exit(main(["train", "--config", {str(cfg)!r}]))
 """

@@ -56,18 +56,34 @@ def metadata(cfg: Config, manifest: Manifest, tm: Any) -> dict:
     }
 
 
-def full_state(tm: Any, dtype: torch.dtype) -> dict | None:
-    """Every rank of a sharded run: the whole model's weights gathered (on the host, in `dtype`), on rank 0; None
-    elsewhere. Keys as in `tm.container` (`base.` + the model's own, `rows.` for the behavior rows)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def full_state(tm: Any, dtype: torch.dtype, device: torch.device) -> dict | None:
+    """Every rank of a sharded run whose final weights are gathered whole (the toy model; LoRA: only what trains):
+    those weights, on rank 0 (on the host; the model's own in `dtype`); None elsewhere. Keys as in `tm.container`
+    (`base.` + the model's own, `rows.` for the behavior rows). A LoRA adapter and the behavior rows stay fp32 (the
+    master weights); the frozen base is not gathered (the adapter is saved without it)."""
+    from ..parallel.sharding import whole
 
-    sd = get_model_state_dict(tm.container, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if torch.distributed.get_rank() != 0:
-        return None
-    # The model's weights in the recipe's dtype, as a one-process run saves them; a LoRA adapter and the behavior
-    # rows stay fp32 (the master weights).
-    masters = {n for n, p in tm.container.named_parameters() if p.requires_grad} if tm.method == "lora" else set()
-    return {k: (v.to(dtype) if v.is_floating_point() and k.startswith("base.") and k not in masters else v) for k, v in sd.items()}
+    named = tm.named_trainable() if tm.method == "lora" else list(tm.container.named_parameters())
+    masters = {n for n, _ in named} if tm.method == "lora" else set()
+    main = torch.distributed.get_rank() == 0
+    out = {}
+    for k, p in named:
+        v = whole(p, device)
+        if v is not None and main:
+            out[k] = (v.to(dtype) if v.is_floating_point() and k.startswith("base.") and k not in masters else v).cpu()
+    return out if main else None
+
+
+def write_full_weights(folder: Path | None, tm: Any, dtype: torch.dtype, device: torch.device,
+                       max_file_bytes: int | None = None) -> None:
+    """Every rank of a sharded full fine-tuning run of a transformers model: the weights gathered one tensor at a
+    time and written by rank 0 (folder) as `save_pretrained` writes them, in `dtype`; the others take part in each
+    gather (folder None). Rank 0 holds one file's worth of weights at most (weight_files.py), never the model."""
+    from ..parallel.sharding import whole
+    from .weight_files import write_model_folder
+
+    write_model_folder(folder, tm.hf_model, lambda name, p: whole(p, device), dtype=dtype,
+                       **({"max_file_bytes": max_file_bytes} if max_file_bytes else {}))
 
 
 class FinalAbandoned(Exception):
@@ -87,11 +103,15 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
         if stopping():
             raise FinalAbandoned(part)
     gathered = None
+    streamed = world is not None and world.sharded and tm.kind == "hf" and tm.method == "full"
     if world is not None and world.sharded:
         from ..modeling.model import resolve_dtype
 
-        gathered = full_state(tm, resolve_dtype(cfg.model.dtype, world.device()))
-        if gathered is None:
+        dtype, device = resolve_dtype(cfg.model.dtype, world.device()), world.device()
+        if streamed and not world.main:
+            write_full_weights(None, tm, dtype, device)
+        gathered = None if streamed else full_state(tm, dtype, device)
+        if not world.main:
             world.barrier()
             return None
     weights = gathered if gathered is not None else masters if tm.method == "lora" else None
@@ -106,7 +126,10 @@ def save_final(cfg: Config, manifest: Manifest, tm: Any, fence: Fence, world: An
         else:
             from safetensors.torch import save_file
 
-            tm.hf_model.save_pretrained(folder, **({"state_dict": base_sd} if base_sd is not None else {}))
+            if streamed:
+                write_full_weights(folder, tm, dtype, device)
+            else:
+                tm.hf_model.save_pretrained(folder, **({"state_dict": base_sd} if base_sd is not None else {}))
             check("the weights")
             if getattr(tm, "base_dir", None) is not None:
                 problem = ckpt.verify(tm.base_dir)

@@ -63,6 +63,8 @@ class Trainable(nn.Module):
 
 
 class TrainModel:
+    fill = None  # a model built on the meta device: how to fill it (materialize.Fill)
+
     def __init__(self, container, embed, out_linear, decoder_hidden, layers, kind, method):
         self.container = container
         self._embed = embed
@@ -191,10 +193,14 @@ def model_config(cfg: Config, hub_kwargs: dict) -> Any:
     return config
 
 
+def _hub_kwargs(cfg: Config) -> dict:
+    return {k: v for k, v in dict(revision=cfg.model.revision, token=os.environ.get("HF_TOKEN")).items() if v is not None}
+
+
 def load_hf_model(cfg: Config, device: torch.device, dtype: torch.dtype, attn_implementation: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    hub_kwargs = {k: v for k, v in dict(revision=cfg.model.revision, token=os.environ.get("HF_TOKEN")).items() if v is not None}
+    hub_kwargs = _hub_kwargs(cfg)
     config = model_config(cfg, hub_kwargs)
     if cfg.model.init == "random":
         torch.manual_seed(cfg.train.seed)
@@ -206,17 +212,51 @@ def load_hf_model(cfg: Config, device: torch.device, dtype: torch.dtype, attn_im
     return model.to(device)
 
 
-def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, dtype: torch.dtype, keep_base: bool = True) -> "TrainModel":
+def _skeleton(cfg: Config, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """The model on the meta device (no memory) and where its values will come from (weight_source.py): its
+    checkpoint's files, or the seeded random init."""
+    from transformers import AutoModelForCausalLM
+
+    from .weight_source import CheckpointSource, RandomSource, resolve_files
+
+    hub_kwargs = _hub_kwargs(cfg)
+    config = model_config(cfg, hub_kwargs)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=ATTN_NAME)
+    if cfg.model.init == "random":
+        return model, RandomSource(model, cfg.train.seed, dtype, device)
+    source = CheckpointSource(resolve_files(cfg.model.name_or_path, cfg.model.revision, hub_kwargs.get("token")), dtype)
+    source.check({n: p.shape for n, p in model.named_parameters()})
+    return model, source
+
+
+def _name_of(model: Any, weight: torch.Tensor) -> str:
+    return next(n for n, p in model.named_parameters() if p is weight)
+
+
+def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, dtype: torch.dtype, keep_base: bool = True,
+             sharded: bool = False) -> "TrainModel":
+    """A pretrained model trained by one process is loaded whole (`from_pretrained`). Otherwise (several ranks, or
+    a random init) the model is built on the meta device and `tm.fill` says how to fill it (materialize.py):
+    one process fills it at once (build), ranks fill their shards once FSDP2 has cut them (train.prepare_model)."""
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"the trainer needs transformers and peft for this model: {e}. Install: pip install -e trainer-python") from None
+    from .materialize import Fill, save_base_from
+    from .weight_source import adapter_value
+
     sources = row_sources(cfg.train.token_init, manifest)  # a manifest problem fails before the model loads
     register_packed_attention()
-    model = load_hf_model(cfg, device, dtype, ATTN_NAME)
+    meta = sharded or cfg.model.init == "random"
+    if meta:
+        model, source = _skeleton(cfg, device, dtype)
+    else:
+        model, source = load_hf_model(cfg, device, dtype, ATTN_NAME), None
     embed = model.get_input_embeddings()
     out = model.get_output_embeddings()
+    embed_name, out_name = _name_of(model, embed.weight), _name_of(model, out.weight)
     first, n = _behavior_range(manifest)
     if first + n > embed.weight.shape[0]:
         raise ConfigError(f"behavior token IDs up to {first + n - 1} do not fit in the model's {embed.weight.shape[0]} embedding rows; "
@@ -228,21 +268,33 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
     if cfg.train.method == "lora" and cfg.model.init == "random" and keep_base:
         # A LoRA adapter of a randomly initialised model is useless without that model: keep it, before LoRA.
         # Written atomically with a COMPLETE like a checkpoint: a half-written base/ is never taken for a saved one.
+        # Written from the seeded init a file at a time (the model itself is still on the meta device).
         base_dir = Path(cfg.output_dir) / "base"
         if ckpt.verify(base_dir) is not None:
-            ckpt.save_atomic(base_dir, model.save_pretrained, fence, {"run_id": cfg.run_id, "base": True})
+            ckpt.save_atomic(base_dir, lambda tmp: save_base_from(tmp, source.skeleton, source), fence,
+                             {"run_id": cfg.run_id, "base": True})
     if cfg.train.method == "lora":
         from peft import LoraConfig, get_peft_model
 
         for p in model.parameters():
             p.requires_grad_(False)
-        rows = TokenRows(embed.weight, out.weight, first, n, sources, tied=tied).to(device)
+        rows = TokenRows(embed.weight, out.weight, first, n, sources, tied=tied)
+        rows = rows if meta else rows.to(device)
         lora = LoraConfig(r=cfg.train.lora.r, lora_alpha=cfg.train.lora.alpha, lora_dropout=cfg.train.lora.dropout,
                           target_modules=cfg.train.lora.targets, bias="none", task_type="CAUSAL_LM")
         # compute_dtype "model": the adapters compute in the model's dtype (peft's default upcasts them to fp32, and
         # with them every wrapped layer's input); the optimizer keeps fp32 masters of them (precision.py).
-        model = get_peft_model(model, lora, autocast_adapter_dtype=cfg.train.lora.compute_dtype == "float32")
-    else:
+        in_fp32 = cfg.train.lora.compute_dtype == "float32"
+        model = get_peft_model(model, lora, autocast_adapter_dtype=in_fp32, low_cpu_mem_usage=meta)
+        for name, p in model.named_parameters():
+            if ".lora_" in name:
+                if meta and not in_fp32:  # peft makes adapters on the meta device in fp32
+                    p.data = p.data.to(dtype)
+                elif not meta:  # the seeded start materialize.py gives them: the same with one process or N ranks
+                    with torch.no_grad():
+                        p.copy_(adapter_value(name.removeprefix("base_model.model.").replace(".base_layer.", "."),
+                                              p.shape, p.dtype, p.device, cfg.train.seed))
+    elif not meta:
         init_rows_in_place(embed.weight, out.weight, first, n, sources, tied=tied)
     base = model.get_base_model() if rows is not None else model
     decoder = base.get_decoder()
@@ -256,6 +308,10 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
     tm = TrainModel(Trainable(model, rows), embed, out, decoder_hidden, decoder.layers, "hf", cfg.train.method)
     tm.hf_model = model
     tm.base_dir = base_dir
+    if meta:
+        tm.fill = Fill(source, cfg.train.seed, {k: p.dtype for k, p in tm.container.named_parameters()},
+                       peft=rows is not None, embed=embed_name, out=out_name, first=first, n=n, sources=sources,
+                       tied=tied, method=cfg.train.method, skeleton=base)
     return tm
 
 
@@ -281,17 +337,22 @@ def compile_layers(tm: "TrainModel") -> None:
 def build(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence, keep_base: bool = True,
           sharded: bool = False) -> "TrainModel":
     """keep_base=False (benchmarks): a randomly initialised LoRA base is not saved to base/. sharded=True: the model
-    is built as one process builds it (in the recipe's dtype: the same random init, adapters and behavior rows), then
-    its parameters are made fp32, to be sharded by FSDP2 as the master weights (sharding.py): one process and N ranks
-    start from the same weights, as one process's fp32 masters are exact copies of its bf16 weights."""
+    is left on the meta device with fp32 parameters, to be sharded by FSDP2 as the master weights (sharding.py) and
+    then filled shard by shard (materialize.py) with the values one process starts from in the recipe's dtype: one
+    process and N ranks start from the same weights, as one process's fp32 masters are exact copies of its bf16 ones.
+    The toy test model is built whole either way."""
     dtype = resolve_dtype(cfg.model.dtype, device)
     model_config = read_model_config(cfg)
     if model_config and model_config.get("model_type") == "bsft-toy":
         tm = build_toy(cfg, manifest, device, model_config, dtype)
     else:
-        tm = build_hf(cfg, manifest, device, fence, dtype, keep_base)
+        tm = build_hf(cfg, manifest, device, fence, dtype, keep_base, sharded)
     if sharded:
         tm.container.float()
+    elif tm.fill is not None:
+        from .materialize import materialize
+
+        materialize(tm, tm.fill, device)
     n_train = sum(p.numel() for p in tm.trainable_parameters())
     log(f"model: {tm.kind}, method {tm.method}, {n_train:,} trainable parameters; "
         f"behavior-token rows start from {'their descriptions' if cfg.train.token_init == 'description' else 'the mean row'}")

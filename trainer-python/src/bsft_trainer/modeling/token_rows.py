@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch import Tensor
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..data.config import Manifest
@@ -22,14 +23,23 @@ def initial_rows(weight: Tensor, first: int, n: int, sources: list[list[int]] | 
     """[n, H] start values of rows `first .. first+n-1`: row i is the mean of the rows `sources[i]` (token IDs of a
     description), or of every existing row when `sources` is None."""
     weight = weight.detach()
+    return initial_rows_from(lambda s, e: weight[s:e], first, n, sources)
+
+
+def initial_rows_from(read: Callable[[int, int], Tensor], first: int, n: int, sources: list[list[int]] | None = None) -> Tensor:
+    """initial_rows of a weight read `read(start, end)` rows at a time (a meta-device build reads them from the
+    checkpoint's files: materialize.py)."""
     if sources is None:  # summed in slices: no fp32 copy of the whole [first, H] matrix (2.2 GB for Qwen2.5-7B)
-        total = torch.zeros(weight.shape[1], dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32,
-                            device=weight.device)
+        total = None
         for s in range(0, first, 8192):
-            total += weight[s:min(first, s + 8192)].float().sum(0)
-        return (total / first).to(weight.dtype)[None].repeat(n, 1)
-    rows = [weight[torch.as_tensor(ids, device=weight.device)].float().mean(0) for ids in sources]
-    return torch.stack(rows).to(weight.dtype)
+            block = read(s, min(first, s + 8192))
+            if total is None:
+                total = torch.zeros(block.shape[1], dtype=torch.float64 if block.dtype == torch.float64 else torch.float32,
+                                    device=block.device)
+            total += block.float().sum(0)
+        return (total / first).to(block.dtype)[None].repeat(n, 1)
+    picked = [torch.cat([read(i, i + 1) for i in ids]) for ids in sources]
+    return torch.stack([rows.float().mean(0) for rows in picked]).to(picked[0].dtype)
 
 
 def row_sources(init: str, manifest: Manifest) -> list[list[int]] | None:

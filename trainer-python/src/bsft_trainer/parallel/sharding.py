@@ -10,6 +10,8 @@ In LoRA mode the frozen base is sharded the same way; only the adapters and beha
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 try:  # torch >= 2.6
@@ -27,3 +29,38 @@ def shard(tm, compute_dtype: torch.dtype, cpu_offload: bool) -> None:
         fully_shard(layer, **kwargs)
     # The root's parameters are gathered once per forward and kept until its backward is done.
     fully_shard(tm.container, reshard_after_forward=False, **kwargs)
+
+
+# FSDP2's layout of a sharded parameter: dimension 0 cut in `world` blocks of ceil(rows / world) rows (the last ones
+# shorter or empty), block r on rank r. materialize.py fills the blocks; whole() puts them together again.
+
+def local_rows(param: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(the tensor this process holds of `param`, the index of its first row in the whole parameter)."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(param, DTensor):
+        return param.data, 0
+    block = math.ceil(param.shape[0] / param.device_mesh.size())
+    return param.to_local(), min(param.shape[0], param.device_mesh.get_local_rank() * block)
+
+
+def whole(param: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Every rank takes part: the whole value of `param` on rank 0 (None on the others), its blocks gathered
+    straight into one tensor (through `device`: a shard kept in host memory by train.cpu_offload goes through the GPU
+    when the ranks talk over NCCL). Rank 0 holds the tensor once; the others only their block."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(param, DTensor):
+        return param.detach()
+    if not param.dim():
+        return param.full_tensor()
+    local = param.to_local().detach()
+    group = param.device_mesh.get_group()
+    world = param.device_mesh.size()
+    block = math.ceil(param.shape[0] / world)
+    mine = torch.zeros((block, *param.shape[1:]), dtype=local.dtype, device=device)
+    mine[:local.shape[0]] = local
+    main = torch.distributed.get_rank(group) == 0
+    value = torch.empty((world * block, *param.shape[1:]), dtype=local.dtype, device=device) if main else None
+    torch.distributed.gather(mine, list(value.chunk(world)) if main else None, group_dst=0, group=group)
+    return value[:param.shape[0]] if main else None

@@ -536,6 +536,10 @@ def prepare_model(cfg: Config, manifest: Any, device: torch.device, fence: Fence
         from ..parallel.sharding import shard
 
         shard(tm, resolve_dtype(cfg.model.dtype, device), cfg.train.cpu_offload)
+        if tm.fill is not None:  # built on the meta device: each rank fills its own shard (materialize.py)
+            from ..modeling.materialize import materialize
+
+            materialize(tm, tm.fill, device, torch.device("cpu") if cfg.train.cpu_offload else device)
         log(f"FSDP2: {n_layers} decoder layers and the root sharded over {world.size} rank(s)"
             f"{', offloaded to host memory' if cfg.train.cpu_offload else ''}")
     tm.train(True)
