@@ -95,3 +95,20 @@ def test_each_event_function_writes_an_event_that_fits_its_schema(kind, monkeypa
     fn(*EXAMPLES[kind])
     line = json.loads(out.getvalue())
     assert line["event"] == kind and problems(line, schema("trainer-events")) == []
+
+
+def test_step_batches_are_shared_by_the_ranks_and_refused_when_they_cannot_be(tmp_path):
+    """train.json's step_batches (an elastic run: any GPU count trains the same global batch) gives each of N ranks
+    step_batches / N batches a step; without it each rank takes train.grad_accum, as before."""
+    from bsft_trainer.parallel.distributed import World
+    from bsft_trainer.training.train import batches_per_rank
+
+    path = make_run(tmp_path, train={"grad_accum": 3})
+    assert batches_per_rank(C.load(str(path)), World(0, 2)) == 3
+    c = json.loads(path.read_text())
+    c["step_batches"] = 8
+    path.write_text(json.dumps(c))
+    cfg = C.load(str(path))
+    assert [batches_per_rank(cfg, World(0, n)) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    with pytest.raises(events.ConfigError, match="step_batches 8 cannot be shared equally by 3 ranks"):
+        batches_per_rank(cfg, World(0, 3))

@@ -5,7 +5,8 @@ import { buildDataset } from '../dataset/build.js';
 import type { Manifest } from '../dataset/manifest.js';
 import type { Logger } from '../log.js';
 import { shardPromptTokens } from '../dataset/shard-prompts.js';
-import { PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
+import { fits, gib, memoryPlan, modelShape, PLAN_COLUMNS, PLAN_LEGEND, planRow, USABLE_SHARE } from '../recipe/memory-plan.js';
+import { gpuCounts, stepBatches } from '../recipe/gpu-counts.js';
 import { ESTIMATED_DECODE_TOK_S, predictPlan } from '../recipe/predict-plan.js';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { datasetDir } from '../run/trainer-config.js';
@@ -37,6 +38,25 @@ export function trainTokens(recipe: ResolvedRecipe, tokensPerEpoch: number): num
   return recipe.train.max_steps! * recipe.train.batch_tokens * recipe.train.grad_accum;
 }
 
+/** Training tokens/s per GPU: the given rate, or the measured LoRA rate (full fine-tuning at 4/6 of it). */
+function rateOf(r: ResolvedRecipe, rate: number | undefined): number {
+  return rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
+}
+
+const ELASTIC_COLUMNS = ['run', 'GPUs', 'batches per GPU and step', 'per GPU', 'fits', 'step', 'training (wall)'];
+
+/** An elastic run on each of its GPU counts: memory per GPU (the plan), a step's and the whole training's time. */
+function elasticRows(r: ResolvedRecipe, tokS: number, tokens: number): string[][] {
+  const shape = modelShape(r);
+  const stepTokens = r.train.batch_tokens * stepBatches(r);
+  return gpuCounts(r).map((n) => {
+    const plan = shape ? memoryPlan(r, shape, n) : undefined;
+    return [r.run_id, String(n), String(stepBatches(r) / n), plan ? gib(plan.total) : 'unknown shape',
+      plan ? (fits(plan, r.resources.gpu_memory_gb) ? `yes (${r.resources.gpu_memory_gb} GiB)` : 'no') : '',
+      `${(stepTokens / (tokS * n)).toPrecision(3)} s`, `${(tokens / (tokS * n) / 3600).toPrecision(3)} h`];
+  });
+}
+
 export interface PlanOptions {
   /** What the plan is of (a preset's label, a sweep's name). */
   title: string;
@@ -64,7 +84,7 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   for (const [i, r] of recipes.entries()) {
     const manifest = manifests[i]!;
     const tokens = trainTokens(r, manifest.lengths.train.tokens);
-    const tokS = rate ?? (r.train.method === 'lora' ? MEASURED_LORA_TOK_S : Math.round((MEASURED_LORA_TOK_S * 4) / 6));
+    const tokS = rateOf(r, rate);
     // The rates are per GPU: a run on N GPUs goes N times faster for the same GPU hours.
     const hours = tokens / tokS / 3600;
     train += hours;
@@ -80,6 +100,8 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
       r.judge?.kind === 'model' ? p.judged.toLocaleString('en') : '-', served ? `endpoint ${redactUrl(r.eval.endpoint!.base_url)}` : p.hours.predict.toFixed(2), r.judge?.kind === 'model' ? p.hours.judge.toFixed(2) : '-']);
   }
   const total = train + predict;
+  const elasticAll = () => recipes.flatMap((r, i) => (r.train.method !== 'none' && gpuCounts(r).length > 1
+    ? elasticRows(r, rateOf(r, rate), trainTokens(r, manifests[i]!.lengths.train.tokens)) : []));
   const decodeNote = decodeRate === undefined
     ? `predict at ${ESTIMATED_DECODE_TOK_S.toLocaleString('en')} generated tok/s per GPU: an ESTIMATE, not measured here (measure yours: python trainer-python/bench/predict.py on the GPU, or a run's predictions/predict.json; then --predict-tokens-per-s)`
     : `predict at ${decodeRate.toLocaleString('en')} generated tok/s as given`;
@@ -89,7 +111,7 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
     const memory = recipes.filter((r) => r.train.method !== 'none').map(planRow).map((row) => Object.fromEntries(PLAN_COLUMNS.map((h, i) => [h, row[i]])));
     print(JSON.stringify({ ...jsonHead, runs: body.map((row) => Object.fromEntries(head!.map((h, i) => [h, row[i]]))),
       predict: pbody.map((row) => Object.fromEntries(phead!.map((h, i) => [h, row[i]]))), predict_rate: { tokens_per_s: decode, measured: false, given: decodeRate !== undefined },
-      memory, gpu_hours: +total.toFixed(2), gpu_hours_train: +train.toFixed(2), gpu_hours_predict: +predict.toFixed(2), recipes }, null, 2));
+      memory, elastic: elasticAll().map((row) => Object.fromEntries(ELASTIC_COLUMNS.map((h, i) => [h, row[i]]))), gpu_hours: +total.toFixed(2), gpu_hours_train: +train.toFixed(2), gpu_hours_predict: +predict.toFixed(2), recipes }, null, 2));
     return EXIT.ok;
   }
   out(table(rows).join('\n'));
@@ -100,6 +122,12 @@ export function dryRunPlan(recipes: ResolvedRecipe[], manifests: Manifest[], { t
   out(`\nGPU memory per recipe (estimate at each recipe's batch_tokens; GiB as the trainer logs them; GPUs@80GiB/141GiB: the fewest that fit ${USABLE_SHARE * 100}% of such cards)`);
   out(table([PLAN_COLUMNS, ...recipes.filter((r) => r.train.method !== 'none').map(planRow)]).join('\n'));
   for (const line of PLAN_LEGEND) out(line);
+  const elastic = elasticAll();
+  if (elastic.length) {
+    out('\nelastic runs (resources.min_gpus): each GPU count a worker may start or resume them on, the same global batch on each;');
+    out('a step and the whole training at the rate below (packed batches of batch_tokens; as good as that rate)');
+    out(table([ELASTIC_COLUMNS, ...elastic]).join('\n'));
+  }
   out(rate === undefined ? `rates: LoRA ${MEASURED_LORA_TOK_S.toLocaleString('en')} tok/s measured on one H200 (packed 8k); full fine-tuning estimated at 4/6 of it. Override with --tokens-per-s.` : `rate: ${rate} tok/s as given`);
   if (showRecipes) for (const r of recipes) out(`\n# ${r.run_id} (${path.relative(process.cwd(), r.recipe_file)})\n${stringify(r, { lineWidth: 0 }).trimEnd()}`);
   else out('\nthe resolved recipes: add --show-recipes (or --json)');

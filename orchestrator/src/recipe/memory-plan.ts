@@ -3,6 +3,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 import type { ResolvedRecipe } from './resolve.js';
 import { RecipeError } from './recipe-error.js';
+import { gpuCounts } from './gpu-counts.js';
 
 /**
  * GPU memory arithmetic of a recipe: what one GPU holds for weights, gradients, optimizer states and activations
@@ -304,9 +305,25 @@ export const PLAN_LEGEND = [
 ];
 
 /**
+ * An elastic run (resources.min_gpus) must fit on each count it may start on: the fewest GPUs hold the biggest shards.
+ * Refuses one whose smallest count does not fit, naming the smallest that does.
+ */
+function checkElastic(recipe: ResolvedRecipe, shape: ModelShape, card: number): void {
+  const counts = gpuCounts(recipe);
+  const plan = memoryPlan(recipe, shape, counts[0]);
+  if (counts.length < 2 || fits(plan, card)) return;
+  const fewest = counts.find((n) => fits(memoryPlan(recipe, shape, n), card));
+  throw new RecipeError([{
+    path: 'resources.min_gpus',
+    message: `${recipe.run_id} needs about ${gib(plan.total)} per GPU on ${plan.gpus} GPU(s) (${plan.layout}), more than ` +
+      `${USABLE_SHARE * 100}% of resources.gpu_memory_gb (${card}); the fewest of its counts (${counts.join(', ')}) that fit: ${fewest}`,
+  }]);
+}
+
+/**
  * Refuses (RecipeError) a recipe whose plan on its `resources.gpus` does not fit `resources.gpu_memory_gb`, naming
  * the GPU count that would; a recipe of unknown shape or without GPUs passes (the trainer's own out-of-memory
- * error, exit 2, is then the answer).
+ * error, exit 2, is then the answer). An elastic run must fit on its smallest count too.
  */
 export function checkFits(recipe: ResolvedRecipe): void {
   if (recipe.train.method === 'none') return; // nothing trained here: the model is served elsewhere
@@ -314,7 +331,7 @@ export function checkFits(recipe: ResolvedRecipe): void {
   if (!shape || recipe.resources.gpus < 1) return;
   const card = recipe.resources.gpu_memory_gb;
   const plan = memoryPlan(recipe, shape);
-  if (fits(plan, card)) return;
+  if (fits(plan, card)) return checkElastic(recipe, shape, card);
   const need = gpusNeeded(recipe, shape, card);
   const single = recipe.train.method === 'full' && recipe.resources.gpus === 1 && recipe.train.master_weights === 'fp32'
     ? '; or train.master_weights: bf16_compensated on one card of 141 GB' : '';

@@ -26,6 +26,13 @@ export const DEFAULT_INSTRUCTION =
   '{behaviors}\nReply with the behavior that fits; do not name it.';
 
 const positiveInt = z.number().int().positive();
+
+/** The divisors of `n`, ascending. */
+export function divisors(n: number): number[] {
+  const out: number[] = [];
+  for (let d = 1; d <= n; d++) if (n % d === 0) out.push(d);
+  return out;
+}
 const nonNegativeInt = z.number().int().nonnegative();
 const fraction = z.number().min(0).max(1);
 /** Seeds are 32-bit: the split's PRNG and numpy take 32 bits, so a larger seed would alias a smaller one. */
@@ -267,6 +274,12 @@ export const trackingSchema = z.array(z.enum(['tensorboard', 'wandb', 'mlflow'])
 const resourcesSchema = z.strictObject({
   /** GPUs of one run: more than 1 trains with FSDP2 across them (torchrun); 0 runs on the CPU. */
   gpus: nonNegativeInt.default(1),
+  /**
+   * An elastic run: the fewest GPUs it may start on. A worker that cannot give `gpus` starts it on the most it can from
+   * here up, among the counts that divide the step's batches (train.grad_accum x gpus), so that every count trains
+   * the same global batch (train.grad_accum follows); a resume may use another count.
+   */
+  min_gpus: positiveInt.optional(),
   /** Memory of one of those GPUs in GiB, as the device reports it (an "80 GB" H100 reports about 85e9 bytes, 79 GiB):
    * a recipe whose memory plan does not fit is refused before it is queued. */
   gpu_memory_gb: z.number().positive().default(80),
@@ -290,6 +303,18 @@ export const recipeSchema = z
     judge: judgeSchema.optional(),
   })
   .superRefine((recipe, ctx) => {
+    const { gpus, min_gpus: min } = recipe.resources;
+    if (min !== undefined) {
+      const batches = recipe.train.grad_accum * Math.max(1, gpus);
+      if (min > gpus) ctx.addIssue({ code: 'custom', path: ['resources', 'min_gpus'], message: `more than resources.gpus (${gpus})` });
+      else if (batches % min !== 0) {
+        ctx.addIssue({
+          code: 'custom', path: ['resources', 'min_gpus'],
+          message: `${min} GPUs cannot share a step of ${batches} batches (train.grad_accum ${recipe.train.grad_accum} x resources.gpus ${gpus}) ` +
+            `equally; counts that can: ${divisors(batches).filter((n) => n <= gpus).join(', ')}`,
+        });
+      }
+    }
     const behaviors = Object.keys(recipe.data.behaviors);
     if (behaviors.length < 2) {
       ctx.addIssue({ code: 'custom', path: ['data', 'behaviors'], message: 'at least two behaviors are needed' });

@@ -26,6 +26,9 @@ export type StoreFolder = 'dataset' | 'meta' | 'checkpoints' | 'final' | 'predic
 export interface RunHost {
   /** Why the trainer cannot run here (missing Python packages, with what to install); undefined when it can. */
   trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined>;
+  /** How many GPUs this host gave the run's trainer (a worker's `--gpus` pool; an elastic run gets what was free);
+   * undefined when it gives none of its own (the trainer uses resources.gpus). */
+  trainerGpus?(): number | undefined;
   /** Runs `python -m bsft_trainer <command> --config <config> <args>` and reports how it ended. */
   trainer(ctx: RunContext, command: TrainerCommand, config: string, args: string[]): Promise<TrainerRun>;
   buildDataset(recipe: ResolvedRecipe, outDir: string): Promise<BuildSummary>;

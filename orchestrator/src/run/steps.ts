@@ -24,8 +24,12 @@ export const trainStep: Step = {
     // train.method none: nothing to train, the model is evaluated as it ships (its endpoint, or predict loads it).
     return ctx.recipe.train.method === 'none' || existsSync(path.join(ctx.runDir, 'final', 'COMPLETE'));
   },
-  // Several GPUs: the trainer starts one rank per GPU with torchrun (trainer-python launch.py).
-  run: (ctx) => runTrainerStep(ctx, 'train', ctx.recipe.resources.gpus > 1 ? ['--nproc-per-node', String(ctx.recipe.resources.gpus)] : []),
+  // Several GPUs: the trainer starts one rank per GPU with torchrun (trainer-python launch.py); an elastic run as many
+  // as the worker gave it (each rank then takes step_batches / ranks batches a step: the same global batch).
+  run: (ctx) => {
+    const gpus = ctx.host.trainerGpus?.() ?? ctx.recipe.resources.gpus;
+    return runTrainerStep(ctx, 'train', gpus > 1 ? ['--nproc-per-node', String(gpus)] : []);
+  },
 };
 
 /**

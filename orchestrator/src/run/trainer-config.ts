@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ResolvedRecipe } from '../recipe/resolve.js';
 import { z } from 'zod';
+import { stepBatches } from '../recipe/gpu-counts.js';
 import { trainerMemoryPlan } from '../recipe/memory-plan.js';
 import { evalSchema, modelSchema, SPLITS, trackingSchema, trainSchema } from '../recipe/schema.js';
 
@@ -36,6 +37,12 @@ export const trainerConfigSchema = z.strictObject({
   predictions_dir: z.string().min(1),
   /** Experiment trackers the trainer writes to, besides <output_dir>/metrics.jsonl (always). */
   tracking: trackingSchema,
+  /**
+   * Batches of one optimizer step over all ranks (train.grad_accum x resources.gpus): each of N ranks takes
+   * step_batches / N of them, so that a run started or resumed on another GPU count (an elastic run,
+   * resources.min_gpus) trains the same global batch. Absent: train.grad_accum batches per rank.
+   */
+  step_batches: z.number().int().positive().optional(),
   /**
    * The recipe's GPU memory plan (recipe/memory-plan.ts) on `gpus` GPUs: its total bytes per GPU with 0, 1, ... all
    * decoder layers recomputed. `activation_checkpointing: auto` recomputes the fewest layers whose total fits the
@@ -72,6 +79,7 @@ export function trainerConfig(recipe: ResolvedRecipe, runDir: string): TrainerCo
     output_dir: runDir,
     predictions_dir: path.join(runDir, 'predictions'),
     tracking: recipe.tracking,
+    step_batches: stepBatches(recipe),
     ...(plan ? { memory_plan: plan } : {}),
   };
 }

@@ -1,6 +1,7 @@
 /**
- * The GPUs of one worker (`bsft worker --gpus 0,1,2,3`), handed to train jobs by their recipe's `resources.gpus`:
- * each running trainer gets its own GPUs as CUDA_VISIBLE_DEVICES, and no GPU is given twice.
+ * The GPUs of one worker (`bsft worker --gpus 0,1,2,3`), handed to train jobs by their recipe's `resources.gpus`
+ * (an elastic run, `resources.min_gpus`: the most it can have, down to its minimum): each running trainer gets its own
+ * GPUs as CUDA_VISIBLE_DEVICES, and no GPU is given twice.
  *
  * The rule against starving a big job: when a job finds too few GPUs free, it holds a reservation (the first such
  * job; the others wait behind it). While the reservation stands, a smaller job may start only if the GPUs left free
@@ -36,19 +37,28 @@ export class GpuPool {
     return this.free.length;
   }
 
-  /** GPUs for `need` of them now, or why the job must wait. A job needing more than the pool has must be refused before. */
-  take(jobId: string, need: number, now = Date.now()): Grant {
-    if (need > this.size) throw new Error(`a job needing ${need} GPUs cannot run on a worker with ${this.size}`);
+  /**
+   * GPUs for a job now, or why it must wait. `need`: its one GPU count, or the counts an elastic run may train on
+   * (ascending): it gets the largest that is free and leaves a standing reservation covered; it waits (and reserves)
+   * for the smallest. A job needing more than the pool has must be refused before.
+   */
+  take(jobId: string, need: number | number[], now = Date.now()): Grant {
+    const counts = (typeof need === 'number' ? [need] : need).filter((n) => n <= this.size);
+    const min = typeof need === 'number' ? need : need[0]!;
+    if (counts.length === 0) throw new Error(`a job needing ${min} GPUs cannot run on a worker with ${this.size}`);
+    const free = this.free.length;
     const held = this.reservation && this.reservation.until > now ? this.reservation : undefined;
-    if (held && held.jobId !== jobId && this.free.length - need < held.need) {
-      return { wait: `${need} GPU${need > 1 ? 's' : ''}: ${held.need} held for ${held.jobId} (${this.free.length} of ${this.size} free)` };
+    const other = held && held.jobId !== jobId ? held : undefined;
+    if (other && free - min < other.need) {
+      return { wait: `${min} GPU${min > 1 ? 's' : ''}: ${other.need} held for ${other.jobId} (${free} of ${this.size} free)` };
     }
-    if (this.free.length < need) {
-      if (!held || held.jobId === jobId) this.reservation = { jobId, need, until: now + this.holdMs };
-      return { wait: `${need} free GPUs (${this.free.length} of ${this.size} free)` };
+    if (free < min) {
+      if (!other) this.reservation = { jobId, need: min, until: now + this.holdMs };
+      return { wait: `${min} free GPUs (${free} of ${this.size} free)` };
     }
     if (held?.jobId === jobId) this.reservation = undefined;
-    const ordered = this.ids.filter((id) => this.free.includes(id)).slice(0, need);
+    const n = [...counts].reverse().find((c) => c <= free && (!other || free - c >= other.need))!;
+    const ordered = this.ids.filter((id) => this.free.includes(id)).slice(0, n);
     for (const id of ordered) this.free.splice(this.free.indexOf(id), 1);
     return { gpus: ordered };
   }

@@ -17,6 +17,7 @@ import { logJobEvent } from './job-log.js';
 import { finalFailure, settleJob } from './job-outcome.js';
 import { checkJob, type JobPolicy } from './job-policy.js';
 import type { GpuPool } from './gpu-pool.js';
+import { gpuCounts } from '../recipe/gpu-counts.js';
 import { lockLease } from './lock-lease.js';
 import type { OffloadPool } from './offload.js';
 import { QueueHost } from './queue-host.js';
@@ -84,14 +85,14 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
 }
 
 /**
- * The GPUs a train job needs (`resources.gpus`) from this worker's pool (gpu-pool.ts), or the job goes back to the
+ * The GPUs a train job needs (`resources.gpus`, or for an elastic run as many as it can from `resources.min_gpus`) from this worker's pool (gpu-pool.ts), or the job goes back to the
  * queue as delayed (no attempt used), with the reason in its data for `bsft status`: too few free here now, or more
  * than this worker has at all (left for a bigger worker).
  */
 async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, data: RunJobData, token: string | undefined): Promise<string[]> {
-  const need = data.recipe.resources.gpus;
-  const tooWide = need > pool.size;
-  const grant = tooWide ? { wait: `a worker with ${need} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, need);
+  const counts = gpuCounts(data.recipe); // an elastic run: any of these, the most this worker can give
+  const tooWide = counts[0]! > pool.size;
+  const grant = tooWide ? { wait: `a worker with ${counts[0]} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, counts);
   if ('gpus' in grant) {
     if (job.data.waiting_for !== undefined) {
       const { waiting_for: _done, ...rest } = job.data;

@@ -74,6 +74,10 @@ export class QueueHost implements RunHost {
     this.pusher = new BackgroundPusher(opts.log);
   }
 
+  trainerGpus(): number | undefined {
+    return this.opts.gpus === undefined ? undefined : this.opts.gpus.split(',').length;
+  }
+
   trainerUnavailable(recipe: ResolvedRecipe): Promise<string | undefined> {
     // A replacement trainer (--trainer) needs no Python of ours.
     return this.opts.trainer ? Promise.resolve(undefined) : trainerUnavailable(recipe);

@@ -107,6 +107,7 @@ class Config:
     output_dir: str
     predictions_dir: str
     tracking: list
+    step_batches: Optional[int] = None  # batches of one step over all ranks (absent: train.grad_accum per rank)
     memory_plan: Optional[MemoryPlan] = None
 
     @property

@@ -466,9 +466,9 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     metrics = Metrics(cfg) if publish and world.main else None  # before the model: a tracker that cannot start fails at once
     tm, recompute = prepare_model(cfg, manifest, device, fence, world, keep_base=publish and world.main, recompute_all=recompute_all)
 
-    # One optimizer step takes grad_accum batches on every rank, in the order of one shared seeded plan.
+    # One optimizer step takes per_rank batches on every rank, in the order of one shared seeded plan.
     data = DataOrder(train_shard, cfg.train.batch_tokens, cfg.train.seed)
-    per_rank = cfg.train.grad_accum
+    per_rank = batches_per_rank(cfg, world)
     steps = total_steps(cfg, data.batches_per_epoch, per_rank * world.size)
     opt = build_optimizer(cfg, tm, steps, warmup_steps(cfg, steps), world)
 
@@ -507,6 +507,17 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     if not publish:
         return EXIT_DONE
     return finish(cfg, manifest, tm, fence, world, opt, val_shard, device, step, ending)
+
+
+def batches_per_rank(cfg: Config, world: World) -> int:
+    """Batches each rank takes per optimizer step: train.json's `step_batches` shared by the ranks (a run started or
+    resumed on another GPU count trains the same global batch: an elastic run), or train.grad_accum when absent."""
+    if cfg.step_batches is None:
+        return cfg.train.grad_accum
+    if cfg.step_batches % world.size:
+        raise ConfigError(f"step_batches {cfg.step_batches} cannot be shared equally by {world.size} ranks: start the run "
+                          "on a GPU count that divides it (resources.min_gpus and resources.gpus give the counts)")
+    return cfg.step_batches // world.size
 
 
 def open_shards(cfg: Config) -> tuple[Shard, Shard | None]:
@@ -552,7 +563,7 @@ def optimizer_step(cfg: Config, tm: Any, opt: Optimizer, recompute: Recompute, d
     takes its block): forward and backward of each batch (again with every layer recomputed when the first step runs
     out of memory), gradients clipped, AdamW on the fp32 masters. Returns the summed loss and the gradient norm, on
     the device."""
-    per_rank = cfg.train.grad_accum
+    per_rank = len(docs) // world.size
     micro = [make_batch(train_shard, d) for d in docs[world.rank * per_rank:(world.rank + 1) * per_rank]]
     # Sharded gradients are averaged over the ranks: each rank's share is scaled back up by the world size.
     divisor = max(1, loss_tokens) / world.size
