@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..process import lease, lifeline
+from . import rendezvous
 from ..process.events import EXIT_DISK_FULL, EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_PREEMPTED, emit_error, events_fd, log
 
 RANKS_DIR = "ranks"
@@ -135,6 +136,10 @@ def supervise(config: str, output_dir: str, nproc: int, epoch: int, lease_s: flo
 
     if lease_s is not None:
         lease.start(lease_s, on_expire=kill_all)
+    unreachable = rendezvous.problem(torchrun_args(nproc))  # several machines: this one can reach the host
+    if unreachable is not None:
+        emit_error(*unreachable)
+        return EXIT_INVALID if unreachable[0] == "config" else EXIT_FAILED
     extra: list[str] = []
     while True:
         code, failure, relaunch = _run_ranks(config, output_dir, nproc, epoch, extra, asked, ranks)
