@@ -5,8 +5,10 @@ The model: Qwen2.5-7B's layer shape with few layers (default 2: 1.6 B parameters
 embeddings), bf16 weights written once as safetensors files (a "pretrained" checkpoint), or `--init random`.
 For each build, --ranks gloo ranks on this machine (CPU) build the model as the trainer's ranks do and shard it with
 FSDP2; each reports its peak resident memory (VmHWM), the memory it held before building, the bytes of its
-parameter shard, and a hash of every parameter's local values. The two builds must give every rank the same values
-(the hashes are compared); the figures are printed side by side.
+parameter shard, and a hash of every parameter's local values. With full fine-tuning, rank 0 then writes the final
+weights (torch's full state dict gathered first, against save.write_full_weights a tensor at a time, in files of at
+most --file-mib) and each rank reports its peak from the save's start. The two builds must give every rank the same
+values and the same saved weights (the hashes are compared); the figures are printed side by side.
 
   python trainer-python/bench/sharded_load.py                          # 7B layers x 2, full fine-tuning, 2 ranks
   python trainer-python/bench/sharded_load.py --method lora --layers 4 --json out.json
