@@ -48,10 +48,11 @@ const ELASTIC_COLUMNS = ['run', 'GPUs', 'batches per GPU and step', 'per GPU', '
 /** An elastic run on each of its GPU counts: memory per GPU (the plan), a step's and the whole training's time. */
 function elasticRows(r: ResolvedRecipe, tokS: number, tokens: number): string[][] {
   const shape = modelShape(r);
-  const stepTokens = r.train.batch_tokens * stepBatches(r);
+  const batches = stepBatches(r);
+  const stepTokens = r.train.batch_tokens * batches;
   return gpuCounts(r).map((n) => {
     const plan = shape ? memoryPlan(r, shape, n) : undefined;
-    return [r.run_id, String(n), String(stepBatches(r) / n), plan ? gib(plan.total) : 'unknown shape',
+    return [r.run_id, String(n), String(batches / n), plan ? gib(plan.total) : 'unknown shape',
       plan ? (fits(plan, r.resources.gpu_memory_gb) ? `yes (${r.resources.gpu_memory_gb} GiB)` : 'no') : '',
       `${(stepTokens / (tokS * n)).toPrecision(3)} s`, `${(tokens / (tokS * n) / 3600).toPrecision(3)} h`];
   });

@@ -1,5 +1,4 @@
 import type { ResolvedRecipe } from './resolve.js';
-import { divisors } from './schema.js';
 
 /**
  * The GPU counts a run may train on. A fixed run: `resources.gpus`. An elastic run (`resources.min_gpus`): every
@@ -13,12 +12,13 @@ export function gpuCounts(recipe: ResolvedRecipe): number[] {
 }
 
 /** Batches of one optimizer step over all ranks: train.grad_accum on each of resources.gpus (Contract 4 `step_batches`). */
-export function stepBatches(recipe: ResolvedRecipe): number {
+export function stepBatches(recipe: { train: Pick<ResolvedRecipe['train'], 'grad_accum'>; resources: Pick<ResolvedRecipe['resources'], 'gpus'> }): number {
   return recipe.train.grad_accum * Math.max(1, recipe.resources.gpus);
 }
 
-/** "2-8 GPUs (2, 4, 8)" or "4 GPUs": what a run asks of a worker, for messages. */
-export function gpuCountsText(counts: number[]): string {
-  const [min, max] = [counts[0]!, counts[counts.length - 1]!];
-  return min === max ? `${max} GPU${max > 1 ? 's' : ''}` : `${min}-${max} GPUs (${counts.join(', ')})`;
+/** The divisors of `n`, ascending. */
+export function divisors(n: number): number[] {
+  const out: number[] = [];
+  for (let d = 1; d <= n; d++) if (n % d === 0) out.push(d);
+  return out;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { tokenSafeUrl } from './hub-url.js';
+import { divisors, stepBatches } from './gpu-counts.js';
 
 /**
  * The recipe: one typed definition, shared by every command. Every object is strict, so an unknown key is an
@@ -26,13 +27,6 @@ export const DEFAULT_INSTRUCTION =
   '{behaviors}\nReply with the behavior that fits; do not name it.';
 
 const positiveInt = z.number().int().positive();
-
-/** The divisors of `n`, ascending. */
-export function divisors(n: number): number[] {
-  const out: number[] = [];
-  for (let d = 1; d <= n; d++) if (n % d === 0) out.push(d);
-  return out;
-}
 const nonNegativeInt = z.number().int().nonnegative();
 const fraction = z.number().min(0).max(1);
 /** Seeds are 32-bit: the split's PRNG and numpy take 32 bits, so a larger seed would alias a smaller one. */
@@ -305,7 +299,7 @@ export const recipeSchema = z
   .superRefine((recipe, ctx) => {
     const { gpus, min_gpus: min } = recipe.resources;
     if (min !== undefined) {
-      const batches = recipe.train.grad_accum * Math.max(1, gpus);
+      const batches = stepBatches(recipe);
       if (min > gpus) ctx.addIssue({ code: 'custom', path: ['resources', 'min_gpus'], message: `more than resources.gpus (${gpus})` });
       else if (batches % min !== 0) {
         ctx.addIssue({

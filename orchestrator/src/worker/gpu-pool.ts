@@ -43,8 +43,9 @@ export class GpuPool {
    * for the smallest. A job needing more than the pool has must be refused before.
    */
   take(jobId: string, need: number | number[], now = Date.now()): Grant {
-    const counts = (typeof need === 'number' ? [need] : need).filter((n) => n <= this.size);
-    const min = typeof need === 'number' ? need : need[0]!;
+    const wanted = typeof need === 'number' ? [need] : need;
+    const min = wanted[0]!;
+    const counts = wanted.filter((n) => n <= this.size);
     if (counts.length === 0) throw new Error(`a job needing ${min} GPUs cannot run on a worker with ${this.size}`);
     const free = this.free.length;
     const held = this.reservation && this.reservation.until > now ? this.reservation : undefined;

@@ -244,7 +244,7 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
         import transformers  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"the trainer needs transformers and peft for this model: {e}. Install: pip install -e trainer-python") from None
-    from .materialize import Fill, save_base_from
+    from .materialize import Fill, model_name, save_base_from
     from .weight_source import adapter_value
 
     sources = row_sources(cfg.train.token_init, manifest)  # a manifest problem fails before the model loads
@@ -292,8 +292,7 @@ def build_hf(cfg: Config, manifest: Manifest, device: torch.device, fence: Fence
                     p.data = p.data.to(dtype)
                 elif not meta:  # the seeded start materialize.py gives them: the same with one process or N ranks
                     with torch.no_grad():
-                        p.copy_(adapter_value(name.removeprefix("base_model.model.").replace(".base_layer.", "."),
-                                              p.shape, p.dtype, p.device, cfg.train.seed))
+                        p.copy_(adapter_value(model_name(name, peft=True), p.shape, p.dtype, p.device, cfg.train.seed))
     elif not meta:
         init_rows_in_place(embed.weight, out.weight, first, n, sources, tied=tied)
     base = model.get_base_model() if rows is not None else model

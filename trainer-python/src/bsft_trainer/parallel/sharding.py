@@ -34,14 +34,18 @@ def shard(tm, compute_dtype: torch.dtype, cpu_offload: bool) -> None:
 # FSDP2's layout of a sharded parameter: dimension 0 cut in `world` blocks of ceil(rows / world) rows (the last ones
 # shorter or empty), block r on rank r. materialize.py fills the blocks; whole() puts them together again.
 
+def _block_rows(param) -> int:
+    """Rows of each rank's block of a sharded `param` (a DTensor)."""
+    return math.ceil(param.shape[0] / param.device_mesh.size())
+
+
 def local_rows(param: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(the tensor this process holds of `param`, the index of its first row in the whole parameter)."""
     from torch.distributed.tensor import DTensor
 
     if not isinstance(param, DTensor):
         return param.data, 0
-    block = math.ceil(param.shape[0] / param.device_mesh.size())
-    return param.to_local(), min(param.shape[0], param.device_mesh.get_local_rank() * block)
+    return param.to_local(), min(param.shape[0], param.device_mesh.get_local_rank() * _block_rows(param))
 
 
 def whole(param: torch.Tensor, device: torch.device) -> torch.Tensor | None:
@@ -57,7 +61,7 @@ def whole(param: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     local = param.to_local().detach()
     group = param.device_mesh.get_group()
     world = param.device_mesh.size()
-    block = math.ceil(param.shape[0] / world)
+    block = _block_rows(param)
     mine = torch.zeros((block, *param.shape[1:]), dtype=local.dtype, device=device)
     mine[:local.shape[0]] = local
     main = torch.distributed.get_rank(group) == 0
