@@ -82,6 +82,35 @@ def test_two_ranks_give_the_update_of_one_process_over_the_same_global_batch(tmp
     _same_weights(_weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final"))  # consolidated, as from one process
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_of_one_rank_each_give_the_update_of_one_process_and_both_report_it(tmp_path):
+    """Two launchers as two machines (BSFT_TORCHRUN_ARGS: c10d rendezvous, 2 nodes, one GPU each, as the queue starts
+    a run across machines): torchrun starts with one process each; both launchers report every step (each machine's
+    first rank speaks), with the one-process run's losses; rank 0 alone writes final/."""
+    code, one, err = _finish(trainer("train", _toy(tmp_path / "one", grad_accum=2)))
+    assert code == 0, err
+    cfg = _toy(tmp_path / "two", grad_accum=1)
+    args = f"--nnodes 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{_free_port()} --rdzv-id two-machines"
+    # One fencing epoch for the run's machines (the queue gives each the gang's); without it each takes the next.
+    machines = [trainer("train", cfg, "--epoch", "1", env={"BSFT_TORCHRUN_ARGS": f"{args} --rdzv-conf is_host={int(i == 0)}"})
+                for i in range(2)]
+    ended = [_finish(p) for p in machines]
+    for code, events, err in ended:
+        assert code == 0, err
+        assert events[0] == {"event": "start", "total_steps": 8, "resumed_from_step": 0, "world_size": 2}
+        _same_steps(_steps(one), _steps(events))
+        assert [e["step"] for e in events if e["event"] == "checkpoint"] == [4, 8]
+        assert [e for e in events if e["event"] == "done"] == [{"event": "done", "final_path": str(tmp_path / "two" / "final")}]
+    _same_weights(_weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final"))
+
+
 def test_sigterm_writes_a_sharded_checkpoint_exits_75_and_resumes_on_one_process_then_two(tmp_path):
     code, straight, err = _finish(trainer("train", _toy(tmp_path / "straight", max_steps=12, grad_accum=2, checkpoint_every=100)))
     assert code == 0, err

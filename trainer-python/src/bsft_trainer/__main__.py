@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     # set by launch.py when it starts the ranks again after a first step that ran out of memory (train.Recompute)
     parser.add_argument("--recompute-all", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from .parallel.launch import launched_by_torchrun
+    from .parallel.launch import across_machines, launched_by_torchrun
 
     if launched_by_torchrun():
         return rank_main(args)
-    if args.lease_s is not None and not (args.command == "train" and args.nproc_per_node > 1):
+    # Several GPUs, or one machine of a run across machines (even with one GPU): torchrun starts the ranks.
+    launches = args.command == "train" and (args.nproc_per_node > 1 or across_machines())
+    if args.lease_s is not None and not launches:
         lease.start(args.lease_s)  # a launcher starts it itself, to kill its ranks when it ends
     claim_stdout()
     cfg = None
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         fence = Fence(cfg.output_dir, args.epoch)
         fence.claim()
         log(f"attempt epoch {fence.epoch}")
-        if args.command == "train" and args.nproc_per_node > 1:
+        if launches:
             from .parallel.launch import supervise
 
             return supervise(str(Path(args.config).resolve()), cfg.output_dir, args.nproc_per_node, fence.epoch, args.lease_s)
@@ -135,15 +137,15 @@ def world_for(cfg):
 
 
 def rank_main(args) -> int:
-    """One rank of a sharded run, started by torchrun (launch.py): only rank 0 writes events; every rank records
-    its pid and exit code for the launcher."""
+    """One rank of a sharded run, started by torchrun (launch.py): the first rank of each machine writes its
+    launcher's events (distributed.py); every rank records its pid and exit code for the launcher."""
     from .parallel.launch import record_exit, record_start
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     rank_dir = Path(args.rank_dir) if args.rank_dir else None
     if rank_dir is not None:
         record_start(rank_dir, local_rank)
-    claim_stdout(events=rank == 0)
+    claim_stdout(events=local_rank == 0)
     cfg, world, code, error, relaunch = None, None, EXIT_FAILED, None, None
     try:
         if args.command != "train":

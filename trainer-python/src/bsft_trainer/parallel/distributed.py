@@ -4,7 +4,9 @@ knows of the others.
 A rank learns its place from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and joins
 the process group: NCCL on GPUs, gloo on CPUs (the CPU tests). Every collective used here is PyTorch's own.
 
-- Rank 0 alone writes Contract 4 events and publishes (COMPLETE, final/); the other ranks' events go nowhere.
+- Rank 0 alone publishes (COMPLETE, final/, metrics). Each machine's first rank (LOCAL_RANK 0) writes Contract 4
+  events to its launcher, so that every machine of a run across machines reports the run's steps (the loss is summed
+  over all ranks first: every machine reports the same figures); the other ranks' events go nowhere.
 - Decisions that must be the same on every rank (stop after this step?) are agreed with one all-reduce.
 - A process started without torchrun is a world of one with no process group (`World()`), except when it must
   read a sharded checkpoint: `solo()` then makes it a process group of one, so that the same sharded code runs.
@@ -34,6 +36,11 @@ class World:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def speaks(self) -> bool:
+        """Whether this rank writes the events of its machine's launcher (the first rank of each machine)."""
+        return self.local_rank == 0
 
     def device(self) -> torch.device:
         if torch.cuda.is_available():

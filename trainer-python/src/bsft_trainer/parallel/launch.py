@@ -5,7 +5,8 @@ torchrun (`python -m torch.distributed.run`) launches one trainer process per GP
 --rdzv-endpoint host0:29400 --rdzv-id RUN`, replaces it for several machines, one launcher per machine). This
 launcher keeps Contract 4 for the worker:
 
-- stdout: rank 0 writes the events straight to it (the other ranks write none).
+- stdout: this machine's first rank (LOCAL_RANK 0) writes the events straight to it (the other ranks write none);
+  on one machine that is rank 0, across machines each machine's launcher reports the run's steps.
 - the lease (heartbeats on stdin) is held here; when it ends, every rank is killed and the launcher exits 76.
 - SIGTERM/SIGINT is passed to every rank (not to torchrun, which would kill them 30 s later): they finish the
   step, write a sharded checkpoint together and exit 75.
@@ -89,12 +90,12 @@ def read_reports(rank_dir: Path, nproc: int) -> dict[int, dict]:
 def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | None]:
     """The launcher's exit code from its ranks' reports (local rank -> {"rank"?, "exit", "kind"?, "message"?}); a
     rank without a report was killed. Returns (code, the report that decided it when it was a failure, or None;
-    its "rank" is the global rank when the rank reported, else the local one)."""
+    its "rank" is the global rank when the rank reported, else the local one; "local_rank" the local one)."""
     codes = {r: reports[r]["exit"] if r in reports else None for r in range(nproc)}
     for wanted in (EXIT_INVALID, lease.EXIT_LEASE_LOST, EXIT_DISK_FULL):
         for r, c in codes.items():
             if c == wanted:
-                return c, {"rank": r, **reports[r]}
+                return c, {"rank": r, **reports[r], "local_rank": r}
     if all(c == EXIT_DONE for c in codes.values()):
         return EXIT_DONE, None
     if all(c == EXIT_PREEMPTED for c in codes.values()):
@@ -103,13 +104,19 @@ def combined_exit(reports: dict[int, dict], nproc: int) -> tuple[int, dict | Non
     # collective ("connection reset by peer") and say so.
     for r, c in codes.items():
         if c is None:
-            return EXIT_FAILED, {"rank": r, "exit": None, "kind": "internal", "unreported": True,
+            return EXIT_FAILED, {"rank": r, "local_rank": r, "exit": None, "kind": "internal", "unreported": True,
                                  "message": "ended without an exit report (killed by a signal or the OOM killer, or it never started); "
                                             "the other ranks stopped with it"}
     for r, c in codes.items():
         if c not in (EXIT_DONE, EXIT_PREEMPTED):
-            return EXIT_FAILED, {"rank": r, **reports[r]}
+            return EXIT_FAILED, {"rank": r, **reports[r], "local_rank": r}
     return EXIT_FAILED, {"rank": None, "exit": None, "kind": "internal", "unreported": True, "message": f"ranks ended differently: {codes}"}
+
+
+def across_machines() -> bool:
+    """Whether this launcher is one machine of a run across machines (BSFT_TORCHRUN_ARGS gives the rendezvous):
+    torchrun starts its ranks even when it has one GPU."""
+    return bool(shlex.split(os.environ.get("BSFT_TORCHRUN_ARGS", "")))
 
 
 def torchrun_args(nproc: int) -> list[str]:
@@ -149,8 +156,8 @@ def supervise(config: str, output_dir: str, nproc: int, epoch: int, lease_s: flo
             extra = ["--recompute-all"]
             continue
         break
-    # Rank 0 emitted its own error; any other failure is said here.
-    if failure is not None and (failure.get("rank") != 0 or failure.get("unreported") or failure.get("relaunch")):
+    # This machine's first rank emitted its own error (it writes the events); any other failure is said here.
+    if failure is not None and (failure.get("local_rank") != 0 or failure.get("unreported") or failure.get("relaunch")):
         who = f"rank {failure['rank']}" if failure.get("rank") is not None else "the ranks"
         emit_error(failure.get("kind") or "internal", f"{who}: {failure.get('message') or 'exited ' + str(failure.get('exit'))}")
     return code

@@ -161,18 +161,18 @@ class StepEvents:
         self.pending = None
         loss, norm = float(loss_sum) / max(1, loss_tokens), float(grad_norm)  # the host sync
         mem = round(memory_gib(self.device), 3)
-        if not self.world.main:
+        if not self.world.speaks:
             return
         now = memory_now_gib(self.device)
         if now is not None:  # the peak since start is at least what is in use now (the two are read at different moments)
             now = round(now, 3)
             mem = max(mem, now)
         emit_step(step, loss, lr, norm, tokens_per_s=tokens_per_s, mem_gib=mem, mem_alloc_gib=now)
-        if self.metrics is not None:
+        if self.metrics is not None:  # rank 0's alone
             self.metrics.step(step, loss, lr, norm, tokens_per_s, mem)
 
     def eval(self, step: int, loss: float) -> None:
-        if not self.world.main:
+        if not self.world.speaks:
             return
         emit_eval(step, loss)
         if self.metrics is not None:
@@ -359,7 +359,9 @@ class Checkpoints:
     def _published(self, step: int, path: Path, size: int, seconds: float) -> None:
         if self.world.main:
             ckpt.prune(self.cfg.checkpoints_dir, self.cfg.train.keep_checkpoints)
+        if self.world.speaks:
             emit_checkpoint(step, str(path), size, seconds)
+        if self.world.main:
             warn_over_half_grace(self.cfg, f"checkpoint {step}", seconds, "a stop could be cut short before its checkpoint is written")
 
 
@@ -475,7 +477,7 @@ def run(cfg: Config, fence: Fence, stop: StopFlag | None = None, publish: bool =
     step, resumed_from = resume(cfg, world, tm, opt, data) if publish else (0, None)
     if metrics is not None:
         metrics.start(step, resumed_from)
-    if world.main:
+    if world.speaks:
         emit_start(steps, step, world.size)
     events = StepEvents(device, deferred=cfg.train.step_sync == "deferred", metrics=metrics, world=world)
     checkpoints = Checkpoints(cfg, fence, world, tm, opt, data)
@@ -659,7 +661,8 @@ def finish(cfg: Config, manifest: Any, tm: Any, fence: Fence, world: World, opt:
         warn_over_half_grace(cfg, "final/", took["final/"], "a stop while it is written could be cut short")
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
         log(f"after the last step: {parts}" + (f"; a stop requested during final/'s last part waited for it: exiting {ending.since_request()}" if ending.stop.at is not None else ""))
-        emit_done(str(final))
+    if world.speaks:  # the other machines' first ranks too: rank 0 wrote final/ (on the run's shared folder)
+        emit_done(str(final) if final is not None else cfg.final_dir)
     return EXIT_DONE
 
 
