@@ -63,8 +63,11 @@ export class TrainerFailedError extends BsftError {}
 
 /** The trainer stopped after a checkpoint (preempted, or its worker is shutting down): the run resumes from there. */
 export class PreemptedError extends BsftError {
-  constructor(readonly reason: 'preempted' | 'worker shutdown') {
-    super(reason === 'preempted' ? 'the trainer was preempted after a checkpoint' : 'the worker is shutting down; the trainer stopped after a checkpoint');
+  /** 'node lost': a machine of a run across machines was lost; `detail` names it (the others stopped at once). */
+  constructor(readonly reason: 'preempted' | 'worker shutdown' | 'node lost', detail?: string) {
+    super(reason === 'preempted' ? 'the trainer was preempted after a checkpoint'
+      : reason === 'node lost' ? `${detail ?? 'a machine of the run was lost'}: every machine stopped; the run resumes from its newest complete checkpoint`
+        : 'the worker is shutting down; the trainer stopped after a checkpoint');
   }
 }
 

@@ -22,6 +22,10 @@ export interface RunJobData {
   progress?: JobProgress;
   /** Why a train job is delayed without running: the GPUs it waits for (written by a worker, for bsft status). */
   waiting_for?: string;
+  /** A member job of a run across machines (gang.ts): the machine it trains as (1 .. resources.nodes - 1). */
+  node?: number;
+  /** ... and the gang it belongs to (the run's fencing epoch when its first machine formed it). */
+  gang_epoch?: number;
 }
 
 /** What `resolveRecipe` adds to a recipe. */
@@ -43,6 +47,8 @@ const envelope = z.strictObject({
   // Written by workers for people to read; no worker acts on it.
   progress: z.custom<JobProgress>((v) => typeof v === 'object' && v !== null && !Array.isArray(v)).optional(),
   waiting_for: z.string().optional(),
+  node: z.number().int().positive().optional(),
+  gang_epoch: z.number().int().positive().optional(),
 });
 
 /** A job whose data a worker refuses to act on (never retried). */
@@ -75,6 +81,8 @@ export function parseRunJobData(data: unknown): RunJobData {
   const job = { ...top.data, recipe: { ...parsed.data, ...extras.data } };
   if (job.run_id !== job.recipe.run_id) problems.push(`run_id: "${job.run_id}" is not the recipe's run id "${job.recipe.run_id}"`);
   if (job.run_dir !== path.join(job.recipe.runs_dir, job.recipe.run_id)) problems.push(`run_dir: expected <recipe.runs_dir>/<run_id>`);
+  if ((job.node === undefined) !== (job.gang_epoch === undefined)) problems.push('node, gang_epoch: a member job of a run across machines has both');
+  if (job.node !== undefined && job.node >= job.recipe.resources.nodes) problems.push(`node: ${job.node} is not a machine of the run (resources.nodes ${job.recipe.resources.nodes})`);
   if (problems.length) throw new JobDataError(problems);
   return job;
 }

@@ -23,4 +23,20 @@ export const keys = {
   sweep: (name: string) => `${queuePrefix()}:bsft:sweep:${name}`,
   /** Sorted set of the queued sweeps' names, scored by creation time. */
   sweeps: () => `${queuePrefix()}:bsft:sweeps`,
+  /** A run across machines (resources.nodes > 1): its gang's record (hash: epoch, endpoint, state, joined:<node>, ...). */
+  gang: (runId: string) => `${queuePrefix()}:bsft:gang:${runId}`,
+  /** Set (with a time to live) by each machine of a gang while its worker is alive and holds its job. */
+  gangAlive: (runId: string, epoch: number, node: number) => `${queuePrefix()}:bsft:gang:${runId}:${epoch}:alive:${node}`,
+  /** The one run across machines gathering its machines now (SET NX with a time to live): gangs form one at a time. */
+  gangForming: () => `${queuePrefix()}:bsft:gang-forming`,
 };
+
+/** The job id of machine `node` (1 .. nodes-1) of a run's gang `epoch`, in the train queue ("@": never in a run id). */
+export function nodeJobId(runId: string, epoch: number, node: number): string {
+  return `${runId}@${epoch}.${node}`;
+}
+
+/** Whether a train-queue job id is a gang member's (nodeJobId), not a run's. */
+export function isNodeJobId(id: string): boolean {
+  return id.includes('@');
+}

@@ -1,7 +1,8 @@
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobProgress, RunJobData } from './job-data.js';
-import { keys, queueName, queuePrefix, STAGES, type Stage } from './names.js';
+import { isNodeJobId, keys, queueName, queuePrefix, STAGES, type Stage } from './names.js';
+import { readGang } from './gang-record.js';
 import { RunQueue } from './run-job.js';
 
 export type RunState = 'waiting' | 'building' | 'training' | 'scoring' | 'completed' | 'failed' | 'cancelled' | 'retrying';
@@ -21,6 +22,8 @@ export interface RunView {
   waitingFor?: string;
   submittedAt: number;
   attempts: number;
+  /** A run across machines while its gang gathers or trains: each machine's worker and whether it is alive. */
+  nodes?: { node: number; worker: string; alive: boolean; report?: string }[];
 }
 
 /** The three queues of a run, opened on one connection. */
@@ -67,18 +70,30 @@ export class RunQueues {
     const retrying = STAGES.map((s) => jobs[s]).find((j, i) => j && stages[STAGES[i]!] === 'delayed');
     // The active job's figures, else the newest any job of the run wrote.
     const progress = activeJob?.data.progress ?? STAGES.map((s) => jobs[s]?.data.progress).filter((p) => p).sort((a, b) => b!.updated_at - a!.updated_at)[0];
+    const nodes = stages.train === 'active' && (train?.data.recipe?.resources?.nodes ?? 1) > 1 ? await this.gangNodes(runId) : undefined;
     return {
       runId,
       state,
       stages,
+      ...(nodes ? { nodes } : {}),
       ...(progress ? { progress } : {}),
-      ...(activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
+      ...(nodes?.length ? { worker: nodes.map((n) => n.worker).join(' + ') }
+        : activeJob?.processedBy ? { worker: activeJob.processedBy } : train?.processedBy ? { worker: train.processedBy } : {}),
       // A failed run's reason, or the last failure of a stage waiting to retry.
       ...(failed ? { failedReason: jobs[failed]!.failedReason } : retrying?.failedReason ? { failedReason: retrying.failedReason } : {}),
       ...(waitingFor ? { waitingFor } : {}),
       submittedAt: any.timestamp,
       attempts: train?.attemptsMade ?? 0,
     };
+  }
+
+  /** The machines of a run across machines that joined its current gang (gang.ts), in order. */
+  async gangNodes(runId: string): Promise<NonNullable<RunView['nodes']>> {
+    const g = await readGang(this.connection, runId);
+    if (!g) return [];
+    const ids = Object.keys(g.joined).map(Number).sort((a, b) => a - b);
+    const alive = ids.length ? await this.connection.mget(...ids.map((k) => keys.gangAlive(runId, g.epoch, k))) : [];
+    return ids.map((k, i) => ({ node: k, worker: g.joined[k]!, alive: alive[i] !== null, ...(g.reports[k] ? { report: g.reports[k]!.outcome } : {}) }));
   }
 
   /**
@@ -105,7 +120,8 @@ export class RunQueues {
     const ids = new Map<string, number>();
     for (const s of STAGES) {
       const jobs = await this.queues[s].getJobs(['active', 'waiting', 'prioritized', 'delayed', 'waiting-children', 'failed', 'completed'], 0, limit * 2);
-      for (const j of jobs) if (j?.id) ids.set(j.id, Math.max(ids.get(j.id) ?? 0, j.timestamp));
+      // A machine's job of a run across machines (gang.ts) is part of its run, not a run.
+      for (const j of jobs) if (j?.id && !isNodeJobId(j.id)) ids.set(j.id, Math.max(ids.get(j.id) ?? 0, j.timestamp));
     }
     return [...ids].sort((a, b) => b[1] - a[1]).slice(0, limit).map(([id]) => id);
   }

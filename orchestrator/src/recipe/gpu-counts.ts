@@ -11,9 +11,15 @@ export function gpuCounts(recipe: ResolvedRecipe): number[] {
   return divisors(stepBatches(recipe)).filter((n) => n >= min && n <= gpus);
 }
 
-/** Batches of one optimizer step over all ranks: train.grad_accum on each of resources.gpus (Contract 4 `step_batches`). */
-export function stepBatches(recipe: { train: Pick<ResolvedRecipe['train'], 'grad_accum'>; resources: Pick<ResolvedRecipe['resources'], 'gpus'> }): number {
-  return recipe.train.grad_accum * Math.max(1, recipe.resources.gpus);
+/** Batches of one optimizer step over all ranks: train.grad_accum on each of resources.gpus of each of resources.nodes
+ * machines (Contract 4 `step_batches`). */
+export function stepBatches(recipe: { train: Pick<ResolvedRecipe['train'], 'grad_accum'>; resources: Pick<ResolvedRecipe['resources'], 'gpus' | 'nodes'> }): number {
+  return recipe.train.grad_accum * worldGpus(recipe);
+}
+
+/** The ranks of a run at its full size: resources.gpus (at least 1: the CPU) on each of resources.nodes machines. */
+export function worldGpus(recipe: { resources: Pick<ResolvedRecipe['resources'], 'gpus' | 'nodes'> }): number {
+  return Math.max(1, recipe.resources.gpus) * (recipe.resources.nodes ?? 1);
 }
 
 /** The divisors of `n`, ascending. */

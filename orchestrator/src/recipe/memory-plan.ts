@@ -3,7 +3,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../util/package-root.js';
 import type { ResolvedRecipe } from './resolve.js';
 import { RecipeError } from './recipe-error.js';
-import { gpuCounts } from './gpu-counts.js';
+import { gpuCounts, worldGpus } from './gpu-counts.js';
 
 /**
  * GPU memory arithmetic of a recipe: what one GPU holds for weights, gradients, optimizer states and activations
@@ -236,7 +236,7 @@ function withRecompute(b: PlanBase, recomputed: number): MemoryPlan {
  * The plan's total per GPU for 0, 1, ... all decoder layers recomputed (index = layers recomputed, the first ones):
  * what `auto` chooses from, here against a card and in the trainer (train.json `memory_plan`) against its GPU.
  */
-export function peakByRecomputed(recipe: ResolvedRecipe, shape: ModelShape, gpus = Math.max(1, recipe.resources.gpus)): number[] {
+export function peakByRecomputed(recipe: ResolvedRecipe, shape: ModelShape, gpus = worldGpus(recipe)): number[] {
   const b = planBase(recipe, shape, gpus);
   return Array.from({ length: b.layers + 1 }, (_, n) => withRecompute(b, n).total);
 }
@@ -248,8 +248,9 @@ export function recomputeToFit(peaks: number[], budget: number): number {
   return n < 0 ? peaks.length - 1 : n;
 }
 
-/** The plan of one recipe on `gpus` GPUs (default: its resources.gpus) of `cardGb` (default: its gpu_memory_gb). */
-export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = Math.max(1, recipe.resources.gpus),
+/** The plan of one recipe on `gpus` GPUs (default: all of its ranks, resources.gpus on each of resources.nodes machines)
+ * of `cardGb` (default: its gpu_memory_gb). */
+export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = worldGpus(recipe),
   cardGb = recipe.resources.gpu_memory_gb): MemoryPlan {
   const b = planBase(recipe, shape, gpus);
   const mode = recipe.train.activation_checkpointing;
@@ -262,7 +263,7 @@ export function memoryPlan(recipe: ResolvedRecipe, shape: ModelShape, gpus = Mat
 export function trainerMemoryPlan(recipe: ResolvedRecipe): { gpus: number; peak_bytes: number[] } | undefined {
   const shape = modelShape(recipe);
   if (!shape) return undefined;
-  const gpus = Math.max(1, recipe.resources.gpus);
+  const gpus = worldGpus(recipe);
   return { gpus, peak_bytes: peakByRecomputed(recipe, shape, gpus).map(Math.round) };
 }
 
@@ -282,7 +283,7 @@ export const gib = (bytes: number) => `${(bytes / GIB).toFixed(1)} GiB`;
 /** The plan as table rows (one per recipe). */
 export function planRow(recipe: ResolvedRecipe): string[] {
   const shape = modelShape(recipe);
-  if (!shape) return [recipe.run_id, `${recipe.resources.gpus}`, 'unknown model shape', ...PLAN_COLUMNS.slice(3).map(() => '')];
+  if (!shape) return [recipe.run_id, `${worldGpus(recipe)}`, 'unknown model shape', ...PLAN_COLUMNS.slice(3).map(() => '')];
   const p = memoryPlan(recipe, shape);
   const need = CARDS_GB.map((c) => gpusNeeded(recipe, shape, c));
   return [recipe.run_id, String(p.gpus), `${(p.params / 1e9).toFixed(2)} B`, gib(p.weights), gib(p.gradients), gib(p.optimizer),
@@ -340,6 +341,6 @@ export function checkFits(recipe: ResolvedRecipe): void {
     message: `${recipe.run_id} needs about ${gib(plan.total)} per GPU on ${plan.gpus} GPU(s) (${plan.layout}: weights ${gib(plan.weights)}, ` +
       `gradients ${gib(plan.gradients)}, optimizer ${gib(plan.optimizer)}, activations ${gib(plan.activations)} with ${plan.recomputed} of ` +
       `${plan.layers} layers recomputed, working ${gib(plan.working)}), more than ${USABLE_SHARE * 100}% of ` +
-      `resources.gpu_memory_gb (${card}); ${need ? `set resources.gpus: ${need}` : 'no GPU count up to 64 fits'}${single}`,
+      `resources.gpu_memory_gb (${card}); ${need ? (recipe.resources.nodes > 1 ? `give it ${need} GPUs in all (resources.gpus x resources.nodes)` : `set resources.gpus: ${need}`) : 'no GPU count up to 64 fits'}${single}`,
   }]);
 }

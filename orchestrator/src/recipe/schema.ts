@@ -274,6 +274,11 @@ const resourcesSchema = z.strictObject({
    * the same global batch (train.grad_accum follows); a resume may use another count.
    */
   min_gpus: positiveInt.optional(),
+  /**
+   * Machines of one run: each gives `gpus` GPUs (a worker each), and the queue starts the run only when all have
+   * claimed it (gang.ts); torchrun joins them (c10d rendezvous). The run's folder must be one they all share.
+   */
+  nodes: positiveInt.default(1),
   /** Memory of one of those GPUs in GiB, as the device reports it (an "80 GB" H100 reports about 85e9 bytes, 79 GiB):
    * a recipe whose memory plan does not fit is refused before it is queued. */
   gpu_memory_gb: z.number().positive().default(80),
@@ -297,7 +302,15 @@ export const recipeSchema = z
     judge: judgeSchema.optional(),
   })
   .superRefine((recipe, ctx) => {
-    const { gpus, min_gpus: min } = recipe.resources;
+    const { gpus, min_gpus: min, nodes } = recipe.resources;
+    if (nodes > 1) {
+      // Each machine writes its ranks' checkpoint files and rank 0 the final model: into one folder all of them see.
+      if (recipe.store.kind !== 'local') {
+        ctx.addIssue({ code: 'custom', path: ['resources', 'nodes'], message: `a run across machines needs a folder all of them share: store.kind local on shared storage (NFS, a cluster file system), not ${recipe.store.kind}` });
+      }
+      if (gpus < 1) ctx.addIssue({ code: 'custom', path: ['resources', 'nodes'], message: 'a run across machines trains on GPUs: resources.gpus (per machine) must be at least 1' });
+      if (min !== undefined) ctx.addIssue({ code: 'custom', path: ['resources', 'min_gpus'], message: 'an elastic run stays on one machine: not with resources.nodes > 1' });
+    }
     if (min !== undefined) {
       const batches = stepBatches(recipe);
       if (min > gpus) ctx.addIssue({ code: 'custom', path: ['resources', 'min_gpus'], message: `more than resources.gpus (${gpus})` });

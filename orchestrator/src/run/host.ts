@@ -5,7 +5,9 @@ import type { TrainerCommand } from '../worker/trainer-events.js';
 import type { RunContext } from './step.js';
 
 /** Why a host stopped a trainer itself (a queue worker: cancel, shutdown, silence, a lost lock). */
-export type StopReason = 'shutdown' | 'cancel' | 'silent' | 'lost-lock';
+/** Why a host stopped a trainer: a worker's shutdown, bsft cancel, silence, a lost job lock, or (a run across machines)
+ * a machine of its gang lost. */
+export type StopReason = 'shutdown' | 'cancel' | 'silent' | 'lost-lock' | 'node-lost';
 
 export interface TrainerRun extends TrainerResult {
   stopReason?: StopReason;
@@ -13,6 +15,8 @@ export interface TrainerRun extends TrainerResult {
   silenceMs?: number;
   /** With a lost lock or lease: why, and what happens next (the job's attempts: lostLockMessage). */
   lostLock?: string;
+  /** With stopReason 'node-lost': which machine of the run's gang was lost, or what broke the gang. */
+  nodeLost?: string;
 }
 
 /** Folders of a run in its store that steps read and write: `dataset`, `meta`, `checkpoints`, `final`, `predictions`, `score`. */

@@ -11,6 +11,7 @@ import type { TrainerRun } from './host.js';
 export function checkTrainerRun(command: TrainerCommand, run: TrainerRun): void {
   if (run.stopReason === 'cancel') throw new CancelledError();
   if (run.outcome === 'done' && run.finalPath !== undefined) return;
+  if (run.stopReason === 'node-lost') throw new PreemptedError('node lost', run.nodeLost);
   if (run.outcome === 'invalid') {
     throw new TrainerInputError(`trainer ${command}: ${run.error?.kind ?? 'invalid'} error: ${run.error?.message ?? run.stderrTail.slice(-3).join(' ')}`);
   }

@@ -34,7 +34,7 @@ export async function settleJob(job: Job<RunJobData>, token: string | undefined,
     const preemptions = (job.data.preemptions ?? 0) + 1;
     if (preemptions > MAX_PREEMPTIONS) throw finalFailure(`preempted ${preemptions} times; giving up`);
     await job.updateData({ ...job.data, preemptions });
-    await logJobEvent(job, { event: 'requeued', reason: e.reason, preemptions });
+    await logJobEvent(job, { event: 'requeued', reason: e.reason, preemptions, ...(e.reason === 'node lost' ? { message: e.message } : {}) });
     await job.moveToWait(token);
     throw new WaitingError();
   }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -20,7 +21,9 @@ import type { GpuPool } from './gpu-pool.js';
 import { gpuCounts } from '../recipe/gpu-counts.js';
 import { lockLease } from './lock-lease.js';
 import type { OffloadPool } from './offload.js';
-import { QueueHost } from './queue-host.js';
+import { QueueHost, type QueueHostOptions } from './queue-host.js';
+import { formGang, joinGang } from './gang.js';
+import { PreemptedError } from '../errors.js';
 import { unparseableJob } from '../queue/run-job.js';
 
 /** The steps each job of a run's flow executes: the same Step objects as `bsft run`. */
@@ -48,9 +51,11 @@ export interface JobContext {
   offload: OffloadPool;
   /** This machine's disk is full: the worker takes no new job for a while, so that another worker takes this one. */
   diskFull(message: string): void;
-  /** Stop functions of the trainers running now, by run id (cancel, shutdown, a lost lock). */
-  /** What each run's job runs now: how to stop it, and what that is (for the log). */
-  active: Map<string, { stop: (reason: StopReason) => void; doing: string }>;
+  /** What each job runs now, by job id (a run's, or a machine's of a run across machines): its run, how to stop it,
+   * and what that is (for the log). Cancel, shutdown and a lost lock stop it. */
+  active: Map<string, { runId: string; stop: (reason: StopReason) => void; doing: string }>;
+  /** How long machine 0 of a run across machines waits for the others (BSFT_GANG_FORM_MS, gang.ts). */
+  gangFormMs: number;
   shuttingDown(): boolean;
 }
 
@@ -75,7 +80,11 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
     throw finalFailure((e as Error).message);
   }
   const runId = data.run_id;
-  if (await ctx.isCancelled(runId)) throw finalFailure('cancelled by bsft cancel');
+  const member = data.node !== undefined;
+  if (await ctx.isCancelled(runId)) {
+    if (member) return { ended: 'cancelled' }; // a member job never fails: the run's own job says how the run ended
+    throw finalFailure('cancelled by bsft cancel');
+  }
   const gpus = stage === 'train' && ctx.pool ? await takeGpus(ctx, ctx.pool, job, data, token) : undefined;
   try {
     return await processWith(ctx, stage, job, data, token, gpus);
@@ -100,19 +109,78 @@ async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, da
     }
     return grant.gpus;
   }
-  if (job.data.waiting_for !== grant.wait) {
-    ctx.log.info({ run_id: data.run_id, waiting_for: grant.wait }, 'train job waits for GPUs');
-    await job.updateData({ ...job.data, waiting_for: grant.wait });
+  return waitFor(ctx, job, token, grant.wait, tooWide ? 5 : 1);
+}
+
+/** The train job goes back to the queue as delayed for `times` x gpuWaitMs (no attempt used), `what` it waits for in
+ * its data for `bsft status`. */
+async function waitFor(ctx: JobContext, job: Job<RunJobData>, token: string | undefined, what: string, times: number): Promise<never> {
+  if (job.data.waiting_for !== what) {
+    ctx.log.info({ run_id: job.data.run_id, job: job.id, waiting_for: what }, 'train job waits');
+    await job.updateData({ ...job.data, waiting_for: what });
   }
-  await job.moveToDelayed(Date.now() + (tooWide ? 5 : 1) * ctx.gpuWaitMs, token);
+  await job.moveToDelayed(Date.now() + times * ctx.gpuWaitMs, token);
   throw new DelayedError();
 }
 
+/** Whether the run's training is done already (its final model is complete): a retry after it needs no gang. */
+async function trained(store: Awaited<ReturnType<typeof openStore>>, data: RunJobData): Promise<boolean> {
+  return store.kind === 'local' && existsSync(path.join(data.run_dir, 'final', 'COMPLETE'));
+}
+
+/**
+ * A member job of a run across machines (gang.ts): joins its gang, trains as its machine until the gang's run ends
+ * or breaks, reports, and ends. It never fails or retries: the run's own job decides what the run does next.
+ */
+async function processMember(ctx: JobContext, job: Job<RunJobData>, data: RunJobData, token: string | undefined, gpus: string[] | undefined): Promise<unknown> {
+  const runId = data.run_id;
+  const log = ctx.log.child({ run_id: runId, node: data.node });
+  const joined = await joinGang({
+    redis: ctx.connection, data, worker: ctx.workerName, aliveMs: ctx.lockMs,
+    stopped: async () => (await ctx.isCancelled(runId)) || ctx.shuttingDown(),
+  });
+  if (!joined) {
+    log.info('the gang of this machine is gone: nothing to do');
+    return { ended: 'gang gone' };
+  }
+  await logJobEvent(job, { event: 'node-joined', node: data.node, epoch: data.gang_epoch, worker: ctx.workerName });
+  const store = await openStore(data.recipe);
+  const lock = lockLease(ctx.connection, job, token, ctx.lockMs);
+  const epoch = data.gang_epoch!;
+  const host = new QueueHost(job, {
+    log: ctx.log,
+    store,
+    ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
+    ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
+    silenceMs: ctx.silenceMs,
+    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(job.id!, { runId, stop, doing }) : ctx.active.delete(job.id!)),
+    shuttingDown: ctx.shuttingDown,
+    offload: ctx.offload,
+    // The trainer runs while this worker holds the member job and the gang stands.
+    lease: { ms: lock.ms, holds: async () => joined.gang.current && (await lock.holds()) },
+    epoch,
+    ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
+    gang: { ...joined, node: joined.gang, worker: ctx.workerName },
+  });
+  try {
+    await runSteps([trainStep], { recipe: data.recipe, runDir: data.run_dir, log, signal: never, host });
+    return { ended: 'done', ...host.result };
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, `machine ${data.node} of the run ended`);
+    return { ended: (e as Error).message };
+  } finally {
+    // Ended before its trainer reported (it never started): the others learn it now, not when its key lapses.
+    if (joined.gang.current) await joined.gang.report(ctx.workerName, { exitCode: undefined, outcome: 'failed', error: { event: 'error', kind: 'internal', message: 'its trainer did not start' } }).catch(() => undefined);
+  }
+}
+
 async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, data: RunJobData, token: string | undefined, gpus: string[] | undefined): Promise<unknown> {
+  if (data.node !== undefined) return processMember(ctx, job, data, token, gpus);
   const runId = data.run_id;
   const store = await openStore(data.recipe).catch((e) => settleJob(job, token, e));
   const runDir = store.kind === 'hub' ? path.join(ctx.workdir, runId) : data.run_dir;
   let fencing = {};
+  let gang: QueueHostOptions['gang'];
   if (stage === 'train') {
     // Fencing: this attempt's epoch; the trainer refuses to publish once a newer attempt has taken the run.
     const epoch = await ctx.connection.incr(keys.epoch(runId));
@@ -121,6 +189,19 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
       ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
     };
     await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
+    if (data.recipe.resources.nodes > 1 && !(await trained(store, data))) {
+      const formed = await formGang({
+        redis: ctx.connection, data, epoch, worker: ctx.workerName, aliveMs: ctx.lockMs, formMs: ctx.gangFormMs,
+        stopped: async () => ((await ctx.isCancelled(runId)) ? 'cancel' : ctx.shuttingDown() ? 'shutdown' : undefined),
+        log: (record) => logJobEvent(job, record),
+      });
+      if ('wait' in formed) {
+        if (formed.wait === 'cancel') throw finalFailure('cancelled by bsft cancel');
+        if (formed.wait === 'shutdown') return settleJob(job, token, new PreemptedError('worker shutdown'));
+        return waitFor(ctx, job, token, formed.wait, 5);
+      }
+      gang = { ...formed, node: formed.gang, worker: ctx.workerName };
+    }
   }
   const host = new QueueHost(job, {
     log: ctx.log,
@@ -128,13 +209,14 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
     ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
     silenceMs: ctx.silenceMs,
-    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(runId, { stop, doing }) : ctx.active.delete(runId)),
+    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(job.id!, { runId, stop, doing }) : ctx.active.delete(job.id!)),
     shuttingDown: ctx.shuttingDown,
     ownsRun: async () => true,
     offload: ctx.offload,
     // Every job's child process (trainer, build, scoring) runs only while this worker holds the job's lock.
     lease: lockLease(ctx.connection, job, token, ctx.lockMs),
     ...fencing,
+    ...(gang ? { gang } : {}),
   });
   try {
     await runSteps(STEPS_OF[stage], { recipe: data.recipe, runDir, log: ctx.log.child({ run_id: runId }), signal: never, host });

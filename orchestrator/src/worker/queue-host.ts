@@ -13,9 +13,10 @@ import type { BuildSummary, ScoreSummary } from '../run/stage-summary.js';
 import { OffloadStopped, type ChildLease, type OffloadPool } from './offload.js';
 import { CancelledError, OffloadError, PreemptedError } from '../errors.js';
 import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
-import { runTrainer } from './trainer-process.js';
+import { runTrainer, type TrainerResult } from './trainer-process.js';
 import { watchLease, type Lease } from './lease.js';
 import { trainerProgress } from '../run/trainer-progress.js';
+import type { GangNode } from './gang.js';
 
 export interface QueueHostOptions {
   log: Logger;
@@ -40,6 +41,8 @@ export interface QueueHostOptions {
   ownsRun(): Promise<boolean>;
   /** The worker's warm children for builds and scoring (offload.ts). */
   offload: OffloadPool;
+  /** One machine of a run across machines: its place in the gang (gang.ts) and torchrun's rendezvous options. */
+  gang?: { node: GangNode; args: string; worker: string };
 }
 
 /**
@@ -91,12 +94,21 @@ export class QueueHost implements RunHost {
     let lastEvent = Date.now();
     let total = 0;
     let resumed = 0;
-    opts.onActive((reason) => {
+    const stop = (reason: StopReason) => {
       stopReason ??= reason;
-      // The job is no longer ours: nothing the trainer writes now can be published (fencing), so no checkpoint.
-      if (reason === 'lost-lock') killer.abort();
+      // The job is no longer ours, or a machine of its gang is gone (the ranks would wait for it in a collective):
+      // nothing the trainer writes now can be published (fencing), so no checkpoint.
+      if (reason === 'lost-lock' || reason === 'node-lost') killer.abort();
       else controller.abort();
-    }, `the ${command === 'train' ? 'trainer after a checkpoint' : `trainer's ${command}`}`);
+    };
+    opts.onActive(stop, `the ${command === 'train' ? 'trainer after a checkpoint' : `trainer's ${command}`}`);
+    const gang = command === 'train' ? opts.gang : undefined;
+    let nodeLost: string | undefined;
+    const unwatch = gang ? gang.node.watch((why) => {
+      nodeLost ??= why;
+      opts.log.warn({ run_id: ctx.recipe.run_id, node: gang.node.o.node, why }, 'the run\'s gang is broken: stopping this machine\'s trainer');
+      stop('node-lost');
+    }) : () => undefined;
     const watchdog = setInterval(() => {
       if (Date.now() - lastEvent > opts.silenceMs) {
         stopReason ??= 'silent';
@@ -146,13 +158,16 @@ export class QueueHost implements RunHost {
         graceMs: ctx.recipe.train.preempt_grace_s * 1000,
         ...(opts.lease ? { lease: opts.lease } : {}),
         ...(opts.epoch !== undefined ? { epoch: opts.epoch } : {}),
-        env: opts.gpus !== undefined ? { CUDA_VISIBLE_DEVICES: opts.gpus } : {},
+        env: { ...(opts.gpus !== undefined ? { CUDA_VISIBLE_DEVICES: opts.gpus } : {}), ...(gang ? { BSFT_TORCHRUN_ARGS: gang.args } : {}) },
         onEvent,
         onLog: (line) => {
           lastEvent = Date.now();
           opts.log.debug({ run_id: ctx.recipe.run_id, trainer: line });
         },
       });
+      unwatch();
+      if (gang) nodeLost = await this.gangEnded(gang, res, stopReason, nodeLost);
+      if (nodeLost !== undefined && stopReason !== 'cancel') stopReason = 'node-lost';
       if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
       // How the trainer ended, in the worker's own log (exit 74: this machine's disk is full; 75: preempted; ...).
       const ended = { run_id: ctx.recipe.run_id, command, exit: res.exitCode, signal: res.signal, outcome: res.outcome, ...(stopReason ? { stop: stopReason } : {}) };
@@ -163,12 +178,45 @@ export class QueueHost implements RunHost {
       if (stopReason === 'cancel') await logJobEvent(job, { event: 'cancelled', exit: res.exitCode ?? res.signal });
       shown.bar.finish(res.outcome === 'done' ? '' : `stopped (${stopReason ?? res.outcome})`);
       return { ...res, ...(stopReason ? { stopReason } : {}), ...(stopReason === 'silent' ? { silenceMs: opts.silenceMs } : {}),
-        ...(stopReason === 'lost-lock' || res.outcome === 'lease-lost' ? { lostLock: `${lostLockMessage(job, opts.lease?.ms)}; it resumes from its newest checkpoint` } : {}) };
+        ...(stopReason === 'lost-lock' || res.outcome === 'lease-lost' ? { lostLock: `${lostLockMessage(job, opts.lease?.ms)}; it resumes from its newest checkpoint` } : {}),
+        ...(stopReason === 'node-lost' ? { nodeLost: nodeLost ?? 'a machine of the run was lost' } : {}) };
     } finally {
+      unwatch();
       clearInterval(watchdog);
       opts.onActive(undefined);
       await Promise.allSettled(pending);
     }
+  }
+
+  /**
+   * A machine of a run across machines whose trainer ended. A member reports how (gang.ts). Machine 0, when its own
+   * trainer did not finish, waits for the others' reports: a machine lost (no report, its key lapsed) makes the run go
+   * back to waiting (returns why); a config or data error another machine reported replaces its own error (its ranks
+   * then only lost their peers). Returns why the gang was lost, if it was.
+   */
+  private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, stopReason: StopReason | undefined, nodeLost: string | undefined): Promise<string | undefined> {
+    const { node } = gang;
+    const nodeName = `machine ${node.o.node} (worker ${gang.worker})`;
+    if (node.o.node !== 0) {
+      await node.report(gang.worker, res);
+      await logJobEvent(this.job, { event: 'node-ended', node: node.o.node, worker: gang.worker, exit: res.exitCode ?? res.signal, outcome: res.outcome });
+      return nodeLost;
+    }
+    if (res.outcome === 'done') {
+      await node.end('ended');
+      return nodeLost;
+    }
+    const { lost, reports } = await node.othersEnded();
+    for (const [k, r] of Object.entries(reports)) await logJobEvent(this.job, { event: 'node-ended', node: Number(k), worker: r.worker, exit: r.exit, outcome: r.outcome, ...(r.message ? { message: r.message } : {}) });
+    const why = nodeLost ?? (lost.length && stopReason !== 'cancel' ? `${lost.join(', ')} of the run was lost (it ended without a report)` : undefined);
+    await node.end('ended', why ?? `${nodeName} ended: ${res.outcome}`);
+    const invalid = Object.entries(reports).find(([, r]) => r.outcome === 'invalid');
+    if (!why && res.outcome !== 'invalid' && invalid) {
+      const [k, r] = invalid;
+      res.outcome = 'invalid';
+      res.error = { event: 'error', kind: 'config', message: `machine ${k} (worker ${r.worker}): ${r.message ?? `exit ${r.exit}`}` };
+    }
+    return why;
   }
 
   /**

@@ -47,6 +47,8 @@ export interface WorkerOptions {
   judgeEndpoints?: string[];
   /** How long the worker takes no new job after one found this machine's disk full (default 5 minutes). */
   diskFullPauseMs?: number;
+  /** How long machine 0 of a run across machines waits for its other machines (default BSFT_GANG_FORM_MS, 10 minutes). */
+  gangFormMs?: number;
 }
 
 /** Build jobs, and score jobs, a worker runs at once. */
@@ -73,9 +75,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const isCancelled = async (runId: string) => (await connection.exists(keys.cancelled(runId))) === 1;
   await subscriber.subscribe(keys.cancelChannel());
   subscriber.on('message', (_channel, runId: string) => {
-    const now = active.get(runId);
-    if (now) {
-      log.info({ run_id: runId }, `cancel requested: stopping ${now.doing}`);
+    // The run's job, and a machine's job of a run across machines (gang.ts), when this worker runs one.
+    for (const [jobId, now] of active) {
+      if (now.runId !== runId) continue;
+      log.info({ run_id: runId, job: jobId }, `cancel requested: stopping ${now.doing}`);
       now.stop('cancel');
     }
   });
@@ -104,6 +107,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     ...(pool ? { pool } : {}),
     workerName: name,
     gpuWaitMs: opts.gpuWaitMs ?? Number(process.env.BSFT_GPU_WAIT_MS ?? 2000),
+    gangFormMs: opts.gangFormMs ?? Number(process.env.BSFT_GANG_FORM_MS ?? 10 * 60_000),
     isCancelled,
     offload,
     diskFull: (message) => {

@@ -1,0 +1,298 @@
+import net from 'node:net';
+import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
+import type { RunJobData } from '../queue/job-data.js';
+import { readGang, type GangRecord, type NodeReport } from '../queue/gang-record.js';
+import { keys, nodeJobId, queueName, queuePrefix } from '../queue/names.js';
+import { RunQueue } from '../queue/run-job.js';
+import type { TrainerResult } from './trainer-process.js';
+
+/**
+ * A run across machines (`resources.nodes` > 1) on the queue: a gang of workers, one per machine, that torchrun joins
+ * into one run (c10d rendezvous). Nothing here schedules: BullMQ hands out the jobs, torchrun does the rendezvous.
+ *
+ * - The run's train job is the gang's machine 0. The worker that takes it (with its GPUs) waits until no machine of
+ *   the run's previous gang is alive, records the gang (a new fencing epoch, the rendezvous endpoint: this machine's
+ *   address and a free port) and adds one member job per other machine to the train queue, at the most urgent
+ *   priority, so that the next free worker takes them before any other run. Gangs gather one at a time
+ *   (`gangForming`), so two runs across machines never hold half of the machines each.
+ * - A member job's worker takes its GPUs (or waits for them, reserving them as for any run) and joins. When all have
+ *   joined, every machine starts `python -m bsft_trainer train` with torchrun's `--nnodes N --rdzv-backend c10d
+ *   --rdzv-endpoint <endpoint> --rdzv-id <run id>-g<epoch>` (BSFT_TORCHRUN_ARGS) and the gang's epoch: the trainer
+ *   refuses to publish for a stale one (fence.py).
+ * - Each machine keeps a key alive in Redis while its worker holds its job (time to live: the worker's lock), and
+ *   watches the others': a machine whose key lapses without a report (its worker died, or lost Redis), a newer gang,
+ *   or a gang another machine found broken stops this machine's trainer at once. The run's job then goes back to
+ *   waiting without using an attempt and resumes from its newest complete checkpoint on whatever machines gather next;
+ *   a member job only ever ends (it is never retried: the run's job decides).
+ * - A gang that does not gather within BSFT_GANG_FORM_MS (default 10 minutes) dissolves: its member jobs are
+ *   removed, machine 0 gives its GPUs back and tries again a little later.
+ */
+
+/** Sets `fields` on the gang's record only while it is still gang `epoch` (a stale machine writes nothing). */
+const SET_IF_EPOCH = `
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
+
+/** Joins machine ARGV[2] as worker ARGV[3] while gang ARGV[1] is still forming. */
+const JOIN = `
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'forming' then return 0 end
+redis.call('HSET', KEYS[1], 'joined:' .. ARGV[2], ARGV[3])
+return 1`;
+
+async function setIfEpoch(redis: Redis, runId: string, epoch: number, fields: Record<string, string>): Promise<boolean> {
+  return (await redis.eval(SET_IF_EPOCH, 1, keys.gang(runId), String(epoch), ...Object.entries(fields).flat())) === 1;
+}
+
+/** The address other machines reach this one at: BSFT_NODE_ADDR, else this machine's host name. */
+export function nodeAddress(): string {
+  return process.env.BSFT_NODE_ADDR || hostname();
+}
+
+/** A TCP port free on this machine now (the rendezvous store binds it a moment later). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** torchrun's rendezvous options for one machine of gang `g` (BSFT_TORCHRUN_ARGS; machine 0 hosts the store). */
+export function torchrunArgs(runId: string, g: Pick<GangRecord, 'epoch' | 'nodes' | 'endpoint'>, node: number): string {
+  return `--nnodes ${g.nodes} --rdzv-backend c10d --rdzv-endpoint ${g.endpoint} --rdzv-id ${runId}-g${g.epoch} --rdzv-conf is_host=${node === 0 ? 1 : 0}`;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface GangOptions {
+  redis: Redis;
+  runId: string;
+  epoch: number;
+  node: number;
+  worker: string;
+  /** How long a machine's alive key lives without renewal (the worker's lock duration). */
+  aliveMs: number;
+}
+
+/**
+ * One machine of one gang: keeps its alive key while it is a current member, and tells when the gang is lost to it
+ * (`watch`). `current` is false from the moment it is not: the trainer's lease then stops confirming too.
+ */
+export class GangNode {
+  current = true;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly o: GangOptions) {}
+
+  private get aliveKey(): string {
+    return keys.gangAlive(this.o.runId, this.o.epoch, this.o.node);
+  }
+
+  async beat(): Promise<void> {
+    if (this.current) await this.o.redis.set(this.aliveKey, this.o.worker, 'PX', this.o.aliveMs);
+  }
+
+  /** Why this machine must stop now, or undefined while its gang stands: checks the record and every joined machine. */
+  async problem(): Promise<string | undefined> {
+    const { redis, runId, epoch, node } = this.o;
+    const g = await readGang(redis, runId);
+    if (!g || g.epoch !== epoch) return `a newer gang (epoch ${g?.epoch ?? '?'}) owns the run`;
+    if (g.state === 'broken' || g.state === 'dissolved') return g.why ?? `the gang ${g.state}`;
+    const others = Object.keys(g.joined).map(Number).filter((k) => k !== node && g.reports[k] === undefined);
+    if (others.length === 0) return undefined;
+    const alive = await redis.mget(...others.map((k) => keys.gangAlive(runId, epoch, k)));
+    const lost = others.find((_k, i) => alive[i] === null);
+    // Its report may have landed between the two reads: read it again before calling the machine lost.
+    if (lost !== undefined && (await redis.hexists(keys.gang(runId), `report:${lost}`)) === 0) {
+      return `machine ${lost} of the run (worker ${g.joined[lost]}) was lost: its worker stopped renewing its place in the gang for ${this.o.aliveMs / 1000} s`;
+    }
+    return undefined;
+  }
+
+  /**
+   * Renews the alive key and checks the gang every aliveMs / 4; on a problem, marks the gang broken (so that the other
+   * machines stop at once) and calls `onLost` once. Returns the function that stops watching.
+   */
+  watch(onLost: (why: string) => void): () => void {
+    let busy = false;
+    const tick = async () => {
+      if (busy || !this.current) return;
+      busy = true;
+      try {
+        const why = await this.problem();
+        if (why) {
+          this.current = false;
+          await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state: 'broken', why }).catch(() => undefined);
+          onLost(why);
+        } else {
+          await this.beat();
+        }
+      } catch {
+        // Redis unreachable: no renewal; the other machines see this one lapse, the trainer's lease runs out.
+      } finally {
+        busy = false;
+      }
+    };
+    this.timer = setInterval(() => void tick(), Math.max(50, Math.floor(this.o.aliveMs / 4)));
+    void tick();
+    return () => clearInterval(this.timer);
+  }
+
+  /** This machine's trainer ended: its report for the others, then its alive key goes. */
+  async report(worker: string, res: Pick<TrainerResult, 'exitCode' | 'outcome' | 'error'>): Promise<void> {
+    clearInterval(this.timer);
+    const report: NodeReport = { worker, exit: res.exitCode ?? null, outcome: res.outcome, ...(res.error ? { message: `${res.error.kind}: ${res.error.message}` } : {}) };
+    await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { [`report:${this.o.node}`]: JSON.stringify(report) }).catch(() => undefined);
+    this.current = false;
+    await this.o.redis.del(this.aliveKey).catch(() => undefined);
+  }
+
+  /**
+   * After machine 0's trainer ended without finishing: the other machines' reports, waiting up to aliveMs for each
+   * joined one to report or lapse. Returns the lost machines and the reports.
+   */
+  async othersEnded(): Promise<{ lost: string[]; reports: Record<number, NodeReport> }> {
+    const { redis, runId, epoch } = this.o;
+    const deadline = Date.now() + this.o.aliveMs + 1000;
+    for (;;) {
+      const g = await readGang(redis, runId);
+      if (!g || g.epoch !== epoch) return { lost: [], reports: {} };
+      const open = Object.keys(g.joined).map(Number).filter((k) => k !== this.o.node && g.reports[k] === undefined);
+      const alive = open.length ? await redis.mget(...open.map((k) => keys.gangAlive(runId, epoch, k))) : [];
+      const lost = open.filter((_k, i) => alive[i] === null);
+      if (lost.length === open.length || Date.now() > deadline) {
+        return { lost: lost.map((k) => `machine ${k} (worker ${g.joined[k]})`), reports: g.reports };
+      }
+      await sleep(200);
+    }
+  }
+
+  async end(state: 'ended' | 'dissolved', why?: string): Promise<void> {
+    clearInterval(this.timer);
+    this.current = false;
+    await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state, ...(why ? { why } : {}) }).catch(() => undefined);
+    await this.o.redis.del(this.aliveKey).catch(() => undefined);
+  }
+}
+
+export type FormResult = { gang: GangNode; args: string } | { wait: string };
+
+export interface FormOptions {
+  redis: Redis;
+  data: RunJobData;
+  epoch: number;
+  worker: string;
+  aliveMs: number;
+  /** How long machine 0 waits for the others before the gang dissolves (BSFT_GANG_FORM_MS). */
+  formMs: number;
+  /** Checked while waiting: a cancel or this worker's shutdown ends the wait (the gang dissolves). */
+  stopped(): Promise<'cancel' | 'shutdown' | undefined>;
+  log: (record: Record<string, unknown>) => Promise<void>;
+}
+
+/** Machine 0 (the run's train job): gathers the gang (see the top of this file). */
+export async function formGang(o: FormOptions): Promise<FormResult> {
+  const { redis, data, epoch } = o;
+  const runId = data.run_id;
+  const nodes = data.recipe.resources.nodes;
+  // One gang gathers at a time: machines held by two half-gathered runs would wait on each other.
+  const slot = keys.gangForming();
+  const holdSlot = async () => (await redis.set(slot, runId, 'PX', o.formMs + 60_000, 'NX')) === 'OK' || (await redis.get(slot)) === runId;
+  if (!(await holdSlot())) return { wait: `its machines: another run across machines (${await redis.get(slot)}) is gathering its own` };
+  // No machine of the previous gang may still train: its alive keys lapse within aliveMs once it sees the new epoch.
+  const previous = await readGang(redis, runId);
+  await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', 'joined:0': o.worker }).exec();
+  const gang = new GangNode({ redis, runId, epoch, node: 0, worker: o.worker, aliveMs: o.aliveMs });
+  await gang.beat();
+  if (previous) {
+    const old = Array.from({ length: previous.nodes }, (_, k) => keys.gangAlive(runId, previous.epoch, k));
+    const until = Date.now() + o.aliveMs + 1000;
+    while ((await redis.exists(...old)) > 0 && Date.now() < until) await sleep(100);
+  }
+  const record = (await readGang(redis, runId))!;
+  await o.log({ event: 'gang', epoch, nodes, endpoint: record.endpoint, worker: o.worker });
+  const queue = new RunQueue<RunJobData>(queueName('train'), { connection: redis, prefix: queuePrefix() });
+  const memberIds = Array.from({ length: nodes - 1 }, (_, i) => nodeJobId(runId, epoch, i + 1));
+  const dissolve = async (why: string) => {
+    await gang.end('dissolved', why);
+    for (const id of memberIds) await (await queue.getJob(id))?.remove().catch(() => undefined); // a member at work ends by itself
+    if ((await redis.get(slot)) === runId) await redis.del(slot);
+  };
+  try {
+    const { progress: _p, waiting_for: _w, preemptions: _n, disk_full: _d, ...base } = data;
+    for (let node = 1; node < nodes; node++) {
+      await queue.add('train', { ...base, node, gang_epoch: epoch }, {
+        jobId: nodeJobId(runId, epoch, node), priority: 1, attempts: 1,
+        removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 24 * 3600 },
+      });
+    }
+    const since = Date.now();
+    const told = new Set<number>([0]);
+    for (;;) {
+      const stop = await o.stopped();
+      if (stop) {
+        await dissolve(stop === 'cancel' ? 'cancelled' : 'machine 0 shut down while the gang gathered');
+        return { wait: stop };
+      }
+      await gang.beat();
+      await holdSlot();
+      const g = await readGang(redis, runId);
+      if (!g || g.epoch !== epoch) return { wait: 'its machines: a newer gang took the run' };
+      const why = await gang.problem(); // a machine that joined and left, or was lost
+      if (why) {
+        await dissolve(why);
+        return { wait: `its machines: ${why}` };
+      }
+      for (const k of Object.keys(g.joined).map(Number)) {
+        if (!told.has(k)) {
+          told.add(k);
+          await o.log({ event: 'node-joined', epoch, node: k, worker: g.joined[k] });
+        }
+      }
+      if (told.size === nodes) break;
+      if (Date.now() - since > o.formMs) {
+        const have = told.size;
+        await dissolve(`${have} of ${nodes} machines joined within ${Math.round(o.formMs / 1000)} s`);
+        return { wait: `${nodes - have} more machine(s) with ${data.recipe.resources.gpus} free GPU(s): ${have} of ${nodes} joined within ${Math.round(o.formMs / 1000)} s` };
+      }
+      await sleep(250);
+    }
+    await setIfEpoch(redis, runId, epoch, { state: 'running' });
+    if ((await redis.get(slot)) === runId) await redis.del(slot);
+    return { gang, args: torchrunArgs(runId, record, 0) };
+  } catch (e) {
+    await dissolve(`machine 0 failed while the gang gathered: ${(e as Error).message}`).catch(() => undefined);
+    throw e;
+  } finally {
+    await queue.close();
+  }
+}
+
+/**
+ * A member job: joins its gang and waits until every machine has joined. Returns undefined when the gang is gone (a
+ * stale member job: it ends), else the machine's gang and torchrun options.
+ */
+export async function joinGang(o: { redis: Redis; data: RunJobData; worker: string; aliveMs: number; stopped(): Promise<unknown> }): Promise<{ gang: GangNode; args: string } | undefined> {
+  const { redis, data } = o;
+  const runId = data.run_id;
+  const epoch = data.gang_epoch!;
+  const node = data.node!;
+  if ((await redis.eval(JOIN, 1, keys.gang(runId), String(epoch), String(node), o.worker)) !== 1) return undefined;
+  const gang = new GangNode({ redis, runId, epoch, node, worker: o.worker, aliveMs: o.aliveMs });
+  for (;;) {
+    await gang.beat();
+    const g = await readGang(redis, runId);
+    const why = await gang.problem();
+    if (!g || why || (await o.stopped())) {
+      await gang.end('dissolved', why ?? `machine ${node} (worker ${o.worker}) left while the gang gathered`).catch(() => undefined);
+      return undefined;
+    }
+    if (g.state === 'running') return { gang, args: torchrunArgs(runId, g, node) };
+    await sleep(200);
+  }
+}

@@ -1,0 +1,243 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readGang } from '../src/queue/gang-record.js';
+import type { RunJobData } from '../src/queue/job-data.js';
+import { keys, nodeJobId } from '../src/queue/names.js';
+import { formGang, GangNode, joinGang } from '../src/worker/gang.js';
+import { stepBatches, worldGpus } from '../src/recipe/gpu-counts.js';
+import { resolveRecipe } from '../src/recipe/resolve.js';
+import { trainerConfig } from '../src/run/trainer-config.js';
+import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
+import { queueEnv, REDIS_URL, startWorkerProc, stop, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { pythonThatRuns } from './helpers/python.js';
+import { limit } from './helpers/time-scale.js';
+
+const shardedPy = pythonThatRuns('from torch.distributed.fsdp import fully_shard');
+const TOY = path.join(FIXTURES, 'recipes', 'toy-run.yaml');
+
+describe('resources.nodes: a run across machines in the recipe', () => {
+  it('trains grad_accum x gpus x nodes batches a step on gpus x nodes ranks; refused with a hub store, an elastic range or no GPUs', async () => {
+    const toy = (set: string[]) => resolveRecipe(TOY, { policy: { workspace: ROOT, allow: [] }, set });
+    const r = await toy(['resources.gpus=2', 'resources.nodes=3', 'train.grad_accum=2']);
+    expect(worldGpus(r)).toBe(6);
+    expect(stepBatches(r)).toBe(12);
+    const config = trainerConfig(r, '/tmp/x');
+    expect(config.step_batches).toBe(12);
+    const refused = async (set: string[]) => {
+      try {
+        await toy(['resources.nodes=2', 'resources.gpus=1', ...set]);
+        return '';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    expect(await refused([])).toBe('');
+    expect(await refused(['store.kind=hub', 'store.repo=me/runs'])).toMatch(/resources\.nodes: a run across machines needs a folder all of them share: store\.kind local/);
+    expect(await refused(['resources.gpus=4', 'resources.min_gpus=2'])).toMatch(/resources\.min_gpus: an elastic run stays on one machine/);
+    expect(await refused(['resources.gpus=0'])).toMatch(/resources\.nodes: a run across machines trains on GPUs/);
+  });
+});
+
+describe('gathering a gang (gang.ts, real Redis)', () => {
+  let redis: Redis;
+  const oldPrefix = process.env.BSFT_QUEUE_PREFIX;
+  beforeEach(() => {
+    process.env.BSFT_QUEUE_PREFIX = queueEnv().BSFT_QUEUE_PREFIX;
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 3 });
+  });
+  afterEach(async () => {
+    await redis.quit();
+    process.env.BSFT_QUEUE_PREFIX = oldPrefix;
+  });
+
+  async function runData(name: string): Promise<RunJobData> {
+    const recipe = await resolveRecipe(TOY, { policy: { workspace: ROOT, allow: [] }, set: [`name=${name}`, 'resources.gpus=1', 'resources.nodes=2'] });
+    return { run_id: recipe.run_id, recipe, run_dir: path.join(recipe.runs_dir, recipe.run_id), submitted_at: new Date().toISOString() };
+  }
+  const form = (data: RunJobData, epoch: number, formMs: number) => formGang({ redis, data, epoch, worker: 'w0', aliveMs: 1000, formMs, stopped: async () => undefined, log: async () => undefined });
+  const memberJob = (id: string) => withRunQueues({ REDIS_URL, BSFT_QUEUE_PREFIX: process.env.BSFT_QUEUE_PREFIX! }, (q) => q.queues.train.getJob(id).then((j) => j?.data));
+
+  it('machine 0 adds a member job per other machine; both get torchrun options for one rendezvous; a stale member job does nothing', async () => {
+    const data = await runData('gather');
+    const forming = form(data, 7, 30_000);
+    await expect.poll(() => memberJob(nodeJobId(data.run_id, 7, 1)), { timeout: limit(5000) }).toMatchObject({ node: 1, gang_epoch: 7, run_id: data.run_id });
+    expect(await joinGang({ redis, data: { ...data, node: 1, gang_epoch: 6 }, worker: 'w-old', aliveMs: 1000, stopped: async () => false })).toBeUndefined();
+    const member = await joinGang({ redis, data: { ...data, node: 1, gang_epoch: 7 }, worker: 'w1', aliveMs: 1000, stopped: async () => false });
+    const leader = await forming;
+    if (!member || 'wait' in leader) throw new Error(`not gathered: ${JSON.stringify(leader)}`);
+    const endpoint = /--rdzv-endpoint (\S+)/.exec(leader.args)![1];
+    expect(leader.args).toBe(`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint ${endpoint} --rdzv-id ${data.run_id}-g7 --rdzv-conf is_host=1`);
+    expect(member.args).toBe(leader.args.replace('is_host=1', 'is_host=0'));
+    expect(await readGang(redis, data.run_id)).toMatchObject({ epoch: 7, nodes: 2, state: 'running', joined: { 0: 'w0', 1: 'w1' } });
+    expect(await redis.exists(keys.gangForming())).toBe(0); // the next run across machines may gather
+  });
+
+  it('gangs gather one at a time; one that does not gather in time dissolves, removing its member jobs', async () => {
+    const [a, b] = [await runData('first'), await runData('second')];
+    const first = form(a, 1, 1500);
+    await expect.poll(() => redis.get(keys.gangForming()), { timeout: limit(5000) }).toBe(a.run_id);
+    expect(await form(b, 1, 1500)).toEqual({ wait: `its machines: another run across machines (${a.run_id}) is gathering its own` });
+    expect(await first).toEqual({ wait: '1 more machine(s) with 1 free GPU(s): 1 of 2 joined within 2 s' });
+    expect(await memberJob(nodeJobId(a.run_id, 1, 1))).toBeUndefined();
+    expect(await readGang(redis, a.run_id)).toMatchObject({ state: 'dissolved', why: '1 of 2 machines joined within 2 s' });
+    expect(await redis.exists(keys.gangForming())).toBe(0);
+    // A member that comes after its gang dissolved does nothing.
+    expect(await joinGang({ redis, data: { ...a, node: 1, gang_epoch: 1 }, worker: 'late', aliveMs: 1000, stopped: async () => false })).toBeUndefined();
+  });
+
+  it('a machine whose key lapses without a report is lost to the others, which mark the gang broken; a reported end is not a loss', async () => {
+    const data = await runData('lapse');
+    await redis.hset(keys.gang(data.run_id), { epoch: '3', nodes: '3', endpoint: 'h:1', state: 'running', 'joined:0': 'w0', 'joined:1': 'w1', 'joined:2': 'w2' });
+    const node = (n: number) => new GangNode({ redis, runId: data.run_id, epoch: 3, node: n, worker: `w${n}`, aliveMs: 600 });
+    const [n0, n1, n2] = [node(0), node(1), node(2)];
+    await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
+    await n2.report('w2', { exitCode: 0, outcome: 'done' }); // ended, reported: not lost
+    const lost: string[] = [];
+    const unwatch = n0.watch((why) => lost.push(why));
+    // n1 stops renewing (its worker was killed): within its time to live, machine 0 calls it lost.
+    await expect.poll(() => lost, { timeout: limit(5000) }).toEqual(['machine 1 of the run (worker w1) was lost: its worker stopped renewing its place in the gang for 0.6 s']);
+    unwatch();
+    expect(n0.current).toBe(false);
+    expect(await readGang(redis, data.run_id)).toMatchObject({ state: 'broken', why: lost[0] });
+    expect(await n1.problem()).toBe(lost[0]); // a machine that comes back learns the gang broke
+  });
+});
+
+/** Each step's loss in a run folder's metrics.jsonl (rank 0's; a step trained again after a resume: its last record). */
+function losses(runDir: string): Map<number, number> {
+  return new Map(readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; step: number; loss: number }).filter((r) => r.kind === 'step').map((r) => [r.step, r.loss]));
+}
+
+/** The run's train.json trained straight by one process (step_batches: every batch of a step on it): its losses. */
+function straightLosses(runDir: string): Map<number, number> {
+  const config = JSON.parse(readFileSync(path.join(runDir, 'train.json'), 'utf8'));
+  const dir = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-gang-straight-')), path.basename(runDir));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'train.json'), JSON.stringify({ ...config, output_dir: dir, predictions_dir: path.join(dir, 'predictions') }));
+  execFileSync(shardedPy!, ['-m', 'bsft_trainer', 'train', '--config', path.join(dir, 'train.json')], { stdio: ['ignore', 'ignore', 'pipe'], timeout: limit(300_000) });
+  return losses(dir);
+}
+
+/**
+ * The steps of a run's metrics.jsonl in the order written. Each attempt drops the records past the checkpoint it resumed
+ * from: one step after another, 1 .. N, means no two gangs trained (and wrote) at once.
+ */
+function stepsWritten(runDir: string): number[] {
+  return readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number })
+    .filter((r) => r.kind === 'step').map((r) => r.step);
+}
+
+function expectSameLosses(got: Map<number, number>, want: Map<number, number>, steps: number): void {
+  expect([...got.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
+  for (const [step, loss] of want) expect(Math.abs(got.get(step)! - loss) / loss, `step ${step}`).toBeLessThan(1e-4);
+}
+
+describe.skipIf(!shardedPy)('a run across two machines through the queue: two workers as two machines (one gloo rank each)', () => {
+  let workers: WorkerProc[] = [];
+  afterEach(async () => {
+    await Promise.all(workers.map((w) => stop(w, 'SIGKILL')));
+    workers = [];
+  });
+
+  /** Workers as machines: each its own work folder (nothing shared but Redis and the store), one GPU each. */
+  function machines(env: Record<string, string>, names: string[]): WorkerProc[] {
+    const started = names.map((name) => startWorkerProc('', env, ['--gpus', '0', '--name', name, '--workdir', mkdtempSync(path.join(tmpdir(), `bsft-${name}-`))]));
+    workers.push(...started);
+    return started;
+  }
+
+  async function submit(env: Record<string, string>, sets: string[]): Promise<{ runId: string; runs: string }> {
+    const runs = mkdtempSync(path.join(tmpdir(), 'bsft-gang-'));
+    const all = ['resources.gpus=1', 'resources.nodes=2', 'eval.splits=[val]', ...sets].flatMap((x) => ['--set', x]);
+    const submitted = await bsft(['submit', TOY, '--allow', runs, '--set', `store.path=${runs}`, ...all], { env });
+    const runId = /submitted run (\S+)/.exec(submitted.stdout)?.[1];
+    expect(runId, submitted.stdout + submitted.stderr).toBeDefined();
+    return { runId: runId!, runs };
+  }
+
+  const env = () => queueEnv({ BSFT_PYTHON: shardedPy!, BSFT_GPU_WAIT_MS: '200', BSFT_NODE_ADDR: '127.0.0.1' });
+
+  it('starts only when both machines joined, shows both, and trains the losses of one process over the same global batch', async () => {
+    const e = env();
+    const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=4']);
+    const [a] = machines(e, ['machine-a']);
+    await a!.ready;
+    // One machine alone: the gang gathers and waits; nothing trains.
+    await new Promise((r) => setTimeout(r, limit(3000)));
+    const alone = await withRunQueues(e, (q) => q.view(runId));
+    expect(trainStep(alone!)).toBe(0);
+    const [b] = machines(e, ['machine-b']);
+    await b!.ready;
+    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 1, 180_000);
+    expect(training.nodes?.map((n) => [n.node, n.alive])).toEqual([[0, true], [1, true]]);
+    expect(training.worker?.split(' + ').sort()).toEqual(['machine-a', 'machine-b']);
+    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
+    expect(done.state, done.failedReason).toBe('completed');
+
+    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    expect(logs).toMatch(/"event":"node-joined","epoch":\d+,"node":1,"worker":"machine-[ab]"/);
+    expect(logs).toMatch(/"event":"start","total_steps":12,"resumed_from_step":0,"world_size":2/);
+    const config = JSON.parse(readFileSync(path.join(runs, runId, 'train.json'), 'utf8'));
+    expect(config.step_batches).toBe(2);
+    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+  }, limit(600_000));
+
+  it('kill -9 of a machine\'s worker mid-run, then of machine 0\'s: each time the other stops, the run gathers again; it finishes with the straight run\'s losses', async () => {
+    const e = env();
+    const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=2']);
+    const all = machines(e, ['machine-a', 'machine-b', 'machine-c']);
+    await Promise.all(all.map((w) => w.ready));
+    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
+    const names = training.nodes!.map((n) => n.worker);
+    // The machine that is not the run's own job (node 1): machine 0 must notice and stop.
+    const victim = all[['machine-a', 'machine-b', 'machine-c'].indexOf(names[1]!)]!;
+    const killedAt = Date.now();
+    victim.proc.kill('SIGKILL');
+    const back = await waitForRun(e, runId, (v) => v.state === 'training' && (v.nodes ?? []).length === 2 && !v.worker!.includes(names[1]!) && trainStep(v) >= 1, 240_000);
+    console.log(`machine killed at step ${trainStep(training)}; the run trains again on ${back.worker} after ${((Date.now() - killedAt) / 1000).toFixed(1)} s`);
+    // Then machine 0's worker (the run's own job): its job is found stalled, the other machine stops; a fresh worker
+    // joins the one left.
+    const again = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 8, 240_000);
+    const leader = all[['machine-a', 'machine-b', 'machine-c'].indexOf(again.nodes![0]!.worker)]!;
+    leader.proc.kill('SIGKILL');
+    machines(e, ['machine-d']);
+    const third = await waitForRun(e, runId, (v) => v.state === 'training' && (v.nodes ?? []).length === 2 && v.worker!.includes('machine-d') && trainStep(v) >= 1, 240_000);
+    console.log(`machine 0 killed at step ${trainStep(again)}; the run trains again on ${third.worker}`);
+    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
+    expect(done.state, done.failedReason).toBe('completed');
+    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    expect(logs).toMatch(/"event":"requeued","reason":"node lost"/);
+    const starts = [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
+    expect(starts.length).toBe(3);
+    expect(starts[1]).toBeGreaterThan(0);
+    expect(starts[2]).toBeGreaterThan(starts[1]!);
+    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+  }, limit(600_000));
+
+  it('bsft cancel stops the trainers of both machines and both jobs end', async () => {
+    const e = env();
+    const { runId } = await submit(e, ['train.max_steps=400', 'train.checkpoint_every=100']);
+    const both = machines(e, ['machine-a', 'machine-b']);
+    await Promise.all(both.map((w) => w.ready));
+    await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 2, 180_000);
+    const res = await bsft(['cancel', runId], { env: e });
+    expect(res.stdout).toMatch(/cancel sent for run .* \(2 worker\(s\) listening\)/);
+    const ended = await waitForRun(e, runId, (v) => ['cancelled', 'failed', 'completed'].includes(v.state), 120_000);
+    expect(ended.state).toBe('cancelled');
+    // Both workers stopped their trainer for the cancel, and the member job ended (it never fails or retries).
+    for (const w of both) await expect.poll(() => w.stderr.join('\n'), { timeout: limit(30_000) }).toMatch(/cancel requested: stopping the trainer/);
+    const memberStates = () => withRunQueues(e, async (q) => {
+      const jobs = await q.queues.train.getJobs(['completed', 'failed', 'active', 'waiting', 'prioritized', 'delayed']);
+      return Promise.all(jobs.filter((j) => j.id?.startsWith(`${runId}@`)).map((j) => j.getState()));
+    });
+    await expect.poll(memberStates, { timeout: limit(30_000) }).toEqual(['completed']);
+    expect((await withRunQueues(e, (q) => q.runIds())).filter((id) => id.includes('@'))).toEqual([]);
+  }, limit(300_000));
+});
