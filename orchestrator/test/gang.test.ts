@@ -97,6 +97,7 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
     await n2.report('w2', { exitCode: 0, outcome: 'done' }); // ended, reported: not lost
     const lost: string[] = [];
+    n0.start();
     const unwatch = n0.watch((why) => lost.push(why));
     // n1 stops renewing (its worker was killed): within its time to live, machine 0 calls it lost.
     await expect.poll(() => lost, { timeout: limit(5000) }).toEqual(['machine 1 of the run (worker w1) was lost: its worker stopped renewing its place in the gang for 0.6 s']);
@@ -104,6 +105,18 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     expect(n0.current).toBe(false);
     expect(await readGang(redis, data.run_id)).toMatchObject({ state: 'broken', why: lost[0] });
     expect(await n1.problem()).toBe(lost[0]); // a machine that comes back learns the gang broke
+  });
+
+  it('a machine whose trainer failed stops the others; one that stopped after the common checkpoint (75) does not', async () => {
+    const data = await runData('failed');
+    await redis.hset(keys.gang(data.run_id), { epoch: '4', nodes: '3', endpoint: 'h:1', state: 'running', 'joined:0': 'w0', 'joined:1': 'w1', 'joined:2': 'w2' });
+    const node = (n: number) => new GangNode({ redis, runId: data.run_id, epoch: 4, node: n, worker: `w${n}`, aliveMs: 5000 });
+    const [n0, n1, n2] = [node(0), node(1), node(2)];
+    await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
+    await n1.report('w1', { exitCode: 75, outcome: 'preempted' });
+    expect(await n0.problem()).toBeUndefined();
+    await n2.report('w2', { exitCode: 2, outcome: 'invalid', error: { event: 'error', kind: 'data', message: 'train.jsonl:3 bad' } });
+    expect(await n0.problem()).toBe('machine 2 of the run (worker w2) ended: data: train.jsonl:3 bad');
   });
 });
 
@@ -169,8 +182,10 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     await a!.ready;
     // One machine alone: the gang gathers and waits; nothing trains.
     await new Promise((r) => setTimeout(r, limit(3000)));
-    const alone = await withRunQueues(e, (q) => q.view(runId));
-    expect(trainStep(alone!)).toBe(0);
+    const alone = await waitForRun(e, runId, (v) => v.waitingFor !== undefined, 60_000);
+    expect(alone.state).toBe('waiting');
+    expect(alone.waitingFor).toBe('its machines: 1 of 2 joined (machine-a)');
+    expect(trainStep(alone)).toBe(0);
     const [b] = machines(e, ['machine-b']);
     await b!.ready;
     const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 1, 180_000);

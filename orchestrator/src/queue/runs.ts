@@ -98,7 +98,7 @@ export class RunQueues {
 
   /**
    * Removes an ended run's jobs from the queues (`bsft rm`): the score job with its children (train, build), each
-   * stage's job where it stands alone, the run's cancel mark and its submit mark, so the same run id can be submitted
+   * stage's job where it stands alone, the run's cancel mark, submit mark and gang record, so the same run id can be submitted
    * afresh at once. The fencing epoch stays (it only grows). Returns the stages removed. A job a worker holds cannot
    * be removed: BullMQ refuses it, and so does this (the run has not ended).
    */
@@ -111,7 +111,7 @@ export class RunQueues {
       const job = await this.queues[s].getJob(runId);
       if (job) await job.remove({ removeChildren: true });
     }
-    await this.connection.del(keys.cancelled(runId), keys.submitting(runId));
+    await this.connection.del(keys.cancelled(runId), keys.submitting(runId), keys.gang(runId));
     return removed;
   }
 

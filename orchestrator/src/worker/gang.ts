@@ -2,7 +2,7 @@ import net from 'node:net';
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { RunJobData } from '../queue/job-data.js';
-import { readGang, type GangRecord, type NodeReport } from '../queue/gang-record.js';
+import { readGang, type GangRecord, type GangState, type NodeReport } from '../queue/gang-record.js';
 import { keys, nodeJobId, queueName, queuePrefix } from '../queue/names.js';
 import { RunQueue } from '../queue/run-job.js';
 import type { TrainerResult } from './trainer-process.js';
@@ -80,12 +80,17 @@ export interface GangOptions {
 }
 
 /**
- * One machine of one gang: keeps its alive key while it is a current member, and tells when the gang is lost to it
- * (`watch`). `current` is false from the moment it is not: the trainer's lease then stops confirming too.
+ * One machine of one gang: from `start()` it renews its alive key and checks the gang every aliveMs / 4 while it is a
+ * current member; `watch` tells when the gang is lost to it. `current` is false from the moment it is not: the
+ * trainer's lease then stops confirming too.
  */
 export class GangNode {
   current = true;
+  /** Why the gang was lost to this machine, once it was. */
+  lost: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private onLost: ((why: string) => void) | undefined;
+  private busy = false;
 
   constructor(readonly o: GangOptions) {}
 
@@ -103,6 +108,11 @@ export class GangNode {
     const g = await readGang(redis, runId);
     if (!g || g.epoch !== epoch) return `a newer gang (epoch ${g?.epoch ?? '?'}) owns the run`;
     if (g.state === 'broken' || g.state === 'dissolved') return g.why ?? `the gang ${g.state}`;
+    if (g.state === 'ended') return undefined; // machine 0's trainer finished: the run is trained
+    // A machine whose trainer failed: the others' ranks would wait for its ranks in a collective. (One that stopped
+    // after a checkpoint, 75, stopped with all of them: every rank agreed on the step.)
+    const failed = Object.entries(g.reports).find(([k, r]) => Number(k) !== node && r.outcome !== 'done' && r.outcome !== 'preempted');
+    if (failed) return `machine ${failed[0]} of the run (worker ${failed[1].worker}) ended: ${failed[1].message ?? `${failed[1].outcome}, exit ${failed[1].exit}`}`;
     const others = Object.keys(g.joined).map(Number).filter((k) => k !== node && g.reports[k] === undefined);
     if (others.length === 0) return undefined;
     const alive = await redis.mget(...others.map((k) => keys.gangAlive(runId, epoch, k)));
@@ -114,33 +124,42 @@ export class GangNode {
     return undefined;
   }
 
-  /**
-   * Renews the alive key and checks the gang every aliveMs / 4; on a problem, marks the gang broken (so that the other
-   * machines stop at once) and calls `onLost` once. Returns the function that stops watching.
-   */
-  watch(onLost: (why: string) => void): () => void {
-    let busy = false;
-    const tick = async () => {
-      if (busy || !this.current) return;
-      busy = true;
-      try {
-        const why = await this.problem();
-        if (why) {
-          this.current = false;
-          await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state: 'broken', why }).catch(() => undefined);
-          onLost(why);
-        } else {
-          await this.beat();
-        }
-      } catch {
-        // Redis unreachable: no renewal; the other machines see this one lapse, the trainer's lease runs out.
-      } finally {
-        busy = false;
+  /** Renews and checks every aliveMs / 4 until the machine reports or ends (from when it joins the gang). */
+  start(): void {
+    this.timer ??= setInterval(() => void this.tick(), Math.max(50, Math.floor(this.o.aliveMs / 4)));
+    void this.tick();
+  }
+
+  /** One renewal; on a problem, marks the gang broken (so that the other machines stop at once) and says so once. */
+  private async tick(): Promise<void> {
+    if (this.busy || !this.current) return;
+    this.busy = true;
+    try {
+      const why = await this.problem();
+      if (why) {
+        this.current = false;
+        this.lost = why;
+        clearInterval(this.timer);
+        await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state: 'broken', why }).catch(() => undefined);
+        this.onLost?.(why);
+      } else {
+        await this.beat();
       }
+    } catch {
+      // Redis unreachable: no renewal; the other machines see this one lapse, the trainer's lease runs out.
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Calls `onLost` (at once when the gang is lost already) when the gang is lost to this machine. Returns the
+   * function that stops telling. */
+  watch(onLost: (why: string) => void): () => void {
+    if (this.lost !== undefined) onLost(this.lost);
+    else this.onLost = onLost;
+    return () => {
+      this.onLost = undefined;
     };
-    this.timer = setInterval(() => void tick(), Math.max(50, Math.floor(this.o.aliveMs / 4)));
-    void tick();
-    return () => clearInterval(this.timer);
   }
 
   /** This machine's trainer ended: its report for the others, then its alive key goes. */
@@ -172,7 +191,7 @@ export class GangNode {
     }
   }
 
-  async end(state: 'ended' | 'dissolved', why?: string): Promise<void> {
+  async end(state: Exclude<GangState, 'forming' | 'running'>, why?: string): Promise<void> {
     clearInterval(this.timer);
     this.current = false;
     await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state, ...(why ? { why } : {}) }).catch(() => undefined);
@@ -193,6 +212,8 @@ export interface FormOptions {
   /** Checked while waiting: a cancel or this worker's shutdown ends the wait (the gang dissolves). */
   stopped(): Promise<'cancel' | 'shutdown' | undefined>;
   log: (record: Record<string, unknown>) => Promise<void>;
+  /** What the run waits for while its gang gathers (for bsft status); undefined once it trains. */
+  waiting?: (what: string | undefined) => Promise<void>;
 }
 
 /** Machine 0 (the run's train job): gathers the gang (see the top of this file). */
@@ -208,7 +229,7 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
   const previous = await readGang(redis, runId);
   await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', 'joined:0': o.worker }).exec();
   const gang = new GangNode({ redis, runId, epoch, node: 0, worker: o.worker, aliveMs: o.aliveMs });
-  await gang.beat();
+  gang.start();
   if (previous) {
     const old = Array.from({ length: previous.nodes }, (_, k) => keys.gangAlive(runId, previous.epoch, k));
     const until = Date.now() + o.aliveMs + 1000;
@@ -239,7 +260,6 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
         await dissolve(stop === 'cancel' ? 'cancelled' : 'machine 0 shut down while the gang gathered');
         return { wait: stop };
       }
-      await gang.beat();
       await holdSlot();
       const g = await readGang(redis, runId);
       if (!g || g.epoch !== epoch) return { wait: 'its machines: a newer gang took the run' };
@@ -248,13 +268,16 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
         await dissolve(why);
         return { wait: `its machines: ${why}` };
       }
+      let news = told.size === 1;
       for (const k of Object.keys(g.joined).map(Number)) {
         if (!told.has(k)) {
           told.add(k);
+          news = true;
           await o.log({ event: 'node-joined', epoch, node: k, worker: g.joined[k] });
         }
       }
       if (told.size === nodes) break;
+      if (news) await o.waiting?.(`its machines: ${told.size} of ${nodes} joined (${Object.values(g.joined).join(', ')})`);
       if (Date.now() - since > o.formMs) {
         const have = told.size;
         await dissolve(`${have} of ${nodes} machines joined within ${Math.round(o.formMs / 1000)} s`);
@@ -263,6 +286,7 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
       await sleep(250);
     }
     await setIfEpoch(redis, runId, epoch, { state: 'running' });
+    await o.waiting?.(undefined);
     if ((await redis.get(slot)) === runId) await redis.del(slot);
     return { gang, args: torchrunArgs(runId, record, 0) };
   } catch (e) {
@@ -284,8 +308,8 @@ export async function joinGang(o: { redis: Redis; data: RunJobData; worker: stri
   const node = data.node!;
   if ((await redis.eval(JOIN, 1, keys.gang(runId), String(epoch), String(node), o.worker)) !== 1) return undefined;
   const gang = new GangNode({ redis, runId, epoch, node, worker: o.worker, aliveMs: o.aliveMs });
+  gang.start();
   for (;;) {
-    await gang.beat();
     const g = await readGang(redis, runId);
     const why = await gang.problem();
     if (!g || why || (await o.stopped())) {

@@ -103,22 +103,24 @@ async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, da
   const tooWide = counts[0]! > pool.size;
   const grant = tooWide ? { wait: `a worker with ${counts[0]} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, counts);
   if ('gpus' in grant) {
-    if (job.data.waiting_for !== undefined) {
-      const { waiting_for: _done, ...rest } = job.data;
-      await job.updateData(rest as RunJobData);
-    }
+    await setWaiting(job, undefined);
     return grant.gpus;
   }
   return waitFor(ctx, job, token, grant.wait, tooWide ? 5 : 1);
 }
 
+/** What a train job waits for, in its data for `bsft status` (undefined: nothing, it runs). */
+async function setWaiting(job: Job<RunJobData>, what: string | undefined): Promise<void> {
+  if (job.data.waiting_for === what) return;
+  const { waiting_for: _old, ...rest } = job.data;
+  await job.updateData((what === undefined ? rest : { ...rest, waiting_for: what }) as RunJobData);
+}
+
 /** The train job goes back to the queue as delayed for `times` x gpuWaitMs (no attempt used), `what` it waits for in
  * its data for `bsft status`. */
 async function waitFor(ctx: JobContext, job: Job<RunJobData>, token: string | undefined, what: string, times: number): Promise<never> {
-  if (job.data.waiting_for !== what) {
-    ctx.log.info({ run_id: job.data.run_id, job: job.id, waiting_for: what }, 'train job waits');
-    await job.updateData({ ...job.data, waiting_for: what });
-  }
+  if (job.data.waiting_for !== what) ctx.log.info({ run_id: job.data.run_id, job: job.id, waiting_for: what }, 'train job waits');
+  await setWaiting(job, what);
   await job.moveToDelayed(Date.now() + times * ctx.gpuWaitMs, token);
   throw new DelayedError();
 }
@@ -194,6 +196,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
         redis: ctx.connection, data, epoch, worker: ctx.workerName, aliveMs: ctx.lockMs, formMs: ctx.gangFormMs,
         stopped: async () => ((await ctx.isCancelled(runId)) ? 'cancel' : ctx.shuttingDown() ? 'shutdown' : undefined),
         log: (record) => logJobEvent(job, record),
+        waiting: (what) => setWaiting(job, what),
       });
       if ('wait' in formed) {
         if (formed.wait === 'cancel') throw finalFailure('cancelled by bsft cancel');
@@ -223,6 +226,9 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
   } catch (e) {
     if (e instanceof DiskFullError) ctx.diskFull(e.message);
     return settleJob(job, token, e);
+  } finally {
+    // A gang whose machine 0 ended before its trainer did (a step before training failed): the others stop now.
+    if (gang?.node.current) await gang.node.end('dissolved', `machine 0 (worker ${ctx.workerName}) ended before training`).catch(() => undefined);
   }
   return host.result;
 }

@@ -166,7 +166,10 @@ export class QueueHost implements RunHost {
         },
       });
       unwatch();
-      if (gang) nodeLost = await this.gangEnded(gang, res, stopReason, nodeLost);
+      if (gang) {
+        nodeLost = await this.gangEnded(gang, res, nodeLost);
+        if (nodeLost === undefined && stopReason === 'node-lost') stopReason = undefined; // the run's own error decides
+      }
       if (nodeLost !== undefined && stopReason !== 'cancel') stopReason = 'node-lost';
       if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
       // How the trainer ended, in the worker's own log (exit 74: this machine's disk is full; 75: preempted; ...).
@@ -189,32 +192,35 @@ export class QueueHost implements RunHost {
   }
 
   /**
-   * A machine of a run across machines whose trainer ended. A member reports how (gang.ts). Machine 0, when its own
-   * trainer did not finish, waits for the others' reports: a machine lost (no report, its key lapsed) makes the run go
-   * back to waiting (returns why); a config or data error another machine reported replaces its own error (its ranks
-   * then only lost their peers). Returns why the gang was lost, if it was.
+   * A machine of a run across machines whose trainer ended: it reports how (gang.ts; a failure stops the other machines
+   * at once). Machine 0, when its own trainer did not finish, waits for the others' reports: a config or data error
+   * another machine reported becomes the run's error (machine 0's ranks only lost their peers); else a machine lost
+   * (no report, its key lapsed) or one that failed makes the run go back to waiting. Returns why the gang was lost, if
+   * it was (undefined: the trainer's own outcome decides).
    */
-  private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, stopReason: StopReason | undefined, nodeLost: string | undefined): Promise<string | undefined> {
+  private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, nodeLost: string | undefined): Promise<string | undefined> {
     const { node } = gang;
-    const nodeName = `machine ${node.o.node} (worker ${gang.worker})`;
+    await node.report(gang.worker, res); // a failure here stops the other machines at once (gang.ts)
     if (node.o.node !== 0) {
-      await node.report(gang.worker, res);
       await logJobEvent(this.job, { event: 'node-ended', node: node.o.node, worker: gang.worker, exit: res.exitCode ?? res.signal, outcome: res.outcome });
       return nodeLost;
     }
     if (res.outcome === 'done') {
       await node.end('ended');
-      return nodeLost;
+      return undefined;
     }
     const { lost, reports } = await node.othersEnded();
-    for (const [k, r] of Object.entries(reports)) await logJobEvent(this.job, { event: 'node-ended', node: Number(k), worker: r.worker, exit: r.exit, outcome: r.outcome, ...(r.message ? { message: r.message } : {}) });
-    const why = nodeLost ?? (lost.length && stopReason !== 'cancel' ? `${lost.join(', ')} of the run was lost (it ended without a report)` : undefined);
-    await node.end('ended', why ?? `${nodeName} ended: ${res.outcome}`);
-    const invalid = Object.entries(reports).find(([, r]) => r.outcome === 'invalid');
-    if (!why && res.outcome !== 'invalid' && invalid) {
+    for (const [k, r] of Object.entries(reports)) if (k !== '0') await logJobEvent(this.job, { event: 'node-ended', node: Number(k), worker: r.worker, exit: r.exit, outcome: r.outcome, ...(r.message ? { message: r.message } : {}) });
+    const why = lost.length ? `${lost.join(', ')} of the run was lost (it ended without a report)` : nodeLost;
+    await node.end('broken', why ?? `machine 0 (worker ${gang.worker}) ended: ${res.outcome}`);
+    // A config or data error is the run's, wherever it showed: the run fails (its ranks elsewhere only lost their peers).
+    const invalid = Object.entries(reports).find(([k, r]) => k !== '0' && r.outcome === 'invalid');
+    if (res.outcome === 'invalid') return undefined;
+    if (invalid) {
       const [k, r] = invalid;
       res.outcome = 'invalid';
       res.error = { event: 'error', kind: 'config', message: `machine ${k} (worker ${r.worker}): ${r.message ?? `exit ${r.exit}`}` };
+      return undefined;
     }
     return why;
   }
