@@ -9,6 +9,7 @@ import type { RunJobData } from '../src/queue/job-data.js';
 import { keys, nodeJobId } from '../src/queue/names.js';
 import { formGang, GangNode, joinGang } from '../src/worker/gang.js';
 import { stepBatches, worldGpus } from '../src/recipe/gpu-counts.js';
+import { checkFits, planRow } from '../src/recipe/memory-plan.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
 import { trainerConfig } from '../src/run/trainer-config.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
@@ -39,6 +40,21 @@ describe('resources.nodes: a run across machines in the recipe', () => {
     expect(await refused(['store.kind=hub', 'store.repo=me/runs'])).toMatch(/resources\.nodes: a run across machines needs a folder all of them share: store\.kind local/);
     expect(await refused(['resources.gpus=4', 'resources.min_gpus=2'])).toMatch(/resources\.min_gpus: an elastic run stays on one machine/);
     expect(await refused(['resources.gpus=0'])).toMatch(/resources\.nodes: a run across machines trains on GPUs/);
+  });
+
+  it('at scale: full fine-tuning of Qwen2.5-32B fits 2 machines of 8 GPUs of 80 GiB, not one; its train.json plans for 16 ranks', () => {
+    const paper = (set: string[]) => resolveRecipe(path.join(ROOT, 'recipes', 'paper', 'behaviorsft-full.yaml'),
+      { policy: { workspace: ROOT, allow: [] }, set: ['model.name_or_path=Qwen/Qwen2.5-32B-Instruct', 'resources.gpu_memory_gb=80', ...set], allowMissing: true });
+    const one = paper(['resources.gpus=8']);
+    expect(() => checkFits(one)).toThrow(/resources\.gpus: .*on 8 GPU\(s\).*set resources\.gpus: 16/);
+    const two = paper(['resources.gpus=8', 'resources.nodes=2']);
+    expect(() => checkFits(two)).not.toThrow();
+    const config = trainerConfig(two, '/tmp/run');
+    expect(config.step_batches).toBe(16 * two.train.grad_accum);
+    expect(config.memory_plan?.gpus).toBe(16); // what the trainer's ranks compare with their world size
+    expect(planRow(two)[1]).toBe('16 (2 machines x 8)');
+    // Short of that, the refusal counts every machine's GPUs.
+    expect(() => checkFits(paper(['resources.gpus=4', 'resources.nodes=2']))).toThrow(/on 8 GPU\(s\).*give it 16 GPUs in all \(resources\.gpus x resources\.nodes\)/);
   });
 });
 
@@ -85,6 +101,11 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     expect(await memberJob(nodeJobId(a.run_id, 1, 1))).toBeUndefined();
     expect(await readGang(redis, a.run_id)).toMatchObject({ state: 'dissolved', why: '1 of 2 machines joined within 2 s' });
     expect(await redis.exists(keys.gangForming())).toBe(0);
+    // A machine 0 that died while gathering (its slot no longer renewed) holds it up one lock duration at most.
+    await redis.set(keys.gangForming(), 'dead-run-00000000', 'PX', 1000);
+    expect(await form(b, 2, 100)).toEqual({ wait: 'its machines: another run across machines (dead-run-00000000) is gathering its own' });
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await form(b, 3, 100)).toMatchObject({ wait: expect.stringMatching(/^1 more machine\(s\)/) });
     // A member that comes after its gang dissolved does nothing.
     expect(await joinGang({ redis, data: { ...a, node: 1, gang_epoch: 1 }, worker: 'late', aliveMs: 1000, stopped: async () => false })).toBeUndefined();
   });

@@ -234,9 +234,10 @@ def test_the_launcher_exit_code_follows_the_ranks():
     ok, pre, bad, lost = {"exit": 0}, {"exit": 75}, {"rank": 1, "exit": 2, "kind": "data", "message": "bad"}, {"exit": 76}
     assert combined_exit({0: ok, 1: ok}, 2) == (0, None)
     assert combined_exit({0: pre, 1: pre}, 2) == (75, None)
-    assert combined_exit({0: ok, 1: bad}, 2) == (2, bad)
+    assert combined_exit({0: ok, 1: bad}, 2) == (2, {**bad, "local_rank": 1})
     on_second_machine = {"rank": 9, "exit": 1, "kind": "internal", "message": "x"}
-    assert combined_exit({0: ok, 1: on_second_machine}, 2) == (1, on_second_machine)  # named by its global rank
+    # named by its global rank; its local rank tells the launcher whether it wrote its own error event (local rank 0)
+    assert combined_exit({0: ok, 1: on_second_machine}, 2) == (1, {**on_second_machine, "local_rank": 1})
     assert combined_exit({0: lost, 1: pre}, 2)[0] == 76
     code, failure = combined_exit({0: pre}, 2)  # rank 1 was killed: no report
     assert code == 1 and failure["rank"] == 1 and "killed" in failure["message"] and failure["unreported"]

@@ -286,7 +286,8 @@ export function planRow(recipe: ResolvedRecipe): string[] {
   if (!shape) return [recipe.run_id, `${worldGpus(recipe)}`, 'unknown model shape', ...PLAN_COLUMNS.slice(3).map(() => '')];
   const p = memoryPlan(recipe, shape);
   const need = CARDS_GB.map((c) => gpusNeeded(recipe, shape, c));
-  return [recipe.run_id, String(p.gpus), `${(p.params / 1e9).toFixed(2)} B`, gib(p.weights), gib(p.gradients), gib(p.optimizer),
+  const machines = recipe.resources.nodes > 1 ? ` (${recipe.resources.nodes} machines x ${recipe.resources.gpus})` : '';
+  return [recipe.run_id, `${p.gpus}${machines}`, `${(p.params / 1e9).toFixed(2)} B`, gib(p.weights), gib(p.gradients), gib(p.optimizer),
     `${gib(p.activations)} (recompute ${p.recomputed}/${p.layers})`, gib(p.working), gib(p.optimizer_step), gib(p.total),
     ...need.map((n) => (n ? String(n) : '>64'))];
 }

@@ -41,6 +41,13 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1]
 redis.call('HSET', KEYS[1], 'joined:' .. ARGV[2], ARGV[3])
 return 1`;
 
+/** Takes (or renews) the gathering slot KEYS[1] for run ARGV[1] for ARGV[2] ms; 0 when another run holds it. */
+const HOLD_SLOT = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1`;
+
 async function setIfEpoch(redis: Redis, runId: string, epoch: number, fields: Record<string, string>): Promise<boolean> {
   return (await redis.eval(SET_IF_EPOCH, 1, keys.gang(runId), String(epoch), ...Object.entries(fields).flat())) === 1;
 }
@@ -222,8 +229,9 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
   const runId = data.run_id;
   const nodes = data.recipe.resources.nodes;
   // One gang gathers at a time: machines held by two half-gathered runs would wait on each other.
+  // The slot lives one lock duration unless renewed: a machine 0 that dies while gathering frees it that soon.
   const slot = keys.gangForming();
-  const holdSlot = async () => (await redis.set(slot, runId, 'PX', o.formMs + 60_000, 'NX')) === 'OK' || (await redis.get(slot)) === runId;
+  const holdSlot = async () => (await redis.eval(HOLD_SLOT, 1, slot, runId, String(o.aliveMs + 1000))) === 1;
   if (!(await holdSlot())) return { wait: `its machines: another run across machines (${await redis.get(slot)}) is gathering its own` };
   // No machine of the previous gang may still train: its alive keys lapse within aliveMs once it sees the new epoch.
   const previous = await readGang(redis, runId);
