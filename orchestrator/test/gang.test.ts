@@ -13,7 +13,7 @@ import { checkFits, planRow } from '../src/recipe/memory-plan.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
 import { trainerConfig } from '../src/run/trainer-config.js';
 import { bsft, FIXTURES, ROOT } from './helpers/cli.js';
-import { queueEnv, REDIS_URL, startWorkerProc, stop, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
+import { queueEnv, REDIS_URL, startWorkerProc, stop, submitRun, trainStep, waitForRun, withRunQueues, type WorkerProc } from './helpers/queue.js';
 import { pythonThatRuns } from './helpers/python.js';
 import { limit } from './helpers/time-scale.js';
 
@@ -141,6 +141,45 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
   });
 });
 
+describe('a run across machines among smaller runs (fixture trainers, real Redis)', () => {
+  let workers: WorkerProc[] = [];
+  afterEach(async () => {
+    await Promise.all(workers.map((w) => stop(w, 'SIGKILL')));
+    workers = [];
+  });
+
+  it('a machine waiting for GPUs reserves them: a smaller run submitted after it does not take the GPU left free', async () => {
+    const log = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-gang-pool-')), 'trainers.log');
+    writeFileSync(log, '');
+    const env = queueEnv({ FIXTURE_LOG: log, FIXTURE_STEP_MS: '100', BSFT_GPU_WAIT_MS: '200', BSFT_NODE_ADDR: '127.0.0.1' });
+    const b = startWorkerProc('ok', env, ['--gpus', '0,1', '--name', 'machine-b', '--queues', 'build,train,score']);
+    workers.push(b);
+    await b.ready;
+    // machine-b: one GPU busy with a 1-GPU run for a while, one free.
+    const first = await submitRun(env, ['resources.gpus=1', 'train.max_steps=60', 'train.seed=1']);
+    await waitForRun(env, first.runId, (v) => v.state === 'training' && trainStep(v) >= 1, 60_000);
+    const a = startWorkerProc('ok', env, ['--gpus', '0,1', '--name', 'machine-a', '--queues', 'build,train,score']);
+    workers.push(a);
+    await a.ready;
+    const gang = await submitRun(env, ['resources.gpus=2', 'resources.nodes=2', 'train.max_steps=20', 'train.seed=2']);
+    await waitForRun(env, gang.runId, (v) => v.waitingFor?.startsWith('its machines: 1 of 2 joined') === true, 60_000);
+    const later = await submitRun(env, ['resources.gpus=1', 'train.max_steps=5', 'train.seed=3']);
+    for (const r of [first, gang, later]) expect((await waitForRun(env, r.runId, (v) => ['completed', 'failed'].includes(v.state), 120_000)).state).toBe('completed');
+
+    const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' '));
+    const startOf = (runId: string, what: string) => lines.filter(([, , run, w]) => run === runId && w === what).map(([t, pid, , , x, y]) => ({ t: Number(t), pid, x, y }));
+    const gangGpus = startOf(gang.runId, 'gpus');
+    expect(gangGpus.map((g) => [g.x, g.y])).toEqual([['0,1', '2'], ['0,1', '2']]); // two machines of 2 GPUs each
+    expect(startOf(gang.runId, 'machine').map((m) => m.x).sort()).toEqual(['first', 'member']);
+    const firstDone = startOf(first.runId, 'done')[0]!.t;
+    const laterStart = startOf(later.runId, 'gpus')[0]!.t;
+    // The member waited on machine-b until the first run freed its GPU; the later 1-GPU run, which fit the free GPU
+    // all along, started only after the gang did.
+    expect(Math.max(...gangGpus.map((g) => g.t))).toBeGreaterThanOrEqual(firstDone);
+    expect(laterStart).toBeGreaterThan(Math.max(...gangGpus.map((g) => g.t)));
+  }, limit(180_000));
+});
+
 /** Each step's loss in a run folder's metrics.jsonl (rank 0's; a step trained again after a resume: its last record). */
 function losses(runDir: string): Map<number, number> {
   return new Map(readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n')
@@ -253,6 +292,27 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     expect(starts.length).toBe(3);
     expect(starts[1]).toBeGreaterThan(0);
     expect(starts[2]).toBeGreaterThan(starts[1]!);
+    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+  }, limit(600_000));
+
+  it('a machine\'s worker shut down (a preemption notice): every machine stops after one common checkpoint, the run resumes on the machines that gather next', async () => {
+    const e = env();
+    const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=100']);
+    const all = machines(e, ['machine-a', 'machine-b', 'machine-c']);
+    await Promise.all(all.map((w) => w.ready));
+    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
+    const member = training.nodes![1]!.worker;
+    await stop(all[['machine-a', 'machine-b', 'machine-c'].indexOf(member)]!); // SIGTERM to that worker alone
+    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
+    expect(done.state, done.failedReason).toBe('completed');
+    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    // Machine 0's ranks were never signalled: they stopped at the step the other machine's ranks asked for, after
+    // the checkpoint of that step (checkpoint_every 100: the only one before the end), and the job went back to waiting.
+    expect(logs).toMatch(/"event":"requeued","reason":"preempted"/);
+    const starts = [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
+    expect(starts.length).toBe(2);
+    expect(starts[1]).toBeGreaterThanOrEqual(3);
     expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
     expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
   }, limit(600_000));
