@@ -205,8 +205,10 @@ function stepsWritten(runDir: string): number[] {
     .filter((r) => r.kind === 'step').map((r) => r.step);
 }
 
-function expectSameLosses(got: Map<number, number>, want: Map<number, number>, steps: number): void {
-  expect([...got.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
+/** The run wrote each of its `steps` once, in order, with the losses of its train.json trained straight by one process. */
+function expectStraightRun(runDir: string, steps: number): void {
+  expect(stepsWritten(runDir)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
+  const [got, want] = [losses(runDir), straightLosses(runDir)];
   for (const [step, loss] of want) expect(Math.abs(got.get(step)! - loss) / loss, `step ${step}`).toBeLessThan(1e-4);
 }
 
@@ -218,8 +220,10 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
   });
 
   /** Workers as machines: each its own work folder (nothing shared but Redis and the store), one GPU each. */
+  const byName = new Map<string, WorkerProc>();
   function machines(env: Record<string, string>, names: string[]): WorkerProc[] {
     const started = names.map((name) => startWorkerProc('', env, ['--gpus', '0', '--name', name, '--workdir', mkdtempSync(path.join(tmpdir(), `bsft-${name}-`))]));
+    names.forEach((name, i) => byName.set(name, started[i]!));
     workers.push(...started);
     return started;
   }
@@ -259,8 +263,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     expect(logs).toMatch(/"event":"start","total_steps":12,"resumed_from_step":0,"world_size":2/);
     const config = JSON.parse(readFileSync(path.join(runs, runId, 'train.json'), 'utf8'));
     expect(config.step_batches).toBe(2);
-    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
-    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+    expectStraightRun(path.join(runs, runId), 12);
   }, limit(600_000));
 
   it('kill -9 of a machine\'s worker mid-run, then of machine 0\'s: each time the other stops, the run gathers again; it finishes with the straight run\'s losses', async () => {
@@ -271,7 +274,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
     const names = training.nodes!.map((n) => n.worker);
     // The machine that is not the run's own job (node 1): machine 0 must notice and stop.
-    const victim = all[['machine-a', 'machine-b', 'machine-c'].indexOf(names[1]!)]!;
+    const victim = byName.get(names[1]!)!;
     const killedAt = Date.now();
     victim.proc.kill('SIGKILL');
     const back = await waitForRun(e, runId, (v) => v.state === 'training' && (v.nodes ?? []).length === 2 && !v.worker!.includes(names[1]!) && trainStep(v) >= 1, 240_000);
@@ -279,7 +282,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     // Then machine 0's worker (the run's own job): its job is found stalled, the other machine stops; a fresh worker
     // joins the one left.
     const again = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 8, 240_000);
-    const leader = all[['machine-a', 'machine-b', 'machine-c'].indexOf(again.nodes![0]!.worker)]!;
+    const leader = byName.get(again.nodes![0]!.worker)!;
     leader.proc.kill('SIGKILL');
     machines(e, ['machine-d']);
     const third = await waitForRun(e, runId, (v) => v.state === 'training' && (v.nodes ?? []).length === 2 && v.worker!.includes('machine-d') && trainStep(v) >= 1, 240_000);
@@ -292,8 +295,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     expect(starts.length).toBe(3);
     expect(starts[1]).toBeGreaterThan(0);
     expect(starts[2]).toBeGreaterThan(starts[1]!);
-    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
-    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+    expectStraightRun(path.join(runs, runId), 12);
   }, limit(600_000));
 
   it('a machine\'s worker shut down (a preemption notice): every machine stops after one common checkpoint, the run resumes on the machines that gather next', async () => {
@@ -303,7 +305,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     await Promise.all(all.map((w) => w.ready));
     const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
     const member = training.nodes![1]!.worker;
-    await stop(all[['machine-a', 'machine-b', 'machine-c'].indexOf(member)]!); // SIGTERM to that worker alone
+    await stop(byName.get(member)!); // SIGTERM to that worker alone
     const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
     expect(done.state, done.failedReason).toBe('completed');
     const logs = (await bsft(['logs', runId], { env: e })).stdout;
@@ -313,8 +315,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     const starts = [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
     expect(starts.length).toBe(2);
     expect(starts[1]).toBeGreaterThanOrEqual(3);
-    expect(stepsWritten(path.join(runs, runId))).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
-    expectSameLosses(losses(path.join(runs, runId)), straightLosses(path.join(runs, runId)), 12);
+    expectStraightRun(path.join(runs, runId), 12);
   }, limit(600_000));
 
   it('bsft cancel stops the trainers of both machines and both jobs end', async () => {

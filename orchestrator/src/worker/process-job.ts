@@ -13,7 +13,7 @@ import { runSteps } from '../run/pipeline.js';
 import type { Step } from '../run/step.js';
 import { predictStep, trainStep } from '../run/steps.js';
 import { scoreStep } from '../score/score-step.js';
-import { openStore } from '../store/store.js';
+import { openStore, type Store } from '../store/store.js';
 import { logJobEvent } from './job-log.js';
 import { finalFailure, settleJob } from './job-outcome.js';
 import { checkJob, type JobPolicy } from './job-policy.js';
@@ -116,6 +116,21 @@ async function setWaiting(job: Job<RunJobData>, what: string | undefined): Promi
   await job.updateData((what === undefined ? rest : { ...rest, waiting_for: what }) as RunJobData);
 }
 
+/** What every job's QueueHost gets from its worker: the trainer and its GPUs, the stop hooks, the offload children. */
+function hostBase(ctx: JobContext, job: Job<RunJobData>, store: Store, gpus: string[] | undefined) {
+  return {
+    log: ctx.log,
+    store,
+    ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
+    ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
+    silenceMs: ctx.silenceMs,
+    onActive: (stop: ((reason: StopReason) => void) | undefined, doing = 'the job') =>
+      void (stop ? ctx.active.set(job.id!, { runId: job.data.run_id, stop, doing }) : ctx.active.delete(job.id!)),
+    shuttingDown: ctx.shuttingDown,
+    offload: ctx.offload,
+  } satisfies Partial<QueueHostOptions>;
+}
+
 /** The train job goes back to the queue as delayed for `times` x gpuWaitMs (no attempt used), `what` it waits for in
  * its data for `bsft status`. */
 async function waitFor(ctx: JobContext, job: Job<RunJobData>, token: string | undefined, what: string, times: number): Promise<never> {
@@ -126,7 +141,7 @@ async function waitFor(ctx: JobContext, job: Job<RunJobData>, token: string | un
 }
 
 /** Whether the run's training is done already (its final model is complete): a retry after it needs no gang. */
-async function trained(store: Awaited<ReturnType<typeof openStore>>, data: RunJobData): Promise<boolean> {
+async function trained(store: Store, data: RunJobData): Promise<boolean> {
   return store.kind === 'local' && existsSync(path.join(data.run_dir, 'final', 'COMPLETE'));
 }
 
@@ -150,14 +165,7 @@ async function processMember(ctx: JobContext, job: Job<RunJobData>, data: RunJob
   const lock = lockLease(ctx.connection, job, token, ctx.lockMs);
   const epoch = data.gang_epoch!;
   const host = new QueueHost(job, {
-    log: ctx.log,
-    store,
-    ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
-    ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
-    silenceMs: ctx.silenceMs,
-    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(job.id!, { runId, stop, doing }) : ctx.active.delete(job.id!)),
-    shuttingDown: ctx.shuttingDown,
-    offload: ctx.offload,
+    ...hostBase(ctx, job, store, gpus),
     // The trainer runs while this worker holds the member job and the gang stands.
     lease: { ms: lock.ms, holds: async () => joined.gang.current && (await lock.holds()) },
     epoch,
@@ -207,15 +215,8 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
     }
   }
   const host = new QueueHost(job, {
-    log: ctx.log,
-    store,
-    ...(ctx.trainer ? { trainer: ctx.trainer } : {}),
-    ...(gpus !== undefined ? { gpus: gpus.join(',') } : {}),
-    silenceMs: ctx.silenceMs,
-    onActive: (stop, doing = 'the job') => (stop ? ctx.active.set(job.id!, { runId, stop, doing }) : ctx.active.delete(job.id!)),
-    shuttingDown: ctx.shuttingDown,
+    ...hostBase(ctx, job, store, gpus),
     ownsRun: async () => true,
-    offload: ctx.offload,
     // Every job's child process (trainer, build, scoring) runs only while this worker holds the job's lock.
     lease: lockLease(ctx.connection, job, token, ctx.lockMs),
     ...fencing,
