@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readGang } from '../src/queue/gang-record.js';
 import type { RunJobData } from '../src/queue/job-data.js';
 import { keys, nodeJobId } from '../src/queue/names.js';
-import { formGang, GangNode, joinGang } from '../src/worker/gang.js';
+import { formGang, GangNode, joinGang, type GangProblem } from '../src/worker/gang.js';
 import { stepBatches, worldGpus } from '../src/recipe/gpu-counts.js';
 import { checkFits, planRow } from '../src/recipe/memory-plan.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
@@ -117,15 +117,15 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     const [n0, n1, n2] = [node(0), node(1), node(2)];
     await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
     await n2.report('w2', { exitCode: 0, outcome: 'done' }); // ended, reported: not lost
-    const lost: string[] = [];
+    const lost: GangProblem[] = [];
     n0.start();
     const unwatch = n0.watch((why) => lost.push(why));
     // n1 stops renewing (its worker was killed): within its time to live, machine 0 calls it lost.
-    await expect.poll(() => lost, { timeout: limit(5000) }).toEqual(['machine 1 of the run (worker w1) was lost: its worker stopped renewing its place in the gang for 0.6 s']);
+    await expect.poll(() => lost, { timeout: limit(5000) }).toEqual([{ why: 'machine 1 of the run (worker w1) was lost: its worker stopped renewing its place in the gang for 0.6 s', cause: 'lost' }]);
     unwatch();
     expect(n0.current).toBe(false);
-    expect(await readGang(redis, data.run_id)).toMatchObject({ state: 'broken', why: lost[0] });
-    expect(await n1.problem()).toBe(lost[0]); // a machine that comes back learns the gang broke
+    expect(await readGang(redis, data.run_id)).toMatchObject({ state: 'broken', ...lost[0] });
+    expect(await n1.problem()).toEqual(lost[0]); // a machine that comes back learns the gang broke
   });
 
   it('a machine whose trainer failed stops the others; one that stopped after the common checkpoint (75) does not', async () => {
@@ -137,7 +137,7 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     await n1.report('w1', { exitCode: 75, outcome: 'preempted' });
     expect(await n0.problem()).toBeUndefined();
     await n2.report('w2', { exitCode: 2, outcome: 'invalid', error: { event: 'error', kind: 'data', message: 'train.jsonl:3 bad' } });
-    expect(await n0.problem()).toBe('machine 2 of the run (worker w2) ended: data: train.jsonl:3 bad');
+    expect(await n0.problem()).toEqual({ why: 'machine 2 of the run (worker w2) ended: data: train.jsonl:3 bad', cause: 'failed' });
   });
 });
 
@@ -147,6 +147,25 @@ describe('a run across machines among smaller runs (fixture trainers, real Redis
     await Promise.all(workers.map((w) => stop(w, 'SIGKILL')));
     workers = [];
   });
+
+  it('a machine whose trainer fails stops the other: a crash is a retryable failure of the run (it uses an attempt), a config error fails it at once', async () => {
+    for (const [code, attempts] of [[1, 2], [2, 1]] as const) {
+      // The fixture's trainer on the machine other than the first exits `code` at step 3; the first runs on unharmed.
+      const env = queueEnv({ FIXTURE_STEP_MS: '100', FIXTURE_MEMBER_FAIL: `3:${code}`, BSFT_GPU_WAIT_MS: '200', BSFT_NODE_ADDR: '127.0.0.1' });
+      const both = ['machine-a', 'machine-b'].map((name) => startWorkerProc('ok', env, ['--gpus', '0', '--name', name, '--queues', 'build,train,score']));
+      workers.push(...both);
+      await Promise.all(both.map((w) => w.ready));
+      const run = await submitRun(env, ['resources.gpus=1', 'resources.nodes=2', 'train.max_steps=200', `train.seed=${code}`]);
+      const failed = await waitForRun(env, run.runId, (v) => ['completed', 'failed'].includes(v.state), 120_000);
+      expect(failed.state).toBe('failed');
+      expect(failed.attempts).toBe(attempts);
+      expect(failed.failedReason).toMatch(code === 2
+        ? /config error: machine 1 \(worker machine-[ab]\): config: fixture: bad setting on this machine/
+        : /trainer train failed .*machine 1 of the run \(worker machine-[ab]\) ended: internal: fixture: crashing on this machine/);
+      expect(trainStep(failed)).toBeLessThan(200); // machine 0's trainer was stopped, it did not run to the end
+      await Promise.all(both.map((w) => stop(w, 'SIGKILL')));
+    }
+  }, limit(180_000));
 
   it('a machine waiting for GPUs reserves them: a smaller run submitted after it does not take the GPU left free', async () => {
     const log = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-gang-pool-')), 'trainers.log');

@@ -17,8 +17,9 @@ export interface GangRecord {
   nodes: number;
   endpoint: string;
   state: GangState;
-  /** Why the gang broke or dissolved. */
+  /** Why the gang broke or dissolved, and whether a machine was lost or failed (worker/gang.ts GangProblem). */
   why?: string;
+  cause?: 'lost' | 'failed';
   /** The worker of each machine that joined (0: the run's own job). */
   joined: Record<number, string>;
   reports: Record<number, NodeReport>;
@@ -33,5 +34,6 @@ export async function readGang(redis: Redis, runId: string): Promise<GangRecord 
     if (k.startsWith('joined:')) joined[Number(k.slice(7))] = v;
     if (k.startsWith('report:')) reports[Number(k.slice(7))] = JSON.parse(v) as NodeReport;
   }
-  return { epoch: Number(h.epoch), nodes: Number(h.nodes), endpoint: h.endpoint ?? '', state: h.state as GangState, ...(h.why ? { why: h.why } : {}), joined, reports };
+  return { epoch: Number(h.epoch), nodes: Number(h.nodes), endpoint: h.endpoint ?? '', state: h.state as GangState, ...(h.why ? { why: h.why } : {}),
+    ...(h.cause === 'lost' || h.cause === 'failed' ? { cause: h.cause } : {}), joined, reports };
 }

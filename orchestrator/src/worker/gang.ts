@@ -76,6 +76,16 @@ export function torchrunArgs(runId: string, g: Pick<GangRecord, 'epoch' | 'nodes
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Why a gang is lost to a machine: `lost`, a machine gone without a report (killed, frozen, cut off; or a newer gang
+ * took the run), the run goes back to waiting as after a preemption; `failed`, a machine's trainer failed, a retryable
+ * failure of the run (it uses an attempt).
+ */
+export interface GangProblem {
+  why: string;
+  cause: 'lost' | 'failed';
+}
+
 export interface GangOptions {
   redis: Redis;
   runId: string;
@@ -94,9 +104,9 @@ export interface GangOptions {
 export class GangNode {
   current = true;
   /** Why the gang was lost to this machine, once it was. */
-  lost: string | undefined;
+  lost: GangProblem | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private onLost: ((why: string) => void) | undefined;
+  private onLost: ((problem: GangProblem) => void) | undefined;
   private busy = false;
 
   constructor(readonly o: GangOptions) {}
@@ -110,23 +120,23 @@ export class GangNode {
   }
 
   /** Why this machine must stop now, or undefined while its gang stands: checks the record and every joined machine. */
-  async problem(): Promise<string | undefined> {
+  async problem(): Promise<GangProblem | undefined> {
     const { redis, runId, epoch, node } = this.o;
     const g = await readGang(redis, runId);
-    if (!g || g.epoch !== epoch) return `a newer gang (epoch ${g?.epoch ?? '?'}) owns the run`;
-    if (g.state === 'broken' || g.state === 'dissolved') return g.why ?? `the gang ${g.state}`;
+    if (!g || g.epoch !== epoch) return { why: `a newer gang (epoch ${g?.epoch ?? '?'}) owns the run`, cause: 'lost' };
+    if (g.state === 'broken' || g.state === 'dissolved') return { why: g.why ?? `the gang ${g.state}`, cause: g.cause ?? 'lost' };
     if (g.state === 'ended') return undefined; // machine 0's trainer finished: the run is trained
     // A machine whose trainer failed: the others' ranks would wait for its ranks in a collective. (One that stopped
     // after a checkpoint, 75, stopped with all of them: every rank agreed on the step.)
     const failed = Object.entries(g.reports).find(([k, r]) => Number(k) !== node && r.outcome !== 'done' && r.outcome !== 'preempted');
-    if (failed) return `machine ${failed[0]} of the run (worker ${failed[1].worker}) ended: ${failed[1].message ?? `${failed[1].outcome}, exit ${failed[1].exit}`}`;
+    if (failed) return { why: `machine ${failed[0]} of the run (worker ${failed[1].worker}) ended: ${failed[1].message ?? `${failed[1].outcome}, exit ${failed[1].exit}`}`, cause: 'failed' };
     const others = Object.keys(g.joined).map(Number).filter((k) => k !== node && g.reports[k] === undefined);
     if (others.length === 0) return undefined;
     const alive = await redis.mget(...others.map((k) => keys.gangAlive(runId, epoch, k)));
     const lost = others.find((_k, i) => alive[i] === null);
     // Its report may have landed between the two reads: read it again before calling the machine lost.
     if (lost !== undefined && (await redis.hexists(keys.gang(runId), `report:${lost}`)) === 0) {
-      return `machine ${lost} of the run (worker ${g.joined[lost]}) was lost: its worker stopped renewing its place in the gang for ${this.o.aliveMs / 1000} s`;
+      return { why: `machine ${lost} of the run (worker ${g.joined[lost]}) was lost: its worker stopped renewing its place in the gang for ${this.o.aliveMs / 1000} s`, cause: 'lost' };
     }
     return undefined;
   }
@@ -142,13 +152,13 @@ export class GangNode {
     if (this.busy || !this.current) return;
     this.busy = true;
     try {
-      const why = await this.problem();
-      if (why) {
+      const problem = await this.problem();
+      if (problem) {
         this.current = false;
-        this.lost = why;
+        this.lost = problem;
         clearInterval(this.timer);
-        await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state: 'broken', why }).catch(() => undefined);
-        this.onLost?.(why);
+        await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { state: 'broken', ...problem }).catch(() => undefined);
+        this.onLost?.(problem);
       } else {
         await this.beat();
       }
@@ -161,7 +171,7 @@ export class GangNode {
 
   /** Calls `onLost` (at once when the gang is lost already) when the gang is lost to this machine. Returns the
    * function that stops telling. */
-  watch(onLost: (why: string) => void): () => void {
+  watch(onLost: (problem: GangProblem) => void): () => void {
     if (this.lost !== undefined) onLost(this.lost);
     else this.onLost = onLost;
     return () => {
@@ -206,7 +216,8 @@ export class GangNode {
   }
 }
 
-export type FormResult = { gang: GangNode; args: string } | { wait: string };
+/** The gang gathered; or the run waits (why, for bsft status); or machine 0 was cancelled or is shutting down. */
+export type FormResult = { gang: GangNode; args: string } | { wait: string } | { stopped: 'cancel' | 'shutdown' };
 
 export interface FormOptions {
   redis: Redis;
@@ -266,15 +277,15 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
       const stop = await o.stopped();
       if (stop) {
         await dissolve(stop === 'cancel' ? 'cancelled' : 'machine 0 shut down while the gang gathered');
-        return { wait: stop };
+        return { stopped: stop };
       }
       await holdSlot();
       const g = await readGang(redis, runId);
       if (!g || g.epoch !== epoch) return { wait: 'its machines: a newer gang took the run' };
-      const why = await gang.problem(); // a machine that joined and left, or was lost
-      if (why) {
-        await dissolve(why);
-        return { wait: `its machines: ${why}` };
+      const problem = await gang.problem(); // a machine that joined and left, or was lost
+      if (problem) {
+        await dissolve(problem.why);
+        return { wait: `its machines: ${problem.why}` };
       }
       let news = told.size === 1;
       for (const k of Object.keys(g.joined).map(Number)) {
@@ -319,9 +330,9 @@ export async function joinGang(o: { redis: Redis; data: RunJobData; worker: stri
   gang.start();
   for (;;) {
     const g = await readGang(redis, runId);
-    const why = await gang.problem();
-    if (!g || why || (await o.stopped())) {
-      await gang.end('dissolved', why ?? `machine ${node} (worker ${o.worker}) left while the gang gathered`).catch(() => undefined);
+    const problem = await gang.problem();
+    if (!g || problem || (await o.stopped())) {
+      await gang.end('dissolved', problem?.why ?? `machine ${node} (worker ${o.worker}) left while the gang gathered`).catch(() => undefined);
       return undefined;
     }
     if (g.state === 'running') return { gang, args: torchrunArgs(runId, g, node) };

@@ -206,11 +206,11 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
         log: (record) => logJobEvent(job, record),
         waiting: (what) => setWaiting(job, what),
       });
-      if ('wait' in formed) {
-        if (formed.wait === 'cancel') throw finalFailure('cancelled by bsft cancel');
-        if (formed.wait === 'shutdown') return settleJob(job, token, new PreemptedError('worker shutdown'));
-        return waitFor(ctx, job, token, formed.wait, 5);
+      if ('stopped' in formed) {
+        if (formed.stopped === 'cancel') throw finalFailure('cancelled by bsft cancel');
+        return settleJob(job, token, new PreemptedError('worker shutdown'));
       }
+      if ('wait' in formed) return waitFor(ctx, job, token, formed.wait, 5);
       gang = { ...formed, node: formed.gang, worker: ctx.workerName };
     }
   }

@@ -16,7 +16,7 @@ import type { TrainerCommand, TrainerEvent } from './trainer-events.js';
 import { runTrainer, type TrainerResult } from './trainer-process.js';
 import { watchLease, type Lease } from './lease.js';
 import { trainerProgress } from '../run/trainer-progress.js';
-import type { GangNode } from './gang.js';
+import type { GangNode, GangProblem } from './gang.js';
 
 export interface QueueHostOptions {
   log: Logger;
@@ -103,12 +103,13 @@ export class QueueHost implements RunHost {
     };
     opts.onActive(stop, `the ${command === 'train' ? 'trainer after a checkpoint' : `trainer's ${command}`}`);
     const gang = command === 'train' ? opts.gang : undefined;
-    let nodeLost: string | undefined;
-    const unwatch = gang ? gang.node.watch((why) => {
-      nodeLost ??= why;
-      opts.log.warn({ run_id: ctx.recipe.run_id, node: gang.node.o.node, why }, 'the run\'s gang is broken: stopping this machine\'s trainer');
+    let gangLost: GangProblem | undefined;
+    const unwatch = gang ? gang.node.watch((problem) => {
+      gangLost ??= problem;
+      opts.log.warn({ run_id: ctx.recipe.run_id, node: gang.node.o.node, why: problem.why }, 'the run\'s gang is broken: stopping this machine\'s trainer');
       stop('node-lost');
     }) : () => undefined;
+    let nodeLost: string | undefined;
     const watchdog = setInterval(() => {
       if (Date.now() - lastEvent > opts.silenceMs) {
         stopReason ??= 'silent';
@@ -167,8 +168,8 @@ export class QueueHost implements RunHost {
       });
       unwatch();
       if (gang) {
-        nodeLost = await this.gangEnded(gang, res, nodeLost);
-        if (nodeLost === undefined && stopReason === 'node-lost') stopReason = undefined; // the run's own error decides
+        nodeLost = await this.gangEnded(gang, res, gangLost);
+        if (nodeLost === undefined && stopReason === 'node-lost') stopReason = undefined; // the trainer's outcome decides
       }
       if (nodeLost !== undefined && stopReason !== 'cancel') stopReason = 'node-lost';
       if (opts.shuttingDown() && res.outcome !== 'done') stopReason ??= 'shutdown';
@@ -193,17 +194,17 @@ export class QueueHost implements RunHost {
 
   /**
    * A machine of a run across machines whose trainer ended: it reports how (gang.ts; a failure stops the other machines
-   * at once). Machine 0, when its own trainer did not finish, waits for the others' reports: a config or data error
-   * another machine reported becomes the run's error (machine 0's ranks only lost their peers); else a machine lost
-   * (no report, its key lapsed) or one that failed makes the run go back to waiting. Returns why the gang was lost, if
-   * it was (undefined: the trainer's own outcome decides).
+   * at once). Machine 0, when its own trainer did not finish, waits for the others' reports, and the run's outcome is
+   * then: a config or data error on any machine (the others' ranks only lost their peers) → that error; a machine lost
+   * (no report, its key lapsed; or a newer gang) → returns why: back to waiting as after a preemption; a machine whose
+   * trainer failed → a retryable failure naming it (`res` rewritten); else the trainer's own outcome.
    */
-  private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, nodeLost: string | undefined): Promise<string | undefined> {
+  private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, problem: GangProblem | undefined): Promise<string | undefined> {
     const { node } = gang;
-    await node.report(gang.worker, res); // a failure here stops the other machines at once (gang.ts)
+    await node.report(gang.worker, res);
     if (node.o.node !== 0) {
       await logJobEvent(this.job, { event: 'node-ended', node: node.o.node, worker: gang.worker, exit: res.exitCode ?? res.signal, outcome: res.outcome });
-      return nodeLost;
+      return problem?.why;
     }
     if (res.outcome === 'done') {
       await node.end('ended');
@@ -211,18 +212,22 @@ export class QueueHost implements RunHost {
     }
     const { lost, reports } = await node.othersEnded();
     for (const [k, r] of Object.entries(reports)) if (k !== '0') await logJobEvent(this.job, { event: 'node-ended', node: Number(k), worker: r.worker, exit: r.exit, outcome: r.outcome, ...(r.message ? { message: r.message } : {}) });
-    const why = lost.length ? `${lost.join(', ')} of the run was lost (it ended without a report)` : nodeLost;
+    const why = lost.length ? `${lost.join(', ')} of the run was lost (it ended without a report)` : problem?.why;
     await node.end('broken', why ?? `machine 0 (worker ${gang.worker}) ended: ${res.outcome}`);
-    // A config or data error is the run's, wherever it showed: the run fails (its ranks elsewhere only lost their peers).
-    const invalid = Object.entries(reports).find(([k, r]) => k !== '0' && r.outcome === 'invalid');
     if (res.outcome === 'invalid') return undefined;
+    const invalid = Object.entries(reports).find(([k, r]) => k !== '0' && r.outcome === 'invalid');
     if (invalid) {
       const [k, r] = invalid;
       res.outcome = 'invalid';
       res.error = { event: 'error', kind: 'config', message: `machine ${k} (worker ${r.worker}): ${r.message ?? `exit ${r.exit}`}` };
       return undefined;
     }
-    return why;
+    if (lost.length || problem?.cause === 'lost') return why;
+    if (problem?.cause === 'failed') {
+      res.outcome = 'failed';
+      res.error = { event: 'error', kind: 'internal', message: problem.why };
+    }
+    return undefined;
   }
 
   /**
