@@ -7,7 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readGang } from '../src/queue/gang-record.js';
 import type { RunJobData } from '../src/queue/job-data.js';
 import { keys, nodeJobId } from '../src/queue/names.js';
-import { formGang, GangNode, joinGang, type GangProblem } from '../src/worker/gang.js';
+import { formGang, GangNode, gathering, joinGang, pledge, type GangProblem } from '../src/worker/gang.js';
+import { GpuPool } from '../src/worker/gpu-pool.js';
 import { stepBatches, worldGpus } from '../src/recipe/gpu-counts.js';
 import { checkFits, planRow } from '../src/recipe/memory-plan.js';
 import { resolveRecipe } from '../src/recipe/resolve.js';
@@ -110,6 +111,34 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     expect(await joinGang({ redis, data: { ...a, node: 1, gang_epoch: 1 }, worker: 'late', aliveMs: 1000, stopped: async () => false })).toBeUndefined();
   });
 
+  it('while a gang gathers, as many workers as it still needs pledge to hold GPUs back for it, and a pledged pool does', async () => {
+    const data = await runData('pledge');
+    await redis.set(keys.gangForming(), data.run_id);
+    await redis.hset(keys.gang(data.run_id), { epoch: '5', nodes: '3', gpus: '2', endpoint: 'h:1', state: 'forming', 'joined:0': 'w0' });
+    const g = await gathering(redis);
+    expect(g).toEqual({ runId: data.run_id, epoch: 5, gpus: 2, missing: 2, workers: ['w0'] });
+    expect([await pledge(redis, g!, 'w1', 5000), await pledge(redis, g!, 'w2', 5000), await pledge(redis, g!, 'w3', 5000), await pledge(redis, g!, 'w1', 5000)])
+      .toEqual([true, true, false, true]);
+    await redis.hset(keys.gang(data.run_id), { state: 'running' });
+    expect(await gathering(redis)).toBeUndefined();
+    // A pledged worker's pool: a 1-GPU run may not take a GPU that would leave fewer than 2 free for the gang.
+    const pool = new GpuPool(['0', '1', '2'], 60_000);
+    pool.reserve(data.run_id, 2, 1000, 0);
+    expect(pool.take('small', 1, 10)).toMatchObject({ gpus: ['0'] });
+    expect('wait' in pool.take('small-2', 1, 10)).toBe(true);
+    expect(pool.take(data.run_id, 2, 10)).toEqual({ gpus: ['1', '2'] }); // the gang's machine, when it comes
+    // It never replaces another job's reservation, and lapses unless renewed.
+    const other = new GpuPool(['0', '1'], 60_000);
+    other.take('a', 1, 0);
+    expect('wait' in other.take('big', 2, 0)).toBe(true);
+    other.reserve('gang', 2, 1000, 0);
+    expect(other.reserved(0)?.jobId).toBe('big');
+    const lapsing = new GpuPool(['0', '1'], 60_000);
+    lapsing.reserve('gang', 2, 1000, 0);
+    expect(lapsing.reserved(500)?.jobId).toBe('gang');
+    expect(lapsing.reserved(1500)).toBeUndefined();
+  });
+
   it('a machine whose key lapses without a report is lost to the others, which mark the gang broken; a reported end is not a loss', async () => {
     const data = await runData('lapse');
     await redis.hset(keys.gang(data.run_id), { epoch: '3', nodes: '3', endpoint: 'h:1', state: 'running', 'joined:0': 'w0', 'joined:1': 'w1', 'joined:2': 'w2' });
@@ -167,7 +196,7 @@ describe('a run across machines among smaller runs (fixture trainers, real Redis
     }
   }, limit(180_000));
 
-  it('a machine waiting for GPUs reserves them: a smaller run submitted after it does not take the GPU left free', async () => {
+  it('a gathering gang holds GPUs back on as many workers as it still needs: a smaller run submitted after it does not take the GPU left free', async () => {
     const log = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-gang-pool-')), 'trainers.log');
     writeFileSync(log, '');
     const env = queueEnv({ FIXTURE_LOG: log, FIXTURE_STEP_MS: '100', BSFT_GPU_WAIT_MS: '200', BSFT_NODE_ADDR: '127.0.0.1' });
@@ -192,8 +221,9 @@ describe('a run across machines among smaller runs (fixture trainers, real Redis
     expect(startOf(gang.runId, 'machine').map((m) => m.x).sort()).toEqual(['first', 'member']);
     const firstDone = startOf(first.runId, 'done')[0]!.t;
     const laterStart = startOf(later.runId, 'gpus')[0]!.t;
-    // The member waited on machine-b until the first run freed its GPU; the later 1-GPU run, which fit the free GPU
-    // all along, started only after the gang did.
+    // machine-b pledged its GPUs to the gathering gang: the member waited there until the first run freed its GPU; the
+    // later 1-GPU run, which fit the free GPU all along, started only after the gang did (fails without the hold: it
+    // takes machine-b's free GPU at once, and the gang waits for it too).
     expect(Math.max(...gangGpus.map((g) => g.t))).toBeGreaterThanOrEqual(firstDone);
     expect(laterStart).toBeGreaterThan(Math.max(...gangGpus.map((g) => g.t)));
   }, limit(180_000));

@@ -15,6 +15,8 @@ export interface NodeReport {
 export interface GangRecord {
   epoch: number;
   nodes: number;
+  /** GPUs of each machine (resources.gpus). */
+  gpus: number;
   endpoint: string;
   state: GangState;
   /** Why the gang broke or dissolved, and whether a machine was lost or failed (worker/gang.ts GangProblem). */
@@ -34,6 +36,6 @@ export async function readGang(redis: Redis, runId: string): Promise<GangRecord 
     if (k.startsWith('joined:')) joined[Number(k.slice(7))] = v;
     if (k.startsWith('report:')) reports[Number(k.slice(7))] = JSON.parse(v) as NodeReport;
   }
-  return { epoch: Number(h.epoch), nodes: Number(h.nodes), endpoint: h.endpoint ?? '', state: h.state as GangState, ...(h.why ? { why: h.why } : {}),
+  return { epoch: Number(h.epoch), nodes: Number(h.nodes), gpus: Number(h.gpus ?? 1), endpoint: h.endpoint ?? '', state: h.state as GangState, ...(h.why ? { why: h.why } : {}),
     ...(h.cause === 'lost' || h.cause === 'failed' ? { cause: h.cause } : {}), joined, reports };
 }

@@ -27,6 +27,8 @@ export const keys = {
   gang: (runId: string) => `${queuePrefix()}:bsft:gang:${runId}`,
   /** Set (with a time to live) by each machine of a gang while its worker is alive and holds its job. */
   gangAlive: (runId: string, epoch: number, node: number) => `${queuePrefix()}:bsft:gang:${runId}:${epoch}:alive:${node}`,
+  /** The workers that hold GPUs back for a gathering gang (a set, as many as it still needs machines). */
+  gangPledges: (runId: string, epoch: number) => `${queuePrefix()}:bsft:gang:${runId}:${epoch}:pledged`,
   /** The one run across machines gathering its machines now (SET NX with a time to live): gangs form one at a time. */
   gangForming: () => `${queuePrefix()}:bsft:gang-forming`,
 };

@@ -246,7 +246,7 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
   if (!(await holdSlot())) return { wait: `its machines: another run across machines (${await redis.get(slot)}) is gathering its own` };
   // No machine of the previous gang may still train: its alive keys lapse within aliveMs once it sees the new epoch.
   const previous = await readGang(redis, runId);
-  await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', 'joined:0': o.worker }).exec();
+  await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', gpus: String(data.recipe.resources.gpus), 'joined:0': o.worker }).exec();
   const gang = new GangNode({ redis, runId, epoch, node: 0, worker: o.worker, aliveMs: o.aliveMs });
   gang.start();
   if (previous) {
@@ -338,4 +338,31 @@ export async function joinGang(o: { redis: Redis; data: RunJobData; worker: stri
     if (g.state === 'running') return { gang, args: torchrunArgs(runId, g, node) };
     await sleep(200);
   }
+}
+
+/** The run across machines gathering now (the slot's holder): its epoch, GPUs per machine, the machines it still needs
+ * and the workers that joined; undefined when none gathers. */
+export async function gathering(redis: Redis): Promise<{ runId: string; epoch: number; gpus: number; missing: number; workers: string[] } | undefined> {
+  const runId = await redis.get(keys.gangForming());
+  const g = runId ? await readGang(redis, runId) : undefined;
+  if (!runId || !g || g.state !== 'forming') return undefined;
+  const workers = Object.values(g.joined);
+  return { runId, epoch: g.epoch, gpus: g.gpus, missing: g.nodes - workers.length, workers };
+}
+
+/** Adds worker ARGV[1] to the pledges KEYS[1] when it is there already or fewer than ARGV[2] have pledged. */
+const PLEDGE = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1`;
+
+/**
+ * Whether `worker` holds GPUs back for the gathering gang: the first `missing` workers that could host one of its
+ * machines (and are not in it) pledge, so that smaller runs do not take what the gang waits for, on as many workers
+ * as it still needs and no more (a pledge lives as long as the gathering may).
+ */
+export async function pledge(redis: Redis, g: { runId: string; epoch: number; missing: number }, worker: string, ttlMs: number): Promise<boolean> {
+  return (await redis.eval(PLEDGE, 1, keys.gangPledges(g.runId, g.epoch), worker, String(g.missing), String(ttlMs))) === 1;
 }

@@ -64,6 +64,16 @@ export class GpuPool {
     return { gpus: ordered };
   }
 
+  /**
+   * Holds `need` GPUs back for `jobId` for `holdMs` (a gathering gang's machine: gang.ts), unless another job's
+   * reservation stands; renewing one's own reservation extends it.
+   */
+  reserve(jobId: string, need: number, holdMs: number, now = Date.now()): void {
+    const held = this.reserved(now);
+    if (held && held.jobId !== jobId) return;
+    this.reservation = { jobId, need: Math.min(need, this.size), until: now + holdMs };
+  }
+
   release(gpus: string[]): void {
     for (const id of gpus) if (this.ids.includes(id) && !this.free.includes(id)) this.free.push(id);
   }

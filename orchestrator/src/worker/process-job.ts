@@ -22,7 +22,7 @@ import { gpuCounts } from '../recipe/gpu-counts.js';
 import { lockLease } from './lock-lease.js';
 import type { OffloadPool } from './offload.js';
 import { QueueHost, type QueueHostOptions } from './queue-host.js';
-import { formGang, joinGang } from './gang.js';
+import { formGang, gathering, joinGang, pledge } from './gang.js';
 import { PreemptedError } from '../errors.js';
 import { unparseableJob } from '../queue/run-job.js';
 
@@ -100,6 +100,7 @@ export async function processJob(ctx: JobContext, stage: Stage, job: Job<RunJobD
  */
 async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, data: RunJobData, token: string | undefined): Promise<string[]> {
   const counts = gpuCounts(data.recipe); // an elastic run: any of these, the most this worker can give
+  await holdBackForGathering(ctx, pool, data.run_id);
   const tooWide = counts[0]! > pool.size;
   const grant = tooWide ? { wait: `a worker with ${counts[0]} GPUs (${ctx.workerName} has ${pool.size})` } : pool.take(data.run_id, counts);
   if ('gpus' in grant) {
@@ -107,6 +108,18 @@ async function takeGpus(ctx: JobContext, pool: GpuPool, job: Job<RunJobData>, da
     return grant.gpus;
   }
   return waitFor(ctx, job, token, grant.wait, tooWide ? 5 : 1);
+}
+
+/**
+ * While a run across machines gathers, a worker that could host one of its missing machines (and is not one of its
+ * machines already) holds that many GPUs back from other runs, if it is among the first as many workers as the gang
+ * still needs (gang.ts pledge): the gang's reservation across workers, as the pool's is on one. Renewed at each look.
+ */
+async function holdBackForGathering(ctx: JobContext, pool: GpuPool, runId: string): Promise<void> {
+  const g = await gathering(ctx.connection).catch(() => undefined);
+  if (!g || g.runId === runId || g.gpus > pool.size || g.workers.includes(ctx.workerName)) return;
+  const hold = 5 * ctx.gpuWaitMs; // lapses soon after the gang gathered or dissolved
+  if (await pledge(ctx.connection, g, ctx.workerName, ctx.gangFormMs + hold)) pool.reserve(g.runId, g.gpus, hold);
 }
 
 /** What a train job waits for, in its data for `bsft status` (undefined: nothing, it runs). */
