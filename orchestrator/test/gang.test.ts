@@ -235,14 +235,23 @@ function losses(runDir: string): Map<number, number> {
     .map((l) => JSON.parse(l) as { kind: string; step: number; loss: number }).filter((r) => r.kind === 'step').map((r) => [r.step, r.loss]));
 }
 
-/** The run's train.json trained straight by one process (step_batches: every batch of a step on it): its losses. */
-function straightLosses(runDir: string): Map<number, number> {
+/** The run's train.json trained straight by one process (step_batches: every batch of a step on it): its folder. */
+function straightRun(runDir: string): string {
   const config = JSON.parse(readFileSync(path.join(runDir, 'train.json'), 'utf8'));
   const dir = path.join(mkdtempSync(path.join(tmpdir(), 'bsft-gang-straight-')), path.basename(runDir));
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'train.json'), JSON.stringify({ ...config, output_dir: dir, predictions_dir: path.join(dir, 'predictions') }));
   execFileSync(shardedPy!, ['-m', 'bsft_trainer', 'train', '--config', path.join(dir, 'train.json')], { stdio: ['ignore', 'ignore', 'pipe'], timeout: limit(300_000) });
-  return losses(dir);
+  return dir;
+}
+
+/** The relative distance between two runs' final weights (the toy model's, fp32): |a - b| / |a| over the whole model. */
+function weightDistance(a: string, b: string): number {
+  const code = 'import sys, torch\n' +
+    'x, y = (torch.load(f"{d}/final/toy_model.pt", map_location="cpu") for d in sys.argv[1:])\n' +
+    'assert x.keys() == y.keys()\n' +
+    'print(sum(float((y[k].double() - x[k].double()).norm()) ** 2 for k in x) ** 0.5 / sum(float(x[k].double().norm()) ** 2 for k in x) ** 0.5)';
+  return Number(execFileSync(shardedPy!, ['-c', code, a, b], { encoding: 'utf8', timeout: limit(60_000) }).trim());
 }
 
 /**
@@ -257,8 +266,13 @@ function stepsWritten(runDir: string): number[] {
 /** The run wrote each of its `steps` once, in order, with the losses of its train.json trained straight by one process. */
 function expectStraightRun(runDir: string, steps: number): void {
   expect(stepsWritten(runDir)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
-  const [got, want] = [losses(runDir), straightLosses(runDir)];
+  const straight = straightRun(runDir);
+  const [got, want] = [losses(runDir), losses(straight)];
   for (const [step, loss] of want) expect(Math.abs(got.get(step)! - loss) / loss, `step ${step}`).toBeLessThan(1e-4);
+  // The final weights too (rank 0 wrote them on whichever machine it was): the same sums in another order.
+  const distance = weightDistance(straight, runDir);
+  console.log(`final weights: ${distance.toExponential(2)} of their norm from the straight run's`);
+  expect(distance).toBeLessThan(1e-5);
 }
 
 describe.skipIf(!shardedPy)('a run across two machines through the queue: two workers as two machines (one gloo rank each)', () => {
