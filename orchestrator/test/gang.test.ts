@@ -145,7 +145,7 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     const node = (n: number) => new GangNode({ redis, runId: data.run_id, epoch: 3, node: n, worker: `w${n}`, aliveMs: 600 });
     const [n0, n1, n2] = [node(0), node(1), node(2)];
     await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
-    await n2.report('w2', { exitCode: 0, outcome: 'done' }); // ended, reported: not lost
+    await n2.report({ exitCode: 0, outcome: 'done' }); // ended, reported: not lost
     const lost: GangProblem[] = [];
     n0.start();
     const unwatch = n0.watch((why) => lost.push(why));
@@ -163,9 +163,9 @@ describe('gathering a gang (gang.ts, real Redis)', () => {
     const node = (n: number) => new GangNode({ redis, runId: data.run_id, epoch: 4, node: n, worker: `w${n}`, aliveMs: 5000 });
     const [n0, n1, n2] = [node(0), node(1), node(2)];
     await Promise.all([n0.beat(), n1.beat(), n2.beat()]);
-    await n1.report('w1', { exitCode: 75, outcome: 'preempted' });
+    await n1.report({ exitCode: 75, outcome: 'preempted' });
     expect(await n0.problem()).toBeUndefined();
-    await n2.report('w2', { exitCode: 2, outcome: 'invalid', error: { event: 'error', kind: 'data', message: 'train.jsonl:3 bad' } });
+    await n2.report({ exitCode: 2, outcome: 'invalid', error: { event: 'error', kind: 'data', message: 'train.jsonl:3 bad' } });
     expect(await n0.problem()).toEqual({ why: 'machine 2 of the run (worker w2) ended: data: train.jsonl:3 bad', cause: 'failed' });
   });
 });

@@ -119,10 +119,11 @@ export class GangNode {
     if (this.current) await this.o.redis.set(this.aliveKey, this.o.worker, 'PX', this.o.aliveMs);
   }
 
-  /** Why this machine must stop now, or undefined while its gang stands: checks the record and every joined machine. */
-  async problem(): Promise<GangProblem | undefined> {
+  /** Why this machine must stop now, or undefined while its gang stands: checks the record (`read`: as just read) and
+   * every joined machine. */
+  async problem(read?: GangRecord): Promise<GangProblem | undefined> {
     const { redis, runId, epoch, node } = this.o;
-    const g = await readGang(redis, runId);
+    const g = read ?? (await readGang(redis, runId));
     if (!g || g.epoch !== epoch) return { why: `a newer gang (epoch ${g?.epoch ?? '?'}) owns the run`, cause: 'lost' };
     if (g.state === 'broken' || g.state === 'dissolved') return { why: g.why ?? `the gang ${g.state}`, cause: g.cause ?? 'lost' };
     if (g.state === 'ended') return undefined; // machine 0's trainer finished: the run is trained
@@ -180,9 +181,9 @@ export class GangNode {
   }
 
   /** This machine's trainer ended: its report for the others, then its alive key goes. */
-  async report(worker: string, res: Pick<TrainerResult, 'exitCode' | 'outcome' | 'error'>): Promise<void> {
+  async report(res: Pick<TrainerResult, 'exitCode' | 'outcome' | 'error'>): Promise<void> {
     clearInterval(this.timer);
-    const report: NodeReport = { worker, exit: res.exitCode ?? null, outcome: res.outcome, ...(res.error ? { message: `${res.error.kind}: ${res.error.message}` } : {}) };
+    const report: NodeReport = { worker: this.o.worker, exit: res.exitCode ?? null, outcome: res.outcome, ...(res.error ? { message: `${res.error.kind}: ${res.error.message}` } : {}) };
     await setIfEpoch(this.o.redis, this.o.runId, this.o.epoch, { [`report:${this.o.node}`]: JSON.stringify(report) }).catch(() => undefined);
     this.current = false;
     await this.o.redis.del(this.aliveKey).catch(() => undefined);
@@ -282,7 +283,7 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
       await holdSlot();
       const g = await readGang(redis, runId);
       if (!g || g.epoch !== epoch) return { wait: 'its machines: a newer gang took the run' };
-      const problem = await gang.problem(); // a machine that joined and left, or was lost
+      const problem = await gang.problem(g); // a machine that joined and left, or was lost
       if (problem) {
         await dissolve(problem.why);
         return { wait: `its machines: ${problem.why}` };
@@ -330,7 +331,7 @@ export async function joinGang(o: { redis: Redis; data: RunJobData; worker: stri
   gang.start();
   for (;;) {
     const g = await readGang(redis, runId);
-    const problem = await gang.problem();
+    const problem = g && (await gang.problem(g));
     if (!g || problem || (await o.stopped())) {
       await gang.end('dissolved', problem?.why ?? `machine ${node} (worker ${o.worker}) left while the gang gathered`).catch(() => undefined);
       return undefined;

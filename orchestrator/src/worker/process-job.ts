@@ -154,7 +154,7 @@ async function waitFor(ctx: JobContext, job: Job<RunJobData>, token: string | un
 }
 
 /** Whether the run's training is done already (its final model is complete): a retry after it needs no gang. */
-async function trained(store: Store, data: RunJobData): Promise<boolean> {
+function trained(store: Store, data: RunJobData): boolean {
   return store.kind === 'local' && existsSync(path.join(data.run_dir, 'final', 'COMPLETE'));
 }
 
@@ -183,7 +183,7 @@ async function processMember(ctx: JobContext, job: Job<RunJobData>, data: RunJob
     lease: { ms: lock.ms, holds: async () => joined.gang.current && (await lock.holds()) },
     epoch,
     ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
-    gang: { ...joined, node: joined.gang, worker: ctx.workerName },
+    gang: { node: joined.gang, args: joined.args },
   });
   try {
     await runSteps([trainStep], { recipe: data.recipe, runDir: data.run_dir, log, signal: never, host });
@@ -193,7 +193,7 @@ async function processMember(ctx: JobContext, job: Job<RunJobData>, data: RunJob
     return { ended: (e as Error).message };
   } finally {
     // Ended before its trainer reported (it never started): the others learn it now, not when its key lapses.
-    if (joined.gang.current) await joined.gang.report(ctx.workerName, { exitCode: undefined, outcome: 'failed', error: { event: 'error', kind: 'internal', message: 'its trainer did not start' } }).catch(() => undefined);
+    if (joined.gang.current) await joined.gang.report({ exitCode: undefined, outcome: 'failed', error: { event: 'error', kind: 'internal', message: 'its trainer did not start' } }).catch(() => undefined);
   }
 }
 
@@ -212,7 +212,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
       ownsRun: async () => (await ctx.connection.get(keys.epoch(runId))) === String(epoch),
     };
     await logJobEvent(job, { event: 'attempt', attempt: job.attemptsMade + 1, worker: job.processedBy ?? null, epoch });
-    if (data.recipe.resources.nodes > 1 && !(await trained(store, data))) {
+    if (data.recipe.resources.nodes > 1 && !trained(store, data)) {
       const formed = await formGang({
         redis: ctx.connection, data, epoch, worker: ctx.workerName, aliveMs: ctx.lockMs, formMs: ctx.gangFormMs,
         stopped: async () => ((await ctx.isCancelled(runId)) ? 'cancel' : ctx.shuttingDown() ? 'shutdown' : undefined),
@@ -224,7 +224,7 @@ async function processWith(ctx: JobContext, stage: Stage, job: Job<RunJobData>, 
         return settleJob(job, token, new PreemptedError('worker shutdown'));
       }
       if ('wait' in formed) return waitFor(ctx, job, token, formed.wait, 5);
-      gang = { ...formed, node: formed.gang, worker: ctx.workerName };
+      gang = { node: formed.gang, args: formed.args };
     }
   }
   const host = new QueueHost(job, {

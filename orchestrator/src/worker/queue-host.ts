@@ -42,7 +42,7 @@ export interface QueueHostOptions {
   /** The worker's warm children for builds and scoring (offload.ts). */
   offload: OffloadPool;
   /** One machine of a run across machines: its place in the gang (gang.ts) and torchrun's rendezvous options. */
-  gang?: { node: GangNode; args: string; worker: string };
+  gang?: { node: GangNode; args: string };
 }
 
 /**
@@ -201,9 +201,9 @@ export class QueueHost implements RunHost {
    */
   private async gangEnded(gang: NonNullable<QueueHostOptions['gang']>, res: TrainerResult, problem: GangProblem | undefined): Promise<string | undefined> {
     const { node } = gang;
-    await node.report(gang.worker, res);
+    await node.report(res);
     if (node.o.node !== 0) {
-      await logJobEvent(this.job, { event: 'node-ended', node: node.o.node, worker: gang.worker, exit: res.exitCode ?? res.signal, outcome: res.outcome });
+      await logJobEvent(this.job, { event: 'node-ended', node: node.o.node, worker: node.o.worker, exit: res.exitCode ?? res.signal, outcome: res.outcome });
       return problem?.why;
     }
     if (res.outcome === 'done') {
@@ -213,7 +213,7 @@ export class QueueHost implements RunHost {
     const { lost, reports } = await node.othersEnded();
     for (const [k, r] of Object.entries(reports)) if (k !== '0') await logJobEvent(this.job, { event: 'node-ended', node: Number(k), worker: r.worker, exit: r.exit, outcome: r.outcome, ...(r.message ? { message: r.message } : {}) });
     const why = lost.length ? `${lost.join(', ')} of the run was lost (it ended without a report)` : problem?.why;
-    await node.end('broken', why ?? `machine 0 (worker ${gang.worker}) ended: ${res.outcome}`);
+    await node.end('broken', why ?? `machine 0 (worker ${node.o.worker}) ended: ${res.outcome}`);
     if (res.outcome === 'invalid') return undefined;
     const invalid = Object.entries(reports).find(([k, r]) => k !== '0' && r.outcome === 'invalid');
     if (invalid) {
