@@ -35,10 +35,14 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1`;
 
-/** Joins machine ARGV[2] as worker ARGV[3] while gang ARGV[1] is still forming. */
+/**
+ * Joins machine ARGV[2] as worker ARGV[3] while gang ARGV[1] is still forming, with its alive key KEYS[2] (ARGV[4] ms):
+ * in one step, so that no machine ever sees it joined without its key, and calls it lost.
+ */
 const JOIN = `
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'forming' then return 0 end
 redis.call('HSET', KEYS[1], 'joined:' .. ARGV[2], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', tonumber(ARGV[4]))
 return 1`;
 
 /** Takes (or renews) the gathering slot KEYS[1] for run ARGV[1] for ARGV[2] ms; 0 when another run holds it. */
@@ -247,7 +251,9 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
   if (!(await holdSlot())) return { wait: `its machines: another run across machines (${await redis.get(slot)}) is gathering its own` };
   // No machine of the previous gang may still train: its alive keys lapse within aliveMs once it sees the new epoch.
   const previous = await readGang(redis, runId);
-  await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', gpus: String(data.recipe.resources.gpus), 'joined:0': o.worker }).exec();
+  // Machine 0 joins with its record, its alive key with it (see JOIN).
+  await redis.multi().del(keys.gang(runId)).hset(keys.gang(runId), { epoch: String(epoch), nodes: String(nodes), endpoint: `${nodeAddress()}:${await freePort()}`, state: 'forming', gpus: String(data.recipe.resources.gpus), 'joined:0': o.worker })
+    .set(keys.gangAlive(runId, epoch, 0), o.worker, 'PX', o.aliveMs).exec();
   const gang = new GangNode({ redis, runId, epoch, node: 0, worker: o.worker, aliveMs: o.aliveMs });
   gang.start();
   if (previous) {
@@ -317,6 +323,11 @@ export async function formGang(o: FormOptions): Promise<FormResult> {
   }
 }
 
+/** Machine `node` joins gang `epoch` in its record, with its alive key (JOIN); false when that gang no longer forms. */
+export async function joinRecord(redis: Redis, runId: string, epoch: number, node: number, worker: string, aliveMs: number): Promise<boolean> {
+  return (await redis.eval(JOIN, 2, keys.gang(runId), keys.gangAlive(runId, epoch, node), String(epoch), String(node), worker, String(aliveMs))) === 1;
+}
+
 /**
  * A member job: joins its gang and waits until every machine has joined. Returns undefined when the gang is gone (a
  * stale member job: it ends), else the machine's gang and torchrun options.
@@ -326,7 +337,7 @@ export async function joinGang(o: { redis: Redis; data: RunJobData; worker: stri
   const runId = data.run_id;
   const epoch = data.gang_epoch!;
   const node = data.node!;
-  if ((await redis.eval(JOIN, 1, keys.gang(runId), String(epoch), String(node), o.worker)) !== 1) return undefined;
+  if (!(await joinRecord(redis, runId, epoch, node, o.worker, o.aliveMs))) return undefined;
   const gang = new GangNode({ redis, runId, epoch, node, worker: o.worker, aliveMs: o.aliveMs });
   gang.start();
   for (;;) {
