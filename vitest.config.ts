@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import FailuresReporter from './orchestrator/test/helpers/failures-reporter.js';
 import SlowestReporter from './orchestrator/test/helpers/slowest-reporter.js';
 import { limit, TIME_SCALE } from './orchestrator/test/helpers/time-scale.js';
 
@@ -12,7 +13,8 @@ export default defineConfig({
     hookTimeout: limit(60_000),
     // Integration tests share one Redis and spawn CLI subprocesses: keep files serial on a 2-core machine.
     fileParallelism: false,
-    // Each file and its slow tests as they finish; the slowest 15 and any test over the budget at the end.
-    reporters: ['default', new SlowestReporter()],
+    // Each file and its slow tests as they finish; the slowest 15 and any test over the budget at the end; each
+    // failure's first error line last (scripts/test-all.sh).
+    reporters: ['default', new SlowestReporter(), new FailuresReporter()],
   },
 });

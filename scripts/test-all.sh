@@ -14,11 +14,26 @@ cd "$(dirname "$0")/.." || exit 2
 # 8.8 vs 9.4 s on an idle machine). OMP_NUM_THREADS set by the caller wins.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
-(bash scripts/test-trainer.sh 2>&1 | sed -u 's/^/[trainer] /') &
+# Each failure's first error line is printed last, where the tail of a CI log shows it: vitest's from its failures
+# reporter (orchestrator/test/helpers/failures-reporter.ts), pytest's from its short summary (-rfE).
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export BSFT_TEST_FAILURES="$work/vitest-failures"
+
+(bash scripts/test-trainer.sh 2>&1 | tee "$work/trainer.log" | sed -u 's/^/[trainer] /') &
 trainer=$!
 npx vitest run
 ts=$?
 wait "$trainer"
 py=$?
 echo "npm test: orchestrator suite (vitest) exit $ts, trainer suite (pytest) exit $py"
+if [ "$ts" != 0 ] || [ "$py" != 0 ]; then
+  echo "npm test: what failed (the first line of each error; the full output is above):"
+  cat "$work/vitest-failures" 2>/dev/null
+  grep -E '^(FAILED|ERROR) ' "$work/trainer.log" | sed 's/^/[trainer] /'
+  # Many tests failing at once is often the machine: a full disk or too little memory.
+  echo "npm test: free disk and memory at the end:"
+  df -h . "${TMPDIR:-/tmp}" 2>/dev/null
+  free -m 2>/dev/null | head -2
+fi
 [ "$ts" = 0 ] && [ "$py" = 0 ]

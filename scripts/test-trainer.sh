@@ -7,8 +7,9 @@ for py in "${BSFT_PYTHON:-}" ../.venv/bin/python /usr/bin/python3 python3; do
   [ -n "$py" ] || continue
   if "$py" -c 'import torch, numpy, pytest' 2>/dev/null; then
     echo "trainer tests with $py (torch $("$py" -c 'import torch; print(torch.__version__)'))"
-    # -v: each test's name as it runs; the slowest 15 at the end, and every test over the budget (conftest.py).
-    exec "$py" -m pytest -v -rs --durations=15 tests "$@"
+    # -v: each test's name as it runs; the slowest 15 at the end, and every test over the budget (conftest.py);
+    # -rfEs: each failure, error and skip with its reason in the short summary.
+    exec "$py" -m pytest -v -rfEs --durations=15 tests "$@"
   fi
 done
 echo "test-trainer: no Python with torch, numpy and pytest found (Debian: apt-get install python3-torch python3-pytest)" >&2
