@@ -9,6 +9,8 @@ if (TIME_SCALE > 1) console.log(`bsft tests: time limits x${TIME_SCALE.toFixed(2
 export default defineConfig({
   test: {
     include: ['orchestrator/test/**/*.test.ts'],
+    // Every temporary folder of the run under one, removed at its end.
+    globalSetup: ['orchestrator/test/helpers/temp-root.ts'],
     testTimeout: limit(60_000),
     hookTimeout: limit(60_000),
     // Integration tests share one Redis and spawn CLI subprocesses: keep files serial on a 2-core machine.

@@ -17,8 +17,18 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # Each failure's first error line is printed last, where the tail of a CI log shows it: vitest's from its failures
 # reporter (orchestrator/test/helpers/failures-reporter.ts), pytest's from its short summary (-rfE).
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 export BSFT_TEST_FAILURES="$work/vitest-failures"
+# Every temporary file of both suites and of what they start (run folders, checkpoints, pytest's tmp_path, torch's
+# caches) goes under $work/tmp and is removed at the end, passed or failed, so that runs of the suite on one machine do
+# not pile up: measured, one run left 12.7 GB in /tmp before (vitest's own run folder: helpers/temp-root.ts; pytest
+# removes a passed test's tmp_path as it ends: pyproject.toml). BSFT_TEST_KEEP_TMP=1 keeps it, to look at.
+mkdir "$work/tmp"
+export TMPDIR="$work/tmp"
+if [ "${BSFT_TEST_KEEP_TMP:-}" = 1 ]; then
+  trap 'echo "npm test: temporary files kept in $work/tmp"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 
 (bash scripts/test-trainer.sh 2>&1 | tee "$work/trainer.log" | sed -u 's/^/[trainer] /') &
 trainer=$!
@@ -33,7 +43,7 @@ if [ "$ts" != 0 ] || [ "$py" != 0 ]; then
   grep -E '^(FAILED|ERROR) ' "$work/trainer.log" | sed 's/^/[trainer] /'
   # Many tests failing at once is often the machine: a full disk or too little memory.
   echo "npm test: free disk and memory at the end:"
-  df -h . "${TMPDIR:-/tmp}" 2>/dev/null
+  df -h . "$TMPDIR" 2>/dev/null
   free -m 2>/dev/null | head -2
 fi
 [ "$ts" = 0 ] && [ "$py" = 0 ]
