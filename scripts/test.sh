@@ -25,6 +25,14 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Free disk where the suites write (the checkout, and TMPDIR for every run folder): the CI log says it, and warns
+# when it is short: many tests then fail at once (a run of the suite writes several GB while it runs).
+for where in . "${TMPDIR:-/tmp}"; do
+  free_gb=$(df -P -B1G "$where" | awk 'NR == 2 { print $4 }')
+  echo "ci: ${free_gb} GB free on the disk of $(cd "$where" && pwd)"
+  [ "$free_gb" -ge 10 ] || echo "ci: warning: under 10 GB free there; the suite may fail for want of disk" >&2
+done
+
 # A reachable Redis: the one in REDIS_URL or on 127.0.0.1:6379, else one started here on a free port.
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
