@@ -30,7 +30,8 @@ else
   trap 'rm -rf "$work"' EXIT
 fi
 
-(bash scripts/test-trainer.sh 2>&1 | tee "$work/trainer.log" | sed -u 's/^/[trainer] /') &
+# 200 columns: pytest cuts a summary line's reason at the terminal's width (80 in a CI log).
+(COLUMNS=200 bash scripts/test-trainer.sh 2>&1 | tee "$work/trainer.log" | sed -u 's/^/[trainer] /') &
 trainer=$!
 npx vitest run
 ts=$?
