@@ -319,6 +319,25 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
 
   const env = () => queueEnv({ BSFT_PYTHON: shardedPy!, BSFT_GPU_WAIT_MS: '200', BSFT_NODE_ADDR: '127.0.0.1' });
 
+  /** A 12-step run submitted to three machines (two train, one spare), once it trains past step 3. */
+  async function trainingOnThree(e: Record<string, string>, checkpointEvery: number) {
+    const { runId, runs } = await submit(e, ['train.max_steps=12', `train.checkpoint_every=${checkpointEvery}`]);
+    const all = machines(e, ['machine-a', 'machine-b', 'machine-c']);
+    await Promise.all(all.map((w) => w.ready));
+    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
+    return { runId, runs, training };
+  }
+
+  /** Waits until the run ended, expects it completed, and returns its job log. */
+  async function completedLogs(e: Record<string, string>, runId: string): Promise<string> {
+    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
+    expect(done.state, done.failedReason).toBe('completed');
+    return (await bsft(['logs', runId], { env: e })).stdout;
+  }
+
+  /** The step each trainer start of the 12-step run on two machines resumed from, in order. */
+  const resumedFrom = (logs: string) => [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
+
   it('starts only when both machines joined, shows both, and trains the losses of one process over the same global batch', async () => {
     const e = env();
     const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=4']);
@@ -335,10 +354,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 1, 180_000);
     expect(training.nodes?.map((n) => [n.node, n.alive])).toEqual([[0, true], [1, true]]);
     expect(training.worker?.split(' + ').sort()).toEqual(['machine-a', 'machine-b']);
-    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
-    expect(done.state, done.failedReason).toBe('completed');
-
-    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    const logs = await completedLogs(e, runId);
     expect(logs).toMatch(/"event":"node-joined","epoch":\d+,"node":1,"worker":"machine-[ab]"/);
     expect(logs).toMatch(/"event":"start","total_steps":12,"resumed_from_step":0,"world_size":2/);
     const config = JSON.parse(readFileSync(path.join(runs, runId, 'train.json'), 'utf8'));
@@ -348,10 +364,7 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
 
   it('kill -9 of a machine\'s worker mid-run, then of machine 0\'s: each time the other stops, the run gathers again; it finishes with the straight run\'s losses', async () => {
     const e = env();
-    const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=2']);
-    const all = machines(e, ['machine-a', 'machine-b', 'machine-c']);
-    await Promise.all(all.map((w) => w.ready));
-    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
+    const { runId, runs, training } = await trainingOnThree(e, 2);
     const names = training.nodes!.map((n) => n.worker);
     // The machine that is not the run's own job (node 1): machine 0 must notice and stop.
     const victim = byName.get(names[1]!)!;
@@ -367,11 +380,9 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
     machines(e, ['machine-d']);
     const third = await waitForRun(e, runId, (v) => v.state === 'training' && (v.nodes ?? []).length === 2 && v.worker!.includes('machine-d') && trainStep(v) >= 1, 240_000);
     console.log(`machine 0 killed at step ${trainStep(again)}; the run trains again on ${third.worker}`);
-    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
-    expect(done.state, done.failedReason).toBe('completed');
-    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    const logs = await completedLogs(e, runId);
     expect(logs).toMatch(/"event":"requeued","reason":"node lost"/);
-    const starts = [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
+    const starts = resumedFrom(logs);
     expect(starts.length).toBe(3);
     expect(starts[1]).toBeGreaterThan(0);
     expect(starts[2]).toBeGreaterThan(starts[1]!);
@@ -380,19 +391,14 @@ describe.skipIf(!shardedPy)('a run across two machines through the queue: two wo
 
   it('a machine\'s worker shut down (a preemption notice): every machine stops after one common checkpoint, the run resumes on the machines that gather next', async () => {
     const e = env();
-    const { runId, runs } = await submit(e, ['train.max_steps=12', 'train.checkpoint_every=100']);
-    const all = machines(e, ['machine-a', 'machine-b', 'machine-c']);
-    await Promise.all(all.map((w) => w.ready));
-    const training = await waitForRun(e, runId, (v) => v.state === 'training' && trainStep(v) >= 3, 240_000);
+    const { runId, runs, training } = await trainingOnThree(e, 100);
     const member = training.nodes![1]!.worker;
     await stop(byName.get(member)!); // SIGTERM to that worker alone
-    const done = await waitForRun(e, runId, (v) => ['completed', 'failed'].includes(v.state), 300_000);
-    expect(done.state, done.failedReason).toBe('completed');
-    const logs = (await bsft(['logs', runId], { env: e })).stdout;
+    const logs = await completedLogs(e, runId);
     // Machine 0's ranks were never signalled: they stopped at the step the other machine's ranks asked for, after
     // the checkpoint of that step (checkpoint_every 100: the only one before the end), and the job went back to waiting.
     expect(logs).toMatch(/"event":"requeued","reason":"preempted"/);
-    const starts = [...logs.matchAll(/"event":"start","total_steps":12,"resumed_from_step":(\d+),"world_size":2/g)].map((m) => Number(m[1]));
+    const starts = resumedFrom(logs);
     expect(starts.length).toBe(2);
     expect(starts[1]).toBeGreaterThanOrEqual(3);
     expectStraightRun(path.join(runs, runId), 12);
